@@ -1,0 +1,1 @@
+"""The thin FastAPI layer over geo/: routers, schemas, auth and error mapping."""

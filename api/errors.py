@@ -1,0 +1,65 @@
+"""Turn domain errors into clear 4xx/5xx JSON answers. Installed with one call."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from geo import errors
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[errors.WanggeError], int] = {
+    errors.InvalidInput: 422,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
+    errors.Forbidden: 403,
+    errors.Unauthenticated: 401,
+    errors.DatabaseUnavailable: 503,
+}
+
+
+def _status_for(exc: errors.WanggeError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 400
+
+
+def error_body(exc: errors.WanggeError) -> dict:
+    return {
+        "error": type(exc).__name__,
+        "detail": exc.message,
+        "problems": [p.as_dict() for p in exc.problems],
+    }
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.WanggeError)
+    async def _domain(request: Request, exc: errors.WanggeError) -> JSONResponse:
+        status = _status_for(exc)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return JSONResponse(error_body(exc), status_code=status, headers=headers)
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return JSONResponse(
+            {"error": "DatabaseUnavailable", "detail": "the database is unavailable; retry"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return JSONResponse(
+                {"error": "DatabaseUnavailable", "detail": "the database connection was lost"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        raise exc

@@ -1,0 +1,57 @@
+"""The application factory: ``uvicorn api.main:create_app --factory``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from api.errors import install_error_handlers
+from api.routers import circles, incidents, layers, lookup, maps, open311, planning, security
+from geo.db import make_engine, resolve_url
+from geo.settings import ApiSettings, DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+ROUTERS = (layers, lookup, circles, incidents, open311, maps, planning, security)
+
+
+def create_app(
+    db_settings: DatabaseSettings | None = None,
+    api_settings: ApiSettings | None = None,
+    *,
+    engine: Engine | None = None,
+) -> FastAPI:
+    """Build the app. Pass ``engine`` to reuse one (tests); else one is made from settings."""
+    db_settings = db_settings or DatabaseSettings()
+    api_settings = api_settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owns_engine = engine is None
+        app.state.engine = engine or make_engine(
+            resolve_url(db_settings), pool_size=db_settings.pool_size
+        )
+        for module in ROUTERS:
+            startup = getattr(module, "on_startup", None)
+            if startup:
+                startup(app)
+        yield
+        if owns_engine:
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title="wangge 网格",
+        summary="Grid-based community governance: lookup, service circles, incidents, planning.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.db_settings = db_settings
+    app.state.api_settings = api_settings
+    install_error_handlers(app)
+    for module in ROUTERS:
+        app.include_router(module.router)
+    return app

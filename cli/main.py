@@ -1,0 +1,41 @@
+"""``wangge``: one Typer app; each concern registers its commands from its own module."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from cli import (
+    circles,
+    data,
+    db,
+    incidents,
+    lookup,
+    mapping,
+    planning,
+    security,
+    serve,
+    synth,
+)
+
+app = typer.Typer(
+    name="wangge",
+    help="网格 wangge: grid-based community governance on PostGIS.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+for module in (db, data, synth, serve, lookup, circles, incidents, mapping, planning, security):
+    module.register(app)

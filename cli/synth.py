@@ -1,0 +1,9 @@
+"""CLI commands for the synthetic city."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``wangge`` app."""

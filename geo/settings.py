@@ -1,0 +1,67 @@
+"""Settings, read from the environment under the ``WANGGE_`` prefix (pydantic-settings).
+
+One class per concern. Build them where the program starts and pass them in; nothing here is
+instantiated at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WANGGE_", extra="ignore")
+
+
+class DatabaseSettings(_Base):
+    """Where the database is: an external PostgreSQL + PostGIS, or the embedded cluster."""
+
+    database_url: str | None = Field(
+        default=None,
+        description="External PostgreSQL+PostGIS+pgRouting URL. Unset: use the embedded cluster.",
+    )
+    state_dir: Path = Field(
+        default=PROJECT_ROOT / ".wangge",
+        description="Directory that holds the embedded cluster (data, socket, log).",
+    )
+    db_port: int = Field(
+        default=0, description="Port of the embedded cluster; 0 picks a free one on first start."
+    )
+    db_name: str = Field(default="wangge", description="Database name inside the embedded cluster.")
+    pg_bin_dir: Path | None = Field(
+        default=None,
+        description="initdb/pg_ctl directory. Unset: newest /usr/lib/postgresql/*/bin.",
+    )
+    pool_size: int = Field(default=10, description="SQLAlchemy connection pool size.")
+
+
+class DataSettings(_Base):
+    """Validation rules applied to every import."""
+
+    households_min: int = Field(default=150, description="Balance rule: fewest households a grid.")
+    households_max: int = Field(default=500, description="Balance rule: most households a grid.")
+    overlap_tolerance_m2: float = Field(
+        default=1.0, description="Sibling grids may overlap by at most this many m²."
+    )
+    gap_tolerance_m2: float = Field(
+        default=1.0, description="A community's grids may leave at most this many m² uncovered."
+    )
+    max_import_features: int = Field(
+        default=2_000_000, description="Largest number of features one import may hold."
+    )
+
+
+class ApiSettings(_Base):
+    """The HTTP service."""
+
+    host: str = Field(default="127.0.0.1", description="Address uvicorn binds.")
+    port: int = Field(default=8000, description="Port uvicorn binds.")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Largest request body accepted (bytes)."
+    )
+    log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")

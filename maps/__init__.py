@@ -1,0 +1,1 @@
+"""folium/Leaflet map rendering: GeoDataFrames or GeoJSON in, HTML out. Never opens the database."""

@@ -1,0 +1,98 @@
+"""The embedded cluster and the schema's own rules."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from geo import embedded
+from geo.db import schema_revision
+
+SQUARE = "MULTIPOLYGON(((119.30 26.05,119.31 26.05,119.31 26.06,119.30 26.06,119.30 26.05)))"
+
+
+def test_extensions_and_schema_are_installed(conn):
+    exts = set(conn.execute(text("SELECT extname FROM pg_extension")).scalars())
+    assert {"postgis", "pgrouting", "btree_gist"} <= exts
+    assert schema_revision(conn) is not None
+    srid = conn.execute(text("SELECT Find_SRID('public', 'area', 'geom')")).scalar()
+    assert srid == 4326
+
+
+def test_embedded_status_is_idempotent(db_settings, server_url):
+    if db_settings.database_url:
+        pytest.skip("external database")
+    first = embedded.start(db_settings)
+    again = embedded.start(db_settings)
+    assert first.running and again.running and first.pid == again.pid
+
+
+def _generation(conn) -> int:
+    return conn.execute(text("INSERT INTO generation (kind) VALUES ('test') RETURNING id")).scalar()
+
+
+def _insert_area(conn, level, code, parent, gen, **extra):
+    conn.execute(
+        text(
+            "INSERT INTO area (level, code, parent_code, name, geom, generation_low,"
+            " responsible_body, metric_srid)"
+            " VALUES (:level, :code, :parent, 'x', ST_GeomFromText(:wkt, 4326), :gen, :body, :srid)"
+        ),
+        {"level": level, "code": code, "parent": parent, "wkt": extra.get("wkt", SQUARE),
+         "gen": gen, "body": extra.get("body", "某社区居委会"), "srid": extra.get("srid", 32650)},
+    )
+
+
+@pytest.mark.parametrize(
+    "level, code, parent, why",
+    [
+        ("district", "35010", None, "district code must have 6 digits"),
+        ("street", "350104400", "350104", "street sequence above 399"),
+        ("street", "350104000", "350104", "street sequence 000"),
+        ("community", "350104001002", "350104002", "parent is not the code's prefix"),
+        ("grid", "35010400100200A", "350104001002", "non-digit code"),
+        ("grid", "350104001002000", "350104001002", "grid sequence 000"),
+    ],
+)
+def test_code_rules_are_enforced_by_the_database(conn, level, code, parent, why):
+    gen = _generation(conn)
+    with pytest.raises(IntegrityError):
+        with conn.begin_nested():
+            _insert_area(conn, level, code, parent, gen)
+
+
+def test_grid_must_name_its_responsible_body(conn):
+    gen = _generation(conn)
+    with pytest.raises(IntegrityError):
+        with conn.begin_nested():
+            _insert_area(conn, "grid", "350104001002003", "350104001002", gen, body=None)
+
+
+def test_street_type_follows_the_code_range(conn):
+    gen = _generation(conn)
+    for code in ("350104001", "350104150", "350104250"):
+        _insert_area(conn, "street", code, "350104", gen)
+    rows = dict(conn.execute(text("SELECT code, street_type FROM area")).all())
+    assert rows == {"350104001": "street", "350104150": "town", "350104250": "township"}
+
+
+def test_one_version_of_a_code_per_generation(conn):
+    g1 = _generation(conn)
+    _insert_area(conn, "district", "350104", None, g1)
+    with pytest.raises(IntegrityError):
+        with conn.begin_nested():
+            _insert_area(conn, "district", "350104", None, g1)
+    # A new version in a later generation is fine once the old one is closed.
+    g2 = _generation(conn)
+    conn.execute(text("UPDATE area SET generation_high = :g WHERE code = '350104'"), {"g": g1})
+    _insert_area(conn, "district", "350104", None, g2)
+    assert conn.execute(text("SELECT count(*) FROM area WHERE code='350104'")).scalar() == 2
+
+
+def test_invalid_geometry_is_refused(conn):
+    gen = _generation(conn)
+    bowtie = "MULTIPOLYGON(((119.30 26.05,119.31 26.06,119.31 26.05,119.30 26.06,119.30 26.05)))"
+    with pytest.raises(IntegrityError):
+        with conn.begin_nested():
+            _insert_area(conn, "district", "350104", None, gen, wkt=bowtie)
