@@ -14,11 +14,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class _Base(BaseSettings):
+class WanggeSettings(BaseSettings):
+    """Base of every settings class: environment variables prefixed WANGGE_."""
+
     model_config = SettingsConfigDict(env_prefix="WANGGE_", extra="ignore")
 
 
-class DatabaseSettings(_Base):
+class DatabaseSettings(WanggeSettings):
     """Where the database is: an external PostgreSQL + PostGIS, or the embedded cluster."""
 
     database_url: str | None = Field(
@@ -40,7 +42,7 @@ class DatabaseSettings(_Base):
     pool_size: int = Field(default=10, description="SQLAlchemy connection pool size.")
 
 
-class DataSettings(_Base):
+class DataSettings(WanggeSettings):
     """Validation rules applied to every import."""
 
     households_min: int = Field(default=150, description="Balance rule: fewest households a grid.")
@@ -56,7 +58,7 @@ class DataSettings(_Base):
     )
 
 
-class ApiSettings(_Base):
+class ApiSettings(WanggeSettings):
     """The HTTP service."""
 
     host: str = Field(default="127.0.0.1", description="Address uvicorn binds.")
