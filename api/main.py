@@ -11,7 +11,9 @@ from sqlalchemy import Engine
 
 from api.errors import install_error_handlers
 from api.routers import circles, incidents, layers, lookup, maps, open311, planning, security
+from api.security import install_security
 from geo.db import make_engine, resolve_url
+from geo.security import AuthSettings
 from geo.settings import ApiSettings, DatabaseSettings
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ def create_app(
     api_settings: ApiSettings | None = None,
     *,
     engine: Engine | None = None,
+    auth_settings: AuthSettings | None = None,
 ) -> FastAPI:
     """Build the app. Pass ``engine`` to reuse one (tests); else one is made from settings."""
     db_settings = db_settings or DatabaseSettings()
@@ -52,6 +55,7 @@ def create_app(
     app.state.db_settings = db_settings
     app.state.api_settings = api_settings
     install_error_handlers(app)
+    install_security(app, api_settings.max_body_bytes, auth_settings or AuthSettings())
     for module in ROUTERS:
         app.include_router(module.router)
     return app

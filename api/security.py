@@ -1,0 +1,211 @@
+"""Request plumbing for every route: request ids, body-size limit, log redaction, who is calling.
+
+- Each request gets an ``X-Request-ID`` (the caller's, or a new one); every log line carries it.
+- Bodies larger than ``ApiSettings.max_body_bytes`` are refused with 413 before they are read.
+- Log messages are scrubbed of phone numbers, passwords, API keys and bearer tokens.
+- ``require(...)`` is the dependency that admits a principal by role or API-key scope, and
+  per-key rate limits answer 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import OAuth2PasswordBearer
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from geo.errors import Forbidden, Unauthenticated, WanggeError
+from geo.security import (
+    ANONYMOUS,
+    AuthSettings,
+    Principal,
+    principal_from_api_key,
+    principal_from_token,
+)
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+_REDACTIONS = [
+    (re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)"), "[phone]"),
+    (
+        re.compile(r"(?i)(password|passwd|secret|api_key|apikey|token)=([^&\s\"']+)"),
+        r"\1=[redacted]",
+    ),
+    (re.compile(r"(?i)bearer\s+[A-Za-z0-9._\-]+"), "Bearer [redacted]"),
+    (re.compile(r"wg_[A-Za-z0-9_\-]{20,}"), "[api-key]"),
+]
+
+
+def redact(message: str) -> str:
+    """Remove phone numbers and secrets from a log message."""
+    for pattern, repl in _REDACTIONS:
+        message = pattern.sub(repl, message)
+    return message
+
+
+class RedactingFilter(logging.Filter):
+    """Adds ``request_id`` to each record and scrubs its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        msg = record.getMessage()
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def install_log_filter() -> None:
+    flt = RedactingFilter()
+    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(flt)
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(flt)
+
+
+class RequestContextMiddleware:
+    """Pure ASGI: request id in and out, and the body-size limit (413)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        limit = self.max_body_bytes
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            declared = 0
+        too_large = JSONResponse(
+            {"error": "PayloadTooLarge",
+             "detail": f"request body larger than the limit of {limit} bytes",
+             "problems": [{"field": "body", "reason": f"more than {limit} bytes"}]},
+            status_code=413, headers={"X-Request-ID": rid},
+        )
+        if declared > limit:
+            await too_large(scope, receive, send)
+            request_id_var.reset(token)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            await too_large(scope, receive, send)
+        finally:
+            request_id_var.reset(token)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RateLimiter:
+    """Fixed one-minute windows per key, in process memory."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
+
+    def hit(self, key: str, per_minute: int) -> int | None:
+        """Count a request; return seconds to wait if over the limit, else None."""
+        minute = int(time.time() // 60)
+        window, count = self._windows[key]
+        if window != minute:
+            window, count = minute, 0
+        count += 1
+        self._windows[key] = (window, count)
+        if count > per_minute:
+            return 60 - int(time.time() % 60)
+        return None
+
+
+class RateLimited(WanggeError):
+    """Too many requests for this key (429)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limit exceeded; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+
+
+def current_principal(request: Request, token: str | None = Depends(oauth2_scheme)) -> Principal:
+    """The caller: from a bearer JWT, an ``X-API-Key`` header or an ``api_key`` query value."""
+    settings: AuthSettings = request.app.state.auth_settings
+    if token:
+        return principal_from_token(token, settings)
+    key = request.headers.get("x-api-key") or request.query_params.get("api_key")
+    if key:
+        with request.app.state.engine.connect() as conn:
+            principal, per_minute = principal_from_api_key(conn, key)
+        wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
+        if wait is not None:
+            raise RateLimited(wait)
+        return principal
+    return ANONYMOUS
+
+
+def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
+    """A dependency admitting users with one of ``roles`` (admin always) or API keys with
+    ``scope``. Anonymous callers get 401; others outside the rule get 403."""
+
+    def dependency(principal: Principal = Depends(current_principal)) -> Principal:
+        if principal.kind == "anonymous":
+            raise Unauthenticated("authentication required: a bearer token or an API key")
+        if principal.kind == "api_key":
+            if scope and scope in principal.scopes:
+                return principal
+            raise Forbidden(f"this API key lacks the '{scope}' scope")
+        if principal.role == "admin" or principal.role in roles:
+            return principal
+        raise Forbidden(f"role '{principal.role}' may not do this")
+
+    return dependency
+
+
+def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSettings) -> None:
+    """Middleware, the rate limiter, the 429 handler and log redaction, in one call."""
+    app.state.auth_settings = auth_settings
+    app.state.rate_limiter = RateLimiter()
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, exc: RateLimited) -> Any:
+        return JSONResponse({"error": "RateLimited", "detail": exc.message},
+                            status_code=429, headers={"Retry-After": str(exc.retry_after)})
+
+    install_log_filter()
