@@ -96,3 +96,41 @@ def test_invalid_geometry_is_refused(conn):
     with pytest.raises(IntegrityError):
         with conn.begin_nested():
             _insert_area(conn, "district", "350104", None, gen, wkt=bowtie)
+
+
+def test_cli_start_stop_cycle_is_idempotent_and_leaves_no_process(tmp_path, db_settings):
+    """A private cluster in a temporary state dir: start twice, stop twice, nothing left."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if db_settings.database_url:
+        pytest.skip("external database")
+    state = tmp_path / "state"
+    if os.geteuid() == 0:  # the postgres user must be able to reach the state dir
+        state = Path("/tmp") / f"wangge-cli-test-{os.getpid()}"
+    env = {**os.environ, "WANGGE_STATE_DIR": str(state)}
+    wangge = [sys.executable, "-m", "cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*wangge, *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    try:
+        assert run("db", "status").returncode == 3
+        first, second = run("db", "start"), run("db", "start")
+        assert first.returncode == 0 and second.returncode == 0, first.stderr
+        assert first.stdout == second.stdout  # same pid and port: the second start did nothing
+        pid = int(first.stdout.split("pid ")[1].split(",")[0])
+        assert run("db", "url").stdout.strip().endswith("/wangge")
+        assert run("db", "stop").returncode == 0 and run("db", "stop").returncode == 0
+        assert run("db", "status").returncode == 3
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        leftovers = subprocess.run(["pgrep", "-f", f"-D {state}/pgdata"], capture_output=True)
+        assert leftovers.stdout == b""
+    finally:
+        run("db", "stop")
+        shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,5 @@
+"""``python -m cli`` runs the ``wangge`` tool."""
+
+from cli.main import app
+
+app()
