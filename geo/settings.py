@@ -56,6 +56,24 @@ class DataSettings(WanggeSettings):
     max_import_features: int = Field(
         default=2_000_000, description="Largest number of features one import may hold."
     )
+    containment_tolerance_m2: float = Field(
+        default=1.0,
+        description="An area (grid, community, street) may stick out of its parent by at most "
+        "this many m².",
+    )
+    district_tolerance_m: float = Field(
+        default=1.0,
+        description="Features may lie at most this many metres outside the district boundary.",
+    )
+    demo_grids_per_community: int = Field(
+        default=6, description="Demo (OpenStreetMap) district: target grids per community."
+    )
+    demo_communities_per_street: int = Field(
+        default=4, description="Demo district: target communities per street."
+    )
+    demo_households_per_grid: int = Field(
+        default=300, description="Demo district: target households per grid (balance target)."
+    )
 
 
 class ApiSettings(WanggeSettings):

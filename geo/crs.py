@@ -1,0 +1,70 @@
+"""Coordinate reference systems: resolving a layer's CRS, reprojecting to WGS 84, and choosing
+a metric (UTM) CRS for measuring in metres.
+
+GCJ-02 / BD-09 offsets are not CRSs that pyproj knows; they live in ``geo.coords``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import geopandas as gpd
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+from shapely.geometry.base import BaseGeometry
+
+from geo.errors import Problem, UnknownCRS
+
+WGS84 = 4326
+
+
+def resolve_crs(layer: str, crs: object) -> CRS:
+    """The pyproj CRS of ``layer``; raise ``UnknownCRS`` naming the layer if missing or unknown."""
+    if crs is None or (isinstance(crs, str) and not crs.strip()):
+        raise UnknownCRS(
+            f"layer '{layer}' has no CRS",
+            [Problem(reason="the file declares no coordinate reference system; "
+                     "add a .prj / crs member or reproject it", field="crs", feature=layer)],
+        )
+    try:
+        resolved = CRS.from_user_input(crs)
+    except (CRSError, TypeError, ValueError) as exc:
+        raise UnknownCRS(
+            f"layer '{layer}' has a CRS pyproj does not know",
+            [Problem(reason=f"unknown CRS {str(crs)[:80]!r}: {exc}", field="crs", feature=layer)],
+        ) from exc
+    if resolved.is_engineering or not (resolved.is_geographic or resolved.is_projected):
+        raise UnknownCRS(
+            f"layer '{layer}' has a CRS that cannot be placed on the earth",
+            [Problem(reason=f"CRS {resolved.name!r} is neither geographic nor projected",
+                     field="crs", feature=layer)],
+        )
+    return resolved
+
+
+def to_wgs84(layer: str, gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``gdf`` reprojected to EPSG:4326 (lon, lat). Layers without geometry are returned as is."""
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns:
+        return gdf
+    crs = resolve_crs(layer, gdf.crs)
+    if crs.equals(CRS.from_epsg(WGS84), ignore_axis_order=True):
+        return gdf.set_crs(WGS84, allow_override=True)
+    return gdf.to_crs(WGS84)
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """The WGS 84 / UTM zone EPSG code containing (lon, lat) in degrees."""
+    zone = int((lon + 180.0) // 6.0) % 60 + 1
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def metric_crs_for(geometry_or_bounds: BaseGeometry | Sequence[float] | gpd.GeoSeries) -> int:
+    """UTM EPSG code at the centre of a WGS 84 geometry, GeoSeries or (minx, miny, maxx, maxy)."""
+    if isinstance(geometry_or_bounds, BaseGeometry):
+        bounds = geometry_or_bounds.bounds
+    elif isinstance(geometry_or_bounds, (gpd.GeoSeries, gpd.GeoDataFrame)):
+        bounds = tuple(geometry_or_bounds.total_bounds)
+    else:
+        bounds = tuple(geometry_or_bounds)
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    return utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
