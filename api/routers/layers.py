@@ -1,7 +1,133 @@
-"""HTTP routes for layers."""
+"""HTTP routes for layers: read one layer as GeoJSON, import a file (validated first)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Connection
+
+from api.dependencies import get_connection
+from geo.errors import InvalidInput, Problem
+from geo.io import import_file, read_layer
+from geo.settings import DataSettings
+from geo.validate import LAYERS
+
+router = APIRouter(prefix="/v1/layers", tags=["layers"])
+
+
+class FeatureCollection(BaseModel):
+    """An RFC 7946 FeatureCollection (lon, lat in WGS 84)."""
+
+    type: str = Field("FeatureCollection", description="Always FeatureCollection.")
+    features: list[dict[str, Any]] = Field(description="GeoJSON Features; properties per layer.")
+
+
+class ImportResult(BaseModel):
+    generation: int = Field(description="Id of the generation the import created.")
+    layers: list[str] = Field(description="Layers written.")
+
+
+class LayerQuery:
+    """Paging and a bounding box for a layer read."""
+
+    def __init__(
+        self,
+        limit: int = Query(1000, ge=1, le=100_000, description="Most features returned."),
+        bbox: str | None = Query(
+            None, description="minLon,minLat,maxLon,maxLat in WGS 84 degrees.",
+            examples=["119.28,26.03,119.32,26.07"]),
+    ) -> None:
+        self.limit = limit
+        self.bbox = _parse_bbox(bbox) if bbox else None
+
+
+def _parse_bbox(raw: str) -> tuple[float, float, float, float]:
+    try:
+        parts = [float(v) for v in raw.split(",")]
+    except ValueError:
+        parts = []
+    if (len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]
+            or any(abs(v) > 180 for v in parts[::2]) or any(abs(v) > 90 for v in parts[1::2])):
+        raise InvalidInput("bad bbox", [Problem(
+            reason="expected minLon,minLat,maxLon,maxLat with min <= max, |lon|<=180, |lat|<=90",
+            field="bbox")])
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+@router.get(
+    "/{layer}",
+    operation_id="get_layer",
+    summary="One layer of the current generation as a GeoJSON FeatureCollection",
+    response_model=FeatureCollection,
+)
+def get_layer(
+    layer: str,
+    q: LayerQuery = Depends(),
+    conn: Connection = Depends(get_connection),
+) -> dict[str, Any]:
+    gdf = read_layer(conn, layer, bbox=q.bbox, limit=q.limit)
+    if layer == "grid_team":
+        return {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": None,
+             "properties": {k: v for k, v in row.items()}}
+            for row in gdf.to_dict(orient="records")]}
+    return json.loads(gdf.to_json(drop_id=True, to_wgs84=True))
+
+
+@router.post(
+    "/import",
+    operation_id="import_layers",
+    summary="Import a GeoPackage, GeoJSON or zipped Shapefile: validated, then one transaction",
+    response_model=ImportResult,
+    responses={422: {"description": "Validation problems, each naming feature/field/reason."},
+               413: {"description": "More features than max_import_features."}},
+)
+def import_layers(
+    request: Request,
+    file: UploadFile = File(description=".gpkg, .geojson/.json, or a .zip holding a .shp set"),
+    layer: str | None = Form(None, description="Layer name for a single-layer file."),
+    repair: bool = Form(False, description="Fix invalid geometry with make_valid."),
+    conn: Connection = Depends(get_connection),
+) -> dict[str, Any]:
+    name = Path(file.filename or "upload").name
+    suffix = Path(name).suffix.lower()
+    if suffix not in (".gpkg", ".geojson", ".json", ".zip"):
+        raise InvalidInput("unsupported file type", [Problem(
+            reason="upload a .gpkg, .geojson/.json or a .zip with a shapefile", field="file")])
+    if layer is not None and layer not in LAYERS:
+        raise InvalidInput("unknown layer", [Problem(
+            reason=f"expected one of {', '.join(LAYERS)}", field="layer", feature=layer)])
+    with tempfile.TemporaryDirectory(prefix="wangge-import-") as tmp:
+        target = Path(tmp) / name
+        with target.open("wb") as out:
+            shutil.copyfileobj(file.file, out)
+        source = target
+        if suffix == ".zip":
+            source = Path(tmp) / "unzipped"
+            try:
+                with zipfile.ZipFile(target) as zf:
+                    members = [m for m in zf.namelist()
+                               if not m.startswith("/") and ".." not in Path(m).parts]
+                    zf.extractall(source, members)
+            except zipfile.BadZipFile as exc:
+                raise InvalidInput("not a zip file", [Problem(reason=str(exc),
+                                                              field="file")]) from exc
+            shps = list(source.rglob("*.shp")) + list(source.rglob("*.geojson"))
+            if not shps:
+                raise InvalidInput("no .shp in the zip", [Problem(reason="zip holds no shapefile",
+                                                                  field="file")])
+            source = shps[0].parent
+        settings = getattr(request.app.state, "data_settings", None) or DataSettings()
+        generation = import_file(conn, source, layer=layer, repair=repair, settings=settings,
+                                 note=f"upload {name}")
+        from geo.io import read_file  # names of the layers written
+
+        written = sorted(read_file(source, layer=layer).keys())
+    return {"generation": generation, "layers": written}
