@@ -1,0 +1,353 @@
+"""Bulk writer: layers (GeoDataFrames in EPSG:4326) into the database as a new generation.
+
+``write_layers`` uses PostgreSQL ``COPY`` (psycopg2 ``copy_expert``) with hex EWKB geometry, in
+the caller's transaction, so that a city of 500,000 buildings loads in seconds, not minutes.
+
+Semantics:
+
+* a ``generation`` row is always inserted; its id is returned;
+* area layers (district, street, community, grid) are *versioned*: the current versions of each
+  level written are closed (``generation_high`` = the previous generation's id, inclusive) and
+  the new versions inserted with ``generation_low`` = the new id. Old versions stay queryable;
+* the other layers (grid_team, compound, building, station, walk_edge/walk_node, barrier) are not
+  versioned: each layer given replaces that table's rows wholesale.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from tqdm import tqdm
+
+from geo.errors import InvalidInput, Problem
+
+log = logging.getLogger(__name__)
+
+AREA_LEVELS = ("district", "street", "community", "grid")
+LAYER_ORDER = (
+    "district", "street", "community", "grid", "grid_team", "compound", "building", "station",
+    "walk_edge", "barrier",
+)
+KNOWN_LAYERS = frozenset(LAYER_ORDER) | {"walk_node"}
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """The WGS 84 / UTM zone EPSG code for a point (326xx north, 327xx south)."""
+    zone = int(np.floor((lon + 180.0) / 6.0)) % 60 + 1
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def _ewkb(geoms: Iterable[Any]) -> np.ndarray:
+    """Hex EWKB with SRID 4326 (None stays None), the text form COPY accepts for geometry."""
+    arr = np.asarray(geoms, dtype=object)
+    out = np.full(len(arr), None, dtype=object)
+    ok = ~shapely.is_missing(arr) if len(arr) else np.zeros(0, bool)
+    if ok.any():
+        with_srid = shapely.set_srid(arr[ok], 4326)
+        out[ok] = shapely.to_wkb(with_srid, hex=True, include_srid=True)
+    return out
+
+
+def _multi_polygons(geoms: np.ndarray) -> np.ndarray:
+    """Polygon/MultiPolygon -> MultiPolygon, vectorised; other types -> None."""
+    n = len(geoms)
+    out = np.full(n, None, dtype=object)
+    if n == 0:
+        return out
+    tid = shapely.get_type_id(geoms)
+    poly = (tid == 3) | (tid == 6)
+    if not poly.any():
+        return out
+    idx = np.nonzero(poly)[0]
+    parts, which = shapely.get_parts(geoms[idx], return_index=True)
+    keep = shapely.get_type_id(parts) == 3
+    made = shapely.multipolygons(parts[keep], indices=which[keep])
+    present = np.unique(which[keep])
+    out[idx[present]] = made
+    return out
+
+
+def _col(df: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
+    if name in df.columns:
+        return df[name]
+    return pd.Series([default] * len(df), index=df.index, dtype=object)
+
+
+def _ints(series: pd.Series) -> pd.Series:
+    """Integers for COPY: nullable Int64 so that NaN becomes NULL, never '12.0'."""
+    return pd.to_numeric(series, errors="coerce").round().astype("Int64")
+
+
+def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> int:
+    """COPY ``frame`` (columns = table columns) into ``table`` in the caller's transaction."""
+    if frame.empty:
+        return 0
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="")
+    buf.seek(0)
+    cols = ", ".join(frame.columns)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+    return len(frame)
+
+
+def _check_crs(name: str, gdf: gpd.GeoDataFrame) -> None:
+    if isinstance(gdf, gpd.GeoDataFrame) and gdf.crs is not None and gdf.crs.to_epsg() != 4326:
+        raise InvalidInput(
+            f"layer {name} is not in EPSG:4326",
+            [Problem(reason=f"CRS is {gdf.crs.to_string()}, expected EPSG:4326", field="crs",
+                     feature=name)],
+        )
+
+
+def _geoms(gdf: pd.DataFrame) -> np.ndarray:
+    if isinstance(gdf, gpd.GeoDataFrame):
+        return np.asarray(gdf.geometry.values, dtype=object)
+    return np.asarray(gdf["geometry"].values, dtype=object)
+
+
+def _area_frame(level: str, gdf: gpd.GeoDataFrame, gen: int) -> pd.DataFrame:
+    geoms = _multi_polygons(_geoms(gdf))
+    if any(g is None for g in geoms):
+        bad = [i for i, g in enumerate(geoms) if g is None][:20]
+        raise InvalidInput(
+            f"layer {level}: geometry must be Polygon or MultiPolygon",
+            [Problem(reason="not a polygon", field="geometry", feature=i) for i in bad],
+        )
+    frame = pd.DataFrame({
+        "level": level,
+        "code": _col(gdf, "code").astype(str).values,
+        "parent_code": (_col(gdf, "parent_code").values if level != "district" else None),
+        "name": _col(gdf, "name", "").fillna("").astype(str).values,
+        "geom": _ewkb(geoms),
+        "generation_low": gen,
+        "responsible_body": _col(gdf, "responsible_body").values,
+    })
+    if level == "district":
+        srids = _ints(_col(gdf, "metric_srid")).astype(object).values
+        cent = shapely.centroid(geoms)
+        for i, s in enumerate(srids):
+            if s is None or pd.isna(s):
+                srids[i] = utm_epsg(shapely.get_x(cent[i]), shapely.get_y(cent[i]))
+        frame["metric_srid"] = srids
+    return frame
+
+
+def _close_levels(conn: Connection, levels: list[str], gen: int) -> int:
+    """Close the current versions of ``levels``: generation_high = the generation before ``gen``."""
+    prev = conn.execute(
+        text("SELECT max(id) FROM generation WHERE id < :g"), {"g": gen}
+    ).scalar()
+    if prev is None:
+        return 0
+    res = conn.execute(
+        text(
+            "UPDATE area SET generation_high = :prev "
+            "WHERE generation_high IS NULL AND level = ANY(:levels)"
+        ),
+        {"prev": prev, "levels": levels},
+    )
+    return res.rowcount or 0
+
+
+def _building_frame(gdf: gpd.GeoDataFrame) -> pd.DataFrame:
+    geoms = _geoms(gdf)
+    tid = shapely.get_type_id(geoms)
+    is_point = tid == 0
+    location = np.where(is_point, geoms, None)
+    nonpoint = ~is_point & ~shapely.is_missing(geoms)
+    if nonpoint.any():
+        location[nonpoint] = shapely.point_on_surface(geoms[nonpoint])
+    footprint = _multi_polygons(geoms)
+    frame = pd.DataFrame({
+        "code": _col(gdf, "code").astype(str).values,
+        "name": _col(gdf, "name").values,
+        "location": _ewkb(location),
+        "footprint": _ewkb(footprint),
+        "households": _ints(_col(gdf, "households", 0)).fillna(0).values,
+        "residents": _ints(_col(gdf, "residents", 0)).fillna(0).values,
+        "floors": _ints(_col(gdf, "floors")).values,
+        "grid_code": _col(gdf, "grid_code").values,
+        "source": _col(gdf, "source", "import").values,
+    })
+    if "compound_code" in gdf.columns:
+        frame["properties"] = [
+            json.dumps({"compound_code": c}) if isinstance(c, str) else "{}"
+            for c in gdf["compound_code"].values
+        ]
+    return frame
+
+
+def _walk_frames(gdf: gpd.GeoDataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """walk_node rows (from the edges' end points) and walk_edge rows (cost = length in m)."""
+    geoms = _geoms(gdf)
+    src = pd.to_numeric(gdf["source"]).to_numpy(np.int64)
+    tgt = pd.to_numeric(gdf["target"]).to_numpy(np.int64)
+    first = shapely.get_point(geoms, 0)
+    last = shapely.get_point(geoms, -1)
+    ids = np.concatenate([src, tgt])
+    pts = np.concatenate([first, last])
+    uniq, where = np.unique(ids, return_index=True)
+    nodes = pd.DataFrame({"id": uniq, "geom": _ewkb(pts[where])})
+    if "length_m" in gdf.columns:
+        length = pd.to_numeric(gdf["length_m"]).to_numpy(float)
+    else:
+        length = np.full(len(gdf), np.nan)
+    missing = ~np.isfinite(length)
+    if missing.any():
+        length[missing] = (
+            gpd.GeoSeries(geoms[missing], crs=4326).to_crs(gpd.GeoSeries(geoms[missing], crs=4326)
+                                                           .estimate_utm_crs()).length.values
+        )
+    length = np.maximum(length, 0.01)
+    edges = pd.DataFrame({
+        "source": src,
+        "target": tgt,
+        "length_m": length,
+        "cost": length,
+        "reverse_cost": length,
+        "road_class": _col(gdf, "road_class", "other").fillna("other").values,
+        "is_crossing": _col(gdf, "is_crossing", False).fillna(False).astype(bool).values,
+        "name": _col(gdf, "name").values,
+        "osm_id": _ints(_col(gdf, "osm_id")).values,
+        "geom": _ewkb(geoms),
+    })
+    if "id" in gdf.columns:
+        edges.insert(0, "id", pd.to_numeric(gdf["id"]).to_numpy(np.int64))
+    return nodes, edges
+
+
+def write_layers(
+    conn: Connection,
+    layers: dict[str, gpd.GeoDataFrame],
+    *,
+    kind: str = "import",
+    note: str | None = None,
+    effective_from: datetime | None = None,
+    progress: bool = False,
+) -> int:
+    """Bulk-write ``layers`` (EPSG:4326, the layer contract) as a NEW generation; return its id.
+
+    Runs in the caller's transaction (nothing is committed here). Area layers close the previous
+    current versions of their level; other layers replace their table's rows. Buildings without
+    ``grid_code`` get it by a spatial join with the current grids after the load.
+    """
+    unknown = sorted(set(layers) - KNOWN_LAYERS)
+    if unknown:
+        raise InvalidInput(
+            "unknown layer names",
+            [Problem(reason=f"unknown layer {u!r}", field="layer", feature=u) for u in unknown],
+        )
+    for name, gdf in layers.items():
+        _check_crs(name, gdf)
+
+    gen = conn.execute(
+        text(
+            "INSERT INTO generation (kind, note, effective_from) "
+            "VALUES (:kind, :note, coalesce(CAST(:ef AS timestamptz), now())) RETURNING id"
+        ),
+        {"kind": kind, "note": note, "ef": effective_from},
+    ).scalar_one()
+    log.info("generation %s (%s): writing %s", gen, kind, ", ".join(
+        f"{k}={len(v)}" for k, v in layers.items()))
+
+    order = [n for n in LAYER_ORDER if n in layers]
+    bar = tqdm(total=len(order), desc="write", unit="layer", disable=not progress)
+    levels = [lvl for lvl in AREA_LEVELS if lvl in layers]
+    if levels:
+        closed = _close_levels(conn, levels, gen)
+        log.info("closed %d current area versions of %s", closed, ", ".join(levels))
+    written: dict[str, int] = {}
+    for name in order:
+        gdf = layers[name]
+        bar.set_postfix_str(f"{name} ({len(gdf)})")
+        if name in AREA_LEVELS:
+            written[name] = _copy(conn, "area", _area_frame(name, gdf, gen))
+        elif name == "grid_team":
+            conn.execute(text("DELETE FROM grid_team_member"))
+            frame = pd.DataFrame({
+                "grid_code": _col(gdf, "grid_code").astype(str).values,
+                "role": _col(gdf, "role").values,
+                "name": _col(gdf, "name", "").fillna("").values,
+                "phone": _col(gdf, "phone").values,
+            })
+            written[name] = _copy(conn, "grid_team_member", frame)
+        elif name == "compound":
+            conn.execute(text("UPDATE building SET compound_id = NULL"))
+            conn.execute(text("DELETE FROM compound"))
+            frame = pd.DataFrame({
+                "code": _col(gdf, "code").astype(str).values,
+                "name": _col(gdf, "name").values,
+                "community_code": _col(gdf, "community_code").values,
+                "geom": _ewkb(_multi_polygons(_geoms(gdf))),
+            })
+            written[name] = _copy(conn, "compound", frame)
+        elif name == "building":
+            conn.execute(text("DELETE FROM building"))
+            frame = _building_frame(gdf)
+            written[name] = _copy(conn, "building", frame)
+            if "compound_code" in gdf.columns:
+                conn.execute(text(
+                    "UPDATE building b SET compound_id = c.id FROM compound c "
+                    "WHERE c.code = b.properties->>'compound_code'"
+                ))
+            filled = conn.execute(text(
+                "UPDATE building b SET grid_code = a.code FROM area a "
+                "WHERE b.grid_code IS NULL AND a.level = 'grid' AND a.generation_high IS NULL "
+                "AND ST_Intersects(a.geom, b.location)"
+            )).rowcount
+            if filled:
+                log.info("grid_code filled by spatial join for %d buildings", filled)
+        elif name == "station":
+            conn.execute(text("DELETE FROM station"))
+            frame = pd.DataFrame({
+                "code": _col(gdf, "code").astype(str).values,
+                "name": _col(gdf, "name", "").fillna("").values,
+                "kind": _col(gdf, "kind").values,
+                "location": _ewkb(_geoms(gdf)),
+                "community_code": _col(gdf, "community_code").values,
+                "address": _col(gdf, "address").values,
+            })
+            written[name] = _copy(conn, "station", frame)
+        elif name == "walk_edge":
+            conn.execute(text("DELETE FROM walk_edge"))
+            conn.execute(text("DELETE FROM walk_node"))
+            nodes, edges = _walk_frames(gdf)
+            written["walk_node"] = _copy(conn, "walk_node", nodes)
+            written[name] = _copy(conn, "walk_edge", edges)
+            if "id" in edges.columns:
+                conn.execute(text(
+                    "SELECT setval(pg_get_serial_sequence('walk_edge', 'id'), "
+                    "(SELECT coalesce(max(id), 0) + 1 FROM walk_edge), false)"
+                ))
+            conn.execute(text(
+                "SELECT setval(pg_get_serial_sequence('walk_node', 'id'), "
+                "(SELECT coalesce(max(id), 0) + 1 FROM walk_node), false)"
+            ))
+        elif name == "barrier":
+            conn.execute(text("DELETE FROM barrier"))
+            frame = pd.DataFrame({
+                "kind": _col(gdf, "kind").values,
+                "name": _col(gdf, "name").values,
+                "geom": _ewkb(_geoms(gdf)),
+            })
+            written[name] = _copy(conn, "barrier", frame)
+        bar.update(1)
+    bar.close()
+    for table in ("area", "building", "station", "walk_edge", "walk_node", "grid_team_member"):
+        conn.execute(text(f"ANALYZE {table}"))
+    log.info("generation %s written: %s", gen, written)
+    return int(gen)
