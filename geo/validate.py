@@ -81,8 +81,9 @@ ROAD_CLASSES = (
     "bridge", "tunnel", "other",
 )
 BARRIER_KINDS = ("arterial", "railway", "river")
-# Tables whose ``code`` column is UNIQUE across the whole table (not versioned by generation).
-UNIQUE_CODE_TABLES = {"building": "building", "station": "station", "compound": "compound"}
+# Codes clash only within the file: ``geo.store.write_layers`` closes the current versions of
+# every area level it writes and replaces the building/station/compound tables wholesale, so a
+# code already in the database is replaced, never duplicated.
 
 # China's bounding box (lon 73..135.1 E, lat 18..53.6 N), for the swapped lat/lon test.
 CHINA_BBOX = (73.0, 18.0, 135.1, 53.6)
@@ -191,9 +192,8 @@ def validate_layers(
                 out.add(name, None, None, "required field is missing from the layer",
                         field=col, rule="missing_field")
                 continue
-            missing = gdf[col].isna().to_numpy()
-            if gdf[col].dtype == object:
-                missing |= gdf[col].map(lambda v: isinstance(v, str) and not v.strip()).to_numpy()
+            missing = gdf[col].isna().to_numpy() | gdf[col].map(
+                lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
             for i in np.flatnonzero(missing):
                 out.add(name, i, _codes(gdf)[i], "required value is empty", field=col,
                         rule="missing_value")
@@ -311,8 +311,13 @@ def validate_layers(
         mask = mask & ~swapped
         valid_mask[name] = mask
         if district_zone is not None and mask.any():
+            # Exact test in the storage CRS; only what sticks out is measured in metres.
             idx = np.flatnonzero(mask)
-            inside = shapely.covered_by(metric(geoms[idx]), district_zone)
+            inside = shapely.covered_by(geoms[idx], district_geom)
+            out_idx = idx[~inside]
+            if len(out_idx):
+                part = shapely.difference(geoms[out_idx], district_geom)
+                inside[~inside] = shapely.covered_by(metric(part), district_zone)
             for i in idx[~inside]:
                 out.add(name, i, codes[i], "feature lies outside the district "
                         f"{district_code or ''} (tolerance {settings.district_tolerance_m} m)",
@@ -338,17 +343,6 @@ def validate_layers(
                 for i in np.flatnonzero(clash.to_numpy()):
                     out.add(name, i, codes.iloc[i], f"code also used in layer {n}",
                             field="code", rule="duplicate_code")
-        if conn is not None and name in UNIQUE_CODE_TABLES:
-            present = conn.execute(
-                text(f"SELECT code FROM {UNIQUE_CODE_TABLES[name]} WHERE code = ANY(:c)"),
-                {"c": sorted(set(codes.dropna()))},
-            ).scalars().all()
-            if present:
-                present_set = set(present)
-                for i in np.flatnonzero(codes.isin(present_set).to_numpy()):
-                    out.add(name, i, codes.iloc[i], f"code already exists in the database "
-                            f"table {UNIQUE_CODE_TABLES[name]}", field="code",
-                            rule="duplicate_code")
 
     # Code rules and the hierarchy.
     _code_rules(layers, out, district_code)
@@ -480,15 +474,11 @@ def _hierarchy_rules(conn: Connection | None, layers: dict[str, gpd.GeoDataFrame
                         "in the file nor in the database", field="parent_code",
                         rule="unknown_parent")
         idx = np.array([i for i in np.flatnonzero(mask) if pcodes[i] in parent_geom], int)
-        geoms_m = np.empty(len(gdf), dtype=object)
-        if mask.any():
-            geoms_m[mask] = metric(np.asarray(gdf.geometry.array, dtype=object)[mask])
+        geoms = np.asarray(gdf.geometry.array, dtype=object)
         if len(idx):
-            pcs = sorted({pcodes[i] for i in idx})
-            pm = dict(zip(pcs, metric(np.array([parent_geom[c] for c in pcs], dtype=object)),
-                          strict=True))
-            parents = np.array([pm[pcodes[i]] for i in idx], dtype=object)
-            sticking = shapely.area(shapely.difference(geoms_m[idx], parents))
+            # Difference in the storage CRS (exact for shared edges), area in metres.
+            parents = np.array([parent_geom[pcodes[i]] for i in idx], dtype=object)
+            sticking = shapely.area(metric(shapely.difference(geoms[idx], parents)))
             for i, a in zip(idx, sticking, strict=True):
                 if a > settings.containment_tolerance_m2:
                     out.add(level, i, codes[i], f"not inside its {PARENT_LEVEL[level]} "
@@ -499,7 +489,7 @@ def _hierarchy_rules(conn: Connection | None, layers: dict[str, gpd.GeoDataFrame
         sidx = np.flatnonzero(mask)
         if len(sidx) < 2:
             continue
-        gm = geoms_m[sidx]
+        gm = geoms[sidx]
         tree = STRtree(gm)
         a, b = tree.query(gm, predicate="intersects")
         keep = a < b
@@ -509,7 +499,7 @@ def _hierarchy_rules(conn: Connection | None, layers: dict[str, gpd.GeoDataFrame
         a, b = a[same], b[same]
         if not len(a):
             continue
-        areas = shapely.area(shapely.intersection(gm[a], gm[b]))
+        areas = shapely.area(metric(shapely.intersection(gm[a], gm[b])))
         for x, y, ar in zip(a, b, areas, strict=True):
             if ar > settings.overlap_tolerance_m2:
                 i, j = sidx[x], sidx[y]

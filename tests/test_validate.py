@@ -1,0 +1,137 @@
+"""Validation rules, on the hand-made sample district (known answers), without writing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from shapely.geometry import Point, Polygon, box
+
+from geo.crs import metric_crs_for, resolve_crs
+from geo.errors import (
+    InvalidInput,
+    OutsideDistrict,
+    PayloadTooLarge,
+    SwappedCoordinates,
+    UnknownCRS,
+)
+from geo.settings import DataSettings
+from geo.validate import validate_layers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data" / "shapefiles"))
+from make_samples import XM, YM, Y1, X0, sample_layers  # noqa: E402
+
+
+def problems(exc: InvalidInput) -> list[dict]:
+    return [p.as_dict() for p in exc.problems]
+
+
+def test_good_sample_passes() -> None:
+    out = validate_layers(None, sample_layers())
+    assert len(out["grid"]) == 4
+
+
+def test_bowtie_named_and_repaired() -> None:
+    layers = sample_layers()
+    layers["grid"].loc[1, "geometry"] = Polygon([(X0, 26.03), (XM, YM), (XM, 26.03), (X0, YM)])
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers)
+    ps = problems(err.value)
+    bow = [p for p in ps if p["detail"]["rule"] == "invalid_geometry"]
+    assert len(bow) == 1
+    assert bow[0]["field"] == "geometry" and "350104001001002" in bow[0]["feature"]
+    assert "Self-intersection" in bow[0]["reason"]
+    fixed = validate_layers(None, layers, repair=True)
+    g = fixed["grid"].geometry.iloc[1]
+    assert g.is_valid and g.geom_type == "MultiPolygon"
+    # make_valid of this bowtie keeps both triangles: half the grid's box area.
+    assert g.area == pytest.approx(box(X0, 26.03, XM, YM).area / 2, rel=1e-9)
+
+
+def test_swapped_detected() -> None:
+    layers = sample_layers()
+    layers["station"].loc[0, "geometry"] = Point(26.055, 119.295)
+    with pytest.raises(SwappedCoordinates) as err:
+        validate_layers(None, layers)
+    (p,) = problems(err.value)
+    assert "S1" in p["feature"] and "swapped" in p["reason"] and p["field"] == "geometry"
+
+
+def test_swapped_detected_without_district_by_china_bbox() -> None:
+    layers = {"station": sample_layers()["station"]}
+    layers["station"].loc[1, "geometry"] = Point(26.045, 119.305)
+    with pytest.raises(SwappedCoordinates):
+        validate_layers(None, layers)
+
+
+def test_outside_district() -> None:
+    layers = sample_layers()
+    layers["building"].loc[2, "geometry"] = Point(119.40, 26.05)  # 8 km east of the box
+    with pytest.raises(OutsideDistrict) as err:
+        validate_layers(None, layers)
+    (p,) = problems(err.value)
+    assert "B3" in p["feature"] and "outside the district" in p["reason"]
+
+
+def test_duplicate_codes_and_code_rules_all_collected() -> None:
+    layers = sample_layers()
+    layers["grid"].loc[3, "code"] = "350104001002001"  # duplicate of feature 2
+    layers["street"].loc[0, "code"] = "350104400"  # street number > 399
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers)
+    ps = problems(err.value)
+    dups = [p for p in ps if p["detail"]["rule"] == "duplicate_code"]
+    assert {p["detail"]["index"] for p in dups} == {2, 3}
+    assert any(p["detail"]["rule"] == "code_rule" and p["feature"].startswith("street")
+               and "001-399" in p["reason"] for p in ps)
+
+
+def test_grid_not_inside_community_and_overlap() -> None:
+    layers = sample_layers()
+    # North-west grid pushed 0.001 deg east: sticks out of the west community and overlaps
+    # the south-west grid? No: it overlaps nothing in its community, but sticks out ~100 m x 2 km.
+    layers["grid"].loc[0, "geometry"] = box(X0 + 0.001, YM, XM + 0.001, Y1)
+    # South-west grid grown north by 0.001 deg: overlaps the north-west grid.
+    layers["grid"].loc[1, "geometry"] = box(X0, 26.03, XM, YM + 0.001)
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers)
+    ps = problems(err.value)
+    outside = [p for p in ps if p["detail"]["rule"] == "not_inside_parent"]
+    assert [p["detail"]["code"] for p in outside] == ["350104001001001"]
+    # Independent area: 0.001 deg x 0.02 deg in UTM 50N.
+    utm = metric_crs_for(box(119.28, 26.03, 119.32, 26.07))
+    expected = gpd.GeoSeries([box(XM, YM, XM + 0.001, Y1)], crs=4326).to_crs(utm).area.iloc[0]
+    assert outside[0]["detail"]["outside_m2"] == pytest.approx(expected, rel=1e-6)
+    overlap = [p for p in ps if p["detail"]["rule"] == "overlap"]
+    assert len(overlap) == 1
+    exp_ov = gpd.GeoSeries([box(X0 + 0.001, YM, XM, YM + 0.001)], crs=4326).to_crs(utm).area
+    assert overlap[0]["detail"]["overlap_m2"] == pytest.approx(exp_ov.iloc[0], rel=1e-6)
+
+
+def test_missing_field_and_value() -> None:
+    layers = sample_layers()
+    layers["grid"] = layers["grid"].drop(columns="responsible_body")
+    layers["station"].loc[0, "kind"] = "karaoke"
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers)
+    ps = problems(err.value)
+    assert any(p["field"] == "responsible_body" and "missing" in p["reason"] for p in ps)
+    assert any(p["field"] == "kind" and "karaoke" in p["reason"] for p in ps)
+
+
+def test_too_many_features() -> None:
+    with pytest.raises(PayloadTooLarge):
+        validate_layers(None, sample_layers(), settings=DataSettings(max_import_features=10))
+
+
+def test_crs_resolution() -> None:
+    with pytest.raises(UnknownCRS) as err:
+        resolve_crs("grid", None)
+    assert err.value.problems[0].feature == "grid"
+    with pytest.raises(UnknownCRS):
+        resolve_crs("grid", "EPSG:999999")
+    assert resolve_crs("grid", "EPSG:4547").to_epsg() == 4547
+    assert metric_crs_for((119.28, 26.03, 119.32, 26.07)) == 32650
+    assert metric_crs_for(box(24.93, 60.16, 24.95, 60.18)) == 32635
