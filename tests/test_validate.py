@@ -21,7 +21,7 @@ from geo.settings import DataSettings
 from geo.validate import validate_layers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data" / "shapefiles"))
-from make_samples import XM, YM, Y1, X0, sample_layers  # noqa: E402
+from make_samples import X0, XM, Y1, YM, sample_layers  # noqa: E402
 
 
 def problems(exc: InvalidInput) -> list[dict]:
