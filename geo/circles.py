@@ -69,6 +69,7 @@ FROM _cs_station GROUP BY batch_id;
 CREATE TEMP TABLE _cs_dd (station_id bigint, node bigint, d float8) ON COMMIT DROP;
 """
 
+# pgRouting drops a point at fraction 0 or 1 (it is the vertex), so keep it just inside.
 # Only integers (batch ids) are written into the inner SQL; everything else comes from tables.
 EDGES_SQL = (
     "SELECT e.id, e.source, e.target, e.length_m AS cost, e.length_m AS reverse_cost "
@@ -76,7 +77,8 @@ EDGES_SQL = (
     "AND NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)"
 )
 POINTS_SQL = (
-    "SELECT station_id AS pid, edge_id, fraction, 'b'::char AS side "
+    "SELECT station_id AS pid, edge_id, LEAST(GREATEST(fraction, 1e-7), 1 - 1e-7) AS fraction, "
+    "'b'::char AS side "
     "FROM _cs_station WHERE batch_id = {batch}"
 )
 DD_SQL = """

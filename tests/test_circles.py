@@ -1,0 +1,133 @@
+"""Service circles against networkx and hand-made geometry with a known answer."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+import shapely
+from pyproj import Transformer
+from shapely import wkb
+from shapely.geometry import box
+from sqlalchemy import text
+
+from geo.circles import build_circles, circles_geojson, station_reach
+from geo.circles_runs import CircleSettings, get_run
+from geo.circles_testnet import ORIGIN_M, add_station, make_lattice
+from geo.errors import InvalidInput
+
+X0, Y0 = ORIGIN_M
+TO_M = Transformer.from_crs(4326, 32650, always_xy=True)
+
+
+def _to_m(xy):
+    x, y = TO_M.transform(xy[:, 0], xy[:, 1])
+    return np.column_stack([x, y])
+
+
+def _nx_graph(lat) -> nx.Graph:
+    g = nx.Graph()
+    for _, u, v, length, usable in lat.edges:
+        if usable:
+            g.add_edge(u, v, weight=length)
+    return g
+
+
+def _circle_m(conn, run_id: int, station_id: int, tier: float):
+    raw = conn.execute(
+        text("SELECT ST_AsBinary(geom) FROM service_circle WHERE run_id = :r "
+             "AND station_id = :s AND tier_m = :t"),
+        {"r": run_id, "s": station_id, "t": tier},
+    ).scalar_one()
+    return shapely.transform(wkb.loads(bytes(raw)), _to_m)
+
+
+@pytest.mark.parametrize("pos", [(250.0, 300.0), (730.0, 100.0), (0.0, 0.0), (400.0, 560.0)])
+def test_reach_matches_networkx(conn, pos):
+    """Reached nodes and their distances equal networkx's Dijkstra from the snapped point."""
+    lat = make_lattice(conn, nx=9, ny=9, river_between_rows=4, bridge_cols=(7,))
+    x, y = X0 + pos[0], Y0 + pos[1]
+    sid = add_station(conn, "S", x, y)
+    reach = 420.0
+    got = station_reach(conn, CircleSettings(), [sid], reach)[sid]
+
+    g = _nx_graph(lat)
+    # the station's edge: the usable edge nearest to the point, split at the projection
+    best = None
+    for _, u, v, length, usable in lat.edges:
+        if not usable:
+            continue
+        (ax, ay), (bx, by) = lat.nodes[u], lat.nodes[v]
+        t = max(0.0, min(1.0, ((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / length**2))
+        px, py = ax + t * (bx - ax), ay + t * (by - ay)
+        d = ((px - x) ** 2 + (py - y) ** 2) ** 0.5
+        if best is None or d < best[0] - 1e-6:
+            best = (d, u, v, t, length)
+    snap, u, v, t, length = best
+    g.add_edge("s", u, weight=t * length)
+    g.add_edge("s", v, weight=(1 - t) * length)
+    want = nx.single_source_dijkstra_path_length(g, "s", cutoff=reach - snap)
+    want = {n: d + snap for n, d in want.items() if n != "s"}
+    assert set(got) == set(want)
+    for n, d in want.items():
+        assert got[n] == pytest.approx(d, abs=0.05)
+
+
+def test_circle_does_not_jump_river(conn):
+    """A 300 m circle south of a 40 m river stops at the bank; its 1,000 m circle crosses
+    only at the bridge (column 7) and reaches the north bank there."""
+    lat = make_lattice(conn, nx=10, ny=10, river_between_rows=4, bridge_cols=(7,))
+    y1, y2 = lat.river
+    sid = add_station(conn, "S", X0 + 250, Y0 + 300)
+    s = CircleSettings(circle_buffer_m=60.0)  # wide enough to jump the river if allowed
+    run = build_circles(conn, s, station_ids=[sid])
+    north = box(X0 - 200, y2 + 0.5, X0 + 1200, Y0 + 1200)
+    c300 = _circle_m(conn, run, sid, 300.0)
+    assert c300.intersection(north).area < 1.0
+    # without the cut, the band around the south bank street (y = 400 m) would reach y = 460 m
+    assert c300.bounds[3] <= y1 + 0.5
+    c1000 = _circle_m(conn, run, sid, 1000.0)
+    across = c1000.intersection(north)
+    assert across.area > 1000
+    # what lies north of the river is only what the bridge leads to: near column 7 (x = 700 m),
+    # north bank node (7, 5) is 650 m away, so the walk west along row 5 ends at x = 350 m and
+    # its 60 m band at x = 290 m: nothing north of the river lies west of that
+    assert across.intersection(box(X0 - 200, y2, X0 + 285, Y0 + 1200)).area < 1.0
+    assert across.intersection(box(X0 + 360, y2, X0 + 400, Y0 + 520)).area > 100
+
+
+def test_circle_contains_reached_street_and_tiers_nest(conn):
+    """Known answer on an open lattice: a station at a node reaches 300 m along each street."""
+    make_lattice(conn, nx=13, ny=13)
+    sid = add_station(conn, "S", X0 + 600, Y0 + 600)
+    run = build_circles(conn, CircleSettings(circle_buffer_m=25.0), station_ids=[sid])
+    c300 = _circle_m(conn, run, sid, 300.0)
+    c500 = _circle_m(conn, run, sid, 500.0)
+    from shapely.geometry import Point
+
+    assert c300.contains(Point(X0 + 600 + 290, Y0 + 600))  # 290 m east along the street
+    assert not c300.contains(Point(X0 + 600 + 340, Y0 + 600))  # 340 m: beyond 300 + 25
+    # (200, 100) off-axis: network distance 300 -> in; (200, 200) is 400 -> out
+    assert c300.contains(Point(X0 + 800, Y0 + 700))
+    assert not c300.contains(Point(X0 + 800 - 50, Y0 + 800 - 50 + 50))  # mid-block, 400 m away
+    assert c500.buffer(0.5).contains(c300)
+    # a Euclidean 300 m disc is bigger than the network circle on a lattice
+    assert c300.area < Point(0, 0).buffer(325).area
+
+
+def test_runs_recorded_and_geojson(conn):
+    make_lattice(conn, nx=5, ny=5)
+    sid = add_station(conn, "S", X0 + 200, Y0 + 200)
+    run = build_circles(conn, CircleSettings(), tiers_m=[300], station_ids=[sid])
+    r = get_run(conn, run, "circles")
+    assert r["status"] == "done" and r["finished_at"] >= r["started_at"]
+    assert r["params"]["tiers_m"] == [300.0]
+    fc = circles_geojson(conn, run)
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 1
+    lon, lat = fc["features"][0]["geometry"]["coordinates"][0][0][0]
+    assert 118.5 < lon < 119.5 and 25.5 < lat < 26.5  # RFC 7946 lon,lat
+
+
+def test_bad_tiers_rejected(conn):
+    with pytest.raises(InvalidInput):
+        build_circles(conn, CircleSettings(), tiers_m=[-5])
