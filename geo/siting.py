@@ -12,6 +12,7 @@ that adds most first, and a greedy baseline is solved and stored alongside.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -69,8 +70,10 @@ def solve_mclp(cover: np.ndarray, weights: np.ndarray, k: int) -> list[int]:
     from spopt.locate import MCLP
 
     cost = np.where(cover, 0.0, 2.0)
-    model = MCLP.from_cost_matrix(cost, np.asarray(weights, float), 1.0, p_facilities=k)
-    model.solve(pulp.PULP_CBC_CMD(msg=False))
+    with warnings.catch_warnings():  # PuLP 3 deprecation chatter about its 4.0 API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = MCLP.from_cost_matrix(cost, np.asarray(weights, float), 1.0, p_facilities=k)
+        model.solve(pulp.PULP_CBC_CMD(msg=False))
     return [j for j, v in enumerate(model.fac_vars) if v.value() and v.value() > 0.5]
 
 

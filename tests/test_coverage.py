@@ -1,0 +1,182 @@
+"""Coverage counts against an independent shapely computation, and the kind-share targets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import Transformer
+from shapely import wkb
+from shapely.geometry import Point
+from sqlalchemy import text
+
+from geo.circles import build_circles
+from geo.circles_runs import CircleSettings
+from geo.circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
+from geo.coverage import (
+    coverage_by_level,
+    export_uncovered,
+    kind_shares,
+    run_coverage,
+    uncovered_geojson,
+)
+
+X0, Y0 = ORIGIN_M
+TO_M = Transformer.from_crs(4326, 32650, always_xy=True)
+COMMUNITIES = ["350104001001", "350104001002", "350104002001"]
+
+
+def _to_m(xy):
+    x, y = TO_M.transform(xy[:, 0], xy[:, 1])
+    return np.column_stack([x, y])
+
+
+def _areas(conn) -> None:
+    """District, two streets, three communities as vertical strips of the 1.2 km lattice."""
+    gen = conn.execute(text("INSERT INTO generation (note) VALUES ('t') RETURNING id")).scalar()
+
+    def poly(xa, xb):
+        (a, b), (c, d) = to_wgs84(X0 + xa, Y0 - 50), to_wgs84(X0 + xb, Y0 + 1250)
+        return f"SRID=4326;MULTIPOLYGON((({a} {b}, {c} {b}, {c} {d}, {a} {d}, {a} {b})))"
+
+    rows = [("district", "350104", None, -50, 1250, 32650),
+            ("street", "350104001", "350104", -50, 800, None),
+            ("street", "350104002", "350104", 800, 1250, None),
+            ("community", COMMUNITIES[0], "350104001", -50, 400, None),
+            ("community", COMMUNITIES[1], "350104001", 400, 800, None),
+            ("community", COMMUNITIES[2], "350104002", 800, 1250, None)]
+    for level, code, parent, xa, xb, srid in rows:
+        conn.execute(
+            text("INSERT INTO area (level, code, parent_code, name, geom, generation_low,"
+                 " metric_srid) VALUES (:l, :c, :p, :c, ST_GeomFromEWKT(:g), :gen, :s)"),
+            {"l": level, "c": code, "p": parent, "g": poly(xa, xb), "gen": gen, "s": srid},
+        )
+
+
+def _buildings(conn, n: int = 400, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    xs, ys = rng.uniform(0, 1200, n), rng.uniform(0, 1200, n)
+    res = rng.integers(0, 60, n)
+    hh = res // 3
+    comm = np.where(xs < 400, 0, np.where(xs < 800, 1, 2))
+    grid = [f"{COMMUNITIES[c]}{1 + int(y // 600):03d}" for c, y in zip(comm, ys, strict=False)]
+    rows = []
+    for i in range(n):
+        lon, lat = to_wgs84(X0 + xs[i], Y0 + ys[i])
+        rows.append({"c": f"B{i}", "lon": lon, "lat": lat, "r": int(res[i]), "h": int(hh[i]),
+                     "g": grid[i]})
+    conn.execute(
+        text("INSERT INTO building (code, location, residents, households, grid_code) VALUES "
+             "(:c, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :r, :h, :g)"),
+        rows,
+    )
+    ids = conn.execute(text("SELECT id, code FROM building ORDER BY id")).all()
+    df = pd.DataFrame({"x": X0 + xs, "y": Y0 + ys, "residents": res, "households": hh,
+                       "grid": grid, "code": [f"B{i}" for i in range(n)]})
+    return df.merge(pd.DataFrame(ids, columns=["id", "code"]), on="code")
+
+
+def test_coverage_agrees_with_shapely(conn, tmp_path):
+    make_lattice(conn, nx=13, ny=13)
+    _areas(conn)
+    df = _buildings(conn)
+    s1 = add_station(conn, "S1", X0 + 250, Y0 + 300, "social_work_station", COMMUNITIES[0])
+    s2 = add_station(conn, "S2", X0 + 650, Y0 + 900, "elder_canteen", COMMUNITIES[1])
+    s3 = add_station(conn, "S3", X0 + 610, Y0 + 820, "social_work_station", COMMUNITIES[1])
+    settings = CircleSettings()
+    circles = build_circles(conn, settings, tiers_m=[300, 500])
+    run = run_coverage(conn, settings, circles_run_id=circles, tier_m=300)
+
+    polys = {
+        sid: shapely.transform(wkb.loads(bytes(g)), _to_m)
+        for sid, g in conn.execute(
+            text("SELECT station_id, ST_AsBinary(geom) FROM service_circle "
+                 "WHERE run_id = :r AND tier_m = 300"), {"r": circles})
+    }
+    assert set(polys) == {s1, s2, s3}
+    pts = [Point(x, y) for x, y in zip(df.x, df.y, strict=False)]
+    by = {sid: np.array([p.covers(pt) for pt in pts]) for sid, p in polys.items()}
+    df["covered"] = np.any(np.column_stack(list(by.values())), axis=1)
+    assert 0 < df.covered.sum() < len(df)  # the instance is not degenerate
+
+    got = dict(conn.execute(text("SELECT building_id, covered FROM building_coverage "
+                                 "WHERE run_id = :r"), {"r": run}).all())
+    assert {i: bool(c) for i, c in zip(df.id, df.covered, strict=False)} == got
+    ids = dict(conn.execute(text("SELECT building_id, station_ids FROM building_coverage "
+                                 "WHERE run_id = :r"), {"r": run}).all())
+    for i, row in df.iterrows():
+        want = sorted(s for s, m in by.items() if m[i])
+        assert ids[row.id] == want
+
+    # per community and street totals
+    df["community"] = df.grid.str[:12]
+    df["street"] = df.grid.str[:9]
+    for level, key in (("grid", "grid"), ("community", "community"), ("street", "street")):
+        want = df.groupby(key).apply(
+            lambda g: (int(g.residents.sum()), int(g.residents[g.covered].sum()),
+                       int(g.households[g.covered].sum())), include_groups=False).to_dict()
+        got = {r["code"]: (r["residents"], r["residents_covered"], r["households_covered"])
+               for r in coverage_by_level(conn, run, level)}
+        assert got == want
+
+    fc = uncovered_geojson(conn, run)
+    assert len(fc["features"]) == int((~df.covered).sum())
+    n = export_uncovered(conn, run, tmp_path / "u.gpkg")
+    assert n == int((~df.covered).sum())
+    export_uncovered(conn, run, tmp_path / "u.geojson")
+    data = json.loads((tmp_path / "u.geojson").read_text())
+    assert len(data["features"]) == n
+
+
+def test_independent_network_circle(conn):
+    """Buildings well inside/outside an independently drawn circle (networkx reach + shapely
+    buffer) get the same verdict from the service."""
+    import networkx as nx
+
+    lat = make_lattice(conn, nx=13, ny=13)
+    _areas(conn)
+    df = _buildings(conn, n=300, seed=5)
+    add_station(conn, "S1", X0 + 600, Y0 + 600, "social_work_station", COMMUNITIES[1])
+    s = CircleSettings(circle_buffer_m=30.0)
+    run = run_coverage(conn, s, circles_run_id=build_circles(conn, s, tiers_m=[300]))
+    g = nx.Graph()
+    for _, u, v, length, _ok in lat.edges:
+        g.add_edge(u, v, weight=length)
+    start = 6 * 13 + 6 + 1
+    dist = nx.single_source_dijkstra_path_length(g, start, cutoff=300)
+    lines = []
+    for _, u, v, length, _ok in lat.edges:
+        for a, b, da in ((u, v, dist.get(u)), (v, u, dist.get(v))):
+            if da is not None and da < 300:
+                f = min(1.0, (300 - da) / length)
+                (px, py), (qx, qy) = lat.nodes[a], lat.nodes[b]
+                lines.append(shapely.LineString([(px, py), (px + f * (qx - px),
+                                                            py + f * (qy - py))]))
+    circle = shapely.union_all([ln.buffer(30) for ln in lines])
+    got = dict(conn.execute(text("SELECT building_id, covered FROM building_coverage "
+                                 "WHERE run_id = :r"), {"r": run}).all())
+    checked = 0
+    for row in df.itertuples():
+        p = Point(row.x, row.y)
+        if circle.boundary.distance(p) < 2:
+            continue
+        assert got[row.id] == circle.contains(p)
+        checked += 1
+    assert checked > 250
+
+
+def test_kind_shares_against_targets(conn):
+    make_lattice(conn, nx=3, ny=3)
+    _areas(conn)
+    add_station(conn, "S1", X0 + 100, Y0 + 100, "social_work_station", COMMUNITIES[0])
+    add_station(conn, "S2", X0 + 500, Y0 + 100, "social_work_station")  # community by location
+    add_station(conn, "S3", X0 + 900, Y0 + 100, "elder_canteen", COMMUNITIES[2])
+    shares = {r["kind"]: r for r in kind_shares(conn, CircleSettings())}
+    sw = shares["social_work_station"]
+    assert (sw["communities_with"], sw["communities"]) == (2, 3)
+    assert (sw["streets_with"], sw["streets"]) == (1, 2)
+    assert sw["community_target"] == 0.7 and sw["meets_targets"] is False
+    assert shares["elder_canteen"]["communities_with"] == 1
+    assert shares["health_station"]["communities_with"] == 0
