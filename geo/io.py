@@ -43,6 +43,9 @@ SHP_FIELDS = {
     "is_crossing": "crossing",
 }
 SHP_FIELDS_BACK = {v: k for k, v in SHP_FIELDS.items()}
+# A Shapefile holds one geometry family: the point features of a mixed layer (buildings with and
+# without footprints) are written beside it as <layer>__point.shp.
+MIXED_POINT_SUFFIX = "__point"
 
 # Columns per layer, in contract order (geometry last).
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -113,8 +116,10 @@ def read_file(path: str | Path, layers: list[str] | None = None, *,
             raise InvalidInput(f"cannot read {f.name}",
                                [Problem(reason=str(exc), field="file", feature=f.name)]) from exc
         for name in names:
-            key = name if f.suffix.lower() == ".gpkg" else (layer or f.stem)
-            if layer and len(names) == 1:
+            key = name if f.suffix.lower() == ".gpkg" else f.stem
+            if key.endswith(MIXED_POINT_SUFFIX):
+                key = key[: -len(MIXED_POINT_SUFFIX)]
+            if layer and len(names) == 1 and not path.is_dir():
                 key = layer
             if layers and key not in layers:
                 continue
@@ -124,7 +129,11 @@ def read_file(path: str | Path, layers: list[str] | None = None, *,
                 raise InvalidInput(f"cannot read layer {name} of {f.name}",
                                    [Problem(reason=str(exc), field="layer", feature=name)]
                                    ) from exc
-            result[key] = _normalise(gdf, key)
+            gdf = _normalise(gdf, key)
+            if key in result:
+                gdf = pd.concat([result[key], gdf.to_crs(result[key].crs)
+                                 if gdf.crs and result[key].crs else gdf], ignore_index=True)
+            result[key] = gdf
     if layers:
         missing = set(layers) - set(result)
         if missing:
@@ -314,13 +323,20 @@ def export_layers(conn: Connection, path: str | Path, *, layers: list[str] | Non
             kwargs["encoding"] = "UTF-8"
         if drv == "GeoJSON":
             kwargs["layer_options"] = {"RFC7946": "YES", "COORDINATE_PRECISION": "15"}
+        if drv == "ESRI Shapefile" and isinstance(gdf, gpd.GeoDataFrame) and len(gdf):
+            # One shapefile holds one geometry family: points go to <layer>__point.shp and
+            # are merged back into <layer> by read_file.
+            is_point = (gdf.geometry.geom_type == "Point").to_numpy()
+            if is_point.any() and not is_point.all():
+                extra = target.with_name(f"{name}{MIXED_POINT_SUFFIX}.shp")
+                pyogrio.write_dataframe(gdf[is_point], extra, driver=drv, **kwargs)
+                written.append(extra)
+                gdf = gdf[~is_point]
         if name == "grid_team" or not isinstance(gdf, gpd.GeoDataFrame):
             df = pd.DataFrame(gdf)
             pyogrio.write_dataframe(gpd.GeoDataFrame(df, geometry=[None] * len(df), crs=4326)
                                     if drv != "GPKG" else df, target, driver=drv, **kwargs)
         else:
-            if name == "building" and drv == "ESRI Shapefile":
-                pass  # mixed point / polygon: shapefile keeps one type; see docs
             pyogrio.write_dataframe(gdf, target, driver=drv, **kwargs)
         if target not in written:
             written.append(target)

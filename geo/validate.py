@@ -181,7 +181,8 @@ def validate_layers(
 
     for name in layers:
         if name not in LAYERS:
-            out.add(name, None, None, f"unknown layer; expected one of {', '.join(LAYERS)}",
+            out.add(name, None, None, f"unknown layer; expected one of {', '.join(LAYERS)} "
+                    "(name it with --layer / layer=)",
                     field="layer", rule="unknown_layer")
     layers = {k: v for k, v in layers.items() if k in LAYERS}
 

@@ -1,0 +1,80 @@
+"""The ``wangge`` CLI: --help on every command, and import/export/demo-load end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyogrio
+import pytest
+import typer
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from cli.main import app
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "shapefiles"
+runner = CliRunner()
+
+
+def _command_paths(t: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = []
+    for cmd in t.registered_commands:
+        name = cmd.name or cmd.callback.__name__.replace("_", "-")
+        paths.append(prefix + (name,))
+    for grp in t.registered_groups:
+        sub = prefix + (grp.name,)
+        paths.append(sub)
+        paths.extend(_command_paths(grp.typer_instance, sub))
+    return paths
+
+
+def test_top_level_help() -> None:
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("import", "export", "demo-load"):
+        assert cmd in r.output
+
+
+@pytest.mark.parametrize("path", _command_paths(app), ids=" ".join)
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    r = runner.invoke(app, [*path, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output
+
+
+def test_import_export_and_refusal(fresh_database, tmp_path) -> None:
+    url = fresh_database()
+    env = {"WANGGE_DATABASE_URL": url}
+    r = runner.invoke(app, ["import", str(SAMPLES / "sample_city.gpkg")], env=env)
+    assert r.exit_code == 0, r.output
+    eng = create_engine(url)
+    with eng.connect() as c:
+        before = c.execute(text("SELECT count(*) FROM area")).scalar()
+    assert before == 1 + 1 + 2 + 4
+    r = runner.invoke(app, ["import", str(SAMPLES / "grid_bowtie.geojson"), "--layer", "grid"],
+                      env=env)
+    assert r.exit_code == 1
+    assert "350104001001001" in r.output and "Self-intersection" in r.output
+    with eng.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM area")).scalar() == before
+    r = runner.invoke(app, ["import", str(SAMPLES / "grid_bowtie.geojson"), "--repair",
+                                     "--layer", "grid"],
+                      env=env)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out.gpkg"
+    r = runner.invoke(app, ["export", str(out), "--layers", "grid", "--layers", "station"],
+                      env=env)
+    assert r.exit_code == 0, r.output
+    assert sorted(row[0] for row in pyogrio.list_layers(out)) == ["grid", "station"]
+    r = runner.invoke(app, ["export", str(tmp_path / "shp"), "--format", "shp"], env=env)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "shp" / "grid.shp").exists()
+    eng.dispose()
+
+
+def test_demo_load_once(fresh_database) -> None:
+    env = {"WANGGE_DATABASE_URL": fresh_database()}
+    r = runner.invoke(app, ["demo-load"], env=env)
+    assert r.exit_code == 0 and "loaded" in r.output, r.output
+    r = runner.invoke(app, ["demo-load"], env=env)
+    assert r.exit_code == 0 and "already" in r.output
