@@ -19,7 +19,9 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -102,6 +104,31 @@ def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> int:
     with raw.cursor() as cur:
         cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
     return len(frame)
+
+
+BULK_ROWS = 50_000  # above this, secondary indexes are dropped and rebuilt around the COPY
+
+
+@contextmanager
+def _indexes_rebuilt(conn: Connection, table: str, rows: int) -> Iterator[None]:
+    """For a large load, drop ``table``'s secondary indexes and rebuild them afterwards.
+
+    A sorted GiST build after the load is several times faster than row-by-row index inserts.
+    Indexes that back constraints (primary key, unique) are kept. All in the caller's transaction.
+    """
+    if rows < BULK_ROWS:
+        yield
+        return
+    defs = conn.execute(text(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "WHERE i.indrelid = CAST(:t AS regclass) AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
+    ), {"t": table}).all()
+    for name, _ in defs:
+        conn.execute(text(f"DROP INDEX {name}"))
+    yield
+    for _, ddl in defs:
+        conn.execute(text(ddl))
 
 
 def _check_crs(name: str, gdf: gpd.GeoDataFrame) -> None:
@@ -273,6 +300,7 @@ def write_layers(
     written: dict[str, int] = {}
     for name in order:
         gdf = layers[name]
+        t0 = time.perf_counter()
         bar.set_postfix_str(f"{name} ({len(gdf)})")
         if name in AREA_LEVELS:
             written[name] = _copy(conn, "area", _area_frame(name, gdf, gen))
@@ -284,7 +312,8 @@ def write_layers(
                 "name": _col(gdf, "name", "").fillna("").values,
                 "phone": _col(gdf, "phone").values,
             })
-            written[name] = _copy(conn, "grid_team_member", frame)
+            with _indexes_rebuilt(conn, "grid_team_member", len(frame)):
+                written[name] = _copy(conn, "grid_team_member", frame)
         elif name == "compound":
             conn.execute(text("UPDATE building SET compound_id = NULL"))
             conn.execute(text("DELETE FROM compound"))
@@ -298,7 +327,8 @@ def write_layers(
         elif name == "building":
             conn.execute(text("DELETE FROM building"))
             frame = _building_frame(gdf)
-            written[name] = _copy(conn, "building", frame)
+            with _indexes_rebuilt(conn, "building", len(frame)):
+                written[name] = _copy(conn, "building", frame)
             if "compound_code" in gdf.columns:
                 conn.execute(text(
                     "UPDATE building b SET compound_id = c.id FROM compound c "
@@ -326,8 +356,10 @@ def write_layers(
             conn.execute(text("DELETE FROM walk_edge"))
             conn.execute(text("DELETE FROM walk_node"))
             nodes, edges = _walk_frames(gdf)
-            written["walk_node"] = _copy(conn, "walk_node", nodes)
-            written[name] = _copy(conn, "walk_edge", edges)
+            with _indexes_rebuilt(conn, "walk_node", len(nodes)):
+                written["walk_node"] = _copy(conn, "walk_node", nodes)
+            with _indexes_rebuilt(conn, "walk_edge", len(edges)):
+                written[name] = _copy(conn, "walk_edge", edges)
             if "id" in edges.columns:
                 conn.execute(text(
                     "SELECT setval(pg_get_serial_sequence('walk_edge', 'id'), "
@@ -345,6 +377,7 @@ def write_layers(
                 "geom": _ewkb(_geoms(gdf)),
             })
             written[name] = _copy(conn, "barrier", frame)
+        log.info("%s: %s rows in %.1f s", name, written.get(name), time.perf_counter() - t0)
         bar.update(1)
     bar.close()
     for table in ("area", "building", "station", "walk_edge", "walk_node", "grid_team_member"):
