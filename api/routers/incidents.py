@@ -1,7 +1,245 @@
-"""HTTP routes for incidents."""
+"""HTTP routes for incidents: report, read, the six-step transitions, re-route, urge, escalate,
+photos, overdue lists, statistics (JSON and GeoJSON), categories and the routing table.
+
+Operation ids (for api/policy.py): report_incident, get_incident, list_incidents,
+transition_incident, reroute_incident, urge_incident, escalate_incidents, attach_incident_photo,
+get_incident_photo, overdue_incidents, incident_stats, list_incident_categories,
+set_incident_routing, set_incident_sla, list_departments.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Connection
+
+from api.dependencies import get_connection
+from api.security import current_principal
+from geo import incidents as inc
+from geo.security import Principal
+
+router = APIRouter(prefix="/v1", tags=["incidents"])
+
+
+def on_startup(app: FastAPI) -> None:
+    if not hasattr(app.state, "incident_settings"):
+        app.state.incident_settings = inc.IncidentSettings()
+
+
+def _settings(request: Request) -> inc.IncidentSettings:
+    s = getattr(request.app.state, "incident_settings", None)
+    if s is None:
+        s = request.app.state.incident_settings = inc.IncidentSettings()
+    return s
+
+
+def _actor(principal: Principal, given: str | None) -> str:
+    if principal.kind != "anonymous":
+        return f"{principal.kind}:{principal.name}"
+    return given or "anonymous"
+
+
+class ReportIn(BaseModel):
+    category: str = Field(description="Category (= Open311 service_code), e.g. 'rubbish'.")
+    lon: float = Field(description="Longitude in `crs`.")
+    lat: float = Field(description="Latitude in `crs`.")
+    crs: str = Field("wgs84", description="wgs84 | gcj02 | bd09 | cgcs2000.")
+    description: str | None = Field(None, description="What is wrong.")
+    address: str | None = Field(None, description="Free-text address.")
+    actor: str | None = Field(None, description="Who reports (when unauthenticated).")
+    reporter_name: str | None = Field(None, description="Kept private, never published.")
+    reporter_contact: str | None = Field(None, description="Kept private, never published.")
+
+
+class ReportOut(BaseModel):
+    id: int = Field(description="Case id (committed before this answer is sent).")
+    status: str = Field(description="'reported', or 'duplicate' when linked to an open case.")
+    duplicate_of: int | None = Field(description="The open case this report was linked to.")
+    grid_code: str | None
+    community_code: str | None
+    street_code: str | None
+    near_boundary: bool = Field(description="Within a few metres of a grid boundary: confirm.")
+    boundary_distance_m: float | None = Field(description="Distance to the grid boundary (m).")
+    department_ids: list[int]
+    checkin_due: datetime
+    resolve_due: datetime
+
+
+class TransitionIn(BaseModel):
+    to: str = Field(description="Target status: checked_in, consulting, in_progress, feedback, "
+                    "rated, closed (in_progress from rated = reopen).")
+    note: str | None = Field(None, description="Note for the history.")
+    rating: int | None = Field(None, description="1-5, required to enter 'rated'.")
+    actor: str | None = Field(None, description="Who acts (when unauthenticated).")
+
+
+class RerouteIn(BaseModel):
+    departments: list[str] = Field(description="Department codes that must now respond.")
+    note: str | None = None
+    actor: str | None = None
+
+
+class NoteIn(BaseModel):
+    note: str | None = None
+    actor: str | None = None
+
+
+class RoutingIn(BaseModel):
+    departments: list[str] = Field(description="Department codes for this category.")
+
+
+class SlaIn(BaseModel):
+    checkin_workdays: float | None = Field(None, description="Check-in deadline, working days.")
+    resolve_workdays: float | None = Field(None, description="Resolution deadline, working days.")
+
+
+@router.post("/incidents", operation_id="report_incident", response_model=ReportOut,
+             status_code=201, summary="Report an incident (吹哨): locate, route, detect duplicates")
+def report_incident(body: ReportIn, request: Request,
+                    principal: Principal = Depends(current_principal)) -> Any:
+    engine = request.app.state.engine
+    with engine.begin() as conn:  # the answer is sent only after this commit
+        res = inc.report(conn, category=body.category, lon=body.lon, lat=body.lat, crs=body.crs,
+                         description=body.description, address=body.address,
+                         actor=_actor(principal, body.actor), source="api",
+                         reporter_name=body.reporter_name,
+                         reporter_contact=body.reporter_contact, settings=_settings(request),
+                         locator=getattr(request.app.state, "incident_locator", None))
+    return res.__dict__
+
+
+@router.get("/incidents", operation_id="list_incidents", response_model=list[dict[str, Any]],
+            summary="List incidents (public fields) by status, category, street, grid, period")
+def list_incidents(
+    status: list[str] | None = Query(None), category: list[str] | None = Query(None),
+    street: str | None = None, grid: str | None = None, start: datetime | None = None,
+    end: datetime | None = None, limit: int = Query(100, ge=1, le=10_000),
+    conn: Connection = Depends(get_connection),
+) -> Any:
+    return inc.list_incidents(conn, status=status, category=category, street=street, grid=grid,
+                              start=start, end=end, limit=limit)
+
+
+@router.get("/incidents/overdue", operation_id="overdue_incidents",
+            response_model=list[dict[str, Any]],
+            summary="Open cases past their deadline (red) or 80 % of it (amber)")
+def overdue_incidents(street: str | None = None, grid: str | None = None,
+                      department: str | None = None, level: str = "red",
+                      limit: int = Query(1000, ge=1, le=10_000),
+                      conn: Connection = Depends(get_connection)) -> Any:
+    return inc.overdue(conn, street=street, grid=grid, department=department, level=level,
+                       limit=limit)
+
+
+@router.get("/incidents/stats", operation_id="incident_stats",
+            summary="Per grid/community/street/department: counts, median hours per step, "
+            "satisfaction; GeoJSON FeatureCollection (format=geojson) or JSON list",
+            response_model=dict[str, Any] | list[dict[str, Any]])
+def incident_stats(by: str = "grid", street: str | None = None, start: datetime | None = None,
+                   end: datetime | None = None, format: str = "geojson",
+                   conn: Connection = Depends(get_connection)) -> Any:
+    if format == "json":
+        return inc.stats(conn, by=by, street=street, start=start, end=end)
+    return inc.stats_geojson(conn, by=by, street=street, start=start, end=end)
+
+
+@router.post("/incidents/escalate", operation_id="escalate_incidents",
+             response_model=list[dict[str, Any]],
+             summary="Escalate grid → street → district every case not checked in within SLA")
+def escalate_incidents(request: Request, principal: Principal = Depends(current_principal),
+                       conn: Connection = Depends(get_connection)) -> Any:
+    return inc.escalate_overdue(conn, settings=_settings(request),
+                                actor=_actor(principal, "system"))
+
+
+@router.get("/incidents/{incident_id}", operation_id="get_incident",
+            response_model=dict[str, Any], summary="One case with its history and photos")
+def get_incident(incident_id: int, conn: Connection = Depends(get_connection)) -> Any:
+    return inc.get(conn, incident_id)
+
+
+@router.post("/incidents/{incident_id}/transitions", operation_id="transition_incident",
+             response_model=dict[str, Any],
+             summary="Move a case along the six steps; 409 with the reason if illegal")
+def transition_incident(incident_id: int, body: TransitionIn, request: Request,
+                        principal: Principal = Depends(current_principal)) -> Any:
+    with request.app.state.engine.begin() as conn:
+        return inc.transition(conn, incident_id, body.to, actor=_actor(principal, body.actor),
+                              note=body.note, rating=body.rating, settings=_settings(request))
+
+
+@router.post("/incidents/{incident_id}/reroute", operation_id="reroute_incident",
+             response_model=dict[str, Any], summary="Send a case to other departments")
+def reroute_incident(incident_id: int, body: RerouteIn, request: Request,
+                     principal: Principal = Depends(current_principal)) -> Any:
+    with request.app.state.engine.begin() as conn:
+        return inc.reroute(conn, incident_id, body.departments,
+                           actor=_actor(principal, body.actor), note=body.note,
+                           settings=_settings(request))
+
+
+@router.post("/incidents/{incident_id}/urge", operation_id="urge_incident",
+             response_model=dict[str, Any], summary="督办: urge and supervise a case")
+def urge_incident(incident_id: int, body: NoteIn, request: Request,
+                  principal: Principal = Depends(current_principal)) -> Any:
+    with request.app.state.engine.begin() as conn:
+        return inc.urge(conn, incident_id, actor=_actor(principal, body.actor), note=body.note)
+
+
+@router.post("/incidents/{incident_id}/photos", operation_id="attach_incident_photo",
+             response_model=dict[str, Any], status_code=201,
+             summary="Attach a photo (raw image body) to a case or one history step; 413 if "
+             "too large")
+async def attach_incident_photo(incident_id: int, request: Request,
+                                history_id: int | None = None) -> Any:
+    settings = _settings(request)
+    data = bytearray()
+    async for chunk in request.stream():
+        data.extend(chunk)
+        if len(data) > settings.photo_max_bytes:
+            break
+    ctype = request.headers.get("content-type", "")
+    with request.app.state.engine.begin() as conn:
+        pid = inc.attach_photo(conn, incident_id, bytes(data), ctype, settings=settings,
+                               history_id=history_id)
+    return {"id": pid, "incident_id": incident_id, "history_id": history_id,
+            "size_bytes": len(data)}
+
+
+@router.get("/incidents/{incident_id}/photos/{photo_id}", operation_id="get_incident_photo",
+            summary="A photo's bytes", response_class=Response,
+            responses={200: {"content": {"image/*": {}}}})
+def get_incident_photo(incident_id: int, photo_id: int,
+                       conn: Connection = Depends(get_connection)) -> Response:
+    data, ctype = inc.get_photo(conn, incident_id, photo_id)
+    return Response(data, media_type=ctype)
+
+
+@router.get("/incident-categories", operation_id="list_incident_categories",
+            response_model=list[dict[str, Any]],
+            summary="Categories with SLAs (working days) and routed departments")
+def list_incident_categories(conn: Connection = Depends(get_connection)) -> Any:
+    return inc.categories(conn)
+
+
+@router.put("/incident-categories/{code}/departments", operation_id="set_incident_routing",
+            response_model=list[str], summary="Replace the departments a category routes to")
+def set_incident_routing(code: str, body: RoutingIn,
+                         conn: Connection = Depends(get_connection)) -> Any:
+    return inc.set_routing(conn, code, body.departments)
+
+
+@router.patch("/incident-categories/{code}", operation_id="set_incident_sla",
+              response_model=dict[str, Any], summary="Change a category's SLA (working days)")
+def set_incident_sla(code: str, body: SlaIn, conn: Connection = Depends(get_connection)) -> Any:
+    return inc.set_sla(conn, code, checkin_workdays=body.checkin_workdays,
+                       resolve_workdays=body.resolve_workdays)
+
+
+@router.get("/departments", operation_id="list_departments",
+            response_model=list[dict[str, Any]], summary="Departments that respond to incidents")
+def list_departments(conn: Connection = Depends(get_connection)) -> Any:
+    return inc.departments(conn)

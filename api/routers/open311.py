@@ -1,7 +1,220 @@
-"""HTTP routes for open311."""
+"""Open311 GeoReport v2 (JSON format): services, requests (GET with filters, POST), one request.
+
+The categories are the services. Status is the spec's ``open``/``closed``: every step of the
+six-step loop is ``open`` until the case is closed; a duplicate is ``closed`` with a note naming
+the case it joined. Errors follow the spec: a JSON list of ``{"code", "description"}``. Output
+carries no personal data (reporter name, e-mail, phone and device stay private).
+
+Operation ids (for api/policy.py): open311_services, open311_requests, open311_post_request,
+open311_request. POST needs an ``api_key`` with the ``open311`` scope.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.errors import _status_for
+from geo import incidents as inc
+from geo.errors import Forbidden, InvalidInput, NotFound, Problem, Unauthenticated, WanggeError
+from geo.security import principal_from_api_key
+
+router = APIRouter(prefix="/open311/v2", tags=["open311"])
+
+OPEN311_STATUS = {s: ("closed" if s in ("closed", "duplicate") else "open")
+                  for s in inc.STATUSES}
+AGENCY = "网格化服务管理中心 Grid management centre"
+
+
+def _errors(status: int, descriptions: list[str]) -> JSONResponse:
+    return JSONResponse([{"code": status, "description": d} for d in descriptions],
+                        status_code=status)
+
+
+def _spec_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn domain errors into the spec's error list."""
+    import functools
+    import inspect
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            out = fn(*args, **kwargs)
+            if inspect.isawaitable(out):
+                out = await out
+            return out
+        except WanggeError as exc:
+            msgs = [f"{exc.message}: {p}" for p in exc.problems] or [exc.message]
+            return _errors(_status_for(exc), msgs)
+
+    return wrapper
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if ts else None
+
+
+def _public(r: dict[str, Any], base: str) -> dict[str, Any]:
+    notes = f"{inc.STEPS_ZH[r['status']]} {r['status']}"
+    if r["duplicate_of"]:
+        notes = f"duplicate of request {r['duplicate_of']}"
+    return {
+        "service_request_id": str(r["id"]),
+        "status": OPEN311_STATUS[r["status"]],
+        "status_notes": notes,
+        "service_name": f"{r['category_name_zh']} {r['category_name_en']}",
+        "service_code": r["category_code"],
+        "description": r["description"],
+        "agency_responsible": ", ".join(r["departments"] or []) or AGENCY,
+        "service_notice": None,
+        "requested_datetime": _iso(r["reported_at"]),
+        "updated_datetime": _iso(r["updated_at"]),
+        "expected_datetime": _iso(r["resolve_due"]),
+        "address": r["address"],
+        "address_id": None,
+        "zipcode": None,
+        "lat": r["lat"],
+        "long": r["lon"],
+        "media_url": (f"{base}v1/incidents/{r['id']}/photos/{r['photo_id']}"
+                      if r.get("photo_id") else None),
+    }
+
+
+def _date(value: str | None, field: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        d = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"{field} is not a W3C date-time",
+                           [Problem(reason=f"'{value}' not ISO 8601", field=field)]) from exc
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+@router.get("/services.json", operation_id="open311_services",
+            summary="GeoReport v2 service list: the incident categories",
+            response_model=list[dict[str, Any]])
+@_spec_errors
+def services(request: Request) -> Any:
+    with request.app.state.engine.connect() as conn:
+        cats = inc.categories(conn)
+    return [{"service_code": c["code"], "service_name": f"{c['name_zh']} {c['name_en']}",
+             "description": c["description"] or c["name_en"], "metadata": False,
+             "type": "realtime", "keywords": c["name_zh"], "group": "incident"}
+            for c in cats if c["active"]]
+
+
+@router.get("/requests.json", operation_id="open311_requests",
+            summary="GeoReport v2 requests: filter by service_request_id, service_code, status, "
+            "start_date, end_date (default last 90 days, at most 1000)",
+            response_model=list[dict[str, Any]])
+@_spec_errors
+def requests(request: Request) -> Any:
+    q = request.query_params
+    status = q.get("status")
+    if status and any(s not in ("open", "closed") for s in status.split(",")):
+        raise InvalidInput("status is open or closed", [Problem(reason=status, field="status")])
+    statuses = None
+    if status:
+        want = set(status.split(","))
+        statuses = [s for s, o in OPEN311_STATUS.items() if o in want]
+    ids = None
+    if q.get("service_request_id"):
+        try:
+            ids = [int(x) for x in q["service_request_id"].split(",")]
+        except ValueError as exc:
+            raise InvalidInput("service_request_id must be numbers",
+                               [Problem(reason="not a number", field="service_request_id")]
+                               ) from exc
+    start, end = _date(q.get("start_date"), "start_date"), _date(q.get("end_date"), "end_date")
+    if ids is None and start is None:
+        start = (end or datetime.now(UTC)) - timedelta(days=90)
+    codes = q["service_code"].split(",") if q.get("service_code") else None
+    with request.app.state.engine.connect() as conn:
+        rows = inc.list_incidents(conn, status=statuses, category=codes, ids=ids, start=start,
+                                  end=end, limit=1000)
+    base = str(request.base_url)
+    return [_public(r, base) for r in rows]
+
+
+@router.get("/requests/{request_id}.json", operation_id="open311_request",
+            summary="GeoReport v2: one request (a list of one)",
+            response_model=list[dict[str, Any]])
+@_spec_errors
+def one_request(request_id: str, request: Request) -> Any:
+    if not request_id.isdigit():
+        raise NotFound(f"no service request '{request_id}'")
+    with request.app.state.engine.connect() as conn:
+        rows = inc.list_incidents(conn, ids=[int(request_id)], limit=1)
+    if not rows:
+        raise NotFound(f"no service request '{request_id}'")
+    return [_public(rows[0], str(request.base_url))]
+
+
+@router.post("/requests.json", operation_id="open311_post_request",
+             summary="GeoReport v2: create a service request (form or JSON body; api_key, "
+             "service_code, lat/long, description, ...)",
+             response_model=list[dict[str, Any]], status_code=201)
+@_spec_errors
+async def post_request(request: Request) -> Any:
+    raw = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        import json
+
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise InvalidInput("body is not JSON") from exc
+        form = {k: str(v) for k, v in body.items() if v is not None}
+    else:
+        form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    for k, v in request.query_params.items():
+        form.setdefault(k, v)
+    key = form.get("api_key") or request.headers.get("x-api-key")
+    if not key:
+        raise Unauthenticated("api_key is required to create a service request")
+    return await _create(request, form, key)
+
+
+async def _create(request: Request, form: dict[str, str], key: str) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_create_sync, request, form, key)
+
+
+def _create_sync(request: Request, form: dict[str, str], key: str) -> Any:
+    engine = request.app.state.engine
+    with engine.connect() as conn:
+        principal, _ = principal_from_api_key(conn, key)
+    if "open311" not in principal.scopes:
+        raise Forbidden("this api_key lacks the 'open311' scope")
+    problems = [Problem(reason="required", field=f)
+                for f in ("service_code", "lat", "long") if not form.get(f)]
+    if problems:
+        raise InvalidInput("missing required fields", problems)
+    try:
+        lat, lon = float(form["lat"]), float(form["long"])
+    except ValueError as exc:
+        raise InvalidInput("lat/long must be decimal degrees",
+                           [Problem(reason="not a number", field="lat/long")]) from exc
+    name = " ".join(x for x in (form.get("first_name"), form.get("last_name")) if x) or None
+    contact = ", ".join(x for x in (form.get("email"), form.get("phone")) if x) or None
+    with engine.begin() as conn:  # acknowledged only after commit
+        res = inc.report(conn, category=form["service_code"], lon=lon, lat=lat,
+                         crs=form.get("crs", "wgs84"), description=form.get("description"),
+                         address=form.get("address_string"),
+                         actor=f"open311:{principal.name}", source="open311",
+                         reporter_name=name, reporter_contact=contact,
+                         reporter_device=form.get("device_id"),
+                         settings=getattr(request.app.state, "incident_settings", None)
+                         or inc.IncidentSettings(),
+                         locator=getattr(request.app.state, "incident_locator", None))
+    notice = (f"已并入工单 {res.duplicate_of} (duplicate of request {res.duplicate_of})"
+              if res.duplicate_of else "已受理 received")
+    return JSONResponse([{"service_request_id": str(res.id), "service_notice": notice,
+                          "account_id": None}], status_code=201)

@@ -1,0 +1,718 @@
+"""Incidents: report, route to the grid, and the six-step loop (六步接办) to the resident's rating.
+
+吹哨 reported → 报到 checked_in → 会商 consulting → 落实 in_progress → 反馈 feedback
+→ 评价 rated → closed. Every change is one transaction: the case row and its append-only history
+row are written together or not at all, and callers acknowledge only after commit.
+
+Times are timestamptz (UTC in Python). SLAs count working days (weekends and the holidays in
+``IncidentSettings.holidays`` are off) in the local time zone ``IncidentSettings.timezone``.
+Locations are stored in EPSG:4326; distances (duplicates) are measured on the spheroid
+(geography), in metres.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from geo.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Problem
+from geo.settings import WanggeSettings
+
+STEPS_ZH = {
+    "reported": "吹哨",
+    "checked_in": "报到",
+    "consulting": "会商",
+    "in_progress": "落实",
+    "feedback": "反馈",
+    "rated": "评价",
+    "closed": "办结",
+    "duplicate": "重复",
+}
+STATUSES = tuple(STEPS_ZH)
+
+# The explicit transition table: (from, to) -> action name. Nothing else is allowed.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    ("reported", "checked_in"): "check_in",
+    ("checked_in", "consulting"): "consult",
+    ("consulting", "in_progress"): "carry_out",
+    ("in_progress", "feedback"): "feed_back",
+    ("feedback", "rated"): "rate",
+    ("rated", "closed"): "close",
+    ("rated", "in_progress"): "reopen",
+}
+# The timestamp column stamped when a case enters a status.
+STAMP = {
+    "checked_in": "checked_in_at",
+    "consulting": "consulting_at",
+    "in_progress": "in_progress_at",
+    "feedback": "feedback_at",
+    "rated": "rated_at",
+    "closed": "closed_at",
+}
+REROUTABLE = frozenset({"reported", "checked_in", "consulting"})
+ESCALATION = ("grid", "street", "district")
+
+
+class IncidentSettings(WanggeSettings):
+    """Incident intake, duplicates, SLA calendar, photos."""
+
+    duplicate_radius_m: float = Field(
+        default=50.0, description="A report this close (metres) to an open case of the same "
+        "category is linked to it as a duplicate."
+    )
+    duplicate_window_hours: float = Field(
+        default=72.0, description="Only open cases reported within this many hours count as "
+        "duplicates."
+    )
+    near_boundary_m: float = Field(
+        default=5.0, description="Reports closer than this (metres) to a grid boundary are "
+        "flagged for the grid worker to confirm."
+    )
+    holidays: list[date] = Field(
+        default_factory=list, description="Non-working dates (ISO, JSON list) besides weekends."
+    )
+    workdays_off_weekend: bool = Field(
+        default=True, description="Saturdays and Sundays are not working days."
+    )
+    timezone: str = Field(default="Asia/Shanghai", description="Time zone of the SLA calendar.")
+    amber_fraction: float = Field(
+        default=0.8, description="Share of the resolution time after which a case is amber."
+    )
+    poor_rating_max: int = Field(
+        default=2, description="Ratings (1-5) at or below this are poor: the case may reopen."
+    )
+    photo_max_bytes: int = Field(
+        default=5 * 1024 * 1024, description="Largest photo accepted (bytes); more is refused."
+    )
+
+
+# ---------------------------------------------------------------- working-day calendar
+
+
+class WorkCalendar:
+    """Working days: not weekends (if configured), not holidays. Counts whole 24 h days."""
+
+    def __init__(self, settings: IncidentSettings) -> None:
+        self.tz = ZoneInfo(settings.timezone)
+        self.holidays = frozenset(settings.holidays)
+        self.weekends = settings.workdays_off_weekend
+
+    def is_workday(self, d: date) -> bool:
+        return d not in self.holidays and not (self.weekends and d.weekday() >= 5)
+
+    def add(self, start: datetime, workdays: float) -> datetime:
+        """The instant ``workdays`` working days after ``start`` (aware datetime, UTC out)."""
+        t = start.astimezone(self.tz)
+        remaining = timedelta(days=float(workdays))
+        for _ in range(3660):
+            midnight = datetime.combine(t.date() + timedelta(days=1), datetime.min.time(),
+                                        tzinfo=self.tz)
+            if self.is_workday(t.date()):
+                avail = midnight - t
+                if remaining <= avail:
+                    return (t + remaining).astimezone(UTC)
+                remaining -= avail
+            t = midnight
+        raise InvalidInput("working-day calendar: no working day within ten years")
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class ReportResult:
+    """What a report became: a new case, or a duplicate linked to an open one."""
+
+    id: int
+    status: str
+    duplicate_of: int | None
+    grid_code: str | None
+    community_code: str | None
+    street_code: str | None
+    near_boundary: bool
+    boundary_distance_m: float | None
+    department_ids: list[int]
+    checkin_due: datetime
+    resolve_due: datetime
+
+
+Locator = Callable[..., Any]
+
+
+def _default_locator() -> Locator:
+    from geo.lookup import locate_point  # the lookup engineer's point-in-polygon
+
+    return locate_point
+
+
+def _code(part: Any) -> str | None:
+    if part is None:
+        return None
+    if isinstance(part, dict):
+        return part.get("code")
+    return getattr(part, "code", None)
+
+
+def _category(conn: Connection, code: str) -> Any:
+    row = conn.execute(
+        text("SELECT code, name_zh, name_en, checkin_workdays, resolve_workdays, active,"
+             " ARRAY(SELECT department_id FROM category_department cd"
+             "       WHERE cd.category_code = c.code ORDER BY department_id) AS deps"
+             " FROM incident_category c WHERE code = :c"),
+        {"c": code},
+    ).first()
+    if row is None or not row.active:
+        raise InvalidInput(f"unknown service/category '{code}'",
+                           [Problem(reason="no such active category", field="category")])
+    return row
+
+
+# ---------------------------------------------------------------- intake
+
+
+def report(
+    conn: Connection,
+    *,
+    category: str,
+    lon: float,
+    lat: float,
+    settings: IncidentSettings,
+    crs: str = "wgs84",
+    description: str | None = None,
+    address: str | None = None,
+    actor: str = "resident",
+    source: str = "api",
+    reporter_name: str | None = None,
+    reporter_contact: str | None = None,
+    reporter_device: str | None = None,
+    now: datetime | None = None,
+    locator: Locator | None = None,
+) -> ReportResult:
+    """File a report (吹哨) in the caller's transaction: locate, route, detect duplicates.
+
+    ``lon``/``lat`` are in ``crs`` (wgs84|gcj02|bd09|cgcs2000). The point is located with
+    ``geo.lookup.locate_point``; a report of the same category within
+    ``duplicate_radius_m`` metres of an open case reported in the last
+    ``duplicate_window_hours`` is stored as a duplicate linked to that case.
+    """
+    cat = _category(conn, category)
+    if description is not None and len(description) > 10_000:
+        raise InvalidInput("description too long",
+                           [Problem(reason="at most 10000 characters", field="description")])
+    locate = locator or _default_locator()
+    found = locate(conn, lon, lat, crs=crs, at=None)
+    if getattr(found, "grid", None) is None:
+        raise InvalidInput("the point lies in no grid",
+                           [Problem(reason="outside every grid", field="lat/long")])
+    now = now or datetime.now(UTC)
+    cal = WorkCalendar(settings)
+    checkin_due = cal.add(now, cat.checkin_workdays)
+    resolve_due = cal.add(now, cat.resolve_workdays)
+    amber_at = now + (resolve_due - now) * settings.amber_fraction
+    bdist = getattr(found, "boundary_distance_m", None)
+    near = bdist is not None and bdist < settings.near_boundary_m
+    grid = _code(found.grid)
+    # serialise duplicate checks per category and grid, so concurrent twins do not both open
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                 {"k": f"incident:{category}:{grid}"})
+    dup = conn.execute(
+        text("""
+            SELECT id FROM incident
+            WHERE is_open AND category_code = :c AND reported_at >= :since
+              AND ST_DWithin(location::geography,
+                             ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, :r)
+            ORDER BY location::geography <-> ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography
+            LIMIT 1
+        """),
+        {"c": category, "since": now - timedelta(hours=settings.duplicate_window_hours),
+         "lon": found.lon, "lat": found.lat, "r": settings.duplicate_radius_m},
+    ).scalar()
+    status = "duplicate" if dup is not None else "reported"
+    row = conn.execute(
+        text("""
+            INSERT INTO incident (category_code, description, address, location, input_crs,
+                district_code, street_code, community_code, grid_code, boundary_distance_m,
+                near_boundary, status, duplicate_of, department_ids, source, reporter_name,
+                reporter_contact, reporter_device, reported_at, updated_at, checkin_due,
+                amber_at, resolve_due, closed_at)
+            VALUES (:c, :d, :a, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :crs,
+                :dc, :sc, :cc, :gc, :bd, :near, :st, :dup, :deps, :src, :rn, :rc, :rd,
+                :now, :now, :cd, :amb, :rdue, :closed)
+            RETURNING id
+        """),
+        {"c": category, "d": description, "a": address, "lon": found.lon, "lat": found.lat,
+         "crs": crs, "dc": _code(getattr(found, "district", None)),
+         "sc": _code(getattr(found, "street", None)),
+         "cc": _code(getattr(found, "community", None)), "gc": grid, "bd": bdist,
+         "near": near, "st": status, "dup": dup, "deps": list(cat.deps), "src": source,
+         "rn": reporter_name, "rc": reporter_contact, "rd": reporter_device, "now": now,
+         "cd": checkin_due, "amb": amber_at, "rdue": resolve_due,
+         "closed": now if dup is not None else None},
+    ).scalar_one()
+    _history(conn, row, "report", None, status, actor,
+             description if dup is None else f"duplicate of #{dup}",
+             {"near_boundary": near, "crs": crs}, now)
+    if dup is not None:
+        _history(conn, dup, "duplicate_linked", None, None, actor, f"report #{row} linked",
+                 {"duplicate_id": row}, now)
+    return ReportResult(row, status, dup, grid, _code(getattr(found, "community", None)),
+                        _code(getattr(found, "street", None)), near, bdist, list(cat.deps),
+                        checkin_due, resolve_due)
+
+
+def _history(conn: Connection, incident_id: int, action: str, from_status: str | None,
+             to_status: str | None, actor: str, note: str | None,
+             detail: dict[str, Any] | None = None, at: datetime | None = None) -> int:
+    return conn.execute(
+        text("INSERT INTO incident_history (incident_id, action, from_status, to_status, actor,"
+             " note, detail, at) VALUES (:i, :a, :f, :t, :ac, :n, CAST(:d AS jsonb),"
+             " coalesce(:at, clock_timestamp())) RETURNING id"),
+        {"i": incident_id, "a": action, "f": from_status, "t": to_status, "ac": actor,
+         "n": note, "d": json.dumps(detail or {}, default=str), "at": at},
+    ).scalar_one()
+
+
+def _lock(conn: Connection, incident_id: int) -> Any:
+    row = conn.execute(
+        text("SELECT id, status, rating, escalation_level, department_ids, category_code,"
+             " reported_at FROM incident WHERE id = :i FOR UPDATE"),
+        {"i": incident_id},
+    ).first()
+    if row is None:
+        raise NotFound(f"incident {incident_id} does not exist")
+    return row
+
+
+# ---------------------------------------------------------------- the state machine
+
+
+def transition(
+    conn: Connection,
+    incident_id: int,
+    to_status: str,
+    *,
+    actor: str,
+    note: str | None = None,
+    rating: int | None = None,
+    settings: IncidentSettings,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Move a case along the six-step loop; refuse anything not in ``TRANSITIONS`` (Conflict).
+
+    ``rating`` (1-5) is required to enter ``rated``. Reopening (rated → in_progress) is allowed
+    only after a poor rating (≤ ``poor_rating_max``). Returns the history entry.
+    """
+    if to_status not in STATUSES:
+        raise InvalidInput(f"unknown status '{to_status}'",
+                           [Problem(reason=f"one of {', '.join(STATUSES)}", field="to")])
+    if not actor:
+        raise InvalidInput("an actor is required", [Problem(reason="empty", field="actor")])
+    case = _lock(conn, incident_id)
+    action = TRANSITIONS.get((case.status, to_status))
+    if action is None:
+        allowed = [t for (f, t) in TRANSITIONS if f == case.status]
+        raise Conflict(
+            f"illegal transition {case.status} → {to_status} for incident {incident_id}",
+            [Problem(reason=f"from '{case.status}' ({STEPS_ZH[case.status]}) the case may go "
+                     f"to: {', '.join(allowed) or 'nowhere'}", field="to",
+                     detail={"from": case.status, "to": to_status, "allowed": allowed})],
+        )
+    sets = {"status": to_status}
+    if action == "rate":
+        if rating is None or not 1 <= int(rating) <= 5:
+            raise InvalidInput("a rating 1-5 is required to rate",
+                               [Problem(reason="integer 1-5", field="rating")])
+        sets["rating"] = int(rating)
+    if action == "reopen" and (case.rating or 0) > settings.poor_rating_max:
+        raise Conflict(
+            f"incident {incident_id} was rated {case.rating}: only a poor rating "
+            f"(≤ {settings.poor_rating_max}) reopens a case",
+            [Problem(reason="rating not poor", field="to", detail={"rating": case.rating})],
+        )
+    now = now or datetime.now(UTC)
+    entry = _history(conn, incident_id, action, case.status, to_status, actor, note,
+                     {"rating": rating} if rating is not None else {}, now)
+    assign = ", ".join(f"{k} = :{k}" for k in sets)
+    stamp = STAMP.get(to_status)
+    extra = f", {stamp} = :now" if stamp else ""
+    if action == "reopen":
+        extra += ", reopen_count = reopen_count + 1, rating = NULL, feedback_at = NULL,"
+        extra += " rated_at = NULL"
+    _apply_update(conn, f"UPDATE incident SET {assign}{extra}, updated_at = :now WHERE id = :id",
+                  {**sets, "now": now, "id": incident_id})
+    return {"history_id": entry, "incident_id": incident_id, "action": action,
+            "from": case.status, "to": to_status, "at": now}
+
+
+def _apply_update(conn: Connection, sql: str, params: dict[str, Any]) -> None:
+    """The case-row update of a transition (a seam for failure-injection tests)."""
+    conn.execute(text(sql), params)
+
+
+def reroute(conn: Connection, incident_id: int, department_codes: Iterable[str], *,
+            actor: str, note: str | None = None, settings: IncidentSettings,
+            now: datetime | None = None) -> dict[str, Any]:
+    """Send a case to other departments: back to 吹哨 with a fresh check-in deadline."""
+    case = _lock(conn, incident_id)
+    if case.status not in REROUTABLE:
+        raise Conflict(f"incident {incident_id} is '{case.status}': only cases in "
+                       f"{', '.join(sorted(REROUTABLE))} can be re-routed",
+                       [Problem(reason="not re-routable now", field="departments")])
+    ids = _department_ids(conn, department_codes)
+    now = now or datetime.now(UTC)
+    cat = _category(conn, case.category_code)
+    due = WorkCalendar(settings).add(now, cat.checkin_workdays)
+    entry = _history(conn, incident_id, "reroute", case.status, "reported", actor, note,
+                     {"from_departments": list(case.department_ids), "to_departments": ids},
+                     now)
+    conn.execute(
+        text("UPDATE incident SET department_ids = :d, status = 'reported', checkin_due = :due,"
+             " checked_in_at = NULL, consulting_at = NULL, updated_at = :now WHERE id = :i"),
+        {"d": ids, "due": due, "now": now, "i": incident_id},
+    )
+    return {"history_id": entry, "incident_id": incident_id, "departments": ids}
+
+
+def _department_ids(conn: Connection, codes: Iterable[str]) -> list[int]:
+    codes = list(codes)
+    if not codes:
+        raise InvalidInput("no departments given", [Problem(reason="empty",
+                                                            field="departments")])
+    rows = conn.execute(text("SELECT code, id FROM department WHERE code = ANY(:c)"),
+                        {"c": codes}).all()
+    known = {r.code: r.id for r in rows}
+    missing = [c for c in codes if c not in known]
+    if missing:
+        raise InvalidInput("unknown departments",
+                           [Problem(reason=f"no department '{c}'", field="departments")
+                            for c in missing])
+    return sorted(known[c] for c in codes)
+
+
+def urge(conn: Connection, incident_id: int, *, actor: str, note: str | None = None,
+         now: datetime | None = None) -> dict[str, Any]:
+    """督办: the command centre urges and supervises an open case (recorded in history)."""
+    case = _lock(conn, incident_id)
+    if case.status in ("closed", "duplicate"):
+        raise Conflict(f"incident {incident_id} is {case.status}: nothing to urge",
+                       [Problem(reason="case not open", field="id")])
+    now = now or datetime.now(UTC)
+    entry = _history(conn, incident_id, "urge", case.status, case.status, actor, note, {}, now)
+    conn.execute(text("UPDATE incident SET urge_count = urge_count + 1, updated_at = :n"
+                      " WHERE id = :i"), {"n": now, "i": incident_id})
+    return {"history_id": entry, "incident_id": incident_id, "action": "urge"}
+
+
+def escalate_overdue(conn: Connection, *, settings: IncidentSettings,
+                     now: datetime | None = None, actor: str = "system") -> list[dict[str, Any]]:
+    """Escalate grid → street → district every case no department checked in to in time.
+
+    Each escalation restarts the check-in clock and is written to the history. Returns the
+    escalations made.
+    """
+    now = now or datetime.now(UTC)
+    rows = conn.execute(
+        text("SELECT i.id, i.escalation_level, c.checkin_workdays FROM incident i"
+             " JOIN incident_category c ON c.code = i.category_code"
+             " WHERE i.status = 'reported' AND i.checkin_due < :n"
+             " AND i.escalation_level <> 'district' ORDER BY i.checkin_due"
+             " FOR UPDATE OF i SKIP LOCKED"),
+        {"n": now},
+    ).all()
+    cal = WorkCalendar(settings)
+    out = []
+    for r in rows:
+        new = ESCALATION[ESCALATION.index(r.escalation_level) + 1]
+        due = cal.add(now, r.checkin_workdays)
+        _history(conn, r.id, "escalate", "reported", "reported", actor,
+                 f"no check-in within SLA: {r.escalation_level} → {new}",
+                 {"from_level": r.escalation_level, "to_level": new}, now)
+        conn.execute(text("UPDATE incident SET escalation_level = :l, checkin_due = :d,"
+                          " updated_at = :n WHERE id = :i"),
+                     {"l": new, "d": due, "n": now, "i": r.id})
+        out.append({"incident_id": r.id, "from": r.escalation_level, "to": new,
+                    "checkin_due": due})
+    return out
+
+
+# ---------------------------------------------------------------- photos
+
+
+def attach_photo(conn: Connection, incident_id: int, data: bytes, content_type: str, *,
+                 settings: IncidentSettings, history_id: int | None = None) -> int:
+    """Store a photo (bytes) for a case, optionally for one history step (e.g. 反馈)."""
+    if len(data) > settings.photo_max_bytes:
+        raise PayloadTooLarge(
+            f"photo of {len(data)} bytes exceeds the limit of {settings.photo_max_bytes}",
+            [Problem(reason="too large", field="photo",
+                     detail={"limit": settings.photo_max_bytes})])
+    if not data:
+        raise InvalidInput("empty photo", [Problem(reason="no bytes", field="photo")])
+    if not content_type.startswith("image/"):
+        raise InvalidInput("a photo must be an image",
+                           [Problem(reason=f"content type {content_type}", field="photo")])
+    _lock(conn, incident_id)
+    if history_id is not None:
+        ok = conn.execute(text("SELECT 1 FROM incident_history WHERE id = :h AND"
+                               " incident_id = :i"), {"h": history_id, "i": incident_id}).first()
+        if not ok:
+            raise NotFound(f"history entry {history_id} is not part of incident {incident_id}")
+    return conn.execute(
+        text("INSERT INTO incident_photo (incident_id, history_id, content_type, size_bytes,"
+             " data) VALUES (:i, :h, :ct, :s, :d) RETURNING id"),
+        {"i": incident_id, "h": history_id, "ct": content_type, "s": len(data), "d": data},
+    ).scalar_one()
+
+
+def get_photo(conn: Connection, incident_id: int, photo_id: int) -> tuple[bytes, str]:
+    row = conn.execute(text("SELECT data, content_type FROM incident_photo WHERE id = :p"
+                            " AND incident_id = :i"), {"p": photo_id, "i": incident_id}).first()
+    if row is None:
+        raise NotFound(f"photo {photo_id} of incident {incident_id} does not exist")
+    return bytes(row.data), row.content_type
+
+
+# ---------------------------------------------------------------- reading
+
+
+_PUBLIC_COLS = """
+    i.id, i.category_code, c.name_zh AS category_name_zh, c.name_en AS category_name_en,
+    i.description, i.address, ST_X(i.location) AS lon, ST_Y(i.location) AS lat,
+    i.district_code, i.street_code, i.community_code, i.grid_code, i.boundary_distance_m,
+    i.near_boundary, i.status, i.duplicate_of, i.department_ids, i.escalation_level, i.source,
+    i.rating, i.reopen_count, i.urge_count, i.reported_at, i.updated_at, i.checkin_due,
+    i.amber_at, i.resolve_due, i.checked_in_at, i.consulting_at, i.in_progress_at,
+    i.feedback_at, i.rated_at, i.closed_at,
+    CASE WHEN NOT i.is_open THEN 'none'
+         WHEN :now >= i.resolve_due THEN 'red'
+         WHEN :now >= i.amber_at THEN 'amber' ELSE 'green' END AS sla,
+    (SELECT array_agg(d.code ORDER BY d.code) FROM department d
+      WHERE d.id = ANY(i.department_ids)) AS departments
+"""
+
+
+def get(conn: Connection, incident_id: int, *, history: bool = True,
+        now: datetime | None = None) -> dict[str, Any]:
+    """One case (no personal data of the reporter) with its history and photo list."""
+    row = conn.execute(
+        text(f"SELECT {_PUBLIC_COLS} FROM incident i JOIN incident_category c"
+             " ON c.code = i.category_code WHERE i.id = :i"),
+        {"i": incident_id, "now": now or datetime.now(UTC)},
+    ).mappings().first()
+    if row is None:
+        raise NotFound(f"incident {incident_id} does not exist")
+    out = dict(row)
+    if history:
+        out["history"] = [dict(r) for r in conn.execute(
+            text("SELECT id, action, from_status, to_status, actor, note, detail, at"
+                 " FROM incident_history WHERE incident_id = :i ORDER BY id"),
+            {"i": incident_id}).mappings()]
+        out["photos"] = [dict(r) for r in conn.execute(
+            text("SELECT id, history_id, content_type, size_bytes, created_at"
+                 " FROM incident_photo WHERE incident_id = :i ORDER BY id"),
+            {"i": incident_id}).mappings()]
+    return out
+
+
+def list_incidents(
+    conn: Connection, *, status: Iterable[str] | None = None, category: Iterable[str] | None
+    = None, street: str | None = None, grid: str | None = None, ids: Iterable[int] | None = None,
+    start: datetime | None = None, end: datetime | None = None, limit: int = 1000,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Cases matching the filters, newest first (public fields only)."""
+    where, params = ["true"], {"now": now or datetime.now(UTC), "lim": min(int(limit), 10_000)}
+    if status:
+        where.append("i.status = ANY(:status)")
+        params["status"] = list(status)
+    if category:
+        where.append("i.category_code = ANY(:cat)")
+        params["cat"] = list(category)
+    if street:
+        where.append("i.street_code = :street")
+        params["street"] = street
+    if grid:
+        where.append("i.grid_code = :grid")
+        params["grid"] = grid
+    if ids is not None:
+        where.append("i.id = ANY(:ids)")
+        params["ids"] = list(ids)
+    if start:
+        where.append("i.reported_at >= :start")
+        params["start"] = start
+    if end:
+        where.append("i.reported_at <= :end")
+        params["end"] = end
+    sql = (f"SELECT {_PUBLIC_COLS} FROM incident i JOIN incident_category c"
+           f" ON c.code = i.category_code WHERE {' AND '.join(where)}"
+           " ORDER BY i.reported_at DESC, i.id DESC LIMIT :lim")
+    return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+
+
+def overdue(conn: Connection, *, street: str | None = None, grid: str | None = None,
+            department: str | None = None, level: str = "red", now: datetime | None = None,
+            limit: int = 1000) -> list[dict[str, Any]]:
+    """Open cases past their resolution deadline (``level='red'``) or past 80 % (``'amber'``),
+    for one street, grid or department; earliest due first. Uses the partial open-case index."""
+    if level not in ("red", "amber"):
+        raise InvalidInput("level is red or amber", [Problem(reason="unknown", field="level")])
+    col = "resolve_due" if level == "red" else "amber_at"
+    where, params = ["i.is_open", f"i.{col} <= :now"], {"now": now or datetime.now(UTC),
+                                                         "lim": int(limit)}
+    if street:
+        where.append("i.street_code = :street")
+        params["street"] = street
+    if grid:
+        where.append("i.grid_code = :grid")
+        params["grid"] = grid
+    if department:
+        where.append("i.department_ids @> ARRAY[(SELECT id FROM department WHERE code = :dep)]")
+        params["dep"] = department
+    sql = (f"SELECT i.id, i.category_code, i.status, i.street_code, i.grid_code,"
+           f" i.department_ids, i.reported_at, i.resolve_due, i.amber_at, i.escalation_level,"
+           f" i.urge_count, ST_X(i.location) AS lon, ST_Y(i.location) AS lat,"
+           f" CASE WHEN :now >= i.resolve_due THEN 'red' ELSE 'amber' END AS sla"
+           f" FROM incident i WHERE {' AND '.join(where)} ORDER BY i.resolve_due LIMIT :lim")
+    return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+
+
+# ---------------------------------------------------------------- statistics
+
+_STEP_MEDIANS = """
+    count(*) AS incidents,
+    count(*) FILTER (WHERE i.is_open) AS open,
+    count(*) FILTER (WHERE i.status = 'closed') AS closed,
+    count(*) FILTER (WHERE i.status = 'duplicate') AS duplicates,
+    count(*) FILTER (WHERE i.is_open AND i.resolve_due <= :now) AS overdue,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.checked_in_at - i.reported_at)
+        / 3600) AS median_checkin_h,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.consulting_at -
+        i.checked_in_at) / 3600) AS median_consult_h,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.in_progress_at -
+        i.consulting_at) / 3600) AS median_carry_out_h,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.feedback_at -
+        i.in_progress_at) / 3600) AS median_feedback_h,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.rated_at - i.feedback_at)
+        / 3600) AS median_rating_h,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.closed_at - i.reported_at)
+        / 3600) FILTER (WHERE i.status = 'closed') AS median_total_h,
+    avg(i.rating)::float AS satisfaction_mean,
+    (count(*) FILTER (WHERE i.rating >= 4))::float / nullif(count(i.rating), 0)
+        AS satisfied_share
+"""
+LEVEL_COLUMN = {"grid": "grid_code", "community": "community_code", "street": "street_code"}
+
+
+def stats(conn: Connection, *, by: str = "grid", street: str | None = None,
+          start: datetime | None = None, end: datetime | None = None,
+          now: datetime | None = None) -> list[dict[str, Any]]:
+    """Counts, median hours per step and satisfaction per grid/community/street/department,
+    for cases reported in [start, end] (optionally within one street)."""
+    if by not in (*LEVEL_COLUMN, "department"):
+        raise InvalidInput("by is grid, community, street or department",
+                           [Problem(reason=f"unknown '{by}'", field="by")])
+    where, params = ["true"], {"now": now or datetime.now(UTC)}
+    if street:
+        where.append("i.street_code = :street")
+        params["street"] = street
+    if start:
+        where.append("i.reported_at >= :start")
+        params["start"] = start
+    if end:
+        where.append("i.reported_at <= :end")
+        params["end"] = end
+    if by == "department":
+        src = "incident i CROSS JOIN LATERAL unnest(i.department_ids) AS dep(id)"
+        key = "dep.id"
+    else:
+        src, key = "incident i", f"i.{LEVEL_COLUMN[by]}"
+    sql = (f"SELECT {key} AS key, {_STEP_MEDIANS} FROM {src} WHERE {' AND '.join(where)}"
+           f" GROUP BY {key} ORDER BY {key}")
+    rows = [dict(r) for r in conn.execute(text(sql), params).mappings()]
+    if by == "department":
+        names = {r.id: (r.code, r.name) for r in conn.execute(
+            text("SELECT id, code, name FROM department"))}
+        for r in rows:
+            r["code"], r["name"] = names.get(r.pop("key"), (None, None))
+    else:
+        for r in rows:
+            r["code"] = r.pop("key")
+    return rows
+
+
+def stats_geojson(conn: Connection, *, by: str = "grid", **kw: Any) -> dict[str, Any]:
+    """``stats`` as an RFC 7946 FeatureCollection joined to the current area geometry
+    (departments have no area: geometry null)."""
+    rows = stats(conn, by=by, **kw)
+    geoms: dict[str, tuple[str, dict]] = {}
+    if by != "department" and rows:
+        for r in conn.execute(
+            text("SELECT code, name, ST_AsGeoJSON(geom, 7) AS g FROM area_current"
+                 " WHERE level = :l AND code = ANY(:codes)"),
+            {"l": by, "codes": [r["code"] for r in rows if r["code"]]},
+        ):
+            geoms[r.code] = (r.name, json.loads(r.g))
+    feats = []
+    for r in rows:
+        name, geom = geoms.get(r["code"], (r.get("name"), None))
+        props = {k: v for k, v in r.items()}
+        props["name"] = name
+        feats.append({"type": "Feature", "id": r["code"], "geometry": geom,
+                      "properties": props})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+# ---------------------------------------------------------------- categories and routing
+
+
+def categories(conn: Connection) -> list[dict[str, Any]]:
+    """The categories (Open311 services) with SLAs and routed departments."""
+    return [dict(r) for r in conn.execute(text(
+        "SELECT c.code, c.name_zh, c.name_en, c.description, c.checkin_workdays::float AS"
+        " checkin_workdays, c.resolve_workdays::float AS resolve_workdays, c.active,"
+        " coalesce(array_agg(d.code ORDER BY d.code) FILTER (WHERE d.code IS NOT NULL), '{}')"
+        " AS departments FROM incident_category c"
+        " LEFT JOIN category_department cd ON cd.category_code = c.code"
+        " LEFT JOIN department d ON d.id = cd.department_id"
+        " GROUP BY c.code ORDER BY c.code")).mappings()]
+
+
+def departments(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(text(
+        "SELECT id, code, name, name_en, level, area_code FROM department ORDER BY code"
+    )).mappings()]
+
+
+def set_routing(conn: Connection, category: str, department_codes: Iterable[str]) -> list[str]:
+    """Replace the departments a category routes to (the editable routing table).
+    Applies to new reports; open cases keep theirs (use ``reroute``)."""
+    _category(conn, category)
+    ids = _department_ids(conn, department_codes)
+    conn.execute(text("DELETE FROM category_department WHERE category_code = :c"),
+                 {"c": category})
+    conn.execute(text("INSERT INTO category_department (category_code, department_id)"
+                      " SELECT :c, unnest(CAST(:ids AS integer[]))"), {"c": category, "ids": ids})
+    return sorted(department_codes)
+
+
+def set_sla(conn: Connection, category: str, *, checkin_workdays: float | None = None,
+            resolve_workdays: float | None = None) -> dict[str, Any]:
+    """Change a category's SLA (working days; applies to new reports)."""
+    _category(conn, category)
+    for name, v in (("checkin_workdays", checkin_workdays),
+                    ("resolve_workdays", resolve_workdays)):
+        if v is not None and not 0 < v <= 365:
+            raise InvalidInput("SLA out of range", [Problem(reason="0 < days ≤ 365", field=name)])
+    conn.execute(text("UPDATE incident_category SET checkin_workdays ="
+                      " coalesce(:a, checkin_workdays), resolve_workdays ="
+                      " coalesce(:b, resolve_workdays) WHERE code = :c"),
+                 {"a": checkin_workdays, "b": resolve_workdays, "c": category})
+    return next(c for c in categories(conn) if c["code"] == category)
