@@ -19,8 +19,9 @@ What is taken from OSM (all in EPSG:4326, lengths and areas in the extract's UTM
 
 The hierarchy: the major streets (``BLOCK_CLASSES``) and the extract's boundary (the bounding box
 of the walking network) are noded and polygonized into blocks that tile the boundary exactly;
-blocks are split by recursive household-weighted bisection into streets, each street into
-communities, each community into grids, so every level is an exact union of blocks. Codes sit
+blocks are ordered along a Hilbert curve and cut into consecutive runs balanced by households
+(grids), runs of grids make communities and runs of communities streets, so every level is an
+exact union of blocks nested in the one above. Codes sit
 under the demo district 350104 "演示区" (the geometry is Helsinki), numbered west→east within
 north→south rows.
 """
@@ -250,20 +251,34 @@ def blocks_from_streets(lines: np.ndarray, boundary: Any) -> np.ndarray:
     return faces
 
 
-def _split(weights: np.ndarray, xy: np.ndarray, idx: np.ndarray, k: int) -> list[np.ndarray]:
-    """Recursive weighted bisection of ``idx`` into ``k`` spatially compact groups."""
-    if k <= 1 or len(idx) <= 1:
-        return [idx]
-    k = min(k, len(idx))
-    k1 = k // 2
-    pts = xy[idx]
-    axis = 0 if np.ptp(pts[:, 0]) >= np.ptp(pts[:, 1]) else 1
-    order = idx[np.argsort(pts[:, axis], kind="stable")]
-    cum = np.cumsum(weights[order])
-    target = cum[-1] * k1 / k
-    cut = int(np.searchsorted(cum, target)) + 1
-    cut = min(max(cut, k1), len(order) - (k - k1))
-    return _split(weights, xy, order[:cut], k1) + _split(weights, xy, order[cut:], k - k1)
+def _household_runs(hh: np.ndarray, lo: int, target: int, hi: int) -> list[np.ndarray]:
+    """Cut a sequence of blocks' households into consecutive runs: close a run on reaching
+    ``target``, or before a block that would push it over ``hi`` once it holds ``lo``. A last
+    run under ``lo`` joins the one before. Returns index arrays into ``hh``."""
+    runs: list[list[int]] = []
+    cur: list[int] = []
+    cum = 0.0
+    for i, h in enumerate(hh):
+        if cur and cum >= lo and cum + h > hi:
+            runs.append(cur)
+            cur, cum = [], 0.0
+        cur.append(i)
+        cum += h
+        if cum >= target:
+            runs.append(cur)
+            cur, cum = [], 0.0
+    if cur:
+        if runs and cum < lo:
+            runs[-1].extend(cur)
+        else:
+            runs.append(cur)
+    return [np.array(r, dtype=int) for r in runs]
+
+
+def _chunks(n: int, per: int) -> list[list[int]]:
+    """0..n-1 in ceil(n / per) consecutive, nearly equal chunks."""
+    k = max(int(math.ceil(n / max(per, 1))), 1)
+    return [list(map(int, c)) for c in np.array_split(np.arange(n), k) if len(c)]
 
 
 def _reading_order(centres: np.ndarray) -> np.ndarray:
@@ -306,31 +321,25 @@ def build_demo_layers(settings: DataSettings | None = None, *,
     block_of[bi] = fi
     hh = np.zeros(len(blocks_m))
     np.add.at(hh, block_of[block_of >= 0], buildings["households"].to_numpy()[block_of >= 0])
-    area = shapely.area(blocks_m)
-    weights = hh + area * 1e-4 + 1e-9
     cent = shapely.get_coordinates(shapely.point_on_surface(blocks_m))
 
     total_hh = hh.sum()
-    n_grids = max(int(round(total_hh / settings.demo_households_per_grid)), 1)
-    n_comm = max(int(math.ceil(n_grids / settings.demo_grids_per_community)), 1)
-    n_street = max(int(math.ceil(n_comm / settings.demo_communities_per_street)), 1)
+    # Blocks in Hilbert-curve order (spatially coherent runs); grids are consecutive runs
+    # closed on reaching the household target (never above households_max once at least
+    # households_min are in), communities are runs of grids, streets runs of communities, so
+    # every level is an exact union of blocks and nests in the one above.
+    hil = gpd.GeoSeries(shapely.points(cent), crs=epsg).hilbert_distance().to_numpy()
+    order = np.argsort(hil, kind="stable")
+    grid_groups = [order[r] for r in _household_runs(
+        hh[order], settings.households_min, settings.demo_households_per_grid,
+        settings.households_max)]
+    comm_groups = _chunks(len(grid_groups), settings.demo_grids_per_community)
+    street_groups = _chunks(len(comm_groups), settings.demo_communities_per_street)
     log.info("%d blocks, %d households -> %d streets, %d communities, %d grids", len(blocks_m),
-             int(total_hh), n_street, n_comm, n_grids)
-
-    all_idx = np.arange(len(blocks_m))
-    street_parts = _split(weights, cent, all_idx, n_street)
-    # Share communities and grids among parts by weight (at least one each).
-    def shares(parts: list[np.ndarray], total: int) -> list[int]:
-        w = np.array([weights[p].sum() for p in parts])
-        raw = w / w.sum() * total
-        n = np.maximum(np.floor(raw).astype(int), 1)
-        while n.sum() < total:
-            n[np.argmax(raw - n)] += 1
-        return [int(min(x, len(p))) for x, p in zip(n, parts, strict=True)]
+             int(total_hh), len(street_groups), len(comm_groups), len(grid_groups))
 
     def union_m(idx: np.ndarray) -> Any:
-        g = shapely.coverage_union_all(blocks_m[idx])
-        return g
+        return shapely.coverage_union_all(blocks_m[idx])
 
     rows: dict[str, list[dict[str, Any]]] = {"street": [], "community": [], "grid": []}
     grid_of_block = np.empty(len(blocks_m), dtype=object)
@@ -340,23 +349,26 @@ def build_demo_layers(settings: DataSettings | None = None, *,
         c = np.array([cent[p].mean(axis=0) for p in parts])
         return [parts[i] for i in _reading_order(c)]
 
-    street_parts = ordered(street_parts)
-    for s, sp in enumerate(street_parts, start=1):
+    comm_blocks = [np.concatenate([grid_groups[g] for g in cg]) for cg in comm_groups]
+    street_parts = [(np.concatenate([comm_blocks[c] for c in sg]), [comm_groups[c] for c in sg])
+                    for sg in street_groups]
+    street_order = _reading_order(np.array([cent[sp].mean(axis=0) for sp, _ in street_parts]))
+    for s, si in enumerate(street_order, start=1):
+        sp, comms = street_parts[si]
         scode = f"{DEMO_DISTRICT_CODE}{s:03d}"
         rows["street"].append({"code": scode, "parent_code": DEMO_DISTRICT_CODE,
                                "name": f"演示第{s}街道", "geom": union_m(sp)})
-        n_c = shares([sp], n_comm)[0] if n_street == 1 else None
-        n_c = n_c or max(int(round(n_comm * weights[sp].sum() / weights.sum())), 1)
-        comm_parts = ordered(_split(weights, cent, sp, n_c))
-        for c, cp in enumerate(comm_parts, start=1):
+        comm_parts = [[grid_groups[g] for g in cg] for cg in comms]
+        cent_c = np.array([cent[np.concatenate(cp)].mean(axis=0) for cp in comm_parts])
+        for c, ci in enumerate(_reading_order(cent_c), start=1):
+            grids_here = comm_parts[ci]
+            cp = np.concatenate(grids_here)
             ccode = f"{scode}{c:03d}"
             cname = f"演示第{s}街道第{c}社区"
             rows["community"].append({"code": ccode, "parent_code": scode, "name": cname,
                                       "geom": union_m(cp)})
             comm_of_block[cp] = ccode
-            n_g = max(int(round(hh[cp].sum() / settings.demo_households_per_grid)), 1)
-            grid_parts = ordered(_split(weights, cent, cp, n_g))
-            for g, gp in enumerate(grid_parts, start=1):
+            for g, gp in enumerate(ordered(grids_here), start=1):
                 gcode = f"{ccode}{g:03d}"
                 rows["grid"].append({"code": gcode, "parent_code": ccode,
                                      "name": f"{cname}第{g}网格",

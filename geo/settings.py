@@ -66,10 +66,10 @@ class DataSettings(WanggeSettings):
         description="Features may lie at most this many metres outside the district boundary.",
     )
     demo_grids_per_community: int = Field(
-        default=6, description="Demo (OpenStreetMap) district: target grids per community."
+        default=5, description="Demo (OpenStreetMap) district: grids per community."
     )
     demo_communities_per_street: int = Field(
-        default=4, description="Demo district: target communities per street."
+        default=3, description="Demo district: communities per street."
     )
     demo_households_per_grid: int = Field(
         default=300, description="Demo district: target households per grid (balance target)."

@@ -315,6 +315,8 @@ def validate_layers(
             # Exact test in the storage CRS; only what sticks out is measured in metres.
             idx = np.flatnonzero(mask)
             inside = shapely.covered_by(geoms[idx], district_geom)
+            if name == "barrier":  # a river or railway may cross the district: must touch it
+                inside = shapely.intersects(geoms[idx], district_geom)
             out_idx = idx[~inside]
             if len(out_idx):
                 part = shapely.difference(geoms[out_idx], district_geom)
