@@ -164,7 +164,7 @@ def _area_frame(level: str, gdf: gpd.GeoDataFrame, gen: int) -> pd.DataFrame:
         "responsible_body": _col(gdf, "responsible_body").values,
     })
     if level == "district":
-        srids = _ints(_col(gdf, "metric_srid")).astype(object).values
+        srids = np.array(_ints(_col(gdf, "metric_srid")).astype(object), dtype=object)
         cent = shapely.centroid(geoms)
         for i, s in enumerate(srids):
             if s is None or pd.isna(s):
