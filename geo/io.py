@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
@@ -86,7 +87,7 @@ def _normalise(gdf: gpd.GeoDataFrame, layer: str) -> gpd.GeoDataFrame:
     """Map Shapefile field names back and restore column types (codes as text)."""
     gdf = gdf.rename(columns={k: v for k, v in SHP_FIELDS_BACK.items() if k in gdf.columns})
     for col in gdf.columns:
-        if col in TEXT_COLUMNS and gdf[col].dtype != object:
+        if col in TEXT_COLUMNS and not pd.api.types.is_string_dtype(gdf[col].dtype):
             gdf[col] = gdf[col].map(
                 lambda v: None if pd.isna(v) else str(int(v)) if isinstance(v, float)
                 and float(v).is_integer() else str(v))
@@ -209,7 +210,7 @@ def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
                 "street": "code, parent_code, name",
                 "community": "code, parent_code, name",
                 "grid": "code, parent_code, name, responsible_body"}[layer]
-        sql = f"SELECT {cols}, geom FROM area WHERE level = :level"
+        sql = f"SELECT {cols}, ST_AsBinary(geom) AS geom FROM area WHERE level = :level"
         params["level"] = layer
         where.append(_generation_clause(generation))
         geom = "geom"
@@ -218,20 +219,24 @@ def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
         geom = None
     elif layer == "building":
         sql = ("SELECT code, name, households, residents, floors, grid_code, "
-               "COALESCE(ST_Multi(footprint), location) AS geom FROM building WHERE true")
+               "ST_AsBinary(COALESCE(ST_Multi(footprint), location)) AS geom "
+               "FROM building WHERE true")
         geom = "COALESCE(footprint, location)"
     elif layer == "station":
-        sql = "SELECT code, name, kind, community_code, location AS geom FROM station WHERE true"
+        sql = ("SELECT code, name, kind, community_code, ST_AsBinary(location) AS geom "
+               "FROM station WHERE true")
         geom = "location"
     elif layer == "walk_edge":
-        sql = ("SELECT id, source, target, length_m, road_class, is_crossing, name, geom "
+        sql = ("SELECT id, source, target, length_m, road_class, is_crossing, name, "
+               "ST_AsBinary(geom) AS geom "
                "FROM walk_edge WHERE true")
         geom = "geom"
     elif layer == "barrier":
-        sql = "SELECT kind, name, geom FROM barrier WHERE true"
+        sql = "SELECT kind, name, ST_AsBinary(geom) AS geom FROM barrier WHERE true"
         geom = "geom"
     elif layer == "compound":
-        sql = "SELECT code, name, community_code, geom FROM compound WHERE true"
+        sql = ("SELECT code, name, community_code, ST_AsBinary(geom) AS geom "
+               "FROM compound WHERE true")
         geom = "geom"
     else:
         raise NotFound(f"unknown layer {layer!r}",
@@ -252,8 +257,16 @@ def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
     if geom is None:
         return pd.DataFrame(conn.execute(text(sql), params).mappings().all(),
                             columns=list(COLUMNS["grid_team"]))
-    gdf = gpd.read_postgis(text(sql), conn, geom_col="geom", params=params, crs=4326)
-    gdf = gdf.rename_geometry("geometry")
+    # Geometry as WKB, decoded in one vectorised shapely call (read_postgis decodes row by row).
+    result = conn.execute(text(sql), params)
+    cols = list(result.keys())
+    rows = result.all()
+    df = pd.DataFrame.from_records(rows, columns=cols)
+    wkb = df.pop("geom").to_numpy(dtype=object)
+    geoms = shapely.from_wkb(np.array([None if w is None else bytes(w) for w in wkb],
+                                      dtype=object))
+    gdf = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, index=df.index, crs=4326),
+                           crs=4326)
     if layer in AREA_LEVELS and len(gdf):
         # Single-part areas come back as Polygon (storage is MultiPolygon).
         parts = shapely.get_num_geometries(gdf.geometry.array)
