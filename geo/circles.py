@@ -13,8 +13,9 @@ Method (all set-based SQL, metres in the district's metric CRS, results stored i
 3. Reached pieces: for every edge touching a reached node, the part within the remaining budget
    from each end (``ST_LineSubstring``; the whole edge when the two parts meet), plus the part
    of the station's own edge within the budget either side of the snapped point.
-4. The circle is the pieces buffered by ``circle_buffer_m`` (one ``ST_Buffer`` of the collected
-   pieces). Where a circle touches a barrier, the barrier area is cut out and any part left with
+4. The circle is the pieces buffered by ``circle_buffer_m``: one ``ST_Buffer`` of the
+   ``ST_LineMerge``-d pieces (merging chains first makes the buffer ~10x faster than buffering
+   the raw pieces, and far faster than a union of per-piece buffers). Where a circle touches a barrier, the barrier area is cut out and any part left with
    no reached piece in it is dropped: a buffer never jumps a river. Optionally clipped to the
    station's community or street.
 """
@@ -133,7 +134,7 @@ WHERE r.hi > r.lo;
 CIRCLE_SQL = """
 CREATE TEMP TABLE _cs_circle ON COMMIT DROP AS
 SELECT station_id, tier, count(*) AS pieces, ST_Collect(geom_m) AS lines_m,
-       ST_Buffer(ST_Collect(geom_m), :buf, :style) AS geom_m
+       ST_Buffer(ST_LineMerge(ST_Collect(geom_m)), :buf, :style) AS geom_m
 FROM _cs_piece GROUP BY station_id, tier;
 """
 
@@ -276,12 +277,17 @@ def build_circles(
     timings = _search(conn, settings, max(tiers), station_ids, srid, progress)
     t2 = time.perf_counter()
     conn.execute(text(PIECES_SQL), {"tiers": tiers, "srid": srid})
+    timings["pieces_s"] = time.perf_counter() - t2
     style = f"quad_segs={int(settings.circle_quad_segs)}"
+    t3 = time.perf_counter()
     conn.execute(text(CIRCLE_SQL), {"buf": settings.circle_buffer_m, "style": style})
+    timings["buffer_s"] = time.perf_counter() - t3
+    t3 = time.perf_counter()
     if kinds:
         conn.execute(text(BARRIER_CUT_SQL), {"srid": srid, "kinds": kinds})
     if clip:
         conn.execute(text(CLIP_SQL), {"srid": srid, "level": clip})
+    timings["cut_clip_s"] = time.perf_counter() - t3
     n = conn.execute(
         text(INSERT_SQL), {"run": run_id, "speed": settings.walking_speed_m_per_min}
     ).rowcount

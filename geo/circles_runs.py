@@ -31,7 +31,7 @@ class CircleSettings(WanggeSettings):
         default=30.0, description="Half-width (m) of the band drawn around reached street pieces."
     )
     circle_quad_segs: int = Field(
-        default=4, description="Segments per quarter circle in the buffer (fewer is faster)."
+        default=2, description="Segments per quarter circle in the buffer (fewer is faster)."
     )
     circle_snap_max_m: float = Field(
         default=300.0, description="Stations farther than this (m) from any walk edge are skipped."
