@@ -162,8 +162,12 @@ def import_file(
     a layer name.
     """
     settings = settings or DataSettings()
+    stages = tqdm(total=3, desc="import", unit="stage", disable=not progress)
+    stages.set_postfix_str("read")
     data = read_file(path, layers, layer=layer)
     total = sum(len(g) for g in data.values())
+    stages.update(1)
+    stages.set_postfix_str(f"reproject+validate {total} features")
     if total > settings.max_import_features:
         validate_layers(None, data, settings=settings)  # raises PayloadTooLarge
     crs_problems: list[Problem] = []
@@ -180,11 +184,15 @@ def import_file(
                          crs_problems)
     log.info("validating %d features in %d layer(s) from %s", total, len(projected), path)
     checked = validate_layers(conn, projected, repair=repair, settings=settings)
+    stages.update(1)
+    stages.set_postfix_str("write")
     from geo.store import write_layers
 
     with conn.begin_nested():
         generation = write_layers(conn, checked, kind="import",
                                   note=note or f"import {Path(path).name}", progress=progress)
+    stages.update(1)
+    stages.close()
     log.info("imported %d features as generation %s", total, generation)
     return generation
 
