@@ -57,6 +57,14 @@ SURNAMES = list(
 GIVEN = list("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华建国志文斌辉玲红晶林云")
 
 
+def _digits(numbers: np.ndarray, width: int) -> np.ndarray:
+    """Zero-padded decimal strings (works for empty arrays too)."""
+    numbers = np.asarray(numbers)
+    if numbers.size == 0:
+        return numbers.astype(f"<U{width}")
+    return np.char.zfill(numbers.astype(str), width)
+
+
 def _names(rng: np.random.Generator, n: int) -> np.ndarray:
     s = np.array(SURNAMES)[rng.integers(0, len(SURNAMES), n)]
     g1 = np.array(GIVEN)[rng.integers(0, len(GIVEN), n)]
@@ -66,7 +74,7 @@ def _names(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _phones(rng: np.random.Generator, n: int) -> np.ndarray:
     nums = rng.integers(0, 10**9, n)
-    return np.char.add("13", np.char.zfill(nums.astype(str), 9))
+    return np.char.add("13", _digits(nums, 9))
 
 
 def _blocks(count: int, aspect: float = 1.0) -> tuple[int, int]:
@@ -141,11 +149,10 @@ def generate_city(
     grid_start = np.r_[0, np.nonzero(np.diff(comm_idx))[0] + 1]
     seq = np.arange(grids) - np.repeat(grid_start, np.diff(np.r_[grid_start, grids]))
 
-    street_codes = np.char.add(DISTRICT_CODE, np.char.zfill((np.arange(n_street) + 1).astype(str),
-                                                             3))
+    street_codes = np.char.add(DISTRICT_CODE, _digits(np.arange(n_street) + 1, 3))
     comm_codes = np.char.add(street_codes[comm_first_street],
-                             np.char.zfill((comm_no_in_street + 1).astype(str), 3))
-    grid_codes = np.char.add(comm_codes[comm_idx], np.char.zfill((seq + 1).astype(str), 3))
+                             _digits(comm_no_in_street + 1, 3))
+    grid_codes = np.char.add(comm_codes[comm_idx], _digits(seq + 1, 3))
 
     # --- lattice nodes -------------------------------------------------------------------------
     to_wgs = Transformer.from_crs(METRIC_SRID, 4326, always_xy=True)
@@ -312,7 +319,7 @@ def generate_city(
     residents = np.round(hh * rng.uniform(2.5, 3.0, buildings)).astype(int)
     building = gpd.GeoDataFrame({
         "code": np.char.add(np.char.add(grid_codes[b_grid], "-"),
-                            np.char.zfill((b_rank + 1).astype(str), 4)),
+                            _digits(b_rank + 1, 4)),
         "name": np.char.add((b_rank + 1).astype(str), "号楼"),
         "households": hh,
         "residents": residents,
@@ -337,7 +344,7 @@ def generate_city(
                                                p=STATION_WEIGHTS / STATION_WEIGHTS.sum())]
     kinds[: min(stations, len(STATION_KINDS))] = STATION_KINDS[: min(stations, len(STATION_KINDS))]
     station = gpd.GeoDataFrame({
-        "code": np.char.add("ST", np.char.zfill((np.arange(stations) + 1).astype(str), 6)),
+        "code": np.char.add("ST", _digits(np.arange(stations) + 1, 6)),
         "name": np.char.add(np.char.add(comm_names[comm_idx[s_grid]], "站点"),
                             (np.arange(stations) + 1).astype(str)),
         "kind": kinds,

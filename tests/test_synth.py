@@ -201,3 +201,13 @@ def test_too_few_buildings_refused():
     with pytest.raises(InvalidInput) as err:
         generate_city(grids=10, buildings=5, stations=0)
     assert err.value.problems[0].field == "buildings"
+
+
+@pytest.mark.parametrize("grids,buildings,stations", [(1, 1, 0), (5, 40, 0), (13, 200, 3)])
+def test_tiny_cities_write(conn, grids, buildings, stations):
+    layers = generate_city(grids=grids, buildings=buildings, stations=stations, seed=1)
+    write_layers(conn, layers)
+    n = conn.execute(text("SELECT count(*) FROM area_current WHERE level = 'grid'")).scalar()
+    assert n == grids
+    edges = conn.execute(text("SELECT source, target FROM walk_edge")).all()
+    assert nx.is_connected(nx.Graph(edges))
