@@ -203,7 +203,6 @@ def report(
     ``duplicate_radius_m`` metres of an open case reported in the last
     ``duplicate_window_hours`` is stored as a duplicate linked to that case.
     """
-    cat = _category(conn, category)
     if description is not None and len(description) > 10_000:
         raise InvalidInput("description too long",
                            [Problem(reason="at most 10000 characters", field="description")])
@@ -212,6 +211,20 @@ def report(
     if getattr(found, "grid", None) is None:
         raise InvalidInput("the point lies in no grid",
                            [Problem(reason="outside every grid", field="lat/long")])
+    grid = _code(found.grid)
+    # one round trip: the category, its routing, and a lock that serialises duplicate checks
+    # per category and grid (so two concurrent twins do not both open a case)
+    cat = conn.execute(
+        text("SELECT c.checkin_workdays, c.resolve_workdays, c.active,"
+             " ARRAY(SELECT department_id FROM category_department cd"
+             "       WHERE cd.category_code = c.code ORDER BY department_id) AS deps,"
+             " pg_advisory_xact_lock(hashtext(:k)) AS locked"
+             " FROM incident_category c WHERE code = :c"),
+        {"c": category, "k": f"incident:{category}:{grid}"},
+    ).first()
+    if cat is None or not cat.active:
+        raise InvalidInput(f"unknown service/category '{category}'",
+                           [Problem(reason="no such active category", field="category")])
     now = now or datetime.now(UTC)
     cal = WorkCalendar(settings)
     checkin_due = cal.add(now, cat.checkin_workdays)
@@ -219,53 +232,58 @@ def report(
     amber_at = now + (resolve_due - now) * settings.amber_fraction
     bdist = getattr(found, "boundary_distance_m", None)
     near = bdist is not None and bdist < settings.near_boundary_m
-    grid = _code(found.grid)
-    # serialise duplicate checks per category and grid, so concurrent twins do not both open
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                 {"k": f"incident:{category}:{grid}"})
-    dup = conn.execute(
-        text("""
-            SELECT id FROM incident
-            WHERE is_open AND category_code = :c AND reported_at >= :since
-              AND ST_DWithin(location::geography,
-                             ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, :r)
-            ORDER BY location::geography <-> ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography
-            LIMIT 1
-        """),
-        {"c": category, "since": now - timedelta(hours=settings.duplicate_window_hours),
-         "lon": found.lon, "lat": found.lat, "r": settings.duplicate_radius_m},
-    ).scalar()
-    status = "duplicate" if dup is not None else "reported"
+    street = _code(getattr(found, "street", None))
+    community = _code(getattr(found, "community", None))
+    # one round trip: duplicate check (partial geography index), the case, its history rows
     row = conn.execute(
         text("""
-            INSERT INTO incident (category_code, description, address, location, input_crs,
-                district_code, street_code, community_code, grid_code, boundary_distance_m,
-                near_boundary, status, duplicate_of, department_ids, source, reporter_name,
-                reporter_contact, reporter_device, reported_at, updated_at, checkin_due,
-                amber_at, resolve_due, closed_at)
-            VALUES (:c, :d, :a, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :crs,
-                :dc, :sc, :cc, :gc, :bd, :near, :st, :dup, :deps, :src, :rn, :rc, :rd,
-                :now, :now, :cd, :amb, :rdue, :closed)
-            RETURNING id
+            WITH pt AS (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS g),
+            dup AS (
+                SELECT i.id FROM incident i, pt
+                WHERE i.is_open AND i.category_code = :c AND i.reported_at >= :since
+                  AND ST_DWithin(i.location::geography, pt.g::geography, :r)
+                ORDER BY i.location::geography <-> pt.g::geography
+                LIMIT 1
+            ),
+            ins AS (
+                INSERT INTO incident (category_code, description, address, location, input_crs,
+                    district_code, street_code, community_code, grid_code, boundary_distance_m,
+                    near_boundary, status, duplicate_of, department_ids, source, reporter_name,
+                    reporter_contact, reporter_device, reported_at, updated_at, checkin_due,
+                    amber_at, resolve_due, closed_at)
+                SELECT :c, :d, :a, pt.g, :crs, :dc, :sc, :cc, :gc, :bd, :near,
+                    CASE WHEN dup.id IS NULL THEN 'reported' ELSE 'duplicate' END, dup.id,
+                    :deps, :src, :rn, :rc, :rd, :now, :now, :cd, :amb, :rdue,
+                    CASE WHEN dup.id IS NULL THEN NULL ELSE CAST(:now AS timestamptz) END
+                FROM pt LEFT JOIN dup ON true
+                RETURNING id, status, duplicate_of
+            ),
+            h1 AS (
+                INSERT INTO incident_history (incident_id, action, from_status, to_status,
+                    actor, note, detail, at)
+                SELECT id, 'report', NULL, status, :actor,
+                    CASE WHEN duplicate_of IS NULL THEN :d ELSE 'duplicate of #' || duplicate_of
+                    END, CAST(:detail AS jsonb), :now FROM ins
+            ),
+            h2 AS (
+                INSERT INTO incident_history (incident_id, action, actor, note, detail, at)
+                SELECT duplicate_of, 'duplicate_linked', :actor, 'report #' || id || ' linked',
+                    jsonb_build_object('duplicate_id', id), :now
+                FROM ins WHERE duplicate_of IS NOT NULL
+            )
+            SELECT id, status, duplicate_of FROM ins
         """),
         {"c": category, "d": description, "a": address, "lon": found.lon, "lat": found.lat,
-         "crs": crs, "dc": _code(getattr(found, "district", None)),
-         "sc": _code(getattr(found, "street", None)),
-         "cc": _code(getattr(found, "community", None)), "gc": grid, "bd": bdist,
-         "near": near, "st": status, "dup": dup, "deps": list(cat.deps), "src": source,
+         "since": now - timedelta(hours=settings.duplicate_window_hours),
+         "r": settings.duplicate_radius_m, "crs": crs,
+         "dc": _code(getattr(found, "district", None)), "sc": street, "cc": community,
+         "gc": grid, "bd": bdist, "near": near, "deps": list(cat.deps), "src": source,
          "rn": reporter_name, "rc": reporter_contact, "rd": reporter_device, "now": now,
-         "cd": checkin_due, "amb": amber_at, "rdue": resolve_due,
-         "closed": now if dup is not None else None},
-    ).scalar_one()
-    _history(conn, row, "report", None, status, actor,
-             description if dup is None else f"duplicate of #{dup}",
-             {"near_boundary": near, "crs": crs}, now)
-    if dup is not None:
-        _history(conn, dup, "duplicate_linked", None, None, actor, f"report #{row} linked",
-                 {"duplicate_id": row}, now)
-    return ReportResult(row, status, dup, grid, _code(getattr(found, "community", None)),
-                        _code(getattr(found, "street", None)), near, bdist, list(cat.deps),
-                        checkin_due, resolve_due)
+         "cd": checkin_due, "amb": amber_at, "rdue": resolve_due, "actor": actor,
+         "detail": json.dumps({"near_boundary": near, "crs": crs})},
+    ).one()
+    return ReportResult(row.id, row.status, row.duplicate_of, grid, community, street, near,
+                        bdist, list(cat.deps), checkin_due, resolve_due)
 
 
 def _history(conn: Connection, incident_id: int, action: str, from_status: str | None,

@@ -188,11 +188,6 @@ async def _create(request: Request, form: dict[str, str], key: str) -> Any:
 
 
 def _create_sync(request: Request, form: dict[str, str], key: str) -> Any:
-    engine = request.app.state.engine
-    with engine.connect() as conn:
-        principal, _ = principal_from_api_key(conn, key)
-    if "open311" not in principal.scopes:
-        raise Forbidden("this api_key lacks the 'open311' scope")
     problems = [Problem(reason="required", field=f)
                 for f in ("service_code", "lat", "long") if not form.get(f)]
     if problems:
@@ -204,7 +199,10 @@ def _create_sync(request: Request, form: dict[str, str], key: str) -> Any:
                            [Problem(reason="not a number", field="lat/long")]) from exc
     name = " ".join(x for x in (form.get("first_name"), form.get("last_name")) if x) or None
     contact = ", ".join(x for x in (form.get("email"), form.get("phone")) if x) or None
-    with engine.begin() as conn:  # acknowledged only after commit
+    with request.app.state.engine.begin() as conn:  # acknowledged only after commit
+        principal, _ = principal_from_api_key(conn, key)
+        if "open311" not in principal.scopes:
+            raise Forbidden("this api_key lacks the 'open311' scope")
         res = inc.report(conn, category=form["service_code"], lon=lon, lat=lat,
                          crs=form.get("crs", "wgs84"), description=form.get("description"),
                          address=form.get("address_string"),

@@ -1,0 +1,328 @@
+"""Incident benchmark: reports/s over HTTP, and overdue / per-grid statistics at 1 M and 5 M.
+
+1. A synthetic district (geo.synth, 852 grids like Fuzhou Cangshan) in its own database.
+2. uvicorn (``--workers``) serves the app; ``wrk`` with a Lua script POSTs Open311 requests
+   (form-encoded, api_key, random category, points sampled inside the grids) for
+   ``--seconds``: every request is located with geo.lookup, duplicate-checked (ST_DWithin on the
+   partial geography index) and committed with its history row before the answer.
+3. Incidents are bulk-generated in SQL (generate_series; 3 years, ~3 % still open) up to each
+   size in ``--sizes``; at each size the queries "overdue cases in street X" and "per-grid
+   statistics of street X over the last 30 days" are timed (median of ``--repeat`` runs), and
+   against the obvious alternative: the same overdue query with the partial index disabled
+   (sequential scan), and per-grid statistics over the whole district and all time.
+
+    .venv/bin/python -m bench.incidents --sizes 1000000,5000000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from tqdm import tqdm
+
+from bench.common import write_results
+from geo import incidents as inc
+from geo.db import make_engine, migrate, resolve_url
+from geo.settings import DatabaseSettings
+
+DB_NAME = "wangge_bench_incidents"
+
+LUA = """
+local points = {%s}
+local cats = {%s}
+local key = "%s"
+math.randomseed(os.time())
+request = function()
+  local p = points[math.random(#points)]
+  local c = cats[math.random(#cats)]
+  local body = "api_key=" .. key .. "&service_code=" .. c .. "&lat=" .. p[2] .. "&long=" ..
+               p[1] .. "&description=bench"
+  return wrk.format("POST", "/open311/v2/requests.json",
+                    {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+end
+"""
+
+BULK_SQL = """
+WITH g AS (
+    SELECT array_agg(code ORDER BY code) AS codes,
+           array_agg(parent_code ORDER BY code) AS comms,
+           array_agg(ST_X(ST_PointOnSurface(geom)) ORDER BY code) AS xs,
+           array_agg(ST_Y(ST_PointOnSurface(geom)) ORDER BY code) AS ys,
+           count(*)::int AS n
+    FROM area_current WHERE level = 'grid'
+), cats AS (
+    SELECT array_agg(code ORDER BY code) AS codes, count(*)::int AS n FROM incident_category
+), s AS (
+    SELECT i,
+           1 + (hashint4(i) & 2147483647) % g.n AS gi,
+           1 + (hashint4(i + 7) & 2147483647) % cats.n AS ci,
+           :t0 + ((i - :blo)::float8 / :bn) * :span * interval '1 second' AS rep,
+           ((hashint4(i + 13) & 2147483647) % 10000) / 10000.0 AS u,
+           g.codes, g.comms, g.xs, g.ys, cats.codes AS ccodes
+    FROM generate_series(:lo, :hi) AS i, g, cats
+)
+INSERT INTO incident (category_code, description, location, district_code, street_code,
+    community_code, grid_code, status, department_ids, source, reported_at, updated_at,
+    checkin_due, amber_at, resolve_due, checked_in_at, consulting_at, in_progress_at,
+    feedback_at, rated_at, closed_at, rating)
+SELECT ccodes[ci], 'bulk',
+       ST_SetSRID(ST_MakePoint(xs[gi] + (u - 0.5) * 0.0004, ys[gi] + (u - 0.5) * 0.0003), 4326),
+       left(codes[gi], 6), left(codes[gi], 9), comms[gi], codes[gi],
+       st, '{1}', 'bulk', rep, rep,
+       rep + interval '1 day', rep + interval '3.2 days', rep + interval '4 days',
+       CASE WHEN st <> 'reported' THEN rep + interval '3 hours' END,
+       CASE WHEN st IN ('consulting', 'in_progress', 'feedback', 'rated', 'closed')
+            THEN rep + interval '8 hours' END,
+       CASE WHEN st IN ('in_progress', 'feedback', 'rated', 'closed')
+            THEN rep + interval '1 day' END,
+       CASE WHEN st IN ('feedback', 'rated', 'closed') THEN rep + (1 + 3 * u) * interval '1 day'
+       END,
+       CASE WHEN st IN ('rated', 'closed') THEN rep + (2 + 3 * u) * interval '1 day' END,
+       CASE WHEN st = 'closed' THEN rep + (2 + 3 * u) * interval '1 day' END,
+       CASE WHEN st IN ('rated', 'closed') THEN 1 + (hashint4(i + 3) & 2147483647) % 5 END
+FROM (SELECT s.*, CASE
+        WHEN rep < now() - interval '30 days' AND u < 0.998 THEN 'closed'
+        WHEN rep < now() - interval '30 days' THEN 'in_progress'
+        WHEN u < 0.5 THEN 'closed'
+        WHEN u < 0.6 THEN 'reported'
+        WHEN u < 0.7 THEN 'checked_in'
+        WHEN u < 0.8 THEN 'in_progress'
+        ELSE 'feedback' END AS st FROM s) x
+"""
+
+
+def _admin(url: str):  # noqa: ANN202
+    return create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+def setup_database(grids: int) -> str:
+    """A fresh migrated bench database holding a synthetic district."""
+    from geo.security import create_api_key
+    from geo.store import write_layers
+    from geo.synth import generate_city
+
+    base = resolve_url(DatabaseSettings())
+    admin = _admin(base)
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
+    admin.dispose()
+    url = make_url(base).set(database=DB_NAME).render_as_string(hide_password=False)
+    migrate(url)
+    layers = generate_city(grids=grids, buildings=grids * 2, stations=20, seed=1, team=False)
+    layers = {k: v for k, v in layers.items() if k in ("district", "street", "community", "grid")}
+    eng = make_engine(url)
+    with eng.begin() as c:
+        write_layers(c, layers, note="bench incidents")
+        key = create_api_key(c, "bench", scopes=("open311",), rate_per_minute=10**9)
+    eng.dispose()
+    return url, key
+
+
+def sample_points(url: str, n: int) -> list[tuple[float, float]]:
+    eng = make_engine(url)
+    with eng.connect() as c:
+        rows = c.execute(text(
+            "SELECT ST_X(p.geom), ST_Y(p.geom) FROM (SELECT (ST_Dump(ST_GeneratePoints("
+            "ST_Union(geom), :n, 7))).geom FROM area_current WHERE level = 'grid') p"),
+            {"n": n}).all()
+    eng.dispose()
+    return [(float(x), float(y)) for x, y in rows]
+
+
+def http_reports(url: str, key: str, seconds: int, workers: int, connections: int,
+                 port: int = 8765) -> dict:
+    """reports/s over HTTP with wrk (or concurrent httpx if wrk is missing)."""
+    pts = sample_points(url, 2000)
+    env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_POOL_SIZE": "8",
+           "WANGGE_DUPLICATE_WINDOW_HOURS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host",
+         "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+         "--no-access-log"], env=env, start_new_session=True)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/open311/v2/services.json").status_code \
+                        == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        # warm every worker's lookup index
+        for _ in range(workers * 4):
+            httpx.post(f"http://127.0.0.1:{port}/open311/v2/requests.json", timeout=60,
+                       data={"api_key": key, "service_code": "noise", "lat": pts[0][1],
+                             "long": pts[0][0]})
+        eng = make_engine(url)
+        with eng.connect() as c:
+            before = c.execute(text("SELECT count(*) FROM incident")).scalar()
+        if shutil.which("wrk"):
+            lua = LUA % (", ".join(f"{{{x:.7f},{y:.7f}}}" for x, y in pts),
+                         ", ".join(f'"{c}"' for c in (r[0] for r in inc_categories(url))), key)
+            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+                f.write(lua)
+            out = subprocess.run(
+                ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name,
+                 f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+            print(out)
+            Path(f.name).unlink()
+            tool = "wrk"
+        else:  # pragma: no cover
+            raise SystemExit("wrk not found")
+        with eng.connect() as c:
+            after = c.execute(text("SELECT count(*) FROM incident")).scalar()
+            kinds = dict(c.execute(text(
+                "SELECT status = 'duplicate', count(*) FROM incident GROUP BY 1")).all())
+        eng.dispose()
+        lat = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in ("50%", "90%", "99%"):
+                lat[parts[0]] = parts[1]
+        non2xx = 0
+        for line in out.splitlines():
+            if "Non-2xx" in line:
+                non2xx = int(line.split()[-1])
+        committed = after - before
+        return {"tool": tool, "seconds": seconds, "uvicorn_workers": workers,
+                "connections": connections, "committed_reports": committed,
+                "reports_per_s": round(committed / seconds, 1), "non_2xx": non2xx,
+                "latency": lat, "duplicates_linked": kinds.get(True, 0)}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def inc_categories(url: str) -> list:
+    eng = make_engine(url)
+    with eng.connect() as c:
+        rows = c.execute(text("SELECT code FROM incident_category ORDER BY code")).all()
+    eng.dispose()
+    return rows
+
+
+def bulk_fill(url: str, target: int, chunk: int = 250_000) -> None:
+    """Add SQL-generated incidents until the table holds ``target``; the added rows are
+    time-ordered over the last 3 years (each fill is one more sweep over those years)."""
+    eng = make_engine(url)
+    with eng.connect() as c:
+        have = c.execute(text("SELECT coalesce(max(id), 0) FROM incident")).scalar()
+    now = datetime.now(UTC)
+    t0 = now - timedelta(days=3 * 365)
+    span = (now - timedelta(hours=1) - t0).total_seconds()
+    lo = blo = have + 1
+    with tqdm(total=target - have, desc=f"incidents → {target:,}", unit="row") as bar:
+        while lo <= target:
+            hi = min(lo + chunk - 1, target)
+            with eng.begin() as c:
+                c.execute(text(BULK_SQL), {"t0": t0, "blo": blo, "bn": target - have,
+                                           "span": span, "lo": lo, "hi": hi})
+            bar.update(hi - lo + 1)
+            lo = hi + 1
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("VACUUM ANALYZE incident"))
+    eng.dispose()
+
+
+def _median_ms(conn, fn, repeat: int) -> float:  # noqa: ANN001
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times), 2)
+
+
+def time_queries(url: str, repeat: int) -> dict:
+    eng = make_engine(url)
+    now = datetime.now(UTC)
+    with eng.connect() as c:
+        n = c.execute(text("SELECT count(*) FROM incident")).scalar()
+        street = c.execute(text("SELECT street_code FROM incident WHERE is_open"
+                                " GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")).scalar()
+        res: dict = {"incidents": n, "street": street}
+        res["overdue_rows"] = len(inc.overdue(c, street=street, now=now, limit=1000))
+        res["overdue_query_ms"] = _median_ms(
+            c, lambda: inc.overdue(c, street=street, now=now, limit=1000), repeat)
+        start = now - timedelta(days=30)
+        res["grid_stats_rows"] = len(inc.stats(c, by="grid", street=street, start=start, now=now))
+        res["grid_stats_query_ms"] = _median_ms(
+            c, lambda: inc.stats(c, by="grid", street=street, start=start, now=now), repeat)
+        res["grid_stats_geojson_ms"] = _median_ms(
+            c, lambda: inc.stats_geojson(c, by="grid", street=street, start=start, now=now),
+            repeat)
+        # the obvious alternatives
+        c.rollback()
+        tx = c.begin()
+        c.execute(text("SET LOCAL enable_indexscan = off"))
+        c.execute(text("SET LOCAL enable_bitmapscan = off"))
+        res["overdue_seqscan_ms"] = _median_ms(
+            c, lambda: inc.overdue(c, street=street, now=now, limit=1000), max(1, repeat // 3))
+        tx.rollback()
+        res["grid_stats_all_district_all_time_ms"] = _median_ms(
+            c, lambda: inc.stats(c, by="grid", now=now), 1)
+        res["overdue_speedup_vs_seqscan"] = round(res["overdue_seqscan_ms"]
+                                                  / max(res["overdue_query_ms"], 1e-3), 1)
+        sizes = dict(c.execute(text(
+            "SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relname IN"
+            " ('incident', 'ix_incident_reported_brin', 'ix_incident_open_street_due',"
+            " 'ix_incident_grid_time', 'ix_incident_street_time', 'ix_incident_open_geog')"
+        )).all())
+        res["relation_mb"] = {k: round(v / 2**20, 2) for k, v in sizes.items()}
+    eng.dispose()
+    print(res)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000000,5000000", help="Comma-separated table sizes.")
+    ap.add_argument("--grids", type=int, default=852, help="Grids of the synthetic district.")
+    ap.add_argument("--seconds", type=int, default=20, help="wrk duration.")
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn workers.")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections.")
+    ap.add_argument("--repeat", type=int, default=9, help="Query repetitions (median).")
+    ap.add_argument("--skip-http", action="store_true", help="Only the query timings.")
+    args = ap.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    url, key = setup_database(args.grids)
+    http = None if args.skip_http else http_reports(url, key, args.seconds, args.workers,
+                                                    args.connections)
+    per_size = []
+    for size in sizes:
+        bulk_fill(url, size)
+        per_size.append(time_queries(url, args.repeat))
+    write_results("incidents", {
+        "grids": args.grids,
+        "incidents": [p["incidents"] for p in per_size],
+        "reports_per_s": http["reports_per_s"] if http else None,
+        "http": http,
+        "overdue_query_ms": [p["overdue_query_ms"] for p in per_size],
+        "grid_stats_query_ms": [p["grid_stats_query_ms"] for p in per_size],
+        "per_size": per_size,
+        "queries": {
+            "overdue_query_ms": "inc.overdue(street=X): open cases of the street with most open"
+                                " cases past resolve_due (partial index on open cases)",
+            "grid_stats_query_ms": "inc.stats(by='grid', street=X, last 30 days): counts, "
+                                   "median hours per step, satisfaction per grid",
+        },
+        "targets": {"reports_per_s": 500, "query_ms_at_5M": 100},
+    })
+
+
+if __name__ == "__main__":
+    main()
