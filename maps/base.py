@@ -171,23 +171,37 @@ class JsLayer(JSCSSMixin):
 
     ``js`` is the expression that makes the layer; it may use ``DATA`` (this layer's data,
     written once as compact JSON) and ``MAP`` (the Leaflet map). ``needs`` names vendor
-    resources (folium resource names, see :mod:`maps.assets`) the snippet requires.
+    resources (folium resource names, see :mod:`maps.assets`) the snippet requires. ``lazy``:
+    build the layer only when its parent FeatureGroup is first shown (hidden overlays cost
+    nothing at load).
     """
 
     _template = Template(
         """
         {% macro script(this, kwargs) %}
         var {{ this.get_name() }}_data = {{ this.data_json }};
-        var {{ this.get_name() }} = (function (DATA, MAP) {
-            return {{ this.js }};
-        })({{ this.get_name() }}_data, {{ this._parent_map }});
-        {{ this.get_name() }}.addTo({{ this._parent.get_name() }});
+        var {{ this.get_name() }} = null;
+        function {{ this.get_name() }}_build() {
+            if ({{ this.get_name() }}) return;
+            {{ this.get_name() }} = (function (DATA, MAP) {
+                return {{ this.js }};
+            })({{ this.get_name() }}_data, {{ this._parent_map }});
+            {{ this.get_name() }}.addTo({{ this._parent.get_name() }});
+        }
+        {% if this.lazy %}
+        {{ this._parent.get_name() }}.on('add', {{ this.get_name() }}_build);
+        {% else %}
+        {{ this.get_name() }}_build();
+        {% endif %}
         {% endmacro %}
         """
     )
 
-    def __init__(self, data: Any, js: str, needs: Iterable[str] = ()) -> None:
+    def __init__(
+        self, data: Any, js: str, needs: Iterable[str] = (), *, lazy: bool = False
+    ) -> None:
         super().__init__()
+        self.lazy = lazy
         self._name = "JsLayer"
         self.data_json = js_json(data)
         self.js = js

@@ -28,13 +28,13 @@ KIND_COLOURS = {
     "rest_post": "#2c7fb8",
 }
 KIND_LABELS = {
-    "party_service_center": "党群服务中心",
-    "party_service_station": "党群服务站",
-    "social_work_station": "社工站",
-    "elder_canteen": "长者食堂",
-    "elderly_daycare": "养老服务照料中心",
-    "health_station": "卫生服务站",
-    "rest_post": "暖心驿站",
+    "party_service_center": "党群服务中心 party service centre",
+    "party_service_station": "党群服务站 party service station",
+    "social_work_station": "社工站 social work",
+    "elder_canteen": "长者食堂 elder canteen",
+    "elderly_daycare": "养老服务照料中心 elderly day-care",
+    "health_station": "卫生服务站 health station",
+    "rest_post": "暖心驿站 rest post",
 }
 
 
@@ -97,10 +97,10 @@ def coverage_map(
                     fillColor: v > 0 ? 'rgb(' + Math.round(255) + ',' + Math.round(230 - 170 * v)
                         + ',' + Math.round(200 - 170 * v) + ')' : '#ffffff',
                     fillOpacity: v > 0 ? 0.55 : 0.15}; },
-            onEachFeature: function (f, l) { l.bindPopup(function () { var p = f.properties;
+            }).bindPopup(function (l) { var p = l.feature.properties;
                 return wgTable([['网格', wgEsc(p.code) + ' ' + wgEsc(p.name)],
                     ['未覆盖楼栋', p.uncovered_buildings], ['未覆盖户数', p.uncovered_households]]);
-            }); }})""".replace("RENDERER", renderer_js(len(g), settings)).replace("TOP", str(top)),
+            })""".replace("RENDERER", renderer_js(len(g), settings)).replace("TOP", str(top)),
             )
         )
 

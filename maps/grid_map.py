@@ -102,8 +102,8 @@ def _outline_layer(gdf: gpd.GeoDataFrame, settings: MapSettings, css: str, style
     js = (
         "L.geoJson(DATA, {renderer: " + renderer_js(n, settings) + ", "
         "style: function () { return Object.assign({className: '" + css + "'}, " + style + "); },"
-        "onEachFeature: function (f, l) { l.bindTooltip(wgEsc(f.properties.code) + ' ' + "
-        "wgEsc(f.properties.name)); }})"
+        "}).bindTooltip(function (l) { return wgEsc(l.feature.properties.code) + ' ' + "
+        "wgEsc(l.feature.properties.name); })"
     )
     return JsLayer(data, js)
 
@@ -132,7 +132,12 @@ def grid_map(
     grids = grids.copy()
     if "status" not in grids.columns:
         grids["status"] = balance_status(grids["households"], households_min, households_max)
-    grids["team"] = [_team_rows(t) for t in grids["team"]] if "team" in grids else [[]] * len(grids)
+    role_index = {r: i for i, r in enumerate(ROLE_LABELS)}
+    grids["team"] = (
+        [[[role_index.get(r, r), nm, ph] for r, nm, ph in _team_rows(t)] for t in grids["team"]]
+        if "team" in grids
+        else [[]] * len(grids)
+    )
     cols = [
         c
         for c in ("code", "name", "households", "status", "team", "responsible_body", "parent_code")
@@ -153,22 +158,23 @@ def grid_map(
             style: function (f) { return {className: 'wg-grid wg-' + f.properties.status,
                 color: '#555', weight: 0.8, fillOpacity: 0.45,
                 fillColor: COLOURS[f.properties.status] || '#999'}; },
-            onEachFeature: function (f, l) {
-                l.bindTooltip(wgEsc(f.properties.code) + ' ' + wgEsc(f.properties.name));
-                l.bindPopup(function () {
-                    var p = f.properties, rows = [['网格编码', wgEsc(p.code)],
-                        ['名称', wgEsc(p.name)], ['户数', wgEsc(p.households)],
-                        ['状态', wgEsc(LABELS[p.status] || p.status)]];
-                    if (p.responsible_body) rows.push(['责任主体', wgEsc(p.responsible_body)]);
-                    (p.team || []).forEach(function (t) {
-                        rows.push([ROLES[t[0]] || t[0], wgEsc(t[1]) + ' ' + wgEsc(t[2])]);
-                    });
-                    return wgTable(rows);
+            }).bindTooltip(function (l) {
+                var p = l.feature.properties; return wgEsc(p.code) + ' ' + wgEsc(p.name);
+            }).bindPopup(function (l) {
+                var p = l.feature.properties, rows = [['网格编码', wgEsc(p.code)],
+                    ['名称', wgEsc(p.name)], ['户数', wgEsc(p.households)],
+                    ['状态', wgEsc(LABELS[p.status] || p.status)]];
+                if (p.responsible_body) rows.push(['责任主体', wgEsc(p.responsible_body)]);
+                (p.team || []).forEach(function (t) {
+                    var r = ROLES[t[0]] || t[0];
+                    rows.push([ROLENAMES[r] || r, wgEsc(t[1]) + ' ' + wgEsc(t[2])]);
                 });
-            }})""".replace("RENDERER", renderer_js(n, settings))
+                return wgTable(rows);
+            })""".replace("RENDERER", renderer_js(n, settings))
         .replace("COLOURS", _js(STATUS_COLOURS))
         .replace("LABELS", _js(STATUS_LABELS))
-        .replace("ROLES", _js(ROLE_LABELS)),
+        .replace("ROLENAMES", _js(ROLE_LABELS))
+        .replace("ROLES", _js(list(ROLE_LABELS))),
     )
     base_group.add_child(base)
 
@@ -196,27 +202,27 @@ def grid_map(
         js = """L.geoJson(BASE_data, {renderer: RENDERER,
             style: function () { return {className: 'wg-net wg-net-KEY', color: 'COLOUR',
                 weight: 1.6, dashArray: '4 3', fillColor: 'COLOUR', fillOpacity: 0.08}; },
-            onEachFeature: function (f, l) {
-                l.bindPopup(function () {
-                    var p = f.properties;
-                    var rows = [['网格', wgEsc(p.code) + ' ' + wgEsc(p.name)]];
-                    (f.properties.team || []).forEach(function (t) {
-                        if (ROLESET.indexOf(t[0]) >= 0)
-                            rows.push([ROLES[t[0]] || t[0], wgEsc(t[1]) + ' ' + wgEsc(t[2])]);
-                    });
-                    return '<b>LABEL</b>' + wgTable(rows);
+            }).bindPopup(function (l) {
+                var p = l.feature.properties;
+                var rows = [['网格', wgEsc(p.code) + ' ' + wgEsc(p.name)]];
+                (p.team || []).forEach(function (t) {
+                    var r = ROLES[t[0]] || t[0];
+                    if (ROLESET.indexOf(r) >= 0)
+                        rows.push([ROLENAMES[r] || r, wgEsc(t[1]) + ' ' + wgEsc(t[2])]);
                 });
-            }})"""
+                return '<b>LABEL</b>' + wgTable(rows);
+            })"""
         js = (
             js.replace("BASE", base.get_name())
             .replace("RENDERER", renderer_js(n, settings))
             .replace("KEY", key)
             .replace("COLOUR", net["colour"])
             .replace("ROLESET", _js(net["roles"]))
-            .replace("ROLES", _js(ROLE_LABELS))
+            .replace("ROLENAMES", _js(ROLE_LABELS))
+            .replace("ROLES", _js(list(ROLE_LABELS)))
             .replace("LABEL", net["label"])
         )
-        g.add_child(JsLayer(None, js))
+        g.add_child(JsLayer(None, js, lazy=True))
         if stations is not None and not stations.empty and net["kinds"]:
             sub = stations[stations["kind"].isin(net["kinds"])]
             if not sub.empty:

@@ -88,10 +88,10 @@ def incident_map(
                 return {className: 'wg-grid wg-count', color: '#666', weight: 0.6,
                     fillColor: 'rgb(255,' + Math.round(245 - 180 * v) + ','
                         + Math.round(235 - 200 * v) + ')', fillOpacity: 0.5}; },
-            onEachFeature: function (f, l) { l.bindPopup(function () { var p = f.properties;
+            }).bindPopup(function (l) { var p = l.feature.properties;
                 return wgTable([['网格', wgEsc(p.code) + ' ' + wgEsc(p.name)],
                     ['事件数', p.incidents],
-                    ['满意度', p.satisfaction == null ? '—' : p.satisfaction]]); }); }})""".replace(
+                    ['满意度', p.satisfaction == null ? '—' : p.satisfaction]]); })""".replace(
                 "RENDERER", renderer
             ).replace("TOP", str(top)),
         )
@@ -106,11 +106,12 @@ def incident_map(
                     : s >= 3.5 ? '#fee08b' : s >= 3 ? '#fc8d59' : '#d73027';
                 return {className: 'wg-grid wg-sat', color: '#666', weight: 0.6,
                     fillColor: c, fillOpacity: 0.6}; },
-            onEachFeature: function (f, l) { var p = f.properties;
-                l.bindTooltip(wgEsc(p.code) + ' 满意度 '
-                + (p.satisfaction == null ? '—' : p.satisfaction)); }})""".replace(
+            }).bindTooltip(function (l) { var p = l.feature.properties;
+                return wgEsc(p.code) + ' 满意度 '
+                + (p.satisfaction == null ? '—' : p.satisfaction); })""".replace(
                     "BASE", counts_layer.get_name()
                 ).replace("RENDERER", renderer),
+                lazy=True,
             )
         )
 

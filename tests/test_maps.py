@@ -519,10 +519,6 @@ def test_incident_map_in_browser(browser, tmp_path: Path) -> None:  # noqa: ANN0
         assert drawn == n, status
     assert page.count("path.wg-count") == len(grids)
     assert page.count("canvas.leaflet-heatmap-layer") == 1
-    # Zoom in until clusters break up: every overdue incident carries the overdue mark.
-    page.page.evaluate("""() => { for (const k in window) { const v = window[k];
-        if (v && v instanceof L.Map) { v.setZoom(19, {animate: false}); } } }""")
-    page.page.wait_for_timeout(400)
     # Satisfaction choropleth: hidden until chosen.
     page.page.locator(".leaflet-control-layers-overlays label", has_text="satisfaction").locator(
         "input"
