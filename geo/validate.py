@@ -314,9 +314,10 @@ def validate_layers(
         if district_zone is not None and mask.any():
             # Exact test in the storage CRS; only what sticks out is measured in metres.
             idx = np.flatnonzero(mask)
-            inside = shapely.covered_by(geoms[idx], district_geom)
+            shapely.prepare(district_geom)  # prepared first argument: fast for 10^5 features
+            inside = shapely.covers(district_geom, geoms[idx])
             if name == "barrier":  # a river or railway may cross the district: must touch it
-                inside = shapely.intersects(geoms[idx], district_geom)
+                inside = shapely.intersects(district_geom, geoms[idx])
             out_idx = idx[~inside]
             if len(out_idx):
                 part = shapely.difference(geoms[out_idx], district_geom)

@@ -86,6 +86,11 @@ def test_bowtie_refused_then_repaired(eng, tmp_path) -> None:
         # Independent: the two triangles of the bowtie, each a quarter of the grid's box.
         assert g.area == pytest.approx(box(X0, YM, XM, Y1).area / 2, rel=1e-9)
         assert gen > 1
+        # The generation before still holds the original box (boundary generations).
+        first = conn.execute(text("SELECT min(id) FROM generation")).scalar()
+        old = read_layer(conn, "grid", generation=first).set_index("code")
+        assert old.geometry["350104001001001"].equals(box(X0, YM, XM, Y1))
+        assert len(read_layer(conn, "grid", generation=gen)) == 4
         conn.rollback()
     assert counts(eng) == before
 
