@@ -1,0 +1,218 @@
+"""Point lookup on the real database: hand-made geometry with known answers, agreement with
+PostGIS on a synthetic city, swapped/outside/no-grid answers, refresh and dated lookups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from sqlalchemy import text
+
+from geo import lookup
+from geo.coords import from_wgs84
+from geo.db import make_engine
+from geo.errors import InvalidInput, NotFound, OutsideDistrict, SwappedCoordinates, UnknownCRS
+
+D, S = "350104", "350104001"
+C1, C2 = S + "001", S + "002"
+G11, G12, G21, G22 = C1 + "001", C1 + "002", C2 + "001", C2 + "002"
+
+
+def box(x0, y0, x1, y1):
+    return f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
+
+
+# District 119.30..119.34 E, 26.00..26.04 N; communities split at 119.32 E.
+AREAS_GEN1 = [
+    ("district", D, None, "Gulou", box(119.30, 26.00, 119.34, 26.04)),
+    ("street", S, D, "Street 1", box(119.30, 26.00, 119.34, 26.04)),
+    ("community", C1, S, "West", box(119.30, 26.00, 119.32, 26.04)),
+    ("community", C2, S, "East", box(119.32, 26.00, 119.34, 26.04)),
+    # a square with a hole (the hole is in no grid)
+    ("grid", G11, C1, "SW",
+     "POLYGON((119.30 26.00,119.32 26.00,119.32 26.02,119.30 26.02,119.30 26.00),"
+     "(119.305 26.005,119.307 26.005,119.307 26.007,119.305 26.007,119.305 26.005))"),
+    ("grid", G12, C1, "NW", box(119.30, 26.02, 119.32, 26.04)),
+    # a multipolygon of two strips
+    ("grid", G21, C2, "E strips",
+     "MULTIPOLYGON(((119.32 26.00,119.34 26.00,119.34 26.01,119.32 26.01,119.32 26.00)),"
+     "((119.32 26.03,119.34 26.03,119.34 26.04,119.32 26.04,119.32 26.03)))"),
+    ("grid", G22, C2, "E middle", box(119.32, 26.01, 119.34, 26.03)),
+]
+
+
+def write_generation(conn, areas, effective_from, *, close_previous=False):
+    gen = conn.execute(text("INSERT INTO generation (effective_from, kind) VALUES (:t, 'import') "
+                            "RETURNING id"), {"t": effective_from}).scalar()
+    if close_previous:
+        conn.execute(text("UPDATE area SET generation_high = :p WHERE generation_high IS NULL"),
+                     {"p": gen - 1})
+    for level, code, parent, name, wkt in areas:
+        conn.execute(text(
+            "INSERT INTO area (level, code, parent_code, name, geom, generation_low,"
+            " responsible_body, metric_srid) VALUES (:l, :c, :p, :n,"
+            " ST_Multi(ST_GeomFromText(:w, 4326)), :g, :rb, :srid)"),
+            {"l": level, "c": code, "p": parent, "n": name, "w": wkt, "g": gen,
+             "rb": "office" if level == "grid" else None,
+             "srid": 32650 if level == "district" else None})
+    return gen
+
+
+def seed_hand_made(url):
+    eng = make_engine(url)
+    with eng.begin() as c:
+        write_generation(c, AREAS_GEN1, "2025-01-01T00:00:00+08:00")
+        c.execute(text("INSERT INTO grid_team_member (grid_code, role, name, phone) VALUES "
+                       "(:g, 'grid_leader', 'Lin Wei', '13800000000'),"
+                       "(:g, 'grid_worker', 'Chen Jie', NULL)"), {"g": G11})
+    return eng
+
+
+@pytest.fixture(scope="module")
+def hand_made(fresh_database):
+    eng = seed_hand_made(fresh_database())
+    yield eng
+    eng.dispose()
+
+
+@pytest.mark.parametrize("lon,lat,grid", [
+    (119.31, 26.01, G11),
+    (119.31, 26.03, G12),
+    (119.33, 26.005, G21),  # first part of the multipolygon
+    (119.33, 26.035, G21),  # second part
+    (119.33, 26.02, G22),
+    (119.32, 26.015, G11),  # shared boundary G11|G22: smallest code
+    (119.31, 26.02, G11),  # shared boundary G11|G12
+    (119.33, 26.03, G21),  # shared boundary G21|G22
+    (119.32, 26.02, G11),  # corner of three grids
+    (119.305, 26.006, G11),  # on the hole's ring: the closed polygon holds it
+    (119.34, 26.02, G22),  # on the district's outer edge
+])
+def test_known_answers(hand_made, lon, lat, grid):
+    with hand_made.connect() as c:
+        res = lookup.locate_point(c, lon, lat)
+    assert res.grid["code"] == grid
+    assert res.community["code"] == grid[:12] and res.street["code"] == S
+    assert res.district["code"] == D
+    assert [a["type"] for a in res.areas] == ["district", "street", "community", "grid"]
+
+
+def test_team_and_boundary_distance(hand_made):
+    with hand_made.connect() as c:
+        res = lookup.locate_point(c, 119.31, 26.01)
+    assert {m["role"] for m in res.grid["team"]} == {"grid_leader", "grid_worker"}
+    # independently: the nearest boundary point in degrees, then the geodesic distance to it
+    import pyproj
+    from shapely.ops import nearest_points
+
+    geod = pyproj.Geod(ellps="WGS84")
+    ring = shapely.from_wkt(AREAS_GEN1[4][4])
+    nearest = nearest_points(ring.boundary, shapely.Point(119.31, 26.01))[0]
+    _, _, d = geod.inv(119.31, 26.01, nearest.x, nearest.y)
+    assert res.boundary_distance_m == pytest.approx(d, rel=0.01)
+
+
+def test_hole_outside_swapped_bad(hand_made):
+    with hand_made.connect() as c:
+        with pytest.raises(NotFound):
+            lookup.locate_point(c, 119.306, 26.006)  # in the hole
+        with pytest.raises(OutsideDistrict):
+            lookup.locate_point(c, 119.40, 26.02)
+        with pytest.raises(SwappedCoordinates):
+            lookup.locate_point(c, 26.01, 119.31)
+        with pytest.raises(InvalidInput) as exc:
+            lookup.locate_point(c, "abc", 26.01)
+        assert exc.value.problems[0].field == "lon"
+        with pytest.raises(InvalidInput) as exc:
+            lookup.locate_point(c, 119.31, 95.0)
+        assert exc.value.problems[0].field == "lat"
+        with pytest.raises(UnknownCRS):
+            lookup.locate_point(c, 119.31, 26.01, crs="osgb36")
+
+
+def test_gcj02_and_bd09_input(hand_made):
+    # A WGS 84 point 20 m inside G22's south edge; its GCJ-02 value alone would fall ~500 m off.
+    lon, lat = 119.335, 26.0102
+    with hand_made.connect() as c:
+        for crs in ("gcj02", "bd09"):
+            x, y = from_wgs84(lon, lat, crs)
+            res = lookup.locate_point(c, float(x), float(y), crs=crs)
+            assert res.grid["code"] == G22
+            assert res.lon == pytest.approx(lon, abs=1e-7)
+            assert res.lat == pytest.approx(lat, abs=1e-7)
+
+
+def test_batch_flags_in_input_order(hand_made):
+    lon = np.array([119.31, 119.306, 119.40, 26.01, np.nan, 119.33, 200.0])
+    lat = np.array([26.01, 26.006, 26.02, 119.31, 26.0, 26.035, 26.0])
+    res = lookup.locate_batch(hand_made, lon, lat)
+    names = [lookup.STATUS_NAMES[int(s)] for s in res["status"]]
+    assert names == ["ok", "no_grid", "outside_district", "swapped", "not_a_number", "ok",
+                     "out_of_range"]
+    assert list(res["grid_code"][[0, 5]]) == [G11, G21]
+
+
+def test_agrees_with_postgis_on_synthetic_city(fresh_database):
+    from geo.store import write_layers
+    from geo.synth import generate_city
+
+    eng = make_engine(fresh_database())
+    layers = generate_city(grids=400, buildings=800, stations=10, seed=4)
+    with eng.begin() as c:
+        write_layers(c, layers)
+    minx, miny, maxx, maxy = layers["district"].total_bounds
+    rng = np.random.default_rng(11)
+    n = 20_000
+    x = rng.uniform(minx - 0.002, maxx + 0.002, n)
+    y = rng.uniform(miny - 0.002, maxy + 0.002, n)
+    res = lookup.locate_batch(eng, x, y)
+    with eng.connect() as c:
+        rows = c.execute(text(
+            "WITH p AS (SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4326) AS g "
+            " FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[]))"
+            " WITH ORDINALITY AS t(x, y, i))"
+            " SELECT p.i, count(a.code) AS n, min(a.code) AS code FROM p LEFT JOIN area a"
+            " ON a.level = 'grid' AND a.generation_high IS NULL AND ST_Contains(a.geom, p.g)"
+            " GROUP BY p.i ORDER BY p.i"), {"x": x.tolist(), "y": y.tolist()}).all()
+        inside_district = c.execute(text(
+            "SELECT count(*) FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[])) AS t(x, y)"
+            " JOIN area a ON a.level = 'district' AND a.generation_high IS NULL"
+            " AND ST_Contains(a.geom, ST_SetSRID(ST_MakePoint(x, y), 4326))"),
+            {"x": x.tolist(), "y": y.tolist()}).scalar()
+    counts = np.array([r.n for r in rows])
+    expected = np.array([r.code for r in rows], dtype=object)
+    assert (counts > 1).sum() < 5  # ST_Contains excludes boundaries: overlaps are errors
+    got = res["grid_code"]
+    single = counts == 1
+    assert single.sum() > 10_000
+    assert (got[single] == expected[single]).all()
+    none = counts == 0
+    assert all(g is None for g in got[none])
+    assert (res["status"] == lookup.OK).sum() == single.sum()
+    ok_or_nogrid = np.isin(res["status"], [lookup.OK, lookup.NO_GRID]).sum()
+    assert abs(ok_or_nogrid - inside_district) <= 2  # boundary points aside
+    eng.dispose()
+
+
+def test_refresh_without_restart_and_dated_lookups(fresh_database):
+    eng = seed_hand_made(fresh_database())
+    with eng.connect() as c:
+        assert lookup.locate_point(c, 119.31, 26.03).grid["code"] == G12
+    # Generation 2 from 2026-01-01: the west community is re-split into east-west halves.
+    gen2 = [a for a in AREAS_GEN1 if a[0] != "grid" or a[2] != C1] + [
+        ("grid", G11, C1, "W west", box(119.30, 26.00, 119.31, 26.04)),
+        ("grid", G12, C1, "W east", box(119.31, 26.00, 119.32, 26.04)),
+    ]
+    with eng.begin() as c:
+        write_generation(c, gen2, "2026-01-01T00:00:00+08:00", close_previous=True)
+    with eng.connect() as c:
+        assert lookup.locate_point(c, 119.305, 26.03).grid["code"] == G11  # current: new
+        assert lookup.locate_point(c, 119.305, 26.03, at="2025-06-01").grid["code"] == G12
+        assert lookup.locate_point(c, 119.305, 26.03, at="2026-06-01").grid["code"] == G11
+        with pytest.raises(NotFound) as exc:
+            lookup.locate_point(c, 119.305, 26.03, at="2024-06-01")
+        assert exc.value.problems[0].field == "at"
+        with pytest.raises(InvalidInput) as exc:
+            lookup.locate_point(c, 119.305, 26.03, at="yesterday")
+        assert exc.value.problems[0].field == "at"
+    eng.dispose()
