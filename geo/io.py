@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
 from geo.crs import to_wgs84
-from geo.errors import InvalidInput, NotFound, Problem
+from geo.errors import InvalidInput, NotFound, Problem, UnknownCRS
 from geo.settings import DataSettings
 from geo.validate import AREA_LEVELS, LAYERS, validate_layers
 
@@ -178,8 +178,6 @@ def import_file(
         except InvalidInput as exc:
             crs_problems.extend(exc.problems)
     if crs_problems:
-        from geo.errors import UnknownCRS
-
         raise UnknownCRS("refused: a layer's CRS is missing or unknown; nothing was written",
                          crs_problems)
     log.info("validating %d features in %d layer(s) from %s", total, len(projected), path)
