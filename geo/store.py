@@ -190,7 +190,7 @@ def _close_levels(conn: Connection, levels: list[str], gen: int) -> int:
     return res.rowcount or 0
 
 
-def _building_frame(gdf: gpd.GeoDataFrame) -> pd.DataFrame:
+def _building_frame(gdf: gpd.GeoDataFrame, source: str = "import") -> pd.DataFrame:
     geoms = _geoms(gdf)
     tid = shapely.get_type_id(geoms)
     is_point = tid == 0
@@ -208,7 +208,7 @@ def _building_frame(gdf: gpd.GeoDataFrame) -> pd.DataFrame:
         "residents": _ints(_col(gdf, "residents", 0)).fillna(0).values,
         "floors": _ints(_col(gdf, "floors")).values,
         "grid_code": _col(gdf, "grid_code").values,
-        "source": _col(gdf, "source", "import").values,
+        "source": _col(gdf, "source", source).fillna(source).values,
     })
     if "compound_code" in gdf.columns:
         frame["properties"] = [
@@ -326,7 +326,7 @@ def write_layers(
             written[name] = _copy(conn, "compound", frame)
         elif name == "building":
             conn.execute(text("DELETE FROM building"))
-            frame = _building_frame(gdf)
+            frame = _building_frame(gdf, kind)
             with _indexes_rebuilt(conn, "building", len(frame)):
                 written[name] = _copy(conn, "building", frame)
             if "compound_code" in gdf.columns:
