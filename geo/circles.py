@@ -15,7 +15,8 @@ Method (all set-based SQL, metres in the district's metric CRS, results stored i
    of the station's own edge within the budget either side of the snapped point.
 4. The circle is the pieces buffered by ``circle_buffer_m``: one ``ST_Buffer`` of the
    ``ST_LineMerge``-d pieces (merging chains first makes the buffer ~10x faster than buffering
-   the raw pieces, and far faster than a union of per-piece buffers). Where a circle touches a barrier, the barrier area is cut out and any part left with
+   the raw pieces, and far faster than a union of per-piece buffers), evaluated in a parallel
+   scan. Where a circle touches a barrier, the barrier area is cut out and any part left with
    no reached piece in it is dropped: a buffer never jumps a river. Optionally clipped to the
    station's community or street.
 """
@@ -131,11 +132,24 @@ FROM ranges r JOIN walk_edge e ON e.id = r.edge_id
 WHERE r.hi > r.lo;
 """
 
+# The buffers run in a parallel scan of an unlogged work table (temp tables cannot be read by
+# parallel workers); the table name holds only the run id.
+LINES_SQL = """
+CREATE UNLOGGED TABLE circle_work_{run} AS
+SELECT station_id, tier, count(*) AS pieces, ST_LineMerge(ST_Collect(geom_m)) AS lines_m
+FROM _cs_piece GROUP BY station_id, tier;
+ANALYZE circle_work_{run};
+"""
 CIRCLE_SQL = """
 CREATE TEMP TABLE _cs_circle ON COMMIT DROP AS
-SELECT station_id, tier, count(*) AS pieces, ST_Collect(geom_m) AS lines_m,
-       ST_Buffer(ST_LineMerge(ST_Collect(geom_m)), :buf, :style) AS geom_m
-FROM _cs_piece GROUP BY station_id, tier;
+SELECT station_id, tier, pieces, lines_m, ST_Buffer(lines_m, :buf, :style) AS geom_m
+FROM circle_work_{run};
+"""
+PARALLEL_SQL = """
+SET LOCAL max_parallel_workers_per_gather = {workers};
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL parallel_tuple_cost = 0;
+SET LOCAL min_parallel_table_scan_size = 0;
 """
 
 BARRIER_CUT_SQL = """
@@ -280,7 +294,14 @@ def build_circles(
     timings["pieces_s"] = time.perf_counter() - t2
     style = f"quad_segs={int(settings.circle_quad_segs)}"
     t3 = time.perf_counter()
-    conn.execute(text(CIRCLE_SQL), {"buf": settings.circle_buffer_m, "style": style})
+    conn.execute(text(LINES_SQL.format(run=int(run_id))))
+    if settings.circle_parallel_workers > 0:
+        conn.execute(text(PARALLEL_SQL.format(workers=int(settings.circle_parallel_workers))))
+    conn.execute(
+        text(CIRCLE_SQL.format(run=int(run_id))),
+        {"buf": settings.circle_buffer_m, "style": style},
+    )
+    conn.execute(text(f"DROP TABLE circle_work_{int(run_id)}"))
     timings["buffer_s"] = time.perf_counter() - t3
     t3 = time.perf_counter()
     if kinds:

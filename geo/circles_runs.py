@@ -33,6 +33,9 @@ class CircleSettings(WanggeSettings):
     circle_quad_segs: int = Field(
         default=2, description="Segments per quarter circle in the buffer (fewer is faster)."
     )
+    circle_parallel_workers: int = Field(
+        default=2, description="Parallel workers PostgreSQL may use for the buffers (0: none)."
+    )
     circle_snap_max_m: float = Field(
         default=300.0, description="Stations farther than this (m) from any walk edge are skipped."
     )
