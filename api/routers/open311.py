@@ -41,13 +41,16 @@ def _spec_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     import functools
     import inspect
 
+    from starlette.concurrency import run_in_threadpool
+
+    is_async = inspect.iscoroutinefunction(fn)
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            out = fn(*args, **kwargs)
-            if inspect.isawaitable(out):
-                out = await out
-            return out
+            if is_async:
+                return await fn(*args, **kwargs)
+            return await run_in_threadpool(fn, *args, **kwargs)  # DB work off the event loop
         except WanggeError as exc:
             msgs = [f"{exc.message}: {p}" for p in exc.problems] or [exc.message]
             return _errors(_status_for(exc), msgs)
