@@ -316,9 +316,9 @@ def build_demo_layers(settings: DataSettings | None = None, *,
     bpts = _to_metric(shapely.point_on_surface(np.asarray(buildings.geometry.array,
                                                           dtype=object)), epsg)
     tree = shapely.STRtree(blocks_m)
-    bi, fi = tree.query(bpts, predicate="within")
+    bi, fi = tree.query(bpts, predicate="intersects")
     block_of = np.full(len(buildings), -1)
-    block_of[bi] = fi
+    block_of[bi[::-1]] = fi[::-1]  # a point on a shared edge goes to its first block
     hh = np.zeros(len(blocks_m))
     np.add.at(hh, block_of[block_of >= 0], buildings["households"].to_numpy()[block_of >= 0])
     cent = shapely.get_coordinates(shapely.point_on_surface(blocks_m))
@@ -392,9 +392,9 @@ def build_demo_layers(settings: DataSettings | None = None, *,
     buildings["grid_code"] = [grid_of_block[b] if b >= 0 else None for b in block_of]
     layers["building"] = buildings
     spts = _to_metric(stations.geometry, epsg)
-    si, sf = tree.query(spts, predicate="within")
+    si, sf = tree.query(spts, predicate="intersects")
     comm = np.full(len(stations), None, dtype=object)
-    comm[si] = comm_of_block[sf]
+    comm[si[::-1]] = comm_of_block[sf[::-1]]
     stations["community_code"] = comm
     layers["station"] = stations
     layers["walk_edge"] = walk.drop(columns=["highway", "osm_id"])
