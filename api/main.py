@@ -6,10 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
 
 from api.errors import install_error_handlers
+from api.policy import enforce_policy
 from api.routers import circles, incidents, layers, lookup, maps, open311, planning, security
 from api.security import install_security
 from geo.db import make_engine, resolve_url
@@ -31,6 +32,7 @@ def create_app(
     """Build the app. Pass ``engine`` to reuse one (tests); else one is made from settings."""
     db_settings = db_settings or DatabaseSettings()
     api_settings = api_settings or ApiSettings()
+    auth_settings = auth_settings or AuthSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,11 +53,12 @@ def create_app(
         summary="Grid-based community governance: lookup, service circles, incidents, planning.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(enforce_policy)] if auth_settings.enforce_access else [],
     )
     app.state.db_settings = db_settings
     app.state.api_settings = api_settings
     install_error_handlers(app)
-    install_security(app, api_settings.max_body_bytes, auth_settings or AuthSettings())
+    install_security(app, api_settings.max_body_bytes, auth_settings)
     for module in ROUTERS:
         app.include_router(module.router)
     return app

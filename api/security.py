@@ -163,12 +163,22 @@ class RateLimited(WanggeError):
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
-def current_principal(request: Request, token: str | None = Depends(oauth2_scheme)) -> Principal:
-    """The caller: from a bearer JWT, an ``X-API-Key`` header or an ``api_key`` query value."""
+async def current_principal(
+    request: Request, token: str | None = Depends(oauth2_scheme)
+) -> Principal:
+    """The caller: from a bearer JWT, an ``X-API-Key`` header, or an ``api_key`` query or form
+    value (Open311 clients send it in the form)."""
     settings: AuthSettings = request.app.state.auth_settings
     if token:
         return principal_from_token(token, settings)
     key = request.headers.get("x-api-key") or request.query_params.get("api_key")
+    content_type = request.headers.get("content-type", "")
+    if not key and request.method == "POST" and (
+        content_type.startswith("application/x-www-form-urlencoded")
+        or content_type.startswith("multipart/form-data")
+    ):
+        form_key = (await request.form()).get("api_key")
+        key = form_key if isinstance(form_key, str) else None
     if key:
         with request.app.state.engine.connect() as conn:
             principal, per_minute = principal_from_api_key(conn, key)
@@ -183,7 +193,7 @@ def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
     """A dependency admitting users with one of ``roles`` (admin always) or API keys with
     ``scope``. Anonymous callers get 401; others outside the rule get 403."""
 
-    def dependency(principal: Principal = Depends(current_principal)) -> Principal:
+    def dependency(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
         if principal.kind == "anonymous":
             raise Unauthenticated("authentication required: a bearer token or an API key")
         if principal.kind == "api_key":

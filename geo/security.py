@@ -34,6 +34,11 @@ class AuthSettings(WanggeSettings):
     )
     jwt_ttl_minutes: int = Field(default=60, description="Lifetime of an access token (minutes).")
     min_password_length: int = Field(default=10, description="Shortest password accepted.")
+    enforce_access: bool = Field(
+        default=True,
+        description="Enforce the access policy (api/policy.py). Only tests of other concerns "
+        "switch it off.",
+    )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ database is made once per session; each ``fresh_database`` is a cheap copy of it
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -91,3 +92,8 @@ def conn(engine: Engine) -> Iterator[Connection]:
             yield connection
         finally:
             tx.rollback()
+
+
+# Tests of other concerns call the API without credentials; the access policy itself is tested
+# with enforcement on (tests/test_access.py passes AuthSettings(enforce_access=True)).
+os.environ.setdefault("WANGGE_ENFORCE_ACCESS", "false")

@@ -1,0 +1,127 @@
+"""Who may call which operation: one table, keyed by each route's ``operation_id``.
+
+A global dependency (installed by ``install_policy``) resolves the caller, stores it in
+``request.state.principal`` for the handlers' own area-scope checks, and admits or refuses the
+call before the handler runs: 401 for an anonymous caller where credentials are needed, 403 for
+a role or key outside the rule. Routes must be listed; an unlisted one is refused (deny by
+default), and tests check that every route is listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, FastAPI, Request
+
+from api.security import current_principal
+from geo.errors import Forbidden, Unauthenticated
+from geo.security import Principal
+
+ALL_ROLES = frozenset(
+    {"resident", "grid_worker", "department_staff", "planner", "commander", "admin"}
+)
+STAFF = frozenset({"grid_worker", "department_staff", "planner", "commander"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Admit these user roles (admin always) and API keys with one of these scopes."""
+
+    roles: frozenset[str] = frozenset()
+    key_scopes: frozenset[str] = frozenset()
+    public: bool = False
+
+
+PUBLIC = Rule(public=True)
+ANY_USER = Rule(roles=ALL_ROLES)
+ADMIN = Rule()
+STAFF_ONLY = Rule(roles=STAFF)
+READERS = Rule(roles=frozenset({"grid_worker", "planner", "commander"}))
+ANALYSTS = Rule(roles=frozenset({"planner", "commander"}))
+PLANNERS = Rule(roles=frozenset({"planner"}))
+COMMANDERS = Rule(roles=frozenset({"commander"}))
+LOOKUP = Rule(roles=ALL_ROLES, key_scopes=frozenset({"lookup"}))
+REPORTERS = Rule(roles=ALL_ROLES, key_scopes=frozenset({"open311"}))
+CASE_WORKERS = Rule(roles=frozenset({"grid_worker", "department_staff", "commander"}))
+
+POLICY: dict[str, Rule] = {
+    # accounts
+    "issue_token": PUBLIC,
+    "who_am_i": PUBLIC,
+    "create_user": ADMIN,
+    "create_api_key": ADMIN,
+    # point lookup: other systems (API key) and every signed-in user
+    "ping": PUBLIC,
+    "lookup_point": LOOKUP,
+    "lookup_batch": LOOKUP,
+    # layers
+    "get_layer": READERS,
+    "import_layers": PLANNERS,
+    # service circles, coverage, siting
+    "create_circles_run": ANALYSTS,
+    "create_coverage_run": ANALYSTS,
+    "create_siting_run": ANALYSTS,
+    "list_analysis_runs": ANALYSTS,
+    "get_analysis_run": ANALYSTS,
+    "get_circles": ANALYSTS,
+    "get_coverage_summary": ANALYSTS,
+    "get_uncovered_buildings": ANALYSTS,
+    "get_siting_run": ANALYSTS,
+    # incidents (own API)
+    "report_incident": REPORTERS,
+    "attach_incident_photo": REPORTERS,
+    "list_incidents": STAFF_ONLY,
+    "overdue_incidents": STAFF_ONLY,
+    "incident_stats": STAFF_ONLY,
+    "get_incident": STAFF_ONLY,
+    "get_incident_photo": STAFF_ONLY,
+    "transition_incident": Rule(roles=CASE_WORKERS.roles | {"resident"}),
+    "reroute_incident": Rule(roles=frozenset({"grid_worker", "commander"})),
+    "urge_incident": COMMANDERS,
+    "escalate_incidents": COMMANDERS,
+    "list_incident_categories": PUBLIC,
+    "list_departments": PUBLIC,
+    "set_incident_routing": PLANNERS,
+    "set_incident_sla": PLANNERS,
+    # Open311 GeoReport v2: public reads carry no personal data
+    "open311_services": PUBLIC,
+    "open311_requests": PUBLIC,
+    "open311_request": PUBLIC,
+    "open311_post_request": REPORTERS,
+    # maps for the command centre
+    "map_grids": READERS,
+    "map_coverage": READERS,
+    "map_incidents": READERS,
+}
+
+
+def admits(rule: Rule, principal: Principal) -> bool:
+    if rule.public:
+        return True
+    if principal.kind == "api_key":
+        return bool(rule.key_scopes & set(principal.scopes))
+    if principal.kind == "user":
+        return principal.role == "admin" or principal.role in rule.roles
+    return False
+
+
+def enforce_policy(request: Request, principal: Principal = Depends(current_principal)) -> None:
+    request.state.principal = principal
+    route = request.scope.get("route")
+    operation = getattr(route, "operation_id", None)
+    if route is None or getattr(route, "include_in_schema", True) is False:
+        return
+    rule = POLICY.get(operation or "")
+    if rule is None:
+        raise Forbidden(f"operation '{operation}' is not open to anyone")
+    if admits(rule, principal):
+        return
+    if principal.kind == "anonymous":
+        raise Unauthenticated("authentication required: a bearer token or an API key")
+    raise Forbidden(f"{principal.kind} '{principal.name}' ({principal.role or 'no role'}) "
+                    f"may not call '{operation}'")
+
+
+def install_policy(app: FastAPI) -> None:
+    """Run ``enforce_policy`` before every route of ``app``."""
+    app.router.dependencies.append(Depends(enforce_policy))
