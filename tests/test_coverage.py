@@ -180,3 +180,24 @@ def test_kind_shares_against_targets(conn):
     assert sw["community_target"] == 0.7 and sw["meets_targets"] is False
     assert shares["elder_canteen"]["communities_with"] == 1
     assert shares["health_station"]["communities_with"] == 0
+
+
+def test_clip_to_community(conn):
+    """With clip=community the circle stays inside the station's community (x < ~400 m)."""
+    make_lattice(conn, nx=13, ny=13)
+    _areas(conn)
+    sid = add_station(conn, "S1", X0 + 350, Y0 + 600, "social_work_station", COMMUNITIES[0])
+    s = CircleSettings()
+    run = build_circles(conn, s, tiers_m=[300], clip="community", station_ids=[sid])
+    raw = conn.execute(text("SELECT ST_AsBinary(geom) FROM service_circle WHERE run_id = :r"),
+                       {"r": run}).scalar_one()
+    g = shapely.transform(wkb.loads(bytes(raw)), _to_m)
+    comm = conn.execute(text("SELECT ST_AsBinary(geom) FROM area WHERE code = :c"),
+                        {"c": COMMUNITIES[0]}).scalar_one()
+    assert shapely.transform(wkb.loads(bytes(comm)), _to_m).buffer(0.5).contains(g)
+    assert g.bounds[2] <= X0 + 420
+    assert g.bounds[0] < X0 + 120  # still reaches 300 m west along the street (x = 50 m)
+    unclipped = build_circles(conn, s, tiers_m=[300], station_ids=[sid])
+    raw2 = conn.execute(text("SELECT ST_AsBinary(geom) FROM service_circle WHERE run_id = :r"),
+                        {"r": unclipped}).scalar_one()
+    assert shapely.transform(wkb.loads(bytes(raw2)), _to_m).bounds[2] > X0 + 600
