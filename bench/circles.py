@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import networkx as nx
@@ -124,6 +125,7 @@ def main() -> None:
     migrate(url)
     engine = make_engine(url)
     load_s = load_city(engine, args.grids, args.buildings, args.stations, args.seed)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     settings = CircleSettings()
     if args.no_cut:
         settings = CircleSettings(circle_barrier_kinds=[])
@@ -161,6 +163,7 @@ def main() -> None:
         "tiers": tiers, "buffer_m": settings.circle_buffer_m,
         "barrier_cut": not args.no_cut,
         "load_s": round(load_s, 2),
+        "load_avg_1_5_15_at_start": load_before,
         "circles_s": round(circles_s, 2), "circles_breakdown": csum,
         "coverage_s": round(coverage_s, 2), "coverage_join_s": vsum.get("join_s"),
         "total_s": round(total_s, 2),
@@ -176,6 +179,7 @@ def main() -> None:
         "target_total_s": 180, "meets_3_min": total_s < 180,
         "meets_5x": naive_s / circles_s >= 5,
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     write_results("circles", figures)
     assert math.isfinite(total_s)
