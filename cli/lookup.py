@@ -1,9 +1,108 @@
-"""CLI commands for lookup."""
+"""CLI commands for lookup: ``wangge lookup`` (one point) and ``wangge lookup-file`` (many)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from cli.common import connection, domain_errors, engine
+from geo.errors import InvalidInput, Problem
+
+CHUNK = 100_000
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``wangge`` app."""
+
+    @app.command("lookup")
+    @domain_errors
+    def lookup_cmd(
+        lon: float = typer.Option(..., "--lon", help="Longitude in degrees (in --crs)."),
+        lat: float = typer.Option(..., "--lat", help="Latitude in degrees (in --crs)."),
+        crs: str = typer.Option("wgs84", "--crs", help="wgs84 | gcj02 | bd09 | cgcs2000"),
+        at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
+    ) -> None:
+        """Print the district, street, community and grid (with team) holding one point."""
+        from geo.lookup import locate_point
+
+        with connection() as conn:
+            res = locate_point(conn, lon, lat, crs=crs, at=at)
+        typer.echo(json.dumps(res.as_dict(), ensure_ascii=False, indent=2))
+
+    @app.command("lookup-file")
+    @domain_errors
+    def lookup_file_cmd(
+        src: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                   help="CSV (lon,lat columns), GeoJSON or GeoPackage of points."),
+        dst: Path = typer.Argument(..., help="Output: same formats, chosen by extension."),
+        crs: str = typer.Option("wgs84", "--crs", help="CRS of CSV coordinates (files with a "
+                                "CRS are reprojected to WGS 84 first)."),
+        at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
+    ) -> None:
+        """Add grid_code, community_code, street_code and lookup_status to every point."""
+        import geopandas as gpd
+        import numpy as np
+        import pandas as pd
+        from tqdm import tqdm
+
+        from geo import lookup
+
+        if src.suffix.lower() == ".csv":
+            frame = pd.read_csv(src)
+            cols = {c.lower(): c for c in frame.columns}
+            lon_c = next((cols[c] for c in ("lon", "lng", "longitude", "x") if c in cols), None)
+            lat_c = next((cols[c] for c in ("lat", "latitude", "y") if c in cols), None)
+            if lon_c is None or lat_c is None:
+                raise InvalidInput("CSV needs lon and lat columns",
+                                   [Problem(reason="column missing",
+                                            field="lon" if lon_c is None else "lat")])
+            lon = pd.to_numeric(frame[lon_c], errors="coerce").to_numpy(dtype=float)
+            lat = pd.to_numeric(frame[lat_c], errors="coerce").to_numpy(dtype=float)
+        else:
+            frame = gpd.read_file(src)
+            if frame.crs is not None and frame.crs.to_epsg() != 4326:
+                frame = frame.to_crs(4326)
+                crs = "wgs84"
+            if not (frame.geom_type == "Point").all():
+                raise InvalidInput("only point features can be looked up",
+                                   [Problem(reason="not a point", field="geometry")])
+            lon, lat = frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy()
+        eng = engine()
+        n = len(lon)
+        grid = np.empty(n, dtype=object)
+        status = np.empty(n, dtype=object)
+        wlon, wlat = np.empty(n), np.empty(n)
+        index = None
+        with tqdm(total=n, unit="pt", desc="lookup") as bar:
+            for s in range(0, n, CHUNK):
+                res = lookup.locate_batch(eng, lon[s:s + CHUNK], lat[s:s + CHUNK], crs=crs,
+                                          at=at, max_staleness_ms=60_000)
+                index = res["index"]
+                grid[s:s + CHUNK] = res["grid_code"]
+                wlon[s:s + CHUNK], wlat[s:s + CHUNK] = res["lon"], res["lat"]
+                status[s:s + CHUNK] = [lookup.STATUS_NAMES[int(v)] for v in res["status"]]
+                bar.update(len(res["status"]))
+        eng.dispose()
+        out = frame.copy()
+        out["grid_code"] = grid
+        parent = {g: index.grid_info[i]["parent_code"] for i, g in
+                  enumerate(index.grid_codes)} if index else {}
+        out["community_code"] = [parent.get(g) if g else None for g in grid]
+        out["street_code"] = [parent[g][:9] if g and parent.get(g) else None for g in grid]
+        out["lookup_status"] = status
+        ext = dst.suffix.lower()
+        if not isinstance(out, gpd.GeoDataFrame) and ext != ".csv":
+            out = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(wlon, wlat), crs=4326)
+        if ext == ".csv":
+            pd.DataFrame(out.drop(columns="geometry", errors="ignore")).to_csv(dst, index=False)
+        elif ext in (".geojson", ".json"):
+            gpd.GeoDataFrame(out).to_file(dst, driver="GeoJSON")
+        elif ext == ".gpkg":
+            gpd.GeoDataFrame(out).to_file(dst, driver="GPKG", layer="lookup")
+        else:
+            raise InvalidInput("unknown output format",
+                               [Problem(reason="use .csv, .geojson or .gpkg", field="OUT")])
+        ok = int((status == "ok").sum())
+        typer.echo(f"{n} points, {ok} in a grid, written to {dst}")

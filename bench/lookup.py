@@ -1,0 +1,268 @@
+"""Benchmark point lookup on the synthetic city.
+
+    .venv/bin/python -m bench.lookup --grids 10000 --points 2000000
+
+Measures in one run: in-process batch throughput (lattice + edge test + STRtree) against
+geopandas.sjoin, one PostGIS join and per-point PostGIS queries; HTTP single-point throughput
+with p50/p99 from wrk against uvicorn on localhost, and the empty endpoint under the same load;
+HTTP batch points/s; GCJ-02 inversion points/s; index build time and memory. Writes
+bench/results/lookup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import orjson
+import shapely
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bench.common import write_results
+from geo import coords, embedded, lookup
+from geo.db import make_engine, migrate, resolve_url
+from geo.settings import DatabaseSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def prepare(grids: int, seed: int) -> tuple[str, str]:
+    """A bench database holding the synthetic city of ``grids`` grids (reused when present)."""
+    settings = DatabaseSettings()
+    base = resolve_url(settings)
+    name = f"wangge_bench_lookup_{grids}"
+    embedded.ensure_database(settings, name)
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    eng = make_engine(url)
+    with eng.connect() as c:
+        have = c.execute(text("SELECT count(*) FROM area WHERE level = 'grid' "
+                              "AND generation_high IS NULL")).scalar()
+    if have != grids:
+        from geo.store import write_layers
+        from geo.synth import generate_city
+
+        print(f"writing the {grids}-grid synthetic city to {name} ...", flush=True)
+        layers = generate_city(grids=grids, buildings=2 * grids, stations=50, seed=seed)
+        with eng.begin() as c:
+            write_layers(c, layers, progress=True)
+    eng.dispose()
+    return url, name
+
+
+def best_rate(fn, n: int, repeat: int = 3) -> float:  # noqa: ANN001
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def wrk(url: str, lua: str | None, seconds: int, conns: int) -> dict[str, float]:
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    if lua:
+        cmd += ["-s", lua]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
+               batch_points: np.ndarray) -> dict[str, float]:
+    import httpx
+
+    port = 18000 + os.getpid() % 1000
+    env = {**os.environ, "WANGGE_DB_NAME": db_name}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+        cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/v1/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        httpx.get(base + "/v1/lookup", params={"lon": sample[0, 0], "lat": sample[0, 1]},
+                  timeout=120)  # index warm
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write("pts = {" + ",".join(f"{{{x!r},{y!r}}}" for x, y in sample) + "}\n")
+            f.write("math.randomseed(1)\nrequest = function()\n"
+                    "  local p = pts[math.random(#pts)]\n"
+                    "  return wrk.format('GET', '/v1/lookup?lon=' .. p[1] .. '&lat=' .. p[2])\n"
+                    "end\n")
+            lua = f.name
+        single = wrk(base + "/v1/lookup", lua, seconds, conns)
+        empty = wrk(base + "/v1/ping", None, seconds, conns)
+        body = orjson.dumps(batch_points.tolist())
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = httpx.post(base + "/v1/lookup/batch", content=body, timeout=300,
+                           headers={"content-type": "application/json"})
+            r.raise_for_status()
+            n = len(orjson.loads(r.content)["results"])
+            best = min(best, time.perf_counter() - t0)
+        assert n == len(batch_points)
+        os.unlink(lua)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {
+        "http_single_rps": single["rps"], "http_single_p50_ms": single["p50_ms"],
+        "http_single_p99_ms": single["p99_ms"], "http_single_non2xx": single["non2xx"],
+        "http_empty_rps": empty["rps"], "http_empty_p99_ms": empty["p99_ms"],
+        "http_single_vs_empty": single["rps"] / empty["rps"],
+        "http_batch_points": len(batch_points),
+        "http_batch_points_per_s": len(batch_points) / best,
+        "wrk": {"threads": 1, "connections": conns, "seconds": seconds},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grids", type=int, default=10_000)
+    ap.add_argument("--points", type=int, default=2_000_000, help="in-process batch size")
+    ap.add_argument("--sjoin-points", type=int, default=500_000)
+    ap.add_argument("--postgis-points", type=int, default=200_000)
+    ap.add_argument("--per-point-queries", type=int, default=2_000)
+    ap.add_argument("--http-seconds", type=int, default=10)
+    ap.add_argument("--http-connections", type=int, default=32)
+    ap.add_argument("--http-batch-points", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-http", action="store_true")
+    args = ap.parse_args()
+
+    url, db_name = prepare(args.grids, args.seed)
+    eng = make_engine(url)
+    lookup.invalidate_index()
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    with eng.connect() as c:
+        index = lookup.get_index(c)
+    build_s = time.perf_counter() - t0
+    index_rss = rss_mb() - rss0
+    print(f"index: {build_s:.1f} s, {index_rss:.0f} MB RSS, lattice {index.nx}x{index.ny}, "
+          f"boundary cells {index.boundary_cell_share:.1%}", flush=True)
+
+    minx, miny, maxx, maxy = shapely.bounds(index.district_geom)
+    rng = np.random.default_rng(args.seed + 1)
+    n = args.points
+    x = rng.uniform(minx, maxx, n)
+    y = rng.uniform(miny, maxy, n)
+    batch_rate = best_rate(lambda: index.classify(x, y), n, repeat=5)
+    gi, status = index.classify(x, y)
+    share_ok = float((status == lookup.OK).mean())
+    print(f"in-process batch: {batch_rate / 1e6:.1f} M points/s", flush=True)
+
+    # geopandas.sjoin (building the point GeoSeries from the arrays counts: same input)
+    grids_gdf = gpd.GeoDataFrame({"code": index.grid_codes}, geometry=index.grid_geoms,
+                                 crs=4326)
+    ns = args.sjoin_points
+
+    def sjoin() -> None:
+        pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(x[:ns], y[:ns]), crs=4326)
+        gpd.sjoin(pts, grids_gdf, how="left", predicate="intersects")
+
+    sjoin_rate = best_rate(sjoin, ns, repeat=2)
+    print(f"sjoin: {sjoin_rate / 1e6:.2f} M points/s", flush=True)
+
+    # one PostGIS join
+    npg = args.postgis_points
+    join_sql = text(
+        "SELECT t.i, min(a.code) FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[])) "
+        "WITH ORDINALITY AS t(x, y, i) LEFT JOIN area a ON a.level = 'grid' "
+        "AND a.generation_high IS NULL "
+        "AND ST_Intersects(a.geom, ST_SetSRID(ST_MakePoint(t.x, t.y), 4326)) GROUP BY t.i")
+    params = {"x": x[:npg].tolist(), "y": y[:npg].tolist()}
+    with eng.connect() as c:
+        t0 = time.perf_counter()
+        rows = c.execute(join_sql, params).all()
+        pg_join_rate = npg / (time.perf_counter() - t0)
+    assert len(rows) == npg
+    print(f"PostGIS join: {pg_join_rate / 1e6:.2f} M points/s", flush=True)
+
+    # per-point PostGIS queries
+    q = text("SELECT code FROM area WHERE level = 'grid' AND generation_high IS NULL "
+             "AND ST_Intersects(geom, ST_SetSRID(ST_MakePoint(:x, :y), 4326)) "
+             "ORDER BY code LIMIT 1")
+    nq = args.per_point_queries
+    with eng.connect() as c:
+        t0 = time.perf_counter()
+        for i in range(nq):
+            c.execute(q, {"x": float(x[i]), "y": float(y[i])}).scalar()
+        per_point_qps = nq / (time.perf_counter() - t0)
+    print(f"PostGIS per point: {per_point_qps:.0f} queries/s", flush=True)
+
+    # GCJ-02 inversion
+    gx, gy = coords.from_wgs84(x, y, "gcj02")
+    gcj_rate = best_rate(lambda: coords.to_wgs84(gx, gy, "gcj02"), n)
+    print(f"GCJ-02 inversion: {gcj_rate / 1e6:.2f} M points/s", flush=True)
+
+    figures = {
+        "grids": args.grids,
+        "points": n,
+        "points_inside_grids_share": share_ok,
+        "lattice_cells": index.nx * index.ny,
+        "boundary_cell_share": index.boundary_cell_share,
+        "batch_points_per_s": batch_rate,
+        "sjoin_points_per_s": sjoin_rate,
+        "sjoin_points": ns,
+        "postgis_join_points_per_s": pg_join_rate,
+        "postgis_join_points": npg,
+        "postgis_per_point_qps": per_point_qps,
+        "ratio_batch_vs_sjoin": batch_rate / sjoin_rate,
+        "ratio_batch_vs_postgis_join": batch_rate / pg_join_rate,
+        "ratio_batch_vs_postgis_per_point": batch_rate / per_point_qps,
+        "gcj02_inverse_points_per_s": gcj_rate,
+        "index_build_s": build_s,
+        "index_rss_mb": index_rss,
+        "index_array_mb": index.nbytes / 2**20,
+    }
+    if not args.skip_http:
+        ok = np.flatnonzero(status == lookup.OK)
+        sample = np.column_stack((x[ok[:2000]], y[ok[:2000]]))
+        batch = np.column_stack((x[: args.http_batch_points], y[: args.http_batch_points]))
+        figures.update(http_bench(db_name, sample, args.http_seconds, args.http_connections,
+                                  batch))
+    load = os.getloadavg()
+    figures["load_average_1m"] = load[0]
+    figures["note"] = (
+        "Machine shared by 7 engineers working at once (2 cores): absolute figures are noisy, "
+        "often several times slower than on a quiet machine; compare ratios from this run. "
+        "sjoin time includes building the point GeoSeries from the same arrays. wrk and uvicorn "
+        "(one worker) share the 2 cores with the database and other work.")
+    write_results("lookup", figures)
+    eng.dispose()
+
+
+if __name__ == "__main__":
+    main()
