@@ -154,8 +154,9 @@ SET LOCAL min_parallel_table_scan_size = 0;
 
 BARRIER_CUT_SQL = """
 CREATE TEMP TABLE _cs_barrier ON COMMIT DROP AS
-SELECT CASE WHEN ST_Dimension(geom) = 2 THEN ST_Transform(geom, :srid)
-            ELSE ST_Buffer(ST_Transform(geom, :srid), 0.5) END AS geom_m
+SELECT ST_Subdivide(CASE WHEN ST_Dimension(geom) = 2 THEN ST_Transform(geom, :srid)
+                         ELSE ST_Buffer(ST_Transform(geom, :srid), 0.5, 'quad_segs=1') END,
+                    32) AS geom_m
 FROM barrier WHERE kind = ANY(:kinds);
 CREATE INDEX ON _cs_barrier USING gist (geom_m);
 WITH hit AS (
