@@ -140,7 +140,7 @@ def grid_map(
     )
     cols = [
         c
-        for c in ("code", "name", "households", "status", "team", "responsible_body", "parent_code")
+        for c in ("code", "name", "households", "status", "team", "responsible_body")
         if c in grids.columns
     ]
     n = len(grids)
