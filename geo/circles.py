@@ -94,6 +94,11 @@ WHERE d.node > 0 AND d.agg_cost + s.snap_m <= :reach
 """
 
 PIECES_SQL = """
+CREATE TEMP TABLE _cs_edge ON COMMIT DROP AS
+SELECT DISTINCT e.id, ST_Transform(e.geom, :srid) AS geom_m
+FROM walk_edge e JOIN _cs_batch b ON e.geom && b.bbox;
+CREATE UNIQUE INDEX ON _cs_edge (id);
+ANALYZE _cs_edge;
 CREATE TEMP TABLE _cs_piece ON COMMIT DROP AS
 WITH ends AS (
     SELECT d.station_id, e.id AS edge_id, d.d AS du, NULL::float8 AS dv
@@ -127,8 +132,9 @@ WITH ends AS (
     WHERE t.tier > s.snap_m
 )
 SELECT r.station_id, r.tier, r.edge_id, r.lo, r.hi,
-       ST_LineSubstring(ST_Transform(e.geom, :srid), r.lo, r.hi) AS geom_m
-FROM ranges r JOIN walk_edge e ON e.id = r.edge_id
+       CASE WHEN r.lo = 0 AND r.hi = 1 THEN e.geom_m
+            ELSE ST_LineSubstring(e.geom_m, r.lo, r.hi) END AS geom_m
+FROM ranges r JOIN _cs_edge e ON e.id = r.edge_id
 WHERE r.hi > r.lo;
 """
 
@@ -201,8 +207,8 @@ def _check_tiers(tiers: list[float]) -> list[float]:
 
 def _drop_temp(conn: Connection) -> None:
     conn.execute(
-        text("DROP TABLE IF EXISTS _cs_piece, _cs_circle, _cs_dd, _cs_batch, _cs_station, "
-             "_cs_blocked, _cs_barrier")
+        text("DROP TABLE IF EXISTS _cs_edge, _cs_piece, _cs_circle, _cs_dd, _cs_batch, "
+             "_cs_station, _cs_blocked, _cs_barrier")
     )
 
 
