@@ -96,16 +96,19 @@ def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> int:
     """COPY ``frame`` (columns = table columns) into ``table`` in the caller's transaction."""
     if frame.empty:
         return 0
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="")
-    buf.seek(0)
     cols = ", ".join(frame.columns)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
-        cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+        for start in range(0, len(frame), COPY_CHUNK):  # chunks bound the CSV text in memory
+            buf = io.StringIO()
+            frame.iloc[start:start + COPY_CHUNK].to_csv(
+                buf, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="")
+            buf.seek(0)
+            cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
     return len(frame)
 
 
+COPY_CHUNK = 100_000  # rows per COPY statement
 BULK_ROWS = 50_000  # above this, secondary indexes are dropped and rebuilt around the COPY
 
 
@@ -129,6 +132,12 @@ def _indexes_rebuilt(conn: Connection, table: str, rows: int) -> Iterator[None]:
     yield
     for _, ddl in defs:
         conn.execute(text(ddl))
+
+
+def _clear(conn: Connection, *tables: str) -> None:
+    """Empty ``tables`` (replaced wholesale) with TRUNCATE: transactional, and far cheaper than
+    DELETE for 500,000 rows; it takes an exclusive lock until the caller's transaction ends."""
+    conn.execute(text(f"TRUNCATE {', '.join(tables)}"))
 
 
 def _check_crs(name: str, gdf: gpd.GeoDataFrame) -> None:
@@ -305,7 +314,7 @@ def write_layers(
         if name in AREA_LEVELS:
             written[name] = _copy(conn, "area", _area_frame(name, gdf, gen))
         elif name == "grid_team":
-            conn.execute(text("DELETE FROM grid_team_member"))
+            _clear(conn, "grid_team_member")
             frame = pd.DataFrame({
                 "grid_code": _col(gdf, "grid_code").astype(str).values,
                 "role": _col(gdf, "role").values,
@@ -315,7 +324,8 @@ def write_layers(
             with _indexes_rebuilt(conn, "grid_team_member", len(frame)):
                 written[name] = _copy(conn, "grid_team_member", frame)
         elif name == "compound":
-            conn.execute(text("UPDATE building SET compound_id = NULL"))
+            conn.execute(text(
+                "UPDATE building SET compound_id = NULL WHERE compound_id IS NOT NULL"))
             conn.execute(text("DELETE FROM compound"))
             frame = pd.DataFrame({
                 "code": _col(gdf, "code").astype(str).values,
@@ -325,7 +335,7 @@ def write_layers(
             })
             written[name] = _copy(conn, "compound", frame)
         elif name == "building":
-            conn.execute(text("DELETE FROM building"))
+            _clear(conn, "building")
             frame = _building_frame(gdf, kind)
             with _indexes_rebuilt(conn, "building", len(frame)):
                 written[name] = _copy(conn, "building", frame)
@@ -342,7 +352,7 @@ def write_layers(
             if filled:
                 log.info("grid_code filled by spatial join for %d buildings", filled)
         elif name == "station":
-            conn.execute(text("DELETE FROM station"))
+            _clear(conn, "station")
             frame = pd.DataFrame({
                 "code": _col(gdf, "code").astype(str).values,
                 "name": _col(gdf, "name", "").fillna("").values,
@@ -353,8 +363,7 @@ def write_layers(
             })
             written[name] = _copy(conn, "station", frame)
         elif name == "walk_edge":
-            conn.execute(text("DELETE FROM walk_edge"))
-            conn.execute(text("DELETE FROM walk_node"))
+            _clear(conn, "walk_edge", "walk_node")
             nodes, edges = _walk_frames(gdf)
             with _indexes_rebuilt(conn, "walk_node", len(nodes)):
                 written["walk_node"] = _copy(conn, "walk_node", nodes)
@@ -370,7 +379,7 @@ def write_layers(
                 "(SELECT coalesce(max(id), 0) + 1 FROM walk_node), false)"
             ))
         elif name == "barrier":
-            conn.execute(text("DELETE FROM barrier"))
+            _clear(conn, "barrier")
             frame = pd.DataFrame({
                 "kind": _col(gdf, "kind").values,
                 "name": _col(gdf, "name").values,
