@@ -144,10 +144,9 @@ async def lookup_point(
     if name not in ("wgs84", "cgcs2000") and (abs(x) > 180 or abs(y) > 90):
         sx, sy, _ = lk.to_wgs84_checked(y, x, name)
         wx, wy = sy, sx  # swapped back: classify() then reports the swap
-    gi, status = index.classify(np.array([wx]), np.array([wy]))
-    if status[0] != lk.OK:
-        raise lk._status_error(int(status[0]), index, wx, wy, name)
-    g = int(gi[0])
+    g, st = index.locate_one(wx, wy)
+    if st != lk.OK:
+        raise lk._status_error(st, index, wx, wy, name)
     body = b"".join((
         b'{"point":{"lon":', _num(wx), b',"lat":', _num(wy), b',"crs":"wgs84"},"input":',
         orjson.dumps({"lon": x, "lat": y, "crs": name}), b',"boundary_distance_m":',
