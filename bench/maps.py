@@ -130,8 +130,12 @@ def main() -> None:
         )
     )
     served_grid = grid_map(
-        inputs["grids"], streets=inputs["streets"], communities=inputs["communities"],
-        stations=inputs["stations"], settings=settings, asset_base="/static/vendor",
+        inputs["grids"],
+        streets=inputs["streets"],
+        communities=inputs["communities"],
+        stations=inputs["stations"],
+        settings=settings,
+        asset_base="/static/vendor",
     )
     (out / "grid_map.html").write_text(grid_html, encoding="utf-8")
     (out / "coverage_map.html").write_text(cov_html, encoding="utf-8")
@@ -181,8 +185,19 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    print(json.dumps({k: figures[k] for k in ("grid_map_bytes", "grid_map_render_ms",
-                                              "coverage_map_bytes", "coverage_map_render_ms")}))
+    print(
+        json.dumps(
+            {
+                k: figures[k]
+                for k in (
+                    "grid_map_bytes",
+                    "grid_map_render_ms",
+                    "coverage_map_bytes",
+                    "coverage_map_render_ms",
+                )
+            }
+        )
+    )
     write_results("maps", figures)
 
 

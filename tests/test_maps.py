@@ -591,3 +591,24 @@ def test_api_pages_in_browser(browser, city_engine) -> None:  # noqa: ANN001
 def test_km_per_degree_sanity() -> None:
     # The display tolerance conversion: 2 m at 26° N is ~2.0e-5 degrees of longitude.
     assert math.isclose(mapdata._deg(2.0, 26.0), 2.0 / (111_320 * math.cos(math.radians(26))))
+
+
+def test_cli_writes_standalone_pages(city_engine, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    url = city_engine.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("WANGGE_DATABASE_URL", url)
+    runner = CliRunner()
+    for kind in ("grids", "coverage", "incidents"):
+        out = tmp_path / f"{kind}.html"
+        res = runner.invoke(app, ["map", kind, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        page = out.read_text(encoding="utf-8")
+        assert not re.findall(r"<(?:script|link)[^>]+(?:src|href)=", page)  # all inlined
+        # Every grid of the fixture is in the page's data.
+        for g in _grids()["code"]:
+            assert f'"{g}"' in page
+    res = runner.invoke(app, ["map", "grids", "--within", "12", "--out", str(tmp_path / "x.html")])
+    assert res.exit_code == 1 and "6, 9 or 12 digits" in res.output
