@@ -389,7 +389,9 @@ def write_layers(
         log.info("%s: %s rows in %.1f s", name, written.get(name), time.perf_counter() - t0)
         bar.update(1)
     bar.close()
-    for table in ("area", "building", "station", "walk_edge", "walk_node", "grid_team_member"):
-        conn.execute(text(f"ANALYZE {table}"))
+    tables = {"district": "area", "street": "area", "community": "area", "grid": "area",
+              "grid_team": "grid_team_member", "walk_node": "walk_node"}
+    for table in sorted({tables.get(n, n) for n in written}):
+        conn.execute(text(f"ANALYZE {table}"))  # fresh statistics for the planner
     log.info("generation %s written: %s", gen, written)
     return int(gen)
