@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from geo import errors
 
@@ -52,6 +52,17 @@ def install_error_handlers(app: FastAPI) -> None:
             {"error": "DatabaseUnavailable", "detail": "the database is unavailable; retry"},
             status_code=503,
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(DataError)
+    async def _bad_value(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot take (a time zone out of range, a number too large):
+        # the caller's input, not a server fault.
+        reason = str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
+        return JSONResponse(
+            {"error": "InvalidInput", "detail": f"a value was refused: {reason}",
+             "problems": [{"reason": reason}]},
+            status_code=422,
         )
 
     @app.exception_handler(DBAPIError)
