@@ -54,3 +54,41 @@ def write_results(name: str, figures: dict[str, Any]) -> Path:
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(payload, indent=2, ensure_ascii=False))
     return path
+
+
+def run_wrk(url: str, *, seconds: int, connections: int, threads: int = 1,
+            lua_script: str | None = None, headers: dict[str, str] | None = None) -> dict:
+    """Run wrk (Debian's) against ``url``; return rps, p50/p99 (ms), requests and errors
+    (non-2xx/3xx answers plus socket errors and timeouts)."""
+    import re
+    import subprocess
+
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+           "--timeout", "10s"]
+    for name, value in (headers or {}).items():
+        cmd += ["-H", f"{name}: {value}"]
+    if lua_script:
+        cmd += ["-s", lua_script]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if not m:
+            return float("nan")
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = sum(int(g) for g in sock.groups()) if sock else 0
+    return {
+        "requests": requests,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": socket_errors,
+        "errors": (int(non2xx.group(1)) if non2xx else 0) + socket_errors,
+        "raw": out,
+    }
