@@ -463,6 +463,7 @@ class _DbCache:
         self.dated: OrderedDict[int, LookupIndex] = OrderedDict()
         self.dates: dict[str, int] = {}
         self.dates_version: Any = None
+        self.building = False
 
 
 _CACHES: dict[str, _DbCache] = {}
@@ -491,14 +492,31 @@ def _with_conn(bind: Connection | Engine, fn):  # noqa: ANN001, ANN202
         return fn(conn)
 
 
+def _build_in_background(engine: Engine, cache: _DbCache, settings: LookupSettings) -> None:
+    def run() -> None:
+        try:
+            with engine.connect() as conn:
+                index = build_index(conn, settings=settings)
+            with cache.lock:
+                cache.current = index
+                cache.checked_at = time.monotonic()
+        finally:
+            cache.building = False
+
+    cache.building = True
+    threading.Thread(target=run, name="lookup-index-build", daemon=True).start()
+
+
 def get_index(bind: Connection | Engine, *, at: date | str | None = None,
-              max_staleness_ms: float = 0.0,
+              max_staleness_ms: float = 0.0, background: bool = False,
               settings: LookupSettings | None = None) -> LookupIndex:
     """The cached index of the current generation, or of the one valid on date ``at``.
 
     The version is re-read when the last check is older than ``max_staleness_ms`` (0: always);
     a changed version rebuilds. ``bind`` is a Connection (used as is) or an Engine (a connection
-    is opened only when the database must be read).
+    is opened only when the database must be read). With ``background`` (and an Engine), a
+    changed version starts a rebuild in a thread and the previous index keeps answering until
+    the new one is ready (the HTTP service does this, so a new generation never stalls it).
     """
     settings = settings or LookupSettings()
     cache = _cache_for(bind)
@@ -511,7 +529,14 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
         with cache.lock:
             version = _version(conn)
             if at is None:
-                if cache.current is None or cache.current.version != version:
+                stale = cache.current is None or cache.current.version != version
+                if stale and background and cache.current is not None \
+                        and isinstance(bind, Engine):
+                    if not cache.building:
+                        _build_in_background(bind, cache, settings)
+                    cache.checked_at = time.monotonic()
+                    return cache.current
+                if stale:
                     cache.current = build_index(conn, settings=settings)
                 cache.checked_at = time.monotonic()
                 return cache.current

@@ -116,3 +116,35 @@ def test_batch_streams_and_limits(client):
 def test_ping(client):
     r = client.get("/v1/ping")
     assert r.status_code == 200 and r.json() == {}
+
+
+def test_new_generation_served_without_restart(fresh_database):
+    import time
+
+    from test_lookup import AREAS_GEN1, C1, G12, box, write_generation
+
+    eng = seed_hand_made(fresh_database())
+    app = create_app(engine=eng)
+    with TestClient(app) as tc:
+        app.state.lookup_settings = lookup.LookupSettings(check_interval_ms=0)
+        params = {"lon": 119.305, "lat": 26.03}
+        assert tc.get("/v1/lookup", params=params).json()["grid"]["code"] == G12
+        gen2 = [a for a in AREAS_GEN1 if a[0] != "grid" or a[2] != C1] + [
+            ("grid", G11, C1, "W west", box(119.30, 26.00, 119.31, 26.04)),
+            ("grid", G12, C1, "W east", box(119.31, 26.00, 119.32, 26.04)),
+        ]
+        with eng.begin() as c:
+            write_generation(c, gen2, "2026-01-01T00:00:00+08:00", close_previous=True)
+        deadline = time.monotonic() + 30
+        code = None
+        while time.monotonic() < deadline:  # rebuilt in the background; old index meanwhile
+            r = tc.get("/v1/lookup", params=params)
+            assert r.status_code == 200
+            code = r.json()["grid"]["code"]
+            if code == G11:
+                break
+            time.sleep(0.1)
+        assert code == G11
+        old = tc.get("/v1/lookup", params={**params, "at": "2025-06-01"}).json()
+        assert old["grid"]["code"] == G12
+    eng.dispose()

@@ -140,7 +140,7 @@ async def lookup_point(
         index = lk.get_index(engine, at=at, settings=settings)
     else:
         index = lk.get_index(engine, max_staleness_ms=settings.check_interval_ms,
-                             settings=settings)
+                             background=True, settings=settings)
     if name not in ("wgs84", "cgcs2000") and (abs(x) > 180 or abs(y) > 90):
         sx, sy, _ = lk.to_wgs84_checked(y, x, name)
         wx, wy = sy, sx  # swapped back: classify() then reports the swap
