@@ -267,7 +267,10 @@ def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
     result = conn.execute(text(sql), params)
     cols = list(result.keys())
     rows = result.all()
-    df = pd.DataFrame.from_records(rows, columns=cols)
+    # Column-wise construction: from_records on SQLAlchemy Rows is ~10x slower.
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in cols]
+    df = pd.DataFrame({c: pd.Series(list(v), dtype=object) if c == "geom" else list(v)
+                       for c, v in zip(cols, columns, strict=True)})
     wkb = df.pop("geom").to_numpy(dtype=object)
     geoms = shapely.from_wkb(np.array([None if w is None else bytes(w) for w in wkb],
                                       dtype=object))
