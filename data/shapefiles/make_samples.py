@@ -1,4 +1,6 @@
-"""Make the small sample files the tests read (run: .venv/bin/python data/shapefiles/make_samples.py).
+"""Make the small sample files the tests read.
+
+Run: .venv/bin/python data/shapefiles/make_samples.py
 
 A district 350104 (Fuzhou, lon 119.28-119.32 E, lat 26.03-26.07 N): one street, two communities
 (west and east halves), each split into a north grid (sequence 001) and a south grid (002), one
