@@ -75,8 +75,11 @@ def best_rate(fn, n: int, repeat: int = 3) -> float:  # noqa: ANN001
     return n / best
 
 
-def wrk(url: str, lua: str | None, seconds: int, conns: int) -> dict[str, float]:
+def wrk(url: str, lua: str | None, seconds: int, conns: int,
+        key: str | None = None) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    if key:
+        cmd += ["-H", f"X-API-Key: {key}"]
     if lua:
         cmd += ["-s", lua]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
@@ -93,11 +96,15 @@ def wrk(url: str, lua: str | None, seconds: int, conns: int) -> dict[str, float]
 
 
 def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
-               batch_points: np.ndarray) -> dict[str, float]:
+               batch_points: np.ndarray, key: str | None) -> dict[str, float]:
+    """wrk against uvicorn; with ``key`` the access policy is on and the key is sent (the
+    production path), without it the policy is switched off (the lookup's own cost)."""
     import httpx
 
-    port = 18000 + os.getpid() % 1000
-    env = {**os.environ, "WANGGE_DB_NAME": db_name}
+    port = 18000 + os.getpid() % 1000 + (0 if key else 1)
+    env = {**os.environ, "WANGGE_DB_NAME": db_name,
+           "WANGGE_ENFORCE_ACCESS": "true" if key else "false"}
+    headers = {"X-API-Key": key} if key else {}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -112,22 +119,23 @@ def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
             except httpx.HTTPError:
                 time.sleep(0.2)
         httpx.get(base + "/v1/lookup", params={"lon": sample[0, 0], "lat": sample[0, 1]},
-                  timeout=120)  # index warm
+                  timeout=120, headers=headers).raise_for_status()  # index warm
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            f.write("pts = {" + ",".join(f"{{{x!r},{y!r}}}" for x, y in sample) + "}\n")
+            f.write("pts = {" + ",".join(f"{{{float(x)!r},{float(y)!r}}}" for x, y in sample)
+                    + "}\n")
             f.write("math.randomseed(1)\nrequest = function()\n"
                     "  local p = pts[math.random(#pts)]\n"
                     "  return wrk.format('GET', '/v1/lookup?lon=' .. p[1] .. '&lat=' .. p[2])\n"
                     "end\n")
             lua = f.name
-        single = wrk(base + "/v1/lookup", lua, seconds, conns)
-        empty = wrk(base + "/v1/ping", None, seconds, conns)
+        single = wrk(base + "/v1/lookup", lua, seconds, conns, key)
+        empty = wrk(base + "/v1/ping", None, seconds, conns, key)
         body = orjson.dumps(batch_points.tolist())
         best = float("inf")
         for _ in range(3):
             t0 = time.perf_counter()
             r = httpx.post(base + "/v1/lookup/batch", content=body, timeout=300,
-                           headers={"content-type": "application/json"})
+                           headers={"content-type": "application/json", **headers})
             r.raise_for_status()
             n = len(orjson.loads(r.content)["results"])
             best = min(best, time.perf_counter() - t0)
@@ -147,6 +155,41 @@ def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
     }
 
 
+def _http_figures(args: argparse.Namespace, eng, db_name: str, x: np.ndarray,  # noqa: ANN001
+                  y: np.ndarray, status: np.ndarray) -> dict:
+    from geo.security import create_api_key
+
+    ok = np.flatnonzero(status == lookup.OK)
+    sample = np.column_stack((x[ok[:2000]], y[ok[:2000]]))
+    batch = np.column_stack((x[: args.http_batch_points], y[: args.http_batch_points]))
+    with eng.begin() as c:
+        key = create_api_key(c, f"bench-{time.time_ns()}", scopes=("lookup",),
+                             rate_per_minute=10**9)
+    figures = http_bench(db_name, sample, args.http_seconds, args.http_connections, batch, key)
+    no_auth = http_bench(db_name, sample, args.http_seconds, args.http_connections, batch, None)
+    figures.update({f"{k}_policy_off": v for k, v in no_auth.items() if k != "wrk"})
+    return figures
+
+
+def http_only(args: argparse.Namespace, eng, db_name: str) -> None:  # noqa: ANN001
+    import json
+
+    from bench.common import RESULTS_DIR
+
+    old = json.loads((RESULTS_DIR / "lookup.json").read_text())
+    old.pop("machine", None)
+    with eng.connect() as c:
+        index = lookup.get_index(c)
+    minx, miny, maxx, maxy = shapely.bounds(index.district_geom)
+    rng = np.random.default_rng(args.seed + 1)
+    x = rng.uniform(minx, maxx, 200_000)
+    y = rng.uniform(miny, maxy, 200_000)
+    _, status = index.classify(x, y)
+    old.update(_http_figures(args, eng, db_name, x, y, status))
+    old["http_load_average_1m"] = os.getloadavg()[0]
+    write_results("lookup", old)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", type=int, default=10_000)
@@ -159,10 +202,14 @@ def main() -> None:
     ap.add_argument("--http-batch-points", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--http-only", action="store_true",
+                    help="Re-measure only the HTTP figures; keep the others from the last JSON.")
     args = ap.parse_args()
 
     url, db_name = prepare(args.grids, args.seed)
     eng = make_engine(url)
+    if args.http_only:
+        return http_only(args, eng, db_name)
     lookup.invalidate_index()
     rss0 = rss_mb()
     t0 = time.perf_counter()
@@ -248,18 +295,16 @@ def main() -> None:
         "index_array_mb": index.nbytes / 2**20,
     }
     if not args.skip_http:
-        ok = np.flatnonzero(status == lookup.OK)
-        sample = np.column_stack((x[ok[:2000]], y[ok[:2000]]))
-        batch = np.column_stack((x[: args.http_batch_points], y[: args.http_batch_points]))
-        figures.update(http_bench(db_name, sample, args.http_seconds, args.http_connections,
-                                  batch))
+        figures.update(_http_figures(args, eng, db_name, x, y, status))
     load = os.getloadavg()
     figures["load_average_1m"] = load[0]
     figures["note"] = (
         "Machine shared by 7 engineers working at once (2 cores): absolute figures are noisy, "
         "often several times slower than on a quiet machine; compare ratios from this run. "
         "sjoin time includes building the point GeoSeries from the same arrays. wrk and uvicorn "
-        "(one worker) share the 2 cores with the database and other work.")
+        "(one worker) share the 2 cores with the database and other work. http_* figures: "
+        "access policy on, an API key sent (api/security.py checks the key with one database "
+        "query per request); *_policy_off: the same with WANGGE_ENFORCE_ACCESS=false.")
     write_results("lookup", figures)
     eng.dispose()
 
