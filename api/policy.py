@@ -88,6 +88,15 @@ POLICY: dict[str, Rule] = {
     "open311_requests": PUBLIC,
     "open311_request": PUBLIC,
     "open311_post_request": REPORTERS,
+    # planners redraw grids; commanders may read the history
+    "planning_split": PLANNERS,
+    "planning_merge": PLANNERS,
+    "planning_reshape": PLANNERS,
+    "planning_reassign": PLANNERS,
+    "planning_import": PLANNERS,
+    "planning_draft": PLANNERS,
+    "planning_accept_draft": PLANNERS,
+    "planning_diff": ANALYSTS,
     # maps for the command centre
     "map_grids": READERS,
     "map_coverage": READERS,
