@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 BLOCKED_SQL = """
 CREATE TEMP TABLE _cs_blocked ON COMMIT DROP AS
 SELECT DISTINCT e.id AS edge_id
-FROM walk_edge e JOIN barrier b ON e.geom && b.geom AND ST_Crosses(e.geom, b.geom)
-WHERE b.kind = ANY(:kinds) AND NOT e.is_crossing
+FROM walk_edge e
+JOIN (SELECT ST_Subdivide(geom, 64) AS geom FROM barrier WHERE kind = ANY(:kinds)) b
+  ON e.geom && b.geom AND ST_Crosses(e.geom, b.geom)
+WHERE NOT e.is_crossing
   AND e.road_class NOT IN ('crossing', 'bridge', 'tunnel');
 CREATE UNIQUE INDEX ON _cs_blocked (edge_id);
 ANALYZE _cs_blocked;
