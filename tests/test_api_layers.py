@@ -108,3 +108,8 @@ def test_import_repair_accepted(client) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["layers"] == ["grid"] and r.json()["generation"] >= 2
     assert area_rows(client) == before + 4  # four new grid versions; old ones closed
+    # The first generation still serves the original (unrepaired) box.
+    old = client.get("/v1/layers/grid", params={"generation": 1}).json()["features"][0]
+    assert shape(old["geometry"]).equals(box(X0, YM, XM, Y1))
+    new = client.get("/v1/layers/grid").json()["features"][0]
+    assert not shape(new["geometry"]).equals(box(X0, YM, XM, Y1))

@@ -43,8 +43,11 @@ class LayerQuery:
         bbox: str | None = Query(
             None, description="minLon,minLat,maxLon,maxLat in WGS 84 degrees.",
             examples=["119.28,26.03,119.32,26.07"]),
+        generation: int | None = Query(
+            None, ge=1, description="Boundary generation to read areas from; default current."),
     ) -> None:
         self.limit = limit
+        self.generation = generation
         self.bbox = _parse_bbox(bbox) if bbox else None
 
 
@@ -72,7 +75,7 @@ def get_layer(
     q: LayerQuery = Depends(),
     conn: Connection = Depends(get_connection),
 ) -> dict[str, Any]:
-    gdf = read_layer(conn, layer, bbox=q.bbox, limit=q.limit)
+    gdf = read_layer(conn, layer, bbox=q.bbox, limit=q.limit, generation=q.generation)
     if layer == "grid_team":
         return {"type": "FeatureCollection", "features": [
             {"type": "Feature", "geometry": None,
