@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
@@ -476,8 +477,14 @@ def invalidate_index() -> None:
         _CACHES.clear()
 
 
+_ENGINE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
 def _cache_for(bind: Connection | Engine) -> _DbCache:
-    key = bind.engine.url.render_as_string(hide_password=True)
+    eng = bind.engine
+    key = _ENGINE_KEYS.get(eng)
+    if key is None:  # rendering the URL costs ~10 us: once per engine
+        key = _ENGINE_KEYS[eng] = eng.url.render_as_string(hide_password=True)
     cache = _CACHES.get(key)
     if cache is None:
         with _CACHES_LOCK:
