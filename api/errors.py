@@ -54,6 +54,17 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(ValueError)
+    async def _nul_in_text(request: Request, exc: ValueError) -> JSONResponse:
+        # psycopg2 refuses text with NUL bytes before it reaches PostgreSQL.
+        if "NUL (0x00)" not in str(exc):
+            raise exc
+        return JSONResponse(
+            {"error": "InvalidInput", "detail": "text may not contain NUL (0x00) characters",
+             "problems": [{"reason": "contains a NUL (0x00) character"}]},
+            status_code=422,
+        )
+
     @app.exception_handler(DataError)
     async def _bad_value(request: Request, exc: DataError) -> JSONResponse:
         # A value the database cannot take (a time zone out of range, a number too large):

@@ -180,13 +180,28 @@ async def current_principal(
         form_key = (await request.form()).get("api_key")
         key = form_key if isinstance(form_key, str) else None
     if key:
-        with request.app.state.engine.connect() as conn:
-            principal, per_minute = principal_from_api_key(conn, key)
+        principal, per_minute = _verified_key(request, key, settings)
         wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
         if wait is not None:
             raise RateLimited(wait)
         return principal
     return ANONYMOUS
+
+
+def _verified_key(request: Request, key: str, settings: AuthSettings) -> tuple[Principal, int]:
+    """Resolve an API key, remembering verified keys for ``api_key_cache_seconds`` so that the
+    hot path does not query the database on every request (a revoked key dies within that)."""
+    cache: dict[str, tuple[float, Principal, int]] = request.app.state.api_key_cache
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit and hit[0] > now:
+        return hit[1], hit[2]
+    with request.app.state.engine.connect() as conn:
+        principal, per_minute = principal_from_api_key(conn, key)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key] = (now + settings.api_key_cache_seconds, principal, per_minute)
+    return principal, per_minute
 
 
 def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
@@ -211,6 +226,7 @@ def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSetti
     """Middleware, the rate limiter, the 429 handler and log redaction, in one call."""
     app.state.auth_settings = auth_settings
     app.state.rate_limiter = RateLimiter()
+    app.state.api_key_cache = {}
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(RateLimited)

@@ -34,6 +34,10 @@ class AuthSettings(WanggeSettings):
     )
     jwt_ttl_minutes: int = Field(default=60, description="Lifetime of an access token (minutes).")
     min_password_length: int = Field(default=10, description="Shortest password accepted.")
+    api_key_cache_seconds: float = Field(
+        default=30.0,
+        description="How long a verified API key is trusted without asking the database (s).",
+    )
     enforce_access: bool = Field(
         default=True,
         description="Enforce the access policy (api/policy.py). Only tests of other concerns "
