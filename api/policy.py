@@ -131,6 +131,25 @@ def enforce_policy(request: Request, principal: Principal = Depends(current_prin
                     f"may not call '{operation}'")
 
 
+def caller(request: Request) -> Principal | None:
+    """The principal the policy resolved for this request (None when access is not enforced)."""
+    return getattr(request.state, "principal", None)
+
+
+def require_area(request: Request, code: str | None, *, field: str = "code") -> None:
+    """Refuse (403) a signed-in user whose area scope does not cover area ``code``.
+
+    Codes nest by prefix (district 6 ⊂ street 9 ⊂ community 12 ⊂ grid 15 digits). Admins, users
+    without an area, API keys and calls with access enforcement off pass: the operation's rule in
+    ``POLICY`` already admitted them.
+    """
+    principal = caller(request)
+    if principal is None or principal.kind != "user" or principal.covers(code):
+        return
+    raise Forbidden(f"{field} {code or '(none)'} lies outside the area {principal.area_code} "
+                    f"of {principal.role} '{principal.name}'")
+
+
 def install_policy(app: FastAPI) -> None:
     """Run ``enforce_policy`` before every route of ``app``."""
     app.router.dependencies.append(Depends(enforce_policy))

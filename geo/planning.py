@@ -702,3 +702,139 @@ def refresh_lookup(conn: Connection | None = None) -> None:
     except ImportError:  # pragma: no cover - lookup is part of the project
         return
     invalidate_index()
+
+
+# --------------------------------------------------------------------------------------------
+# draft partition (spopt max-p over street blocks)
+
+BLOCKS_SQL = """
+WITH c AS (SELECT geom FROM area WHERE level = 'community' AND code = :c
+           AND generation_high IS NULL),
+lines AS (
+    SELECT ST_Intersection(e.geom, c.geom) AS g FROM walk_edge e, c
+    WHERE ST_Intersects(e.geom, c.geom)
+    UNION ALL SELECT ST_Boundary(c.geom) FROM c
+),
+noded AS (SELECT ST_UnaryUnion(ST_Collect(ST_CollectionExtract(g, 2))) AS g FROM lines),
+blocks AS (SELECT (ST_Dump(ST_Polygonize(g))).geom AS geom FROM noded)
+SELECT ST_AsBinary(b.geom) AS wkb,
+       ST_X(ST_Transform(ST_Centroid(b.geom), :srid)) AS x,
+       ST_Y(ST_Transform(ST_Centroid(b.geom), :srid)) AS y,
+       (SELECT coalesce(sum(bd.households), 0) FROM building bd
+        WHERE ST_Intersects(b.geom, bd.location)) AS households
+FROM blocks b, c WHERE ST_Within(ST_PointOnSurface(b.geom), c.geom)
+"""
+
+
+@dataclass
+class Draft:
+    """A proposed partition of one community: grids as a GeoDataFrame (EPSG:4326)."""
+
+    community: str
+    grids: gpd.GeoDataFrame
+    blocks: int
+    threshold: float
+    ratio: float
+
+    def as_geojson(self) -> dict[str, Any]:
+        return json.loads(self.grids.to_json(drop_id=True))
+
+
+def street_blocks(conn: Connection, community: str) -> gpd.GeoDataFrame:
+    """The community's street blocks: walk edges + its boundary polygonized in PostGIS.
+
+    Columns: households (buildings by location), x, y (centroid, metres), geometry (EPSG:4326).
+    """
+    srid = _metric_srid(conn)
+    rows = conn.execute(text(BLOCKS_SQL), {"c": community, "srid": srid}).mappings().all()
+    if not rows:
+        raise NotFound(f"community {community} has no blocks (is it current?)",
+                       [Problem(reason="no current community or no streets", field="community",
+                                feature=community)])
+    return gpd.GeoDataFrame(
+        {"households": [int(r["households"]) for r in rows], "x": [r["x"] for r in rows],
+         "y": [r["y"] for r in rows]},
+        geometry=[shapely.from_wkb(bytes(r["wkb"])) for r in rows], crs=4326)
+
+
+def _score(hh: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
+    out = int(((hh < lo) | (hh > hi)).sum())
+    return out, float(hh.max() / max(hh.min(), 1))
+
+
+def draft_partition(conn: Connection, community: str, *,
+                    settings: PlanningSettings | None = None, seed: int = 0,
+                    tries: int = 2) -> Draft:
+    """Propose grids for ``community`` balanced by households, following streets.
+
+    Units are street blocks (adjacency: a shared edge, libpysal Rook). spopt's
+    ``MaxPHeuristic`` (households floor ``threshold``; homogeneity on block centroids, so the
+    regions stay compact) is run over a sweep of floors derived from the balance rule and the
+    community's total; the solution kept is the one with fewest grids outside the rule, then the
+    smallest largest/smallest household ratio. Nothing is written: accept with
+    ``accept_draft``.
+    """
+    import libpysal
+    from spopt.region import MaxPHeuristic
+
+    settings = settings or PlanningSettings()
+    blocks = street_blocks(conn, community)
+    lo, hi = settings.households_min, settings.households_max
+    total = int(blocks["households"].sum())
+    if len(blocks) == 1 or total <= hi:
+        cands: list[float] = []
+    else:
+        kmin = max(1, int(np.ceil(total / hi)))
+        kmax = max(kmin, int(total // max(lo, 1)))
+        cands = sorted({round(total / k * f) for k in range(kmin, min(kmax, kmin + 4) + 1)
+                        for f in (0.75, 0.85, 0.95)} | {lo})
+    w = libpysal.weights.Rook.from_dataframe(blocks, use_index=False, silence_warnings=True)
+    best: tuple[tuple[int, float], np.ndarray, float] | None = None
+    hh_blocks = blocks["households"].to_numpy()
+    for t in cands:
+        if t <= 0 or t > total:
+            continue
+        for k in range(tries):
+            np.random.seed(seed + k)
+            model = MaxPHeuristic(blocks, w, ["x", "y"], "households", t, top_n=2,
+                                  max_iterations_construction=5, max_iterations_sa=1)
+            try:
+                model.solve()
+            except Exception as exc:  # spopt raises on infeasible floors
+                log.debug("max-p floor %s failed: %s", t, exc)
+                continue
+            labels = np.asarray(model.labels_)
+            if (labels <= 0).any():  # unassigned blocks (floor not reachable)
+                continue
+            hh = np.bincount(labels, weights=hh_blocks)[np.unique(labels)]
+            sc = _score(hh, lo, hi)
+            if best is None or sc < best[0]:
+                best = (sc, labels, t)
+    if best is None:
+        labels, t, ratio = np.ones(len(blocks), int), float(total), 1.0
+    else:
+        (_, ratio), labels, t = best
+    blocks["region"] = labels
+    merged = blocks.dissolve(by="region", aggfunc={"households": "sum"}).reset_index()
+    merged["geometry"] = merged.geometry.buffer(0)
+    grids = gpd.GeoDataFrame({"code": None, "parent_code": community,
+                              "name": [f"草案{i + 1}" for i in range(len(merged))],
+                              "responsible_body": "居民委员会",
+                              "households": merged["households"].astype(int)},
+                             geometry=merged.geometry.values, crs=4326)
+    return Draft(community=community, grids=grids, blocks=len(blocks), threshold=float(t),
+                 ratio=float(ratio))
+
+
+def accept_draft(conn: Connection, community: str, grids: gpd.GeoDataFrame | dict[str, Any], *,
+                 effective_from: datetime | None = None,
+                 settings: PlanningSettings | None = None) -> ChangeResult:
+    """Accept a draft (GeoDataFrame or GeoJSON FeatureCollection) as one change of
+    ``community``: its grids replace the community's, with new DB11 codes."""
+    if isinstance(grids, dict):
+        grids = gpd.GeoDataFrame.from_features(grids.get("features", []), crs=4326)
+    grids = grids.copy()
+    grids["code"] = None
+    grids["parent_code"] = community
+    return import_grid_layer(conn, grids, community=community, effective_from=effective_from,
+                             settings=settings)
