@@ -29,15 +29,27 @@ def serve(
 
 def demo(
     port: int = typer.Option(None, help="Port (default WANGGE_PORT)."),
+    password: str = typer.Option(None, envvar="WANGGE_DEMO_PASSWORD",
+                                 help="Password of the demo-admin account (default: a new "
+                                 "random one, printed)."),
 ) -> None:
-    """Start the embedded database, migrate, load the demo district, and serve the API."""
+    """Start the embedded database, migrate, load the demo district, and serve the API.
+
+    Prints the ``demo-admin`` credentials: sign in at /docs (Authorize) to try every route.
+    """
     from cli.common import engine
-    from geo.demo import ensure_demo_loaded
+    from geo.demo import DEMO_ADMIN, ensure_demo_loaded, reset_demo_admin
 
     eng = engine()
     with eng.begin() as conn:
         ensure_demo_loaded(conn)
+        secret = reset_demo_admin(conn, password)
     eng.dispose()
+    settings = ApiSettings()
+    url = f"http://{settings.host}:{port or settings.port}"
+    typer.echo(f"\nwangge demo: {url}/docs  (Authorize as {DEMO_ADMIN} / {secret})\n"
+               f"  token:  curl -s -d username={DEMO_ADMIN} -d password='{secret}' "
+               f"{url}/v1/auth/token\n")
     serve(host=None, port=port, workers=1)
 
 

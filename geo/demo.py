@@ -43,3 +43,26 @@ def ensure_demo_loaded(conn: Connection, *, settings: DataSettings | None = None
         return False
     load_demo(conn, settings=settings)
     return True
+
+
+DEMO_ADMIN = "demo-admin"
+
+
+def reset_demo_admin(conn: Connection, password: str | None = None) -> str:
+    """Create the demo's ``demo-admin`` account (role admin) or reset its password.
+
+    Returns the password: ``password`` if given, else a new random one (the stored hash is
+    argon2, so a forgotten password can only be replaced, never shown again).
+    """
+    import secrets
+
+    from geo.security import AuthSettings, create_user, hash_password
+
+    password = password or secrets.token_urlsafe(12)
+    updated = conn.execute(
+        text("UPDATE app_user SET password_hash = :h WHERE username = :u RETURNING id"),
+        {"h": hash_password(password), "u": DEMO_ADMIN},
+    ).first()
+    if updated is None:
+        create_user(conn, DEMO_ADMIN, password, "admin", settings=AuthSettings())
+    return password
