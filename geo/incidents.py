@@ -23,7 +23,8 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Problem
+from geo.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Problem
+from geo.security import EVERYTHING, Scope, code_prefix_sql
 from geo.settings import WanggeSettings
 
 STEPS_ZH = {
@@ -175,6 +176,46 @@ def _category(conn: Connection, code: str) -> Any:
     return row
 
 
+def _scope_where(scope: Scope, params: dict[str, Any]) -> list[str]:
+    """SQL conditions (on alias ``i``) for the rows ``scope`` reaches; binds into ``params``.
+
+    An area is a grid-code range (btree on grid_code), a department the array containment the
+    GIN index on ``department_ids`` serves, a reporter the partial index of migration 0007.
+    """
+    where = []
+    if scope.area is not None:
+        where.append(code_prefix_sql("i.grid_code", scope.area, params, "scope"))
+    if scope.department_id is not None:
+        where.append("i.department_ids @> ARRAY[CAST(:scope_dep AS integer)]")
+        params["scope_dep"] = scope.department_id
+    if scope.reporter_user_id is not None:
+        where.append("i.reporter_user_id = :scope_uid")
+        params["scope_uid"] = scope.reporter_user_id
+    return where
+
+
+def _in_scope(conn: Connection, incident_id: int, scope: Scope, *, lock: bool = False) -> Any:
+    """The case row (id, status, rating, ...) if ``scope`` reaches it; else NotFound/Forbidden.
+
+    One query: the row and whether the scope holds it, so a case outside the scope is told
+    apart from a missing one (and ``FOR UPDATE`` locks it when ``lock``).
+    """
+    params: dict[str, Any] = {"i": incident_id}
+    inside = " AND ".join(_scope_where(scope, params)) or "true"
+    row = conn.execute(
+        text("SELECT id, status, rating, escalation_level, department_ids, category_code,"
+             f" reported_at, ({inside}) AS in_scope FROM incident i WHERE id = :i"
+             + (" FOR UPDATE" if lock else "")),
+        params,
+    ).first()
+    if row is None or (not row.in_scope and scope.hides):
+        raise NotFound(f"incident {incident_id} does not exist")
+    if not row.in_scope:
+        raise Forbidden(f"incident {incident_id} lies outside your scope",
+                        [Problem(reason="not in your area, department or reports", field="id")])
+    return row
+
+
 # ---------------------------------------------------------------- intake
 
 
@@ -193,6 +234,7 @@ def report(
     reporter_name: str | None = None,
     reporter_contact: str | None = None,
     reporter_device: str | None = None,
+    reporter_user_id: int | None = None,
     now: datetime | None = None,
     locator: Locator | None = None,
 ) -> ReportResult:
@@ -202,6 +244,7 @@ def report(
     ``geo.lookup.locate_point``; a report of the same category within
     ``duplicate_radius_m`` metres of an open case reported in the last
     ``duplicate_window_hours`` is stored as a duplicate linked to that case.
+    ``reporter_user_id`` records the signed-in user who reported (a resident's "my reports").
     """
     if description is not None and len(description) > 10_000:
         raise InvalidInput("description too long",
@@ -249,11 +292,11 @@ def report(
                 INSERT INTO incident (category_code, description, address, location, input_crs,
                     district_code, street_code, community_code, grid_code, boundary_distance_m,
                     near_boundary, status, duplicate_of, department_ids, source, reporter_name,
-                    reporter_contact, reporter_device, reported_at, updated_at, checkin_due,
-                    amber_at, resolve_due, closed_at)
+                    reporter_contact, reporter_device, reporter_user_id, reported_at, updated_at,
+                    checkin_due, amber_at, resolve_due, closed_at)
                 SELECT :c, :d, :a, pt.g, :crs, :dc, :sc, :cc, :gc, :bd, :near,
                     CASE WHEN dup.id IS NULL THEN 'reported' ELSE 'duplicate' END, dup.id,
-                    :deps, :src, :rn, :rc, :rd, :now, :now, :cd, :amb, :rdue,
+                    :deps, :src, :rn, :rc, :rd, :uid, :now, :now, :cd, :amb, :rdue,
                     CASE WHEN dup.id IS NULL THEN NULL ELSE CAST(:now AS timestamptz) END
                 FROM pt LEFT JOIN dup ON true
                 RETURNING id, status, duplicate_of
@@ -278,7 +321,8 @@ def report(
          "r": settings.duplicate_radius_m, "crs": crs,
          "dc": _code(getattr(found, "district", None)), "sc": street, "cc": community,
          "gc": grid, "bd": bdist, "near": near, "deps": list(cat.deps), "src": source,
-         "rn": reporter_name, "rc": reporter_contact, "rd": reporter_device, "now": now,
+         "rn": reporter_name, "rc": reporter_contact, "rd": reporter_device,
+         "uid": reporter_user_id, "now": now,
          "cd": checkin_due, "amb": amber_at, "rdue": resolve_due, "actor": actor,
          "detail": json.dumps({"near_boundary": near, "crs": crs})},
     ).one()
@@ -298,15 +342,9 @@ def _history(conn: Connection, incident_id: int, action: str, from_status: str |
     ).scalar_one()
 
 
-def _lock(conn: Connection, incident_id: int) -> Any:
-    row = conn.execute(
-        text("SELECT id, status, rating, escalation_level, department_ids, category_code,"
-             " reported_at FROM incident WHERE id = :i FOR UPDATE"),
-        {"i": incident_id},
-    ).first()
-    if row is None:
-        raise NotFound(f"incident {incident_id} does not exist")
-    return row
+def _lock(conn: Connection, incident_id: int, scope: Scope = EVERYTHING) -> Any:
+    """Lock the case row for a change; refuse a case outside ``scope``."""
+    return _in_scope(conn, incident_id, scope, lock=True)
 
 
 # ---------------------------------------------------------------- the state machine
@@ -322,18 +360,20 @@ def transition(
     rating: int | None = None,
     settings: IncidentSettings,
     now: datetime | None = None,
+    scope: Scope = EVERYTHING,
 ) -> dict[str, Any]:
     """Move a case along the six-step loop; refuse anything not in ``TRANSITIONS`` (Conflict).
 
     ``rating`` (1-5) is required to enter ``rated``. Reopening (rated → in_progress) is allowed
-    only after a poor rating (≤ ``poor_rating_max``). Returns the history entry.
+    only after a poor rating (≤ ``poor_rating_max``). A case outside ``scope`` is refused.
+    Returns the history entry.
     """
     if to_status not in STATUSES:
         raise InvalidInput(f"unknown status '{to_status}'",
                            [Problem(reason=f"one of {', '.join(STATUSES)}", field="to")])
     if not actor:
         raise InvalidInput("an actor is required", [Problem(reason="empty", field="actor")])
-    case = _lock(conn, incident_id)
+    case = _lock(conn, incident_id, scope)
     action = TRANSITIONS.get((case.status, to_status))
     if action is None:
         allowed = [t for (f, t) in TRANSITIONS if f == case.status]
@@ -377,9 +417,9 @@ def _apply_update(conn: Connection, sql: str, params: dict[str, Any]) -> None:
 
 def reroute(conn: Connection, incident_id: int, department_codes: Iterable[str], *,
             actor: str, note: str | None = None, settings: IncidentSettings,
-            now: datetime | None = None) -> dict[str, Any]:
+            now: datetime | None = None, scope: Scope = EVERYTHING) -> dict[str, Any]:
     """Send a case to other departments: back to 吹哨 with a fresh check-in deadline."""
-    case = _lock(conn, incident_id)
+    case = _lock(conn, incident_id, scope)
     if case.status not in REROUTABLE:
         raise Conflict(f"incident {incident_id} is '{case.status}': only cases in "
                        f"{', '.join(sorted(REROUTABLE))} can be re-routed",
@@ -416,9 +456,9 @@ def _department_ids(conn: Connection, codes: Iterable[str]) -> list[int]:
 
 
 def urge(conn: Connection, incident_id: int, *, actor: str, note: str | None = None,
-         now: datetime | None = None) -> dict[str, Any]:
+         now: datetime | None = None, scope: Scope = EVERYTHING) -> dict[str, Any]:
     """督办: the command centre urges and supervises an open case (recorded in history)."""
-    case = _lock(conn, incident_id)
+    case = _lock(conn, incident_id, scope)
     if case.status in ("closed", "duplicate"):
         raise Conflict(f"incident {incident_id} is {case.status}: nothing to urge",
                        [Problem(reason="case not open", field="id")])
@@ -430,20 +470,24 @@ def urge(conn: Connection, incident_id: int, *, actor: str, note: str | None = N
 
 
 def escalate_overdue(conn: Connection, *, settings: IncidentSettings,
-                     now: datetime | None = None, actor: str = "system") -> list[dict[str, Any]]:
-    """Escalate grid → street → district every case no department checked in to in time.
+                     now: datetime | None = None, actor: str = "system",
+                     scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
+    """Escalate grid → street → district every case (within ``scope``) no department checked
+    in to in time.
 
     Each escalation restarts the check-in clock and is written to the history. Returns the
     escalations made.
     """
     now = now or datetime.now(UTC)
+    params: dict[str, Any] = {"n": now}
+    where = " ".join(f"AND {w}" for w in _scope_where(scope, params))
     rows = conn.execute(
         text("SELECT i.id, i.escalation_level, c.checkin_workdays FROM incident i"
              " JOIN incident_category c ON c.code = i.category_code"
              " WHERE i.status = 'reported' AND i.checkin_due < :n"
-             " AND i.escalation_level <> 'district' ORDER BY i.checkin_due"
+             f" AND i.escalation_level <> 'district' {where} ORDER BY i.checkin_due"
              " FOR UPDATE OF i SKIP LOCKED"),
-        {"n": now},
+        params,
     ).all()
     cal = WorkCalendar(settings)
     out = []
@@ -465,7 +509,8 @@ def escalate_overdue(conn: Connection, *, settings: IncidentSettings,
 
 
 def attach_photo(conn: Connection, incident_id: int, data: bytes, content_type: str, *,
-                 settings: IncidentSettings, history_id: int | None = None) -> int:
+                 settings: IncidentSettings, history_id: int | None = None,
+                 scope: Scope = EVERYTHING) -> int:
     """Store a photo (bytes) for a case, optionally for one history step (e.g. 反馈)."""
     if len(data) > settings.photo_max_bytes:
         raise PayloadTooLarge(
@@ -477,7 +522,7 @@ def attach_photo(conn: Connection, incident_id: int, data: bytes, content_type: 
     if not content_type.startswith("image/"):
         raise InvalidInput("a photo must be an image",
                            [Problem(reason=f"content type {content_type}", field="photo")])
-    _lock(conn, incident_id)
+    _lock(conn, incident_id, scope)
     if history_id is not None:
         ok = conn.execute(text("SELECT 1 FROM incident_history WHERE id = :h AND"
                                " incident_id = :i"), {"h": history_id, "i": incident_id}).first()
@@ -490,7 +535,10 @@ def attach_photo(conn: Connection, incident_id: int, data: bytes, content_type: 
     ).scalar_one()
 
 
-def get_photo(conn: Connection, incident_id: int, photo_id: int) -> tuple[bytes, str]:
+def get_photo(conn: Connection, incident_id: int, photo_id: int, *,
+              scope: Scope = EVERYTHING) -> tuple[bytes, str]:
+    """A photo's bytes and content type; refused for a case outside ``scope``."""
+    _in_scope(conn, incident_id, scope)
     row = conn.execute(text("SELECT data, content_type FROM incident_photo WHERE id = :p"
                             " AND incident_id = :i"), {"p": photo_id, "i": incident_id}).first()
     if row is None:
@@ -518,8 +566,11 @@ _PUBLIC_COLS = """
 
 
 def get(conn: Connection, incident_id: int, *, history: bool = True,
-        now: datetime | None = None) -> dict[str, Any]:
-    """One case (no personal data of the reporter) with its history and photo list."""
+        now: datetime | None = None, scope: Scope = EVERYTHING) -> dict[str, Any]:
+    """One case (no personal data of the reporter) with its history and photo list; refused
+    (403, or 404 for a reporter's scope) when outside ``scope``."""
+    if not scope.everything:
+        _in_scope(conn, incident_id, scope)
     row = conn.execute(
         text(f"SELECT {_PUBLIC_COLS} FROM incident i JOIN incident_category c"
              " ON c.code = i.category_code WHERE i.id = :i"),
@@ -544,10 +595,11 @@ def list_incidents(
     conn: Connection, *, status: Iterable[str] | None = None, category: Iterable[str] | None
     = None, street: str | None = None, grid: str | None = None, ids: Iterable[int] | None = None,
     start: datetime | None = None, end: datetime | None = None, limit: int = 1000,
-    now: datetime | None = None,
+    now: datetime | None = None, scope: Scope = EVERYTHING,
 ) -> list[dict[str, Any]]:
-    """Cases matching the filters, newest first (public fields only)."""
-    where, params = ["true"], {"now": now or datetime.now(UTC), "lim": min(int(limit), 10_000)}
+    """Cases matching the filters and within ``scope``, newest first (public fields only)."""
+    params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": min(int(limit), 10_000)}
+    where = ["true", *_scope_where(scope, params)]
     if status:
         where.append("i.status = ANY(:status)")
         params["status"] = list(status)
@@ -577,14 +629,15 @@ def list_incidents(
 
 def overdue(conn: Connection, *, street: str | None = None, grid: str | None = None,
             department: str | None = None, level: str = "red", now: datetime | None = None,
-            limit: int = 1000) -> list[dict[str, Any]]:
+            limit: int = 1000, scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
     """Open cases past their resolution deadline (``level='red'``) or past 80 % (``'amber'``),
-    for one street, grid or department; earliest due first. Uses the partial open-case index."""
+    for one street, grid or department, within ``scope``; earliest due first. Uses the partial
+    open-case index."""
     if level not in ("red", "amber"):
         raise InvalidInput("level is red or amber", [Problem(reason="unknown", field="level")])
     col = "resolve_due" if level == "red" else "amber_at"
-    where, params = ["i.is_open", f"i.{col} <= :now"], {"now": now or datetime.now(UTC),
-                                                         "lim": int(limit)}
+    params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": int(limit)}
+    where = ["i.is_open", f"i.{col} <= :now", *_scope_where(scope, params)]
     if street:
         where.append("i.street_code = :street")
         params["street"] = street
@@ -631,13 +684,14 @@ LEVEL_COLUMN = {"grid": "grid_code", "community": "community_code", "street": "s
 
 def stats(conn: Connection, *, by: str = "grid", street: str | None = None,
           start: datetime | None = None, end: datetime | None = None,
-          now: datetime | None = None) -> list[dict[str, Any]]:
+          now: datetime | None = None, scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
     """Counts, median hours per step and satisfaction per grid/community/street/department,
-    for cases reported in [start, end] (optionally within one street)."""
+    for cases reported in [start, end] (optionally within one street) and within ``scope``."""
     if by not in (*LEVEL_COLUMN, "department"):
         raise InvalidInput("by is grid, community, street or department",
                            [Problem(reason=f"unknown '{by}'", field="by")])
-    where, params = ["true"], {"now": now or datetime.now(UTC)}
+    params: dict[str, Any] = {"now": now or datetime.now(UTC)}
+    where = ["true", *_scope_where(scope, params)]
     if street:
         where.append("i.street_code = :street")
         params["street"] = street

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from geo.crs import to_wgs84
 from geo.errors import InvalidInput, NotFound, Problem, UnknownCRS
+from geo.security import LAYER_AREA_COLUMN, code_prefix_sql
 from geo.settings import DataSettings
 from geo.validate import AREA_LEVELS, LAYERS, validate_layers
 
@@ -203,11 +204,14 @@ def _generation_clause(generation: int | None) -> str:
 
 def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
                bbox: tuple[float, float, float, float] | None = None,
-               limit: int | None = None) -> gpd.GeoDataFrame:
+               limit: int | None = None, within: str | None = None) -> gpd.GeoDataFrame:
     """One layer of the contract as a GeoDataFrame in EPSG:4326.
 
     Areas come from the current generation unless ``generation`` is given (then the versions
     valid in it). ``bbox`` (minx, miny, maxx, maxy in degrees) and ``limit`` narrow the result.
+    ``within`` (an area code) keeps features whose area code starts with it (areas: their code;
+    buildings and teams: grid code; stations and compounds: community code) or, for layers
+    without one (walk_edge, barrier), that intersect that current area.
     """
     params: dict[str, Any] = {"gen": generation}
     where = []
@@ -248,6 +252,14 @@ def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
         raise NotFound(f"unknown layer {layer!r}",
                        [Problem(reason=f"expected one of {', '.join(LAYERS)}", field="layer",
                                 feature=layer)])
+    if within is not None:
+        column = LAYER_AREA_COLUMN.get(layer)
+        if column:
+            where.append(code_prefix_sql(column, within, params, "within"))
+        else:
+            where.append("EXISTS (SELECT 1 FROM area_current w WHERE w.code = :within"
+                         f" AND ST_Intersects(w.geom, {geom}))")
+            params["within"] = within
     if bbox is not None and geom:
         where.append(f"{geom} && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
         params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])

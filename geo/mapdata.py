@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from geo.errors import InvalidInput, Problem
+from geo.security import code_prefix_sql
 
 CLOSED_STATUSES = ("resolved", "closed", "rejected", "cancelled", "archived", "duplicate")
 # Steps of the incident loop (0004) in which the case is still being worked on.
@@ -51,10 +52,10 @@ def _has_table(conn: Connection, table: str) -> bool:
 
 
 def _check_prefix(code: str | None) -> None:
-    if code is not None and (not code.isdigit() or len(code) not in (6, 9, 12)):
+    if code is not None and (not code.isdigit() or len(code) not in (6, 9, 12, 15)):
         raise InvalidInput(
-            "area code must be 6, 9 or 12 digits",
-            [Problem(reason="not a district, street or community code", field="area")],
+            "area code must be 6, 9 or 12 digits (or a 15-digit grid)",
+            [Problem(reason="not a district, street, community or grid code", field="within")],
         )
 
 
@@ -165,7 +166,10 @@ def incidents_for_map(conn: Connection, *, within: str | None = None) -> gpd.Geo
     Duplicates are left out.
     """
     _check_prefix(within)
-    params: dict = {"within": within}
+    params: dict = {}
+    area = "true"
+    if within is not None:  # a grid-code range: served by the btree on (grid_code, reported_at)
+        area = code_prefix_sql("i.grid_code", within, params)
     if _has_column(conn, "incident", "resolve_due"):
         overdue = "(i.status IN :working AND i.resolve_due < now())"
         params["working"] = list(WORKING_STATUSES)
@@ -181,8 +185,7 @@ def incidents_for_map(conn: Connection, *, within: str | None = None) -> gpd.Geo
                coalesce({overdue}, false) AS overdue, {sat} AS satisfaction,
                i.location AS geometry
         FROM incident i JOIN incident_category c ON c.code = i.category_code
-        WHERE (CAST(:within AS text) IS NULL OR i.grid_code LIKE :within || '%')
-          AND i.status <> 'duplicate'
+        WHERE {area} AND i.status <> 'duplicate'
         ORDER BY i.id
     """  # only fixed SQL fragments are interpolated; every value is bound
     stmt = text(sql).bindparams(bindparam("working", expanding=True))

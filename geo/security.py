@@ -10,16 +10,22 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import geopandas as gpd
 import jwt
+import pandas as pd
+import shapely
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.errors import Conflict, InvalidInput, Problem, Unauthenticated
+from geo.crs import to_wgs84
+from geo.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from geo.settings import WanggeSettings
+from geo.validate import AREA_LEVELS, LAYERS
 
 ROLES = ("resident", "grid_worker", "department_staff", "planner", "commander", "admin")
 _hasher = PasswordHasher()
@@ -65,6 +71,60 @@ class Principal:
 
 
 ANONYMOUS = Principal(kind="anonymous", name="anonymous")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The rows a caller may reach, applied in SQL by the ``geo`` read and write functions.
+
+    Each set field narrows (they combine with AND); ``Scope()`` reaches everything.
+    ``area``: an area code; rows whose grid code starts with it. ``department_id``: rows routed
+    to that department. ``reporter_user_id``: rows that user reported; such a caller is told a
+    row outside the scope does not exist (404), so that the existence of others' reports does
+    not leak, where other callers get 403.
+    """
+
+    area: str | None = None
+    department_id: int | None = None
+    reporter_user_id: int | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.area is None and self.department_id is None and self.reporter_user_id is None
+
+    @property
+    def hides(self) -> bool:
+        """Rows outside this scope are answered as missing (404), not forbidden (403)."""
+        return self.reporter_user_id is not None
+
+
+EVERYTHING = Scope()
+
+
+def code_range(prefix: str) -> tuple[str, str | None]:
+    """``[low, high)`` bounds of the codes starting with the digit string ``prefix``.
+
+    ``code >= low AND code < high`` selects exactly those codes in byte (and digit) order and,
+    unlike ``LIKE prefix || '%'``, is served by a plain btree index under any collation.
+    ``high`` is None for an all-nines prefix (no upper bound needed beyond the prefix test).
+    """
+    if not prefix.isdigit():
+        raise InvalidInput("an area code is digits",
+                           [Problem(reason=f"'{prefix}' is not a digit string", field="area")])
+    if set(prefix) == {"9"}:
+        return prefix, None
+    return prefix, str(int(prefix) + 1).zfill(len(prefix))
+
+
+def code_prefix_sql(column: str, prefix: str, params: dict[str, Any], key: str = "prefix") -> str:
+    """SQL condition "``column`` starts with ``prefix``" as an index-friendly range; binds
+    ``key_lo``/``key_hi`` into ``params``. ``column`` is a fixed identifier, never input."""
+    low, high = code_range(prefix)
+    params[f"{key}_lo"] = low
+    if high is None:
+        return f"{column} >= :{key}_lo"
+    params[f"{key}_hi"] = high
+    return f"{column} >= :{key}_lo AND {column} < :{key}_hi"
 
 
 def hash_password(password: str) -> str:
@@ -171,3 +231,74 @@ def principal_from_api_key(conn: Connection, key: str) -> tuple[Principal, int]:
     if row is None:
         raise Unauthenticated("unknown or revoked API key")
     return Principal("api_key", row.name, scopes=tuple(row.scopes)), row.rate_per_minute
+
+
+# ---------------------------------------------------------------- layers scoped by area
+
+# The area-code column that places each layer's features in an area; the others (walk_edge,
+# barrier) are placed by geometry.
+LAYER_AREA_COLUMN = {**{level: "code" for level in AREA_LEVELS}, "grid_team": "grid_code",
+                     "building": "grid_code", "station": "community_code",
+                     "compound": "community_code"}
+_LAYER_TABLE = {"grid_team": "grid_team_member"}
+_SHOWN_PER_LAYER = 20
+
+
+def refuse_import_outside(conn: Connection, layers: dict[str, gpd.GeoDataFrame],
+                          area: str) -> None:
+    """Refuse (403) an import, by a caller scoped to ``area``, that reaches beyond the area.
+
+    Every feature must lie in the area: its area code (``LAYER_AREA_COLUMN``) starts with
+    ``area`` or, without one, its geometry meets the current area. And since an import
+    replaces a whole layer (``geo.store.write_layers``), the layer must not now hold features
+    outside the area. Collects every problem (at most 20 features named per layer), raises once.
+    """
+    row = conn.execute(text("SELECT ST_AsBinary(ST_Union(geom)) AS g FROM area_current"
+                            " WHERE code = :a"), {"a": area}).first()
+    region = shapely.from_wkb(bytes(row.g)) if row and row.g is not None else None
+    problems: list[Problem] = []
+    for name, gdf in layers.items():
+        if name not in LAYERS:
+            continue  # not a layer of the contract: the import refuses it by name
+        column = LAYER_AREA_COLUMN.get(name)
+        codes = (gdf[column].astype("string") if column in gdf.columns
+                 else pd.Series(pd.NA, index=gdf.index, dtype="string"))
+        inside = codes.str.startswith(area).fillna(False).astype(bool)
+        uncoded = (codes.isna() | (codes.str.len() == 0)).fillna(True).astype(bool)
+        if uncoded.any() and isinstance(gdf, gpd.GeoDataFrame) and region is not None:
+            geoms = to_wgs84(name, gdf).geometry[uncoded].to_numpy()
+            inside[uncoded] = shapely.intersects(region, geoms)
+        outside = list(gdf.index[~inside.to_numpy()])
+        for idx in outside[:_SHOWN_PER_LAYER]:
+            problems.append(Problem(reason=f"outside your area {area}",
+                                    field=column if column and not uncoded[idx] else "geometry",
+                                    feature=f"{name}[{idx}]"))
+        if len(outside) > _SHOWN_PER_LAYER:
+            problems.append(Problem(reason=f"{len(outside)} features outside your area {area}",
+                                    field="layer", feature=name))
+        if _holds_outside(conn, name, area):
+            problems.append(Problem(
+                reason=f"an import replaces the whole '{name}' layer, which holds features "
+                "outside your area; an admin imports it, or use the planning operations",
+                field="layer", feature=name))
+    if problems:
+        raise Forbidden(f"the import reaches outside your area {area}; nothing was written",
+                        problems)
+
+
+def _holds_outside(conn: Connection, layer: str, area: str) -> bool:
+    """True if the stored ``layer`` has a feature outside ``area`` (what an import replaces)."""
+    params: dict[str, Any] = {"a": area, "level": layer}
+    column = LAYER_AREA_COLUMN.get(layer)
+    if layer in AREA_LEVELS:
+        source = "area_current t"
+        where = f"level = :level AND NOT ({code_prefix_sql('code', area, params)})"
+    elif column:
+        source = f"{_LAYER_TABLE.get(layer, layer)} t"
+        where = f"{column} IS NULL OR NOT ({code_prefix_sql(column, area, params)})"
+    else:
+        source = f"{layer} t"
+        where = ("NOT EXISTS (SELECT 1 FROM area_current w WHERE w.code = :a"
+                 " AND ST_Intersects(w.geom, t.geom))")
+    return bool(conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {source} WHERE {where})"),
+                             params).scalar())
