@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI, Request
 
 from api.security import current_principal
 from geo.errors import Forbidden, Unauthenticated
-from geo.security import Principal
+from geo.security import EVERYTHING, Principal, Scope
 
 ALL_ROLES = frozenset(
     {"resident", "grid_worker", "department_staff", "planner", "commander", "admin"}
@@ -70,11 +70,12 @@ POLICY: dict[str, Rule] = {
     # incidents (own API)
     "report_incident": REPORTERS,
     "attach_incident_photo": REPORTERS,
-    "list_incidents": STAFF_ONLY,
+    # residents reach their own reports only (handlers pass ``scope_of(request)`` down)
+    "list_incidents": ANY_USER,
     "overdue_incidents": STAFF_ONLY,
     "incident_stats": STAFF_ONLY,
-    "get_incident": STAFF_ONLY,
-    "get_incident_photo": STAFF_ONLY,
+    "get_incident": ANY_USER,
+    "get_incident_photo": ANY_USER,
     "transition_incident": Rule(roles=CASE_WORKERS.roles | {"resident"}),
     "reroute_incident": Rule(roles=frozenset({"grid_worker", "commander"})),
     "urge_incident": COMMANDERS,
@@ -148,6 +149,60 @@ def require_area(request: Request, code: str | None, *, field: str = "code") -> 
         return
     raise Forbidden(f"{field} {code or '(none)'} lies outside the area {principal.area_code} "
                     f"of {principal.role} '{principal.name}'")
+
+
+# The steps of the loop a resident takes on their own report: 评价, rating the result.
+RESIDENT_STEPS = frozenset({"rated"})
+
+
+def scope_of(request: Request) -> Scope:
+    """The rows the caller may reach, for the ``geo`` functions to apply in SQL.
+
+    resident: the reports they made; department staff: cases routed to their department (and
+    inside their area, if they have one); grid worker, planner, commander: their area. Admins,
+    API keys (already limited by key scope) and calls with enforcement off reach everything.
+    """
+    p = caller(request)
+    if p is None or p.kind != "user" or p.role == "admin":
+        return EVERYTHING
+    if p.role == "resident":
+        return Scope(reporter_user_id=p.user_id if p.user_id is not None else -1)
+    return Scope(area=p.area_code,
+                 department_id=p.department_id if p.role == "department_staff" else None)
+
+
+def _own_area(request: Request) -> str | None:
+    p = caller(request)
+    return p.area_code if p is not None and p.kind == "user" and p.role != "admin" else None
+
+
+def area_within(request: Request, within: str | None, *, field: str = "within") -> str | None:
+    """The area prefix a read is restricted to: the narrower of ``within`` and the caller's own
+    area (None: everything). 403 when the two are disjoint."""
+    own = _own_area(request)
+    if within is not None and own is not None and own.startswith(within):
+        return own  # a wider filter than the caller's area is narrowed to it
+    if within is not None:
+        require_area(request, within, field=field)
+        return within
+    return own
+
+
+def require_overlap(request: Request, **codes: str | None) -> None:
+    """Refuse (403) an area filter (field=code) disjoint from the caller's area; a wider one
+    is fine, since the caller's scope narrows the rows anyway."""
+    for field, code in codes.items():
+        if code is not None:
+            area_within(request, code, field=field)
+
+
+def require_step(request: Request, to_status: str) -> None:
+    """Refuse (403) a resident moving a case to any step but their own (rating it)."""
+    p = caller(request)
+    if p is not None and p.kind == "user" and p.role == "resident" \
+            and to_status not in RESIDENT_STEPS:
+        raise Forbidden(f"a resident may only take the steps {', '.join(sorted(RESIDENT_STEPS))} "
+                        f"of their own report, not '{to_status}'")
 
 
 def install_policy(app: FastAPI) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
+from api.policy import require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
 from geo.security import Principal
@@ -106,44 +107,51 @@ def report_incident(body: ReportIn, request: Request,
                          description=body.description, address=body.address,
                          actor=_actor(principal, body.actor), source="api",
                          reporter_name=body.reporter_name,
-                         reporter_contact=body.reporter_contact, settings=_settings(request),
+                         reporter_contact=body.reporter_contact,
+                         reporter_user_id=principal.user_id if principal.kind == "user" else None,
+                         settings=_settings(request),
                          locator=getattr(request.app.state, "incident_locator", None))
     return res.__dict__
 
 
 @router.get("/incidents", operation_id="list_incidents", response_model=list[dict[str, Any]],
-            summary="List incidents (public fields) by status, category, street, grid, period")
+            summary="List incidents (public fields) by status, category, street, grid, period; "
+            "only those in the caller's area, department or own reports")
 def list_incidents(
+    request: Request,
     status: list[str] | None = Query(None), category: list[str] | None = Query(None),
     street: str | None = None, grid: str | None = None, start: datetime | None = None,
     end: datetime | None = None, limit: int = Query(100, ge=1, le=10_000),
     conn: Connection = Depends(get_connection),
 ) -> Any:
+    require_overlap(request, street=street, grid=grid)
     return inc.list_incidents(conn, status=status, category=category, street=street, grid=grid,
-                              start=start, end=end, limit=limit)
+                              start=start, end=end, limit=limit, scope=scope_of(request))
+
 
 
 @router.get("/incidents/overdue", operation_id="overdue_incidents",
             response_model=list[dict[str, Any]],
             summary="Open cases past their deadline (red) or 80 % of it (amber)")
-def overdue_incidents(street: str | None = None, grid: str | None = None,
+def overdue_incidents(request: Request, street: str | None = None, grid: str | None = None,
                       department: str | None = None, level: str = "red",
                       limit: int = Query(1000, ge=1, le=10_000),
                       conn: Connection = Depends(get_connection)) -> Any:
+    require_overlap(request, street=street, grid=grid)
     return inc.overdue(conn, street=street, grid=grid, department=department, level=level,
-                       limit=limit)
+                       limit=limit, scope=scope_of(request))
 
 
 @router.get("/incidents/stats", operation_id="incident_stats",
             summary="Per grid/community/street/department: counts, median hours per step, "
             "satisfaction; GeoJSON FeatureCollection (format=geojson) or JSON list",
             response_model=dict[str, Any] | list[dict[str, Any]])
-def incident_stats(by: str = "grid", street: str | None = None, start: datetime | None = None,
-                   end: datetime | None = None, format: str = "geojson",
-                   conn: Connection = Depends(get_connection)) -> Any:
-    if format == "json":
-        return inc.stats(conn, by=by, street=street, start=start, end=end)
-    return inc.stats_geojson(conn, by=by, street=street, start=start, end=end)
+def incident_stats(request: Request, by: str = "grid", street: str | None = None,
+                   start: datetime | None = None, end: datetime | None = None,
+                   format: str = "geojson", conn: Connection = Depends(get_connection)) -> Any:
+    require_overlap(request, street=street)
+    kw = {"by": by, "street": street, "start": start, "end": end, "scope": scope_of(request)}
+    return inc.stats(conn, **kw) if format == "json" else inc.stats_geojson(conn, **kw)
 
 
 @router.post("/incidents/escalate", operation_id="escalate_incidents",
@@ -152,13 +160,14 @@ def incident_stats(by: str = "grid", street: str | None = None, start: datetime 
 def escalate_incidents(request: Request, principal: Principal = Depends(current_principal),
                        conn: Connection = Depends(get_connection)) -> Any:
     return inc.escalate_overdue(conn, settings=_settings(request),
-                                actor=_actor(principal, "system"))
+                                actor=_actor(principal, "system"), scope=scope_of(request))
 
 
 @router.get("/incidents/{incident_id}", operation_id="get_incident",
             response_model=dict[str, Any], summary="One case with its history and photos")
-def get_incident(incident_id: int, conn: Connection = Depends(get_connection)) -> Any:
-    return inc.get(conn, incident_id)
+def get_incident(incident_id: int, request: Request,
+                 conn: Connection = Depends(get_connection)) -> Any:
+    return inc.get(conn, incident_id, scope=scope_of(request))
 
 
 @router.post("/incidents/{incident_id}/transitions", operation_id="transition_incident",
@@ -166,9 +175,11 @@ def get_incident(incident_id: int, conn: Connection = Depends(get_connection)) -
              summary="Move a case along the six steps; 409 with the reason if illegal")
 def transition_incident(incident_id: int, body: TransitionIn, request: Request,
                         principal: Principal = Depends(current_principal)) -> Any:
+    require_step(request, body.to)
     with request.app.state.engine.begin() as conn:
         return inc.transition(conn, incident_id, body.to, actor=_actor(principal, body.actor),
-                              note=body.note, rating=body.rating, settings=_settings(request))
+                              note=body.note, rating=body.rating, settings=_settings(request),
+                              scope=scope_of(request))
 
 
 @router.post("/incidents/{incident_id}/reroute", operation_id="reroute_incident",
@@ -178,7 +189,7 @@ def reroute_incident(incident_id: int, body: RerouteIn, request: Request,
     with request.app.state.engine.begin() as conn:
         return inc.reroute(conn, incident_id, body.departments,
                            actor=_actor(principal, body.actor), note=body.note,
-                           settings=_settings(request))
+                           settings=_settings(request), scope=scope_of(request))
 
 
 @router.post("/incidents/{incident_id}/urge", operation_id="urge_incident",
@@ -186,7 +197,8 @@ def reroute_incident(incident_id: int, body: RerouteIn, request: Request,
 def urge_incident(incident_id: int, body: NoteIn, request: Request,
                   principal: Principal = Depends(current_principal)) -> Any:
     with request.app.state.engine.begin() as conn:
-        return inc.urge(conn, incident_id, actor=_actor(principal, body.actor), note=body.note)
+        return inc.urge(conn, incident_id, actor=_actor(principal, body.actor), note=body.note,
+                        scope=scope_of(request))
 
 
 @router.post("/incidents/{incident_id}/photos", operation_id="attach_incident_photo",
@@ -204,7 +216,7 @@ async def attach_incident_photo(incident_id: int, request: Request,
     ctype = request.headers.get("content-type", "")
     with request.app.state.engine.begin() as conn:
         pid = inc.attach_photo(conn, incident_id, bytes(data), ctype, settings=settings,
-                               history_id=history_id)
+                               history_id=history_id, scope=scope_of(request))
     return {"id": pid, "incident_id": incident_id, "history_id": history_id,
             "size_bytes": len(data)}
 
@@ -212,9 +224,9 @@ async def attach_incident_photo(incident_id: int, request: Request,
 @router.get("/incidents/{incident_id}/photos/{photo_id}", operation_id="get_incident_photo",
             summary="A photo's bytes", response_class=Response,
             responses={200: {"content": {"image/*": {}}}})
-def get_incident_photo(incident_id: int, photo_id: int,
+def get_incident_photo(incident_id: int, photo_id: int, request: Request,
                        conn: Connection = Depends(get_connection)) -> Response:
-    data, ctype = inc.get_photo(conn, incident_id, photo_id)
+    data, ctype = inc.get_photo(conn, incident_id, photo_id, scope=scope_of(request))
     return Response(data, media_type=ctype)
 
 

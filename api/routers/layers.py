@@ -14,8 +14,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
+from api.policy import area_within
 from geo.errors import InvalidInput, Problem
-from geo.io import import_file, read_layer
+from geo.io import import_file, read_file, read_layer
+from geo.security import refuse_import_outside
 from geo.settings import DataSettings
 from geo.validate import LAYERS
 
@@ -45,9 +47,15 @@ class LayerQuery:
             examples=["119.28,26.03,119.32,26.07"]),
         generation: int | None = Query(
             None, ge=1, description="Boundary generation to read areas from; default current."),
+        within: str | None = Query(
+            None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+            description="Only features in this area (6, 9, 12 or 15-digit code). A signed-in "
+            "user reads only their own area: omitted, it is their area; a wider code is "
+            "narrowed to it; a code outside it is refused (403)."),
     ) -> None:
         self.limit = limit
         self.generation = generation
+        self.within = within
         self.bbox = _parse_bbox(bbox) if bbox else None
 
 
@@ -72,10 +80,12 @@ def _parse_bbox(raw: str) -> tuple[float, float, float, float]:
 )
 def get_layer(
     layer: str,
+    request: Request,
     q: LayerQuery = Depends(),
     conn: Connection = Depends(get_connection),
 ) -> dict[str, Any]:
-    gdf = read_layer(conn, layer, bbox=q.bbox, limit=q.limit, generation=q.generation)
+    gdf = read_layer(conn, layer, bbox=q.bbox, limit=q.limit, generation=q.generation,
+                     within=area_within(request, q.within))
     if layer == "grid_team":
         return {"type": "FeatureCollection", "features": [
             {"type": "Feature", "geometry": None,
@@ -87,9 +97,12 @@ def get_layer(
 @router.post(
     "/import",
     operation_id="import_layers",
-    summary="Import a GeoPackage, GeoJSON or zipped Shapefile: validated, then one transaction",
+    summary="Import a GeoPackage, GeoJSON or zipped Shapefile: validated, then one transaction. "
+    "A planner scoped to an area may import only features inside it, and only layers that hold "
+    "nothing outside it (an import replaces whole layers).",
     response_model=ImportResult,
     responses={422: {"description": "Validation problems, each naming feature/field/reason."},
+               403: {"description": "Features outside the caller's area, each named."},
                413: {"description": "More features than max_import_features."}},
 )
 def import_layers(
@@ -128,9 +141,11 @@ def import_layers(
                                                                   field="file")])
             source = shps[0].parent
         settings = getattr(request.app.state, "data_settings", None) or DataSettings()
+        data = read_file(source, layer=layer)
+        area = area_within(request, None)
+        if area is not None:
+            refuse_import_outside(conn, data, area)
         generation = import_file(conn, source, layer=layer, repair=repair, settings=settings,
                                  note=f"upload {name}")
-        from geo.io import read_file  # names of the layers written
-
-        written = sorted(read_file(source, layer=layer).keys())
+        written = sorted(data.keys())
     return {"generation": generation, "layers": written}

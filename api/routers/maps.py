@@ -6,12 +6,13 @@ Every asset a page loads is served here under ``/static/vendor`` (no CDN); tiles
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
+from api.policy import area_within
 from geo import mapdata
 from geo.settings import DataSettings
 from maps import assets
@@ -40,7 +41,9 @@ def _settings() -> MapSettings:
 
 
 Within = Query(
-    None, description="Only areas under this district/street/community code (6, 9 or 12 digits)."
+    None, description="Only areas under this district/street/community/grid code (6, 9, 12 or 15 "
+    "digits). A signed-in user sees only their own area: omitted, it is their area; a wider "
+    "code is narrowed to it; a code outside it is refused (403).",
 )
 
 
@@ -52,11 +55,13 @@ Within = Query(
     responses=_HTML,
 )
 def map_grids(
+    request: Request,
     within: str | None = Within,
     conn: Connection = Depends(get_connection),
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
     rule = DataSettings()
+    within = area_within(request, within)
     grids = mapdata.grids_for_map(conn, within=within, simplify_m=settings.map_simplify_m)
     parent = within[:9] if within and len(within) >= 9 else within
     page = grid_map(
@@ -84,6 +89,7 @@ def map_grids(
     responses=_HTML,
 )
 def map_coverage(
+    request: Request,
     radius_m: float = Query(1000.0, gt=0, le=20000, description="Service radius, metres."),
     kind: str | None = Query(None, description="Only stations of this kind (station_kind code)."),
     within: str | None = Within,
@@ -91,7 +97,8 @@ def map_coverage(
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
     return HTMLResponse(
-        _coverage_page(conn, radius_m, kind, within, settings, settings.map_static_url)
+        _coverage_page(conn, radius_m, kind, area_within(request, within), settings,
+                       settings.map_static_url)
     )
 
 
@@ -117,10 +124,12 @@ def _coverage_page(
     responses=_HTML,
 )
 def map_incidents(
+    request: Request,
     within: str | None = Within,
     conn: Connection = Depends(get_connection),
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
+    within = area_within(request, within)
     page = incident_map(
         mapdata.incidents_for_map(conn, within=within),
         grids=mapdata.areas_for_map(
