@@ -92,7 +92,8 @@ def test_access_matrix(setup):
         ("key:open311", "GET", "/v1/lookup?lon=119.3&lat=26.05", 403),
         ("grid_worker", "POST", "/v1/auth/users", 403),
         ("department_staff", "GET", "/maps/grids", 403),
-        ("resident", "GET", "/v1/incidents", 403),
+        ("resident", "GET", "/v1/incidents/overdue", 403),
+        ("resident", "GET", "/v1/incidents/stats", 403),
     ],
 )
 def test_known_refusals(setup, who, method, path, status):
