@@ -180,7 +180,7 @@ async def current_principal(
         form_key = (await request.form()).get("api_key")
         key = form_key if isinstance(form_key, str) else None
     if key:
-        principal, per_minute = _verified_key(request, key, settings)
+        principal, per_minute = verified_key(request, key, settings)
         wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
         if wait is not None:
             raise RateLimited(wait)
@@ -188,7 +188,7 @@ async def current_principal(
     return ANONYMOUS
 
 
-def _verified_key(request: Request, key: str, settings: AuthSettings) -> tuple[Principal, int]:
+def verified_key(request: Request, key: str, settings: AuthSettings) -> tuple[Principal, int]:
     """Resolve an API key, remembering verified keys for ``api_key_cache_seconds`` so that the
     hot path does not query the database on every request (a revoked key dies within that)."""
     cache: dict[str, tuple[float, Principal, int]] = request.app.state.api_key_cache

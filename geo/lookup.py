@@ -135,6 +135,7 @@ class LookupIndex:
         t0 = time.perf_counter()
         self.generation = generation
         self.version = version
+        self.settings = settings
         by_level: dict[str, list[Any]] = {"district": [], "street": [], "community": [], "grid": []}
         for r in rows:
             by_level[r.level].append(r)
@@ -499,7 +500,8 @@ def _with_conn(bind: Connection | Engine, fn):  # noqa: ANN001, ANN202
         return fn(conn)
 
 
-def _build_in_background(engine: Engine, cache: _DbCache, settings: LookupSettings) -> None:
+def _build_in_background(engine: Engine, cache: _DbCache,
+                         settings: LookupSettings | None) -> None:
     def run() -> None:
         try:
             with engine.connect() as conn:
@@ -525,8 +527,7 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
     changed version starts a rebuild in a thread and the previous index keeps answering until
     the new one is ready (the HTTP service does this, so a new generation never stalls it).
     """
-    settings = settings or LookupSettings()
-    cache = _cache_for(bind)
+    cache = _cache_for(bind)  # settings stay None unless a build needs them (they cost ~2 ms)
     now = time.monotonic()
     idx = cache.current
     if at is None and idx is not None and (now - cache.checked_at) * 1000 < max_staleness_ms:
@@ -566,7 +567,7 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
             if index is None:
                 index = build_index(conn, generation=gen, settings=settings)
                 cache.dated[gen] = index
-                while len(cache.dated) > settings.cached_generations:
+                while len(cache.dated) > index.settings.cached_generations:
                     cache.dated.popitem(last=False)
             cache.dated.move_to_end(gen)
             return index
@@ -651,17 +652,18 @@ def to_wgs84_checked(lon: float, lat: float, crs: str) -> tuple[float, float, st
 
 
 def locate_point(conn: Connection, lon: float, lat: float, *, crs: str = "wgs84",
-                 at: date | str | None = None,
+                 at: date | str | None = None, max_staleness_ms: float = 0.0,
                  settings: LookupSettings | None = None) -> LookupResult:
     """The district, street, community and grid holding (lon, lat) in ``crs``.
 
     Raises OutsideDistrict, SwappedCoordinates, InvalidInput, UnknownCRS, or NotFound (in no
-    grid / no generation on ``at``). The index is re-validated against the database on each call.
+    grid / no generation on ``at``). The index is re-validated against the database when its
+    last check is older than ``max_staleness_ms`` (0: on each call).
     """
     lon = parse_coordinate(lon, "lon")
     lat = parse_coordinate(lat, "lat")
     wlon, wlat, name = to_wgs84_checked(lon, lat, crs)
-    index = get_index(conn, at=at, settings=settings)
+    index = get_index(conn, at=at, max_staleness_ms=max_staleness_ms, settings=settings)
     if name not in ("wgs84", "cgcs2000") and (abs(lon) > 180 or abs(lat) > 90):
         sx, sy, _ = to_wgs84_checked(lat, lon, name)
         if shapely.contains_xy(index.district_geom, sx, sy):

@@ -211,13 +211,18 @@ def create_api_key(
     conn: Connection, name: str, *, scopes: tuple[str, ...] = ("lookup", "open311"),
     rate_per_minute: int = 6000,
 ) -> str:
-    """Create an API key for a system; returns the key itself (shown once, stored hashed)."""
+    """Create an API key for a system; returns the key itself (shown once, stored hashed).
+
+    Refuses (409) a name that another key already has."""
     key = "wg_" + secrets.token_urlsafe(32)
-    conn.execute(
+    made = conn.execute(
         text("INSERT INTO api_key (name, key_prefix, key_hash, scopes, rate_per_minute)"
-             " VALUES (:n, :p, :h, :s, :r)"),
+             " VALUES (:n, :p, :h, :s, :r) ON CONFLICT (name) DO NOTHING RETURNING id"),
         {"n": name, "p": key[:10], "h": _key_hash(key), "s": list(scopes), "r": rate_per_minute},
-    )
+    ).first()
+    if made is None:
+        raise Conflict("cannot create API key",
+                       [Problem(field="name", reason=f"a key named '{name}' exists")])
     return key
 
 

@@ -55,6 +55,11 @@ def test_api_key_is_stored_hashed_and_resolves(conn):
     assert principal.name == "hotline-12345" and principal.scopes == ("lookup",)
     with pytest.raises(Unauthenticated):
         principal_from_api_key(conn, key + "x")
+    with pytest.raises(Conflict) as err:
+        create_api_key(conn, "hotline-12345")
+    assert err.value.problems[0].field == "name"
+    assert conn.exec_driver_sql("SELECT count(*) FROM api_key WHERE name = 'hotline-12345'"
+                                ).scalar() == 1
 
 
 @pytest.mark.parametrize(

@@ -109,8 +109,7 @@ def report_incident(body: ReportIn, request: Request,
                          reporter_name=body.reporter_name,
                          reporter_contact=body.reporter_contact,
                          reporter_user_id=principal.user_id if principal.kind == "user" else None,
-                         settings=_settings(request),
-                         locator=getattr(request.app.state, "incident_locator", None))
+                         settings=_settings(request))
     return res.__dict__
 
 

@@ -20,9 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.errors import _status_for
+from api.security import verified_key
 from geo import incidents as inc
 from geo.errors import Forbidden, InvalidInput, NotFound, Problem, Unauthenticated, WanggeError
-from geo.security import principal_from_api_key
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
@@ -165,16 +165,23 @@ def one_request(request_id: str, request: Request) -> Any:
              response_model=list[dict[str, Any]], status_code=201)
 @_spec_errors
 async def post_request(request: Request) -> Any:
-    raw = await request.body()
-    if request.headers.get("content-type", "").startswith("application/json"):
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
         import json
 
         try:
-            body = json.loads(raw or b"{}")
+            body = json.loads(await request.body() or b"{}")
         except ValueError as exc:
             raise InvalidInput("body is not JSON") from exc
+        if not isinstance(body, dict):
+            raise InvalidInput("body must be a JSON object",
+                               [Problem(reason="not an object", field="body")])
         form = {k: str(v) for k, v in body.items() if v is not None}
+    elif content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        # parsed once per request: the access policy may already have read api_key from it
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     else:
+        raw = await request.body()
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
     for k, v in request.query_params.items():
         form.setdefault(k, v)
@@ -202,10 +209,10 @@ def _create_sync(request: Request, form: dict[str, str], key: str) -> Any:
                            [Problem(reason="not a number", field="lat/long")]) from exc
     name = " ".join(x for x in (form.get("first_name"), form.get("last_name")) if x) or None
     contact = ", ".join(x for x in (form.get("email"), form.get("phone")) if x) or None
+    principal, _ = verified_key(request, key, request.app.state.auth_settings)
+    if "open311" not in principal.scopes:
+        raise Forbidden("this api_key lacks the 'open311' scope")
     with request.app.state.engine.begin() as conn:  # acknowledged only after commit
-        principal, _ = principal_from_api_key(conn, key)
-        if "open311" not in principal.scopes:
-            raise Forbidden("this api_key lacks the 'open311' scope")
         res = inc.report(conn, category=form["service_code"], lon=lon, lat=lat,
                          crs=form.get("crs", "wgs84"), description=form.get("description"),
                          address=form.get("address_string"),
@@ -213,8 +220,7 @@ def _create_sync(request: Request, form: dict[str, str], key: str) -> Any:
                          reporter_name=name, reporter_contact=contact,
                          reporter_device=form.get("device_id"),
                          settings=getattr(request.app.state, "incident_settings", None)
-                         or inc.IncidentSettings(),
-                         locator=getattr(request.app.state, "incident_locator", None))
+                         or inc.IncidentSettings())
     notice = (f"已并入工单 {res.duplicate_of} (duplicate of request {res.duplicate_of})"
               if res.duplicate_of else "已受理 received")
     return JSONResponse([{"service_request_id": str(res.id), "service_notice": notice,
