@@ -177,6 +177,10 @@ async def current_principal(
         content_type.startswith("application/x-www-form-urlencoded")
         or content_type.startswith("multipart/form-data")
     ):
+        try:
+            await request.body()  # kept, so that a handler reading the raw body still can
+        except RuntimeError:  # FastAPI already parsed this route's Form fields (cached)
+            pass
         form_key = (await request.form()).get("api_key")
         key = form_key if isinstance(form_key, str) else None
     if key:

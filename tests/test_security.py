@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -89,6 +89,11 @@ def client(fresh_database):
     def planner_only(p: Principal = Depends(require("planner"))) -> dict:
         return {"name": p.name}
 
+    @app.post("/_test/raw-body", operation_id="test_raw_body")
+    async def raw_body(request: Request,
+                       p: Principal = Depends(require(scope="lookup"))) -> dict:
+        return {"name": p.name, "bytes": len(await request.body())}
+
     with eng.begin() as c:
         create_user(c, "admin", "admin password", "admin", settings=AUTH)
         create_user(c, "plan", "planner password", "planner", area_code="350104001",
@@ -132,6 +137,16 @@ def test_only_admin_creates_keys_and_keys_are_rate_limited(client):
     assert codes == [200, 200, 429]
     limited = client.get("/v1/auth/me", headers={"X-API-Key": key})
     assert int(limited.headers["Retry-After"]) >= 1
+
+
+def test_form_api_key_leaves_the_raw_body_readable(client):
+    r = client.post("/v1/auth/api-keys", json={"name": "csv-client", "scopes": ["lookup"]},
+                    headers=_token(client, "admin", "admin password"))
+    body = f"api_key={r.json()['api_key']}&lon=119.3&lat=26.05".encode()
+    r = client.post("/_test/raw-body", content=body,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"name": "csv-client", "bytes": len(body)}
 
 
 def test_body_limit_and_request_id(client):
