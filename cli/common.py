@@ -48,3 +48,10 @@ def domain_errors(func: F) -> F:
             raise typer.Exit(1) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as indented JSON (Chinese kept readable; dates and the like as strings)."""
+    import json
+
+    typer.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))

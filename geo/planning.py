@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,8 +68,12 @@ class PlanningSettings(WanggeSettings):
                                             "grid outside its community.")
     numbering_row_m: float = Field(default=150.0, description="DB11 numbering: height (m) of "
                                    "the north→south rows new codes are numbered in.")
-    draft_ratio: float = Field(default=1.5, description="Draft partition target: largest "
-                               "grid ≤ this × smallest, by households.")
+    draft_ratio: float = Field(default=1.5, description="Draft partition: stop searching once "
+                               "every grid keeps the balance rule and the largest is at most "
+                               "this × the smallest, by households.")
+    draft_unit_households: int = Field(default=40, description="Draft partition: street "
+                                       "blocks holding more households are cut between "
+                                       "buildings into strips of about this many.")
 
 
 @dataclass
@@ -110,6 +116,12 @@ def _current_grid(conn: Connection, code: str) -> dict[str, Any]:
     out = dict(row)
     out["geom"] = shapely.from_wkb(bytes(row["wkb"]))
     return out
+
+
+def building_grids(conn: Connection, codes: list[str]) -> dict[str, str | None]:
+    """{building code: its current grid code} for the known buildings among ``codes``."""
+    return dict(conn.execute(text("SELECT code, grid_code FROM building WHERE code = ANY(:c)"),
+                             {"c": codes}).all())
 
 
 def _as_geom(value: Any, what: str) -> Any:
@@ -445,9 +457,7 @@ def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: li
             "UPDATE building b SET grid_code = m.new FROM m WHERE b.id = m.id"),
             {"comms": comms, "t": touched, "g": gen}).rowcount or 0
     if reassign:
-        known = dict(conn.execute(text(
-            "SELECT b.code, b.grid_code FROM building b WHERE b.code = ANY(:c)"),
-            {"c": list(reassign)}).all())
+        known = building_grids(conn, list(reassign))
         bad = [b for b in reassign if b not in known]
         if bad:
             raise NotFound("unknown buildings", [Problem(reason="no such building",
@@ -576,16 +586,7 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
     Grids whose code and geometry are unchanged are carried over; changed ones get new versions;
     current grids in scope missing from the file are retired; rows without a code get DB11 codes.
     """
-    if isinstance(source, gpd.GeoDataFrame):
-        gdf = source
-    else:
-        try:
-            from geo.io import read_file
-            data = read_file(source, layer=layer)
-        except ImportError:  # pragma: no cover - geo.io is part of the project
-            import pyogrio
-            data = {"grid": pyogrio.read_dataframe(source)}
-        gdf = data[layer or "grid"] if (layer or "grid") in data else next(iter(data.values()))
+    gdf = source if isinstance(source, gpd.GeoDataFrame) else read_grid_layer(source, layer)
     if gdf.crs is None:
         raise InvalidInput("the layer has no CRS", [Problem(reason="missing CRS", field="crs")])
     gdf = gdf.to_crs(4326)
@@ -632,6 +633,31 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
                                 "source": str(source) if not isinstance(source, gpd.GeoDataFrame)
                                 else "dataframe"},
                         effective_from=effective_from, settings=settings)
+
+
+def read_grid_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFrame:
+    """The grid layer of a file: ``layer`` if named (it must exist), else the layer called
+    'grid', else the file's only layer. In the file's own CRS."""
+    import pyogrio
+
+    from geo.io import read_file
+
+    path = Path(path)
+    want = layer or "grid"
+    if path.is_dir() or not path.exists():  # read_file names the missing file
+        return read_file(path, layers=[want])[want]
+    try:
+        names = [row[0] for row in pyogrio.list_layers(path)]
+    except Exception as exc:  # pyogrio raises DataSourceError and friends
+        raise InvalidInput(f"cannot read {path.name}", [Problem(
+            reason=str(exc), field="file", feature=path.name)]) from exc
+    if len(names) == 1 and (layer is None or layer == names[0] or path.suffix != ".gpkg"):
+        return read_file(path, layer="grid")["grid"]
+    if want not in names:
+        raise InvalidInput(f"no layer '{want}' in {path.name}", [Problem(
+            reason=f"the file's layers are {', '.join(names) or 'none'}", field="layer",
+            feature=want)])
+    return read_file(path, layers=[want])[want]
 
 
 def _multi_arr(a: np.ndarray) -> np.ndarray:
@@ -733,7 +759,7 @@ class Draft:
     community: str
     grids: gpd.GeoDataFrame
     blocks: int
-    threshold: float
+    units: int
     ratio: float
 
     def as_geojson(self) -> dict[str, Any]:
@@ -757,73 +783,196 @@ def street_blocks(conn: Connection, community: str) -> gpd.GeoDataFrame:
         geometry=[shapely.from_wkb(bytes(r["wkb"])) for r in rows], crs=4326)
 
 
-def _score(hh: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
-    out = int(((hh < lo) | (hh > hi)).sum())
-    return out, float(hh.max() / max(hh.min(), 1))
+def draft_units(blocks: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
+                unit_households: int) -> gpd.GeoDataFrame:
+    """The draft's building blocks: street blocks, each cut into strips of about
+    ``unit_households`` households where it holds more.
+
+    A block is cut across its long axis (minimum rotated rectangle) between buildings: each
+    building's Voronoi cell (clipped to the block) goes to the strip its position along the axis
+    falls in, by cumulative households. Inputs and output in a metric CRS (metres); output
+    columns households, x, y (centroid) and geometry. Units without buildings are kept (0).
+    """
+    pts = buildings.geometry.values
+    hh_b = buildings["households"].to_numpy()
+    tree = shapely.STRtree(pts)
+    geoms: list[Any] = []
+    hh: list[int] = []
+    for block in blocks.geometry.values:
+        idx = tree.query(block, predicate="intersects")
+        total = int(hh_b[idx].sum())
+        k = int(np.ceil(total / max(unit_households, 1)))
+        if len(idx) < 2 or k < 2:
+            geoms.append(block)
+            hh.append(total)
+            continue
+        cells = np.asarray(shapely.voronoi_polygons(shapely.multipoints(pts[idx]),
+                                                    extend_to=block).geoms)
+        own_pt, own_cell = shapely.STRtree(cells).query(pts[idx], predicate="intersects")
+        cell_of = np.full(len(idx), -1)
+        cell_of[own_pt] = own_cell
+        corner = shapely.get_coordinates(shapely.minimum_rotated_rectangle(block))[:3]
+        sides = np.diff(corner, axis=0)
+        axis = sides[int(np.argmax(np.hypot(sides[:, 0], sides[:, 1])))]
+        along = shapely.get_coordinates(pts[idx]) @ (axis / np.hypot(*axis))
+        order = np.argsort(along, kind="stable")
+        h = hh_b[idx][order]
+        strip = np.minimum(((np.cumsum(h) - h / 2) / max(total, 1) * k).astype(int), k - 1)
+        for s in np.unique(strip):
+            members = order[strip == s]
+            piece = shapely.intersection(shapely.union_all(cells[cell_of[members]]), block)
+            geoms.append(piece)
+            hh.append(int(hh_b[idx][members].sum()))
+    units = gpd.GeoDataFrame({"households": hh}, geometry=geoms, crs=blocks.crs)
+    units = units[~units.geometry.is_empty & (units.geometry.area > 0)].reset_index(drop=True)
+    cent = units.geometry.centroid
+    units["x"], units["y"] = cent.x.to_numpy(), cent.y.to_numpy()
+    return units
+
+
+def _score(sums: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
+    """(grids outside the balance rule, largest/smallest households): lower is better."""
+    out = int(((sums < lo) | (sums > hi)).sum())
+    return out, float(sums.max() / max(sums.min(), 1))
+
+
+def _connected_without(members: set[int], drop: int, neighbors: dict[int, list[int]]) -> bool:
+    rest = members - {drop}
+    if not rest:
+        return False
+    start = next(iter(rest))
+    seen, stack = {start}, [start]
+    while stack:
+        for j in neighbors[stack.pop()]:
+            if j in rest and j not in seen:
+                seen.add(j)
+                stack.append(j)
+    return len(seen) == len(rest)
+
+
+def rebalance(labels: np.ndarray, neighbors: dict[int, list[int]], hh: np.ndarray, lo: int,
+              hi: int, *, max_moves: int = 1000) -> np.ndarray:
+    """Move boundary units between adjacent regions while that lowers ``_score``.
+
+    The polish after spopt's max-p (whose floor-only constraint lets regions overshoot): each
+    step takes the best single move of a unit to a neighbouring region that keeps its own region
+    contiguous and non-empty. Ties on ``_score`` are broken by the sum of squared households,
+    so surplus can flow through a chain of regions. Stops when no move improves. Returns new
+    labels.
+    """
+    labels = labels.copy()
+    regions = {int(r): set(np.flatnonzero(labels == r).tolist()) for r in np.unique(labels)}
+    sums = {r: float(hh[list(m)].sum()) for r, m in regions.items()}
+    keys = list(sums)
+    for _ in range(max_moves):
+        arr = np.array([sums[r] for r in keys])
+        cur = (*_score(arr, lo, hi), float((arr ** 2).sum()))
+        moves = []
+        for i, a in enumerate(labels):
+            if hh[i] == 0 and len(regions[int(a)]) > 1:
+                continue
+            for b in {int(labels[j]) for j in neighbors[i]} - {int(a)}:
+                trial = arr.copy()
+                trial[keys.index(int(a))] -= hh[i]
+                trial[keys.index(b)] += hh[i]
+                sc = (*_score(trial, lo, hi), float((trial ** 2).sum()))
+                if sc < cur:
+                    moves.append((sc, i, int(a), b))
+        moves.sort()
+        for _sc, i, a, b in moves:
+            if _connected_without(regions[a], i, neighbors):
+                regions[a].discard(i)
+                regions[b].add(i)
+                sums[a] -= hh[i]
+                sums[b] += hh[i]
+                labels[i] = b
+                break
+        else:
+            break
+    return labels
 
 
 def draft_partition(conn: Connection, community: str, *,
-                    settings: PlanningSettings | None = None, seed: int = 0,
-                    tries: int = 2) -> Draft:
+                    settings: PlanningSettings | None = None, seed: int = 0, tries: int = 2,
+                    progress: Callable[[int, int], None] | None = None) -> Draft:
     """Propose grids for ``community`` balanced by households, following streets.
 
-    Units are street blocks (adjacency: a shared edge, libpysal Rook). spopt's
-    ``MaxPHeuristic`` (households floor ``threshold``; homogeneity on block centroids, so the
-    regions stay compact) is run over a sweep of floors derived from the balance rule and the
-    community's total; the solution kept is the one with fewest grids outside the rule, then the
-    smallest largest/smallest household ratio. Nothing is written: accept with
-    ``accept_draft``.
+    Units: street blocks (``street_blocks``), cut between buildings into strips of about
+    ``draft_unit_households`` where a block holds more (``draft_units``); adjacency a shared
+    edge (libpysal Rook). spopt's ``MaxPHeuristic`` (households floor; homogeneity on unit
+    centroids in metres, so regions stay compact) runs over a sweep of floors from the balance
+    rule and the community's total (``tries`` seeds each), stopping early once a solution meets
+    the rule and ``draft_ratio``; each solution is polished by ``rebalance`` (single boundary
+    moves) and the one kept has the fewest grids outside the rule, then the smallest
+    largest/smallest household ratio. ``progress(done, total)`` is called after each solve.
+    Nothing is written: accept with ``accept_draft``.
     """
     import libpysal
     from spopt.region import MaxPHeuristic
 
     settings = settings or PlanningSettings()
-    blocks = street_blocks(conn, community)
+    srid = _metric_srid(conn)
+    blocks = street_blocks(conn, community).to_crs(srid)
+    bld = gpd.read_postgis(text(
+        "SELECT b.households, b.location FROM building b JOIN area c ON c.level = 'community' "
+        "AND c.code = :c AND c.generation_high IS NULL AND ST_Intersects(c.geom, b.location)"),
+        conn, geom_col="location", params={"c": community}, crs=4326).to_crs(srid)
+    units = draft_units(blocks, bld, settings.draft_unit_households)
     lo, hi = settings.households_min, settings.households_max
-    total = int(blocks["households"].sum())
-    if len(blocks) == 1 or total <= hi:
-        cands: list[float] = []
+    hh_units = units["households"].to_numpy().astype(float)
+    total = int(hh_units.sum())
+    if len(units) == 1 or total <= hi:
+        cands: list[tuple[int, int]] = []
     else:
         kmin = max(1, int(np.ceil(total / hi)))
         kmax = max(kmin, int(total // max(lo, 1)))
-        cands = sorted({round(total / k * f) for k in range(kmin, min(kmax, kmin + 4) + 1)
-                        for f in (0.75, 0.85, 0.95)} | {lo})
-    w = libpysal.weights.Rook.from_dataframe(blocks, use_index=False, silence_warnings=True)
-    best: tuple[tuple[int, float], np.ndarray, float] | None = None
-    hh_blocks = blocks["households"].to_numpy()
-    for t in cands:
-        if t <= 0 or t > total:
-            continue
-        for k in range(tries):
-            np.random.seed(seed + k)
-            model = MaxPHeuristic(blocks, w, ["x", "y"], "households", t, top_n=2,
-                                  max_iterations_construction=5, max_iterations_sa=1)
-            try:
+        floors = [round(total / k * f) for f in (0.85, 0.75)
+                  for k in range(kmin, min(kmax, kmin + 3) + 1)]
+        cands = [(t, seed + r) for r in range(tries) for t in dict.fromkeys(floors)
+                 if 0 < t <= total]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = libpysal.weights.Rook.from_dataframe(units, use_index=False, silence_warnings=True)
+    neighbors = {int(i): [int(j) for j in js] for i, js in w.neighbors.items()}
+    best: tuple[tuple[int, float], np.ndarray] | None = None
+    for n, (t, s) in enumerate(cands):
+        if best is not None and best[0][0] == 0 and best[0][1] <= settings.draft_ratio:
+            break  # good enough: every grid in the rule and within the target ratio
+        np.random.seed(s)
+        model = MaxPHeuristic(units, w, ["x", "y"], "households", t, top_n=2,
+                              max_iterations_construction=5, max_iterations_sa=1)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 model.solve()
-            except Exception as exc:  # spopt raises on infeasible floors
-                log.debug("max-p floor %s failed: %s", t, exc)
-                continue
+        except Exception as exc:  # spopt raises on infeasible floors
+            log.debug("max-p floor %s failed: %s", t, exc)
+            labels = None
+        else:
             labels = np.asarray(model.labels_)
-            if (labels <= 0).any():  # unassigned blocks (floor not reachable)
-                continue
-            hh = np.bincount(labels, weights=hh_blocks)[np.unique(labels)]
-            sc = _score(hh, lo, hi)
-            if best is None or sc < best[0]:
-                best = (sc, labels, t)
-    if best is None:
-        labels, t, ratio = np.ones(len(blocks), int), float(total), 1.0
-    else:
-        (_, ratio), labels, t = best
-    blocks["region"] = labels
-    merged = blocks.dissolve(by="region", aggfunc={"households": "sum"}).reset_index()
-    merged["geometry"] = merged.geometry.buffer(0)
+        if progress is not None:
+            progress(n + 1, len(cands))
+        if labels is None or (labels <= 0).any():  # unassigned units (floor not reachable)
+            continue
+        labels = rebalance(labels, neighbors, hh_units, lo, hi)
+        sc = _score(np.bincount(labels, weights=hh_units)[np.unique(labels)], lo, hi)
+        if best is None or sc < best[0]:
+            best = (sc, labels)
+    labels = best[1] if best is not None else np.ones(len(units), int)
+    units["region"] = labels
+    merged = units.dissolve(by="region", aggfunc={"households": "sum"}).reset_index()
+    # strips meet along Voronoi edges: close float slivers (±1 cm), keep polygons only
+    merged["geometry"] = shapely.make_valid(merged.geometry.buffer(0.01).buffer(-0.01).values)
+    merged["geometry"] = [_multi(g) for g in merged.geometry.values]
+    merged = merged.to_crs(4326)
     grids = gpd.GeoDataFrame({"code": None, "parent_code": community,
                               "name": [f"草案{i + 1}" for i in range(len(merged))],
                               "responsible_body": "居民委员会",
                               "households": merged["households"].astype(int)},
                              geometry=merged.geometry.values, crs=4326)
-    return Draft(community=community, grids=grids, blocks=len(blocks), threshold=float(t),
-                 ratio=float(ratio))
+    sums = grids["households"].to_numpy()
+    return Draft(community=community, grids=grids, blocks=len(blocks), units=len(units),
+                 ratio=float(sums.max() / max(sums.min(), 1)))
 
 
 def accept_draft(conn: Connection, community: str, grids: gpd.GeoDataFrame | dict[str, Any], *,
@@ -832,7 +981,14 @@ def accept_draft(conn: Connection, community: str, grids: gpd.GeoDataFrame | dic
     """Accept a draft (GeoDataFrame or GeoJSON FeatureCollection) as one change of
     ``community``: its grids replace the community's, with new DB11 codes."""
     if isinstance(grids, dict):
-        grids = gpd.GeoDataFrame.from_features(grids.get("features", []), crs=4326)
+        try:
+            grids = gpd.GeoDataFrame.from_features(grids.get("features") or [], crs=4326)
+        except Exception as exc:  # malformed features: shapely/geopandas raise several types
+            raise InvalidInput("the draft is not a GeoJSON FeatureCollection", [Problem(
+                reason=str(exc), field="draft")]) from exc
+    if grids.empty or "geometry" not in grids:
+        raise InvalidInput("the draft has no grids", [Problem(reason="no features",
+                                                              field="draft")])
     grids = grids.copy()
     grids["code"] = None
     grids["parent_code"] = community

@@ -1,7 +1,8 @@
 """HTTP routes for planning: split, merge, reshape, reassign, import, diff, draft, accept.
 
 Geometry in and out is GeoJSON in WGS 84 (lon, lat). Every accepted change returns the new
-generation; a refused one answers 422/409 with the problems (what, where, by how much).
+generation; a refused one answers 422/409 with the problems (what, where, by how much). A
+planner with an area may only touch grids and communities inside it (403 otherwise).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
+from api.policy import require_area
 from geo import planning
 
 router = APIRouter(prefix="/v1/planning", tags=["planning"])
@@ -73,6 +75,7 @@ def _out(res: planning.ChangeResult) -> ChangeOut:
              summary="Split a grid along a line into new grids (one new generation).")
 def split(body: SplitIn, request: Request,
           conn: Connection = Depends(get_connection)) -> ChangeOut:
+    require_area(request, body.code)
     return _out(planning.split_grid(conn, body.code, body.line,
                                     effective_from=body.effective_from,
                                     settings=_settings(request)))
@@ -82,6 +85,8 @@ def split(body: SplitIn, request: Request,
              summary="Merge adjacent grids of one community into one new grid.")
 def merge(body: MergeIn, request: Request,
           conn: Connection = Depends(get_connection)) -> ChangeOut:
+    for code in body.codes:
+        require_area(request, code, field="codes")
     return _out(planning.merge_grids(conn, body.codes, effective_from=body.effective_from,
                                      settings=_settings(request)))
 
@@ -90,6 +95,8 @@ def merge(body: MergeIn, request: Request,
              summary="Move boundaries: replace grids' geometry (codes kept).")
 def reshape(body: ReshapeIn, request: Request,
             conn: Connection = Depends(get_connection)) -> ChangeOut:
+    for code in body.geometries:
+        require_area(request, code, field="geometries")
     return _out(planning.reshape_grids(conn, body.geometries,
                                        effective_from=body.effective_from,
                                        settings=_settings(request)))
@@ -99,6 +106,10 @@ def reshape(body: ReshapeIn, request: Request,
              summary="Reassign buildings to other grids of their community.")
 def reassign(body: ReassignIn, request: Request,
              conn: Connection = Depends(get_connection)) -> ChangeOut:
+    for code in body.assignments.values():
+        require_area(request, code, field="assignments")
+    for building, grid in planning.building_grids(conn, list(body.assignments)).items():
+        require_area(request, grid, field=f"grid of building {building}")
     return _out(planning.reassign_buildings(conn, body.assignments,
                                             effective_from=body.effective_from,
                                             settings=_settings(request)))
@@ -107,9 +118,12 @@ def reassign(body: ReassignIn, request: Request,
 @router.post("/import", operation_id="planning_import", response_model=ChangeOut,
              summary="Import a redrawn grid layer (GPKG, GeoJSON, zipped Shapefile) as one change.")
 def import_layer(request: Request, file: UploadFile = File(..., description="The grid layer."),
-                 community: str | None = Form(None, description="Limit to this community."),
+                 community: str | None = Form(None, description="Limit to this community "
+                                              "(required for a planner with an area)."),
+                 layer: str | None = Form(None, description="Layer to read (default 'grid')."),
                  effective_from: datetime | None = Form(None, description="ISO 8601."),
                  conn: Connection = Depends(get_connection)) -> ChangeOut:
+    require_area(request, community, field="community")
     with tempfile.TemporaryDirectory() as tmp:
         name = Path(file.filename or "grid.gpkg").name
         path = Path(tmp) / name
@@ -122,7 +136,7 @@ def import_layer(request: Request, file: UploadFile = File(..., description="The
                 z.extractall(Path(tmp) / "x")
             shp = sorted((Path(tmp) / "x").rglob("*.shp"))
             path = shp[0] if shp else path
-        res = planning.import_grid_layer(conn, path, community=community, layer=None,
+        res = planning.import_grid_layer(conn, path, community=community, layer=layer,
                                          effective_from=effective_from,
                                          settings=_settings(request))
     return _out(res)
@@ -145,15 +159,17 @@ def draft(community: str, request: Request,
           conn: Connection = Depends(get_connection)) -> dict[str, Any]:
     """Shape: a GeoJSON FeatureCollection (WGS 84) of proposed grids (properties: parent_code,
     name, responsible_body, households) plus ``ratio`` (largest/smallest households),
-    ``blocks`` and ``threshold``."""
+    ``blocks`` (street blocks) and ``units`` (blocks cut between buildings)."""
+    require_area(request, community, field="community")
     d = planning.draft_partition(conn, community, settings=_settings(request))
-    return {**d.as_geojson(), "ratio": d.ratio, "blocks": d.blocks, "threshold": d.threshold}
+    return {**d.as_geojson(), "ratio": d.ratio, "blocks": d.blocks, "units": d.units}
 
 
 @router.post("/draft/accept", operation_id="planning_accept_draft", response_model=ChangeOut,
              summary="Accept a draft partition as one change of its community.")
 def accept(body: AcceptIn, request: Request,
            conn: Connection = Depends(get_connection)) -> ChangeOut:
+    require_area(request, body.community, field="community")
     return _out(planning.accept_draft(conn, body.community, body.draft,
                                       effective_from=body.effective_from,
                                       settings=_settings(request)))

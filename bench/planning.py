@@ -1,0 +1,234 @@
+"""Benchmark grid redrawing on the synthetic city.
+
+    .venv/bin/python -m bench.planning --grids 10000
+
+A pristine city (``geo.synth.generate_city``, 50 buildings a grid) is written once to a template
+database and copied for each run (``wangge_bench_planning``), so every run starts from the same
+state. Times, each through commit AND the lookup index's rebuild (a ``locate_point`` after the
+change, measured on its own as the refresh): a split, a merge, a full-layer import (the current
+grid layer exported to GPKG with every code blanked, so all grids are renumbered and every
+community re-checked: the worst case), the same file re-imported with codes kept (nothing
+changes: the compare path), and a draft partition of one community. The draft's households per
+grid are summed independently (shapely point-in-polygon over the buildings). Balance mode is
+'warn' so that a merge of two full grids is timed rather than refused; every other check runs.
+Writes bench/results/planning.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from shapely.geometry import LineString
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from bench.common import peak_rss_mb, timed, write_results
+from geo import embedded, lookup, planning
+from geo.db import make_engine, migrate, resolve_url
+from geo.settings import DatabaseSettings
+
+DB = "wangge_bench_planning"
+BUILDINGS_PER_GRID = 50
+
+
+def _url(name: str) -> str:
+    return make_url(resolve_url(DatabaseSettings())).set(database=name).render_as_string(
+        hide_password=False)
+
+
+def prepare(grids: int, seed: int) -> str:
+    """A fresh copy of the pristine ``grids``-grid city (the template is built once)."""
+    settings = DatabaseSettings()
+    tmpl = f"wangge_bench_planning_tmpl_{grids}"
+    embedded.ensure_database(settings, tmpl)
+    url = _url(tmpl)
+    migrate(url)
+    eng = make_engine(url)
+    with eng.connect() as c:
+        have = c.execute(text("SELECT count(*) FROM area WHERE level = 'grid' "
+                              "AND generation_high IS NULL")).scalar()
+        gens = c.execute(text("SELECT count(*) FROM generation")).scalar()
+    if have != grids or gens != 1:
+        from geo.store import write_layers
+        from geo.synth import generate_city
+
+        print(f"writing the {grids}-grid synthetic city to {tmpl} ...", flush=True)
+        layers = generate_city(grids=grids, buildings=BUILDINGS_PER_GRID * grids, stations=50,
+                               seed=seed, team=False)
+        with eng.begin() as c:
+            c.execute(text("TRUNCATE building, station, walk_edge, walk_node, barrier, compound, "
+                           "area, generation CASCADE"))
+            write_layers(c, layers, kind="synth", progress=True)
+        with eng.connect() as c:
+            c.execute(text("COMMIT"))
+            for t in ("building", "area", "walk_edge"):
+                c.execute(text(f"ANALYZE {t}"))
+    eng.dispose()
+    embedded.drop_database(settings, DB)
+    embedded.psql(settings, f'CREATE DATABASE "{DB}" TEMPLATE "{tmpl}"')
+    return _url(DB)
+
+
+def refreshed(eng: Engine, lon: float, lat: float) -> tuple[str, float]:
+    """Invalidate the lookup index, locate one point (the rebuild); its grid and the seconds."""
+    planning.refresh_lookup()
+    with eng.connect() as conn:
+        res, took = timed(lambda: lookup.locate_point(conn, lon, lat))
+    return res.grid["code"], took
+
+
+def change(eng: Engine, fn: Any, lon: float, lat: float) -> dict[str, Any]:
+    """Run ``fn(conn)`` in one transaction, commit, then rebuild the index with one lookup."""
+    t0 = time.perf_counter()
+    with eng.begin() as conn:
+        res = fn(conn)
+    write_s = time.perf_counter() - t0
+    code, refresh_s = refreshed(eng, lon, lat)
+    return {"result": res, "write_s": write_s, "refresh_s": refresh_s,
+            "total_s": write_s + refresh_s, "located": code}
+
+
+def grid_row(eng: Engine, code: str) -> tuple[shapely.Geometry, shapely.Point]:
+    with eng.connect() as c:
+        wkb = c.execute(text("SELECT ST_AsBinary(geom) FROM area WHERE code = :c "
+                             "AND generation_high IS NULL"), {"c": code}).scalar()
+    g = shapely.from_wkb(bytes(wkb))
+    return g, g.point_on_surface()
+
+
+def draft_figures(eng: Engine, community: str,
+                  settings: planning.PlanningSettings) -> dict[str, Any]:
+    with eng.connect() as c:
+        draft, took = timed(lambda: planning.draft_partition(c, community, settings=settings))
+        b = gpd.read_postgis(text(
+            "SELECT b.households, b.location FROM building b JOIN area a ON a.level = "
+            "'community' AND a.code = :c AND a.generation_high IS NULL "
+            "AND ST_Intersects(a.geom, b.location)"), c, geom_col="location",
+            params={"c": community})
+    polys = draft.grids.geometry.values
+    tree = shapely.STRtree(polys)
+    pt, poly = tree.query(b.geometry.values, predicate="intersects")
+    hh = np.bincount(poly, weights=b["households"].to_numpy()[pt], minlength=len(polys))
+    per_building = np.bincount(pt, minlength=len(b))
+    return {"draft_s": took, "draft_grids": len(polys), "draft_blocks": draft.blocks,
+            "draft_units": draft.units, "draft_households": sorted(int(v) for v in hh),
+            "draft_max_over_min_households": float(hh.max() / hh.min()),
+            "draft_within_rule": bool(((hh >= settings.households_min)
+                                       & (hh <= settings.households_max)).all()),
+            "draft_buildings_in_one_grid": bool((per_building == 1).all()),
+            "draft_community": community}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grids", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    url = prepare(args.grids, args.seed)
+    eng = make_engine(url)
+    settings = planning.PlanningSettings(balance_mode="warn")
+    with eng.connect() as c:
+        comms = c.execute(text("SELECT code FROM area WHERE level = 'community' AND "
+                               "generation_high IS NULL ORDER BY code")).scalars().all()
+        n_grids = c.execute(text("SELECT count(*) FROM area WHERE level = 'grid' AND "
+                                 "generation_high IS NULL")).scalar()
+        n_buildings = c.execute(text("SELECT count(*) FROM building")).scalar()
+    mid = comms[len(comms) // 2]
+    with eng.connect() as c:
+        _, initial_build_s = timed(lambda: lookup.get_index(c))
+
+    # split: the middle community's first grid, north-south through its centre
+    code = mid + "001"
+    g, _ = grid_row(eng, code)
+    c0 = g.centroid
+    minx, miny, maxx, maxy = g.bounds
+    line = LineString([(c0.x, miny - 1e-4), (c0.x, maxy + 1e-4)])
+    west = shapely.Point((minx + c0.x) / 2, c0.y)
+    split = change(eng, lambda conn: planning.split_grid(conn, code, line, settings=settings),
+                   west.x, west.y)
+    assert split["located"] in split["result"].created, split
+
+    # merge: two neighbours of the same row in another community
+    other = comms[len(comms) // 3]
+    a, b = other + "001", other + "002"
+    _, pa = grid_row(eng, a)
+    merge = change(eng, lambda conn: planning.merge_grids(conn, [a, b], settings=settings),
+                   pa.x, pa.y)
+    assert merge["located"] == merge["result"].created[0], merge
+
+    # full layer: export the current grid layer, blank every code (all renumbered), re-import
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grid.gpkg"
+        with eng.connect() as c:
+            layer = gpd.read_postgis(text(
+                "SELECT code, parent_code, name, responsible_body, geom FROM area "
+                "WHERE level = 'grid' AND generation_high IS NULL"), c, geom_col="geom")
+        unchanged = Path(tmp) / "grid_same.gpkg"
+        layer.to_file(unchanged, layer="grid", driver="GPKG")
+        same = change(eng, lambda conn: planning.import_grid_layer(
+            conn, unchanged, settings=settings), pa.x, pa.y)
+        layer["code"] = None
+        layer.to_file(path, layer="grid", driver="GPKG")
+        gpkg_mb = path.stat().st_size / 1e6
+        full = change(eng, lambda conn: planning.import_grid_layer(conn, path, settings=settings),
+                      pa.x, pa.y)
+    assert len(full["result"].created) == len(layer), len(full["result"].created)
+
+    draft = draft_figures(eng, comms[0], planning.PlanningSettings())
+    refreshes = [split["refresh_s"], merge["refresh_s"], full["refresh_s"], same["refresh_s"]]
+    figures = {
+        "grids": int(n_grids),
+        "buildings": int(n_buildings),
+        "communities": len(comms),
+        "split_s": round(split["total_s"], 3),
+        "merge_s": round(merge["total_s"], 3),
+        "layer_import_s": round(full["total_s"], 2),
+        "layer_import_unchanged_s": round(same["total_s"], 2),
+        "index_refresh_s": round(statistics.median(refreshes), 3),
+        "index_initial_build_s": round(initial_build_s, 3),
+        "detail": {
+            "split": {"write_s": round(split["write_s"], 3),
+                      "refresh_s": round(split["refresh_s"], 3), "grid": code,
+                      "created": split["result"].created},
+            "merge": {"write_s": round(merge["write_s"], 3),
+                      "refresh_s": round(merge["refresh_s"], 3), "grids": [a, b],
+                      "created": merge["result"].created},
+            "layer_import": {"write_s": round(full["write_s"], 2),
+                             "refresh_s": round(full["refresh_s"], 3),
+                             "grids_renumbered": len(full["result"].created),
+                             "buildings_moved": full["result"].buildings_moved,
+                             "gpkg_mb": round(gpkg_mb, 1)},
+            "layer_import_unchanged": {"write_s": round(same["write_s"], 2),
+                                       "refresh_s": round(same["refresh_s"], 3),
+                                       "changed": len(same["result"].changed)},
+        },
+        **draft,
+        "targets": {"split_or_merge_s": 2.0, "layer_import_s": 120.0,
+                    "draft_max_over_min_households": 1.5},
+        "peak_rss_mb": round(peak_rss_mb()),
+        "method": "each time is one run through commit plus one locate_point that rebuilds the "
+                  "lookup index (index_refresh_s: the median of those rebuilds); balance mode "
+                  "'warn' for the timed edits, the default rule (150-500) for the draft; "
+                  f"{BUILDINGS_PER_GRID} buildings a grid",
+    }
+    eng.dispose()
+    write_results("planning", figures)
+    print(f"\nsplit {figures['split_s']:.2f} s, merge {figures['merge_s']:.2f} s (target < 2 s)"
+          f"\nfull layer {figures['layer_import_s']:.1f} s vs unchanged re-import "
+          f"{figures['layer_import_unchanged_s']:.1f} s (target < 120 s)"
+          f"\nindex refresh {figures['index_refresh_s']:.2f} s (initial build "
+          f"{initial_build_s:.2f} s)"
+          f"\ndraft {draft['draft_s']:.1f} s: largest/smallest "
+          f"{draft['draft_max_over_min_households']:.2f} (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
