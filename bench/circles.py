@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import threading
 import time
 
 import networkx as nx
@@ -106,6 +107,33 @@ def naive_loop(engine, sample: int, tiers: list[float], buffer_m: float, seed: i
             "s_per_station": (t_search + t_poly) / n}
 
 
+class LoadSampler:
+    """The 1-minute load average sampled every ``every_s`` seconds in a background thread."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+
+    def _run(self, every_s: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(every_s)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        s = np.array(self.samples or [float("nan")])
+        return {"min": round(float(s.min()), 2), "mean": round(float(s.mean()), 2),
+                "max": round(float(s.max()), 2), "samples": len(self.samples)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--grids", type=int, default=2000)
@@ -131,18 +159,21 @@ def main() -> None:
         settings = CircleSettings(circle_barrier_kinds=[])
     tiers = settings.circle_tiers_m
 
-    with engine.begin() as c:
-        t0 = time.perf_counter()
-        crun = build_circles(c, settings, progress=True)
-        circles_s = time.perf_counter() - t0
-        csum = c.execute(text("SELECT summary FROM analysis_run WHERE id = :r"),
-                         {"r": crun}).scalar()
-    with engine.begin() as c:
-        t0 = time.perf_counter()
-        cov = run_coverage(c, settings, circles_run_id=crun, tier_m=300)
-        coverage_s = time.perf_counter() - t0
-        vsum = c.execute(text("SELECT summary FROM analysis_run WHERE id = :r"),
-                         {"r": cov}).scalar()
+    cpu0 = os.times()
+    with LoadSampler() as load:
+        with engine.begin() as c:
+            t0 = time.perf_counter()
+            crun = build_circles(c, settings, progress=True)
+            circles_s = time.perf_counter() - t0
+            csum = c.execute(text("SELECT summary FROM analysis_run WHERE id = :r"),
+                             {"r": crun}).scalar()
+        with engine.begin() as c:
+            t0 = time.perf_counter()
+            cov = run_coverage(c, settings, circles_run_id=crun, tier_m=300)
+            coverage_s = time.perf_counter() - t0
+            vsum = c.execute(text("SELECT summary FROM analysis_run WHERE id = :r"),
+                             {"r": cov}).scalar()
+    cpu1 = os.times()
     with engine.connect() as c:
         ratios = {
             float(t): float(r)
@@ -164,8 +195,11 @@ def main() -> None:
         "barrier_cut": not args.no_cut,
         "load_s": round(load_s, 2),
         "load_avg_1_5_15_at_start": load_before,
+        "load_avg_1min_during_run": load.summary(),
+        "python_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
         "circles_s": round(circles_s, 2), "circles_breakdown": csum,
         "coverage_s": round(coverage_s, 2), "coverage_join_s": vsum.get("join_s"),
+        "coverage_write_s": vsum.get("write_s"),
         "total_s": round(total_s, 2),
         "residents_covered_share_300m": round(
             vsum["residents_covered"] / vsum["residents"], 4) if vsum["residents"] else None,

@@ -1,8 +1,8 @@
 """Walking service circles (5分钟服务圈) from every station, computed in pgRouting.
 
-Method (all set-based SQL, metres in the district's metric CRS, results stored in EPSG:4326):
+Method (metres in the district's metric CRS, results stored in EPSG:4326):
 
-1. Each station is snapped to its nearest usable walk edge (``pid, edge_id, fraction``).
+1. Each station is snapped (SQL) to its nearest usable walk edge (``pid, edge_id, fraction``).
    Edges that cross a barrier (river, railway, arterial) are unusable unless they are a
    crossing, bridge or tunnel, so the network only joins two banks where a crossing exists.
 2. Stations are batched by square cells; one ``pgr_withPointsDD`` call per batch, undirected,
@@ -10,28 +10,35 @@ Method (all set-based SQL, metres in the district's metric CRS, results stored i
    edges inside the batch's box expanded by the largest tier (pgRouting reads its whole edge
    query every call, so the box keeps each call small). The walking budget of a station is the
    tier minus its snap distance.
-3. Reached pieces: for every edge touching a reached node, the part within the remaining budget
-   from each end (``ST_LineSubstring``; the whole edge when the two parts meet), plus the part
-   of the station's own edge within the budget either side of the snapped point.
-4. The circle is the pieces buffered by ``circle_buffer_m``: one ``ST_Buffer`` of the
-   ``ST_LineMerge``-d pieces (merging chains first makes the buffer ~10x faster than buffering
-   the raw pieces, and far faster than a union of per-piece buffers), evaluated in a parallel
-   scan. Where a circle touches a barrier, the barrier area is cut out and any part left with
-   no reached piece in it is dropped: a buffer never jumps a river. Optionally clipped to the
-   station's community or street.
+3. Reached pieces (numpy, ``geo.circles_geom``): for every edge touching a reached node, the
+   part within the remaining budget from each end (the whole edge when the two parts meet),
+   plus the part of the station's own edge within the budget either side of the snapped point;
+   overlapping parts of one edge are united, so the pieces are disjoint and meet bit for bit.
+4. The circle is the pieces buffered by ``circle_buffer_m`` (shapely, ``circle_quad_segs``):
+   one buffer of the line-merged pieces. Where a circle touches a barrier, the barrier area is
+   cut out and any part left with no reached piece in it is dropped: a buffer never jumps a
+   river. Steps 3-4 run in threads over chunks of circles while finished chunks are COPYed in.
+   Optionally clipped to the station's community or street (SQL).
 """
-
 from __future__ import annotations
 
+import io
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+import shapely
+from pyproj import Transformer
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from tqdm import tqdm
 
-from geo.circles_runs import CircleSettings, finish_run, metric_srid, start_run
+from geo.circles_geom import EdgeCoords, circle_polygons, edge_reach, tier_intervals
+from geo.circles_runs import CircleSettings, finish_run, metric_srid, read_copy, start_run
 from geo.errors import InvalidInput, Problem
+from geo.store import _ewkb, _multi_polygons
 
 log = logging.getLogger(__name__)
 
@@ -95,106 +102,32 @@ JOIN _cs_station s ON s.station_id = -d.start_vid
 WHERE d.node > 0 AND d.agg_cost + s.snap_m <= :reach
 """
 
-PIECES_SQL = """
-CREATE TEMP TABLE _cs_edge ON COMMIT DROP AS
-SELECT DISTINCT e.id, ST_Transform(e.geom, :srid) AS geom_m
-FROM walk_edge e JOIN _cs_batch b ON e.geom && b.bbox;
-CREATE UNIQUE INDEX ON _cs_edge (id);
-ANALYZE _cs_edge;
-CREATE TEMP TABLE _cs_piece ON COMMIT DROP AS
-WITH ends AS (
-    SELECT d.station_id, e.id AS edge_id, d.d AS du, NULL::float8 AS dv
-    FROM _cs_dd d JOIN walk_edge e ON e.source = d.node
-    UNION ALL
-    SELECT d.station_id, e.id, NULL, d.d FROM _cs_dd d JOIN walk_edge e ON e.target = d.node
-), per_edge AS (
-    SELECT station_id, edge_id, min(du) AS du, min(dv) AS dv FROM ends
-    WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = ends.edge_id)
-    GROUP BY station_id, edge_id
-), fr AS (
-    SELECT p.station_id, p.edge_id, t.tier,
-           CASE WHEN p.du IS NULL OR p.du >= t.tier THEN 0
-                ELSE LEAST(1, (t.tier - p.du) / e.length_m) END AS a,
-           CASE WHEN p.dv IS NULL OR p.dv >= t.tier THEN 0
-                ELSE LEAST(1, (t.tier - p.dv) / e.length_m) END AS b
-    FROM per_edge p JOIN walk_edge e ON e.id = p.edge_id
-    CROSS JOIN unnest(CAST(:tiers AS float8[])) AS t(tier)
-), ranges AS (
-    SELECT station_id, edge_id, tier, 0::float8 AS lo, 1::float8 AS hi FROM fr WHERE a + b >= 1
-    UNION ALL
-    SELECT station_id, edge_id, tier, 0, a FROM fr WHERE a + b < 1 AND a > 0
-    UNION ALL
-    SELECT station_id, edge_id, tier, 1 - b, 1 FROM fr WHERE a + b < 1 AND b > 0
-    UNION ALL
-    SELECT s.station_id, s.edge_id, t.tier,
-           GREATEST(0, s.fraction - (t.tier - s.snap_m) / e.length_m),
-           LEAST(1, s.fraction + (t.tier - s.snap_m) / e.length_m)
-    FROM _cs_station s JOIN walk_edge e ON e.id = s.edge_id
-    CROSS JOIN unnest(CAST(:tiers AS float8[])) AS t(tier)
-    WHERE t.tier > s.snap_m
-)
-SELECT r.station_id, r.tier, r.edge_id, r.lo, r.hi,
-       CASE WHEN r.lo = 0 AND r.hi = 1 THEN e.geom_m
-            ELSE ST_LineSubstring(e.geom_m, r.lo, r.hi) END AS geom_m
-FROM ranges r JOIN _cs_edge e ON e.id = r.edge_id
-WHERE r.hi > r.lo;
+OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"
+# the usable edges inside the batches' boxes, in the metric CRS
+EDGES_M_SQL = """
+SELECT e.id, e.source, e.target, ST_AsBinary(ST_Transform(e.geom, :srid)) AS wkb
+FROM walk_edge e
+WHERE e.id IN (SELECT e2.id FROM walk_edge e2 JOIN _cs_batch b ON e2.geom && b.bbox)
+  AND NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
+ORDER BY e.id
 """
-
-# The buffers run in a parallel scan of an unlogged work table (temp tables cannot be read by
-# parallel workers); the table name holds only the run id.
-LINES_SQL = """
-CREATE UNLOGGED TABLE circle_work_{run} AS
-SELECT station_id, tier, count(*) AS pieces, ST_LineMerge(ST_Collect(geom_m)) AS lines_m
-FROM _cs_piece GROUP BY station_id, tier;
-ANALYZE circle_work_{run};
+BARRIER_SQL = """
+SELECT ST_AsBinary(ST_Union(CASE WHEN ST_Dimension(geom) = 2 THEN ST_Transform(geom, :srid)
+                   ELSE ST_Buffer(ST_Transform(geom, :srid), 0.5, 'quad_segs=1') END))
+FROM barrier WHERE kind = ANY(:kinds)
 """
-CIRCLE_SQL = """
-CREATE TEMP TABLE _cs_circle ON COMMIT DROP AS
-SELECT station_id, tier, pieces, lines_m, ST_Buffer(lines_m, :buf, :style) AS geom_m
-FROM circle_work_{run};
-"""
-PARALLEL_SQL = """
-SET LOCAL max_parallel_workers_per_gather = {workers};
-SET LOCAL parallel_setup_cost = 0;
-SET LOCAL parallel_tuple_cost = 0;
-SET LOCAL min_parallel_table_scan_size = 0;
-"""
-
-BARRIER_CUT_SQL = """
-CREATE TEMP TABLE _cs_barrier ON COMMIT DROP AS
-SELECT ST_Subdivide(CASE WHEN ST_Dimension(geom) = 2 THEN ST_Transform(geom, :srid)
-                         ELSE ST_Buffer(ST_Transform(geom, :srid), 0.5, 'quad_segs=1') END,
-                    32) AS geom_m
-FROM barrier WHERE kind = ANY(:kinds);
-CREATE INDEX ON _cs_barrier USING gist (geom_m);
-WITH hit AS (
-    SELECT c.station_id, c.tier, ST_Difference(c.geom_m, ST_Union(b.geom_m)) AS rest
-    FROM _cs_circle c JOIN _cs_barrier b ON ST_Intersects(c.geom_m, b.geom_m)
-    GROUP BY c.station_id, c.tier, c.geom_m
-), kept AS (
-    SELECT h.station_id, h.tier, ST_Union(p.geom) AS geom_m
-    FROM hit h CROSS JOIN LATERAL ST_Dump(h.rest) p
-    JOIN _cs_circle c ON c.station_id = h.station_id AND c.tier = h.tier
-    WHERE ST_DWithin(p.geom, c.lines_m, 1.0)
-    GROUP BY h.station_id, h.tier
-)
-UPDATE _cs_circle c SET geom_m = k.geom_m FROM kept k
-WHERE k.station_id = c.station_id AND k.tier = c.tier;
-"""
-
+# circles are stored in EPSG:4326; clipping intersects them with the stored area there
 CLIP_SQL = """
-UPDATE _cs_circle c SET geom_m = ST_Intersection(c.geom_m, ST_Transform(a.geom, :srid))
+UPDATE service_circle c
+SET geom = ST_Multi(ST_CollectionExtract(ST_Intersection(c.geom, a.geom), 3))
 FROM _cs_station s, area_current a
-WHERE s.station_id = c.station_id AND a.level = :level
-  AND a.code = left(s.community_code, CASE WHEN :level = 'street' THEN 9 ELSE 12 END)
+WHERE c.run_id = :run AND s.station_id = c.station_id AND a.level = :level
+  AND a.code = left(s.community_code, CASE WHEN :level = 'street' THEN 9 ELSE 12 END);
+DELETE FROM service_circle WHERE run_id = :run AND ST_IsEmpty(geom);
 """
-
-INSERT_SQL = """
-INSERT INTO service_circle (run_id, station_id, tier_m, tier_min, reached_pieces, geom)
-SELECT :run, station_id, tier, tier / :speed, pieces,
-       ST_Multi(ST_CollectionExtract(ST_Transform(geom_m, 4326), 3))
-FROM _cs_circle WHERE NOT ST_IsEmpty(geom_m)
-"""
+COPY_SQL = ("COPY service_circle (run_id, station_id, tier_m, tier_min, reached_pieces, geom)"
+            " FROM STDIN WITH (FORMAT csv)")
+CHUNK = 250  # circles per buffer task
 
 
 def _check_tiers(tiers: list[float]) -> list[float]:
@@ -209,8 +142,7 @@ def _check_tiers(tiers: list[float]) -> list[float]:
 
 def _drop_temp(conn: Connection) -> None:
     conn.execute(
-        text("DROP TABLE IF EXISTS _cs_edge, _cs_piece, _cs_circle, _cs_dd, _cs_batch, "
-             "_cs_station, _cs_blocked, _cs_barrier")
+        text("DROP TABLE IF EXISTS _cs_dd, _cs_batch, _cs_station, _cs_blocked")
     )
 
 
@@ -255,6 +187,95 @@ def _search(
     return timings
 
 
+
+def _polygons(
+    conn: Connection,
+    settings: CircleSettings,
+    tiers: list[float],
+    srid: int,
+    run_id: int,
+    progress: bool,
+) -> dict[str, float]:
+    """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
+
+    The reached distances leave the database once (COPY); pieces, buffers, the barrier cut and
+    the transform to EPSG:4326 run in shapely/pyproj over arrays, in ``circle_parallel_workers``
+    threads, while this thread COPYs finished chunks in. Returns wall seconds per phase and the
+    threads' CPU seconds of merge, buffer and cut.
+    """
+    t0 = time.perf_counter()
+    dd = read_copy(conn, "SELECT station_id, node, d FROM _cs_dd", ["station", "node", "d"])
+    own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
+    erows = conn.execute(text(EDGES_M_SQL), {"srid": srid}).all()
+    ids = np.array([r[0] for r in erows], dtype=np.int64)
+    geoms = shapely.from_wkb([bytes(r[3]) for r in erows])
+    own["edge"] = np.searchsorted(ids, own["edge"].to_numpy())
+    t1 = time.perf_counter()
+    reach = edge_reach(dd, np.array([r[1] for r in erows], dtype=np.int64),
+                       np.array([r[2] for r in erows], dtype=np.int64))
+    iv = tier_intervals(reach, own, shapely.length(geoms), tiers)
+    xy, piece = EdgeCoords.from_geoms(geoms).substrings(
+        iv["edge"].to_numpy(), iv["lo"].to_numpy(), iv["hi"].to_numpy())
+    key = iv[["station", "tier"]].to_numpy()
+    new = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) else np.zeros(0, bool)
+    circle = np.cumsum(new) - 1
+    first = np.nonzero(new)[0]
+    station = iv["station"].to_numpy()[first]
+    tier = np.asarray(tiers, dtype=float)[iv["tier"].to_numpy()[first]]
+    pieces = np.bincount(circle, minlength=len(first))
+    t2 = time.perf_counter()
+    barrier = None
+    if settings.circle_barrier_kinds:
+        barrier = conn.execute(
+            text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
+        ).scalar()
+        barrier = bytes(barrier) if barrier is not None else None
+
+    def work(c0: int, c1: int) -> tuple[str, int, dict[str, float]]:
+        p0, p1 = np.searchsorted(circle, [c0, c1])
+        q0, q1 = np.searchsorted(piece, [p0, p1])
+        lines = shapely.linestrings(xy[q0:q1], indices=piece[q0:q1] - p0)
+        multi = shapely.multilinestrings(lines, indices=circle[p0:p1] - c0)
+        polys, spent = circle_polygons(multi, settings.circle_buffer_m,
+                                       settings.circle_quad_segs, barrier)
+        t = time.thread_time()
+        to_wgs = Transformer.from_crs(srid, 4326, always_xy=True)
+        polys = shapely.transform(polys, lambda p: np.column_stack(to_wgs.transform(*p.T)))
+        ok = np.nonzero(~shapely.is_empty(polys))[0]
+        wkb = _ewkb(_multi_polygons(polys[ok]))
+        s, tm, pc = station[c0:c1][ok], tier[c0:c1][ok], pieces[c0:c1][ok]
+        speed = settings.walking_speed_m_per_min
+        csv = "".join(  # numbers and hex only: no quoting needed
+            f"{run_id},{s[i]},{float(tm[i])!r},{float(tm[i]) / speed!r},{pc[i]},{wkb[i]}\n"
+            for i in range(len(ok)))
+        spent["store_s"] = time.thread_time() - t
+        return csv, len(ok), spent
+
+    n = len(first)
+    chunks = [(c, min(c + CHUNK, n)) for c in range(0, n, CHUNK)]
+    cpu = {"merge_cpu_s": 0.0, "buffer_cpu_s": 0.0, "cut_cpu_s": 0.0, "store_cpu_s": 0.0}
+    copy_s = 0.0
+    stored = 0
+    bar = tqdm(total=n, desc="circles", unit="circle") if progress else None
+    raw = conn.connection.driver_connection
+    with ThreadPoolExecutor(max(1, settings.circle_parallel_workers)) as pool:
+        for csv, count, spent in pool.map(lambda c: work(*c), chunks):
+            tc = time.perf_counter()
+            with raw.cursor() as cur:
+                cur.copy_expert(COPY_SQL, io.StringIO(csv))
+            stored += count
+            copy_s += time.perf_counter() - tc
+            for k, v in spent.items():
+                cpu[k.replace("_s", "_cpu_s")] += v
+            if bar:
+                bar.update(count)
+    if bar:
+        bar.close()
+    return {"reach_fetch_s": t1 - t0, "pieces_s": t2 - t1,
+            "polygon_s": time.perf_counter() - t2, "copy_s": copy_s, "circles": stored,
+            "pieces": int(len(iv)), **cpu}
+
+
 def station_reach(
     conn: Connection, settings: CircleSettings, station_ids: list[int], reach_m: float
 ) -> dict[int, dict[int, float]]:
@@ -296,32 +317,15 @@ def build_circles(
     }
     run_id = start_run(conn, "circles", params)
     srid = metric_srid(conn)
-    kinds = list(settings.circle_barrier_kinds)
     timings = _search(conn, settings, max(tiers), station_ids, srid, progress)
-    t2 = time.perf_counter()
-    conn.execute(text(PIECES_SQL), {"tiers": tiers, "srid": srid})
-    timings["pieces_s"] = time.perf_counter() - t2
-    style = f"quad_segs={int(settings.circle_quad_segs)}"
-    t3 = time.perf_counter()
-    conn.execute(text(LINES_SQL.format(run=int(run_id))))
-    if settings.circle_parallel_workers > 0:
-        conn.execute(text(PARALLEL_SQL.format(workers=int(settings.circle_parallel_workers))))
-    conn.execute(
-        text(CIRCLE_SQL.format(run=int(run_id))),
-        {"buf": settings.circle_buffer_m, "style": style},
-    )
-    conn.execute(text(f"DROP TABLE circle_work_{int(run_id)}"))
-    timings["buffer_s"] = time.perf_counter() - t3
-    t3 = time.perf_counter()
-    if kinds:
-        conn.execute(text(BARRIER_CUT_SQL), {"srid": srid, "kinds": kinds})
+    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress))
     if clip:
-        conn.execute(text(CLIP_SQL), {"srid": srid, "level": clip})
-    timings["cut_clip_s"] = time.perf_counter() - t3
-    n = conn.execute(
-        text(INSERT_SQL), {"run": run_id, "speed": settings.walking_speed_m_per_min}
-    ).rowcount
-    timings["polygon_s"] = time.perf_counter() - t2
+        t0 = time.perf_counter()
+        conn.execute(text(CLIP_SQL), {"level": clip, "run": run_id})
+        timings["circles"] = conn.execute(
+            text("SELECT count(*) FROM service_circle WHERE run_id = :r"), {"r": run_id}
+        ).scalar_one()
+        timings["clip_s"] = time.perf_counter() - t0
     snapped = conn.execute(text("SELECT count(*) FROM _cs_station")).scalar_one()
     total = conn.execute(
         text("SELECT count(*) FROM station WHERE CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids)"),
@@ -329,7 +333,7 @@ def build_circles(
     ).scalar_one()
     summary = {
         "stations": total, "stations_snapped": snapped, "stations_skipped": total - snapped,
-        "circles": n, "tiers_m": tiers,
+        "tiers_m": tiers,
         **{k: round(v, 3) for k, v in timings.items()},
     }
     _drop_temp(conn)

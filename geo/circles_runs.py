@@ -6,9 +6,11 @@ and finish times and status. Results are read back by run id.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+import pandas as pd
 from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -34,7 +36,7 @@ class CircleSettings(WanggeSettings):
         default=2, description="Segments per quarter circle in the buffer (fewer is faster)."
     )
     circle_parallel_workers: int = Field(
-        default=2, description="Parallel workers PostgreSQL may use for the buffers (0: none)."
+        default=2, description="Threads that buffer and cut circles and join coverage (1: one)."
     )
     circle_snap_max_m: float = Field(
         default=300.0, description="Stations farther than this (m) from any walk edge are skipped."
@@ -144,3 +146,15 @@ def latest_run(conn: Connection, kind: str) -> int:
     if rid is None:
         raise NotFound(f"no finished {kind} run yet: run `wangge {kind}` first")
     return int(rid)
+
+
+def read_copy(conn: Connection, query: str, columns: list[str]) -> pd.DataFrame:
+    """Rows of ``query`` (no bind parameters) as a DataFrame, through ``COPY ... TO STDOUT``
+    in the caller's transaction (so temp tables are visible): ~10x faster than fetching rows."""
+    buf = io.StringIO()
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buf)
+    if buf.tell() == 0:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+    buf.seek(0)
+    return pd.read_csv(buf, header=None, names=columns)

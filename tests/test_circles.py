@@ -131,3 +131,62 @@ def test_runs_recorded_and_geojson(conn):
 def test_bad_tiers_rejected(conn):
     with pytest.raises(InvalidInput):
         build_circles(conn, CircleSettings(), tiers_m=[-5])
+
+
+# --- the pure geometry steps (geo.circles_geom), against shapely's own answers ---------------
+
+
+def test_substrings_match_shapely_substring():
+    """Vectorised substrings of curved and straight edges equal ``shapely.ops.substring``."""
+    from shapely.ops import substring
+
+    from geo.circles_geom import EdgeCoords
+
+    rng = np.random.default_rng(3)
+    edges = [shapely.LineString(np.cumsum(rng.uniform(-20, 40, (k, 2)), axis=0))
+             for k in (2, 3, 5, 9, 2, 4)]
+    ec = EdgeCoords.from_geoms(np.array(edges, dtype=object))
+    edge = np.repeat(np.arange(len(edges)), 5)
+    lo = rng.uniform(0, 0.6, len(edge))
+    hi = np.minimum(1.0, lo + rng.uniform(0.01, 0.8, len(edge)))
+    lo[::5], hi[::5] = 0.0, 1.0  # whole edges too
+    xy, piece = ec.substrings(edge, lo, hi)
+    got = shapely.linestrings(xy, indices=piece)
+    # a whole edge's ends are its vertices bit for bit (so that chains meet and merge)
+    whole = np.nonzero(hi == 1.0)[0]
+    last = np.array([shapely.get_coordinates(edges[e])[-1] for e in edge[whole]])
+    assert (shapely.get_coordinates(shapely.get_point(got[whole], -1)) == last).all()
+    for i, g in enumerate(got):
+        want = substring(edges[edge[i]], lo[i], hi[i], normalized=True)
+        assert g.equals_exact(want, 1e-6), (i, g, want)
+
+
+def test_merge_intervals_unites_overlaps_only_within_an_edge():
+    import pandas as pd
+
+    from geo.circles_geom import merge_intervals
+
+    df = pd.DataFrame({
+        "station": [1, 1, 1, 1, 1, 2], "tier": [0, 0, 0, 0, 1, 0], "edge": [5, 5, 5, 5, 5, 5],
+        "lo": [0.0, 0.7, 0.2, 0.5, 0.1, 0.3], "hi": [0.3, 1.0, 0.5, 0.6, 0.2, 0.4],
+    })
+    got = merge_intervals(df)
+    assert got[["station", "tier", "edge", "lo", "hi"]].values.tolist() == [
+        [1, 0, 5, 0.0, 0.6], [1, 0, 5, 0.7, 1.0], [1, 1, 5, 0.1, 0.2], [2, 0, 5, 0.3, 0.4]]
+
+
+def test_edge_reach_is_the_min_over_both_ends():
+    import pandas as pd
+
+    from geo.circles_geom import edge_reach
+
+    source, target = np.array([10, 11, 12, 10]), np.array([11, 12, 13, 13])
+    dd = pd.DataFrame({"station": [7, 7, 7, 8], "node": [10, 11, 13, 12], "d": [5.0, 9.0, 2.0,
+                                                                                  1.0]})
+    got = {(r.station, r.edge): (r.du, r.dv) for r in edge_reach(dd, source, target).itertuples()}
+    nan = float("nan")
+    want = {(7, 0): (5.0, 9.0), (7, 1): (9.0, nan), (7, 2): (nan, 2.0), (7, 3): (5.0, 2.0),
+            (8, 1): (nan, 1.0), (8, 2): (1.0, nan)}
+    assert got.keys() == want.keys()
+    for k, (du, dv) in want.items():
+        assert np.allclose(got[k], (du, dv), equal_nan=True), k

@@ -201,3 +201,23 @@ def test_clip_to_community(conn):
     raw2 = conn.execute(text("SELECT ST_AsBinary(geom) FROM service_circle WHERE run_id = :r"),
                         {"r": unclipped}).scalar_one()
     assert shapely.transform(wkb.loads(bytes(raw2)), _to_m).bounds[2] > X0 + 600
+
+
+def test_shapely_join_equals_postgis_join(conn):
+    """The point-in-circle join done in shapely gives exactly PostGIS's ST_Intersects pairs."""
+    make_lattice(conn, nx=13, ny=13, river_between_rows=6, bridge_cols=(3,))
+    _areas(conn)
+    _buildings(conn, n=600, seed=9)
+    for i, (x, y) in enumerate([(250, 300), (650, 900), (610, 820), (1000, 200), (90, 1100)]):
+        add_station(conn, f"S{i}", X0 + x, Y0 + y)
+    s = CircleSettings()
+    circles = build_circles(conn, s, tiers_m=[300, 500])
+    run = run_coverage(conn, s, circles_run_id=circles, tier_m=500)
+    want = sorted(conn.execute(text(
+        "SELECT b.id, c.station_id FROM service_circle c JOIN building b"
+        " ON ST_Intersects(c.geom, b.location) WHERE c.run_id = :r AND c.tier_m = 500"),
+        {"r": circles}).all())
+    got = sorted(conn.execute(text(
+        "SELECT building_id, unnest(station_ids) FROM building_coverage WHERE run_id = :r"),
+        {"r": run}).all())
+    assert len(want) > 100 and got == want
