@@ -160,8 +160,9 @@ def circle_polygons(
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Buffer each circle's reached linework (MultiLineStrings, m) by ``buffer_m``.
 
-    The pieces are merged into chains first: one buffer of merged chains is several times
-    faster than buffering raw pieces or a union of per-piece buffers. With
+    The pieces are merged into chains first (one buffer of merged chains is several times
+    faster than buffering raw pieces or a union of per-piece buffers), then ``round_buffer``-ed.
+    With
     ``barrier`` (WKB of the barrier area, m), a circle touching it has the barrier area cut out
     and every part left with no reached street within 1 m dropped, so a buffer never jumps a
     river. Thread-safe: the barrier is parsed and prepared per call. Returns the polygons and
@@ -171,11 +172,64 @@ def circle_polygons(
     t0 = clock()
     merged = shapely.line_merge(lines)
     t1 = clock()
-    polys = shapely.buffer(merged, buffer_m, quad_segs=quad_segs)
+    polys = round_buffer(merged, buffer_m, quad_segs)
     t2 = clock()
     if barrier is not None:
         _cut_barrier(polys, merged, barrier)
     return polys, {"merge_s": t1 - t0, "buffer_s": t2 - t1, "cut_s": clock() - t2}
+
+
+def round_buffer(lines: np.ndarray, buffer_m: float, quad_segs: int) -> np.ndarray:
+    """``buffer(lines, buffer_m)`` with round caps, built as the flat-capped band united with a
+    disc at each chain end that the band does not already cover.
+
+    A round-capped buffer is the flat band plus a disc at every chain end. Where chains meet at
+    a junction, the flat end of an arm whose first segment is at least ``buffer_m`` long covers
+    every point of the disc within 90 degrees of its direction; so the junction's disc is
+    covered (and skipped) when no angular gap between its arms exceeds 180 degrees. Only dead
+    ends, the ends of partial pieces and sharp corners keep their disc. GEOS spends most of a
+    round-capped buffer noding the 3-4 caps stacked at every junction: this is ~1.5-2x faster on
+    the bench city's circles. Discs use ``2 * quad_segs`` segments per quarter circle.
+    """
+    band = shapely.buffer(lines, buffer_m, quad_segs=quad_segs, cap_style="flat")
+    parts, which = shapely.get_parts(lines, return_index=True)
+    if len(parts) == 0:
+        return band
+    xy, vidx = shapely.get_coordinates(parts, return_index=True)
+    cnt = np.bincount(vidx, minlength=len(parts))
+    first = np.cumsum(cnt) - cnt
+    last = first + cnt - 1
+    open_ = ~(xy[first] == xy[last]).all(axis=1)  # a closed chain has no caps
+    end = np.concatenate([xy[first], xy[last]])[np.tile(open_, 2)]
+    nxt = np.concatenate([xy[first + 1], xy[last - 1]])[np.tile(open_, 2)]
+    circle = np.tile(which, 2)[np.tile(open_, 2)]
+    if len(end) == 0:
+        return band
+    arm = nxt - end
+    angle = np.arctan2(arm[:, 1], arm[:, 0])
+    short = np.hypot(arm[:, 0], arm[:, 1]) < buffer_m
+    _, junction = np.unique(np.column_stack([circle, end]), axis=0, return_inverse=True)
+    junction = junction.ravel()
+    order = np.lexsort((angle, junction))
+    j, a = junction[order], angle[order]
+    start = np.r_[True, j[1:] != j[:-1]]
+    head = np.nonzero(start)[0]
+    gap = np.diff(a, append=np.nan)
+    gap[np.r_[head[1:] - 1, len(a) - 1]] = (a[head] + 2 * np.pi - a[np.r_[head[1:] - 1,
+                                                                          len(a) - 1]])
+    need = np.zeros(junction.max() + 1, dtype=bool)
+    np.logical_or.at(need, j, gap > np.pi - 1e-9)
+    np.logical_or.at(need, junction, short)
+    pick = np.nonzero(np.r_[True, junction[order][1:] != junction[order][:-1]])[0]
+    rep = order[pick]  # one end per junction
+    rep = rep[need[junction[rep]]]
+    if len(rep) == 0:
+        return band
+    present, rank = np.unique(circle[rep], return_inverse=True)
+    discs = shapely.buffer(shapely.multipoints(end[rep], indices=rank), buffer_m,
+                           quad_segs=2 * quad_segs)
+    band[present] = shapely.union(band[present], discs)
+    return band
 
 
 def _cut_barrier(polys: np.ndarray, merged: np.ndarray, barrier: bytes) -> None:
