@@ -2,14 +2,15 @@
 
 A building is covered when its location (EPSG:4326 point) lies in a circle of the chosen tier
 (``ST_Intersects``). The point-in-circle join runs in shapely (an STRtree of building points,
-queried with prepared circles, in threads); the per-building station and kind lists and every
-sum run in PostGIS.
+queried with prepared circles, in threads); one row per building (its sorted station ids and
+kinds) is COPYed in, and every sum runs in PostGIS.
 Residents and households are summed per grid, community (first 12 digits of the grid code) and
 street (first 9).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,28 +32,14 @@ from geo.circles_runs import (
     start_run,
 )
 from geo.errors import InvalidInput, Problem
-from geo.store import _copy
 
 log = logging.getLogger(__name__)
 
-HITS_TABLE_SQL = """
-CREATE TEMP TABLE _cov_hit (building_id bigint, station_id bigint) ON COMMIT DROP
-"""
-COVER_SQL = """
-INSERT INTO building_coverage (run_id, building_id, covered, station_ids, kinds)
-WITH per AS (
-    SELECT h.building_id, array_agg(DISTINCT h.station_id ORDER BY h.station_id) AS ids,
-           array_agg(DISTINCT s.kind ORDER BY s.kind) AS kinds
-    FROM _cov_hit h JOIN station s ON s.id = h.station_id GROUP BY h.building_id
-)
-SELECT :run, b.id, per.building_id IS NOT NULL,
-       coalesce(per.ids, '{}'), coalesce(per.kinds, '{}')
-FROM building b LEFT JOIN per ON per.building_id = b.id
-"""
-
-
-def _hits(conn: Connection, circles_run_id: int, tier: float, workers: int) -> pd.DataFrame:
-    """(building_id, station_id) for every building point in a circle of ``tier`` (m).
+def _hits(
+    conn: Connection, circles_run_id: int, tier: float, workers: int
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Every building id, and (building_id, station_id) for each building point in a circle of
+    ``tier`` (m).
 
     ``ST_Intersects`` semantics (a point on the boundary counts), evaluated in shapely: an
     STRtree of the building points (EPSG:4326, as stored) queried with each prepared circle.
@@ -67,7 +54,8 @@ def _hits(conn: Connection, circles_run_id: int, tier: float, workers: int) -> p
     pts = read_copy(conn, "SELECT id, ST_X(location), ST_Y(location) FROM building",
                     ["id", "x", "y"])
     if not rows or pts.empty:
-        return pd.DataFrame({"building_id": [], "station_id": []}, dtype="int64")
+        return pts["id"].to_numpy(np.int64), pd.DataFrame(
+            {"building_id": [], "station_id": []}, dtype="int64")
     stations = np.array([r[0] for r in rows], dtype=np.int64)
     polys = shapely.from_wkb([bytes(r[1]) for r in rows])
     tree = shapely.STRtree(shapely.points(pts["x"].to_numpy(), pts["y"].to_numpy()))
@@ -82,7 +70,25 @@ def _hits(conn: Connection, circles_run_id: int, tier: float, workers: int) -> p
         found = list(pool.map(query, parts))
     poly = np.concatenate([p[f[0]] for p, f in zip(parts, found, strict=True)])
     point = np.concatenate([f[1] for f in found])
-    return pd.DataFrame({"building_id": pts["id"].to_numpy()[point], "station_id": stations[poly]})
+    ids = pts["id"].to_numpy(np.int64)
+    return ids, pd.DataFrame({"building_id": ids[point], "station_id": stations[poly]})
+
+
+def _coverage_text(
+    run_id: int, buildings: np.ndarray, hits: pd.DataFrame, kind_of: dict[int, str]
+) -> str:
+    """``building_coverage`` rows in COPY text format: one per building, its sorted distinct
+    station ids and kinds (``{}`` when uncovered)."""
+    h = hits.drop_duplicates().sort_values(["building_id", "station_id"])
+    b, s = h["building_id"].to_numpy(), h["station_id"].to_numpy()
+    starts = np.nonzero(np.r_[True, b[1:] != b[:-1]])[0] if len(b) else np.zeros(0, int)
+    cells: dict[int, str] = {}
+    for i0, i1 in zip(starts, np.r_[starts[1:], len(b)], strict=True):
+        st = s[i0:i1].tolist()
+        kinds = ",".join(f'"{k}"' for k in sorted({kind_of[x] for x in st}))
+        cells[int(b[i0])] = "t\t{" + ",".join(map(str, st)) + "}\t{" + kinds + "}"
+    none = "f\t{}\t{}"
+    return "".join(f"{run_id}\t{i}\t{cells.get(i, none)}\n" for i in buildings.tolist())
 
 
 LEVEL_KEY = {"grid": "b.grid_code", "community": "left(b.grid_code, 12)",
@@ -107,11 +113,13 @@ def run_coverage(
         )
     run_id = start_run(conn, "coverage", {"circles_run_id": cr, "tier_m": tier}, cr)
     t0 = time.perf_counter()
-    hits = _hits(conn, cr, tier, settings.circle_parallel_workers)
+    buildings, hits = _hits(conn, cr, tier, settings.circle_parallel_workers)
     join_s = time.perf_counter() - t0
-    conn.execute(text(HITS_TABLE_SQL))
-    _copy(conn, "_cov_hit", hits)
-    conn.execute(text(COVER_SQL), {"run": run_id})
+    kind_of = dict(conn.execute(text("SELECT id, kind FROM station")).all())
+    rows = _coverage_text(run_id, buildings, hits, kind_of)
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.copy_expert("COPY building_coverage (run_id, building_id, covered, station_ids, kinds)"
+                        " FROM STDIN", io.StringIO(rows))
     write_s = time.perf_counter() - t0 - join_s
     totals = conn.execute(
         text(

@@ -208,8 +208,9 @@ def test_shapely_join_equals_postgis_join(conn):
     make_lattice(conn, nx=13, ny=13, river_between_rows=6, bridge_cols=(3,))
     _areas(conn)
     _buildings(conn, n=600, seed=9)
+    kinds = ["social_work_station", "elder_canteen", "health_station"]
     for i, (x, y) in enumerate([(250, 300), (650, 900), (610, 820), (1000, 200), (90, 1100)]):
-        add_station(conn, f"S{i}", X0 + x, Y0 + y)
+        add_station(conn, f"S{i}", X0 + x, Y0 + y, kinds[i % 3])
     s = CircleSettings()
     circles = build_circles(conn, s, tiers_m=[300, 500])
     run = run_coverage(conn, s, circles_run_id=circles, tier_m=500)
@@ -221,3 +222,16 @@ def test_shapely_join_equals_postgis_join(conn):
         "SELECT building_id, unnest(station_ids) FROM building_coverage WHERE run_id = :r"),
         {"r": run}).all())
     assert len(want) > 100 and got == want
+    # one row per building; kinds as PostGIS would aggregate them; uncovered rows empty
+    want_rows = conn.execute(text(
+        "SELECT b.id, count(c.station_id) > 0, coalesce(array_agg(DISTINCT c.station_id"
+        " ORDER BY c.station_id) FILTER (WHERE c.station_id IS NOT NULL), '{}'),"
+        " coalesce(array_agg(DISTINCT s.kind ORDER BY s.kind) FILTER (WHERE s.kind IS NOT NULL),"
+        " '{}') FROM building b LEFT JOIN service_circle c ON c.run_id = :r AND c.tier_m = 500"
+        " AND ST_Intersects(c.geom, b.location) LEFT JOIN station s ON s.id = c.station_id"
+        " GROUP BY b.id ORDER BY b.id"), {"r": circles}).all()
+    got_rows = conn.execute(text(
+        "SELECT building_id, covered, station_ids, kinds FROM building_coverage"
+        " WHERE run_id = :r ORDER BY building_id"), {"r": run}).all()
+    assert got_rows == want_rows
+    assert any(len(r[3]) > 1 for r in got_rows)  # some building has two kinds
