@@ -66,6 +66,11 @@ class MapSettings(WanggeSettings):
         "this only per-grid aggregates are drawn.",
     )
     map_background: str = Field(default="#eef0ea", description="Map background colour (CSS).")
+    map_cache_seconds: float = Field(
+        default=30.0, ge=0,
+        description="The API serves a built page for this long to callers asking for the same "
+        "map of the same area (0: build every time). Pages are at most this stale.",
+    )
 
 
 class ExternalAsset(RuntimeError):

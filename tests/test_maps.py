@@ -612,3 +612,29 @@ def test_cli_writes_standalone_pages(city_engine, tmp_path: Path, monkeypatch) -
             assert f'"{g}"' in page
     res = runner.invoke(app, ["map", "grids", "--within", "12", "--out", str(tmp_path / "x.html")])
     assert res.exit_code == 1 and "6, 9 or 12 digits" in res.output
+
+
+@pytest.mark.parametrize("ttl, sees_rename", [(3600, False), (0, True)])
+def test_api_page_cache_serves_within_its_age(city_engine, monkeypatch, ttl,  # noqa: ANN001
+                                              sees_rename) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    monkeypatch.setenv("WANGGE_MAP_CACHE_SECONDS", str(ttl))
+    code = _grids()["code"].iloc[0]
+    with city_engine.connect() as conn:
+        old = conn.exec_driver_sql("SELECT name FROM area WHERE code = %s", (code,)).scalar()
+    try:
+        with TestClient(create_app(engine=city_engine)) as client:
+            first = client.get("/maps/grids")
+            assert first.status_code == 200 and old in first.text
+            with city_engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE area SET name = '改名网格' WHERE code = %s", (code,))
+            second = client.get("/maps/grids")
+    finally:
+        with city_engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE area SET name = %s WHERE code = %s", (old, code))
+    assert second.status_code == 200
+    assert ("改名网格" in second.text) is sees_rename
+    assert (second.text == first.text) is not sees_rename

@@ -6,6 +6,10 @@ Every asset a page loads is served here under ``/static/vendor`` (no CDN); tiles
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,14 +34,37 @@ def on_startup(app: FastAPI) -> None:
     """Serve maps/static/vendor under the configured prefix (default /static/vendor)."""
     settings = MapSettings()
     app.state.map_settings = settings
+    app.state.map_pages = {}
+    app.state.map_pages_lock = threading.Lock()
     assets.VENDOR_DIR.mkdir(parents=True, exist_ok=True)
     prefix = settings.map_static_url.rstrip("/")
     if not any(getattr(r, "path", None) == prefix for r in app.router.routes):
         app.mount(prefix, StaticFiles(directory=assets.VENDOR_DIR), name="map_vendor")
 
 
-def _settings() -> MapSettings:
-    return MapSettings()
+def _settings(request: Request) -> MapSettings:
+    settings = getattr(request.app.state, "map_settings", None)
+    if settings is None:
+        settings = request.app.state.map_settings = MapSettings()
+    return settings
+
+
+def _page(request: Request, key: tuple, build: Callable[[], str]) -> HTMLResponse:
+    """The page for ``key``: built by ``build`` at most every ``map_cache_seconds`` (one build
+    at a time per process, so a burst of commanders costs one build)."""
+    ttl = _settings(request).map_cache_seconds
+    state = request.app.state
+    if ttl <= 0 or not hasattr(state, "map_pages"):
+        return HTMLResponse(build())
+    hit = state.map_pages.get(key)
+    if hit is None or hit[0] < time.monotonic():
+        with state.map_pages_lock:
+            hit = state.map_pages.get(key)
+            if hit is None or hit[0] < time.monotonic():
+                if len(state.map_pages) > 256:
+                    state.map_pages.clear()
+                hit = state.map_pages[key] = (time.monotonic() + ttl, build())
+    return HTMLResponse(hit[1], headers={"Cache-Control": f"private, max-age={int(ttl)}"})
 
 
 Within = Query(
@@ -60,25 +87,27 @@ def map_grids(
     conn: Connection = Depends(get_connection),
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
-    rule = DataSettings()
     within = area_within(request, within)
-    grids = mapdata.grids_for_map(conn, within=within, simplify_m=settings.map_simplify_m)
-    parent = within[:9] if within and len(within) >= 9 else within
-    page = grid_map(
-        grids,
-        streets=mapdata.areas_for_map(
-            conn, "street", within=parent, simplify_m=settings.map_simplify_m
-        ),
-        communities=mapdata.areas_for_map(
-            conn, "community", within=within, simplify_m=settings.map_simplify_m
-        ),
-        stations=mapdata.stations_for_map(conn, within=within),
-        households_min=rule.households_min,
-        households_max=rule.households_max,
-        settings=settings,
-        asset_base=settings.map_static_url,
-    )
-    return HTMLResponse(page)
+
+    def build() -> str:
+        rule = DataSettings()
+        parent = within[:9] if within and len(within) >= 9 else within
+        return grid_map(
+            mapdata.grids_for_map(conn, within=within, simplify_m=settings.map_simplify_m),
+            streets=mapdata.areas_for_map(
+                conn, "street", within=parent, simplify_m=settings.map_simplify_m
+            ),
+            communities=mapdata.areas_for_map(
+                conn, "community", within=within, simplify_m=settings.map_simplify_m
+            ),
+            stations=mapdata.stations_for_map(conn, within=within),
+            households_min=rule.households_min,
+            households_max=rule.households_max,
+            settings=settings,
+            asset_base=settings.map_static_url,
+        )
+
+    return _page(request, ("grids", within), build)
 
 
 @router.get(
@@ -96,10 +125,10 @@ def map_coverage(
     conn: Connection = Depends(get_connection),
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
-    return HTMLResponse(
-        _coverage_page(conn, radius_m, kind, area_within(request, within), settings,
-                       settings.map_static_url)
-    )
+    within = area_within(request, within)
+    return _page(request, ("coverage", radius_m, kind, within),
+                 lambda: _coverage_page(conn, radius_m, kind, within, settings,
+                                        settings.map_static_url))
 
 
 def _coverage_page(
@@ -130,12 +159,11 @@ def map_incidents(
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
     within = area_within(request, within)
-    page = incident_map(
+    return _page(request, ("incidents", within), lambda: incident_map(
         mapdata.incidents_for_map(conn, within=within),
         grids=mapdata.areas_for_map(
             conn, "grid", within=within, simplify_m=settings.map_simplify_m
         ),
         settings=settings,
         asset_base=settings.map_static_url,
-    )
-    return HTMLResponse(page)
+    ))
