@@ -36,21 +36,9 @@ def grids_cmd(out: Path = OUT, within: str | None = WITHIN) -> None:
 
     s, rule = MapSettings(), DataSettings()
     with connection() as conn:
-        parent = within[:9] if within and len(within) >= 9 else within
-        page = grid_map(
-            mapdata.grids_for_map(conn, within=within, simplify_m=s.map_simplify_m),
-            streets=mapdata.areas_for_map(
-                conn, "street", within=parent, simplify_m=s.map_simplify_m
-            ),
-            communities=mapdata.areas_for_map(
-                conn, "community", within=within, simplify_m=s.map_simplify_m
-            ),
-            stations=mapdata.stations_for_map(conn, within=within),
-            households_min=rule.households_min,
-            households_max=rule.households_max,
-            settings=s,
-            asset_base=None,
-        )
+        inputs = mapdata.grid_map_inputs(conn, within=within, simplify_m=s.map_simplify_m)
+    page = grid_map(**inputs, households_min=rule.households_min,
+                    households_max=rule.households_max, settings=s, asset_base=None)
     _write(out, page)
 
 
@@ -86,12 +74,8 @@ def incidents_cmd(out: Path = OUT, within: str | None = WITHIN) -> None:
 
     s = MapSettings()
     with connection() as conn:
-        page = incident_map(
-            mapdata.incidents_for_map(conn, within=within),
-            grids=mapdata.areas_for_map(conn, "grid", within=within, simplify_m=s.map_simplify_m),
-            settings=s,
-            asset_base=None,
-        )
+        inputs = mapdata.incident_map_inputs(conn, within=within, simplify_m=s.map_simplify_m)
+    page = incident_map(**inputs, settings=s, asset_base=None)
     _write(out, page)
 
 

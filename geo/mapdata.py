@@ -239,6 +239,27 @@ def suggestions_for_map(conn: Connection, run_id: int) -> gpd.GeoDataFrame:
     return _read(conn, sql, {"run": run_id})
 
 
+def grid_map_inputs(conn: Connection, *, within: str | None = None,
+                    simplify_m: float = 2.0) -> dict[str, gpd.GeoDataFrame]:
+    """Inputs of the grid map (EPSG:4326): grids, streets, communities, stations."""
+    parent = within[:9] if within and len(within) >= 9 else within
+    return {
+        "grids": grids_for_map(conn, within=within, simplify_m=simplify_m),
+        "streets": areas_for_map(conn, "street", within=parent, simplify_m=simplify_m),
+        "communities": areas_for_map(conn, "community", within=within, simplify_m=simplify_m),
+        "stations": stations_for_map(conn, within=within),
+    }
+
+
+def incident_map_inputs(conn: Connection, *, within: str | None = None,
+                        simplify_m: float = 2.0) -> dict[str, gpd.GeoDataFrame]:
+    """Inputs of the incident map (EPSG:4326): incidents and grids."""
+    return {
+        "incidents": incidents_for_map(conn, within=within),
+        "grids": areas_for_map(conn, "grid", within=within, simplify_m=simplify_m),
+    }
+
+
 def coverage_inputs(
     conn: Connection,
     *,

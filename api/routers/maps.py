@@ -91,20 +91,10 @@ def map_grids(
 
     def build() -> str:
         rule = DataSettings()
-        parent = within[:9] if within and len(within) >= 9 else within
         return grid_map(
-            mapdata.grids_for_map(conn, within=within, simplify_m=settings.map_simplify_m),
-            streets=mapdata.areas_for_map(
-                conn, "street", within=parent, simplify_m=settings.map_simplify_m
-            ),
-            communities=mapdata.areas_for_map(
-                conn, "community", within=within, simplify_m=settings.map_simplify_m
-            ),
-            stations=mapdata.stations_for_map(conn, within=within),
-            households_min=rule.households_min,
-            households_max=rule.households_max,
-            settings=settings,
-            asset_base=settings.map_static_url,
+            **mapdata.grid_map_inputs(conn, within=within, simplify_m=settings.map_simplify_m),
+            households_min=rule.households_min, households_max=rule.households_max,
+            settings=settings, asset_base=settings.map_static_url,
         )
 
     return _page(request, ("grids", within), build)
@@ -160,10 +150,6 @@ def map_incidents(
 ) -> HTMLResponse:
     within = area_within(request, within)
     return _page(request, ("incidents", within), lambda: incident_map(
-        mapdata.incidents_for_map(conn, within=within),
-        grids=mapdata.areas_for_map(
-            conn, "grid", within=within, simplify_m=settings.map_simplify_m
-        ),
-        settings=settings,
-        asset_base=settings.map_static_url,
+        **mapdata.incident_map_inputs(conn, within=within, simplify_m=settings.map_simplify_m),
+        settings=settings, asset_base=settings.map_static_url,
     ))
