@@ -210,7 +210,7 @@ def main() -> None:
     eng = make_engine(url)
     if args.http_only:
         return http_only(args, eng, db_name)
-    lookup.invalidate_index()
+    lookup.invalidate_index(keep_previous=False)
     rss0 = rss_mb()
     t0 = time.perf_counter()
     with eng.connect() as c:

@@ -93,6 +93,10 @@ class LookupSettings(WanggeSettings):
     cached_generations: int = Field(
         default=4, description="Dated (at=) indexes kept in memory per database."
     )
+    incremental_max_grids: int = Field(
+        default=500, description="A new generation changing at most this many grids (added, "
+        "removed or reshaped) patches the lattice around them instead of rebuilding it."
+    )
 
 
 @dataclass
@@ -131,7 +135,10 @@ class LookupIndex:
     """Lattice + STRtree over one generation's grids (see the module docstring)."""
 
     def __init__(self, rows: list[Any], team: dict[str, list[dict[str, Any]]], *,
-                 generation: int | None, version: Any, settings: LookupSettings) -> None:
+                 generation: int | None, version: Any, settings: LookupSettings,
+                 previous: LookupIndex | None = None) -> None:
+        """Index ``rows`` (area rows of one generation). With ``previous`` (the index this one
+        replaces) and few changed grids, only the lattice cells around them are recomputed."""
         t0 = time.perf_counter()
         self.generation = generation
         self.version = version
@@ -146,7 +153,8 @@ class LookupIndex:
             )
         grids = sorted(by_level["grid"], key=lambda r: r.code)
         self.grid_codes = [r.code for r in grids]
-        self.grid_geoms = shapely.from_wkb([bytes(r.wkb) for r in grids])
+        self.grid_wkb = [bytes(r.wkb) for r in grids]
+        self.grid_geoms = shapely.from_wkb(self.grid_wkb)
         self.grid_info = [
             {"type": "grid", "code": r.code, "name": r.name,
              "responsible_body": r.responsible_body, "parent_code": r.parent_code,
@@ -161,7 +169,8 @@ class LookupIndex:
                     info["parent_code"] = r.parent_code
                 self.areas[r.code] = info
         self.district = self.areas[by_level["district"][0].code]
-        district_geoms = shapely.from_wkb([bytes(r.wkb) for r in by_level["district"]])
+        self.district_wkb = [bytes(r.wkb) for r in by_level["district"]]
+        district_geoms = shapely.from_wkb(self.district_wkb)
         self.district_geom = shapely.union_all(district_geoms)
         shapely.prepare(self.district_geom)
         self.metric_srid = by_level["district"][0].metric_srid
@@ -172,7 +181,12 @@ class LookupIndex:
         ) if comm else None
         shapely.prepare(self.grid_geoms)
         self.tree = shapely.STRtree(self.grid_geoms)
-        self._build_lattice(settings)
+        plan = self._incremental_plan(previous, settings)
+        self.incremental = plan is not None
+        if plan is None:
+            self._build_lattice(settings)
+        else:
+            self._update_lattice(previous, *plan)
         self._fragments: dict[int, bytes] = {}
         self.build_s = time.perf_counter() - t0
 
@@ -196,13 +210,96 @@ class LookupIndex:
         self.x0, self.y0, self.nx, self.ny = minx - cx, miny - cy, nx, ny
         self.inv_cx = 1.0 / cx
         self.inv_cy = 1.0 / cy
+        self._build_edges()
+        self._set_boundary(self._boundary_keys(np.arange(n)))
+        labels = np.empty(ny * nx, dtype=np.int32)
+        self._label_window(labels, 0, nx, 0, ny)
+        self._finish_lattice(labels)
 
-        # Mark every cell a boundary passes through, remembering which grid's boundary it is.
+    def _incremental_plan(self, prev: LookupIndex | None, settings: LookupSettings
+                          ) -> tuple[tuple[float, float, float, float], np.ndarray] | None:
+        """(window, remap) for ``_update_lattice`` when ``prev`` can be patched: same district
+        and lattice settings, at most ``incremental_max_grids`` grids added, removed or
+        reshaped, all inside prev's lattice. None: build from scratch."""
+        if prev is None or prev.district_wkb != self.district_wkb \
+                or prev.settings.cells_per_grid != settings.cells_per_grid \
+                or prev.settings.max_cells != settings.max_cells:
+            return None
+        old = {code: j for j, code in enumerate(prev.grid_codes)}
+        remap = np.full(len(prev.grid_codes), -1, dtype=np.int32)
+        changed_new: list[int] = []
+        for i, code in enumerate(self.grid_codes):
+            j = old.pop(code, None)
+            if j is not None and prev.grid_wkb[j] == self.grid_wkb[i]:
+                remap[j] = i
+            else:
+                changed_new.append(i)
+        changed_old = np.flatnonzero(remap < 0)
+        if len(changed_new) + changed_old.size > settings.incremental_max_grids:
+            return None
+        geoms = np.concatenate((self.grid_geoms[changed_new], prev.grid_geoms[changed_old]))
+        if geoms.size == 0:
+            return (prev.x0, prev.y0, prev.x0, prev.y0), remap
+        window = tuple(float(v) for v in shapely.total_bounds(geoms))
+        inner = shapely.box(prev.x0 + 1 / prev.inv_cx, prev.y0 + 1 / prev.inv_cy,
+                            prev.x0 + (prev.nx - 1) / prev.inv_cx,
+                            prev.y0 + (prev.ny - 1) / prev.inv_cy)
+        if not shapely.contains(inner, shapely.box(*window)):
+            return None
+        return window, remap
+
+    def _update_lattice(self, prev: LookupIndex, window: tuple[float, float, float, float],
+                        remap: np.ndarray) -> None:
+        """The lattice of ``prev`` with only the cells in ``window`` (a WGS 84 box holding
+        every changed grid, old and new) recomputed; ``remap`` maps prev's grid indices to
+        this index's (-1: gone, only ever inside the window)."""
+        n = len(self.grid_codes)
+        self.x0, self.y0, self.nx, self.ny = prev.x0, prev.y0, prev.nx, prev.ny
+        self.inv_cx, self.inv_cy = prev.inv_cx, prev.inv_cy
+        nx, ny = self.nx, self.ny
+        minx, miny, maxx, maxy = window
+        cx0 = max(int((minx - self.x0) * self.inv_cx) - 1, 0)
+        cx1 = min(int((maxx - self.x0) * self.inv_cx) + 2, nx)
+        cy0 = max(int((miny - self.y0) * self.inv_cy) - 1, 0)
+        cy1 = min(int((maxy - self.y0) * self.inv_cy) + 2, ny)
+        self._build_edges()
+        # prev's boundary candidates outside the window, renumbered; new ones inside it
+        cells = np.repeat(prev.b_cells, prev.b_count)
+        col, row = cells % nx, cells // nx
+        outside = (col < cx0) | (col >= cx1) | (row < cy0) | (row >= cy1)
+        kept_grid = remap[prev.cand_grid[outside]].astype(np.int64)
+        labels = prev.labels.copy()
+        interior = labels >= 0
+        renumbered = remap[labels[interior]]
+        labels[interior] = renumbered
+        gone = np.zeros(labels.size, dtype=bool)
+        gone[interior] = renumbered < 0
+        gone.reshape(ny, nx)[cy0:cy1, cx0:cx1] = False
+        if (kept_grid < 0).any() or gone.any():
+            self._build_lattice(self.settings)  # a changed grid reached outside the window
+            return
+        del interior, renumbered, gone
+        kept = cells[outside] * n + kept_grid
+        box = shapely.box(self.x0 + cx0 / self.inv_cx, self.y0 + cy0 / self.inv_cy,
+                          self.x0 + cx1 / self.inv_cx, self.y0 + cy1 / self.inv_cy)
+        near = np.sort(self.tree.query(box))
+        fresh = self._boundary_keys(near)
+        cells = fresh // n
+        col, row = cells % nx, cells // nx
+        fresh = fresh[(col >= cx0) & (col < cx1) & (row >= cy0) & (row < cy1)]
+        keys = np.concatenate((kept, fresh))
+        keys.sort()
+        self._set_boundary(keys)
+        self._label_window(labels, cx0, cx1, cy0, cy1)
+        self._finish_lattice(labels)
+
+    def _build_edges(self) -> None:
+        """Every grid's boundary edges (all rings), grouped by grid: the exact fallback test."""
+        n = len(self.grid_codes)
         rings, grid_of_ring = shapely.get_parts(shapely.boundary(self.grid_geoms),
                                                 return_index=True)
         xy, ring_of = shapely.get_coordinates(rings, return_index=True)
         same = ring_of[1:] == ring_of[:-1]
-        # Edges of each grid (all rings), grouped by grid index: the exact fallback test.
         e_grid = grid_of_ring[ring_of[:-1][same]]
         order = np.argsort(e_grid, kind="stable")
         self.e_x1 = xy[:-1, 0][same][order]
@@ -212,10 +309,20 @@ class LookupIndex:
         counts = np.bincount(e_grid, minlength=n)
         self.e_start = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
         self.e_count = counts.astype(np.int64)
-        fx = (xy[:, 0] - self.x0) * self.inv_cx
-        fy = (xy[:, 1] - self.y0) * self.inv_cy
-        ax, ay, bx, by = fx[:-1][same], fy[:-1][same], fx[1:][same], fy[1:][same]
-        seg_grid = grid_of_ring[ring_of[:-1][same]]
+
+    def _boundary_keys(self, grids: np.ndarray) -> np.ndarray:
+        """Sorted distinct ``cell * n_grids + grid`` for every cell the boundary of each of
+        ``grids`` (indices) passes through."""
+        n, nx, ny = len(self.grid_codes), self.nx, self.ny
+        cnt = self.e_count[grids]
+        edge = (np.repeat(self.e_start[grids], cnt)
+                + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)))
+        seg_grid = np.repeat(grids, cnt)
+        ax = (self.e_x1[edge] - self.x0) * self.inv_cx
+        ay = (self.e_y1[edge] - self.y0) * self.inv_cy
+        bx = (self.e_x2[edge] - self.x0) * self.inv_cx
+        by = (self.e_y2[edge] - self.y0) * self.inv_cy
+        del edge
         length = np.maximum(np.abs(bx - ax), np.abs(by - ay))
         pieces = np.maximum(1, np.ceil(length / 0.45)).astype(np.int64)
         seg = np.repeat(np.arange(ax.size), pieces)
@@ -237,40 +344,48 @@ class LookupIndex:
             (cy * nx + cx) * n + piece_grid for cx in (lo_x, hi_x) for cy in (lo_y, hi_y)
         ])
         del lo_x, hi_x, lo_y, hi_y, piece_grid, seg
-        # sorted by cell, then grid index (= code order); sort + mask, since numpy 2's hashing
-        # np.unique took 30 s on 32 M keys here where sorting takes 1 s
+        # sort + mask, since numpy 2's hashing np.unique took 30 s on 32 M keys here where
+        # sorting takes 1 s
         keys.sort()
         distinct = np.empty(keys.size, dtype=bool)
         distinct[:1] = True
         np.not_equal(keys[1:], keys[:-1], out=distinct[1:])
-        keys = keys[distinct]
-        del distinct
+        return keys[distinct]
+
+    def _set_boundary(self, keys: np.ndarray) -> None:
+        """Boundary cells and their candidate grids (CSR) from sorted keys."""
+        n = len(self.grid_codes)
         cand_cell = keys // n
         self.cand_grid = (keys % n).astype(np.int32)
-        del keys
         self.b_cells, b_first = np.unique(cand_cell, return_index=True)
         self.b_start = b_first.astype(np.int64)
         self.b_count = np.diff(np.append(b_first, cand_cell.size)).astype(np.int64)
-        del cand_cell
-        marked = np.zeros(ny * nx, dtype=bool)
+
+    def _label_window(self, labels: np.ndarray, cx0: int, cx1: int, cy0: int, cy1: int) -> None:
+        """Label the boundary-free cells of a window with one tree lookup per connected
+        region (boundary cells get their slot in ``_finish_lattice``)."""
+        nx = self.nx
+        marked = np.zeros(self.ny * nx, dtype=bool)
         marked[self.b_cells] = True
-        # Label the boundary-free regions with one tree lookup each.
-        comp, ncomp = ndimage.label(~marked.reshape(ny, nx))
+        sub = ~marked.reshape(self.ny, nx)[cy0:cy1, cx0:cx1]
+        comp, ncomp = ndimage.label(sub)
         flat = comp.ravel()
-        del comp
         first = np.full(ncomp + 1, -1, dtype=np.int64)
-        first[flat[::-1]] = np.arange(flat.size - 1, -1, -1, dtype=np.int32)
+        first[flat[::-1]] = np.arange(flat.size - 1, -1, -1, dtype=np.int64)
         reps = first[1:]
-        rx = self.x0 + ((reps % nx) + 0.5) / self.inv_cx
-        ry = self.y0 + ((reps // nx) + 0.5) / self.inv_cy
+        w = cx1 - cx0
+        rx = self.x0 + (cx0 + (reps % w) + 0.5) / self.inv_cx
+        ry = self.y0 + (cy0 + (reps // w) + 0.5) / self.inv_cy
         comp_label = np.full(ncomp + 1, _NONE, dtype=np.int32)
         comp_label[1:] = self._tree_lookup(rx, ry)
-        labels = comp_label[flat]
-        del flat
+        view = labels.reshape(self.ny, nx)[cy0:cy1, cx0:cx1]
+        view[sub] = comp_label[comp[sub]]
+
+    def _finish_lattice(self, labels: np.ndarray) -> None:
         # A boundary cell holds -(2 + its slot in b_cells): no search at lookup time.
         labels[self.b_cells] = -2 - np.arange(self.b_cells.size, dtype=np.int32)
         self.labels = labels
-        self.boundary_cell_share = float(marked.mean())
+        self.boundary_cell_share = float(self.b_cells.size / labels.size)
         self.nbytes = int(labels.nbytes + self.cand_grid.nbytes + self.b_cells.nbytes * 3
                           + self.e_x1.nbytes * 4)
 
@@ -448,8 +563,10 @@ def _team(conn: Connection) -> dict[str, list[dict[str, Any]]]:
 
 
 def build_index(conn: Connection, *, generation: int | None = None,
-                settings: LookupSettings | None = None) -> LookupIndex:
-    """Build the index of the current generation (``generation=None``) or of ``generation``."""
+                settings: LookupSettings | None = None,
+                previous: LookupIndex | None = None) -> LookupIndex:
+    """Build the index of the current generation (``generation=None``) or of ``generation``;
+    ``previous`` (the index it replaces) lets a small change patch its lattice."""
     settings = settings or LookupSettings()
     version = _version(conn)
     if generation is None:
@@ -461,7 +578,8 @@ def build_index(conn: Connection, *, generation: int | None = None,
             _AREA_SQL + "WHERE generation_low <= :g "
             "AND (generation_high IS NULL OR generation_high >= :g)"), {"g": generation}).all()
         gen = generation
-    return LookupIndex(rows, _team(conn), generation=gen, version=version, settings=settings)
+    return LookupIndex(rows, _team(conn), generation=gen, version=version, settings=settings,
+                       previous=previous)
 
 
 class _DbCache:
@@ -473,16 +591,26 @@ class _DbCache:
         self.dates: dict[str, int] = {}
         self.dates_version: Any = None
         self.building = False
+        self.forced = False
 
 
 _CACHES: dict[str, _DbCache] = {}
 _CACHES_LOCK = threading.Lock()
 
 
-def invalidate_index() -> None:
-    """Forget every cached index: the next lookup rebuilds."""
+def invalidate_index(*, keep_previous: bool = True) -> None:
+    """Make the next lookup rebuild. With ``keep_previous`` the current index stays the base
+    of that rebuild (a small change patches it) and answers until then; else it is dropped."""
     with _CACHES_LOCK:
-        _CACHES.clear()
+        if not keep_previous:
+            _CACHES.clear()
+            return
+        for cache in _CACHES.values():
+            with cache.lock:
+                cache.forced = True
+                cache.checked_at = float("-inf")
+                cache.dates.clear()
+                cache.dated.clear()
 
 
 _ENGINE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
@@ -512,9 +640,10 @@ def _build_in_background(engine: Engine, cache: _DbCache,
     def run() -> None:
         try:
             with engine.connect() as conn:
-                index = build_index(conn, settings=settings)
+                index = build_index(conn, settings=settings, previous=cache.current)
             with cache.lock:
                 cache.current = index
+                cache.forced = False
                 cache.checked_at = time.monotonic()
         finally:
             cache.building = False
@@ -544,7 +673,8 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
         with cache.lock:
             version = _version(conn)
             if at is None:
-                stale = cache.current is None or cache.current.version != version
+                stale = cache.current is None or cache.forced \
+                    or cache.current.version != version
                 if stale and background and cache.current is not None \
                         and isinstance(bind, Engine):
                     if not cache.building:
@@ -552,7 +682,9 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
                     cache.checked_at = time.monotonic()
                     return cache.current
                 if stale:
-                    cache.current = build_index(conn, settings=settings)
+                    cache.current = build_index(conn, settings=settings,
+                                                previous=cache.current)
+                    cache.forced = False
                 cache.checked_at = time.monotonic()
                 return cache.current
             day = parse_date(at)

@@ -216,3 +216,66 @@ def test_refresh_without_restart_and_dated_lookups(fresh_database):
             lookup.locate_point(c, 119.305, 26.03, at="yesterday")
         assert exc.value.problems[0].field == "at"
     eng.dispose()
+
+
+def _rows(layers):
+    """Area rows as build_index reads them, from synthetic layers (no database)."""
+    from types import SimpleNamespace
+
+    rows = []
+    for level in ("district", "street", "community", "grid"):
+        for r in layers[level].itertuples():
+            rows.append(SimpleNamespace(
+                level=level, code=r.code, parent_code=getattr(r, "parent_code", None),
+                name=r.name, responsible_body=getattr(r, "responsible_body", None),
+                metric_srid=getattr(r, "metric_srid", None), wkb=shapely.to_wkb(r.geometry)))
+    return rows
+
+
+def test_small_change_patches_the_lattice_with_the_same_answers():
+    from geo.synth import generate_city
+
+    layers = generate_city(grids=300, buildings=600, stations=10, seed=7)
+    settings = lookup.LookupSettings()
+    before = lookup.LookupIndex(_rows(layers), {}, generation=1, version=1, settings=settings)
+    grids = layers["grid"].copy()
+    # split the first grid in two along its vertical midline (new codes), and give its
+    # east neighbour's western strip to the first grid's eastern half
+    g = grids.geometry.iloc[0]
+    minx, miny, maxx, maxy = g.bounds
+    mid = (minx + maxx) / 2
+    west = g.intersection(shapely.box(minx - 1, miny - 1, mid, maxy + 1))
+    east = g.intersection(shapely.box(mid, miny - 1, maxx + 1, maxy + 1))
+    first = grids.iloc[0]
+    new = grids.iloc[1:].copy()
+    extra = grids.iloc[[0, 0]].copy()
+    extra["code"] = [first["code"][:12] + "901", first["code"][:12] + "902"]
+    extra["geometry"] = [west, east]
+    changed = np.concatenate((new.to_numpy(), extra.to_numpy()))
+    layers_after = dict(layers, grid=grids.__class__(changed, columns=grids.columns,
+                                                     crs=grids.crs))
+    rows_after = _rows(layers_after)
+    patched = lookup.LookupIndex(rows_after, {}, generation=2, version=2, settings=settings,
+                                 previous=before)
+    rebuilt = lookup.LookupIndex(rows_after, {}, generation=2, version=2, settings=settings)
+    assert patched.incremental and not rebuilt.incremental
+    rng = np.random.default_rng(3)
+    dminx, dminy, dmaxx, dmaxy = shapely.bounds(rebuilt.district_geom)
+    x = rng.uniform(dminx, dmaxx, 200_000)
+    y = rng.uniform(dminy, dmaxy, 200_000)
+    # densely around the change too
+    x = np.concatenate((x, rng.uniform(minx - 0.002, maxx + 0.002, 50_000)))
+    y = np.concatenate((y, rng.uniform(miny - 0.002, maxy + 0.002, 50_000)))
+    gi_p, st_p = patched.classify(x, y)
+    gi_r, st_r = rebuilt.classify(x, y)
+    assert np.array_equal(st_p, st_r) and np.array_equal(gi_p, gi_r)
+    # and both agree with shapely on the changed area, away from boundaries
+    codes = np.asarray(patched.grid_codes, dtype=object)
+    tree = shapely.STRtree(np.asarray([west, east], dtype=object))
+    pts = shapely.points(x[-50_000:], y[-50_000:])
+    hit_pt, hit_g = tree.query(pts, predicate="within")
+    assert hit_pt.size > 1000
+    expected = np.asarray(extra["code"].tolist(), dtype=object)[hit_g]
+    got = codes[gi_p[-50_000:][hit_pt]]
+    assert (got == expected).all()
+    assert first["code"] not in patched.grid_codes
