@@ -71,7 +71,7 @@ class PlanningSettings(WanggeSettings):
     draft_ratio: float = Field(default=1.5, description="Draft partition: stop searching once "
                                "every grid keeps the balance rule and the largest is at most "
                                "this × the smallest, by households.")
-    draft_unit_households: int = Field(default=40, description="Draft partition: street "
+    draft_unit_households: int = Field(default=30, description="Draft partition: street "
                                        "blocks holding more households are cut between "
                                        "buildings into strips of about this many.")
 
@@ -411,10 +411,11 @@ def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: li
         for i, c in zip(idx, codes, strict=True):
             create[i]["code"] = c
     new_codes = [str(c["code"]) for c in create]
+    retire_set, new_set, closed_set = set(retire), set(new_codes), set(closed)  # O(1) tests
     clash = conn.execute(text(
         "SELECT code FROM retired_code WHERE code = ANY(:c) UNION "
         "SELECT code FROM area WHERE generation_high IS NULL AND code = ANY(:c)"),
-        {"c": [c for c in new_codes if c not in retire]}).scalars().all()
+        {"c": [c for c in new_codes if c not in retire_set]}).scalars().all()
     if clash:
         raise Conflict("codes already in use or retired", [
             Problem(reason="code is current or was retired; codes are never reused",
@@ -440,13 +441,16 @@ def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: li
                      "name": item.get("name") or f"网格{str(item['code'])[-3:]}",
                      "rb": item.get("responsible_body") or "居民委员会",
                      "wkb": _multi(_as_geom(item["geometry"], "geometry")).wkb})
-    if rows:
+    if rows:  # one statement (an executemany is a round trip and a trigger call per row)
         conn.execute(text(
             "INSERT INTO area (level, code, parent_code, name, geom, generation_low, "
-            "responsible_body) VALUES ('grid', :code, :parent, :name, "
-            "ST_Multi(ST_GeomFromWKB(:wkb, 4326)), :gen, :rb)"),
-            [{**r, "gen": gen} for r in rows])
-    retired = [c for c in retire if c not in new_codes]
+            "responsible_body) SELECT 'grid', code, parent, name, "
+            "ST_Multi(ST_GeomFromWKB(wkb, 4326)), :gen, rb FROM unnest("
+            "CAST(:code AS text[]), CAST(:parent AS text[]), CAST(:name AS text[]), "
+            "CAST(:wkb AS bytea[]), CAST(:rb AS text[])) AS t(code, parent, name, wkb, rb)"),
+            {"gen": gen, **{k: [r[k] for r in rows]
+                            for k in ("code", "parent", "name", "wkb", "rb")}})
+    retired = [c for c in retire if c not in new_set]
     if retired:
         conn.execute(text(
             "INSERT INTO retired_code (code, level, generation_id) "
@@ -486,13 +490,13 @@ def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: li
                 moved += 1
         touched = sorted(set(touched) | set(reassign.values())
                          | {str(v) for v in known.values() if v})
-    checked = [c for c in touched if c not in retired]
+    checked = sorted(set(touched) - set(retired))
     errors, warnings = check_communities(conn, comms, checked, settings)
     if errors:
         raise InvalidInput(f"refused {operation}: {len(errors)} check(s) failed; "
                            "nothing was written", errors)
     result = ChangeResult(generation=int(gen), operation=operation,
-                          created=sorted(c for c in new_codes if c not in closed),
+                          created=sorted(c for c in new_codes if c not in closed_set),
                           retired=retired, changed=sorted(replace), buildings_moved=moved,
                           warnings=[w.as_dict() for w in warnings])
     conn.execute(text(
@@ -895,18 +899,19 @@ def rebalance(labels: np.ndarray, neighbors: dict[int, list[int]], hh: np.ndarra
 
 
 def draft_partition(conn: Connection, community: str, *,
-                    settings: PlanningSettings | None = None, seed: int = 0, tries: int = 2,
+                    settings: PlanningSettings | None = None, seed: int = 0, tries: int = 3,
                     progress: Callable[[int, int], None] | None = None) -> Draft:
     """Propose grids for ``community`` balanced by households, following streets.
 
     Units: street blocks (``street_blocks``), cut between buildings into strips of about
-    ``draft_unit_households`` where a block holds more (``draft_units``); adjacency a shared
-    edge (libpysal Rook). spopt's ``MaxPHeuristic`` (households floor; homogeneity on unit
-    centroids in metres, so regions stay compact) runs over a sweep of floors from the balance
-    rule and the community's total (``tries`` seeds each), stopping early once a solution meets
-    the rule and ``draft_ratio``; each solution is polished by ``rebalance`` (single boundary
-    moves) and the one kept has the fewest grids outside the rule, then the smallest
-    largest/smallest household ratio. ``progress(done, total)`` is called after each solve.
+    ``draft_unit_households`` (and, as a second layout, 4/3 of it) where a block holds more
+    (``draft_units``); adjacency a shared edge (libpysal Rook). spopt's ``MaxPHeuristic``
+    (households floor; homogeneity on unit centroids in metres, so regions stay compact) runs
+    over a sweep of floors from the balance rule and the community's total (``tries`` seeds,
+    each over both layouts), stopping early once a solution meets the rule and
+    ``draft_ratio``; each solution is polished by ``rebalance`` (single boundary moves) and the
+    one kept has the fewest grids outside the rule, then the smallest largest/smallest
+    household ratio. ``progress(done, total)`` is called after each solve.
     Nothing is written: accept with ``accept_draft``.
     """
     import libpysal
@@ -919,28 +924,32 @@ def draft_partition(conn: Connection, community: str, *,
         "SELECT b.households, b.location FROM building b JOIN area c ON c.level = 'community' "
         "AND c.code = :c AND c.generation_high IS NULL AND ST_Intersects(c.geom, b.location)"),
         conn, geom_col="location", params={"c": community}, crs=4326).to_crs(srid)
-    units = draft_units(blocks, bld, settings.draft_unit_households)
     lo, hi = settings.households_min, settings.households_max
-    hh_units = units["households"].to_numpy().astype(float)
-    total = int(hh_units.sum())
-    if len(units) == 1 or total <= hi:
-        cands: list[tuple[int, int]] = []
-    else:
-        kmin = max(1, int(np.ceil(total / hi)))
-        kmax = max(kmin, int(total // max(lo, 1)))
-        floors = [round(total / k * f) for f in (0.85, 0.75)
-                  for k in range(kmin, min(kmax, kmin + 3) + 1)]
-        cands = [(t, seed + r) for r in range(tries) for t in dict.fromkeys(floors)
-                 if 0 < t <= total]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        w = libpysal.weights.Rook.from_dataframe(units, use_index=False, silence_warnings=True)
-    neighbors = {int(i): [int(j) for j in js] for i, js in w.neighbors.items()}
-    best: tuple[tuple[int, float], np.ndarray] | None = None
-    for n, (t, s) in enumerate(cands):
+    layouts = []  # (units, households, Rook neighbours, floors) per unit size
+    for size in dict.fromkeys((settings.draft_unit_households,
+                               round(settings.draft_unit_households * 4 / 3))):
+        units = draft_units(blocks, bld, size)
+        hh_units = units["households"].to_numpy().astype(float)
+        total = int(hh_units.sum())
+        floors: list[int] = []
+        if len(units) > 1 and total > hi:
+            kmin = max(1, int(np.ceil(total / hi)))
+            kmax = max(kmin, int(total // max(lo, 1)))
+            floors = [t for t in dict.fromkeys(
+                round(total / k * f) for f in (0.85, 0.75)
+                for k in range(kmin, min(kmax, kmin + 3) + 1)) if 0 < t <= total]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w = libpysal.weights.Rook.from_dataframe(units, use_index=False,
+                                                     silence_warnings=True)
+        layouts.append((units, hh_units, w, floors))
+    cands = [(r, i, t) for r in range(tries) for i, lay in enumerate(layouts) for t in lay[3]]
+    best: tuple[tuple[int, float], np.ndarray, int] | None = None
+    for n, (r, i, t) in enumerate(cands):
         if best is not None and best[0][0] == 0 and best[0][1] <= settings.draft_ratio:
             break  # good enough: every grid in the rule and within the target ratio
-        np.random.seed(s)
+        units, hh_units, w, _ = layouts[i]
+        np.random.seed(seed + r)
         model = MaxPHeuristic(units, w, ["x", "y"], "households", t, top_n=2,
                               max_iterations_construction=5, max_iterations_sa=1)
         try:
@@ -956,10 +965,12 @@ def draft_partition(conn: Connection, community: str, *,
             progress(n + 1, len(cands))
         if labels is None or (labels <= 0).any():  # unassigned units (floor not reachable)
             continue
+        neighbors = {int(a): [int(b) for b in bs] for a, bs in w.neighbors.items()}
         labels = rebalance(labels, neighbors, hh_units, lo, hi)
         sc = _score(np.bincount(labels, weights=hh_units)[np.unique(labels)], lo, hi)
         if best is None or sc < best[0]:
-            best = (sc, labels)
+            best = (sc, labels, i)
+    units = layouts[best[2] if best is not None else 0][0]
     labels = best[1] if best is not None else np.ones(len(units), int)
     units["region"] = labels
     merged = units.dissolve(by="region", aggfunc={"households": "sum"}).reset_index()
