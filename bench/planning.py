@@ -17,6 +17,7 @@ Writes bench/results/planning.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -142,6 +143,7 @@ def main() -> None:
                                  "generation_high IS NULL")).scalar()
         n_buildings = c.execute(text("SELECT count(*) FROM building")).scalar()
     mid = comms[len(comms) // 2]
+    load_before = os.getloadavg()[0]
     with eng.connect() as c:
         _, initial_build_s = timed(lambda: lookup.get_index(c))
 
@@ -214,6 +216,8 @@ def main() -> None:
         "targets": {"split_or_merge_s": 2.0, "layer_import_s": 120.0,
                     "draft_max_over_min_households": 1.5},
         "peak_rss_mb": round(peak_rss_mb()),
+        "load_average_1m": {"before": round(load_before, 2),
+                            "after": round(os.getloadavg()[0], 2)},
         "method": "each time is one run through commit plus one locate_point that rebuilds the "
                   "lookup index (index_refresh_s: the median of those rebuilds); balance mode "
                   "'warn' for the timed edits, the default rule (150-500) for the draft; "
