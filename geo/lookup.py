@@ -498,9 +498,20 @@ class LookupIndex:
     def boundary_distance_m(self, gi: int, lon: float, lat: float) -> float:
         """Metres from the point to grid ``gi``'s boundary (nearest edge, in a local
         equirectangular frame at the point: within ~0.5 % of the geodesic over a few km)."""
-        s, e = self.e_start[gi], self.e_start[gi] + self.e_count[gi]
+        s, e = int(self.e_start[gi]), int(self.e_start[gi] + self.e_count[gi])
         kx = 111_320.0 * math.cos(math.radians(lat))
         ky = 110_574.0
+        if e - s <= 32:  # plain floats: numpy's per-call overhead dominates a few edges
+            best = math.inf
+            for x1, y1, x2, y2 in zip(self.e_x1[s:e].tolist(), self.e_y1[s:e].tolist(),
+                                      self.e_x2[s:e].tolist(), self.e_y2[s:e].tolist(),
+                                      strict=True):
+                ax, ay = (x1 - lon) * kx, (y1 - lat) * ky
+                dx, dy = (x2 - lon) * kx - ax, (y2 - lat) * ky - ay
+                den = dx * dx + dy * dy
+                t = min(max(-(ax * dx + ay * dy) / den, 0.0), 1.0) if den > 0 else 0.0
+                best = min(best, math.hypot(ax + t * dx, ay + t * dy))
+            return best
         ax = (self.e_x1[s:e] - lon) * kx
         ay = (self.e_y1[s:e] - lat) * ky
         bx = (self.e_x2[s:e] - lon) * kx
