@@ -307,12 +307,11 @@ def main() -> None:
     load = os.getloadavg()
     figures["load_average_1m"] = load[0]
     figures["note"] = (
-        "Machine shared by 7 engineers working at once (2 cores): absolute figures are noisy, "
-        "often several times slower than on a quiet machine; compare ratios from this run. "
-        "sjoin time includes building the point GeoSeries from the same arrays. wrk and uvicorn "
-        "(one worker) share the 2 cores with the database and other work. http_* figures: "
-        "access policy on, an API key sent (api/security.py checks the key with one database "
-        "query per request); *_policy_off: the same with WANGGE_ENFORCE_ACCESS=false.")
+        "2-core machine, shared: absolute figures move with load_average_1m; compare ratios "
+        "from one run. sjoin time includes building the point GeoSeries from the same arrays. "
+        "wrk and uvicorn (one worker) share the 2 cores with the database. http_* figures: "
+        "access policy on, an API key sent (verified keys are cached, "
+        "WANGGE_API_KEY_CACHE_SECONDS); *_policy_off: the same with WANGGE_ENFORCE_ACCESS=false.")
     write_results("lookup", figures)
     eng.dispose()
 
