@@ -663,17 +663,17 @@ _STEP_MEDIANS = """
     count(*) FILTER (WHERE i.status = 'closed') AS closed,
     count(*) FILTER (WHERE i.status = 'duplicate') AS duplicates,
     count(*) FILTER (WHERE i.is_open AND i.resolve_due <= :now) AS overdue,
-    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.checked_in_at - i.reported_at)
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY date_part('epoch', i.checked_in_at - i.reported_at)
         / 3600) AS median_checkin_h,
-    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.consulting_at -
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY date_part('epoch', i.consulting_at -
         i.checked_in_at) / 3600) AS median_consult_h,
-    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.in_progress_at -
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY date_part('epoch', i.in_progress_at -
         i.consulting_at) / 3600) AS median_carry_out_h,
-    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.feedback_at -
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY date_part('epoch', i.feedback_at -
         i.in_progress_at) / 3600) AS median_feedback_h,
-    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.rated_at - i.feedback_at)
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY date_part('epoch', i.rated_at - i.feedback_at)
         / 3600) AS median_rating_h,
-    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.closed_at - i.reported_at)
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY date_part('epoch', i.closed_at - i.reported_at)
         / 3600) FILTER (WHERE i.status = 'closed') AS median_total_h,
     avg(i.rating)::float AS satisfaction_mean,
     (count(*) FILTER (WHERE i.rating >= 4))::float / nullif(count(i.rating), 0)
