@@ -207,9 +207,10 @@ class LookupIndex:
         # One empty cell of padding all round: truncation toward zero then maps (-1, 0) to the
         # empty column 0, so a float->int cast alone serves as floor for every in-range point.
         nx, ny = nx + 2, ny + 2
-        self.x0, self.y0, self.nx, self.ny = minx - cx, miny - cy, nx, ny
-        self.inv_cx = 1.0 / cx
-        self.inv_cy = 1.0 / cy
+        # plain floats: a huge coordinate then gives inf (outside), not a numpy overflow warning
+        self.x0, self.y0, self.nx, self.ny = float(minx - cx), float(miny - cy), nx, ny
+        self.inv_cx = float(1.0 / cx)
+        self.inv_cy = float(1.0 / cy)
         self._build_edges()
         self._set_boundary(self._boundary_keys(np.arange(n)))
         labels = np.empty(ny * nx, dtype=np.int32)
@@ -434,10 +435,11 @@ class LookupIndex:
     # -- lookups -------------------------------------------------------------------------
     def grid_index(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Grid index per WGS 84 point (order of ``grid_codes``), -1 where no grid holds it."""
-        fx = lon - self.x0
-        fx *= self.inv_cx
-        fy = lat - self.y0
-        fy *= self.inv_cy
+        with np.errstate(over="ignore"):
+            fx = lon - self.x0
+            fx *= self.inv_cx
+            fy = lat - self.y0
+            fy *= self.inv_cy
         with np.errstate(invalid="ignore"):
             ix = fx.astype(np.int32)  # NaN, inf and huge values become INT_MIN: outside
             iy = fy.astype(np.int32)
