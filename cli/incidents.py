@@ -3,20 +3,15 @@ escalate|urge|reroute|route|sla``."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 import typer
 
-from cli.common import connection, domain_errors
+from cli.common import connection, domain_errors, print_json
 
 incident_app = typer.Typer(help="Incidents: the six-step loop (六步接办) from report to rating.",
                            no_args_is_help=True)
-
-
-def _print(obj: Any) -> None:
-    typer.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
 
 
 def _settings() -> Any:
@@ -42,7 +37,7 @@ def report(
         res = inc.report(conn, category=category, lon=lon, lat=lat, crs=crs,
                          description=description, actor=actor, source="cli",
                          settings=_settings())
-    _print(res.__dict__)
+    print_json(res.__dict__)
 
 
 @incident_app.command("show")
@@ -52,7 +47,7 @@ def show(incident_id: int = typer.Argument(..., help="Case id.")) -> None:
     from geo import incidents as inc
 
     with connection() as conn:
-        _print(inc.get(conn, incident_id))
+        print_json(inc.get(conn, incident_id))
 
 
 @incident_app.command("transition")
@@ -69,7 +64,7 @@ def transition(
     from geo import incidents as inc
 
     with connection() as conn:
-        _print(inc.transition(conn, incident_id, to, actor=actor, note=note, rating=rating,
+        print_json(inc.transition(conn, incident_id, to, actor=actor, note=note, rating=rating,
                               settings=_settings()))
 
 
@@ -106,7 +101,7 @@ def overdue(
     from geo import incidents as inc
 
     with connection() as conn:
-        _print(inc.overdue(conn, street=street, grid=grid, department=department, level=level,
+        print_json(inc.overdue(conn, street=street, grid=grid, department=department, level=level,
                            limit=limit))
 
 
@@ -124,9 +119,9 @@ def stats(
 
     with connection() as conn:
         if geojson:
-            _print(inc.stats_geojson(conn, by=by, street=street, start=start, end=end))
+            print_json(inc.stats_geojson(conn, by=by, street=street, start=start, end=end))
         else:
-            _print(inc.stats(conn, by=by, street=street, start=start, end=end))
+            print_json(inc.stats(conn, by=by, street=street, start=start, end=end))
 
 
 @incident_app.command("escalate")
@@ -137,7 +132,7 @@ def escalate() -> None:
     from geo import incidents as inc
 
     with connection() as conn:
-        _print(inc.escalate_overdue(conn, settings=_settings(), actor="cli"))
+        print_json(inc.escalate_overdue(conn, settings=_settings(), actor="cli"))
 
 
 @incident_app.command("urge")
@@ -149,7 +144,7 @@ def urge(incident_id: int = typer.Argument(..., help="Case id."),
     from geo import incidents as inc
 
     with connection() as conn:
-        _print(inc.urge(conn, incident_id, actor=actor, note=note))
+        print_json(inc.urge(conn, incident_id, actor=actor, note=note))
 
 
 @incident_app.command("reroute")
@@ -162,7 +157,7 @@ def reroute(incident_id: int = typer.Argument(..., help="Case id."),
     from geo import incidents as inc
 
     with connection() as conn:
-        _print(inc.reroute(conn, incident_id, department, actor=actor, note=note,
+        print_json(inc.reroute(conn, incident_id, department, actor=actor, note=note,
                            settings=_settings()))
 
 
@@ -193,7 +188,7 @@ def sla(category: str = typer.Argument(..., help="Category code."),
     from geo import incidents as inc
 
     with connection() as conn:
-        _print(inc.set_sla(conn, category, checkin_workdays=checkin, resolve_workdays=resolve))
+        print_json(inc.set_sla(conn, category, checkin_workdays=checkin, resolve_workdays=resolve))
 
 
 def register(app: typer.Typer) -> None:
