@@ -605,6 +605,7 @@ class _DbCache:
         self.dates_version: Any = None
         self.building = False
         self.forced = False
+        self.invalidations = 0
 
 
 _CACHES: dict[str, _DbCache] = {}
@@ -621,6 +622,7 @@ def invalidate_index(*, keep_previous: bool = True) -> None:
         for cache in _CACHES.values():
             with cache.lock:
                 cache.forced = True
+                cache.invalidations += 1
                 cache.checked_at = float("-inf")
                 cache.dates.clear()
                 cache.dated.clear()
@@ -652,12 +654,17 @@ def _build_in_background(engine: Engine, cache: _DbCache,
                          settings: LookupSettings | None) -> None:
     def run() -> None:
         try:
-            with engine.connect() as conn:
-                index = build_index(conn, settings=settings, previous=cache.current)
             with cache.lock:
-                cache.current = index
-                cache.forced = False
-                cache.checked_at = time.monotonic()
+                seen = cache.invalidations
+                base = cache.current
+            with engine.connect() as conn:
+                index = build_index(conn, settings=settings, previous=base)
+            with cache.lock:
+                if cache.current is base:  # else a synchronous refresh installed a newer one
+                    cache.current = index
+                if cache.invalidations == seen:  # else invalidated meanwhile: check again
+                    cache.forced = False
+                    cache.checked_at = time.monotonic()
         finally:
             cache.building = False
 

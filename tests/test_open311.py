@@ -183,3 +183,11 @@ def test_form_post_with_the_access_policy_on(fresh_database: Any) -> None:
                                 (rid,)).one()
     eng.dispose()
     assert tuple(row) == ("open311", "rubbish")
+
+
+def test_deeply_nested_json_is_a_4xx(client: tuple[TestClient, str]) -> None:
+    tc, _ = client
+    body = '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = tc.post("/open311/v2/requests.json", content=body,
+                headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text

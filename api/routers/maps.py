@@ -35,6 +35,7 @@ def on_startup(app: FastAPI) -> None:
     settings = MapSettings()
     app.state.map_settings = settings
     app.state.map_pages = {}
+    app.state.map_page_locks = {}
     app.state.map_pages_lock = threading.Lock()
     assets.VENDOR_DIR.mkdir(parents=True, exist_ok=True)
     prefix = settings.map_static_url.rstrip("/")
@@ -51,18 +52,21 @@ def _settings(request: Request) -> MapSettings:
 
 def _page(request: Request, key: tuple, build: Callable[[], str]) -> HTMLResponse:
     """The page for ``key``: built by ``build`` at most every ``map_cache_seconds`` (one build
-    at a time per process, so a burst of commanders costs one build)."""
+    per key at a time, so a burst of commanders asking for the same map costs one build)."""
     ttl = _settings(request).map_cache_seconds
     state = request.app.state
     if ttl <= 0 or not hasattr(state, "map_pages"):
         return HTMLResponse(build())
     hit = state.map_pages.get(key)
     if hit is None or hit[0] < time.monotonic():
-        with state.map_pages_lock:
+        with state.map_pages_lock:  # only to find this key's own lock
+            if len(state.map_page_locks) > 256:
+                state.map_pages.clear()
+                state.map_page_locks.clear()
+            key_lock = state.map_page_locks.setdefault(key, threading.Lock())
+        with key_lock:
             hit = state.map_pages.get(key)
             if hit is None or hit[0] < time.monotonic():
-                if len(state.map_pages) > 256:
-                    state.map_pages.clear()
                 hit = state.map_pages[key] = (time.monotonic() + ttl, build())
     return HTMLResponse(hit[1], headers={"Cache-Control": f"private, max-age={int(ttl)}"})
 

@@ -171,8 +171,9 @@ async def post_request(request: Request) -> Any:
 
         try:
             body = json.loads(await request.body() or b"{}")
-        except ValueError as exc:
-            raise InvalidInput("body is not JSON") from exc
+        except (ValueError, RecursionError) as exc:
+            raise InvalidInput("body is not JSON (or nested too deeply)",
+                               [Problem(reason="unreadable JSON", field="body")]) from exc
         if not isinstance(body, dict):
             raise InvalidInput("body must be a JSON object",
                                [Problem(reason="not an object", field="body")])
@@ -192,9 +193,10 @@ async def post_request(request: Request) -> Any:
 
 
 async def _create(request: Request, form: dict[str, str], key: str) -> Any:
-    from starlette.concurrency import run_in_threadpool
+    from anyio import to_thread
 
-    return await run_in_threadpool(_create_sync, request, form, key)
+    limiter = getattr(request.app.state, "report_limiter", None)
+    return await to_thread.run_sync(_create_sync, request, form, key, limiter=limiter)
 
 
 def _create_sync(request: Request, form: dict[str, str], key: str) -> Any:
