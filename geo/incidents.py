@@ -591,6 +591,19 @@ def get(conn: Connection, incident_id: int, *, history: bool = True,
     return out
 
 
+def _place_time_where(where: list[str], params: dict[str, Any], *, street: str | None = None,
+                      grid: str | None = None, start: datetime | None = None,
+                      end: datetime | None = None) -> None:
+    """Append the street / grid / reported-between conditions that are given, binding values."""
+    for value, name, sql in ((street, "street", "i.street_code = :street"),
+                             (grid, "grid", "i.grid_code = :grid"),
+                             (start, "start", "i.reported_at >= :start"),
+                             (end, "end", "i.reported_at <= :end")):
+        if value:
+            where.append(sql)
+            params[name] = value
+
+
 def list_incidents(
     conn: Connection, *, status: Iterable[str] | None = None, category: Iterable[str] | None
     = None, street: str | None = None, grid: str | None = None, ids: Iterable[int] | None = None,
@@ -606,21 +619,10 @@ def list_incidents(
     if category:
         where.append("i.category_code = ANY(:cat)")
         params["cat"] = list(category)
-    if street:
-        where.append("i.street_code = :street")
-        params["street"] = street
-    if grid:
-        where.append("i.grid_code = :grid")
-        params["grid"] = grid
+    _place_time_where(where, params, street=street, grid=grid, start=start, end=end)
     if ids is not None:
         where.append("i.id = ANY(:ids)")
         params["ids"] = list(ids)
-    if start:
-        where.append("i.reported_at >= :start")
-        params["start"] = start
-    if end:
-        where.append("i.reported_at <= :end")
-        params["end"] = end
     sql = (f"SELECT {_PUBLIC_COLS} FROM incident i JOIN incident_category c"
            f" ON c.code = i.category_code WHERE {' AND '.join(where)}"
            " ORDER BY i.reported_at DESC, i.id DESC LIMIT :lim")
@@ -638,12 +640,7 @@ def overdue(conn: Connection, *, street: str | None = None, grid: str | None = N
     col = "resolve_due" if level == "red" else "amber_at"
     params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": int(limit)}
     where = ["i.is_open", f"i.{col} <= :now", *_scope_where(scope, params)]
-    if street:
-        where.append("i.street_code = :street")
-        params["street"] = street
-    if grid:
-        where.append("i.grid_code = :grid")
-        params["grid"] = grid
+    _place_time_where(where, params, street=street, grid=grid)
     if department:
         where.append("i.department_ids @> ARRAY[(SELECT id FROM department WHERE code = :dep)]")
         params["dep"] = department
@@ -692,15 +689,7 @@ def stats(conn: Connection, *, by: str = "grid", street: str | None = None,
                            [Problem(reason=f"unknown '{by}'", field="by")])
     params: dict[str, Any] = {"now": now or datetime.now(UTC)}
     where = ["true", *_scope_where(scope, params)]
-    if street:
-        where.append("i.street_code = :street")
-        params["street"] = street
-    if start:
-        where.append("i.reported_at >= :start")
-        params["start"] = start
-    if end:
-        where.append("i.reported_at <= :end")
-        params["end"] = end
+    _place_time_where(where, params, street=street, start=start, end=end)
     if by == "department":
         src = "incident i CROSS JOIN LATERAL unnest(i.department_ids) AS dep(id)"
         key = "dep.id"
