@@ -15,7 +15,6 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
 from api.policy import area_within
 from geo import mapdata
 from geo.settings import DataSettings
@@ -50,13 +49,19 @@ def _settings(request: Request) -> MapSettings:
     return settings
 
 
-def _page(request: Request, key: tuple, build: Callable[[], str]) -> HTMLResponse:
+def _page(request: Request, key: tuple, build: Callable[[Connection], str]) -> HTMLResponse:
     """The page for ``key``: built by ``build`` at most every ``map_cache_seconds`` (one build
-    per key at a time, so a burst of commanders asking for the same map costs one build)."""
+    per key at a time, so a burst of commanders asking for the same map costs one build). A
+    database connection is taken only to build, never for a cached page."""
     ttl = _settings(request).map_cache_seconds
     state = request.app.state
+
+    def built() -> str:
+        with state.engine.connect() as conn:
+            return build(conn)
+
     if ttl <= 0 or not hasattr(state, "map_pages"):
-        return HTMLResponse(build())
+        return HTMLResponse(built())
     hit = state.map_pages.get(key)
     if hit is None or hit[0] < time.monotonic():
         with state.map_pages_lock:  # only to find this key's own lock
@@ -67,7 +72,7 @@ def _page(request: Request, key: tuple, build: Callable[[], str]) -> HTMLRespons
         with key_lock:
             hit = state.map_pages.get(key)
             if hit is None or hit[0] < time.monotonic():
-                hit = state.map_pages[key] = (time.monotonic() + ttl, build())
+                hit = state.map_pages[key] = (time.monotonic() + ttl, built())
     return HTMLResponse(hit[1], headers={"Cache-Control": f"private, max-age={int(ttl)}"})
 
 
@@ -88,12 +93,11 @@ Within = Query(
 def map_grids(
     request: Request,
     within: str | None = Within,
-    conn: Connection = Depends(get_connection),
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
     within = area_within(request, within)
 
-    def build() -> str:
+    def build(conn: Connection) -> str:
         rule = DataSettings()
         return grid_map(
             **mapdata.grid_map_inputs(conn, within=within, simplify_m=settings.map_simplify_m),
@@ -116,27 +120,14 @@ def map_coverage(
     radius_m: float = Query(1000.0, gt=0, le=20000, description="Service radius, metres."),
     kind: str | None = Query(None, description="Only stations of this kind (station_kind code)."),
     within: str | None = Within,
-    conn: Connection = Depends(get_connection),
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
     within = area_within(request, within)
-    return _page(request, ("coverage", radius_m, kind, within),
-                 lambda: _coverage_page(conn, radius_m, kind, within, settings,
-                                        settings.map_static_url))
-
-
-def _coverage_page(
-    conn: Connection,
-    radius_m: float,
-    kind: str | None,
-    within: str | None,
-    settings: MapSettings,
-    asset_base: str | None,
-) -> str:
-    inputs = mapdata.coverage_inputs(
-        conn, radius_m=radius_m, kind=kind, within=within, simplify_m=settings.map_simplify_m
-    )
-    return coverage_map(**inputs, radius_m=radius_m, settings=settings, asset_base=asset_base)
+    return _page(request, ("coverage", radius_m, kind, within), lambda conn: coverage_map(
+        **mapdata.coverage_inputs(conn, radius_m=radius_m, kind=kind, within=within,
+                                  simplify_m=settings.map_simplify_m),
+        radius_m=radius_m, settings=settings, asset_base=settings.map_static_url,
+    ))
 
 
 @router.get(
@@ -149,11 +140,10 @@ def _coverage_page(
 def map_incidents(
     request: Request,
     within: str | None = Within,
-    conn: Connection = Depends(get_connection),
     settings: MapSettings = Depends(_settings),
 ) -> HTMLResponse:
     within = area_within(request, within)
-    return _page(request, ("incidents", within), lambda: incident_map(
+    return _page(request, ("incidents", within), lambda conn: incident_map(
         **mapdata.incident_map_inputs(conn, within=within, simplify_m=settings.map_simplify_m),
         settings=settings, asset_base=settings.map_static_url,
     ))
