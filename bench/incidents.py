@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -33,7 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from bench.common import write_results
+from bench.common import run_wrk, uvicorn_server, write_results
 from geo import incidents as inc
 from geo.db import make_engine, migrate, resolve_url
 from geo.settings import DatabaseSettings
@@ -143,67 +140,41 @@ def sample_points(url: str, n: int) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in rows]
 
 
-def http_reports(url: str, key: str, seconds: int, workers: int, connections: int,
-                 port: int = 8765) -> dict:
-    """reports/s over HTTP with wrk (or concurrent httpx if wrk is missing)."""
+def http_reports(url: str, key: str, seconds: int, workers: int, connections: int) -> dict:
+    """Committed reports/s over HTTP: wrk POSTs Open311 requests to uvicorn on localhost."""
     pts = sample_points(url, 2000)
     env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_POOL_SIZE": "8",
            "WANGGE_DUPLICATE_WINDOW_HOURS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host",
-         "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-         "--no-access-log"], env=env, start_new_session=True)
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/open311/v2/services.json").status_code \
-                        == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
+    with uvicorn_server(env, workers=workers) as base:
         # warm every worker's lookup index
         for _ in range(workers * 4):
-            httpx.post(f"http://127.0.0.1:{port}/open311/v2/requests.json", timeout=60,
+            httpx.post(base + "/open311/v2/requests.json", timeout=60,
                        data={"api_key": key, "service_code": "noise", "lat": pts[0][1],
                              "long": pts[0][0]})
         eng = make_engine(url)
         with eng.connect() as c:
             before = c.execute(text("SELECT count(*) FROM incident")).scalar()
-        if shutil.which("wrk"):
-            lua = LUA % (", ".join(f"{{{x:.7f},{y:.7f}}}" for x, y in pts),
-                         ", ".join(f'"{c}"' for c in (r[0] for r in inc_categories(url))), key)
-            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-                f.write(lua)
-            out = subprocess.run(
-                ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name,
-                 f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
-            print(out)
-            Path(f.name).unlink()
-            tool = "wrk"
-        else:  # pragma: no cover
+        if not shutil.which("wrk"):  # pragma: no cover
             raise SystemExit("wrk not found")
+        lua = LUA % (", ".join(f"{{{x:.7f},{y:.7f}}}" for x, y in pts),
+                     ", ".join(f'"{c}"' for c in (r[0] for r in inc_categories(url))), key)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(lua)
+        result = run_wrk(base, seconds=seconds, connections=connections, threads=2,
+                         lua_script=f.name)
+        print(result.pop("raw"))
+        Path(f.name).unlink()
         with eng.connect() as c:
             after = c.execute(text("SELECT count(*) FROM incident")).scalar()
             kinds = dict(c.execute(text(
                 "SELECT status = 'duplicate', count(*) FROM incident GROUP BY 1")).all())
         eng.dispose()
-        lat = {}
-        for line in out.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] in ("50%", "90%", "99%"):
-                lat[parts[0]] = parts[1]
-        non2xx = 0
-        for line in out.splitlines():
-            if "Non-2xx" in line:
-                non2xx = int(line.split()[-1])
         committed = after - before
-        return {"tool": tool, "seconds": seconds, "uvicorn_workers": workers,
+        return {"tool": "wrk", "seconds": seconds, "uvicorn_workers": workers,
                 "connections": connections, "committed_reports": committed,
-                "reports_per_s": round(committed / seconds, 1), "non_2xx": non2xx,
-                "latency": lat, "duplicates_linked": kinds.get(True, 0)}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+                "reports_per_s": round(committed / seconds, 1), "non_2xx": result["non2xx"],
+                "socket_errors": result["socket_errors"], "p50_ms": result["p50_ms"],
+                "p99_ms": result["p99_ms"], "duplicates_linked": kinds.get(True, 0)}
 
 
 def inc_categories(url: str) -> list:

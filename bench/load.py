@@ -12,25 +12,18 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
 
 import httpx
 from shapely import Point
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.common import run_wrk, write_results
+from bench.common import run_wrk, uvicorn_server, write_results
 from geo import embedded
 from geo.db import make_engine, migrate, resolve_url
 from geo.security import AuthSettings, create_api_key, create_user
 from geo.settings import DatabaseSettings
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def prepare(grids: int) -> tuple[str, str, list[tuple[float, float]]]:
@@ -105,24 +98,9 @@ def main() -> None:
     args = ap.parse_args()
 
     name, key, points = prepare(args.grids)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "WANGGE_DB_NAME": name, "WANGGE_ENFORCE_ACCESS": "true",
            "WANGGE_JWT_SECRET": "load-bench-" + "x" * 32}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host",
-         "127.0.0.1", "--port", str(port), "--workers", str(args.workers), "--log-level",
-         "warning", "--no-access-log"],
-        cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/v1/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with uvicorn_server(env, workers=args.workers) as base:
         tokens = {}
         for user in ("commander", "worker"):
             r = httpx.post(base + "/v1/auth/token",
@@ -145,9 +123,6 @@ def main() -> None:
         with eng.connect() as c:
             reports = c.execute(text("SELECT count(*) FROM incident")).scalar()
         eng.dispose()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     print(result.pop("raw"))
     write_results("load", {
         "duration_s": args.seconds,

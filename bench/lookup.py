@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +24,10 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.common import write_results
+from bench.common import run_wrk, uvicorn_server, write_results
 from geo import coords, embedded, lookup
 from geo.db import make_engine, migrate, resolve_url
 from geo.settings import DatabaseSettings
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mb() -> float:
@@ -75,49 +70,16 @@ def best_rate(fn, n: int, repeat: int = 3) -> float:  # noqa: ANN001
     return n / best
 
 
-def wrk(url: str, lua: str | None, seconds: int, conns: int,
-        key: str | None = None) -> dict[str, float]:
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
-    if key:
-        cmd += ["-H", f"X-API-Key: {key}"]
-    if lua:
-        cmd += ["-s", lua]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def pct(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
-        v, unit = float(m.group(1)), m.group(2)
-        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"),
-            "non2xx": int(non2xx.group(1)) if non2xx else 0}
-
-
 def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
                batch_points: np.ndarray, key: str | None) -> dict[str, float]:
     """wrk against uvicorn; with ``key`` the access policy is on and the key is sent (the
     production path), without it the policy is switched off (the lookup's own cost)."""
     import httpx
 
-    port = 18000 + os.getpid() % 1000 + (0 if key else 1)
     env = {**os.environ, "WANGGE_DB_NAME": db_name,
            "WANGGE_ENFORCE_ACCESS": "true" if key else "false"}
     headers = {"X-API-Key": key} if key else {}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-        cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/v1/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with uvicorn_server(env, extra_args=("--loop", "uvloop", "--http", "httptools")) as base:
         httpx.get(base + "/v1/lookup", params={"lon": sample[0, 0], "lat": sample[0, 1]},
                   timeout=120, headers=headers).raise_for_status()  # index warm
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
@@ -128,8 +90,9 @@ def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
                     "  return wrk.format('GET', '/v1/lookup?lon=' .. p[1] .. '&lat=' .. p[2])\n"
                     "end\n")
             lua = f.name
-        single = wrk(base + "/v1/lookup", lua, seconds, conns, key)
-        empty = wrk(base + "/v1/ping", None, seconds, conns, key)
+        single = run_wrk(base + "/v1/lookup", seconds=seconds, connections=conns,
+                         lua_script=lua, headers=headers)
+        empty = run_wrk(base + "/v1/ping", seconds=seconds, connections=conns, headers=headers)
         body = orjson.dumps(batch_points.tolist())
         best = float("inf")
         for _ in range(3):
@@ -141,9 +104,6 @@ def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
             best = min(best, time.perf_counter() - t0)
         assert n == len(batch_points)
         os.unlink(lua)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return {
         "http_single_rps": single["rps"], "http_single_p50_ms": single["p50_ms"],
         "http_single_p99_ms": single["p99_ms"], "http_single_non2xx": single["non2xx"],
