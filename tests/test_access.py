@@ -64,6 +64,35 @@ def test_every_operation_is_in_the_policy(setup):
     assert missing == []
 
 
+def test_every_route_enforces_the_policy(setup):
+    """A router built without ``route_class=PolicyRoute`` would skip the policy silently."""
+    from fastapi.routing import APIRoute
+
+    from api.policy import PolicyRoute
+
+    client, _, _ = setup
+    plain = [r.path for r in client.app.routes
+             if isinstance(r, APIRoute) and not isinstance(r, PolicyRoute)]
+    assert plain == []
+
+
+def test_openapi_declares_the_credentials_of_each_operation(setup):
+    _, _, spec = setup
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["OAuth2PasswordBearer"]["flows"]["password"]["tokenUrl"] == "/v1/auth/token"
+    assert schemes["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    for _, path, op_id in _operations(spec):
+        ops = spec["paths"][path]
+        op = next(o for o in ops.values() if o["operationId"] == op_id)
+        declared = {name for entry in op.get("security", []) for name in entry}
+        rule = POLICY[op_id]
+        if rule.public:
+            assert declared == set(), op_id
+        else:
+            assert "OAuth2PasswordBearer" in declared, op_id
+            assert ("APIKeyHeader" in declared) == bool(rule.key_scopes), op_id
+
+
 def test_access_matrix(setup):
     client, headers, spec = setup
     wrong = []

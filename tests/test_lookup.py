@@ -279,3 +279,30 @@ def test_small_change_patches_the_lattice_with_the_same_answers():
     got = codes[gi_p[-50_000:][hit_pt]]
     assert (got == expected).all()
     assert first["code"] not in patched.grid_codes
+
+
+def test_single_point_path_matches_the_array_path():
+    """``locate_one`` answers boundary cells in plain floats: it must agree with the vectorised
+    ``classify`` point for point, on edges, vertices and just beside them included."""
+    from geo.synth import generate_city
+
+    layers = generate_city(grids=120, buildings=240, stations=5, seed=9)
+    index = lookup.LookupIndex(_rows(layers), {}, generation=1, version=1,
+                               settings=lookup.LookupSettings())
+    rng = np.random.default_rng(5)
+    edges = index.e_xy[rng.choice(len(index.e_xy), 3_000)]
+    t = rng.uniform(0, 1, (len(edges), 1))
+    on_edge = edges[:, :2] + t * (edges[:, 2:] - edges[:, :2])
+    vertices = edges[:, :2]
+    beside = on_edge + rng.normal(0, 1e-6, on_edge.shape)
+    dminx, dminy, dmaxx, dmaxy = shapely.bounds(index.district_geom)
+    anywhere = np.column_stack((rng.uniform(dminx, dmaxx, 3_000), rng.uniform(dminy, dmaxy, 3_000)))
+    pts = np.concatenate((on_edge, vertices, beside, anywhere))
+    gi, st = index.classify(pts[:, 0], pts[:, 1])
+    single = np.array([index.locate_one(x, y) for x, y in pts.tolist()])
+    in_boundary_cells = sum(index.labels[int((y - index.y0) * index.inv_cy) * index.nx
+                                         + int((x - index.x0) * index.inv_cx)] <= -2
+                            for x, y in pts.tolist())
+    assert in_boundary_cells > 8_000  # the plain-float path is what is under test
+    assert np.array_equal(single[:, 1], st)
+    assert np.array_equal(single[:, 0][st == lookup.OK], gi[st == lookup.OK])

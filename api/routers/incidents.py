@@ -17,12 +17,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
-from api.policy import require_overlap, require_step, scope_of
+from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
 from geo.security import Principal
 
-router = APIRouter(prefix="/v1", tags=["incidents"])
+router = APIRouter(prefix="/v1", tags=["incidents"], route_class=PolicyRoute)
 
 
 def on_startup(app: FastAPI) -> None:

@@ -14,14 +14,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
-from api.policy import area_within
+from api.policy import PolicyRoute, area_within
 from geo.errors import InvalidInput, Problem
 from geo.io import import_file, read_file, read_layer
 from geo.security import refuse_import_outside
 from geo.settings import DataSettings
 from geo.validate import LAYERS
 
-router = APIRouter(prefix="/v1/layers", tags=["layers"])
+router = APIRouter(prefix="/v1/layers", tags=["layers"], route_class=PolicyRoute)
 
 
 class FeatureCollection(BaseModel):

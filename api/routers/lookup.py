@@ -11,6 +11,7 @@ import io
 import logging
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
@@ -19,12 +20,13 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from api.policy import PolicyRoute
 from geo import lookup as lk
 from geo.coords import normalise_crs
 from geo.errors import InvalidInput, PayloadTooLarge, Problem, WanggeError
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["lookup"])
+router = APIRouter(tags=["lookup"], route_class=PolicyRoute)
 JSON = "application/json"
 
 
@@ -96,21 +98,29 @@ def on_startup(app: FastAPI) -> None:
         log.warning("lookup index not built at start-up: %s", str(exc).splitlines()[0])
 
 
-def _settings(request: Request) -> lk.LookupSettings:
-    settings = getattr(request.app.state, "lookup_settings", None)
-    if settings is None:
-        settings = request.app.state.lookup_settings = lk.LookupSettings()
-    return settings
+def _query(name: str, description: str, *, required: bool = False,
+           schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema or {"type": "string"}}
 
 
-def _num(x: float) -> bytes:
-    return orjson.dumps(float(x))
+LOOKUP_PARAMETERS = [
+    _query("lon", "Longitude (degrees) in `crs`.", required=True, schema={"type": "number"}),
+    _query("lat", "Latitude (degrees) in `crs`.", required=True, schema={"type": "number"}),
+    _query("crs", "wgs84 | gcj02 | bd09 | cgcs2000",
+           schema={"type": "string", "default": "wgs84"}),
+    _query("at", "YYYY-MM-DD: the boundaries in force that day.",
+           schema={"type": "string", "format": "date"}),
+]
 
 
-@router.get("/v1/ping", operation_id="ping", summary="Empty endpoint (framework ceiling)",
-            responses={200: {"description": "An empty JSON object."}})
-async def ping() -> Response:
-    return Response(b"{}", media_type=JSON)
+def _query_args(request: Request) -> dict[str, str]:
+    """The query string as ``request.query_params`` reads it (last value of a name wins),
+    without its multidict: the usual ``lon=..&lat=..`` needs no unquoting."""
+    raw = request.scope.get("query_string", b"").decode("latin-1")
+    if "%" in raw or "+" in raw:
+        return dict(parse_qsl(raw, keep_blank_values=True))
+    return dict(part.partition("=")[::2] for part in raw.split("&") if part)
 
 
 @router.get(
@@ -119,23 +129,23 @@ async def ping() -> Response:
     summary="The district, street, community and grid (with its team) holding a point",
     responses={200: {"model": LookupAnswer}, 404: {"description": "In no grid / no generation"},
                422: {"description": "Bad input; `problems[].field` names the field"}},
+    openapi_extra={"parameters": LOOKUP_PARAMETERS},
 )
-async def lookup_point(
-    request: Request,
-    lon: str | None = Query(None, description="Longitude (degrees) in `crs`."),
-    lat: str | None = Query(None, description="Latitude (degrees) in `crs`."),
-    crs: str = Query("wgs84", description="wgs84 | gcj02 | bd09 | cgcs2000"),
-    at: str | None = Query(None, description="YYYY-MM-DD: the boundaries in force that day."),
-) -> Response:
+async def lookup_point(request: Request) -> Response:
+    # The hot path reads its query by hand (parameters declared in ``openapi_extra``):
+    # FastAPI's per-parameter validation cost more than the lookup itself.
+    query = _query_args(request)
+    lon, lat, at = query.get("lon"), query.get("lat"), query.get("at")
+    crs = query.get("crs", "wgs84")
     if lon is None or lat is None:
         missing = [f for f, v in (("lon", lon), ("lat", lat)) if v is None]
         raise InvalidInput("missing coordinate",
                            [Problem(reason="required", field=f) for f in missing])
     x = lk.parse_coordinate(lon, "lon")
     y = lk.parse_coordinate(lat, "lat")
-    settings = _settings(request)
+    state = request.app.state
+    settings, engine = state.lookup_settings, state.engine
     wx, wy, name = lk.to_wgs84_checked(x, y, crs)
-    engine = request.app.state.engine
     if at is not None:
         index = lk.get_index(engine, at=at, settings=settings)
     else:
@@ -147,12 +157,16 @@ async def lookup_point(
     g, st = index.locate_one(wx, wy)
     if st != lk.OK:
         raise lk._status_error(st, index, wx, wy, name)
-    body = b"".join((
-        b'{"point":{"lon":', _num(wx), b',"lat":', _num(wy), b',"crs":"wgs84"},"input":',
-        orjson.dumps({"lon": x, "lat": y, "crs": name}), b',"boundary_distance_m":',
-        _num(round(index.boundary_distance_m(g, wx, wy), 2)), b",", index.fragment(g),
-    ))
-    return Response(body, media_type=JSON)
+    head = orjson.dumps({"point": {"lon": wx, "lat": wy, "crs": "wgs84"},
+                         "input": {"lon": x, "lat": y, "crs": name},
+                         "boundary_distance_m": round(index.boundary_distance_m(g, wx, wy), 2)})
+    return Response(head[:-1] + b"," + index.fragment(g), media_type=JSON)
+
+
+@router.get("/v1/ping", operation_id="ping", summary="Empty endpoint (framework ceiling)",
+            responses={200: {"description": "An empty JSON object."}})
+async def ping() -> Response:
+    return Response(b"{}", media_type=JSON)
 
 
 # -- batch -----------------------------------------------------------------------------------
@@ -207,9 +221,12 @@ def _parse_batch(body: bytes, content_type: str) -> tuple[np.ndarray, np.ndarray
         raise InvalidInput("batch must be an array",
                            [Problem(reason="expected a JSON array, FeatureCollection or CSV",
                                     field="body")])
-    if data and all(isinstance(p, list) and len(p) == 2 for p in data):
-        arr = _floats(data) if data else np.empty((0, 2))
-        if arr.ndim == 2:
+    if data and isinstance(data[0], list):
+        try:  # the common shape, [[lon, lat], ...], in one numpy call
+            arr = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError):  # ragged or non-numeric: point by point below
+            arr = None
+        if arr is not None and arr.ndim == 2 and arr.shape[1] == 2:
             return arr[:, 0].copy(), arr[:, 1].copy()
     lon_v = [p.get("lon") if isinstance(p, dict) else (p[0] if isinstance(p, list) and len(p) >= 2
                                                         else None) for p in data]
@@ -267,7 +284,7 @@ async def lookup_batch(
     crs: str = Query("wgs84", description="wgs84 | gcj02 | bd09 | cgcs2000"),
     at: str | None = Query(None, description="YYYY-MM-DD: the boundaries in force that day."),
 ) -> Response:
-    settings = _settings(request)
+    settings: lk.LookupSettings = request.app.state.lookup_settings
     name = normalise_crs(crs)
     body = await request.body()
     lon, lat = _parse_batch(body, request.headers.get("content-type", "application/json"))

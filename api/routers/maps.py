@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Connection
 
-from api.policy import area_within
+from api.policy import PolicyRoute, area_within
 from geo import mapdata
 from geo.settings import DataSettings
 from maps import assets
@@ -24,7 +24,7 @@ from maps.coverage_map import coverage_map
 from maps.grid_map import grid_map
 from maps.incident_map import incident_map
 
-router = APIRouter(prefix="/maps", tags=["maps"])
+router = APIRouter(prefix="/maps", tags=["maps"], route_class=PolicyRoute)
 
 _HTML = {200: {"content": {"text/html": {}}, "description": "A standalone Leaflet HTML page."}}
 

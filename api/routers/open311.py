@@ -20,11 +20,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.errors import _status_for
+from api.policy import PolicyRoute
 from api.security import verified_key
 from geo import incidents as inc
 from geo.errors import Forbidden, InvalidInput, NotFound, Problem, Unauthenticated, WanggeError
+from geo.security import Principal
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=PolicyRoute)
 
 OPEN311_STATUS = {s: ("closed" if s in ("closed", "duplicate") else "open")
                   for s in inc.STATUSES}
@@ -195,11 +197,14 @@ async def post_request(request: Request) -> Any:
 async def _create(request: Request, form: dict[str, str], key: str) -> Any:
     from anyio import to_thread
 
+    principal, _ = await verified_key(request, key, request.app.state.auth_settings)
+    if "open311" not in principal.scopes:
+        raise Forbidden("this api_key lacks the 'open311' scope")
     limiter = getattr(request.app.state, "report_limiter", None)
-    return await to_thread.run_sync(_create_sync, request, form, key, limiter=limiter)
+    return await to_thread.run_sync(_create_sync, request, form, principal, limiter=limiter)
 
 
-def _create_sync(request: Request, form: dict[str, str], key: str) -> Any:
+def _create_sync(request: Request, form: dict[str, str], principal: Principal) -> Any:
     problems = [Problem(reason="required", field=f)
                 for f in ("service_code", "lat", "long") if not form.get(f)]
     if problems:
@@ -211,9 +216,6 @@ def _create_sync(request: Request, form: dict[str, str], key: str) -> Any:
                            [Problem(reason="not a number", field="lat/long")]) from exc
     name = " ".join(x for x in (form.get("first_name"), form.get("last_name")) if x) or None
     contact = ", ".join(x for x in (form.get("email"), form.get("phone")) if x) or None
-    principal, _ = verified_key(request, key, request.app.state.auth_settings)
-    if "open311" not in principal.scopes:
-        raise Forbidden("this api_key lacks the 'open311' scope")
     with request.app.state.engine.begin() as conn:  # acknowledged only after commit
         res = inc.report(conn, category=form["service_code"], lon=lon, lat=lat,
                          crs=form.get("crs", "wgs84"), description=form.get("description"),

@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
-from api.policy import require_area
+from api.policy import PolicyRoute, require_area
 from geo import planning
 
-router = APIRouter(prefix="/v1/planning", tags=["planning"])
+router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
 
 
 class ChangeOut(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
+from api.policy import PolicyRoute
 from api.security import current_principal, require
 from geo.security import (
     Principal,
@@ -19,7 +20,7 @@ from geo.security import (
     issue_token,
 )
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=PolicyRoute)
 
 
 class Token(BaseModel):
