@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from anyio import CapacityLimiter
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
@@ -16,6 +15,7 @@ from api.policy import document_policy
 from api.routers import circles, incidents, layers, lookup, maps, open311, planning, security
 from api.security import install_security
 from geo.db import make_engine, resolve_url
+from geo.incidents import ReportWriter
 from geo.security import AuthSettings
 from geo.settings import ApiSettings, DatabaseSettings
 
@@ -52,12 +52,14 @@ def create_app(
         # batch ~8x slower and put collector pauses into the lookup's p99.
         gc.collect()
         gc.freeze()
-        # Reports run in threads of their own, at most one per pooled connection: with anyio's
-        # 40 shared threads over an 8-connection pool, reports/s at 32 clients fell from ~250
-        # to ~100 (GIL and pool queueing). The shared pool keeps its default size, since routes
-        # holding a connection across thread hops (``get_connection``) need spare threads.
-        app.state.report_limiter = CapacityLimiter(max(4, db_settings.pool_size))
+        # Reports are filed by a few writer threads of their own, each filing every report
+        # waiting in one transaction (one commit, one pooled connection, no thread hop per
+        # report): half the pool at most, so that other routes always find a connection.
+        app.state.report_writer = ReportWriter(
+            app.state.engine, app.state.incident_settings,
+            threads=max(2, db_settings.pool_size // 2))
         yield
+        app.state.report_writer.close()
         if owns_engine:
             app.state.engine.dispose()
 

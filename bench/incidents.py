@@ -140,10 +140,11 @@ def sample_points(url: str, n: int) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in rows]
 
 
-def http_reports(url: str, key: str, seconds: int, workers: int, connections: int) -> dict:
+def http_reports(url: str, key: str, seconds: int, workers: int, connections: int,
+                 pool_size: int = 8) -> dict:
     """Committed reports/s over HTTP: wrk POSTs Open311 requests to uvicorn on localhost."""
     pts = sample_points(url, 2000)
-    env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_POOL_SIZE": "8",
+    env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_POOL_SIZE": str(pool_size),
            "WANGGE_DUPLICATE_WINDOW_HOURS": "1"}
     with uvicorn_server(env, workers=workers) as base:
         # warm every worker's lookup index
@@ -171,6 +172,7 @@ def http_reports(url: str, key: str, seconds: int, workers: int, connections: in
         eng.dispose()
         committed = after - before
         return {"tool": "wrk", "seconds": seconds, "uvicorn_workers": workers,
+                "pool_size_per_worker": pool_size,
                 "connections": connections, "committed_reports": committed,
                 "reports_per_s": round(committed / seconds, 1), "non_2xx": result["non2xx"],
                 "socket_errors": result["socket_errors"], "p50_ms": result["p50_ms"],
@@ -267,6 +269,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=20, help="wrk duration.")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers.")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections.")
+    ap.add_argument("--pool-size", type=int, default=8,
+                    help="Database connections per uvicorn worker.")
     ap.add_argument("--repeat", type=int, default=9, help="Query repetitions (median).")
     ap.add_argument("--skip-http", action="store_true", help="Only the query timings.")
     ap.add_argument("--http-only", action="store_true",
@@ -301,12 +305,13 @@ def main() -> None:
                                      rate_per_minute=10**9)
                 held = c.execute(text("SELECT count(*) FROM incident")).scalar()
             eng.dispose()
-            http = http_reports(url, key, args.seconds, args.workers, args.connections)
+            http = http_reports(url, key, args.seconds, args.workers, args.connections,
+                                args.pool_size)
             http["incidents_in_table"] = int(held)
     else:
         url, key = setup_database(args.grids)
         http = None if args.skip_http else http_reports(url, key, args.seconds, args.workers,
-                                                        args.connections)
+                                                        args.connections, args.pool_size)
     for size in sizes:
         bulk_fill(url, size)
         per_size.append(time_queries(url, args.repeat))

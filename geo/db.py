@@ -7,13 +7,15 @@ engines themselves. The schema changes only through Alembic (``migrations/``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 
 from geo import embedded
 from geo.settings import PROJECT_ROOT, DatabaseSettings
@@ -72,3 +74,33 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction: committed if the block finishes, rolled back if it raises."""
     with engine.begin() as conn:
         yield conn
+
+
+_NAMED_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+class PreparedStatement:
+    """A statement with ``:name`` parameters that the server plans once per connection.
+
+    The first use on a connection sends ``PREPARE``; every use sends ``EXECUTE name(...)``, so
+    the server skips parsing and planning (psycopg2 has no protocol-level prepare). Parameter
+    types are inferred by PostgreSQL from where they are used. A prepared statement outlives a
+    rollback and lasts as long as its connection; SQLAlchemy's ``Connection.info`` lives and
+    dies with the same DBAPI connection, so it records which names each one holds.
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.name = name
+        self.parameters: list[str] = list(dict.fromkeys(_NAMED_PARAMETER.findall(sql)))
+        position = {p: i + 1 for i, p in enumerate(self.parameters)}
+        self.prepare_sql = f"PREPARE {name} AS " + _NAMED_PARAMETER.sub(
+            lambda m: f"${position[m.group(1)]}", sql)
+        self.execute_sql = f"EXECUTE {name}(" + ", ".join(
+            f"%({p})s" for p in self.parameters) + ")"
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult:
+        prepared: set[str] = conn.info.setdefault("prepared_statements", set())
+        if self.name not in prepared:
+            conn.exec_driver_sql(self.prepare_sql)
+            prepared.add(self.name)
+        return conn.exec_driver_sql(self.execute_sql, {p: params[p] for p in self.parameters})

@@ -13,7 +13,10 @@ Locations are stored in EPSG:4326; distances (duplicates) are measured on the sp
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,9 +24,19 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
-from geo.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Problem
+from geo.db import PreparedStatement
+from geo.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    WanggeError,
+)
 from geo.lookup import locate_point
 from geo.security import EVERYTHING, Scope, code_prefix_sql
 from geo.settings import WanggeSettings
@@ -216,6 +229,67 @@ def _in_scope(conn: Connection, incident_id: int, scope: Scope, *, lock: bool = 
 # ---------------------------------------------------------------- intake
 
 
+# The statements of filing reports, prepared once per connection (planning the insert took
+# about as long as running it). First the locks that serialise duplicate checks per category
+# and grid (so two concurrent twins do not both open a case), all of a batch in one statement
+# and in lock-id order (so concurrent batches cannot deadlock). They come before any insert:
+# under READ COMMITTED each later statement's snapshot then sees a twin committed meanwhile.
+_REPORT_LOCKS = PreparedStatement(
+    "wangge_report_locks",
+    "SELECT count(pg_advisory_xact_lock(id)) FROM (SELECT DISTINCT hashtext(k) AS id"
+    " FROM unnest(CAST(:keys AS text[])) AS k ORDER BY id) AS ordered")
+# The categories of a batch with their SLAs and routing.
+_REPORT_CATEGORIES = PreparedStatement(
+    "wangge_report_categories",
+    "SELECT c.code, c.checkin_workdays, c.resolve_workdays, c.active,"
+    " ARRAY(SELECT department_id FROM category_department cd"
+    "       WHERE cd.category_code = c.code ORDER BY department_id) AS deps"
+    " FROM incident_category c WHERE c.code = ANY(CAST(:codes AS text[]))")
+# The duplicate check, the case and its history rows. The open cases within the radius come
+# from the partial geography index alone (a MATERIALIZED fence): left to itself, the planner
+# ANDed in the reported_at index, whose last-hour range holds every report of a busy hour.
+_REPORT = PreparedStatement("wangge_report", """
+    WITH pt AS (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS g),
+    near AS MATERIALIZED (
+        SELECT i.id, i.category_code, i.reported_at,
+               i.location::geography <-> pt.g::geography AS metres
+        FROM incident i, pt
+        WHERE i.is_open AND ST_DWithin(i.location::geography, pt.g::geography, :r)
+    ),
+    dup AS (
+        SELECT id FROM near WHERE category_code = :c AND reported_at >= :since
+        ORDER BY metres LIMIT 1
+    ),
+    ins AS (
+        INSERT INTO incident (category_code, description, address, location, input_crs,
+            district_code, street_code, community_code, grid_code, boundary_distance_m,
+            near_boundary, status, duplicate_of, department_ids, source, reporter_name,
+            reporter_contact, reporter_device, reporter_user_id, reported_at, updated_at,
+            checkin_due, amber_at, resolve_due, closed_at)
+        SELECT :c, :d, :a, pt.g, :crs, :dc, :sc, :cc, :gc, :bd, :near,
+            CASE WHEN dup.id IS NULL THEN 'reported' ELSE 'duplicate' END, dup.id,
+            :deps, :src, :rn, :rc, :rd, :uid, :now, :now, :cd, :amb, :rdue,
+            CASE WHEN dup.id IS NULL THEN NULL ELSE CAST(:now AS timestamptz) END
+        FROM pt LEFT JOIN dup ON true
+        RETURNING id, status, duplicate_of
+    ),
+    h1 AS (
+        INSERT INTO incident_history (incident_id, action, from_status, to_status,
+            actor, note, detail, at)
+        SELECT id, 'report', NULL, status, :actor,
+            CASE WHEN duplicate_of IS NULL THEN :d ELSE 'duplicate of #' || duplicate_of
+            END, CAST(:detail AS jsonb), :now FROM ins
+    ),
+    h2 AS (
+        INSERT INTO incident_history (incident_id, action, actor, note, detail, at)
+        SELECT duplicate_of, 'duplicate_linked', :actor, 'report #' || id || ' linked',
+            jsonb_build_object('duplicate_id', id), :now
+        FROM ins WHERE duplicate_of IS NOT NULL
+    )
+    SELECT id, status, duplicate_of FROM ins
+""")
+
+
 def report(
     conn: Connection,
     *,
@@ -243,32 +317,72 @@ def report(
     ``duplicate_window_hours`` is stored as a duplicate linked to that case.
     ``reporter_user_id`` records the signed-in user who reported (a resident's "my reports").
     """
-    if description is not None and len(description) > 10_000:
-        raise InvalidInput("description too long",
-                           [Problem(reason="at most 10000 characters", field="description")])
     if locator is None:
         found = locate_point(conn, lon, lat, crs=crs,
                              max_staleness_ms=settings.lookup_staleness_ms)
     else:  # a stand-in with locate_point's answer (tests of the workflow alone)
         found = locator(conn, lon, lat, crs=crs, at=None)
-    if getattr(found, "grid", None) is None:
+    args = {"category": category, "crs": crs, "description": description, "address": address,
+            "actor": actor, "source": source, "reporter_name": reporter_name,
+            "reporter_contact": reporter_contact, "reporter_device": reporter_device,
+            "reporter_user_id": reporter_user_id, "now": now}
+    result = _file_located(conn, [(args, found)], settings)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _lock_key(category: str, found: Any) -> str | None:
+    """The advisory-lock key of a report, None when it cannot be filed (no grid)."""
+    grid = _code(getattr(found, "grid", None))
+    return f"incident:{category}:{grid}" if grid else None
+
+
+def _file_located(conn: Connection, items: Sequence[tuple[Mapping[str, Any], Any]],
+                  settings: IncidentSettings) -> list[ReportResult | WanggeError]:
+    """File located reports (``report``'s arguments, ``locate_point``'s answer) in ``conn``'s
+    transaction, in order: their locks and categories in one round trip each, then one insert
+    statement per report. A report refused (no grid, unknown category, too long) writes
+    nothing and gets its error in its place; database errors propagate."""
+    keys = [_lock_key(args["category"], found) for args, found in items]
+    if any(keys):
+        _REPORT_LOCKS.execute(conn, {"keys": sorted({k for k in keys if k})})
+    cats = {r.code: r for r in _REPORT_CATEGORIES.execute(
+        conn, {"codes": sorted({args["category"] for args, _ in items})})}
+    out: list[ReportResult | WanggeError] = []
+    for (args, found), key in zip(items, keys, strict=True):
+        try:
+            out.append(_insert_report(conn, args, found, key, cats.get(args["category"]),
+                                      settings))
+        except WanggeError as exc:
+            out.append(exc)
+    return out
+
+
+_TEXT_FIELDS = ("category", "description", "address", "actor", "reporter_name",
+                "reporter_contact", "reporter_device")
+
+
+def _insert_report(conn: Connection, args: Mapping[str, Any], found: Any, key: str | None,
+                   cat: Any, settings: IncidentSettings) -> ReportResult:
+    category, description = args["category"], args.get("description")
+    if description is not None and len(description) > 10_000:
+        raise InvalidInput("description too long",
+                           [Problem(reason="at most 10000 characters", field="description")])
+    for field in _TEXT_FIELDS:
+        if "\x00" in str(args.get(field) or ""):
+            raise InvalidInput(f"{field} holds a NUL character",
+                               [Problem(reason="NUL (0x00) is not allowed in text", field=field)])
+    if key is None:
         raise InvalidInput("the point lies in no grid",
                            [Problem(reason="outside every grid", field="lat/long")])
     grid = _code(found.grid)
-    # one round trip: the category, its routing, and a lock that serialises duplicate checks
-    # per category and grid (so two concurrent twins do not both open a case)
-    cat = conn.execute(
-        text("SELECT c.checkin_workdays, c.resolve_workdays, c.active,"
-             " ARRAY(SELECT department_id FROM category_department cd"
-             "       WHERE cd.category_code = c.code ORDER BY department_id) AS deps,"
-             " pg_advisory_xact_lock(hashtext(:k)) AS locked"
-             " FROM incident_category c WHERE code = :c"),
-        {"c": category, "k": f"incident:{category}:{grid}"},
-    ).first()
     if cat is None or not cat.active:
         raise InvalidInput(f"unknown service/category '{category}'",
                            [Problem(reason="no such active category", field="category")])
-    now = now or datetime.now(UTC)
+    crs = args.get("crs", "wgs84")
+    actor = args.get("actor", "resident")
+    now = args.get("now") or datetime.now(UTC)
     cal = WorkCalendar(settings)
     checkin_due = cal.add(now, cat.checkin_workdays)
     resolve_due = cal.add(now, cat.resolve_workdays)
@@ -277,57 +391,131 @@ def report(
     near = bdist is not None and bdist < settings.near_boundary_m
     street = _code(getattr(found, "street", None))
     community = _code(getattr(found, "community", None))
-    # one round trip: duplicate check (partial geography index), the case, its history rows
-    row = conn.execute(
-        text("""
-            WITH pt AS (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS g),
-            dup AS (
-                SELECT i.id FROM incident i, pt
-                WHERE i.is_open AND i.category_code = :c AND i.reported_at >= :since
-                  AND ST_DWithin(i.location::geography, pt.g::geography, :r)
-                ORDER BY i.location::geography <-> pt.g::geography
-                LIMIT 1
-            ),
-            ins AS (
-                INSERT INTO incident (category_code, description, address, location, input_crs,
-                    district_code, street_code, community_code, grid_code, boundary_distance_m,
-                    near_boundary, status, duplicate_of, department_ids, source, reporter_name,
-                    reporter_contact, reporter_device, reporter_user_id, reported_at, updated_at,
-                    checkin_due, amber_at, resolve_due, closed_at)
-                SELECT :c, :d, :a, pt.g, :crs, :dc, :sc, :cc, :gc, :bd, :near,
-                    CASE WHEN dup.id IS NULL THEN 'reported' ELSE 'duplicate' END, dup.id,
-                    :deps, :src, :rn, :rc, :rd, :uid, :now, :now, :cd, :amb, :rdue,
-                    CASE WHEN dup.id IS NULL THEN NULL ELSE CAST(:now AS timestamptz) END
-                FROM pt LEFT JOIN dup ON true
-                RETURNING id, status, duplicate_of
-            ),
-            h1 AS (
-                INSERT INTO incident_history (incident_id, action, from_status, to_status,
-                    actor, note, detail, at)
-                SELECT id, 'report', NULL, status, :actor,
-                    CASE WHEN duplicate_of IS NULL THEN :d ELSE 'duplicate of #' || duplicate_of
-                    END, CAST(:detail AS jsonb), :now FROM ins
-            ),
-            h2 AS (
-                INSERT INTO incident_history (incident_id, action, actor, note, detail, at)
-                SELECT duplicate_of, 'duplicate_linked', :actor, 'report #' || id || ' linked',
-                    jsonb_build_object('duplicate_id', id), :now
-                FROM ins WHERE duplicate_of IS NOT NULL
-            )
-            SELECT id, status, duplicate_of FROM ins
-        """),
-        {"c": category, "d": description, "a": address, "lon": found.lon, "lat": found.lat,
-         "since": now - timedelta(hours=settings.duplicate_window_hours),
+    row = _REPORT.execute(
+        conn,
+        {"c": category, "d": description, "a": args.get("address"), "lon": found.lon,
+         "lat": found.lat, "since": now - timedelta(hours=settings.duplicate_window_hours),
          "r": settings.duplicate_radius_m, "crs": crs,
          "dc": _code(getattr(found, "district", None)), "sc": street, "cc": community,
-         "gc": grid, "bd": bdist, "near": near, "deps": list(cat.deps), "src": source,
-         "rn": reporter_name, "rc": reporter_contact, "rd": reporter_device,
-         "uid": reporter_user_id, "now": now,
-         "cd": checkin_due, "amb": amber_at, "rdue": resolve_due, "actor": actor,
+         "gc": grid, "bd": bdist, "near": near, "deps": list(cat.deps),
+         "src": args.get("source", "api"), "rn": args.get("reporter_name"),
+         "rc": args.get("reporter_contact"), "rd": args.get("reporter_device"),
+         "uid": args.get("reporter_user_id"), "now": now, "cd": checkin_due, "amb": amber_at,
+         "rdue": resolve_due, "actor": actor,
          "detail": json.dumps({"near_boundary": near, "crs": crs})},
     ).one()
     return ReportResult(row.id, row.status, row.duplicate_of, grid, community, street, near,
                         bdist, list(cat.deps), checkin_due, resolve_due)
+
+
+def file_reports(engine: Engine, reports: Sequence[Mapping[str, Any]], *,
+                 settings: IncidentSettings) -> list[ReportResult | Exception]:
+    """File many reports (each a mapping of ``report``'s arguments) with one commit.
+
+    Each gets its ``ReportResult``, or the exception that refused it: a ``WanggeError`` (bad
+    point, unknown category) means nothing of that report was written, and the others are
+    filed. Results are returned only after the commit, so no report is acknowledged before it
+    is durable. Twins in one batch see each other (one transaction, filed in input order).
+    If anything else fails (a database error), nothing of the batch is kept and each report is
+    filed in its own transaction, where the failure stays with the report that caused it. If
+    the commit itself fails, each report that was to be filed gets that error (its outcome is
+    unknown, and filing it again could file it twice).
+    """
+    if len(reports) == 1:
+        return [_file_alone(engine, reports[0], settings)]
+    out: list[ReportResult | Exception | None] = [None] * len(reports)
+    items: list[tuple[int, dict[str, Any], Any]] = []
+    for i, r in enumerate(reports):
+        try:
+            found = locate_point(engine, r["lon"], r["lat"], crs=r.get("crs", "wgs84"),
+                                 max_staleness_ms=settings.lookup_staleness_ms)
+        except WanggeError as exc:
+            out[i] = exc
+            continue
+        items.append((i, {k: v for k, v in r.items() if k not in ("lon", "lat")}, found))
+    with engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            filed = _file_located(conn, [(args, found) for _, args, found in items], settings)
+        except Exception:  # noqa: BLE001 - the batch is dropped; each is filed alone below
+            trans.rollback()
+        else:
+            try:
+                trans.commit()
+            except DBAPIError as exc:
+                filed = [r if isinstance(r, WanggeError) else exc for r in filed]
+            for (i, _, _), result in zip(items, filed, strict=True):
+                out[i] = result
+            return out  # type: ignore[return-value]
+    return [_file_alone(engine, r, settings) for r in reports]
+
+
+def _file_alone(engine: Engine, args: Mapping[str, Any],
+                settings: IncidentSettings) -> ReportResult | Exception:
+    try:
+        with engine.begin() as conn:
+            return report(conn, **args, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - handed to the caller of this report only
+        return exc
+
+
+class ReportWriter:
+    """Files reports submitted from many threads or requests in shared transactions.
+
+    ``threads`` writer threads each take every report waiting (up to ``max_batch``) and file
+    them together (``file_reports``): under load, one commit and one pooled connection serve
+    many reports; alone, a report is filed at once. ``submit`` returns a Future resolved after
+    the commit.
+    """
+
+    def __init__(self, engine: Engine, settings: IncidentSettings, *, threads: int = 4,
+                 max_batch: int = 32) -> None:
+        self.engine, self.settings, self.max_batch = engine, settings, max_batch
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any], Future] | None] = \
+            queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"report-writer-{i}",
+                                          daemon=True) for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, **report_args: Any) -> Future:
+        """Queue one report (``report``'s keyword arguments, without conn and settings)."""
+        future: Future = Future()
+        self._queue.put((report_args, future))
+        return future
+
+    def close(self) -> None:
+        """Stop the writer threads once the queued reports are filed."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # leave the stop signal for this thread's next turn
+                    break
+                batch.append(more)
+            try:
+                results = file_reports(self.engine, [args for args, _ in batch],
+                                       settings=self.settings)
+            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
 
 def _history(conn: Connection, incident_id: int, action: str, from_status: str | None,

@@ -833,7 +833,7 @@ def to_wgs84_checked(lon: float, lat: float, crs: str) -> tuple[float, float, st
     return float(x), float(y), name
 
 
-def locate_point(conn: Connection, lon: float, lat: float, *, crs: str = "wgs84",
+def locate_point(conn: Connection | Engine, lon: float, lat: float, *, crs: str = "wgs84",
                  at: date | str | None = None, max_staleness_ms: float = 0.0,
                  settings: LookupSettings | None = None) -> LookupResult:
     """The district, street, community and grid holding (lon, lat) in ``crs``.

@@ -134,3 +134,34 @@ def test_cli_start_stop_cycle_is_idempotent_and_leaves_no_process(tmp_path, db_s
     finally:
         run("db", "stop")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_prepared_statement_is_planned_once_per_connection(fresh_database):
+    from geo.db import PreparedStatement, make_engine
+
+    stmt = PreparedStatement(
+        "wangge_test_stmt",
+        "SELECT CAST(:a AS int) + CAST(:b AS int) AS s, CAST(:a AS int)::text AS a_text,"
+        " ':' || 'x' AS colon")
+    assert stmt.parameters == ["a", "b"]  # a repeated name is one parameter; `::` is no name
+    assert "$1" in stmt.prepare_sql and "$2" in stmt.prepare_sql and "$3" not in stmt.prepare_sql
+    eng = make_engine(fresh_database(), pool_size=1)
+
+    def prepared_here(conn) -> int:
+        return conn.execute(text("SELECT count(*) FROM pg_prepared_statements"
+                                 " WHERE name = 'wangge_test_stmt'")).scalar()
+
+    with eng.connect() as conn:
+        row = stmt.execute(conn, {"a": 2, "b": 40, "unused": 1}).one()
+        assert (row.s, row.a_text, row.colon) == (42, "2", ":x")
+        conn.rollback()  # a prepared statement outlives the transaction
+        assert prepared_here(conn) == 1
+        assert stmt.execute(conn, {"a": 1, "b": 1}).scalar() == 2
+    with eng.connect() as conn:  # the same pooled connection: not prepared again
+        assert stmt.execute(conn, {"a": 5, "b": 5}).scalar() == 10
+        conn.invalidate()  # a new server session must prepare it anew
+    with eng.connect() as conn:
+        assert prepared_here(conn) == 0
+        assert stmt.execute(conn, {"a": 3, "b": 4}).scalar() == 7
+        assert prepared_here(conn) == 1
+    eng.dispose()

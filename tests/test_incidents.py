@@ -348,3 +348,100 @@ def test_routing_table_editable(c: Any) -> None:
     assert inc.get(c, r.id)["departments"] == ["sanitation", "urban_management"]
     with pytest.raises(InvalidInput):
         inc.set_routing(c, "nope", ["water"])
+
+
+# ---------------------------------------------------------------- filing many at once
+
+
+@pytest.fixture
+def batch_db(fresh_database: Any) -> Iterator[Engine]:
+    """A database of its own: these tests commit."""
+    eng = make_engine(fresh_database(), pool_size=4)
+    with eng.begin() as conn:
+        conn.exec_driver_sql(AREA_SQL)
+    yield eng
+    eng.dispose()
+
+
+def _rows(eng: Engine) -> list[Any]:
+    with eng.connect() as conn:
+        return conn.execute(text("SELECT id, category_code, grid_code, status, duplicate_of,"
+                                 " description FROM incident ORDER BY id")).all()
+
+
+def test_file_reports_files_the_good_refuses_the_bad_and_links_twins(batch_db: Engine) -> None:
+    west = (119.305, 26.05)
+    twin = offset(*west, 30, 45)
+    east = (119.315, 26.045)
+    batch = [
+        dict(category="rubbish", lon=west[0], lat=west[1], description="a"),
+        dict(category="rubbish", lon=twin[0], lat=twin[1], description="twin of a"),
+        dict(category="no-such-thing", lon=east[0], lat=east[1], description="bad category"),
+        dict(category="rubbish", lon=121.5, lat=31.2, description="Shanghai: outside"),
+        dict(category="noise", lon=west[0], lat=west[1], description="other category"),
+        dict(category="noise", lon=east[0], lat=east[1], description="nul \x00 byte"),
+        dict(category="noise", lon=east[0], lat=east[1], description="east"),
+    ]
+    out = inc.file_reports(batch_db, batch, settings=SETTINGS)
+    a, b, bad_cat, outside, other, nul, e = out
+    assert a.status == "reported" and a.grid_code == GRID_W
+    assert GRIDS[GRID_W].contains(Point(*west)) and GRIDS[GRID_E].contains(Point(*east))
+    assert (b.status, b.duplicate_of) == ("duplicate", a.id)
+    assert isinstance(bad_cat, InvalidInput) and bad_cat.problems[0].field == "category"
+    assert isinstance(outside, Exception) and not isinstance(outside, inc.ReportResult)
+    assert (other.status, other.duplicate_of) == ("reported", None)
+    assert isinstance(nul, InvalidInput) and nul.problems[0].field == "description"
+    assert e.grid_code == GRID_E and e.status == "reported"
+    rows = _rows(batch_db)
+    assert [r.description for r in rows] == ["a", "twin of a", "other category", "east"]
+    with batch_db.connect() as conn:
+        hist = conn.execute(text("SELECT incident_id, action FROM incident_history"
+                                 " ORDER BY id")).all()
+    assert sorted((h.incident_id, h.action) for h in hist) == sorted(
+        [(a.id, "report"), (b.id, "report"), (a.id, "duplicate_linked"), (other.id, "report"),
+         (e.id, "report")])
+
+
+def test_file_reports_falls_back_to_one_transaction_each(batch_db: Engine,
+                                                         monkeypatch: Any) -> None:
+    """A database error in one report drops the shared transaction; each report is then filed
+    alone, and only the one that failed is missing."""
+    original = inc._insert_report
+
+    def failing(conn: Any, args: Any, *rest: Any) -> Any:
+        if args.get("description") == "boom":
+            conn.exec_driver_sql("SELECT 1 / 0")  # a real error: the transaction is aborted
+        return original(conn, args, *rest)
+
+    monkeypatch.setattr(inc, "_insert_report", failing)
+    batch = [dict(category="rubbish", lon=119.301 + 0.002 * i, lat=26.05,
+                  description="boom" if i == 2 else f"r{i}") for i in range(5)]
+    out = inc.file_reports(batch_db, batch, settings=SETTINGS)
+    assert isinstance(out[2], DBAPIError)
+    assert all(isinstance(r, inc.ReportResult) for i, r in enumerate(out) if i != 2)
+    assert [r.description for r in _rows(batch_db)] == ["r0", "r1", "r3", "r4"]
+
+
+def test_report_writer_files_concurrent_twins_once(batch_db: Engine) -> None:
+    """Many callers, two writer threads, small batches: every report is filed exactly once,
+    and each cluster of twins has one case with all the others linked to it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sites = [(119.303, 26.043), (119.307, 26.057), (119.313, 26.05), (119.318, 26.042)]
+    jobs = [(k, offset(*sites[k], 10 * (j % 3), 60 * j)) for j in range(12) for k in range(4)]
+    writer = inc.ReportWriter(batch_db, SETTINGS, threads=2, max_batch=5)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            futures = list(pool.map(lambda job: writer.submit(
+                category="rubbish", lon=job[1][0], lat=job[1][1], description=f"site {job[0]}"),
+                jobs))
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        writer.close()
+    rows = _rows(batch_db)
+    assert len(rows) == len(jobs) == len({r.id for r in results})
+    for k in range(4):
+        mine = [r for r in rows if r.description == f"site {k}"]
+        cases = [r for r in mine if r.status == "reported"]
+        assert len(cases) == 1
+        assert all(r.duplicate_of == cases[0].id for r in mine if r is not cases[0])

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
+from api.dependencies import file_report, get_connection
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
@@ -99,17 +99,14 @@ class SlaIn(BaseModel):
 
 @router.post("/incidents", operation_id="report_incident", response_model=ReportOut,
              status_code=201, summary="Report an incident (吹哨): locate, route, detect duplicates")
-def report_incident(body: ReportIn, request: Request,
-                    principal: Principal = Depends(current_principal)) -> Any:
-    engine = request.app.state.engine
-    with engine.begin() as conn:  # the answer is sent only after this commit
-        res = inc.report(conn, category=body.category, lon=body.lon, lat=body.lat, crs=body.crs,
-                         description=body.description, address=body.address,
-                         actor=_actor(principal, body.actor), source="api",
-                         reporter_name=body.reporter_name,
-                         reporter_contact=body.reporter_contact,
-                         reporter_user_id=principal.user_id if principal.kind == "user" else None,
-                         settings=_settings(request))
+async def report_incident(body: ReportIn, request: Request,
+                          principal: Principal = Depends(current_principal)) -> Any:
+    res = await file_report(  # the answer is sent only after the commit
+        request, category=body.category, lon=body.lon, lat=body.lat, crs=body.crs,
+        description=body.description, address=body.address,
+        actor=_actor(principal, body.actor), source="api", reporter_name=body.reporter_name,
+        reporter_contact=body.reporter_contact,
+        reporter_user_id=principal.user_id if principal.kind == "user" else None)
     return res.__dict__
 
 

@@ -19,12 +19,12 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.dependencies import file_report
 from api.errors import _status_for
 from api.policy import PolicyRoute
 from api.security import verified_key
 from geo import incidents as inc
 from geo.errors import Forbidden, InvalidInput, NotFound, Problem, Unauthenticated, WanggeError
-from geo.security import Principal
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=PolicyRoute)
 
@@ -195,16 +195,9 @@ async def post_request(request: Request) -> Any:
 
 
 async def _create(request: Request, form: dict[str, str], key: str) -> Any:
-    from anyio import to_thread
-
     principal, _ = await verified_key(request, key, request.app.state.auth_settings)
     if "open311" not in principal.scopes:
         raise Forbidden("this api_key lacks the 'open311' scope")
-    limiter = getattr(request.app.state, "report_limiter", None)
-    return await to_thread.run_sync(_create_sync, request, form, principal, limiter=limiter)
-
-
-def _create_sync(request: Request, form: dict[str, str], principal: Principal) -> Any:
     problems = [Problem(reason="required", field=f)
                 for f in ("service_code", "lat", "long") if not form.get(f)]
     if problems:
@@ -216,15 +209,12 @@ def _create_sync(request: Request, form: dict[str, str], principal: Principal) -
                            [Problem(reason="not a number", field="lat/long")]) from exc
     name = " ".join(x for x in (form.get("first_name"), form.get("last_name")) if x) or None
     contact = ", ".join(x for x in (form.get("email"), form.get("phone")) if x) or None
-    with request.app.state.engine.begin() as conn:  # acknowledged only after commit
-        res = inc.report(conn, category=form["service_code"], lon=lon, lat=lat,
-                         crs=form.get("crs", "wgs84"), description=form.get("description"),
-                         address=form.get("address_string"),
-                         actor=f"open311:{principal.name}", source="open311",
-                         reporter_name=name, reporter_contact=contact,
-                         reporter_device=form.get("device_id"),
-                         settings=getattr(request.app.state, "incident_settings", None)
-                         or inc.IncidentSettings())
+    res = await file_report(  # answered only after the commit
+        request, category=form["service_code"], lon=lon, lat=lat,
+        crs=form.get("crs", "wgs84"), description=form.get("description"),
+        address=form.get("address_string"), actor=f"open311:{principal.name}",
+        source="open311", reporter_name=name, reporter_contact=contact,
+        reporter_device=form.get("device_id"))
     notice = (f"已并入工单 {res.duplicate_of} (duplicate of request {res.duplicate_of})"
               if res.duplicate_of else "已受理 received")
     return JSONResponse([{"service_request_id": str(res.id), "service_notice": notice,
