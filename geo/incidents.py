@@ -13,6 +13,7 @@ Locations are stored in EPSG:4326; distances (duplicates) are measured on the sp
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +41,8 @@ from geo.errors import (
 from geo.lookup import locate_point
 from geo.security import EVERYTHING, Scope, code_prefix_sql
 from geo.settings import WanggeSettings
+
+log = logging.getLogger(__name__)
 
 STEPS_ZH = {
     "reported": "吹哨",
@@ -437,8 +440,10 @@ def file_reports(engine: Engine, reports: Sequence[Mapping[str, Any]], *,
         trans = conn.begin()
         try:
             filed = _file_located(conn, [(args, found) for _, args, found in items], settings)
-        except Exception:  # noqa: BLE001 - the batch is dropped; each is filed alone below
+        except Exception as exc:  # noqa: BLE001 - the batch is dropped; each is filed alone
             trans.rollback()
+            log.warning("a batch of %d reports failed (%s); filing each alone", len(items),
+                        str(exc).splitlines()[0][:200])
         else:
             try:
                 trans.commit()
