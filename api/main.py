@@ -55,10 +55,12 @@ def create_app(
         gc.freeze()
         # Reports are filed by a few writer threads of their own, each filing every report
         # waiting in one transaction (one commit, one pooled connection, no thread hop per
-        # report): half the pool at most, so that other routes always find a connection.
+        # report); at most half the pool, so that other routes always find a connection.
+        incident_settings = app.state.incident_settings
         app.state.report_writer = ReportWriter(
-            app.state.engine, app.state.incident_settings,
-            threads=max(2, db_settings.pool_size // 2))
+            app.state.engine, incident_settings,
+            threads=max(1, min(incident_settings.report_writers, db_settings.pool_size // 2)),
+            max_batch=incident_settings.report_batch_max)
         yield
         app.state.report_writer.close()
         if owns_engine:

@@ -115,6 +115,14 @@ class IncidentSettings(WanggeSettings):
         "checked against the database for a new generation at most this often (ms); a change "
         "made in the same process is seen at once."
     )
+    report_writers: int = Field(
+        default=2, ge=1, description="Writer threads filing reports in the HTTP service (each "
+        "holds one pooled connection while it files a batch)."
+    )
+    report_batch_max: int = Field(
+        default=32, ge=1, description="At most this many waiting reports are filed in one "
+        "transaction."
+    )
 
 
 # ---------------------------------------------------------------- working-day calendar
@@ -248,20 +256,20 @@ _REPORT_CATEGORIES = PreparedStatement(
     " ARRAY(SELECT department_id FROM category_department cd"
     "       WHERE cd.category_code = c.code ORDER BY department_id) AS deps"
     " FROM incident_category c WHERE c.code = ANY(CAST(:codes AS text[]))")
-# The duplicate check, the case and its history rows. The open cases within the radius come
-# from the partial geography index alone (a MATERIALIZED fence): left to itself, the planner
-# ANDed in the reported_at index, whose last-hour range holds every report of a busy hour.
+# The duplicate check, the case and its history rows. The open cases of the category within
+# the radius come from the partial geography index alone (a MATERIALIZED fence; the cheap
+# category test runs before the spheroid distance): left to itself, the planner ANDed in the
+# reported_at index, whose last-hour range holds every report of a busy hour.
 _REPORT = PreparedStatement("wangge_report", """
     WITH pt AS (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS g),
     near AS MATERIALIZED (
-        SELECT i.id, i.category_code, i.reported_at,
-               i.location::geography <-> pt.g::geography AS metres
+        SELECT i.id, i.reported_at, i.location::geography <-> pt.g::geography AS metres
         FROM incident i, pt
-        WHERE i.is_open AND ST_DWithin(i.location::geography, pt.g::geography, :r)
+        WHERE i.is_open AND i.category_code = :c
+          AND ST_DWithin(i.location::geography, pt.g::geography, :r)
     ),
     dup AS (
-        SELECT id FROM near WHERE category_code = :c AND reported_at >= :since
-        ORDER BY metres LIMIT 1
+        SELECT id FROM near WHERE reported_at >= :since ORDER BY metres LIMIT 1
     ),
     ins AS (
         INSERT INTO incident (category_code, description, address, location, input_crs,
