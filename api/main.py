@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from api.dependencies import connection_slots
 from api.errors import install_error_handlers
 from api.policy import document_policy
 from api.routers import circles, incidents, layers, lookup, maps, open311, planning, security
@@ -57,10 +58,11 @@ def create_app(
         # waiting in one transaction (one commit, one pooled connection, no thread hop per
         # report); at most half the pool, so that other routes always find a connection.
         incident_settings = app.state.incident_settings
+        writers = max(1, min(incident_settings.report_writers, db_settings.pool_size // 2))
         app.state.report_writer = ReportWriter(
-            app.state.engine, incident_settings,
-            threads=max(1, min(incident_settings.report_writers, db_settings.pool_size // 2)),
+            app.state.engine, incident_settings, threads=writers,
             max_batch=incident_settings.report_batch_max)
+        app.state.connection_slots = connection_slots(app.state.engine, reserved=writers + 2)
         yield
         app.state.report_writer.close()
         if owns_engine:
