@@ -519,6 +519,11 @@ class ReportWriter:
                     self._queue.put(None)  # leave the stop signal for this thread's next turn
                     break
                 batch.append(more)
+            # A caller that gave up before its report was taken (cancelled) is not filed: it
+            # was never acknowledged. From here on, a future can no longer be cancelled.
+            batch = [(args, f) for args, f in batch if f.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             try:
                 results = file_reports(self.engine, [args for args, _ in batch],
                                        settings=self.settings)

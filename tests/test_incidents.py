@@ -445,3 +445,26 @@ def test_report_writer_files_concurrent_twins_once(batch_db: Engine) -> None:
         cases = [r for r in mine if r.status == "reported"]
         assert len(cases) == 1
         assert all(r.duplicate_of == cases[0].id for r in mine if r is not cases[0])
+
+
+def test_report_writer_survives_callers_that_give_up(batch_db: Engine) -> None:
+    """A cancelled report (its caller went away before it was taken) is not filed, and the
+    writer keeps serving the others."""
+    writer = inc.ReportWriter(batch_db, SETTINGS, threads=1, max_batch=4)
+    try:
+        outcomes = []
+        for i in range(30):
+            future = writer.submit(category="rubbish", lon=119.301 + 0.0005 * i, lat=26.05,
+                                   description=f"g{i}")
+            outcomes.append((i, future.cancel(), future))
+        kept = writer.submit(category="noise", lon=119.315, lat=26.045, description="kept")
+        assert kept.result(timeout=60).status == "reported"
+        filed = {r.description for r in _rows(batch_db)}
+        for i, cancelled, future in outcomes:
+            if cancelled:
+                assert f"g{i}" not in filed
+            else:
+                assert future.result(timeout=60).id > 0 and f"g{i}" in filed
+        assert all(t.is_alive() for t in writer._threads)
+    finally:
+        writer.close()
