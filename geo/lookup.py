@@ -33,6 +33,7 @@ not versioned by generation).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -70,6 +71,8 @@ STATUS_NAMES = {
     INVALID: "not_a_number",
     OUT_OF_RANGE: "out_of_range",
 }
+log = logging.getLogger(__name__)
+
 _NONE, _BOUNDARY = -1, -2
 
 
@@ -673,26 +676,32 @@ def _with_conn(bind: Connection | Engine, fn):  # noqa: ANN001, ANN202
         return fn(conn)
 
 
-def _build_in_background(engine: Engine, cache: _DbCache,
-                         settings: LookupSettings | None) -> None:
+def _refresh_in_background(engine: Engine, cache: _DbCache,
+                           settings: LookupSettings | None) -> None:
+    """Check the version, and rebuild if it changed (or the index was invalidated), in a
+    thread; the current index keeps answering. Call with ``cache.lock`` held."""
     def run() -> None:
         try:
             with cache.lock:
                 seen = cache.invalidations
-                base = cache.current
+                base, forced = cache.current, cache.forced
             with engine.connect() as conn:
-                index = build_index(conn, settings=settings, previous=base)
+                version = _version(conn)
+                fresh = base is not None and not forced and base.version == version
+                index = base if fresh else build_index(conn, settings=settings, previous=base)
             with cache.lock:
                 if cache.current is base:  # else a synchronous refresh installed a newer one
                     cache.current = index
                 if cache.invalidations == seen:  # else invalidated meanwhile: check again
                     cache.forced = False
                     cache.checked_at = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - the old index answers; retried next time
+            log.warning("lookup index refresh failed: %s", str(exc).splitlines()[0][:200])
         finally:
             cache.building = False
 
     cache.building = True
-    threading.Thread(target=run, name="lookup-index-build", daemon=True).start()
+    threading.Thread(target=run, name="lookup-index-refresh", daemon=True).start()
 
 
 def get_index(bind: Connection | Engine, *, at: date | str | None = None,
@@ -711,6 +720,13 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
     idx = cache.current
     if at is None and idx is not None and (now - cache.checked_at) * 1000 < max_staleness_ms:
         return idx
+    if at is None and idx is not None and background and isinstance(bind, Engine):
+        # even the version check runs in a thread: the caller (an HTTP worker's event loop)
+        # never waits on the database
+        with cache.lock:
+            if not cache.building:
+                _refresh_in_background(bind, cache, settings)
+        return idx
 
     def refresh(conn: Connection) -> LookupIndex:
         with cache.lock:
@@ -718,12 +734,6 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
             if at is None:
                 stale = cache.current is None or cache.forced \
                     or cache.current.version != version
-                if stale and background and cache.current is not None \
-                        and isinstance(bind, Engine):
-                    if not cache.building:
-                        _build_in_background(bind, cache, settings)
-                    cache.checked_at = time.monotonic()
-                    return cache.current
                 if stale:
                     cache.current = build_index(conn, settings=settings,
                                                 previous=cache.current)
