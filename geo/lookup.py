@@ -695,8 +695,10 @@ def _refresh_in_background(engine: Engine, cache: _DbCache,
                 if cache.invalidations == seen:  # else invalidated meanwhile: check again
                     cache.forced = False
                     cache.checked_at = time.monotonic()
-        except Exception as exc:  # noqa: BLE001 - the old index answers; retried next time
+        except Exception as exc:  # noqa: BLE001 - the old index answers meanwhile
             log.warning("lookup index refresh failed: %s", str(exc).splitlines()[0][:200])
+            with cache.lock:  # retried after the next interval, not on the next request
+                cache.checked_at = time.monotonic()
         finally:
             cache.building = False
 
@@ -711,9 +713,10 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
 
     The version is re-read when the last check is older than ``max_staleness_ms`` (0: always);
     a changed version rebuilds. ``bind`` is a Connection (used as is) or an Engine (a connection
-    is opened only when the database must be read). With ``background`` (and an Engine), a
-    changed version starts a rebuild in a thread and the previous index keeps answering until
-    the new one is ready (the HTTP service does this, so a new generation never stalls it).
+    is opened only when the database must be read). With ``background`` (and an Engine), the
+    version check and any rebuild run in a thread while the previous index keeps answering
+    (the HTTP service does this: its event loop never waits on the database, and a new
+    generation never stalls it).
     """
     cache = _cache_for(bind)  # settings stay None unless a build needs them (they cost ~2 ms)
     now = time.monotonic()

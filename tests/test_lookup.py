@@ -306,3 +306,30 @@ def test_single_point_path_matches_the_array_path():
     assert in_boundary_cells > 8_000  # the plain-float path is what is under test
     assert np.array_equal(single[:, 1], st)
     assert np.array_equal(single[:, 0][st == lookup.OK], gi[st == lookup.OK])
+
+
+def test_failed_background_refresh_waits_for_the_next_interval(hand_made, monkeypatch):
+    """With the database unreachable, the HTTP path keeps answering from the index it has and
+    retries the version check once per interval, not on every request."""
+    import threading
+    import time
+
+    settings = lookup.LookupSettings()
+    lookup.get_index(hand_made, settings=settings)  # built and checked
+    calls = []
+
+    def unreachable(conn):
+        calls.append(1)
+        raise RuntimeError("database unreachable")
+
+    monkeypatch.setattr(lookup, "_version", unreachable)
+    lookup.invalidate_index()  # the next HTTP lookup must check
+    for _ in range(50):
+        index = lookup.get_index(hand_made, max_staleness_ms=60_000, background=True,
+                                 settings=settings)
+        assert index.grid_codes  # the old index answers
+        for t in threading.enumerate():
+            if t.name == "lookup-index-refresh":
+                t.join(timeout=10)
+        time.sleep(0.002)
+    assert len(calls) == 1
