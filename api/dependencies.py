@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the engine, a connection per request, and filing reports."""
+"""FastAPI dependencies: a connection per request, and filing reports."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from geo.incidents import ReportResult
-
-
-def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
 
 
 async def get_connection(request: Request) -> AsyncIterator[Connection]:

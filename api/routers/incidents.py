@@ -125,7 +125,6 @@ def list_incidents(
                               start=start, end=end, limit=limit, scope=scope_of(request))
 
 
-
 @router.get("/incidents/overdue", operation_id="overdue_incidents",
             response_model=list[dict[str, Any]],
             summary="Open cases past their deadline (red) or 80 % of it (amber)")
