@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
-from geo import errors
+from geo.core import errors
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from api.errors import install_error_handlers
 from api.policy import document_policy
 from api.routers import circles, incidents, layers, lookup, maps, open311, planning, security
 from api.security import install_security
-from geo.db import make_engine, resolve_url
-from geo.incidents import ReportWriter
-from geo.security import AuthSettings
-from geo.settings import ApiSettings, DatabaseSettings
+from geo.auth.service import AuthSettings
+from geo.core.db import make_engine, resolve_url
+from geo.core.settings import ApiSettings, DatabaseSettings
+from geo.incidents.service import ReportWriter
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
 from api.security import resolve_principal
-from geo.errors import Forbidden, Unauthenticated
-from geo.security import EVERYTHING, Principal, Scope
+from geo.auth.service import EVERYTHING, Principal, Scope
+from geo.core.errors import Forbidden, Unauthenticated
 
 ALL_ROLES = frozenset(
     {"resident", "grid_worker", "department_staff", "planner", "commander", "admin"}

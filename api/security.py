@@ -24,14 +24,14 @@ from sqlalchemy import Engine
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from geo.errors import Forbidden, Unauthenticated, WanggeError
-from geo.security import (
+from geo.auth.service import (
     ANONYMOUS,
     AuthSettings,
     Principal,
     principal_from_api_key,
     principal_from_token,
 )
+from geo.core.errors import Forbidden, Unauthenticated, WanggeError
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.circles --grids 2000 --buildings 500000 --stations 5000
 
-Loads ``geo.synth.generate_city`` into its own database (``wangge_bench_circles``), then times
+Loads ``generate_city`` into its own database (``wangge_bench_circles``), then times
 ``build_circles`` (every station, three tiers) and ``run_coverage`` (every building, 300 m tier).
 The naive loop is networkx ``single_source_dijkstra_path_length`` with a cutoff from the
 station's nearest node, then shapely buffer-and-union of the reached edges (partial edges
@@ -23,19 +23,19 @@ import shapely
 from sqlalchemy import text
 
 from bench.common import peak_rss_mb, write_results
-from geo import embedded
-from geo.circles import build_circles
-from geo.circles_runs import CircleSettings
-from geo.coverage import run_coverage
-from geo.db import make_engine, migrate
-from geo.settings import DatabaseSettings
+from geo.circles.build import build_circles
+from geo.circles.coverage import run_coverage
+from geo.circles.runs import CircleSettings
+from geo.core import embedded
+from geo.core.db import make_engine, migrate
+from geo.core.settings import DatabaseSettings
 
 DB = "wangge_bench_circles"
 
 
 def load_city(engine, grids: int, buildings: int, stations: int, seed: int) -> float:
-    from geo.store import write_layers
-    from geo.synth import generate_city
+    from geo.data.store import write_layers
+    from geo.samples.synth import generate_city
 
     with engine.connect() as c:
         have = c.execute(text("SELECT count(*) FROM station")).scalar()

@@ -1,9 +1,9 @@
 """Incident benchmark: reports/s over HTTP, and overdue / per-grid statistics at 1 M and 5 M.
 
-1. A synthetic district (geo.synth, 852 grids like Fuzhou Cangshan) in its own database.
+1. A synthetic district (geo.samples.synth, 852 grids like Fuzhou Cangshan) in its own database.
 2. uvicorn (``--workers``) serves the app; ``wrk`` with a Lua script POSTs Open311 requests
    (form-encoded, api_key, random category, points sampled inside the grids) for
-   ``--seconds``: every request is located with geo.lookup, duplicate-checked (ST_DWithin on the
+   ``--seconds``: every request is located with the lookup, duplicate-checked (ST_DWithin on the
    partial geography index) and committed with its history row before the answer.
 3. Incidents are bulk-generated in SQL (generate_series; 3 years, ~3 % still open) up to each
    size in ``--sizes``; at each size the queries "overdue cases in street X" and "per-grid
@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from bench.common import run_wrk, uvicorn_server, write_results
 from geo import incidents as inc
-from geo.db import make_engine, migrate, resolve_url
-from geo.settings import DatabaseSettings
+from geo.core.db import make_engine, migrate, resolve_url
+from geo.core.settings import DatabaseSettings
 
 DB_NAME = "wangge_bench_incidents"
 
@@ -107,9 +107,9 @@ def _admin(url: str):  # noqa: ANN202
 
 def setup_database(grids: int) -> str:
     """A fresh migrated bench database holding a synthetic district."""
-    from geo.security import create_api_key
-    from geo.store import write_layers
-    from geo.synth import generate_city
+    from geo.auth.service import create_api_key
+    from geo.data.store import write_layers
+    from geo.samples.synth import generate_city
 
     base = resolve_url(DatabaseSettings())
     admin = _admin(base)
@@ -288,7 +288,7 @@ def main() -> None:
         import uuid
 
         from bench.common import RESULTS_DIR
-        from geo.security import create_api_key
+        from geo.auth.service import create_api_key
 
         old = json.loads((RESULTS_DIR / "incidents.json").read_text())
         http = old.get("http")

@@ -20,16 +20,16 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.common import run_wrk, uvicorn_server, write_results
-from geo import embedded
-from geo.db import make_engine, migrate, resolve_url
-from geo.security import AuthSettings, create_api_key, create_user
-from geo.settings import DatabaseSettings
+from geo.auth.service import AuthSettings, create_api_key, create_user
+from geo.core import embedded
+from geo.core.db import make_engine, migrate, resolve_url
+from geo.core.settings import DatabaseSettings
 
 
 def prepare(grids: int) -> tuple[str, str, list[tuple[float, float]]]:
     """A fresh bench database with the synthetic city, a key, users; points inside grids."""
-    from geo.store import write_layers
-    from geo.synth import generate_city
+    from geo.data.store import write_layers
+    from geo.samples.synth import generate_city
 
     settings = DatabaseSettings()
     base = resolve_url(settings)

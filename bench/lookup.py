@@ -25,9 +25,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.common import run_wrk, uvicorn_server, write_results
-from geo import coords, embedded, lookup
-from geo.db import make_engine, migrate, resolve_url
-from geo.settings import DatabaseSettings
+from geo import lookup
+from geo.core import embedded
+from geo.core.db import make_engine, migrate, resolve_url
+from geo.core.settings import DatabaseSettings
+from geo.data import coords
 
 
 def rss_mb() -> float:
@@ -50,8 +52,8 @@ def prepare(grids: int, seed: int) -> tuple[str, str]:
         have = c.execute(text("SELECT count(*) FROM area WHERE level = 'grid' "
                               "AND generation_high IS NULL")).scalar()
     if have != grids:
-        from geo.store import write_layers
-        from geo.synth import generate_city
+        from geo.data.store import write_layers
+        from geo.samples.synth import generate_city
 
         print(f"writing the {grids}-grid synthetic city to {name} ...", flush=True)
         layers = generate_city(grids=grids, buildings=2 * grids, stations=50, seed=seed)
@@ -143,7 +145,7 @@ def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
 
 def _http_figures(args: argparse.Namespace, eng, db_name: str, x: np.ndarray,  # noqa: ANN001
                   y: np.ndarray, status: np.ndarray) -> dict:
-    from geo.security import create_api_key
+    from geo.auth.service import create_api_key
 
     ok = np.flatnonzero(status == lookup.OK)
     sample = np.column_stack((x[ok[:2000]], y[ok[:2000]]))

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.maps --grids 10000 --buildings 500000 --stations 1000
 
-The city comes from ``geo.synth.generate_city``. The map inputs are built in memory the way
-``geo.mapdata`` builds them from PostGIS (households summed per grid, the grid team, buildings
+The city comes from ``geo.samples.synth.generate_city``. The map inputs are built in memory the way
+``geo.data.mapdata`` builds them from PostGIS (households summed per grid, the grid team, buildings
 outside ``--radius-m`` of every station), then rendered by ``maps.*`` as standalone pages (all
 JS/CSS inlined, the file the CLI writes) and loaded in headless Debian Chromium from file://.
 Render time = ``performance.now()`` (ms since navigation start) two animation frames after
@@ -27,7 +27,7 @@ import numpy as np
 import shapely
 
 from bench.common import peak_rss_mb, timed, write_results
-from geo.synth import generate_city
+from geo.samples.synth import generate_city
 from maps.base import MapSettings
 from maps.coverage_map import coverage_map
 from maps.grid_map import grid_map

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.planning --grids 10000
 
-A pristine city (``geo.synth.generate_city``, 50 buildings a grid) is written once to a template
+A pristine city (``generate_city``, 50 buildings a grid) is written once to a template
 database and copied for each run (``wangge_bench_planning``), so every run starts from the same
 state. Times, each through commit AND the lookup index's rebuild (a ``locate_point`` after the
 change, measured on its own as the refresh): a split, a merge, a full-layer import (the current
@@ -32,9 +32,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from bench.common import peak_rss_mb, timed, write_results
-from geo import embedded, lookup, planning
-from geo.db import make_engine, migrate, resolve_url
-from geo.settings import DatabaseSettings
+from geo import lookup, planning
+from geo.core import embedded
+from geo.core.db import make_engine, migrate, resolve_url
+from geo.core.settings import DatabaseSettings
 
 DB = "wangge_bench_planning"
 BUILDINGS_PER_GRID = 50
@@ -58,8 +59,8 @@ def prepare(grids: int, seed: int) -> str:
                               "AND generation_high IS NULL")).scalar()
         gens = c.execute(text("SELECT count(*) FROM generation")).scalar()
     if have != grids or gens != 1:
-        from geo.store import write_layers
-        from geo.synth import generate_city
+        from geo.data.store import write_layers
+        from geo.samples.synth import generate_city
 
         print(f"writing the {grids}-grid synthetic city to {tmpl} ...", flush=True)
         layers = generate_city(grids=grids, buildings=BUILDINGS_PER_GRID * grids, stations=50,

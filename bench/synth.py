@@ -22,9 +22,9 @@ from pathlib import Path
 from sqlalchemy import text
 
 from bench.common import write_results
-from geo import embedded
-from geo.db import make_engine, migrate
-from geo.settings import PROJECT_ROOT, DatabaseSettings
+from geo.core import embedded
+from geo.core.db import make_engine, migrate
+from geo.core.settings import PROJECT_ROOT, DatabaseSettings
 
 WANGGE = str(PROJECT_ROOT / ".venv" / "bin" / "wangge")
 
@@ -49,8 +49,8 @@ def run_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def copy_vs_insert(url: str, n: int) -> dict[str, float]:
     """COPY (write_layers) against executemany INSERT for ``n`` buildings; rolled back."""
-    from geo.store import _building_frame, write_layers
-    from geo.synth import generate_city
+    from geo.data.store import _building_frame, write_layers
+    from geo.samples.synth import generate_city
 
     layers = generate_city(grids=max(1, n // 50), buildings=n, stations=0, seed=1, team=False)
     b = layers["building"]
@@ -125,7 +125,7 @@ def main() -> None:
                 print(f"  re-import (validate + write): {import_s:.1f} s, peak RSS "
                       f"{import_rss:.0f} MB")
                 row.update({"export_s": round(export_s, 1), "import_s": round(import_s, 1),
-                            "import_via": "wangge export / wangge import (geo.io)",
+                            "import_via": "wangge export / wangge import (geo.data.io)",
                             "gpkg_mb": round(gpkg.stat().st_size / 1e6, 1),
                             "import_peak_rss_mb": round(import_rss)})
                 row["peak_rss_mb"] = round(max(synth_rss, export_rss, import_rss))

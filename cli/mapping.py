@@ -29,8 +29,8 @@ def _write(out: Path, page: str) -> None:
 @domain_errors
 def grids_cmd(out: Path = OUT, within: str | None = WITHIN) -> None:
     """Grid map: streets, communities, grids by household load, the four networks."""
-    from geo import mapdata
-    from geo.settings import DataSettings
+    from geo.core.settings import DataSettings
+    from geo.data import mapdata
     from maps.base import MapSettings
     from maps.grid_map import grid_map
 
@@ -51,7 +51,7 @@ def coverage_cmd(
     kind: str | None = typer.Option(None, help="Only stations of this kind."),
 ) -> None:
     """Coverage map: service circles, uncovered buildings, per-grid uncovered households."""
-    from geo import mapdata
+    from geo.data import mapdata
     from maps.base import MapSettings
     from maps.coverage_map import coverage_map
 
@@ -68,7 +68,7 @@ def coverage_cmd(
 @domain_errors
 def incidents_cmd(out: Path = OUT, within: str | None = WITHIN) -> None:
     """Incident map: clusters by status, overdue marked, heat map, per-grid choropleths."""
-    from geo import mapdata
+    from geo.data import mapdata
     from maps.base import MapSettings
     from maps.incident_map import incident_map
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.common import connection, domain_errors
-from geo.security import AuthSettings, create_api_key, create_user
+from geo.auth.service import AuthSettings, create_api_key, create_user
 
 user_app = typer.Typer(help="User accounts with roles scoped by area.", no_args_is_help=True)
 key_app = typer.Typer(help="API keys for other systems.", no_args_is_help=True)

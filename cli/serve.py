@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 import uvicorn
 
-from geo.settings import ApiSettings
+from geo.core.settings import ApiSettings
 
 
 def serve(
@@ -38,7 +38,7 @@ def demo(
     Prints the ``demo-admin`` credentials: sign in at /docs (Authorize) to try every route.
     """
     from cli.common import engine
-    from geo.demo import DEMO_ADMIN, ensure_demo_loaded, reset_demo_admin
+    from geo.samples.demo import DEMO_ADMIN, ensure_demo_loaded, reset_demo_admin
 
     eng = engine()
     with eng.begin() as conn:

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         """
         from tqdm import tqdm
 
-        from geo.synth import generate_city
+        from geo.samples.synth import generate_city
 
         steps = 1 + (out is not None) + (not no_db)
         bar = tqdm(total=steps, desc="synth", unit="step")
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         generation = None
         if not no_db:
             from cli.common import engine
-            from geo.store import write_layers
+            from geo.data.store import write_layers
 
             bar.set_postfix_str("writing database")
             eng = engine()

@@ -30,7 +30,7 @@ from folium.elements import JSCSSMixin
 from jinja2 import Template
 from pydantic import Field
 
-from geo.settings import WanggeSettings
+from geo.core.settings import WanggeSettings
 from maps import assets
 
 _PLACEHOLDER = "wangge-vendor:"

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection, make_url
 
-from geo.db import make_engine, migrate, resolve_url
-from geo.settings import DatabaseSettings
+from geo.core.db import make_engine, migrate, resolve_url
+from geo.core.settings import DatabaseSettings
 
 
 def _server_admin(url: str) -> Engine:

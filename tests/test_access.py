@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.policy import POLICY, admits
-from geo.db import make_engine
-from geo.security import AuthSettings, Principal, create_api_key, create_user
+from geo.auth.service import AuthSettings, Principal, create_api_key, create_user
+from geo.core.db import make_engine
 
 AUTH = AuthSettings(jwt_secret="access-test-" + "x" * 32, enforce_access=True)
 ROLES = ["resident", "grid_worker", "department_staff", "planner", "commander", "admin"]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.main import create_app
 from api.routers import circles as circles_router
-from geo.circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
-from geo.db import make_engine
-from geo.security import Principal
+from geo.auth.service import Principal
+from geo.core.db import make_engine
 
 X0, Y0 = ORIGIN_M
 

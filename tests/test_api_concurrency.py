@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import create_engine
 
 from api.main import create_app
-from geo.security import AuthSettings
+from geo.auth.service import AuthSettings
 
 
 def test_many_requests_on_a_tiny_pool_all_succeed(fresh_database):

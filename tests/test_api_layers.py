@@ -13,8 +13,8 @@ from shapely.geometry import box, shape
 from sqlalchemy import text
 
 from api.main import create_app
-from geo.db import make_engine
-from geo.io import import_file
+from geo.core.db import make_engine
+from geo.data.io import import_file
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "shapefiles"
 sys.path.insert(0, str(SAMPLES))
@@ -22,7 +22,7 @@ from make_samples import X0, XM, Y1, YM  # noqa: E402
 
 try:  # the security layer, when installed, wants a caller and a rule per operation
     from api import policy as _policy
-    from geo.security import AuthSettings, create_user
+    from geo.auth.service import AuthSettings, create_user
 except ImportError:  # pragma: no cover
     _policy = None
 

@@ -9,7 +9,7 @@ from test_lookup import G11, G21, G22, D, S, seed_hand_made
 
 from api.main import create_app
 from geo import lookup
-from geo.coords import from_wgs84
+from geo.data.coords import from_wgs84
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import networkx as nx
 import numpy as np
 import pytest
 import shapely
+from circles_testnet import ORIGIN_M, add_station, make_lattice
 from pyproj import Transformer
 from shapely import wkb
 from shapely.geometry import box
 from sqlalchemy import text
 
-from geo.circles import build_circles, circles_geojson, station_reach
-from geo.circles_runs import CircleSettings, get_run
-from geo.circles_testnet import ORIGIN_M, add_station, make_lattice
-from geo.errors import InvalidInput
+from geo.circles.build import build_circles, circles_geojson, station_reach
+from geo.circles.runs import CircleSettings, get_run
+from geo.core.errors import InvalidInput
 
 X0, Y0 = ORIGIN_M
 TO_M = Transformer.from_crs(4326, 32650, always_xy=True)
@@ -133,14 +133,14 @@ def test_bad_tiers_rejected(conn):
         build_circles(conn, CircleSettings(), tiers_m=[-5])
 
 
-# --- the pure geometry steps (geo.circles_geom), against shapely's own answers ---------------
+# --- the pure geometry steps (geo.circles.geometry), against shapely's own answers ---------------
 
 
 def test_substrings_match_shapely_substring():
     """Vectorised substrings of curved and straight edges equal ``shapely.ops.substring``."""
     from shapely.ops import substring
 
-    from geo.circles_geom import EdgeCoords
+    from geo.circles.geometry import EdgeCoords
 
     rng = np.random.default_rng(3)
     edges = [shapely.LineString(np.cumsum(rng.uniform(-20, 40, (k, 2)), axis=0))
@@ -164,7 +164,7 @@ def test_substrings_match_shapely_substring():
 def test_merge_intervals_unites_overlaps_only_within_an_edge():
     import pandas as pd
 
-    from geo.circles_geom import merge_intervals
+    from geo.circles.geometry import merge_intervals
 
     df = pd.DataFrame({
         "station": [1, 1, 1, 1, 1, 2], "tier": [0, 0, 0, 0, 1, 0], "edge": [5, 5, 5, 5, 5, 5],
@@ -178,7 +178,7 @@ def test_merge_intervals_unites_overlaps_only_within_an_edge():
 def test_edge_reach_is_the_min_over_both_ends():
     import pandas as pd
 
-    from geo.circles_geom import edge_reach
+    from geo.circles.geometry import edge_reach
 
     source, target = np.array([10, 11, 12, 10]), np.array([11, 12, 13, 13])
     dd = pd.DataFrame({"station": [7, 7, 7, 8], "node": [10, 11, 13, 12], "d": [5.0, 9.0, 2.0,
@@ -196,7 +196,7 @@ def test_round_buffer_is_the_round_capped_buffer():
     """Flat band + the discs it does not cover is the round-capped buffer: nothing missing
     against a band with a disc at every end, and, against a near-exact buffer (64 segments per
     quarter), no more error than the plain ``quad_segs=2`` buffer."""
-    from geo.circles_geom import round_buffer
+    from geo.circles.geometry import round_buffer
 
     rng = np.random.default_rng(0)
     nets = []

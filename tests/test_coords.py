@@ -6,8 +6,8 @@ import numpy as np
 import prcoords
 import pytest
 
-from geo import coords
-from geo.errors import UnknownCRS
+from geo.core.errors import UnknownCRS
+from geo.data import coords
 
 M_PER_DEG = 111_320.0
 

@@ -7,21 +7,21 @@ import json
 import numpy as np
 import pandas as pd
 import shapely
+from circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
 from pyproj import Transformer
 from shapely import wkb
 from shapely.geometry import Point
 from sqlalchemy import text
 
-from geo.circles import build_circles
-from geo.circles_runs import CircleSettings
-from geo.circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
-from geo.coverage import (
+from geo.circles.build import build_circles
+from geo.circles.coverage import (
     coverage_by_level,
     export_uncovered,
     kind_shares,
     run_coverage,
     uncovered_geojson,
 )
+from geo.circles.runs import CircleSettings
 
 X0, Y0 = ORIGIN_M
 TO_M = Transformer.from_crs(4326, 32650, always_xy=True)

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from geo import embedded
-from geo.db import schema_revision
+from geo.core import embedded
+from geo.core.db import schema_revision
 
 SQUARE = "MULTIPOLYGON(((119.30 26.05,119.31 26.05,119.31 26.06,119.30 26.06,119.30 26.05)))"
 
@@ -137,7 +137,7 @@ def test_cli_start_stop_cycle_is_idempotent_and_leaves_no_process(tmp_path, db_s
 
 
 def test_prepared_statement_is_planned_once_per_connection(fresh_database):
-    from geo.db import PreparedStatement, make_engine
+    from geo.core.db import PreparedStatement, make_engine
 
     stmt = PreparedStatement(
         "wangge_test_stmt",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from geo.demo import DEMO_ADMIN, reset_demo_admin
-from geo.errors import Unauthenticated
-from geo.security import authenticate
+from geo.auth.service import authenticate
+from geo.core.errors import Unauthenticated
+from geo.samples.demo import DEMO_ADMIN, reset_demo_admin
 
 
 def test_demo_admin_password_signs_in_and_reset_replaces_it(conn) -> None:

@@ -22,11 +22,11 @@ import pytest
 from shapely import Point
 from sqlalchemy import text
 
-from geo import embedded
-from geo.db import make_engine, migrate
-from geo.settings import DatabaseSettings
-from geo.store import write_layers
-from geo.synth import generate_city
+from geo.core import embedded
+from geo.core.db import make_engine, migrate
+from geo.core.settings import DatabaseSettings
+from geo.data.store import write_layers
+from geo.samples.synth import generate_city
 
 pytestmark = pytest.mark.slow
 

@@ -16,15 +16,15 @@ from pyproj import Transformer
 from shapely.geometry import Point, Polygon, box
 from sqlalchemy import text
 
-from geo.errors import (
+from geo.core.errors import (
     InvalidInput,
     OutsideDistrict,
     PayloadTooLarge,
     SwappedCoordinates,
     UnknownCRS,
 )
-from geo.io import export_layers, import_file, read_file, read_layer
-from geo.settings import DataSettings
+from geo.core.settings import DataSettings
+from geo.data.io import export_layers, import_file, read_file, read_layer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "shapefiles"
 sys.path.insert(0, str(SAMPLES))
@@ -36,7 +36,7 @@ TABLES = ("generation", "area", "building", "station", "walk_edge", "walk_node")
 
 @pytest.fixture(scope="module")
 def eng(fresh_database):
-    from geo.db import make_engine
+    from geo.core.db import make_engine
 
     e = make_engine(fresh_database(), pool_size=2)
     with e.begin() as conn:
@@ -200,7 +200,7 @@ ATTRS = {
 
 @pytest.mark.parametrize("fmt", ["gpkg", "geojson", "shp"])
 def test_round_trip(eng, fresh_database, tmp_path, fmt) -> None:
-    from geo.db import make_engine
+    from geo.core.db import make_engine
 
     target = tmp_path / ("city.gpkg" if fmt == "gpkg" else f"city_{fmt}")
     with eng.connect() as conn:

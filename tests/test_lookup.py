@@ -8,10 +8,10 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo import lookup
-from geo.coords import from_wgs84
-from geo.db import make_engine
-from geo.errors import InvalidInput, NotFound, OutsideDistrict, SwappedCoordinates, UnknownCRS
+from geo.core.db import make_engine
+from geo.core.errors import InvalidInput, NotFound, OutsideDistrict, SwappedCoordinates, UnknownCRS
+from geo.data.coords import from_wgs84
+from geo.lookup import service as lookup
 
 D, S = "350104", "350104001"
 C1, C2 = S + "001", S + "002"
@@ -153,8 +153,8 @@ def test_batch_flags_in_input_order(hand_made):
 
 
 def test_agrees_with_postgis_on_synthetic_city(fresh_database):
-    from geo.store import write_layers
-    from geo.synth import generate_city
+    from geo.data.store import write_layers
+    from geo.samples.synth import generate_city
 
     eng = make_engine(fresh_database())
     layers = generate_city(grids=400, buildings=800, stations=10, seed=4)
@@ -233,7 +233,7 @@ def _rows(layers):
 
 
 def test_small_change_patches_the_lattice_with_the_same_answers():
-    from geo.synth import generate_city
+    from geo.samples.synth import generate_city
 
     layers = generate_city(grids=300, buildings=600, stations=10, seed=7)
     settings = lookup.LookupSettings()
@@ -284,7 +284,7 @@ def test_small_change_patches_the_lattice_with_the_same_answers():
 def test_single_point_path_matches_the_array_path():
     """``locate_one`` answers boundary cells in plain floats: it must agree with the vectorised
     ``classify`` point for point, on edges, vertices and just beside them included."""
-    from geo.synth import generate_city
+    from geo.samples.synth import generate_city
 
     layers = generate_city(grids=120, buildings=240, stations=5, seed=9)
     index = lookup.LookupIndex(_rows(layers), {}, generation=1, version=1,

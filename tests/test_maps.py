@@ -22,7 +22,7 @@ from pyproj import Geod
 from shapely.geometry import Point, box
 from sqlalchemy import text
 
-from geo import mapdata
+from geo.data import mapdata
 from maps import assets
 from maps.base import ExternalAsset, MapSettings, feature_collection, to_html
 from maps.coverage_map import coverage_map
@@ -313,7 +313,7 @@ def _load_city(conn) -> None:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def city_engine(fresh_database) -> Iterator:  # noqa: ANN001
-    from geo.db import make_engine
+    from geo.core.db import make_engine
 
     eng = make_engine(fresh_database(), pool_size=2)
     with eng.begin() as conn:

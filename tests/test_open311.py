@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from test_incidents import AREA_SQL, GRID_E, GRID_W, offset
 
 from api.main import create_app
-from geo.db import make_engine
-from geo.security import AuthSettings, create_api_key
+from geo.auth.service import AuthSettings, create_api_key
+from geo.core.db import make_engine
 
 # keys of the spec's example answers
 POST_KEYS = {"service_request_id", "service_notice", "account_id"}

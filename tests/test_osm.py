@@ -13,17 +13,17 @@ import shapely
 from pyproj import Geod
 from sqlalchemy import text
 
-from geo.demo import ensure_demo_loaded
-from geo.io import read_layer
-from geo.osm import helsinki_pbf
-from geo.validate import STATION_KINDS
+from geo.data.io import read_layer
+from geo.data.validate import STATION_KINDS
+from geo.samples.demo import ensure_demo_loaded
+from geo.samples.osm import helsinki_pbf
 
 TOL_M2 = 1.0  # tiling tolerance, m² (DataSettings.gap_tolerance_m2 / overlap_tolerance_m2)
 
 
 @pytest.fixture(scope="module")
 def demo(fresh_database):
-    from geo.db import make_engine
+    from geo.core.db import make_engine
 
     e = make_engine(fresh_database(), pool_size=2)
     t0 = time.perf_counter()

@@ -17,8 +17,9 @@ from pyproj import Transformer
 from shapely.geometry import LineString, box
 from sqlalchemy import text
 
-from geo.errors import Conflict, InvalidInput
-from geo.planning import (
+from geo.core.errors import Conflict, InvalidInput
+from geo.data.store import write_layers
+from geo.planning.service import (
     PlanningSettings,
     allocate_codes,
     diff_generations,
@@ -28,7 +29,6 @@ from geo.planning import (
     reshape_grids,
     split_grid,
 )
-from geo.store import write_layers
 
 SRID = 32650
 X0, Y0 = 500_000.0, 2_880_000.0  # UTM 50N, near Fuzhou
@@ -258,7 +258,7 @@ def test_import_layer_community_file(conn, tmp_path):
 
 
 def test_lookup_before_and_after_change(engine, fresh_database):
-    from geo.db import make_engine
+    from geo.core.db import make_engine
 
     eng = make_engine(fresh_database())
     try:
@@ -270,7 +270,7 @@ def test_lookup_before_and_after_change(engine, fresh_database):
                              effective_from=LATER, settings=LOOSE)
         p = wgs(shapely.Point(X0 + 50, Y0 + 300))
         try:
-            from geo.lookup import locate_point
+            from geo.lookup.service import locate_point
         except ImportError:
             locate_point = None
         with eng.connect() as conn:

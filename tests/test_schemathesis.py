@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from api.main import create_app
-from geo.db import make_engine
-from geo.store import write_layers
-from geo.synth import generate_city
+from geo.core.db import make_engine
+from geo.data.store import write_layers
+from geo.samples.synth import generate_city
 
 EXAMPLES = int(os.environ.get("WANGGE_FUZZ_EXAMPLES", "12"))
 

@@ -34,10 +34,10 @@ from sqlalchemy import Engine, event, text
 
 from api.main import create_app
 from geo import incidents as inc
-from geo import mapdata
-from geo.db import make_engine
-from geo.errors import Forbidden
-from geo.security import AuthSettings, Scope, create_user, refuse_import_outside
+from geo.auth.service import AuthSettings, Scope, create_user, refuse_import_outside
+from geo.core.db import make_engine
+from geo.core.errors import Forbidden
+from geo.data import mapdata
 
 AUTH = AuthSettings(jwt_secret="scoping-test-" + "y" * 32, enforce_access=True)
 DISTRICT, STREET1, STREET2 = "350104", "350104001", "350104002"

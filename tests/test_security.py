@@ -10,9 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.security import redact, require
-from geo.db import make_engine
-from geo.errors import Conflict, InvalidInput, Unauthenticated
-from geo.security import (
+from geo.auth.service import (
     AuthSettings,
     Principal,
     authenticate,
@@ -20,7 +18,9 @@ from geo.security import (
     create_user,
     principal_from_api_key,
 )
-from geo.settings import ApiSettings
+from geo.core.db import make_engine
+from geo.core.errors import Conflict, InvalidInput, Unauthenticated
+from geo.core.settings import ApiSettings
 
 AUTH = AuthSettings(jwt_secret="test-secret-" + "x" * 32)
 

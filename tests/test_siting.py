@@ -6,14 +6,14 @@ import itertools
 
 import numpy as np
 import pytest
+from circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
 from sqlalchemy import text
 
-from geo.circles import build_circles
-from geo.circles_runs import CircleSettings
-from geo.circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
-from geo.coverage import run_coverage
-from geo.errors import InvalidInput
-from geo.siting import greedy, marginal_gains, run_siting, sites, solve_mclp
+from geo.circles.build import build_circles
+from geo.circles.coverage import run_coverage
+from geo.circles.runs import CircleSettings
+from geo.circles.siting import greedy, marginal_gains, run_siting, sites, solve_mclp
+from geo.core.errors import InvalidInput
 
 X0, Y0 = ORIGIN_M
 

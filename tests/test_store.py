@@ -1,4 +1,4 @@
-"""geo.store.write_layers: generations, the COPY load, derived columns. Hand-made geometry with
+"""geo.data.store.write_layers: generations, the COPY load, derived columns. Hand-made geometry with
 known answers; every test runs in a transaction that is rolled back."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import shapely
 from shapely.geometry import LineString, Point, box
 from sqlalchemy import text
 
-from geo.errors import InvalidInput
-from geo.store import write_layers
+from geo.core.errors import InvalidInput
+from geo.data.store import write_layers
 
 # Two 0.01 x 0.01 degree grids side by side in one community, near Fuzhou (UTM 50N).
 X0, Y0, D = 119.30, 26.05, 0.01

@@ -13,10 +13,10 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo.db import make_engine
-from geo.settings import DataSettings
-from geo.store import write_layers
-from geo.synth import generate_city
+from geo.core.db import make_engine
+from geo.core.settings import DataSettings
+from geo.data.store import write_layers
+from geo.samples.synth import generate_city
 
 GRIDS, BUILDINGS, STATIONS, SEED = 60, 3000, 40, 7
 METRIC = 32650  # UTM 50N: Fuzhou, 119.3E
@@ -196,7 +196,7 @@ def test_deterministic_by_seed():
 
 
 def test_too_few_buildings_refused():
-    from geo.errors import InvalidInput
+    from geo.core.errors import InvalidInput
 
     with pytest.raises(InvalidInput) as err:
         generate_city(grids=10, buildings=5, stations=0)

@@ -9,16 +9,16 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import Point, Polygon, box
 
-from geo.crs import metric_crs_for, resolve_crs
-from geo.errors import (
+from geo.core.errors import (
     InvalidInput,
     OutsideDistrict,
     PayloadTooLarge,
     SwappedCoordinates,
     UnknownCRS,
 )
-from geo.settings import DataSettings
-from geo.validate import validate_layers
+from geo.core.settings import DataSettings
+from geo.data.crs import metric_crs_for, resolve_crs
+from geo.data.validate import validate_layers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data" / "shapefiles"))
 from make_samples import X0, XM, Y1, YM, sample_layers  # noqa: E402

@@ -16,10 +16,10 @@ from sqlalchemy.engine import Connection
 from api.dependencies import get_connection
 from api.policy import PolicyRoute
 from api.security import require
-from geo.circles import build_circles, circles_geojson
-from geo.circles_runs import CircleSettings, get_run, list_runs
-from geo.coverage import coverage_by_level, run_coverage, uncovered_geojson
-from geo.siting import run_siting, sites
+from geo.circles.build import build_circles, circles_geojson
+from geo.circles.coverage import coverage_by_level, run_coverage, uncovered_geojson
+from geo.circles.runs import CircleSettings, get_run, list_runs
+from geo.circles.siting import run_siting, sites
 
 router = APIRouter(prefix="/v1/circles", tags=["circles"], route_class=PolicyRoute)
 WRITE = require("planner", "commander", scope="analysis")

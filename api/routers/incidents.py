@@ -20,7 +20,7 @@ from api.dependencies import file_report, get_connection
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
-from geo.security import Principal
+from geo.auth.service import Principal
 
 router = APIRouter(prefix="/v1", tags=["incidents"], route_class=PolicyRoute)
 

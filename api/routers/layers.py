@@ -15,11 +15,11 @@ from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
 from api.policy import PolicyRoute, area_within
-from geo.errors import InvalidInput, Problem
-from geo.io import import_file, read_file, read_layer
-from geo.security import refuse_import_outside
-from geo.settings import DataSettings
-from geo.validate import LAYERS
+from geo.auth.service import refuse_import_outside
+from geo.core.errors import InvalidInput, Problem
+from geo.core.settings import DataSettings
+from geo.data.io import import_file, read_file, read_layer
+from geo.data.validate import LAYERS
 
 router = APIRouter(prefix="/v1/layers", tags=["layers"], route_class=PolicyRoute)
 

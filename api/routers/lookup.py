@@ -21,9 +21,9 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from api.policy import PolicyRoute
-from geo import lookup as lk
-from geo.coords import normalise_crs
-from geo.errors import InvalidInput, PayloadTooLarge, Problem, WanggeError
+from geo.core.errors import InvalidInput, PayloadTooLarge, Problem, WanggeError
+from geo.data.coords import normalise_crs
+from geo.lookup import service as lk
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["lookup"], route_class=PolicyRoute)

@@ -16,8 +16,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Connection
 
 from api.policy import PolicyRoute, area_within
-from geo import mapdata
-from geo.settings import DataSettings
+from geo.core.settings import DataSettings
+from geo.data import mapdata
 from maps import assets
 from maps.base import MapSettings
 from maps.coverage_map import coverage_map

@@ -24,7 +24,7 @@ from api.errors import _status_for
 from api.policy import PolicyRoute
 from api.security import verified_key
 from geo import incidents as inc
-from geo.errors import Forbidden, InvalidInput, NotFound, Problem, Unauthenticated, WanggeError
+from geo.core.errors import Forbidden, InvalidInput, NotFound, Problem, Unauthenticated, WanggeError
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=PolicyRoute)
 

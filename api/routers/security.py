@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from api.dependencies import get_connection
 from api.policy import PolicyRoute
 from api.security import current_principal, require
-from geo.security import (
+from geo.auth.service import (
     Principal,
     authenticate,
     create_api_key,

@@ -5,7 +5,7 @@ now). Unchanged areas are carried over untouched (their ``generation_high`` stay
 changed or removed grid gets ``generation_high`` = the previous generation and each changed or
 new grid a new version with ``generation_low`` = the new generation. So an area is valid in
 generation g when ``generation_low <= g <= coalesce(generation_high, inf)`` (as in
-``geo.store.write_layers`` and the lookup's ``at=``).
+``geo.data.store.write_layers`` and the lookup's ``at=``).
 
 The change is written inside a SAVEPOINT, then checked in PostGIS on the affected communities
 only (GiST indexes; never a whole-district pass): each grid inside its community, no overlap with
@@ -44,8 +44,8 @@ from shapely.ops import split as shapely_split
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.errors import Conflict, InvalidInput, NotFound, Problem
-from geo.settings import DataSettings, WanggeSettings
+from geo.core.errors import Conflict, InvalidInput, NotFound, Problem
+from geo.core.settings import DataSettings, WanggeSettings
 
 log = logging.getLogger(__name__)
 
@@ -646,7 +646,7 @@ def read_grid_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFr
     'grid', else the file's only layer. In the file's own CRS."""
     import pyogrio
 
-    from geo.io import read_file
+    from geo.data.io import read_file
 
     path = Path(path)
     want = layer or "grid"
@@ -730,7 +730,7 @@ def diff_generations(conn: Connection, g1: int, g2: int) -> dict[str, Any]:
 def refresh_lookup(conn: Connection | None = None) -> None:
     """Ask the in-process lookup index to rebuild on next use (after a committed change)."""
     try:
-        from geo.lookup import invalidate_index
+        from geo.lookup.service import invalidate_index
     except ImportError:  # pragma: no cover - lookup is part of the project
         return
     invalidate_index()

@@ -23,15 +23,15 @@ from shapely.strtree import STRtree
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.crs import metric_crs_for
-from geo.errors import (
+from geo.core.errors import (
     InvalidInput,
     OutsideDistrict,
     PayloadTooLarge,
     Problem,
     SwappedCoordinates,
 )
-from geo.settings import DataSettings
+from geo.core.settings import DataSettings
+from geo.data.crs import metric_crs_for
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ ROAD_CLASSES = (
     "bridge", "tunnel", "other",
 )
 BARRIER_KINDS = ("arterial", "railway", "river")
-# Codes clash only within the file: ``geo.store.write_layers`` closes the current versions of
+# Codes clash only within the file: ``geo.data.store.write_layers`` closes the current versions of
 # every area level it writes and replaces the building/station/compound tables wholesale, so a
 # code already in the database is replaced, never duplicated.
 

@@ -28,7 +28,7 @@ import pandas as pd
 import shapely
 from pyproj import Transformer
 
-from geo.errors import InvalidInput, Problem
+from geo.core.errors import InvalidInput, Problem
 
 log = logging.getLogger(__name__)
 

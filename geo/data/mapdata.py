@@ -18,8 +18,8 @@ import pandas as pd
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
-from geo.errors import InvalidInput, Problem
-from geo.security import code_prefix_sql
+from geo.auth.service import code_prefix_sql
+from geo.core.errors import InvalidInput, Problem
 
 CLOSED_STATUSES = ("resolved", "closed", "rejected", "cancelled", "archived", "duplicate")
 # Steps of the incident loop (0004) in which the case is still being worked on.

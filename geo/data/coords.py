@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from geo.errors import Problem, UnknownCRS
+from geo.core.errors import Problem, UnknownCRS
 
 CRS_NAMES = ("wgs84", "gcj02", "bd09", "cgcs2000")
 _ALIASES = {

@@ -23,7 +23,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.circles_runs import (
+from geo.circles.runs import (
     CircleSettings,
     finish_run,
     get_run,
@@ -31,7 +31,7 @@ from geo.circles_runs import (
     read_copy,
     start_run,
 )
-from geo.errors import InvalidInput, Problem
+from geo.core.errors import InvalidInput, Problem
 
 log = logging.getLogger(__name__)
 

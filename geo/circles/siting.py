@@ -19,8 +19,8 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.circles import BLOCKED_SQL
-from geo.circles_runs import (
+from geo.circles.build import BLOCKED_SQL
+from geo.circles.runs import (
     CircleSettings,
     finish_run,
     get_run,
@@ -28,7 +28,7 @@ from geo.circles_runs import (
     metric_srid,
     start_run,
 )
-from geo.errors import InvalidInput, Problem
+from geo.core.errors import InvalidInput, Problem
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from geo.db import PreparedStatement
-from geo.errors import (
+from geo.auth.service import EVERYTHING, Scope, code_prefix_sql
+from geo.core.db import PreparedStatement
+from geo.core.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
@@ -38,9 +39,8 @@ from geo.errors import (
     Problem,
     WanggeError,
 )
-from geo.lookup import locate_point
-from geo.security import EVERYTHING, Scope, code_prefix_sql
-from geo.settings import WanggeSettings
+from geo.core.settings import WanggeSettings
+from geo.lookup.service import locate_point
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def report(
     """File a report (吹哨) in the caller's transaction: locate, route, detect duplicates.
 
     ``lon``/``lat`` are in ``crs`` (wgs84|gcj02|bd09|cgcs2000). The point is located with
-    ``geo.lookup.locate_point``; a report of the same category within
+    ``geo.lookup.service.locate_point``; a report of the same category within
     ``duplicate_radius_m`` metres of an open case reported in the last
     ``duplicate_window_hours`` is stored as a duplicate linked to that case.
     ``reporter_user_id`` records the signed-in user who reported (a resident's "my reports").

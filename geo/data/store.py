@@ -33,7 +33,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from geo.errors import InvalidInput, Problem
+from geo.core.errors import InvalidInput, Problem
 
 log = logging.getLogger(__name__)
 

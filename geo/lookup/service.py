@@ -51,15 +51,15 @@ from scipy import ndimage
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
-from geo.coords import normalise_crs, to_wgs84
-from geo.errors import (
+from geo.core.errors import (
     InvalidInput,
     NotFound,
     OutsideDistrict,
     Problem,
     SwappedCoordinates,
 )
-from geo.settings import WanggeSettings
+from geo.core.settings import WanggeSettings
+from geo.data.coords import normalise_crs, to_wgs84
 
 # Status codes of a batch lookup, one per point.
 OK, NO_GRID, OUTSIDE, SWAPPED, INVALID, OUT_OF_RANGE = 0, 1, 2, 3, 4, 5

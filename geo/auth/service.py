@@ -22,10 +22,10 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.crs import to_wgs84
-from geo.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
-from geo.settings import WanggeSettings
-from geo.validate import AREA_LEVELS, LAYERS
+from geo.core.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
+from geo.core.settings import WanggeSettings
+from geo.data.crs import to_wgs84
+from geo.data.validate import AREA_LEVELS, LAYERS
 
 ROLES = ("resident", "grid_worker", "department_staff", "planner", "commander", "admin")
 _hasher = PasswordHasher()
@@ -255,7 +255,7 @@ def refuse_import_outside(conn: Connection, layers: dict[str, gpd.GeoDataFrame],
 
     Every feature must lie in the area: its area code (``LAYER_AREA_COLUMN``) starts with
     ``area`` or, without one, its geometry meets the current area. And since an import
-    replaces a whole layer (``geo.store.write_layers``), the layer must not now hold features
+    replaces a whole layer (``geo.data.store.write_layers``), the layer must not now hold features
     outside the area. Collects every problem (at most 20 features named per layer), raises once.
     """
     row = conn.execute(text("SELECT ST_AsBinary(ST_Union(geom)) AS g FROM area_current"

@@ -15,8 +15,8 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.errors import InvalidInput, NotFound, Problem
-from geo.settings import WanggeSettings
+from geo.core.errors import InvalidInput, NotFound, Problem
+from geo.core.settings import WanggeSettings
 
 
 class CircleSettings(WanggeSettings):

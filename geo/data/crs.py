@@ -1,19 +1,22 @@
 """Coordinate reference systems: resolving a layer's CRS, reprojecting to WGS 84, and choosing
 a metric (UTM) CRS for measuring in metres.
 
-GCJ-02 / BD-09 offsets are not CRSs that pyproj knows; they live in ``geo.coords``.
+GCJ-02 / BD-09 offsets are not CRSs that pyproj knows; they live in ``geo.data.coords``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import geopandas as gpd
+import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from shapely.geometry.base import BaseGeometry
 
-from geo.errors import Problem, UnknownCRS
+from geo.core.errors import Problem, UnknownCRS
 
 WGS84 = 4326
 
@@ -56,6 +59,21 @@ def utm_epsg(lon: float, lat: float) -> int:
     """The WGS 84 / UTM zone EPSG code containing (lon, lat) in degrees."""
     zone = int((lon + 180.0) // 6.0) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
+
+
+def metres_to_degrees(metres: float, lat: float) -> float:
+    """Metres as degrees of longitude at latitude ``lat`` (the larger of the two degree sizes,
+    so a box of this half-width in degrees holds the metric circle); cos(lat) floored at 0.2."""
+    return metres / (111_320.0 * max(math.cos(math.radians(lat)), 0.2))
+
+
+def polygonal(geom: Any) -> Any:
+    """The polygonal part of a geometry (a ``make_valid`` bowtie becomes a MultiPolygon);
+    the geometry itself when already polygonal or None, None when it has no polygonal part."""
+    if geom is None or geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else None
 
 
 def metric_crs_for(geometry_or_bounds: BaseGeometry | Sequence[float] | gpd.GeoSeries) -> int:

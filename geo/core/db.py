@@ -17,8 +17,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection, CursorResult
 
-from geo import embedded
-from geo.settings import PROJECT_ROOT, DatabaseSettings
+from geo.core import embedded
+from geo.core.settings import PROJECT_ROOT, DatabaseSettings
 
 log = logging.getLogger(__name__)
 

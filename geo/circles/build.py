@@ -10,7 +10,7 @@ Method (metres in the district's metric CRS, results stored in EPSG:4326):
    edges inside the batch's box expanded by the largest tier (pgRouting reads its whole edge
    query every call, so the box keeps each call small). The walking budget of a station is the
    tier minus its snap distance.
-3. Reached pieces (numpy, ``geo.circles_geom``): for every edge touching a reached node, the
+3. Reached pieces (numpy, ``geo.circles.geometry``): for every edge touching a reached node, the
    part within the remaining budget from each end (the whole edge when the two parts meet),
    plus the part of the station's own edge within the budget either side of the snapped point;
    overlapping parts of one edge are united, so the pieces are disjoint and meet bit for bit.
@@ -35,10 +35,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from geo.circles_geom import EdgeCoords, circle_polygons, edge_reach, tier_intervals
-from geo.circles_runs import CircleSettings, finish_run, metric_srid, read_copy, start_run
-from geo.errors import InvalidInput, Problem
-from geo.store import _ewkb, _multi_polygons
+from geo.circles.geometry import EdgeCoords, circle_polygons, edge_reach, tier_intervals
+from geo.circles.runs import CircleSettings, finish_run, metric_srid, read_copy, start_run
+from geo.core.errors import InvalidInput, Problem
+from geo.data.store import _ewkb, _multi_polygons
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ def circles_geojson(
     conn: Connection, run_id: int, *, tier_m: float | None = None, limit: int = 10000
 ) -> dict[str, Any]:
     """The run's circles as an RFC 7946 FeatureCollection (lon, lat, WGS 84)."""
-    from geo.circles_runs import get_run
+    from geo.circles.runs import get_run
 
     get_run(conn, run_id, "circles")
     fc = conn.execute(

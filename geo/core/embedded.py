@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from geo.errors import DatabaseUnavailable
-from geo.settings import DatabaseSettings
+from geo.core.errors import DatabaseUnavailable
+from geo.core.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
 

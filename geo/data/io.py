@@ -3,7 +3,7 @@
 Reading: ``read_file`` gives one GeoDataFrame per layer (GeoPackage layer names, else the file
 stem, else an explicit ``layer=`` name). ``import_file`` reads, reprojects to EPSG:4326 (any CRS
 pyproj knows; a missing or unknown CRS is refused), validates EVERYTHING, and only then writes
-the layers in one transaction as a new generation (``geo.store.write_layers``).
+the layers in one transaction as a new generation (``geo.data.store.write_layers``).
 
 Writing: ``export_layers`` writes the current generation's layers to one GeoPackage (one layer
 each), GeoJSON (one file per layer, or a directory) or Shapefile (one file per layer, with the
@@ -25,11 +25,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from geo.crs import to_wgs84
-from geo.errors import InvalidInput, NotFound, Problem, UnknownCRS
-from geo.security import LAYER_AREA_COLUMN, code_prefix_sql
-from geo.settings import DataSettings
-from geo.validate import AREA_LEVELS, LAYERS, validate_layers
+from geo.auth.service import LAYER_AREA_COLUMN, code_prefix_sql
+from geo.core.errors import InvalidInput, NotFound, Problem, UnknownCRS
+from geo.core.settings import DataSettings
+from geo.data.crs import to_wgs84
+from geo.data.validate import AREA_LEVELS, LAYERS, validate_layers
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def import_file(
     checked = validate_layers(conn, projected, repair=repair, settings=settings)
     stages.update(1)
     stages.set_postfix_str("write")
-    from geo.store import write_layers
+    from geo.data.store import write_layers
 
     with conn.begin_nested():
         generation = write_layers(conn, checked, kind="import",

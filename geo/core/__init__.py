@@ -1,0 +1,1 @@
+"""Infrastructure: settings, the database and its pool, the embedded cluster, domain errors."""

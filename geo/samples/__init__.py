@@ -1,0 +1,1 @@
+"""Sample data: the synthetic city and the OpenStreetMap demo district."""
