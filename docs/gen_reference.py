@@ -170,7 +170,19 @@ def settings_page() -> str:
             rows.append([code(env_name(cls, name)), code(type_name(field.annotation)),
                          default_text(field), cell(field.description or "")])
         out += table(["variable", "type", "default", "meaning"], rows)
+    rows = [[code(env), f"[`{name}`](cli.md#{_anchor(name)}) {code(_option_name(p))}",
+             cell(getattr(p, "help", None) or "")]
+            for name, cmd, _ in cli_commands() for p in cmd.params for env in _envvars(p)]
+    if rows:
+        out += ["## Command options read from the environment", "",
+                "These are options of one `wangge` command, not service settings.", ""]
+        out += table(["variable", "command and option", "meaning"], rows)
     return "\n".join(out)
+
+
+def _option_name(param: Any) -> str:
+    opts = list(getattr(param, "opts", ()) or ())
+    return opts[0] if opts else param.name
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -229,8 +241,18 @@ def _param_row(param: Any, ctx: Any) -> list[str]:
         shown = code(" ".join(map(str, default)))
     else:
         shown = code(default)
-    help_text = getattr(param, "help", None) or ""
-    return [code(names), cell(kind), code(_type_text(param, ctx)), shown, cell(help_text)]
+    help_text = cell(getattr(param, "help", None) or "")
+    envvar = _envvars(param)
+    if envvar:
+        help_text += " (env " + ", ".join(code(e) for e in envvar) + ")"
+    return [code(names), cell(kind), code(_type_text(param, ctx)), shown, help_text]
+
+
+def _envvars(param: Any) -> list[str]:
+    envvar = getattr(param, "envvar", None)
+    if not envvar:
+        return []
+    return [envvar] if isinstance(envvar, str) else list(envvar)
 
 
 def cli_page() -> str:
