@@ -2,7 +2,9 @@
 
 MkDocs loads this file as a hook (``hooks:`` in mkdocs.yml): ``on_files`` adds
 ``reference/settings.md``, ``reference/cli.md`` and ``reference/http.md`` to the site, so the
-reference always matches the code being built. Nothing is written to ``docs/``.
+reference always matches the code being built, and ``benchmarks.md`` from ``bench/README.md``.
+Nothing is written to ``docs/``. ``on_post_build`` fails the build when a page would load
+anything from the internet.
 
 - settings: every pydantic-settings class defined in ``geo``, ``maps``, ``api`` or ``cli``
   (found by importing every module of those packages), with env name, type, default, meaning;
@@ -276,7 +278,8 @@ def cli_page() -> str:
         text = inspect.cleandoc(cmd.help or "")
         if text:
             out += [text, ""]
-        usage = " ".join(cmd.collect_usage_pieces(ctx))
+        usage = re.sub(r"\{(\w+)\}", lambda m: m.group(1).upper(),
+                       " ".join(cmd.collect_usage_pieces(ctx)))
         out += ["```", f"{ctx.command_path} {usage}".rstrip(), "```", ""]
         params = [p for p in cmd.params if not getattr(p, "hidden", False) and p.name != "help"]
         if params:
@@ -447,10 +450,16 @@ def http_page() -> str:
 
 # ------------------------------------------------------------------------------- entry points
 
+def benchmarks_page() -> str:
+    """benchmarks.md: bench/README.md, so the figures have one source."""
+    return (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+
+
 PAGES = {
     "reference/settings.md": settings_page,
     "reference/cli.md": cli_page,
     "reference/http.md": http_page,
+    "benchmarks.md": benchmarks_page,
 }
 
 
