@@ -219,7 +219,14 @@ def cli_commands() -> list[tuple[str, Any, Any]]:
 def _type_text(param: Any, ctx: Any) -> str:
     display = getattr(param, "display_type", None)
     if callable(display):
-        return str(display(ctx)).strip("<>")
+        text = str(display(ctx)).strip("<>")
+        low, high = getattr(param, "min", None), getattr(param, "max", None)
+        if text.endswith(" range") and (low is not None or high is not None):
+            base = text.removesuffix(" range")
+            if low is not None and high is not None:
+                return f"{base} {low}..{high}"
+            return f"{base} ≥ {low}" if low is not None else f"{base} ≤ {high}"
+        return text
     return str(getattr(getattr(param, "type", None), "name", ""))
 
 
@@ -326,7 +333,7 @@ def _who(operation_id: str | None) -> str:
     if getattr(rule, "public", False):
         return "anyone (public)"
     parts = []
-    roles = sorted(getattr(rule, "roles", ()) or ())
+    roles = sorted(set(getattr(rule, "roles", ()) or ()) - {"admin"})
     parts.append("roles " + ", ".join(roles + ["admin"]) if roles else "admin")
     scopes = sorted(getattr(rule, "key_scopes", ()) or ())
     if scopes:
