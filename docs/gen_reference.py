@@ -314,11 +314,32 @@ def _anchor(title: str) -> str:
 # ---------------------------------------------------------------------------------------- HTTP
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The service's OpenAPI schema, built without a database (the lifespan never runs)."""
+def build_app() -> Any:
+    """The service's app, built without a database (the lifespan never runs)."""
     from api.main import create_app
 
-    return create_app().openapi()
+    return create_app()
+
+
+def all_routes(app: Any) -> list[Any]:
+    """Every route of ``app``, also those inside included routers (newer FastAPI keeps an
+    included router as one entry of ``app.routes``; ``iter_route_contexts`` walks into it)."""
+    import fastapi.routing
+
+    walk = getattr(fastapi.routing, "iter_route_contexts", None)
+    return [c.route for c in walk(app.routes)] if walk else list(app.routes)
+
+
+def _unlisted_routes(app: Any) -> list[str]:
+    """Routes the OpenAPI schema leaves out (the schema and its viewers, mounts)."""
+    out = []
+    for route in all_routes(app):
+        if getattr(route, "include_in_schema", True) and hasattr(route, "operation_id"):
+            continue
+        methods = ", ".join(sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"}))
+        kind = f"`{methods}`" if methods else "mount"
+        out.append(f"| {kind} | `{route.path}` | {cell(getattr(route, 'name', '') or '')} |")
+    return out
 
 
 def _who(operation_id: str | None) -> str:
@@ -417,7 +438,8 @@ def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 def http_page() -> str:
     """reference/http.md."""
-    schema = openapi_schema()
+    app = build_app()
+    schema = app.openapi()
     ops = operations(schema)
     by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     for m, path, op in ops:
@@ -447,6 +469,13 @@ def http_page() -> str:
         out += [f"## {tag}", ""]
         for m, path, op in tag_ops:
             out += _operation(m, path, op)
+    unlisted = _unlisted_routes(app)
+    if unlisted:
+        out += ["## Routes outside the schema", "",
+                "Served without an operation in the OpenAPI schema and open to anyone (they "
+                "are not under the access policy). Routes mounted at start-up (the map "
+                "assets under `/static/vendor`) are not listed.", "",
+                "| method | path | name |", "|---|---|---|", *unlisted, ""]
     components = schema.get("components", {}).get("schemas", {})
     if components:
         out += ["## Schemas", ""]

@@ -114,27 +114,35 @@ def test_every_command_and_option_is_in_the_reference(gen: ModuleType) -> None:
             assert option in by_name[name], (name, option)
 
 
-def _api_routes(app: Any) -> list[APIRoute]:
-    """Every APIRoute of the app, also those inside included routers.
+def _all_routes(app: Any) -> list[Any]:
+    """Every route of the app, also those inside included routers.
 
-    FastAPI >= 0.13x keeps an included router as one ``_IncludedRouter`` entry of
-    ``app.routes``; ``iter_route_contexts`` walks into them.
+    Newer FastAPI keeps an included router as one ``_IncludedRouter`` entry of ``app.routes``;
+    ``iter_route_contexts`` walks into them.
     """
     walk = getattr(fastapi.routing, "iter_route_contexts", None)
-    routes = [c.route for c in walk(app.routes)] if walk else list(app.routes)
-    return [r for r in routes if isinstance(r, APIRoute)]
+    return [c.route for c in walk(app.routes)] if walk else list(app.routes)
+
+
+def _api_routes(app: Any) -> list[APIRoute]:
+    return [r for r in _all_routes(app) if isinstance(r, APIRoute)]
 
 
 def test_every_route_is_in_the_reference(gen: ModuleType) -> None:
     from api.main import create_app
 
     page = gen.http_page()
-    routes = [r for r in _api_routes(create_app()) if r.include_in_schema]
+    app = create_app()
+    routes = [r for r in _api_routes(app) if r.include_in_schema]
     assert len(routes) >= 40
     for route in routes:
         for method in route.methods - {"HEAD", "OPTIONS"}:
             assert f"### {method} {route.path}\n" in page, (method, route.path)
         assert f"operation id: `{route.operation_id}`" in page, route.path
+    hidden = [r for r in _all_routes(app) if not getattr(r, "include_in_schema", True)]
+    assert hidden  # /docs, /redoc, /openapi.json
+    for route in hidden:
+        assert f"| `{route.path}` |" in page, route.path
 
 
 def test_external_loads_are_found(gen: ModuleType, tmp_path: Path) -> None:
