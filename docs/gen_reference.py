@@ -379,6 +379,13 @@ def _schema_text(schema: dict[str, Any] | None) -> str:
     return f"{kind} ({fmt})" if fmt else str(kind)
 
 
+def _default(schema: dict[str, Any]) -> str:
+    """", default `x`" when a JSON schema declares a default."""
+    if "default" not in schema or schema["default"] is None:
+        return ""
+    return ", default " + code(json.dumps(schema["default"], ensure_ascii=False))
+
+
 def _operation(method: str, path: str, op: dict[str, Any]) -> list[str]:
     op_id = op.get("operationId")
     out = [f"### {method.upper()} {path}", ""]
@@ -393,7 +400,7 @@ def _operation(method: str, path: str, op: dict[str, Any]) -> list[str]:
     params = op.get("parameters", [])
     if params:
         rows = [[code(p["name"]), p.get("in", ""), "yes" if p.get("required") else "no",
-                 cell(_schema_text(p.get("schema"))),
+                 cell(_schema_text(p.get("schema"))) + _default(p.get("schema") or {}),
                  cell(p.get("description") or p.get("schema", {}).get("description", ""))]
                 for p in params]
         out += table(["parameter", "in", "required", "type", "meaning"], rows)
@@ -420,7 +427,7 @@ def _schema_section(name: str, schema: dict[str, Any]) -> list[str]:
     props = schema.get("properties") or {}
     required = set(schema.get("required") or [])
     if props:
-        rows = [[code(p), cell(_schema_text(s)), "yes" if p in required else "no",
+        rows = [[code(p), cell(_schema_text(s)) + _default(s), "yes" if p in required else "no",
                  cell(s.get("description", ""))] for p, s in props.items()]
         out += table(["field", "type", "required", "meaning"], rows)
     elif "enum" in schema:
