@@ -362,6 +362,11 @@ def _who(operation_id: str | None) -> str:
     return "; ".join(parts)
 
 
+def _number(value: Any) -> str:
+    """1.0 → 1, 0.5 → 0.5."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _schema_text(schema: dict[str, Any] | None) -> str:
     """A one-line description of a JSON schema (refs by name)."""
     if not schema:
@@ -376,7 +381,13 @@ def _schema_text(schema: dict[str, Any] | None) -> str:
     if kind == "array":
         return f"array of {_schema_text(schema.get('items'))}"
     fmt = schema.get("format")
-    return f"{kind} ({fmt})" if fmt else str(kind)
+    text = f"{kind} ({fmt})" if fmt else str(kind)
+    bounds = [f"{op} {_number(schema[key])}" for key, op in (
+        ("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"),
+        ("minLength", "length ≥"), ("maxLength", "length ≤")) if key in schema]
+    if "enum" in schema:
+        bounds.append("one of " + ", ".join(map(str, schema["enum"])))
+    return f"{text} ({', '.join(bounds)})" if bounds else text
 
 
 def _default(schema: dict[str, Any]) -> str:
