@@ -119,11 +119,23 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
+def _field_bounds(field: Any) -> str:
+    """" (≥ 0)" and the like, from a field's annotated-types constraints."""
+    ops = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "length ≥",
+           "max_length": "length ≤"}
+    bounds = [f"{sign} {getattr(meta, key)}" for meta in field.metadata
+              for key, sign in ops.items() if getattr(meta, key, None) is not None]
+    return " (" + ", ".join(cell(b) for b in bounds) + ")" if bounds else ""
+
+
 def default_text(field: Any) -> str:
     """The default as text: JSON for lists and dicts, paths relative to the project."""
-    if field.default_factory is not None:
-        return "set at start-up (see meaning)"
-    value = field.default
+    if field.default_factory in (list, dict, set, frozenset, tuple):
+        value = field.default_factory()  # an empty container: safe to show
+    elif field.default_factory is not None:
+        return "computed at start-up (see meaning)"
+    else:
+        value = field.default
     if value is None:
         return "unset"
     if isinstance(value, Path):
@@ -169,7 +181,8 @@ def settings_page() -> str:
         rows = []
         for name in _own_fields(cls):
             field = cls.model_fields[name]  # type: ignore[attr-defined]
-            rows.append([code(env_name(cls, name)), code(type_name(field.annotation)),
+            rows.append([code(env_name(cls, name)), code(type_name(field.annotation))
+                         + _field_bounds(field),
                          default_text(field), cell(field.description or "")])
         out += table(["variable", "type", "default", "meaning"], rows)
     rows = [[code(env), f"[`{name}`](cli.md#{_anchor(name)}) {code(_option_name(p))}",
