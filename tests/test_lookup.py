@@ -8,10 +8,11 @@ import pytest
 import shapely
 from sqlalchemy import text
 
+from geo import lookup
 from geo.core.db import make_engine
 from geo.core.errors import InvalidInput, NotFound, OutsideDistrict, SwappedCoordinates, UnknownCRS
 from geo.data.coords import from_wgs84
-from geo.lookup import service as lookup
+from geo.lookup import cache as lookup_cache
 
 D, S = "350104", "350104001"
 C1, C2 = S + "001", S + "002"
@@ -322,7 +323,7 @@ def test_failed_background_refresh_waits_for_the_next_interval(hand_made, monkey
         calls.append(1)
         raise RuntimeError("database unreachable")
 
-    monkeypatch.setattr(lookup, "_version", unreachable)
+    monkeypatch.setattr(lookup_cache, "_version", unreachable)
     lookup.invalidate_index()  # the next HTTP lookup must check
     for _ in range(50):
         index = lookup.get_index(hand_made, max_staleness_ms=60_000, background=True,

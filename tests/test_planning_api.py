@@ -350,7 +350,7 @@ def test_diff_unknown_generation_and_bad_body(api):
 
 
 def test_lookup_follows_the_change_by_date(api):
-    from geo.lookup.service import locate_point
+    from geo.lookup import locate_point
 
     client, eng, h = api
     code = C1 + "005"

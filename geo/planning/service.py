@@ -730,7 +730,7 @@ def diff_generations(conn: Connection, g1: int, g2: int) -> dict[str, Any]:
 def refresh_lookup(conn: Connection | None = None) -> None:
     """Ask the in-process lookup index to rebuild on next use (after a committed change)."""
     try:
-        from geo.lookup.service import invalidate_index
+        from geo.lookup import invalidate_index
     except ImportError:  # pragma: no cover - lookup is part of the project
         return
     invalidate_index()
