@@ -23,9 +23,10 @@ from shapely.geometry import Point, box
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from geo import incidents as inc
 from geo.core.db import make_engine
 from geo.core.errors import Conflict, InvalidInput, PayloadTooLarge
-from geo.incidents import service as inc
+from geo.incidents import intake, workflow
 
 W, S, E, N, MID = 119.30, 26.04, 119.32, 26.06, 119.31
 DISTRICT, STREET, COMMUNITY = "350104", "350104001", "350104001001"
@@ -246,7 +247,7 @@ def test_failure_mid_transition_leaves_case_unchanged(db: Engine, monkeypatch: A
     def boom(*a: Any, **k: Any) -> None:
         raise RuntimeError("injected failure after the history insert")
 
-    monkeypatch.setattr(inc, "_apply_update", boom)
+    monkeypatch.setattr(workflow, "_apply_update", boom)
     with pytest.raises(RuntimeError), db.begin() as c:
         inc.transition(c, r.id, "checked_in", actor="dept:water", settings=SETTINGS)
     with db.connect() as c:
@@ -406,14 +407,14 @@ def test_file_reports_falls_back_to_one_transaction_each(batch_db: Engine,
                                                          monkeypatch: Any) -> None:
     """A database error in one report drops the shared transaction; each report is then filed
     alone, and only the one that failed is missing."""
-    original = inc._insert_report
+    original = intake._insert_report
 
     def failing(conn: Any, args: Any, *rest: Any) -> Any:
         if args.get("description") == "boom":
             conn.exec_driver_sql("SELECT 1 / 0")  # a real error: the transaction is aborted
         return original(conn, args, *rest)
 
-    monkeypatch.setattr(inc, "_insert_report", failing)
+    monkeypatch.setattr(intake, "_insert_report", failing)
     batch = [dict(category="rubbish", lon=119.301 + 0.002 * i, lat=26.05,
                   description="boom" if i == 2 else f"r{i}") for i in range(5)]
     out = inc.file_reports(batch_db, batch, settings=SETTINGS)
