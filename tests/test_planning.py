@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from geo.core.errors import Conflict, InvalidInput
 from geo.data.store import write_layers
-from geo.planning.service import (
+from geo.planning import (
     PlanningSettings,
     allocate_codes,
     diff_generations,

@@ -26,7 +26,7 @@ from api.main import create_app
 from geo.auth.service import AuthSettings, create_user
 from geo.core.db import make_engine
 from geo.data.store import write_layers
-from geo.planning.service import PlanningSettings
+from geo.planning import PlanningSettings
 from geo.samples.synth import generate_city
 
 AUTH = AuthSettings(jwt_secret="planning-test-" + "x" * 32, enforce_access=True)
