@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.core.codes import community_of
 from geo.core.errors import Conflict, InvalidInput, NotFound, Problem
 from geo.planning.checks import check_communities
 from geo.planning.geometry import as_geom, to_multipolygon
@@ -132,56 +134,91 @@ def apply_change(
     return result
 
 
-def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: list[str],
-           create: list[dict[str, Any]], reassign: dict[str, str], params: dict[str, Any],
-           effective_from: datetime | None, settings: PlanningSettings,
-           note: str | None) -> ChangeResult:
-    closed = sorted(set(replace) | set(retire))
-    cur = {r[0]: r for r in conn.execute(text(
+def community_code(code: str) -> str:
+    """The community code of a grid code (the code itself when it is shorter)."""
+    return community_of(code) or code
+
+
+@dataclass
+class _Change:
+    """The state of one change as its steps write it (see ``STEPS``)."""
+
+    operation: str
+    replace: dict[str, Any]
+    retire: list[str]
+    create: list[dict[str, Any]]
+    reassign: dict[str, str]
+    params: dict[str, Any]
+    effective_from: datetime | None
+    settings: PlanningSettings
+    note: str | None
+    closed: list[str] = field(default_factory=list)
+    current: dict[str, Any] = field(default_factory=dict)
+    new_codes: list[str] = field(default_factory=list)
+    generation: int = 0
+    retired: list[str] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)
+    communities: list[str] = field(default_factory=list)
+    moved: int = 0
+    result: ChangeResult | None = None
+
+
+def _closing(conn: Connection, ch: _Change) -> None:
+    """The grids closed (replaced or retired): all must be current."""
+    ch.closed = sorted(set(ch.replace) | set(ch.retire))
+    ch.current = {r[0]: r for r in conn.execute(text(
         "SELECT code, parent_code, name, responsible_body FROM area WHERE level = 'grid' "
-        "AND generation_high IS NULL AND code = ANY(:c)"), {"c": closed}).all()}
-    missing = [c for c in closed if c not in cur]
+        "AND generation_high IS NULL AND code = ANY(:c)"), {"c": ch.closed}).all()}
+    missing = [c for c in ch.closed if c not in ch.current]
     if missing:
         raise NotFound("grids not current", [Problem(reason="no such current grid",
                                                       field="code", feature=c) for c in missing])
-    # codes for new grids (DB11 within each community)
+
+
+def _numbering(conn: Connection, ch: _Change) -> None:
+    """Codes for new grids (DB11 within each community); refuse codes current or retired."""
     by_comm: dict[str, list[int]] = {}
-    for i, item in enumerate(create):
+    for i, item in enumerate(ch.create):
         if not item.get("code"):
             by_comm.setdefault(item["parent_code"], []).append(i)
         else:
-            item["parent_code"] = item.get("parent_code") or str(item["code"])[:12]
+            item["parent_code"] = item.get("parent_code") or community_code(str(item["code"]))
     for comm, idx in by_comm.items():
-        codes = allocate_codes(conn, comm, [create[i]["geometry"] for i in idx], settings)
+        codes = allocate_codes(conn, comm, [ch.create[i]["geometry"] for i in idx], ch.settings)
         for i, c in zip(idx, codes, strict=True):
-            create[i]["code"] = c
-    new_codes = [str(c["code"]) for c in create]
-    retire_set, new_set, closed_set = set(retire), set(new_codes), set(closed)  # O(1) tests
+            ch.create[i]["code"] = c
+    ch.new_codes = [str(c["code"]) for c in ch.create]
+    retire_set = set(ch.retire)  # O(1) tests
     clash = conn.execute(text(
         "SELECT code FROM retired_code WHERE code = ANY(:c) UNION "
         "SELECT code FROM area WHERE generation_high IS NULL AND code = ANY(:c)"),
-        {"c": [c for c in new_codes if c not in retire_set]}).scalars().all()
+        {"c": [c for c in ch.new_codes if c not in retire_set]}).scalars().all()
     if clash:
         raise Conflict("codes already in use or retired", [
             Problem(reason="code is current or was retired; codes are never reused",
                     field="code", feature=c) for c in sorted(clash)])
 
+
+def _versions(conn: Connection, ch: _Change) -> None:
+    """The new generation: close the old versions, insert the new ones, retire codes."""
     gen = conn.execute(text(
         "INSERT INTO generation (kind, note, effective_from) VALUES "
         "(:k, :n, coalesce(CAST(:ef AS timestamptz), now())) RETURNING id"),
-        {"k": f"planning:{operation}", "n": note or operation, "ef": effective_from}).scalar_one()
+        {"k": f"planning:{ch.operation}", "n": ch.note or ch.operation,
+         "ef": ch.effective_from}).scalar_one()
+    ch.generation = int(gen)
     prev = conn.execute(text("SELECT max(id) FROM generation WHERE id < :g"),
                         {"g": gen}).scalar_one()
-    if closed:
+    if ch.closed:
         conn.execute(text(
             "UPDATE area SET generation_high = :prev WHERE level = 'grid' "
-            "AND generation_high IS NULL AND code = ANY(:c)"), {"prev": prev, "c": closed})
+            "AND generation_high IS NULL AND code = ANY(:c)"), {"prev": prev, "c": ch.closed})
     rows = []
-    for code, geom in replace.items():
-        c = cur[code]
+    for code, geom in ch.replace.items():
+        c = ch.current[code]
         rows.append({"code": code, "parent": c[1], "name": c[2], "rb": c[3],
                      "wkb": to_multipolygon(as_geom(geom, f"geometry of {code}")).wkb})
-    for item in create:
+    for item in ch.create:
         rows.append({"code": str(item["code"]), "parent": item["parent_code"],
                      "name": item.get("name") or f"网格{str(item['code'])[-3:]}",
                      "rb": item.get("responsible_body") or "居民委员会",
@@ -195,60 +232,101 @@ def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: li
             "CAST(:wkb AS bytea[]), CAST(:rb AS text[])) AS t(code, parent, name, wkb, rb)"),
             {"gen": gen, **{k: [r[k] for r in rows]
                             for k in ("code", "parent", "name", "wkb", "rb")}})
-    retired = [c for c in retire if c not in new_set]
-    if retired:
+    new_set = set(ch.new_codes)
+    ch.retired = [c for c in ch.retire if c not in new_set]
+    if ch.retired:
         conn.execute(text(
             "INSERT INTO retired_code (code, level, generation_id) "
-            "SELECT unnest(CAST(:c AS text[])), 'grid', :g"), {"c": retired, "g": gen})
-    touched = sorted(set(closed) | set(new_codes))
-    comms = sorted({str(c)[:12] for c in touched} | {str(c)[:12] for c in reassign.values()})
-    moved = 0
-    if touched:
-        # buildings follow their location into the new or reshaped grids (a building of a
-        # closed grid lies in one of them unless the cover was broken: the checks catch that)
-        moved += conn.execute(text(MOVE_SQL), {"t": touched, "g": gen}).rowcount or 0
-    if reassign:
-        known = building_grids(conn, list(reassign))
-        bad = [b for b in reassign if b not in known]
-        if bad:
-            raise NotFound("unknown buildings", [Problem(reason="no such building",
-                                                         field="building", feature=b)
-                                                 for b in bad])
-        targets = set(conn.execute(text(
-            "SELECT code FROM area WHERE level = 'grid' AND generation_high IS NULL "
-            "AND code = ANY(:c)"), {"c": list(set(reassign.values()))}).scalars())
-        wrong = [Problem(reason=f"target grid {g} is not a current grid", field="grid_code",
-                         feature=b) for b, g in reassign.items() if g not in targets]
-        wrong += [Problem(reason=f"building {b} is in community {str(known[b])[:12]}, grid "
-                          f"{g} in {g[:12]}: reassign within a community", field="grid_code",
-                          feature=b) for b, g in reassign.items()
-                  if g in targets and known[b] and str(known[b])[:12] != g[:12]]
-        if wrong:
-            raise InvalidInput("refused: reassignment targets", wrong)
-        for b, g in reassign.items():
-            if known[b] != g:
-                conn.execute(text(
-                    "INSERT INTO building_move (generation_id, building_code, from_grid, to_grid)"
-                    " VALUES (:gen, :b, :f, :t)"), {"gen": gen, "b": b, "f": known[b], "t": g})
-                conn.execute(text("UPDATE building SET grid_code = :t WHERE code = :b"),
-                             {"t": g, "b": b})
-                moved += 1
-        touched = sorted(set(touched) | set(reassign.values())
-                         | {str(v) for v in known.values() if v})
-    checked = sorted(set(touched) - set(retired))
-    errors, warnings = check_communities(conn, comms, checked, settings)
+            "SELECT unnest(CAST(:c AS text[])), 'grid', :g"), {"c": ch.retired, "g": gen})
+
+
+def _buildings_follow(conn: Connection, ch: _Change) -> None:
+    """Buildings follow their location into the new or reshaped grids (a building of a closed
+    grid lies in one of them unless the cover was broken: the checks catch that)."""
+    ch.touched = sorted(set(ch.closed) | set(ch.new_codes))
+    ch.communities = sorted({community_code(str(c)) for c in ch.touched}
+                            | {community_code(str(c)) for c in ch.reassign.values()})
+    if ch.touched:
+        ch.moved += conn.execute(text(MOVE_SQL),
+                                 {"t": ch.touched, "g": ch.generation}).rowcount or 0
+
+
+def _reassignments(conn: Connection, ch: _Change) -> None:
+    """Buildings reassigned by hand, within their community, to current grids."""
+    if not ch.reassign:
+        return
+    known = building_grids(conn, list(ch.reassign))
+    bad = [b for b in ch.reassign if b not in known]
+    if bad:
+        raise NotFound("unknown buildings", [Problem(reason="no such building",
+                                                     field="building", feature=b)
+                                             for b in bad])
+    targets = set(conn.execute(text(
+        "SELECT code FROM area WHERE level = 'grid' AND generation_high IS NULL "
+        "AND code = ANY(:c)"), {"c": list(set(ch.reassign.values()))}).scalars())
+    wrong = [Problem(reason=f"target grid {g} is not a current grid", field="grid_code",
+                     feature=b) for b, g in ch.reassign.items() if g not in targets]
+    wrong += [Problem(reason=f"building {b} is in community {community_code(str(known[b]))}, "
+                      f"grid {g} in {community_code(g)}: reassign within a community",
+                      field="grid_code", feature=b) for b, g in ch.reassign.items()
+              if g in targets and known[b]
+              and community_code(str(known[b])) != community_code(g)]
+    if wrong:
+        raise InvalidInput("refused: reassignment targets", wrong)
+    for b, g in ch.reassign.items():
+        if known[b] != g:
+            conn.execute(text(
+                "INSERT INTO building_move (generation_id, building_code, from_grid, to_grid)"
+                " VALUES (:gen, :b, :f, :t)"),
+                {"gen": ch.generation, "b": b, "f": known[b], "t": g})
+            conn.execute(text("UPDATE building SET grid_code = :t WHERE code = :b"),
+                         {"t": g, "b": b})
+            ch.moved += 1
+    ch.touched = sorted(set(ch.touched) | set(ch.reassign.values())
+                        | {str(v) for v in known.values() if v})
+
+
+def _checked(conn: Connection, ch: _Change) -> None:
+    """Check the affected communities; refuse on any error, keep the warnings."""
+    checked = sorted(set(ch.touched) - set(ch.retired))
+    errors, warnings = check_communities(conn, ch.communities, checked, ch.settings)
     if errors:
-        raise InvalidInput(f"refused {operation}: {len(errors)} check(s) failed; "
+        raise InvalidInput(f"refused {ch.operation}: {len(errors)} check(s) failed; "
                            "nothing was written", errors)
-    result = ChangeResult(generation=int(gen), operation=operation,
-                          created=sorted(c for c in new_codes if c not in closed_set),
-                          retired=retired, changed=sorted(replace), buildings_moved=moved,
-                          warnings=[w.as_dict() for w in warnings])
+    closed_set = set(ch.closed)
+    ch.result = ChangeResult(generation=ch.generation, operation=ch.operation,
+                             created=sorted(c for c in ch.new_codes if c not in closed_set),
+                             retired=ch.retired, changed=sorted(ch.replace),
+                             buildings_moved=ch.moved, warnings=[w.as_dict() for w in warnings])
+
+
+def _recorded(conn: Connection, ch: _Change) -> None:
+    """The change's row in ``planning_change`` (its parameters and summary)."""
+    assert ch.result is not None
     conn.execute(text(
         "INSERT INTO planning_change (generation_id, operation, params, summary) "
         "VALUES (:g, :o, CAST(:p AS jsonb), CAST(:s AS jsonb))"),
-        {"g": gen, "o": operation, "p": json.dumps(params, default=str),
-         "s": json.dumps(result.as_dict(), default=str)})
+        {"g": ch.generation, "o": ch.operation, "p": json.dumps(ch.params, default=str),
+         "s": json.dumps(ch.result.as_dict(), default=str)})
     log.info("planning %s: generation %s, created %s, retired %s, changed %s, moved %d",
-             operation, gen, result.created, retired, result.changed, moved)
-    return result
+             ch.operation, ch.generation, ch.result.created, ch.retired, ch.result.changed,
+             ch.moved)
+
+
+# The steps of a change, in order; any may refuse it (the caller's savepoint rolls back).
+STEPS: tuple[Callable[[Connection, _Change], None], ...] = (
+    _closing, _numbering, _versions, _buildings_follow, _reassignments, _checked, _recorded,
+)
+
+
+def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: list[str],
+           create: list[dict[str, Any]], reassign: dict[str, str], params: dict[str, Any],
+           effective_from: datetime | None, settings: PlanningSettings,
+           note: str | None) -> ChangeResult:
+    """Run the ``STEPS`` of one change; the result of an accepted one."""
+    ch = _Change(operation, replace, retire, create, reassign, params, effective_from, settings,
+                 note)
+    for step in STEPS:
+        step(conn, ch)
+    assert ch.result is not None
+    return ch.result

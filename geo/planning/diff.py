@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.core.errors import NotFound, Problem
+from geo.planning.changes import community_code
 
 
 def diff_generations(conn: Connection, g1: int, g2: int) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def diff_generations(conn: Connection, g1: int, g2: int) -> dict[str, Any]:
     retired = conn.execute(text(
         "SELECT code FROM retired_code WHERE generation_id > :lo AND generation_id <= :hi "
         "ORDER BY code"), {"lo": lo, "hi": hi}).scalars().all()
-    comms = sorted({c[:12] for c in added + removed + changed})
+    comms = sorted({community_code(c) for c in added + removed + changed})
     moved: dict[str, dict[str, Any]] = {}
     if comms:
         rows = conn.execute(text(f"""

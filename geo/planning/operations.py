@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.core.errors import InvalidInput, Problem
-from geo.planning.changes import ChangeResult, apply_change, current_grid
+from geo.planning.changes import ChangeResult, apply_change, community_code, current_grid
 from geo.planning.geometry import as_geom, to_multipolygons
 from geo.planning.settings import PlanningSettings
 
@@ -112,7 +112,7 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
             gdf[col] = None
     gdf["code"] = gdf["code"].map(lambda v: None if v is None or pd.isna(v) or str(v) == ""
                                   else str(v))
-    gdf["parent_code"] = [p if isinstance(p, str) and p else (c[:12] if c else community)
+    gdf["parent_code"] = [p if isinstance(p, str) and p else (community_code(c) if c else community)
                           for p, c in zip(gdf["parent_code"], gdf["code"], strict=True)]
     if community:
         outside = gdf[gdf["parent_code"] != community]
