@@ -2,13 +2,12 @@
 
 Area data: a hand-made district of one street, one community and two grids split at
 lon 119.31 (west grid ...001, east grid ...002), so the expected grid of a point is known from
-shapely alone. Routing uses ``geo.lookup.service.locate_point`` when it exists; tests that are about
+shapely alone. Routing uses ``geo.lookup.locate_point``; tests that are about
 the workflow (not the lookup) use a stand-in locator built here with shapely and pyproj.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ DISTRICT, STREET, COMMUNITY = "350104", "350104001", "350104001001"
 GRID_W, GRID_E = "350104001001001", "350104001001002"
 GRIDS = {GRID_W: box(W, S, MID, N), GRID_E: box(MID, S, E, N)}
 GEOD = Geod(ellps="WGS84")
-HAS_LOOKUP = importlib.util.find_spec("geo.lookup.service") is not None
 
 AREA_SQL = """
 INSERT INTO generation (id, kind, effective_from) VALUES (1, 'import', now() - interval '1 day');
@@ -69,7 +67,7 @@ _TO_UTM = Transformer.from_crs(4326, 32650, always_xy=True)
 
 def shapely_locator(conn: Any, lon: float, lat: float, *, crs: str = "wgs84",
                     at: Any = None) -> FakeLookup:
-    """Stand-in for geo.lookup.service.locate_point over the hand-made grids (WGS 84 input only)."""
+    """Stand-in for geo.lookup.locate_point over the hand-made grids (WGS 84 input only)."""
     assert crs == "wgs84"
     p = Point(lon, lat)
     code = next((c for c, g in GRIDS.items() if g.covers(p)), None)
@@ -121,7 +119,6 @@ def _report(c: Any, lon: float, lat: float, cat: str = "rubbish", **kw: Any) -> 
 # ---------------------------------------------------------------- routing
 
 
-@pytest.mark.skipif(not HAS_LOOKUP, reason="geo.lookup.service (lookup engineer) not landed yet")
 def test_report_routes_to_the_grid_shapely_names(c: Any) -> None:
     for lon, lat in [(119.305, 26.05), (119.3149, 26.041), (119.3001, 26.0599)]:
         expected = next(code for code, g in GRIDS.items() if g.contains(Point(lon, lat)))
@@ -130,7 +127,6 @@ def test_report_routes_to_the_grid_shapely_names(c: Any) -> None:
         assert (r.community_code, r.street_code) == (COMMUNITY, STREET)
 
 
-@pytest.mark.skipif(not HAS_LOOKUP, reason="geo.lookup.service (lookup engineer) not landed yet")
 def test_gcj02_report_lands_in_the_right_grid(c: Any) -> None:
     prcoords = pytest.importorskip("prcoords")
     # a WGS 84 point 60 m west of the grid boundary; GCJ-02 shifts it ~500 m, far into the wrong

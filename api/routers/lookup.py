@@ -91,7 +91,7 @@ def on_startup(app: FastAPI) -> None:
         lk.get_index(app.state.engine, settings=settings)
     except WanggeError as exc:
         log.info("lookup index not built at start-up: %s", exc.message)
-    except Exception as exc:  # noqa: BLE001 - a missing schema must not stop the app
+    except Exception as exc:  # a missing schema must not stop the app
         log.warning("lookup index not built at start-up: %s", str(exc).splitlines()[0])
 
 

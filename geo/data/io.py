@@ -255,7 +255,7 @@ def _wkb_frame(conn: Connection, sql: str, params: dict[str, Any]) -> gpd.GeoDat
     cols = list(result.keys())
     rows = result.all()
     # Column-wise construction: from_records on SQLAlchemy Rows is ~10x slower.
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in cols]
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in cols]
     df = pd.DataFrame({c: pd.Series(list(v), dtype=object) if c == "geom" else list(v)
                        for c, v in zip(cols, columns, strict=True)})
     wkb = df.pop("geom").to_numpy(dtype=object)

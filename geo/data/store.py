@@ -93,6 +93,7 @@ def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> int:
         return 0
     cols = ", ".join(frame.columns)
     raw = conn.connection.driver_connection
+    assert raw is not None  # a live DBAPI connection (psycopg2)
     with raw.cursor() as cur:
         for start in range(0, len(frame), COPY_CHUNK):  # chunks bound the CSV text in memory
             buf = io.StringIO()
@@ -198,7 +199,8 @@ def _building_frame(gdf: gpd.GeoDataFrame, source: str = "import") -> pd.DataFra
     geoms = _geoms(gdf)
     tid = shapely.get_type_id(geoms)
     is_point = tid == 0
-    location = np.where(is_point, geoms, None)
+    location = np.full(len(geoms), None, dtype=object)
+    location[is_point] = geoms[is_point]
     nonpoint = ~is_point & ~shapely.is_missing(geoms)
     if nonpoint.any():
         location[nonpoint] = shapely.point_on_surface(geoms[nonpoint])

@@ -173,8 +173,9 @@ class _Check:
         """WGS 84 geometries in the district's metric CRS (``to_metric`` must be set)."""
         to_metric = self.to_metric
         assert to_metric is not None
-        return shapely.transform(arr, lambda xy: np.column_stack(to_metric.transform(
-            xy[:, 0], xy[:, 1])))
+        out: np.ndarray = shapely.transform(arr, lambda xy: np.column_stack(
+            to_metric.transform(xy[:, 0], xy[:, 1])))
+        return out
 
     def mask(self, name: str) -> np.ndarray:
         return self.valid_mask.get(name, np.zeros(0, bool))
@@ -265,7 +266,8 @@ def _layer_geometry(ck: _Check, name: str, gdf: gpd.GeoDataFrame) -> np.ndarray:
     for i in np.flatnonzero(wrong):
         ck.out.add(name, i, codes[i], f"geometry type {tnames[i]} not allowed; expected "
                    f"{' or '.join(GEOM_TYPES[name])}", field="geometry", rule="geometry_type")
-    return ok & ~invalid & ~wrong
+    passed: np.ndarray = ok & ~invalid & ~wrong
+    return passed
 
 
 def _geometry(ck: _Check) -> None:
@@ -506,7 +508,7 @@ def _code_rules(layers: dict[str, gpd.GeoDataFrame], out: _Collector,
                 out.add(level, i, c, f"{level} code must be {n} digits", field="code",
                         rule="code_rule")
                 continue
-            seq = int(c[-3:]) if level != "district" else None
+            seq = int(c[-3:])  # the sequence number (a district's is not checked)
             if level == "street" and not 1 <= seq <= 399:
                 out.add(level, i, c, "street number (digits 7-9) must be 001-399 "
                         "(001-099 street, 100-199 town, 200-399 township)", field="code",

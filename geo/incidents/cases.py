@@ -75,15 +75,16 @@ def in_scope(conn: Connection, incident_id: int, scope: Scope, *, lock: bool = F
 
 
 def add_history(conn: Connection, incident_id: int, action: str, from_status: str | None,
-             to_status: str | None, actor: str, note: str | None,
-             detail: dict[str, Any] | None = None, at: datetime | None = None) -> int:
-    return conn.execute(
+                to_status: str | None, actor: str, note: str | None,
+                detail: dict[str, Any] | None = None, at: datetime | None = None) -> int:
+    """Append one history row of a case; its id."""
+    return int(conn.execute(
         text("INSERT INTO incident_history (incident_id, action, from_status, to_status, actor,"
              " note, detail, at) VALUES (:i, :a, :f, :t, :ac, :n, CAST(:d AS jsonb),"
              " coalesce(:at, clock_timestamp())) RETURNING id"),
         {"i": incident_id, "a": action, "f": from_status, "t": to_status, "ac": actor,
          "n": note, "d": json.dumps(detail or {}, default=str), "at": at},
-    ).scalar_one()
+    ).scalar_one())
 
 
 def lock_case(conn: Connection, incident_id: int, scope: Scope = EVERYTHING) -> Any:

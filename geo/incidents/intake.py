@@ -26,7 +26,7 @@ from geo.core.errors import (
 )
 from geo.incidents.calendar import WorkCalendar
 from geo.incidents.settings import IncidentSettings
-from geo.lookup.service import locate_point
+from geo.lookup import locate_point
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def report(
     """File a report (吹哨) in the caller's transaction: locate, route, detect duplicates.
 
     ``lon``/``lat`` are in ``crs`` (wgs84|gcj02|bd09|cgcs2000). The point is located with
-    ``geo.lookup.service.locate_point``; a report of the same category within
+    ``geo.lookup.locate_point``; a report of the same category within
     ``duplicate_radius_m`` metres of an open case reported in the last
     ``duplicate_window_hours`` is stored as a duplicate linked to that case.
     ``reporter_user_id`` records the signed-in user who reported (a resident's "my reports").
@@ -267,16 +267,17 @@ def file_reports(engine: Engine, reports: Sequence[Mapping[str, Any]], *,
         trans = conn.begin()
         try:
             filed = _file_located(conn, [(args, found) for _, args, found in items], settings)
-        except Exception as exc:  # noqa: BLE001 - the batch is dropped; each is filed alone
+        except Exception as exc:  # the batch is dropped; each is filed alone
             trans.rollback()
             log.warning("a batch of %d reports failed (%s); filing each alone", len(items),
                         str(exc).splitlines()[0][:200])
         else:
+            outcome: list[ReportResult | Exception] = list(filed)
             try:
                 trans.commit()
             except DBAPIError as exc:
-                filed = [r if isinstance(r, WanggeError) else exc for r in filed]
-            for (i, _, _), result in zip(items, filed, strict=True):
+                outcome = [r if isinstance(r, WanggeError) else exc for r in filed]
+            for (i, _, _), result in zip(items, outcome, strict=True):
                 out[i] = result
             return out  # type: ignore[return-value]
     return [_file_alone(engine, r, settings) for r in reports]
@@ -287,5 +288,5 @@ def _file_alone(engine: Engine, args: Mapping[str, Any],
     try:
         with engine.begin() as conn:
             return report(conn, **args, settings=settings)
-    except Exception as exc:  # noqa: BLE001 - handed to the caller of this report only
+    except Exception as exc:  # handed to the caller of this report only
         return exc

@@ -39,11 +39,11 @@ def attach_photo(conn: Connection, incident_id: int, data: bytes, content_type: 
                                " incident_id = :i"), {"h": history_id, "i": incident_id}).first()
         if not ok:
             raise NotFound(f"history entry {history_id} is not part of incident {incident_id}")
-    return conn.execute(
+    return int(conn.execute(
         text("INSERT INTO incident_photo (incident_id, history_id, content_type, size_bytes,"
              " data) VALUES (:i, :h, :ct, :s, :d) RETURNING id"),
         {"i": incident_id, "h": history_id, "ct": content_type, "s": len(data), "d": data},
-    ).scalar_one()
+    ).scalar_one())
 
 
 def get_photo(conn: Connection, incident_id: int, photo_id: int, *,

@@ -188,14 +188,14 @@ def stats_geojson(conn: Connection, *, by: str = "grid", **kw: Any) -> dict[str,
     """``stats`` as an RFC 7946 FeatureCollection joined to the current area geometry
     (departments have no area: geometry null)."""
     rows = stats(conn, by=by, **kw)
-    geoms: dict[str, tuple[str, dict]] = {}
+    geoms: dict[str, tuple[str, dict[str, Any]]] = {}
     if by != "department" and rows:
-        for r in conn.execute(
+        for area in conn.execute(
             text("SELECT code, name, ST_AsGeoJSON(geom, 7) AS g FROM area_current"
                  " WHERE level = :l AND code = ANY(:codes)"),
             {"l": by, "codes": [r["code"] for r in rows if r["code"]]},
         ):
-            geoms[r.code] = (r.name, json.loads(r.g))
+            geoms[area.code] = (area.name, json.loads(area.g))
     feats = []
     for r in rows:
         name, geom = geoms.get(r["code"], (r.get("name"), None))

@@ -98,7 +98,7 @@ def transition(
                      f"to: {', '.join(allowed) or 'nowhere'}", field="to",
                      detail={"from": case.status, "to": to_status, "allowed": allowed})],
         )
-    sets = {"status": to_status}
+    sets: dict[str, Any] = {"status": to_status}
     if action == "rate":
         if rating is None or not 1 <= int(rating) <= 5:
             raise InvalidInput("a rating 1-5 is required to rate",

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from geo.incidents.intake import file_reports
+from geo.incidents.intake import ReportResult, file_reports
 from geo.incidents.settings import IncidentSettings
 
 
@@ -26,16 +26,16 @@ class ReportWriter:
     def __init__(self, engine: Engine, settings: IncidentSettings, *, threads: int = 4,
                  max_batch: int = 32) -> None:
         self.engine, self.settings, self.max_batch = engine, settings, max_batch
-        self._queue: queue.SimpleQueue[tuple[dict[str, Any], Future] | None] = \
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any], Future[ReportResult]] | None] = \
             queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._run, name=f"report-writer-{i}",
                                           daemon=True) for i in range(threads)]
         for t in self._threads:
             t.start()
 
-    def submit(self, **report_args: Any) -> Future:
+    def submit(self, **report_args: Any) -> Future[ReportResult]:
         """Queue one report (``report``'s keyword arguments, without conn and settings)."""
-        future: Future = Future()
+        future: Future[ReportResult] = Future()
         self._queue.put((report_args, future))
         return future
 
@@ -69,7 +69,7 @@ class ReportWriter:
             try:
                 results = file_reports(self.engine, [args for args, _ in batch],
                                        settings=self.settings)
-            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
+            except Exception as exc:  # every waiting caller must hear of it
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if isinstance(result, Exception):

@@ -145,7 +145,7 @@ def _refresh_in_background(engine: Engine, cache: _DbCache,
                 if cache.invalidations == seen:  # else invalidated meanwhile: check again
                     cache.forced = False
                     cache.checked_at = time.monotonic()
-        except Exception as exc:  # noqa: BLE001 - the old index answers meanwhile
+        except Exception as exc:  # the old index answers meanwhile
             log.warning("lookup index refresh failed: %s", str(exc).splitlines()[0][:200])
             with cache.lock:  # retried after the next interval, not on the next request
                 cache.checked_at = time.monotonic()
@@ -185,14 +185,13 @@ def get_index(bind: Connection | Engine, *, at: date | str | None = None,
         with cache.lock:
             version = _version(conn)
             if at is None:
-                stale = cache.current is None or cache.forced \
-                    or cache.current.version != version
-                if stale:
-                    cache.current = build_index(conn, settings=settings,
-                                                previous=cache.current)
+                current = cache.current
+                if current is None or cache.forced or current.version != version:
+                    current = cache.current = build_index(conn, settings=settings,
+                                                          previous=current)
                     cache.forced = False
                 cache.checked_at = time.monotonic()
-                return cache.current
+                return current
             day = parse_date(at)
             if cache.dates_version != version:
                 cache.dates.clear()

@@ -61,8 +61,9 @@ def _floats(values: list[Any]) -> np.ndarray:
     try:
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
-            dtype=np.float64)
+        out: np.ndarray = pd.to_numeric(pd.Series(values, dtype=object),
+                                        errors="coerce").to_numpy(dtype=np.float64)
+        return out
 
 
 def _feature_points(data: dict[str, Any]) -> list[Any]:
@@ -147,7 +148,8 @@ def batch_entries(index: LookupIndex, gi: np.ndarray, status: np.ndarray) -> np.
             table[n + st] = _error_bytes(st, index.district["code"])
         index.batch_templates = table
     pick = np.where(status == OK, gi, n + status.astype(np.int64))
-    return table[pick]  # type: ignore[no-any-return]
+    entries: np.ndarray = table[pick]
+    return entries
 
 
 def read_points(src: Path, crs: str) -> tuple[DataFrame, np.ndarray, np.ndarray, str]:

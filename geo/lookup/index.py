@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ STATUS_NAMES = {
 class LookupIndex(Lattice):
     """Lattice + STRtree over one generation's grids (see the module docstring)."""
 
-    def __init__(self, rows: list[Any], team: dict[str, list[dict[str, Any]]], *,
+    def __init__(self, rows: Sequence[Any], team: dict[str, list[dict[str, Any]]], *,
                  generation: int | None, version: Any, settings: LookupSettings,
                  previous: LookupIndex | None = None) -> None:
         """Index ``rows`` (area rows of one generation). With ``previous`` (the index this one
@@ -157,11 +158,13 @@ class LookupIndex(Lattice):
             return None
         return self.areas.get(self.comm_codes[int(np.min(hits))])
 
-    def hierarchy(self, gi: int) -> tuple[dict | None, dict | None, dict]:
+    def hierarchy(self, gi: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
+                                          dict[str, Any]]:
         """(street, community, grid) dicts of grid index ``gi`` (by the code hierarchy)."""
         grid = self.grid_info[gi]
         community = self.areas.get(grid["parent_code"])
-        street = self.areas.get(street_of(grid["parent_code"])) if grid["parent_code"] else None
+        street = self.areas.get(street_of(grid["parent_code"]) or "") \
+            if grid["parent_code"] else None
         return street, community, grid
 
     def boundary_distance_m(self, gi: int, lon: float, lat: float) -> float:
@@ -190,8 +193,8 @@ class LookupIndex(Lattice):
         dx, dy = bx - ax, by - ay
         den = dx * dx + dy * dy
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.clip(np.where(den > 0, -(ax * dx + ay * dy) / den, 0.0), 0.0, 1.0)
-        return float(np.sqrt(np.min((ax + t * dx) ** 2 + (ay + t * dy) ** 2)))
+            tt = np.clip(np.where(den > 0, -(ax * dx + ay * dy) / den, 0.0), 0.0, 1.0)
+        return float(np.sqrt(np.min((ax + tt * dx) ** 2 + (ay + tt * dy) ** 2)))
 
     def locate_one(self, lon: float, lat: float) -> tuple[int, int]:
         """(grid index, status) of one WGS 84 point: pure-Python arithmetic for interior cells
@@ -206,9 +209,9 @@ class LookupIndex(Lattice):
                 gi = self._edge_lookup_one(lon, lat, -2 - lab)
                 if gi >= 0:
                     return gi, OK
-        gi, st = self.classify(np.array([lon], dtype=np.float64),
-                               np.array([lat], dtype=np.float64))
-        return int(gi[0]), int(st[0])
+        gis, sts = self.classify(np.array([lon], dtype=np.float64),
+                                 np.array([lat], dtype=np.float64))
+        return int(gis[0]), int(sts[0])
 
     def fragment(self, gi: int) -> bytes:
         """Pre-serialised JSON tail for grid ``gi``: generation, areas, district..grid, '}'."""

@@ -103,7 +103,8 @@ class Lattice:
         geoms = np.concatenate((self.grid_geoms[changed_new], prev.grid_geoms[changed_old]))
         if geoms.size == 0:
             return (prev.x0, prev.y0, prev.x0, prev.y0), remap
-        window = tuple(float(v) for v in shapely.total_bounds(geoms))
+        minx, miny, maxx, maxy = (float(v) for v in shapely.total_bounds(geoms))
+        window = (minx, miny, maxx, maxy)
         inner = shapely.box(prev.x0 + 1 / prev.inv_cx, prev.y0 + 1 / prev.inv_cy,
                             prev.x0 + (prev.nx - 1) / prev.inv_cx,
                             prev.y0 + (prev.ny - 1) / prev.inv_cy)
@@ -288,7 +289,8 @@ class Lattice:
         """``_edge_lookup`` for one point in plain floats (the same operations, so the same
         answer); -1 when no candidate holds it (the caller then takes the array path)."""
         s = int(self.b_start[slot])
-        for g in sorted(self.cand_grid[s:s + int(self.b_count[slot])].tolist()):
+        cands: list[int] = sorted(self.cand_grid[s:s + int(self.b_count[slot])].tolist())
+        for g in cands:
             es = int(self.e_start[g])
             odd = False
             for x1, y1, x2, y2 in self.e_xy[es:es + int(self.e_count[g])].tolist():

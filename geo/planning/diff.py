@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.core.errors import NotFound, Problem
+from geo.lookup import invalidate_index
 from geo.planning.changes import community_code
 
 
@@ -23,9 +24,9 @@ def diff_generations(conn: Connection, g1: int, g2: int) -> dict[str, Any]:
                                               for g in miss])
     valid = ("a.level = 'grid' AND a.generation_low <= :g "
              "AND coalesce(a.generation_high, 2147483647) >= :g")
-    v1 = dict(conn.execute(text(f"SELECT a.code, a.id FROM area a WHERE {valid}"),
+    v1: dict[str, int] = dict(conn.execute(text(f"SELECT a.code, a.id FROM area a WHERE {valid}"),
                            {"g": g1}).all())
-    v2 = dict(conn.execute(text(f"SELECT a.code, a.id FROM area a WHERE {valid}"),
+    v2: dict[str, int] = dict(conn.execute(text(f"SELECT a.code, a.id FROM area a WHERE {valid}"),
                            {"g": g2}).all())
     added = sorted(set(v2) - set(v1))
     removed = sorted(set(v1) - set(v2))
@@ -67,8 +68,4 @@ def diff_generations(conn: Connection, g1: int, g2: int) -> dict[str, Any]:
 
 def refresh_lookup(conn: Connection | None = None) -> None:
     """Ask the in-process lookup index to rebuild on next use (after a committed change)."""
-    try:
-        from geo.lookup.service import invalidate_index
-    except ImportError:  # pragma: no cover - lookup is part of the project
-        return
     invalidate_index()

@@ -60,7 +60,8 @@ class Draft:
     ratio: float
 
     def as_geojson(self) -> dict[str, Any]:
-        return json.loads(self.grids.to_json(drop_id=True))
+        out: dict[str, Any] = json.loads(self.grids.to_json(drop_id=True))
+        return out
 
 
 def street_blocks(conn: Connection, community: str) -> gpd.GeoDataFrame:

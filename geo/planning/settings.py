@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+from typing import Any, Literal
 
 from pydantic import Field
 
 from geo.core.settings import DataSettings, WanggeSettings
 
 
+def _shared(name: str) -> Any:
+    """A copy of the DataSettings field ``name`` (its default, description and checks)."""
+    return copy.copy(DataSettings.model_fields[name])
+
+
 class PlanningSettings(WanggeSettings):
     """Rules applied to every grid redraw."""
 
-    households_min: int = Field(default=DataSettings().households_min,
-                                description="Balance rule: fewest households a grid.")
-    households_max: int = Field(default=DataSettings().households_max,
-                                description="Balance rule: most households a grid.")
+    # The balance rule and the tolerances are DataSettings' fields (one definition, the same
+    # WANGGE_* variables); read when PlanningSettings is built, never at import time.
+    households_min: int = _shared("households_min")
+    households_max: int = _shared("households_max")
     balance_mode: Literal["warn", "error"] = Field(
         default="error", description="A grid outside the balance rule: 'error' refuses the "
         "change, 'warn' accepts it and lists a warning.")
-    gap_tolerance_m2: float = Field(default=1.0, description="Largest uncovered area (m²) "
-                                    "a community's grids may leave.")
-    overlap_tolerance_m2: float = Field(default=1.0, description="Largest overlap (m²) "
-                                        "between two sibling grids.")
-    containment_tolerance_m2: float = Field(default=1.0, description="Largest area (m²) of a "
-                                            "grid outside its community.")
+    gap_tolerance_m2: float = _shared("gap_tolerance_m2")
+    overlap_tolerance_m2: float = _shared("overlap_tolerance_m2")
+    containment_tolerance_m2: float = _shared("containment_tolerance_m2")
     numbering_row_m: float = Field(default=150.0, description="DB11 numbering: height (m) of "
                                    "the north→south rows new codes are numbered in.")
     draft_ratio: float = Field(default=1.5, description="Draft partition: stop searching once "
