@@ -309,6 +309,19 @@ def test_single_point_path_matches_the_array_path():
     assert np.array_equal(single[:, 0][st == lookup.OK], gi[st == lookup.OK])
 
 
+def test_refresh_lookup_makes_the_next_lookup_rebuild(hand_made):
+    """After a planning change, ``refresh_lookup`` drops the cached index even within the
+    staleness window (the version check alone would wait for it)."""
+    from geo.planning import refresh_lookup
+
+    first = lookup.get_index(hand_made, max_staleness_ms=60_000)
+    assert lookup.get_index(hand_made, max_staleness_ms=60_000) is first
+    refresh_lookup()
+    again = lookup.get_index(hand_made, max_staleness_ms=60_000)
+    assert again is not first
+    assert again.grid_codes == first.grid_codes
+
+
 def test_failed_background_refresh_waits_for_the_next_interval(hand_made, monkeypatch):
     """With the database unreachable, the HTTP path keeps answering from the index it has and
     retries the version check once per interval, not on every request."""
