@@ -11,7 +11,7 @@ overlaps are measured in metres in the district's metric CRS (a UTM zone).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +20,9 @@ import numpy as np
 import pandas as pd
 import shapely
 from pyproj import Transformer
-from shapely.strtree import STRtree
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.core.codes import LEVEL_LENGTHS, parent_code
 from geo.core.errors import (
     InvalidInput,
     OutsideDistrict,
@@ -34,11 +32,18 @@ from geo.core.errors import (
 )
 from geo.core.settings import DataSettings
 from geo.data.crs import metric_crs_for, polygonal
+from geo.data.rules import AREA_LEVELS as AREA_LEVELS
+from geo.data.rules import STATION_KINDS as STATION_KINDS
+from geo.data.rules import (
+    Collector,
+    code_rules,
+    feature_codes,
+    hierarchy_rules,
+    value_rules,
+)
 
 log = logging.getLogger(__name__)
 
-AREA_LEVELS = ("district", "street", "community", "grid")
-PARENT_LEVEL = {"street": "district", "community": "street", "grid": "community"}
 
 LAYERS = AREA_LEVELS + ("grid_team", "building", "station", "walk_edge", "barrier", "compound")
 
@@ -68,52 +73,12 @@ GEOM_TYPES: dict[str, tuple[str, ...]] = {
     "barrier": ("LineString", "MultiLineString") + POLYGONAL,
 }
 
-STATION_KINDS = (
-    "party_service_center", "party_service_station", "social_work_station", "elder_canteen",
-    "elderly_daycare", "health_station", "rest_post",
-)
-TEAM_ROLES = (
-    "grid_leader", "responsible_cadre", "community_police", "urban_management",
-    "market_supervisor", "judicial_mediator", "community_medic", "grid_worker", "volunteer",
-)
-ROAD_CLASSES = (
-    "footway", "path", "pedestrian", "steps", "cycleway", "living_street", "residential",
-    "service", "unclassified", "tertiary", "secondary", "primary", "trunk", "crossing",
-    "bridge", "tunnel", "other",
-)
-BARRIER_KINDS = ("arterial", "railway", "river")
 # Codes clash only within the file: ``geo.data.store.write_layers`` closes the current versions of
 # every area level it writes and replaces the building/station/compound tables wholesale, so a
 # code already in the database is replaced, never duplicated.
 
 # China's bounding box (lon 73..135.1 E, lat 18..53.6 N), for the swapped lat/lon test.
 CHINA_BBOX = (73.0, 18.0, 135.1, 53.6)
-
-
-class _Collector:
-    """Gathers problems; each records its rule so that the raised class can be specific."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def add(
-        self, layer: str, index: Any, code: Any, reason: str, *, field: str | None = None,
-        rule: str, **detail: Any,
-    ) -> None:
-        where = layer if index is None else f"{layer}[{index}]"
-        if code is not None and not (isinstance(code, float) and np.isnan(code)):
-            where += f" code={code}"
-        self.problems.append(
-            Problem(reason=reason, field=field, feature=where,
-                    detail={"layer": layer, "index": None if index is None else int(index),
-                            "code": None if code is None else str(code), "rule": rule, **detail})
-        )
-
-
-def _codes(gdf: pd.DataFrame) -> list[Any]:
-    if "code" in gdf.columns:
-        return list(gdf["code"])
-    return [None] * len(gdf)
 
 
 def _str_codes(series: pd.Series) -> pd.Series:
@@ -139,16 +104,6 @@ def _db_district(conn: Connection | None) -> tuple[Any, int | None, str | None]:
     return shapely.from_wkb(bytes(row[0])), row[1], row[2]
 
 
-def _db_areas(conn: Connection | None, codes: Iterable[str]) -> dict[str, Any]:
-    codes = sorted({c for c in codes if c})
-    if conn is None or not codes:
-        return {}
-    rows = conn.execute(
-        text("SELECT code, ST_AsBinary(geom) FROM area_current WHERE code = ANY(:codes)"),
-        {"codes": codes},
-    ).all()
-    return {r[0]: shapely.from_wkb(bytes(r[1])) for r in rows}
-
 
 def _in_bbox(x: np.ndarray, y: np.ndarray, bbox: tuple[float, float, float, float]) -> np.ndarray:
     return (x >= bbox[0]) & (x <= bbox[2]) & (y >= bbox[1]) & (y <= bbox[3])
@@ -162,7 +117,7 @@ class _Check:
     layers: dict[str, gpd.GeoDataFrame]
     repair: bool
     settings: DataSettings
-    out: _Collector = field(default_factory=_Collector)
+    out: Collector = field(default_factory=Collector)
     valid_mask: dict[str, np.ndarray] = field(default_factory=dict)
     district_geom: Any = None
     metric_srid: int | None = None
@@ -201,12 +156,12 @@ def _fields_and_values(ck: _Check) -> None:
             missing = gdf[col].isna().to_numpy() | gdf[col].map(
                 lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
             for i in np.flatnonzero(missing):
-                ck.out.add(name, i, _codes(gdf)[i], "required value is empty", field=col,
+                ck.out.add(name, i, feature_codes(gdf)[i], "required value is empty", field=col,
                            rule="missing_value")
         for col in ("code", "parent_code", "grid_code", "community_code"):
             if col in gdf.columns:
                 gdf[col] = _str_codes(gdf[col]).replace("", None)
-        _value_rules(name, gdf, ck.out)
+        value_rules(name, gdf, ck.out)
 
 
 def _polygonal_or_self(g: Any) -> Any:
@@ -246,7 +201,7 @@ def _layer_geometry(ck: _Check, name: str, gdf: gpd.GeoDataFrame) -> np.ndarray:
         return np.zeros(len(gdf), bool)
     geoms = gdf.geometry.array
     ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    codes = _codes(gdf)
+    codes = feature_codes(gdf)
     for i in np.flatnonzero(~ok):
         ck.out.add(name, i, codes[i], "geometry is missing or empty", field="geometry",
                    rule="missing_geometry")
@@ -364,7 +319,7 @@ def _placement(ck: _Check) -> None:
         if name not in GEOM_TYPES or name == "district" or not len(gdf):
             continue
         geoms = np.asarray(gdf.geometry.array, dtype=object)
-        codes = _codes(gdf)
+        codes = feature_codes(gdf)
         swapped = _swapped(ck, name, geoms, codes, region_bbox)
         ck.valid_mask[name] = ck.valid_mask[name] & ~swapped
         if district_zone is not None and ck.valid_mask[name].any():
@@ -399,13 +354,13 @@ def _cross_layer_codes(ck: _Check, name: str, codes: pd.Series) -> None:
 
 def _codes_step(ck: _Check) -> None:
     """Code rules (lengths, sequence numbers, prefixes)."""
-    _code_rules(ck.layers, ck.out, ck.district_code)
+    code_rules(ck.layers, ck.out, ck.district_code)
 
 
 def _hierarchy_step(ck: _Check) -> None:
     """Every area inside its parent, no sibling overlaps (needs the metric CRS)."""
     if ck.to_metric is not None:
-        _hierarchy_rules(ck.conn, ck.layers, ck.valid_mask, ck.metric, ck.settings, ck.out)
+        hierarchy_rules(ck.conn, ck.layers, ck.valid_mask, ck.metric, ck.settings, ck.out)
 
 
 # The rules, in order: each reads and extends the state of the run.
@@ -451,141 +406,3 @@ def validate_layers(
             cls = OutsideDistrict
         raise cls(f"{len(problems)} problem(s) found; nothing was written", problems)
     return ck.layers
-
-
-def _value_rules(name: str, gdf: pd.DataFrame, out: _Collector) -> None:
-    codes = _codes(gdf)
-
-    def check(col: str, allowed: tuple[str, ...]) -> None:
-        if col not in gdf.columns:
-            return
-        bad = gdf[col].notna() & ~gdf[col].isin(allowed)
-        for i in np.flatnonzero(bad.to_numpy()):
-            out.add(name, i, codes[i], f"value {gdf[col].iloc[i]!r} not one of "
-                    f"{', '.join(allowed)}", field=col, rule="value")
-
-    def nonneg(col: str, strict: bool = False) -> None:
-        if col not in gdf.columns:
-            return
-        v = pd.to_numeric(gdf[col], errors="coerce")
-        bad = gdf[col].notna() & (v.isna() | ((v <= 0) if strict else (v < 0)))
-        for i in np.flatnonzero(bad.to_numpy()):
-            out.add(name, i, codes[i], f"value {gdf[col].iloc[i]!r} must be a number "
-                    + ("> 0" if strict else ">= 0"), field=col, rule="value")
-
-    if name == "station":
-        check("kind", STATION_KINDS)
-    elif name == "grid_team":
-        check("role", TEAM_ROLES)
-        if "grid_code" in gdf.columns:
-            bad = gdf["grid_code"].notna() & ~gdf["grid_code"].astype(str).str.fullmatch(
-                r"[0-9]{15}")
-            for i in np.flatnonzero(bad.to_numpy()):
-                out.add(name, i, None, "grid_code must have 15 digits", field="grid_code",
-                        rule="code_rule")
-    elif name == "walk_edge":
-        check("road_class", ROAD_CLASSES)
-        nonneg("length_m", strict=True)
-    elif name == "barrier":
-        check("kind", BARRIER_KINDS)
-    elif name == "building":
-        nonneg("households")
-        nonneg("residents")
-
-
-def _code_rules(layers: dict[str, gpd.GeoDataFrame], out: _Collector,
-                district_code: str | None) -> None:
-    for level in AREA_LEVELS:
-        gdf = layers.get(level)
-        if gdf is None or "code" not in gdf.columns:
-            continue
-        n = LEVEL_LENGTHS[level]
-        code = gdf["code"].fillna("")
-        for i, c in enumerate(code):
-            if not c:
-                continue
-            if not (len(c) == n and c.isdigit()):
-                out.add(level, i, c, f"{level} code must be {n} digits", field="code",
-                        rule="code_rule")
-                continue
-            seq = int(c[-3:])  # the sequence number (a district's is not checked)
-            if level == "street" and not 1 <= seq <= 399:
-                out.add(level, i, c, "street number (digits 7-9) must be 001-399 "
-                        "(001-099 street, 100-199 town, 200-399 township)", field="code",
-                        rule="code_rule")
-            elif level in ("community", "grid") and seq < 1:
-                out.add(level, i, c, f"{level} sequence (last 3 digits) must be >= 001",
-                        field="code", rule="code_rule")
-            if level != "district" and district_code and not c.startswith(district_code):
-                out.add(level, i, c, f"code does not start with the district code "
-                        f"{district_code}", field="code", rule="code_rule")
-            if level != "district" and "parent_code" in gdf.columns:
-                p, prefix = gdf["parent_code"].iloc[i], parent_code(c)
-                if p and p != prefix:
-                    out.add(level, i, c, f"parent_code {p} is not the code's prefix {prefix}",
-                            field="parent_code", rule="code_rule")
-
-
-def _hierarchy_rules(conn: Connection | None, layers: dict[str, gpd.GeoDataFrame],
-                     valid_mask: dict[str, np.ndarray], metric: Any, settings: DataSettings,
-                     out: _Collector) -> None:
-    """Every area inside its parent (tolerance), and no two siblings overlapping."""
-    for level in ("street", "community", "grid"):
-        gdf = layers.get(level)
-        if gdf is None or not len(gdf) or "parent_code" not in gdf.columns:
-            continue
-        mask = valid_mask.get(level, np.zeros(len(gdf), bool))
-        parents_layer = layers.get(PARENT_LEVEL[level])
-        parent_geom: dict[str, Any] = {}
-        if parents_layer is not None and "code" in parents_layer.columns:
-            pm = valid_mask.get(PARENT_LEVEL[level], np.zeros(len(parents_layer), bool))
-            for c, g in zip(parents_layer["code"][pm], parents_layer.geometry.array[pm],
-                            strict=True):
-                parent_geom[c] = g
-            known_in_file = set(parents_layer["code"].dropna())
-        else:
-            known_in_file = set()
-        need = set(gdf["parent_code"].dropna()) - known_in_file
-        from_db = _db_areas(conn, need)
-        parent_geom.update(from_db)
-        codes = list(gdf["code"])
-        pcodes = list(gdf["parent_code"])
-        for i, p in enumerate(pcodes):
-            if p and p not in known_in_file and p not in from_db:
-                out.add(level, i, codes[i], f"parent {PARENT_LEVEL[level]} {p} exists neither "
-                        "in the file nor in the database", field="parent_code",
-                        rule="unknown_parent")
-        idx = np.array([i for i in np.flatnonzero(mask) if pcodes[i] in parent_geom], int)
-        geoms = np.asarray(gdf.geometry.array, dtype=object)
-        if len(idx):
-            # Difference in the storage CRS (exact for shared edges), area in metres.
-            parents = np.array([parent_geom[pcodes[i]] for i in idx], dtype=object)
-            sticking = shapely.area(metric(shapely.difference(geoms[idx], parents)))
-            for i, a in zip(idx, sticking, strict=True):
-                if a > settings.containment_tolerance_m2:
-                    out.add(level, i, codes[i], f"not inside its {PARENT_LEVEL[level]} "
-                            f"{pcodes[i]}: {a:.1f} m² lies outside (tolerance "
-                            f"{settings.containment_tolerance_m2} m²)", field="geometry",
-                            rule="not_inside_parent", outside_m2=float(a))
-        # Sibling overlaps: STRtree candidate pairs, then exact intersection areas.
-        sidx = np.flatnonzero(mask)
-        if len(sidx) < 2:
-            continue
-        gm = geoms[sidx]
-        tree = STRtree(gm)
-        a, b = tree.query(gm, predicate="intersects")
-        keep = a < b
-        a, b = a[keep], b[keep]
-        par = np.array([pcodes[i] for i in sidx], dtype=object)
-        same = par[a] == par[b]
-        a, b = a[same], b[same]
-        if not len(a):
-            continue
-        areas = shapely.area(metric(shapely.intersection(gm[a], gm[b])))
-        for x, y, ar in zip(a, b, areas, strict=True):
-            if ar > settings.overlap_tolerance_m2:
-                i, j = sidx[x], sidx[y]
-                out.add(level, i, codes[i], f"overlaps sibling {level} {codes[j]} (feature "
-                        f"{j}) by {ar:.1f} m² (tolerance {settings.overlap_tolerance_m2} m²)",
-                        field="geometry", rule="overlap", other=str(codes[j]),
-                        overlap_m2=float(ar))
