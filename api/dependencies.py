@@ -11,7 +11,7 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from geo.incidents.service import ReportResult
+from geo.incidents import ReportResult
 
 
 async def get_connection(request: Request) -> AsyncIterator[Connection]:
@@ -59,6 +59,6 @@ def connection_slots(engine: Engine, reserved: int) -> CapacityLimiter:
 
 
 async def file_report(request: Request, **report_args: Any) -> ReportResult:
-    """File one report (``geo.incidents.service.report``'s arguments) through the app's
+    """File one report (``geo.incidents.report``'s arguments) through the app's
     ``ReportWriter``; returns after the commit that made it durable, or raises its error."""
     return await asyncio.wrap_future(request.app.state.report_writer.submit(**report_args))

@@ -18,7 +18,7 @@ from api.security import install_security
 from geo.auth.service import AuthSettings
 from geo.core.db import make_engine, resolve_url
 from geo.core.settings import ApiSettings, DatabaseSettings
-from geo.incidents.service import ReportWriter
+from geo.incidents import ReportWriter
 
 log = logging.getLogger(__name__)
 

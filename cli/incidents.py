@@ -15,7 +15,7 @@ incident_app = typer.Typer(help="Incidents: the six-step loop (六步接办) fro
 
 
 def _settings() -> Any:
-    from geo.incidents.service import IncidentSettings
+    from geo.incidents import IncidentSettings
 
     return IncidentSettings()
 

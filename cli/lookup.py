@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from cli.common import connection, domain_errors, engine
-from geo.core.errors import InvalidInput, Problem
 
 CHUNK = 100_000
 
@@ -25,7 +24,7 @@ def register(app: typer.Typer) -> None:
         at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
     ) -> None:
         """Print the district, street, community and grid (with team) holding one point."""
-        from geo.lookup.service import locate_point
+        from geo.lookup import locate_point
 
         with connection() as conn:
             res = locate_point(conn, lon, lat, crs=crs, at=at)
@@ -42,33 +41,13 @@ def register(app: typer.Typer) -> None:
         at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
     ) -> None:
         """Add grid_code, community_code, street_code and lookup_status to every point."""
-        import geopandas as gpd
         import numpy as np
-        import pandas as pd
         from tqdm import tqdm
 
         from geo import lookup
+        from geo.core.codes import street_of
 
-        if src.suffix.lower() == ".csv":
-            frame = pd.read_csv(src)
-            cols = {c.lower(): c for c in frame.columns}
-            lon_c = next((cols[c] for c in ("lon", "lng", "longitude", "x") if c in cols), None)
-            lat_c = next((cols[c] for c in ("lat", "latitude", "y") if c in cols), None)
-            if lon_c is None or lat_c is None:
-                raise InvalidInput("CSV needs lon and lat columns",
-                                   [Problem(reason="column missing",
-                                            field="lon" if lon_c is None else "lat")])
-            lon = pd.to_numeric(frame[lon_c], errors="coerce").to_numpy(dtype=float)
-            lat = pd.to_numeric(frame[lat_c], errors="coerce").to_numpy(dtype=float)
-        else:
-            frame = gpd.read_file(src)
-            if frame.crs is not None and frame.crs.to_epsg() != 4326:
-                frame = frame.to_crs(4326)
-                crs = "wgs84"
-            if not (frame.geom_type == "Point").all():
-                raise InvalidInput("only point features can be looked up",
-                                   [Problem(reason="not a point", field="geometry")])
-            lon, lat = frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy()
+        frame, lon, lat, crs = lookup.read_points(src, crs)
         eng = engine()
         n = len(lon)
         grid = np.empty(n, dtype=object)
@@ -90,19 +69,9 @@ def register(app: typer.Typer) -> None:
         parent = {g: index.grid_info[i]["parent_code"] for i, g in
                   enumerate(index.grid_codes)} if index else {}
         out["community_code"] = [parent.get(g) if g else None for g in grid]
-        out["street_code"] = [parent[g][:9] if g and parent.get(g) else None for g in grid]
+        out["street_code"] = [street_of(parent[g]) if g and parent.get(g) else None
+                              for g in grid]
         out["lookup_status"] = status
-        ext = dst.suffix.lower()
-        if not isinstance(out, gpd.GeoDataFrame) and ext != ".csv":
-            out = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(wlon, wlat), crs=4326)
-        if ext == ".csv":
-            pd.DataFrame(out.drop(columns="geometry", errors="ignore")).to_csv(dst, index=False)
-        elif ext in (".geojson", ".json"):
-            gpd.GeoDataFrame(out).to_file(dst, driver="GeoJSON")
-        elif ext == ".gpkg":
-            gpd.GeoDataFrame(out).to_file(dst, driver="GPKG", layer="lookup")
-        else:
-            raise InvalidInput("unknown output format",
-                               [Problem(reason="use .csv, .geojson or .gpkg", field="OUT")])
+        lookup.write_points(out, dst, wlon, wlat)
         ok = int((status == "ok").sum())
         typer.echo(f"{n} points, {ok} in a grid, written to {dst}")

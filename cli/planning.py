@@ -25,7 +25,7 @@ EFFECTIVE = typer.Option(None, "--effective-from", help="When the change takes e
 
 
 def _settings() -> Any:
-    from geo.planning.service import PlanningSettings
+    from geo.planning import PlanningSettings
 
     return PlanningSettings()
 
@@ -51,7 +51,7 @@ def _read_geometry(path: Path, what: str) -> Any:
 
 
 def _done(res: Any) -> None:
-    from geo.planning.service import refresh_lookup
+    from geo.planning import refresh_lookup
 
     refresh_lookup()
     print_json(res.as_dict())
@@ -66,7 +66,7 @@ def split_cmd(
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
     """Split a grid along a line; the pieces get new DB11 codes, the old code is retired."""
-    from geo.planning.service import split_grid
+    from geo.planning import split_grid
 
     geom = _read_geometry(line, "line")
     with connection() as conn:
@@ -81,7 +81,7 @@ def merge_cmd(
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
     """Merge adjacent grids into one new grid (new DB11 code; the old codes are retired)."""
-    from geo.planning.service import merge_grids
+    from geo.planning import merge_grids
 
     with connection() as conn:
         res = merge_grids(conn, codes, effective_from=effective_from, settings=_settings())
@@ -97,7 +97,7 @@ def reshape_cmd(
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
     """Replace one grid's geometry (code kept). Neighbours that must give way: use ``import``."""
-    from geo.planning.service import reshape_grids
+    from geo.planning import reshape_grids
 
     geom = _read_geometry(file, "geometry")
     with connection() as conn:
@@ -114,7 +114,7 @@ def reassign_cmd(
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
     """Reassign one building to another grid of its community."""
-    from geo.planning.service import reassign_buildings
+    from geo.planning import reassign_buildings
 
     with connection() as conn:
         res = reassign_buildings(conn, {building: grid}, effective_from=effective_from,
@@ -133,7 +133,7 @@ def import_cmd(
 ) -> None:
     """Import a redrawn grid layer as ONE change: unchanged grids are kept, changed ones get new
     versions, missing ones are retired, rows without a code get DB11 codes."""
-    from geo.planning.service import import_grid_layer
+    from geo.planning import import_grid_layer
 
     with connection() as conn:
         res = import_grid_layer(conn, file, community=community, layer=layer,
@@ -148,7 +148,7 @@ def diff_cmd(
     to_generation: int = typer.Argument(..., metavar="TO", help="Later generation id."),
 ) -> None:
     """Grids added, removed and changed, codes created and retired, buildings moved."""
-    from geo.planning.service import diff_generations
+    from geo.planning import diff_generations
 
     with connection() as conn:
         print_json(diff_generations(conn, from_generation, to_generation))
@@ -165,7 +165,7 @@ def draft_cmd(
     to the database. Accept it with ``wangge grid accept``."""
     from tqdm import tqdm
 
-    from geo.planning.service import draft_partition
+    from geo.planning import draft_partition
 
     with tqdm(desc="draft (max-p solves)", unit="solve") as bar, connection() as conn:
 
@@ -191,7 +191,7 @@ def accept_cmd(
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
     """Accept a draft as one change: its grids replace the community's, with new DB11 codes."""
-    from geo.planning.service import accept_draft
+    from geo.planning import accept_draft
 
     try:
         fc = json.loads(file.read_text(encoding="utf-8"))

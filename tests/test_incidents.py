@@ -2,13 +2,12 @@
 
 Area data: a hand-made district of one street, one community and two grids split at
 lon 119.31 (west grid ...001, east grid ...002), so the expected grid of a point is known from
-shapely alone. Routing uses ``geo.lookup.service.locate_point`` when it exists; tests that are about
+shapely alone. Routing uses ``geo.lookup.locate_point``; tests that are about
 the workflow (not the lookup) use a stand-in locator built here with shapely and pyproj.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,16 +22,16 @@ from shapely.geometry import Point, box
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from geo import incidents as inc
 from geo.core.db import make_engine
 from geo.core.errors import Conflict, InvalidInput, PayloadTooLarge
-from geo.incidents import service as inc
+from geo.incidents import intake, workflow
 
 W, S, E, N, MID = 119.30, 26.04, 119.32, 26.06, 119.31
 DISTRICT, STREET, COMMUNITY = "350104", "350104001", "350104001001"
 GRID_W, GRID_E = "350104001001001", "350104001001002"
 GRIDS = {GRID_W: box(W, S, MID, N), GRID_E: box(MID, S, E, N)}
 GEOD = Geod(ellps="WGS84")
-HAS_LOOKUP = importlib.util.find_spec("geo.lookup.service") is not None
 
 AREA_SQL = """
 INSERT INTO generation (id, kind, effective_from) VALUES (1, 'import', now() - interval '1 day');
@@ -68,7 +67,7 @@ _TO_UTM = Transformer.from_crs(4326, 32650, always_xy=True)
 
 def shapely_locator(conn: Any, lon: float, lat: float, *, crs: str = "wgs84",
                     at: Any = None) -> FakeLookup:
-    """Stand-in for geo.lookup.service.locate_point over the hand-made grids (WGS 84 input only)."""
+    """Stand-in for geo.lookup.locate_point over the hand-made grids (WGS 84 input only)."""
     assert crs == "wgs84"
     p = Point(lon, lat)
     code = next((c for c, g in GRIDS.items() if g.covers(p)), None)
@@ -120,7 +119,6 @@ def _report(c: Any, lon: float, lat: float, cat: str = "rubbish", **kw: Any) -> 
 # ---------------------------------------------------------------- routing
 
 
-@pytest.mark.skipif(not HAS_LOOKUP, reason="geo.lookup.service (lookup engineer) not landed yet")
 def test_report_routes_to_the_grid_shapely_names(c: Any) -> None:
     for lon, lat in [(119.305, 26.05), (119.3149, 26.041), (119.3001, 26.0599)]:
         expected = next(code for code, g in GRIDS.items() if g.contains(Point(lon, lat)))
@@ -129,7 +127,6 @@ def test_report_routes_to_the_grid_shapely_names(c: Any) -> None:
         assert (r.community_code, r.street_code) == (COMMUNITY, STREET)
 
 
-@pytest.mark.skipif(not HAS_LOOKUP, reason="geo.lookup.service (lookup engineer) not landed yet")
 def test_gcj02_report_lands_in_the_right_grid(c: Any) -> None:
     prcoords = pytest.importorskip("prcoords")
     # a WGS 84 point 60 m west of the grid boundary; GCJ-02 shifts it ~500 m, far into the wrong
@@ -246,7 +243,7 @@ def test_failure_mid_transition_leaves_case_unchanged(db: Engine, monkeypatch: A
     def boom(*a: Any, **k: Any) -> None:
         raise RuntimeError("injected failure after the history insert")
 
-    monkeypatch.setattr(inc, "_apply_update", boom)
+    monkeypatch.setattr(workflow, "_apply_update", boom)
     with pytest.raises(RuntimeError), db.begin() as c:
         inc.transition(c, r.id, "checked_in", actor="dept:water", settings=SETTINGS)
     with db.connect() as c:
@@ -406,14 +403,14 @@ def test_file_reports_falls_back_to_one_transaction_each(batch_db: Engine,
                                                          monkeypatch: Any) -> None:
     """A database error in one report drops the shared transaction; each report is then filed
     alone, and only the one that failed is missing."""
-    original = inc._insert_report
+    original = intake._insert_report
 
     def failing(conn: Any, args: Any, *rest: Any) -> Any:
         if args.get("description") == "boom":
             conn.exec_driver_sql("SELECT 1 / 0")  # a real error: the transaction is aborted
         return original(conn, args, *rest)
 
-    monkeypatch.setattr(inc, "_insert_report", failing)
+    monkeypatch.setattr(intake, "_insert_report", failing)
     batch = [dict(category="rubbish", lon=119.301 + 0.002 * i, lat=26.05,
                   description="boom" if i == 2 else f"r{i}") for i in range(5)]
     out = inc.file_reports(batch_db, batch, settings=SETTINGS)

@@ -8,10 +8,11 @@ import pytest
 import shapely
 from sqlalchemy import text
 
+from geo import lookup
 from geo.core.db import make_engine
 from geo.core.errors import InvalidInput, NotFound, OutsideDistrict, SwappedCoordinates, UnknownCRS
 from geo.data.coords import from_wgs84
-from geo.lookup import service as lookup
+from geo.lookup import cache as lookup_cache
 
 D, S = "350104", "350104001"
 C1, C2 = S + "001", S + "002"
@@ -308,6 +309,19 @@ def test_single_point_path_matches_the_array_path():
     assert np.array_equal(single[:, 0][st == lookup.OK], gi[st == lookup.OK])
 
 
+def test_refresh_lookup_makes_the_next_lookup_rebuild(hand_made):
+    """After a planning change, ``refresh_lookup`` drops the cached index even within the
+    staleness window (the version check alone would wait for it)."""
+    from geo.planning import refresh_lookup
+
+    first = lookup.get_index(hand_made, max_staleness_ms=60_000)
+    assert lookup.get_index(hand_made, max_staleness_ms=60_000) is first
+    refresh_lookup()
+    again = lookup.get_index(hand_made, max_staleness_ms=60_000)
+    assert again is not first
+    assert again.grid_codes == first.grid_codes
+
+
 def test_failed_background_refresh_waits_for_the_next_interval(hand_made, monkeypatch):
     """With the database unreachable, the HTTP path keeps answering from the index it has and
     retries the version check once per interval, not on every request."""
@@ -322,7 +336,7 @@ def test_failed_background_refresh_waits_for_the_next_interval(hand_made, monkey
         calls.append(1)
         raise RuntimeError("database unreachable")
 
-    monkeypatch.setattr(lookup, "_version", unreachable)
+    monkeypatch.setattr(lookup_cache, "_version", unreachable)
     lookup.invalidate_index()  # the next HTTP lookup must check
     for _ in range(50):
         index = lookup.get_index(hand_made, max_staleness_ms=60_000, background=True,

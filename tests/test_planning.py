@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from geo.core.errors import Conflict, InvalidInput
 from geo.data.store import write_layers
-from geo.planning.service import (
+from geo.planning import (
     PlanningSettings,
     allocate_codes,
     diff_generations,
@@ -270,7 +270,7 @@ def test_lookup_before_and_after_change(engine, fresh_database):
                              effective_from=LATER, settings=LOOSE)
         p = wgs(shapely.Point(X0 + 50, Y0 + 300))
         try:
-            from geo.lookup.service import locate_point
+            from geo.lookup import locate_point
         except ImportError:
             locate_point = None
         with eng.connect() as conn:

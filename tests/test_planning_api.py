@@ -26,7 +26,7 @@ from api.main import create_app
 from geo.auth.service import AuthSettings, create_user
 from geo.core.db import make_engine
 from geo.data.store import write_layers
-from geo.planning.service import PlanningSettings
+from geo.planning import PlanningSettings
 from geo.samples.synth import generate_city
 
 AUTH = AuthSettings(jwt_secret="planning-test-" + "x" * 32, enforce_access=True)
@@ -350,7 +350,7 @@ def test_diff_unknown_generation_and_bad_body(api):
 
 
 def test_lookup_follows_the_change_by_date(api):
-    from geo.lookup.service import locate_point
+    from geo.lookup import locate_point
 
     client, eng, h = api
     code = C1 + "005"

@@ -202,56 +202,38 @@ def _generation_clause(generation: int | None) -> str:
     return ("generation_low <= :gen AND (generation_high IS NULL OR generation_high >= :gen)")
 
 
-def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
-               bbox: tuple[float, float, float, float] | None = None,
-               limit: int | None = None, within: str | None = None) -> gpd.GeoDataFrame:
-    """One layer of the contract as a GeoDataFrame in EPSG:4326.
+# layer -> (SELECT ... WHERE <a first condition>, its geometry expression or None, ORDER BY)
+_AREA_COLUMNS = {"district": "code, name, metric_srid",
+                 "street": "code, parent_code, name",
+                 "community": "code, parent_code, name",
+                 "grid": "code, parent_code, name, responsible_body"}
+LAYER_SQL: dict[str, tuple[str, str | None, str]] = {
+    **{level: (f"SELECT {cols}, ST_AsBinary(geom) AS geom FROM area WHERE level = :level",
+               "geom", "code") for level, cols in _AREA_COLUMNS.items()},
+    "grid_team": ("SELECT grid_code, role, name, phone FROM grid_team_member WHERE true", None,
+                  "grid_code, role, name"),
+    "building": ("SELECT code, name, households, residents, floors, grid_code, "
+                 "ST_AsBinary(COALESCE(ST_Multi(footprint), location)) AS geom "
+                 "FROM building WHERE true", "COALESCE(footprint, location)", "code"),
+    "station": ("SELECT code, name, kind, community_code, ST_AsBinary(location) AS geom "
+                "FROM station WHERE true", "location", "code"),
+    "walk_edge": ("SELECT id, source, target, length_m, road_class, is_crossing, name, "
+                  "ST_AsBinary(geom) AS geom FROM walk_edge WHERE true", "geom", "id"),
+    "barrier": ("SELECT kind, name, ST_AsBinary(geom) AS geom FROM barrier WHERE true", "geom",
+                "kind, name"),
+    "compound": ("SELECT code, name, community_code, ST_AsBinary(geom) AS geom "
+                 "FROM compound WHERE true", "geom", "code"),
+}
 
-    Areas come from the current generation unless ``generation`` is given (then the versions
-    valid in it). ``bbox`` (minx, miny, maxx, maxy in degrees) and ``limit`` narrow the result.
-    ``within`` (an area code) keeps features whose area code starts with it (areas: their code;
-    buildings and teams: grid code; stations and compounds: community code) or, for layers
-    without one (walk_edge, barrier), that intersect that current area.
-    """
-    params: dict[str, Any] = {"gen": generation}
+
+def _layer_filters(layer: str, geom: str | None, params: dict[str, Any], *,
+                   generation: int | None, bbox: tuple[float, float, float, float] | None,
+                   within: str | None) -> list[str]:
+    """The WHERE conditions of ``read_layer`` (values bound into ``params``)."""
     where = []
     if layer in AREA_LEVELS:
-        cols = {"district": "code, name, metric_srid",
-                "street": "code, parent_code, name",
-                "community": "code, parent_code, name",
-                "grid": "code, parent_code, name, responsible_body"}[layer]
-        sql = f"SELECT {cols}, ST_AsBinary(geom) AS geom FROM area WHERE level = :level"
         params["level"] = layer
         where.append(_generation_clause(generation))
-        geom = "geom"
-    elif layer == "grid_team":
-        sql = "SELECT grid_code, role, name, phone FROM grid_team_member WHERE true"
-        geom = None
-    elif layer == "building":
-        sql = ("SELECT code, name, households, residents, floors, grid_code, "
-               "ST_AsBinary(COALESCE(ST_Multi(footprint), location)) AS geom "
-               "FROM building WHERE true")
-        geom = "COALESCE(footprint, location)"
-    elif layer == "station":
-        sql = ("SELECT code, name, kind, community_code, ST_AsBinary(location) AS geom "
-               "FROM station WHERE true")
-        geom = "location"
-    elif layer == "walk_edge":
-        sql = ("SELECT id, source, target, length_m, road_class, is_crossing, name, "
-               "ST_AsBinary(geom) AS geom "
-               "FROM walk_edge WHERE true")
-        geom = "geom"
-    elif layer == "barrier":
-        sql = "SELECT kind, name, ST_AsBinary(geom) AS geom FROM barrier WHERE true"
-        geom = "geom"
-    elif layer == "compound":
-        sql = ("SELECT code, name, community_code, ST_AsBinary(geom) AS geom "
-               "FROM compound WHERE true")
-        geom = "geom"
-    else:
-        raise NotFound(f"unknown layer {layer!r}",
-                       [Problem(reason=f"expected one of {', '.join(LAYERS)}", field="layer",
-                                feature=layer)])
     if within is not None:
         column = LAYER_AREA_COLUMN.get(layer)
         if column:
@@ -263,11 +245,56 @@ def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
     if bbox is not None and geom:
         where.append(f"{geom} && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
         params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
+    return where
+
+
+def _wkb_frame(conn: Connection, sql: str, params: dict[str, Any]) -> gpd.GeoDataFrame:
+    """The rows of ``sql`` (with a WKB column ``geom``) as a GeoDataFrame in EPSG:4326."""
+    # Geometry as WKB, decoded in one vectorised shapely call (read_postgis decodes row by row).
+    result = conn.execute(text(sql), params)
+    cols = list(result.keys())
+    rows = result.all()
+    # Column-wise construction: from_records on SQLAlchemy Rows is ~10x slower.
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in cols]
+    df = pd.DataFrame({c: pd.Series(list(v), dtype=object) if c == "geom" else list(v)
+                       for c, v in zip(cols, columns, strict=True)})
+    wkb = df.pop("geom").to_numpy(dtype=object)
+    geoms = shapely.from_wkb(np.array([None if w is None else bytes(w) for w in wkb],
+                                      dtype=object))
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, index=df.index, crs=4326),
+                            crs=4326)
+
+
+def _single_parts(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Single-part areas as Polygon (storage is MultiPolygon)."""
+    parts = shapely.get_num_geometries(gdf.geometry.array)
+    arr = gdf.geometry.array.copy()
+    single = parts == 1
+    if single.any():
+        arr[single] = shapely.get_geometry(arr[single], 0)
+    return gdf.set_geometry(gpd.GeoSeries(arr, index=gdf.index, crs=4326))
+
+
+def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
+               bbox: tuple[float, float, float, float] | None = None,
+               limit: int | None = None, within: str | None = None) -> gpd.GeoDataFrame:
+    """One layer of the contract as a GeoDataFrame in EPSG:4326.
+
+    Areas come from the current generation unless ``generation`` is given (then the versions
+    valid in it). ``bbox`` (minx, miny, maxx, maxy in degrees) and ``limit`` narrow the result.
+    ``within`` (an area code) keeps features whose area code starts with it (areas: their code;
+    buildings and teams: grid code; stations and compounds: community code) or, for layers
+    without one (walk_edge, barrier), that intersect that current area.
+    """
+    if layer not in LAYER_SQL:
+        raise NotFound(f"unknown layer {layer!r}",
+                       [Problem(reason=f"expected one of {', '.join(LAYERS)}", field="layer",
+                                feature=layer)])
+    sql, geom, order = LAYER_SQL[layer]
+    params: dict[str, Any] = {"gen": generation}
+    where = _layer_filters(layer, geom, params, generation=generation, bbox=bbox, within=within)
     if where:
         sql += " AND " + " AND ".join(where)
-    order = "id" if layer == "walk_edge" else ("grid_code, role, name" if layer == "grid_team"
-                                                 else "kind, name" if layer == "barrier"
-                                                 else "code")
     sql += f" ORDER BY {order}"
     if limit is not None:
         sql += " LIMIT :limit"
@@ -275,27 +302,9 @@ def read_layer(conn: Connection, layer: str, *, generation: int | None = None,
     if geom is None:
         return pd.DataFrame(conn.execute(text(sql), params).mappings().all(),
                             columns=list(COLUMNS["grid_team"]))
-    # Geometry as WKB, decoded in one vectorised shapely call (read_postgis decodes row by row).
-    result = conn.execute(text(sql), params)
-    cols = list(result.keys())
-    rows = result.all()
-    # Column-wise construction: from_records on SQLAlchemy Rows is ~10x slower.
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in cols]
-    df = pd.DataFrame({c: pd.Series(list(v), dtype=object) if c == "geom" else list(v)
-                       for c, v in zip(cols, columns, strict=True)})
-    wkb = df.pop("geom").to_numpy(dtype=object)
-    geoms = shapely.from_wkb(np.array([None if w is None else bytes(w) for w in wkb],
-                                      dtype=object))
-    gdf = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, index=df.index, crs=4326),
-                           crs=4326)
+    gdf = _wkb_frame(conn, sql, params)
     if layer in AREA_LEVELS and len(gdf):
-        # Single-part areas come back as Polygon (storage is MultiPolygon).
-        parts = shapely.get_num_geometries(gdf.geometry.array)
-        arr = gdf.geometry.array.copy()
-        single = parts == 1
-        if single.any():
-            arr[single] = shapely.get_geometry(arr[single], 0)
-        gdf = gdf.set_geometry(gpd.GeoSeries(arr, index=gdf.index, crs=4326))
+        gdf = _single_parts(gdf)
     return gdf
 
 

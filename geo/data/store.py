@@ -20,7 +20,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
 from geo.core.errors import InvalidInput, Problem
+from geo.data.crs import utm_epsg
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,6 @@ LAYER_ORDER = (
     "walk_edge", "barrier",
 )
 KNOWN_LAYERS = frozenset(LAYER_ORDER) | {"walk_node"}
-
-
-def utm_epsg(lon: float, lat: float) -> int:
-    """The WGS 84 / UTM zone EPSG code for a point (326xx north, 327xx south)."""
-    zone = int(np.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return (32600 if lat >= 0 else 32700) + zone
 
 
 def _ewkb(geoms: Iterable[Any]) -> np.ndarray:
@@ -98,6 +93,7 @@ def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> int:
         return 0
     cols = ", ".join(frame.columns)
     raw = conn.connection.driver_connection
+    assert raw is not None  # a live DBAPI connection (psycopg2)
     with raw.cursor() as cur:
         for start in range(0, len(frame), COPY_CHUNK):  # chunks bound the CSV text in memory
             buf = io.StringIO()
@@ -203,7 +199,8 @@ def _building_frame(gdf: gpd.GeoDataFrame, source: str = "import") -> pd.DataFra
     geoms = _geoms(gdf)
     tid = shapely.get_type_id(geoms)
     is_point = tid == 0
-    location = np.where(is_point, geoms, None)
+    location = np.full(len(geoms), None, dtype=object)
+    location[is_point] = geoms[is_point]
     nonpoint = ~is_point & ~shapely.is_missing(geoms)
     if nonpoint.any():
         location[nonpoint] = shapely.point_on_surface(geoms[nonpoint])
@@ -266,6 +263,133 @@ def _walk_frames(gdf: gpd.GeoDataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return nodes, edges
 
 
+# -- one writer per layer: (conn, layer name, frame, generation id, kind) -> rows per table
+
+def _write_area(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
+                kind: str) -> dict[str, int]:
+    return {name: _copy(conn, "area", _area_frame(name, gdf, gen))}
+
+
+def _write_grid_team(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
+                     kind: str) -> dict[str, int]:
+    _clear(conn, "grid_team_member")
+    frame = pd.DataFrame({
+        "grid_code": _col(gdf, "grid_code").astype(str).values,
+        "role": _col(gdf, "role").values,
+        "name": _col(gdf, "name", "").fillna("").values,
+        "phone": _col(gdf, "phone").values,
+    })
+    with _indexes_rebuilt(conn, "grid_team_member", len(frame)):
+        return {name: _copy(conn, "grid_team_member", frame)}
+
+
+def _write_compound(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
+                    kind: str) -> dict[str, int]:
+    conn.execute(text(
+        "UPDATE building SET compound_id = NULL WHERE compound_id IS NOT NULL"))
+    conn.execute(text("DELETE FROM compound"))
+    frame = pd.DataFrame({
+        "code": _col(gdf, "code").astype(str).values,
+        "name": _col(gdf, "name").values,
+        "community_code": _col(gdf, "community_code").values,
+        "geom": _ewkb(_multi_polygons(_geoms(gdf))),
+    })
+    return {name: _copy(conn, "compound", frame)}
+
+
+def _write_building(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
+                    kind: str) -> dict[str, int]:
+    _clear(conn, "building")
+    frame = _building_frame(gdf, kind)
+    with _indexes_rebuilt(conn, "building", len(frame)):
+        rows = _copy(conn, "building", frame)
+    if "compound_code" in gdf.columns:
+        conn.execute(text(
+            "UPDATE building b SET compound_id = c.id FROM compound c "
+            "WHERE c.code = b.properties->>'compound_code'"
+        ))
+    filled = conn.execute(text(
+        "UPDATE building b SET grid_code = a.code FROM area a "
+        "WHERE b.grid_code IS NULL AND a.level = 'grid' AND a.generation_high IS NULL "
+        "AND ST_Intersects(a.geom, b.location)"
+    )).rowcount
+    if filled:
+        log.info("grid_code filled by spatial join for %d buildings", filled)
+    return {name: rows}
+
+
+def _write_station(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
+                   kind: str) -> dict[str, int]:
+    _clear(conn, "station")
+    frame = pd.DataFrame({
+        "code": _col(gdf, "code").astype(str).values,
+        "name": _col(gdf, "name", "").fillna("").values,
+        "kind": _col(gdf, "kind").values,
+        "location": _ewkb(_geoms(gdf)),
+        "community_code": _col(gdf, "community_code").values,
+        "address": _col(gdf, "address").values,
+    })
+    return {name: _copy(conn, "station", frame)}
+
+
+def _write_walk(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
+                kind: str) -> dict[str, int]:
+    _clear(conn, "walk_edge", "walk_node")
+    nodes, edges = _walk_frames(gdf)
+    written: dict[str, int] = {}
+    with _indexes_rebuilt(conn, "walk_node", len(nodes)):
+        written["walk_node"] = _copy(conn, "walk_node", nodes)
+    with _indexes_rebuilt(conn, "walk_edge", len(edges)):
+        written[name] = _copy(conn, "walk_edge", edges)
+    if "id" in edges.columns:
+        conn.execute(text(
+            "SELECT setval(pg_get_serial_sequence('walk_edge', 'id'), "
+            "(SELECT coalesce(max(id), 0) + 1 FROM walk_edge), false)"
+        ))
+    conn.execute(text(
+        "SELECT setval(pg_get_serial_sequence('walk_node', 'id'), "
+        "(SELECT coalesce(max(id), 0) + 1 FROM walk_node), false)"
+    ))
+    return written
+
+
+def _write_barrier(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
+                   kind: str) -> dict[str, int]:
+    _clear(conn, "barrier")
+    frame = pd.DataFrame({
+        "kind": _col(gdf, "kind").values,
+        "name": _col(gdf, "name").values,
+        "geom": _ewkb(_geoms(gdf)),
+    })
+    return {name: _copy(conn, "barrier", frame)}
+
+
+LayerWriter = Callable[[Connection, str, gpd.GeoDataFrame, int, str], dict[str, int]]
+WRITERS: dict[str, LayerWriter] = {
+    **dict.fromkeys(AREA_LEVELS, _write_area),
+    "grid_team": _write_grid_team,
+    "compound": _write_compound,
+    "building": _write_building,
+    "station": _write_station,
+    "walk_edge": _write_walk,
+    "barrier": _write_barrier,
+}
+# The table each written key lands in, for ANALYZE (others: the table of the same name).
+TABLE_OF = {**dict.fromkeys(AREA_LEVELS, "area"), "grid_team": "grid_team_member"}
+
+
+def _check_layers(layers: dict[str, gpd.GeoDataFrame]) -> None:
+    """Known layer names, every layer in EPSG:4326; else InvalidInput."""
+    unknown = sorted(set(layers) - KNOWN_LAYERS)
+    if unknown:
+        raise InvalidInput(
+            "unknown layer names",
+            [Problem(reason=f"unknown layer {u!r}", field="layer", feature=u) for u in unknown],
+        )
+    for name, gdf in layers.items():
+        _check_crs(name, gdf)
+
+
 def write_layers(
     conn: Connection,
     layers: dict[str, gpd.GeoDataFrame],
@@ -281,22 +405,14 @@ def write_layers(
     current versions of their level; other layers replace their table's rows. Buildings without
     ``grid_code`` get it by a spatial join with the current grids after the load.
     """
-    unknown = sorted(set(layers) - KNOWN_LAYERS)
-    if unknown:
-        raise InvalidInput(
-            "unknown layer names",
-            [Problem(reason=f"unknown layer {u!r}", field="layer", feature=u) for u in unknown],
-        )
-    for name, gdf in layers.items():
-        _check_crs(name, gdf)
-
-    gen = conn.execute(
+    _check_layers(layers)
+    gen = int(conn.execute(
         text(
             "INSERT INTO generation (kind, note, effective_from) "
             "VALUES (:kind, :note, coalesce(CAST(:ef AS timestamptz), now())) RETURNING id"
         ),
         {"kind": kind, "note": note, "ef": effective_from},
-    ).scalar_one()
+    ).scalar_one())
     log.info("generation %s (%s): writing %s", gen, kind, ", ".join(
         f"{k}={len(v)}" for k, v in layers.items()))
 
@@ -311,87 +427,11 @@ def write_layers(
         gdf = layers[name]
         t0 = time.perf_counter()
         bar.set_postfix_str(f"{name} ({len(gdf)})")
-        if name in AREA_LEVELS:
-            written[name] = _copy(conn, "area", _area_frame(name, gdf, gen))
-        elif name == "grid_team":
-            _clear(conn, "grid_team_member")
-            frame = pd.DataFrame({
-                "grid_code": _col(gdf, "grid_code").astype(str).values,
-                "role": _col(gdf, "role").values,
-                "name": _col(gdf, "name", "").fillna("").values,
-                "phone": _col(gdf, "phone").values,
-            })
-            with _indexes_rebuilt(conn, "grid_team_member", len(frame)):
-                written[name] = _copy(conn, "grid_team_member", frame)
-        elif name == "compound":
-            conn.execute(text(
-                "UPDATE building SET compound_id = NULL WHERE compound_id IS NOT NULL"))
-            conn.execute(text("DELETE FROM compound"))
-            frame = pd.DataFrame({
-                "code": _col(gdf, "code").astype(str).values,
-                "name": _col(gdf, "name").values,
-                "community_code": _col(gdf, "community_code").values,
-                "geom": _ewkb(_multi_polygons(_geoms(gdf))),
-            })
-            written[name] = _copy(conn, "compound", frame)
-        elif name == "building":
-            _clear(conn, "building")
-            frame = _building_frame(gdf, kind)
-            with _indexes_rebuilt(conn, "building", len(frame)):
-                written[name] = _copy(conn, "building", frame)
-            if "compound_code" in gdf.columns:
-                conn.execute(text(
-                    "UPDATE building b SET compound_id = c.id FROM compound c "
-                    "WHERE c.code = b.properties->>'compound_code'"
-                ))
-            filled = conn.execute(text(
-                "UPDATE building b SET grid_code = a.code FROM area a "
-                "WHERE b.grid_code IS NULL AND a.level = 'grid' AND a.generation_high IS NULL "
-                "AND ST_Intersects(a.geom, b.location)"
-            )).rowcount
-            if filled:
-                log.info("grid_code filled by spatial join for %d buildings", filled)
-        elif name == "station":
-            _clear(conn, "station")
-            frame = pd.DataFrame({
-                "code": _col(gdf, "code").astype(str).values,
-                "name": _col(gdf, "name", "").fillna("").values,
-                "kind": _col(gdf, "kind").values,
-                "location": _ewkb(_geoms(gdf)),
-                "community_code": _col(gdf, "community_code").values,
-                "address": _col(gdf, "address").values,
-            })
-            written[name] = _copy(conn, "station", frame)
-        elif name == "walk_edge":
-            _clear(conn, "walk_edge", "walk_node")
-            nodes, edges = _walk_frames(gdf)
-            with _indexes_rebuilt(conn, "walk_node", len(nodes)):
-                written["walk_node"] = _copy(conn, "walk_node", nodes)
-            with _indexes_rebuilt(conn, "walk_edge", len(edges)):
-                written[name] = _copy(conn, "walk_edge", edges)
-            if "id" in edges.columns:
-                conn.execute(text(
-                    "SELECT setval(pg_get_serial_sequence('walk_edge', 'id'), "
-                    "(SELECT coalesce(max(id), 0) + 1 FROM walk_edge), false)"
-                ))
-            conn.execute(text(
-                "SELECT setval(pg_get_serial_sequence('walk_node', 'id'), "
-                "(SELECT coalesce(max(id), 0) + 1 FROM walk_node), false)"
-            ))
-        elif name == "barrier":
-            _clear(conn, "barrier")
-            frame = pd.DataFrame({
-                "kind": _col(gdf, "kind").values,
-                "name": _col(gdf, "name").values,
-                "geom": _ewkb(_geoms(gdf)),
-            })
-            written[name] = _copy(conn, "barrier", frame)
+        written.update(WRITERS[name](conn, name, gdf, gen, kind))
         log.info("%s: %s rows in %.1f s", name, written.get(name), time.perf_counter() - t0)
         bar.update(1)
     bar.close()
-    tables = {"district": "area", "street": "area", "community": "area", "grid": "area",
-              "grid_team": "grid_team_member", "walk_node": "walk_node"}
-    for table in sorted({tables.get(n, n) for n in written}):
+    for table in sorted({TABLE_OF.get(n, n) for n in written}):
         conn.execute(text(f"ANALYZE {table}"))  # fresh statistics for the planner
     log.info("generation %s written: %s", gen, written)
-    return int(gen)
+    return gen

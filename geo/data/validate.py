@@ -11,7 +11,8 @@ overlaps are measured in metres in the district's metric CRS (a UTM zone).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import geopandas as gpd
@@ -19,7 +20,6 @@ import numpy as np
 import pandas as pd
 import shapely
 from pyproj import Transformer
-from shapely.strtree import STRtree
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -31,13 +31,19 @@ from geo.core.errors import (
     SwappedCoordinates,
 )
 from geo.core.settings import DataSettings
-from geo.data.crs import metric_crs_for
+from geo.data.crs import metric_crs_for, polygonal
+from geo.data.rules import AREA_LEVELS as AREA_LEVELS
+from geo.data.rules import STATION_KINDS as STATION_KINDS
+from geo.data.rules import (
+    Collector,
+    code_rules,
+    feature_codes,
+    hierarchy_rules,
+    value_rules,
+)
 
 log = logging.getLogger(__name__)
 
-AREA_LEVELS = ("district", "street", "community", "grid")
-CODE_LENGTH = {"district": 6, "street": 9, "community": 12, "grid": 15}
-PARENT_LEVEL = {"street": "district", "community": "street", "grid": "community"}
 
 LAYERS = AREA_LEVELS + ("grid_team", "building", "station", "walk_edge", "barrier", "compound")
 
@@ -67,52 +73,12 @@ GEOM_TYPES: dict[str, tuple[str, ...]] = {
     "barrier": ("LineString", "MultiLineString") + POLYGONAL,
 }
 
-STATION_KINDS = (
-    "party_service_center", "party_service_station", "social_work_station", "elder_canteen",
-    "elderly_daycare", "health_station", "rest_post",
-)
-TEAM_ROLES = (
-    "grid_leader", "responsible_cadre", "community_police", "urban_management",
-    "market_supervisor", "judicial_mediator", "community_medic", "grid_worker", "volunteer",
-)
-ROAD_CLASSES = (
-    "footway", "path", "pedestrian", "steps", "cycleway", "living_street", "residential",
-    "service", "unclassified", "tertiary", "secondary", "primary", "trunk", "crossing",
-    "bridge", "tunnel", "other",
-)
-BARRIER_KINDS = ("arterial", "railway", "river")
 # Codes clash only within the file: ``geo.data.store.write_layers`` closes the current versions of
 # every area level it writes and replaces the building/station/compound tables wholesale, so a
 # code already in the database is replaced, never duplicated.
 
 # China's bounding box (lon 73..135.1 E, lat 18..53.6 N), for the swapped lat/lon test.
 CHINA_BBOX = (73.0, 18.0, 135.1, 53.6)
-
-
-class _Collector:
-    """Gathers problems; each records its rule so that the raised class can be specific."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def add(
-        self, layer: str, index: Any, code: Any, reason: str, *, field: str | None = None,
-        rule: str, **detail: Any,
-    ) -> None:
-        where = layer if index is None else f"{layer}[{index}]"
-        if code is not None and not (isinstance(code, float) and np.isnan(code)):
-            where += f" code={code}"
-        self.problems.append(
-            Problem(reason=reason, field=field, feature=where,
-                    detail={"layer": layer, "index": None if index is None else int(index),
-                            "code": None if code is None else str(code), "rule": rule, **detail})
-        )
-
-
-def _codes(gdf: pd.DataFrame) -> list[Any]:
-    if "code" in gdf.columns:
-        return list(gdf["code"])
-    return [None] * len(gdf)
 
 
 def _str_codes(series: pd.Series) -> pd.Series:
@@ -138,19 +104,270 @@ def _db_district(conn: Connection | None) -> tuple[Any, int | None, str | None]:
     return shapely.from_wkb(bytes(row[0])), row[1], row[2]
 
 
-def _db_areas(conn: Connection | None, codes: Iterable[str]) -> dict[str, Any]:
-    codes = sorted({c for c in codes if c})
-    if conn is None or not codes:
-        return {}
-    rows = conn.execute(
-        text("SELECT code, ST_AsBinary(geom) FROM area_current WHERE code = ANY(:codes)"),
-        {"codes": codes},
-    ).all()
-    return {r[0]: shapely.from_wkb(bytes(r[1])) for r in rows}
-
 
 def _in_bbox(x: np.ndarray, y: np.ndarray, bbox: tuple[float, float, float, float]) -> np.ndarray:
     return (x >= bbox[0]) & (x <= bbox[2]) & (y >= bbox[1]) & (y <= bbox[3])
+
+
+@dataclass
+class _Check:
+    """The state of one validation run, handed from rule to rule."""
+
+    conn: Connection | None
+    layers: dict[str, gpd.GeoDataFrame]
+    repair: bool
+    settings: DataSettings
+    out: Collector = field(default_factory=Collector)
+    valid_mask: dict[str, np.ndarray] = field(default_factory=dict)
+    district_geom: Any = None
+    metric_srid: int | None = None
+    district_code: str | None = None
+    to_metric: Transformer | None = None
+
+    def metric(self, arr: np.ndarray) -> np.ndarray:
+        """WGS 84 geometries in the district's metric CRS (``to_metric`` must be set)."""
+        to_metric = self.to_metric
+        assert to_metric is not None
+        out: np.ndarray = shapely.transform(arr, lambda xy: np.column_stack(
+            to_metric.transform(xy[:, 0], xy[:, 1])))
+        return out
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.valid_mask.get(name, np.zeros(0, bool))
+
+
+def _known_layers(ck: _Check) -> None:
+    """Unknown layer names are reported and dropped."""
+    for name in ck.layers:
+        if name not in LAYERS:
+            ck.out.add(name, None, None, f"unknown layer; expected one of {', '.join(LAYERS)} "
+                       "(name it with --layer / layer=)", field="layer", rule="unknown_layer")
+    ck.layers = {k: v for k, v in ck.layers.items() if k in LAYERS}
+
+
+def _fields_and_values(ck: _Check) -> None:
+    """Required fields, code normalisation, per-field value rules."""
+    for name, gdf in ck.layers.items():
+        for col in REQUIRED[name]:
+            if col not in gdf.columns:
+                ck.out.add(name, None, None, "required field is missing from the layer",
+                           field=col, rule="missing_field")
+                continue
+            missing = gdf[col].isna().to_numpy() | gdf[col].map(
+                lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+            for i in np.flatnonzero(missing):
+                ck.out.add(name, i, feature_codes(gdf)[i], "required value is empty", field=col,
+                           rule="missing_value")
+        for col in ("code", "parent_code", "grid_code", "community_code"):
+            if col in gdf.columns:
+                gdf[col] = _str_codes(gdf[col]).replace("", None)
+        value_rules(name, gdf, ck.out)
+
+
+def _polygonal_or_self(g: Any) -> Any:
+    """The polygonal part of a make_valid result; the geometry itself when it has none."""
+    part = polygonal(g)
+    return g if part is None else part
+
+
+def _repair(ck: _Check, name: str, gdf: gpd.GeoDataFrame, ok: np.ndarray,
+            invalid: np.ndarray, codes: list[Any]) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """``gdf`` with its invalid geometries made valid; those still invalid are reported."""
+    fixed = shapely.make_valid(np.asarray(gdf.geometry.array)[invalid])
+    if GEOM_TYPES[name] == POLYGONAL or name == "building":
+        fixed = np.array([_polygonal_or_self(g) for g in fixed], dtype=object)
+    arr = np.asarray(gdf.geometry.array, dtype=object).copy()
+    arr[invalid] = fixed
+    gdf = gdf.set_geometry(gpd.GeoSeries(arr, index=gdf.index, crs=gdf.crs))
+    ck.layers[name] = gdf
+    log.info("repaired %d invalid geometries in layer %s", int(invalid.sum()), name)
+    still = ok & ~shapely.is_valid(gdf.geometry.array)
+    for i in np.flatnonzero(still):
+        ck.out.add(name, i, codes[i], "geometry still invalid after make_valid",
+                   field="geometry", rule="invalid_geometry")
+    return gdf, still
+
+
+_TYPE_NAMES = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint",
+                        "MultiLineString", "MultiPolygon", "GeometryCollection"])
+
+
+def _layer_geometry(ck: _Check, name: str, gdf: gpd.GeoDataFrame) -> np.ndarray:
+    """Presence, validity (optionally repaired) and type of one layer's geometries; returns
+    the mask of the features that pass."""
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns:
+        ck.out.add(name, None, None, "layer has no geometry column", field="geometry",
+                   rule="missing_geometry")
+        return np.zeros(len(gdf), bool)
+    geoms = gdf.geometry.array
+    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    codes = feature_codes(gdf)
+    for i in np.flatnonzero(~ok):
+        ck.out.add(name, i, codes[i], "geometry is missing or empty", field="geometry",
+                   rule="missing_geometry")
+    invalid = ok & ~shapely.is_valid(geoms)
+    if invalid.any() and ck.repair:
+        gdf, invalid = _repair(ck, name, gdf, ok, invalid, codes)
+        geoms = gdf.geometry.array
+    elif invalid.any():
+        reasons = shapely.is_valid_reason(np.asarray(geoms)[invalid])
+        for i, why in zip(np.flatnonzero(invalid), reasons, strict=True):
+            ck.out.add(name, i, codes[i], f"invalid geometry: {why} "
+                       "(use --repair to fix with make_valid)", field="geometry",
+                       rule="invalid_geometry", why=str(why))
+    types = np.asarray(shapely.get_type_id(geoms))
+    tnames = np.where(types >= 0, _TYPE_NAMES[np.clip(types, 0, 7)], "None")
+    wrong = ok & ~np.isin(tnames, GEOM_TYPES[name])
+    for i in np.flatnonzero(wrong):
+        ck.out.add(name, i, codes[i], f"geometry type {tnames[i]} not allowed; expected "
+                   f"{' or '.join(GEOM_TYPES[name])}", field="geometry", rule="geometry_type")
+    passed: np.ndarray = ok & ~invalid & ~wrong
+    return passed
+
+
+def _geometry(ck: _Check) -> None:
+    """Geometry: presence, type, validity (optionally repaired), layer by layer."""
+    for name, gdf in list(ck.layers.items()):
+        if name in GEOM_TYPES:
+            ck.valid_mask[name] = _layer_geometry(ck, name, gdf)
+
+
+def _district(ck: _Check) -> None:
+    """The district (the layer's own, else the database's current one) and the metric CRS."""
+    dl = ck.layers.get("district")
+    if dl is not None and len(dl) and ck.mask("district").any():
+        ck.district_geom = shapely.union_all(dl.geometry.array[ck.valid_mask["district"]])
+        if "metric_srid" in dl.columns and dl["metric_srid"].notna().any():
+            ck.metric_srid = int(dl["metric_srid"].dropna().iloc[0])
+        if "code" in dl.columns and dl["code"].notna().any():
+            ck.district_code = str(dl["code"].dropna().iloc[0])
+    else:
+        ck.district_geom, ck.metric_srid, ck.district_code = _db_district(ck.conn)
+    if ck.metric_srid is None:
+        ck.metric_srid = _metric_srid_of(ck)
+    if ck.metric_srid:
+        ck.to_metric = Transformer.from_crs(4326, ck.metric_srid, always_xy=True)
+
+
+def _metric_srid_of(ck: _Check) -> int | None:
+    """The UTM zone of the district, else of all valid features (None if nothing sensible)."""
+    if ck.district_geom is not None:
+        return metric_crs_for(ck.district_geom)
+    all_bounds = [g.geometry.total_bounds for n, g in ck.layers.items()
+                  if n in GEOM_TYPES and ck.mask(n).any()]
+    if not all_bounds:
+        return None
+    b = np.array(all_bounds)
+    bx = (np.nanmin(b[:, 0]), np.nanmin(b[:, 1]), np.nanmax(b[:, 2]), np.nanmax(b[:, 3]))
+    if abs(bx[1]) <= 90 and abs(bx[3]) <= 90:
+        return metric_crs_for(bx)
+    return None
+
+
+def _swapped(ck: _Check, name: str, geoms: np.ndarray, codes: list[Any],
+             region_bbox: tuple[float, float, float, float] | None) -> np.ndarray:
+    """Features whose centre reads as lat, lon (swapped), reported; returns their mask."""
+    b = shapely.bounds(geoms)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    region_hit = _in_bbox(cy, cx, CHINA_BBOX) & ~_in_bbox(cx, cy, CHINA_BBOX)
+    if region_bbox is not None:
+        region_hit |= _in_bbox(cy, cx, region_bbox) & ~_in_bbox(cx, cy, region_bbox)
+    bad_lat = (np.abs(b[:, 1]) > 90) | (np.abs(b[:, 3]) > 90)
+    swapped = (region_hit | bad_lat) & ~shapely.is_missing(geoms)
+    for i in np.flatnonzero(swapped):
+        ck.out.add(name, i, codes[i], f"coordinates look swapped (lat, lon): centre "
+                   f"({cx[i]:.6f}, {cy[i]:.6f}) read as lon,lat"
+                   + (" has |lat| > 90" if bad_lat[i] else
+                      f" lies outside, swapped ({cy[i]:.6f}, {cx[i]:.6f}) lies inside the "
+                      "district/China"), field="geometry", rule="swapped_coordinates")
+    return swapped  # type: ignore[no-any-return]
+
+
+def _outside(ck: _Check, name: str, geoms: np.ndarray, codes: list[Any],
+             district_zone: Any) -> None:
+    """Features outside the district (beyond ``district_tolerance_m``), reported and masked."""
+    district_geom = ck.district_geom
+    idx = np.flatnonzero(ck.valid_mask[name])
+    # Exact test in the storage CRS; only what sticks out is measured in metres.
+    shapely.prepare(district_geom)  # prepared first argument: fast for 10^5 features
+    inside = shapely.covers(district_geom, geoms[idx])
+    if name == "barrier":  # a river or railway may cross the district: must touch it
+        inside = shapely.intersects(district_geom, geoms[idx])
+    out_idx = idx[~inside]
+    if len(out_idx):
+        part = shapely.difference(geoms[out_idx], district_geom)
+        inside[~inside] = shapely.covered_by(ck.metric(part), district_zone)
+    for i in idx[~inside]:
+        ck.out.add(name, i, codes[i], "feature lies outside the district "
+                   f"{ck.district_code or ''} (tolerance {ck.settings.district_tolerance_m} m)",
+                   field="geometry", rule="outside_district")
+        ck.valid_mask[name][i] = False
+
+
+def _placement(ck: _Check) -> None:
+    """Swapped lat/lon and outside-the-district."""
+    region_bbox = None
+    district_zone = None
+    if ck.district_geom is not None:
+        minx, miny, maxx, maxy = ck.district_geom.bounds
+        region_bbox = (minx - 0.05, miny - 0.05, maxx + 0.05, maxy + 0.05)
+        if ck.to_metric is not None:
+            dm = ck.metric(np.array([ck.district_geom], dtype=object))[0]
+            district_zone = dm.buffer(ck.settings.district_tolerance_m)
+            shapely.prepare(district_zone)
+    for name, gdf in ck.layers.items():
+        if name not in GEOM_TYPES or name == "district" or not len(gdf):
+            continue
+        geoms = np.asarray(gdf.geometry.array, dtype=object)
+        codes = feature_codes(gdf)
+        swapped = _swapped(ck, name, geoms, codes, region_bbox)
+        ck.valid_mask[name] = ck.valid_mask[name] & ~swapped
+        if district_zone is not None and ck.valid_mask[name].any():
+            _outside(ck, name, geoms, codes, district_zone)
+
+
+def _duplicate_codes(ck: _Check) -> None:
+    """Duplicate codes within a layer, and area codes used in two area layers."""
+    for name, gdf in ck.layers.items():
+        if "code" not in gdf.columns or not len(gdf):
+            continue
+        codes = gdf["code"]
+        dup = codes.notna() & codes.duplicated(keep=False)
+        for i in np.flatnonzero(dup.to_numpy()):
+            first = int(np.flatnonzero((codes == codes.iloc[i]).to_numpy())[0])
+            ck.out.add(name, i, codes.iloc[i], f"duplicate code (also feature {first})"
+                       if first != i else "duplicate code (repeated later in the layer)",
+                       field="code", rule="duplicate_code")
+        if name in AREA_LEVELS:
+            _cross_layer_codes(ck, name, codes)
+
+
+def _cross_layer_codes(ck: _Check, name: str, codes: pd.Series) -> None:
+    other = [n for n in AREA_LEVELS if n != name and n in ck.layers and
+             "code" in ck.layers[n].columns]
+    for n in other:
+        clash = codes.isin(set(ck.layers[n]["code"].dropna()))
+        for i in np.flatnonzero(clash.to_numpy()):
+            ck.out.add(name, i, codes.iloc[i], f"code also used in layer {n}",
+                       field="code", rule="duplicate_code")
+
+
+def _codes_step(ck: _Check) -> None:
+    """Code rules (lengths, sequence numbers, prefixes)."""
+    code_rules(ck.layers, ck.out, ck.district_code)
+
+
+def _hierarchy_step(ck: _Check) -> None:
+    """Every area inside its parent, no sibling overlaps (needs the metric CRS)."""
+    if ck.to_metric is not None:
+        hierarchy_rules(ck.conn, ck.layers, ck.valid_mask, ck.metric, ck.settings, ck.out)
+
+
+# The rules, in order: each reads and extends the state of the run.
+RULES: tuple[Callable[[_Check], None], ...] = (
+    _known_layers, _fields_and_values, _geometry, _district, _placement, _duplicate_codes,
+    _codes_step, _hierarchy_step,
+)
 
 
 def validate_layers(
@@ -176,338 +393,16 @@ def validate_layers(
             [Problem(reason=f"{total} features > max_import_features="
                      f"{settings.max_import_features}", field="features")],
         )
-    out = _Collector()
-    layers = {name: gdf.copy() for name, gdf in layers.items()}
-
-    for name in layers:
-        if name not in LAYERS:
-            out.add(name, None, None, f"unknown layer; expected one of {', '.join(LAYERS)} "
-                    "(name it with --layer / layer=)",
-                    field="layer", rule="unknown_layer")
-    layers = {k: v for k, v in layers.items() if k in LAYERS}
-
-    # Required fields, code normalisation, per-field value rules.
-    for name, gdf in layers.items():
-        for col in REQUIRED[name]:
-            if col not in gdf.columns:
-                out.add(name, None, None, "required field is missing from the layer",
-                        field=col, rule="missing_field")
-                continue
-            missing = gdf[col].isna().to_numpy() | gdf[col].map(
-                lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
-            for i in np.flatnonzero(missing):
-                out.add(name, i, _codes(gdf)[i], "required value is empty", field=col,
-                        rule="missing_value")
-        for col in ("code", "parent_code", "grid_code", "community_code"):
-            if col in gdf.columns:
-                gdf[col] = _str_codes(gdf[col]).replace("", None)
-        _value_rules(name, gdf, out)
-
-    # Geometry: presence, type, validity (optionally repaired).
-    valid_mask: dict[str, np.ndarray] = {}
-    for name, gdf in layers.items():
-        if name not in GEOM_TYPES:
-            continue
-        if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns:
-            out.add(name, None, None, "layer has no geometry column", field="geometry",
-                    rule="missing_geometry")
-            valid_mask[name] = np.zeros(len(gdf), bool)
-            continue
-        geoms = gdf.geometry.array
-        ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-        codes = _codes(gdf)
-        for i in np.flatnonzero(~ok):
-            out.add(name, i, codes[i], "geometry is missing or empty", field="geometry",
-                    rule="missing_geometry")
-        invalid = ok & ~shapely.is_valid(geoms)
-        if invalid.any():
-            if repair:
-                fixed = shapely.make_valid(np.asarray(geoms)[invalid])
-                if GEOM_TYPES[name] == POLYGONAL or name == "building":
-                    fixed = np.array([_polygonal(g) for g in fixed], dtype=object)
-                arr = np.asarray(gdf.geometry.array, dtype=object).copy()
-                arr[invalid] = fixed
-                gdf = gdf.set_geometry(gpd.GeoSeries(arr, index=gdf.index, crs=gdf.crs))
-                layers[name] = gdf
-                log.info("repaired %d invalid geometries in layer %s", int(invalid.sum()), name)
-                geoms = gdf.geometry.array
-                still = ok & ~shapely.is_valid(geoms)
-                for i in np.flatnonzero(still):
-                    out.add(name, i, codes[i], "geometry still invalid after make_valid",
-                            field="geometry", rule="invalid_geometry")
-                invalid = still
-            else:
-                reasons = shapely.is_valid_reason(np.asarray(geoms)[invalid])
-                for i, why in zip(np.flatnonzero(invalid), reasons, strict=True):
-                    out.add(name, i, codes[i], f"invalid geometry: {why} "
-                            "(use --repair to fix with make_valid)", field="geometry",
-                            rule="invalid_geometry", why=str(why))
-        types = np.asarray(shapely.get_type_id(geoms))
-        names = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint",
-                          "MultiLineString", "MultiPolygon", "GeometryCollection"])
-        tnames = np.where(types >= 0, names[np.clip(types, 0, 7)], "None")
-        wrong = ok & ~np.isin(tnames, GEOM_TYPES[name])
-        for i in np.flatnonzero(wrong):
-            out.add(name, i, codes[i], f"geometry type {tnames[i]} not allowed; expected "
-                    f"{' or '.join(GEOM_TYPES[name])}", field="geometry", rule="geometry_type")
-        valid_mask[name] = ok & ~invalid & ~wrong
-
-    # District: the layer's own, else the database's current one.
-    district_geom, metric_srid, district_code = None, None, None
-    dl = layers.get("district")
-    if dl is not None and len(dl) and valid_mask.get("district", np.zeros(0, bool)).any():
-        district_geom = shapely.union_all(dl.geometry.array[valid_mask["district"]])
-        if "metric_srid" in dl.columns and dl["metric_srid"].notna().any():
-            metric_srid = int(dl["metric_srid"].dropna().iloc[0])
-        if "code" in dl.columns and dl["code"].notna().any():
-            district_code = str(dl["code"].dropna().iloc[0])
-    else:
-        district_geom, metric_srid, district_code = _db_district(conn)
-    all_bounds = [g.geometry.total_bounds for n, g in layers.items()
-                  if n in GEOM_TYPES and valid_mask.get(n, np.zeros(0, bool)).any()]
-    if metric_srid is None:
-        if district_geom is not None:
-            metric_srid = metric_crs_for(district_geom)
-        elif all_bounds:
-            b = np.array(all_bounds)
-            bx = (np.nanmin(b[:, 0]), np.nanmin(b[:, 1]), np.nanmax(b[:, 2]), np.nanmax(b[:, 3]))
-            if abs(bx[1]) <= 90 and abs(bx[3]) <= 90:
-                metric_srid = metric_crs_for(bx)
-    to_metric = (Transformer.from_crs(4326, metric_srid, always_xy=True)
-                 if metric_srid else None)
-
-    def metric(arr: np.ndarray) -> np.ndarray:
-        return shapely.transform(arr, lambda xy: np.column_stack(to_metric.transform(
-            xy[:, 0], xy[:, 1])))
-
-    # Swapped lat/lon and outside-the-district.
-    region_bbox = None
-    if district_geom is not None:
-        minx, miny, maxx, maxy = district_geom.bounds
-        region_bbox = (minx - 0.05, miny - 0.05, maxx + 0.05, maxy + 0.05)
-    district_zone = None
-    if district_geom is not None and to_metric is not None:
-        dm = metric(np.array([district_geom], dtype=object))[0]
-        district_zone = dm.buffer(settings.district_tolerance_m)
-        shapely.prepare(district_zone)
-    for name, gdf in layers.items():
-        if name not in GEOM_TYPES or name == "district" or not len(gdf):
-            continue
-        mask = valid_mask[name]
-        geoms = np.asarray(gdf.geometry.array, dtype=object)
-        b = shapely.bounds(geoms)
-        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-        region_hit = _in_bbox(cy, cx, CHINA_BBOX) & ~_in_bbox(cx, cy, CHINA_BBOX)
-        if region_bbox is not None:
-            region_hit |= _in_bbox(cy, cx, region_bbox) & ~_in_bbox(cx, cy, region_bbox)
-        bad_lat = (np.abs(b[:, 1]) > 90) | (np.abs(b[:, 3]) > 90)
-        swapped = (region_hit | bad_lat) & ~shapely.is_missing(geoms)
-        codes = _codes(gdf)
-        for i in np.flatnonzero(swapped):
-            out.add(name, i, codes[i], f"coordinates look swapped (lat, lon): centre "
-                    f"({cx[i]:.6f}, {cy[i]:.6f}) read as lon,lat"
-                    + (" has |lat| > 90" if bad_lat[i] else
-                       f" lies outside, swapped ({cy[i]:.6f}, {cx[i]:.6f}) lies inside the "
-                       "district/China"), field="geometry", rule="swapped_coordinates")
-        mask = mask & ~swapped
-        valid_mask[name] = mask
-        if district_zone is not None and mask.any():
-            # Exact test in the storage CRS; only what sticks out is measured in metres.
-            idx = np.flatnonzero(mask)
-            shapely.prepare(district_geom)  # prepared first argument: fast for 10^5 features
-            inside = shapely.covers(district_geom, geoms[idx])
-            if name == "barrier":  # a river or railway may cross the district: must touch it
-                inside = shapely.intersects(district_geom, geoms[idx])
-            out_idx = idx[~inside]
-            if len(out_idx):
-                part = shapely.difference(geoms[out_idx], district_geom)
-                inside[~inside] = shapely.covered_by(metric(part), district_zone)
-            for i in idx[~inside]:
-                out.add(name, i, codes[i], "feature lies outside the district "
-                        f"{district_code or ''} (tolerance {settings.district_tolerance_m} m)",
-                        field="geometry", rule="outside_district")
-                valid_mask[name][i] = False
-
-    # Duplicate codes within the file and against unique tables in the database.
-    for name, gdf in layers.items():
-        if "code" not in gdf.columns or not len(gdf):
-            continue
-        codes = gdf["code"]
-        dup = codes.notna() & codes.duplicated(keep=False)
-        for i in np.flatnonzero(dup.to_numpy()):
-            first = int(np.flatnonzero((codes == codes.iloc[i]).to_numpy())[0])
-            out.add(name, i, codes.iloc[i], f"duplicate code (also feature {first})"
-                    if first != i else "duplicate code (repeated later in the layer)",
-                    field="code", rule="duplicate_code")
-        if name in AREA_LEVELS:
-            other = [n for n in AREA_LEVELS if n != name and n in layers and
-                     "code" in layers[n].columns]
-            for n in other:
-                clash = codes.isin(set(layers[n]["code"].dropna()))
-                for i in np.flatnonzero(clash.to_numpy()):
-                    out.add(name, i, codes.iloc[i], f"code also used in layer {n}",
-                            field="code", rule="duplicate_code")
-
-    # Code rules and the hierarchy.
-    _code_rules(layers, out, district_code)
-    if to_metric is not None:
-        _hierarchy_rules(conn, layers, valid_mask, metric, settings, out)
-
-    if out.problems:
-        rules = {p.detail.get("rule") for p in out.problems}
+    ck = _Check(conn, {name: gdf.copy() for name, gdf in layers.items()}, repair, settings)
+    for rule in RULES:
+        rule(ck)
+    problems = ck.out.problems
+    if problems:
+        rules = {p.detail.get("rule") for p in problems}
         cls: type[InvalidInput] = InvalidInput
         if rules == {"swapped_coordinates"}:
             cls = SwappedCoordinates
         elif rules == {"outside_district"}:
             cls = OutsideDistrict
-        raise cls(f"{len(out.problems)} problem(s) found; nothing was written", out.problems)
-    return layers
-
-
-def _polygonal(g: Any) -> Any:
-    """The polygonal part of a make_valid result (a bowtie becomes a MultiPolygon)."""
-    if g is None or g.geom_type in POLYGONAL:
-        return g
-    parts = [p for p in shapely.get_parts(g) if p.geom_type in POLYGONAL]
-    if not parts:
-        return g
-    u = shapely.union_all(parts)
-    return u
-
-
-def _value_rules(name: str, gdf: pd.DataFrame, out: _Collector) -> None:
-    codes = _codes(gdf)
-
-    def check(col: str, allowed: tuple[str, ...]) -> None:
-        if col not in gdf.columns:
-            return
-        bad = gdf[col].notna() & ~gdf[col].isin(allowed)
-        for i in np.flatnonzero(bad.to_numpy()):
-            out.add(name, i, codes[i], f"value {gdf[col].iloc[i]!r} not one of "
-                    f"{', '.join(allowed)}", field=col, rule="value")
-
-    def nonneg(col: str, strict: bool = False) -> None:
-        if col not in gdf.columns:
-            return
-        v = pd.to_numeric(gdf[col], errors="coerce")
-        bad = gdf[col].notna() & (v.isna() | ((v <= 0) if strict else (v < 0)))
-        for i in np.flatnonzero(bad.to_numpy()):
-            out.add(name, i, codes[i], f"value {gdf[col].iloc[i]!r} must be a number "
-                    + ("> 0" if strict else ">= 0"), field=col, rule="value")
-
-    if name == "station":
-        check("kind", STATION_KINDS)
-    elif name == "grid_team":
-        check("role", TEAM_ROLES)
-        if "grid_code" in gdf.columns:
-            bad = gdf["grid_code"].notna() & ~gdf["grid_code"].astype(str).str.fullmatch(
-                r"[0-9]{15}")
-            for i in np.flatnonzero(bad.to_numpy()):
-                out.add(name, i, None, "grid_code must have 15 digits", field="grid_code",
-                        rule="code_rule")
-    elif name == "walk_edge":
-        check("road_class", ROAD_CLASSES)
-        nonneg("length_m", strict=True)
-    elif name == "barrier":
-        check("kind", BARRIER_KINDS)
-    elif name == "building":
-        nonneg("households")
-        nonneg("residents")
-
-
-def _code_rules(layers: dict[str, gpd.GeoDataFrame], out: _Collector,
-                district_code: str | None) -> None:
-    for level in AREA_LEVELS:
-        gdf = layers.get(level)
-        if gdf is None or "code" not in gdf.columns:
-            continue
-        n = CODE_LENGTH[level]
-        code = gdf["code"].fillna("")
-        for i, c in enumerate(code):
-            if not c:
-                continue
-            if not (len(c) == n and c.isdigit()):
-                out.add(level, i, c, f"{level} code must be {n} digits", field="code",
-                        rule="code_rule")
-                continue
-            seq = int(c[-3:]) if level != "district" else None
-            if level == "street" and not 1 <= seq <= 399:
-                out.add(level, i, c, "street number (digits 7-9) must be 001-399 "
-                        "(001-099 street, 100-199 town, 200-399 township)", field="code",
-                        rule="code_rule")
-            elif level in ("community", "grid") and seq < 1:
-                out.add(level, i, c, f"{level} sequence (last 3 digits) must be >= 001",
-                        field="code", rule="code_rule")
-            if level != "district" and district_code and not c.startswith(district_code):
-                out.add(level, i, c, f"code does not start with the district code "
-                        f"{district_code}", field="code", rule="code_rule")
-            if level != "district" and "parent_code" in gdf.columns:
-                p = gdf["parent_code"].iloc[i]
-                if p and p != c[:-3]:
-                    out.add(level, i, c, f"parent_code {p} is not the code's prefix {c[:-3]}",
-                            field="parent_code", rule="code_rule")
-
-
-def _hierarchy_rules(conn: Connection | None, layers: dict[str, gpd.GeoDataFrame],
-                     valid_mask: dict[str, np.ndarray], metric: Any, settings: DataSettings,
-                     out: _Collector) -> None:
-    """Every area inside its parent (tolerance), and no two siblings overlapping."""
-    for level in ("street", "community", "grid"):
-        gdf = layers.get(level)
-        if gdf is None or not len(gdf) or "parent_code" not in gdf.columns:
-            continue
-        mask = valid_mask.get(level, np.zeros(len(gdf), bool))
-        parents_layer = layers.get(PARENT_LEVEL[level])
-        parent_geom: dict[str, Any] = {}
-        if parents_layer is not None and "code" in parents_layer.columns:
-            pm = valid_mask.get(PARENT_LEVEL[level], np.zeros(len(parents_layer), bool))
-            for c, g in zip(parents_layer["code"][pm], parents_layer.geometry.array[pm],
-                            strict=True):
-                parent_geom[c] = g
-            known_in_file = set(parents_layer["code"].dropna())
-        else:
-            known_in_file = set()
-        need = set(gdf["parent_code"].dropna()) - known_in_file
-        from_db = _db_areas(conn, need)
-        parent_geom.update(from_db)
-        codes = list(gdf["code"])
-        pcodes = list(gdf["parent_code"])
-        for i, p in enumerate(pcodes):
-            if p and p not in known_in_file and p not in from_db:
-                out.add(level, i, codes[i], f"parent {PARENT_LEVEL[level]} {p} exists neither "
-                        "in the file nor in the database", field="parent_code",
-                        rule="unknown_parent")
-        idx = np.array([i for i in np.flatnonzero(mask) if pcodes[i] in parent_geom], int)
-        geoms = np.asarray(gdf.geometry.array, dtype=object)
-        if len(idx):
-            # Difference in the storage CRS (exact for shared edges), area in metres.
-            parents = np.array([parent_geom[pcodes[i]] for i in idx], dtype=object)
-            sticking = shapely.area(metric(shapely.difference(geoms[idx], parents)))
-            for i, a in zip(idx, sticking, strict=True):
-                if a > settings.containment_tolerance_m2:
-                    out.add(level, i, codes[i], f"not inside its {PARENT_LEVEL[level]} "
-                            f"{pcodes[i]}: {a:.1f} m² lies outside (tolerance "
-                            f"{settings.containment_tolerance_m2} m²)", field="geometry",
-                            rule="not_inside_parent", outside_m2=float(a))
-        # Sibling overlaps: STRtree candidate pairs, then exact intersection areas.
-        sidx = np.flatnonzero(mask)
-        if len(sidx) < 2:
-            continue
-        gm = geoms[sidx]
-        tree = STRtree(gm)
-        a, b = tree.query(gm, predicate="intersects")
-        keep = a < b
-        a, b = a[keep], b[keep]
-        par = np.array([pcodes[i] for i in sidx], dtype=object)
-        same = par[a] == par[b]
-        a, b = a[same], b[same]
-        if not len(a):
-            continue
-        areas = shapely.area(metric(shapely.intersection(gm[a], gm[b])))
-        for x, y, ar in zip(a, b, areas, strict=True):
-            if ar > settings.overlap_tolerance_m2:
-                i, j = sidx[x], sidx[y]
-                out.add(level, i, codes[i], f"overlaps sibling {level} {codes[j]} (feature "
-                        f"{j}) by {ar:.1f} m² (tolerance {settings.overlap_tolerance_m2} m²)",
-                        field="geometry", rule="overlap", other=str(codes[j]),
-                        overlap_m2=float(ar))
+        raise cls(f"{len(problems)} problem(s) found; nothing was written", problems)
+    return ck.layers
