@@ -48,6 +48,7 @@ PLANNERS = Rule(roles=frozenset({"planner"}))
 COMMANDERS = Rule(roles=frozenset({"commander"}))
 LOOKUP = Rule(roles=ALL_ROLES, key_scopes=frozenset({"lookup"}))
 REPORTERS = Rule(roles=ALL_ROLES, key_scopes=frozenset({"open311"}))
+OGC_READ = Rule(roles=ALL_ROLES, key_scopes=frozenset({"ogc"}))
 CASE_WORKERS = Rule(roles=frozenset({"grid_worker", "department_staff", "commander"}))
 
 POLICY: dict[str, Rule] = {
@@ -104,6 +105,27 @@ POLICY: dict[str, Rule] = {
     "planning_draft": PLANNERS,
     "planning_accept_draft": PLANNERS,
     "planning_diff": ANALYSTS,
+    # OGC API Features and Tiles (/ogc): metadata is open; reading needs a user (the handler
+    # admits residents and department staff to the incidents only, scoped) or an "ogc" key;
+    # edits of grids are planning changes
+    "ogc_landing": PUBLIC,
+    "ogc_conformance": PUBLIC,
+    "ogc_openapi": PUBLIC,
+    "ogc_tile_matrix_sets": PUBLIC,
+    "ogc_tile_matrix_set": PUBLIC,
+    "ogc_collections": OGC_READ,
+    "ogc_collection": OGC_READ,
+    "ogc_queryables": OGC_READ,
+    "ogc_items": OGC_READ,
+    "ogc_item": OGC_READ,
+    "ogc_collection_tilesets": OGC_READ,
+    "ogc_collection_tileset": OGC_READ,
+    "ogc_tilejson": OGC_READ,
+    "ogc_tile": OGC_READ,
+    "ogc_create_item": PLANNERS,
+    "ogc_replace_item": PLANNERS,
+    "ogc_update_item": PLANNERS,
+    "ogc_delete_item": PLANNERS,
     # maps for the command centre
     "map_grids": READERS,
     "map_coverage": READERS,

@@ -1,0 +1,279 @@
+"""OGC API Features: landing page, conformance, collections, items, queryables (Parts 1-3),
+and create/replace/update/delete on grids as planning changes (Part 4).
+
+GeoJSON in CRS84 unless ``crs`` asks for EPSG:4326, EPSG:4490 (both lat,lon) or the district's
+UTM zone; ``Content-Crs`` names it. Pages carry ``numberMatched``, ``numberReturned`` and
+next/prev links; a limit above 10,000 is a 400, never a silent cut.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.engine import Connection
+
+from api.dependencies import get_connection
+from api.policy import PolicyRoute, caller, require_area
+from api.routers.ogc.common import (
+    GEOJSON,
+    OPENAPI_30,
+    collection_for,
+    extent_of,
+    geojson,
+    item_query,
+    link,
+    to_openapi_30,
+    url,
+    utm_of,
+)
+from geo import planning
+from geo.core.errors import Problem
+from geo.ogc import edit
+from geo.ogc.collections import COLLECTIONS, Collection
+from geo.ogc.crs import CRS84, BadParameter, parse_crs, supported
+from geo.ogc.items import MAX_LIMIT, one, page
+
+router = APIRouter(prefix="/ogc", tags=["ogc"], route_class=PolicyRoute)
+
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-common-2/1.0/conf/collections",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
+    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/arithmetic",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/update",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/features",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
+]
+
+
+@router.get("", operation_id="ogc_landing", summary="OGC API landing page")
+def landing(request: Request) -> dict[str, Any]:
+    return {
+        "title": "wangge 网格 OGC API",
+        "description": "网格化社会治理数据：区、街道、社区、网格、楼栋、站点、路网、服务圈、事件。",
+        "links": [
+            link(url(request, ""), "self", "application/json", "本页"),
+            link(url(request, "/api"), "service-desc", OPENAPI_30, "OpenAPI 3.0"),
+            link(str(request.base_url).rstrip("/") + "/docs", "service-doc", "text/html"),
+            link(url(request, "/conformance"), "conformance", "application/json"),
+            link(url(request, "/collections"), "data", "application/json"),
+            link(url(request, "/tileMatrixSets"),
+                 "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "application/json"),
+        ],
+    }
+
+
+@router.get("/conformance", operation_id="ogc_conformance", summary="Conformance classes")
+def conformance() -> dict[str, Any]:
+    return {"conformsTo": CONFORMANCE}
+
+
+@router.get("/api", operation_id="ogc_openapi", summary="The OpenAPI 3.0 description")
+def openapi(request: Request) -> Response:
+    doc = to_openapi_30(request.app.openapi())
+    return Response(json.dumps(doc), media_type=OPENAPI_30)
+
+
+def _collection(request: Request, c: Collection, utm: int,
+                bbox: list[float] | None) -> dict[str, Any]:
+    base = url(request, f"/collections/{c.id}")
+    links = [link(base, "self", "application/json", c.title),
+             link(base + "/items", "items", GEOJSON, c.title),
+             link(base + "/queryables", "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                  "application/schema+json")]
+    if c.tiles:
+        links.append(link(base + "/tiles", "http://www.opengis.net/def/rel/ogc/1.0/vector-tiles",
+                          "application/json"))
+    out = {"id": c.id, "title": c.title, "description": c.description, "itemType": "feature",
+           "crs": [x.uri for x in supported(utm)], "storageCrs": CRS84, "links": links}
+    if bbox:
+        out["extent"] = {"spatial": {"bbox": [bbox], "crs": CRS84}}
+    return out
+
+
+@router.get("/collections", operation_id="ogc_collections", summary="The collections")
+def collections(request: Request, conn: Connection = Depends(get_connection)) -> dict[str, Any]:
+    utm = utm_of(request, conn)
+    return {"links": [link(url(request, "/collections"), "self", "application/json")],
+            "collections": [_collection(request, c, utm, extent_of(request, conn, c))
+                            for c in COLLECTIONS.values()]}
+
+
+@router.get("/collections/{collectionId}", operation_id="ogc_collection",
+            summary="One collection")
+def collection(collectionId: str, request: Request,  # noqa: N803 - the OGC path name
+               conn: Connection = Depends(get_connection)) -> dict[str, Any]:
+    c = collection_for(request, collectionId)
+    return _collection(request, c, utm_of(request, conn), extent_of(request, conn, c))
+
+
+@router.get("/collections/{collectionId}/queryables", operation_id="ogc_queryables",
+            summary="Queryables of a collection (JSON Schema)")
+def queryables(collectionId: str, request: Request) -> JSONResponse:  # noqa: N803
+    c = collection_for(request, collectionId)
+    props: dict[str, Any] = {"geometry": {
+        "$ref": "https://geojson.org/schema/" + ("Geometry" if c.geometry == "Geometry"
+                                                 else c.geometry) + ".json"}}
+    for name, kind in c.properties.items():
+        props[name] = ({"type": "string", "format": "date-time"} if kind == "date-time"
+                       else {"type": kind})
+        props[name]["title"] = name
+    return JSONResponse({
+        "$schema": "https://json-schema.org/draft/2019-09/schema",
+        "$id": url(request, f"/collections/{c.id}/queryables"), "type": "object",
+        "title": c.title, "properties": props, "additionalProperties": False,
+    }, media_type="application/schema+json")
+
+
+@router.get("/collections/{collectionId}/items", operation_id="ogc_items",
+            summary="Features of a collection: bbox, datetime, filter (CQL2), crs, paging")
+def items(collectionId: str, request: Request,  # noqa: N803
+          conn: Connection = Depends(get_connection)) -> Response:
+    c = collection_for(request, collectionId)
+    q = item_query(request, conn, c)
+    if q.limit > MAX_LIMIT or q.limit < 1:
+        raise BadParameter("limit out of range", [Problem(
+            reason=f"must be between 1 and {MAX_LIMIT}", field="limit")])
+    features, matched = page(conn, c, q)
+    here = request.url
+    links = [link(str(here), "self", GEOJSON)]
+    if q.offset + len(features) < matched:
+        links.append(link(str(here.include_query_params(offset=q.offset + q.limit,
+                                                        limit=q.limit)), "next", GEOJSON))
+    if q.offset > 0:
+        links.append(link(str(here.include_query_params(offset=max(0, q.offset - q.limit),
+                                                        limit=q.limit)), "prev", GEOJSON))
+    links.append(link(url(request, f"/collections/{c.id}"), "collection", "application/json"))
+    head = json.dumps({"type": "FeatureCollection", "numberMatched": matched,
+                       "numberReturned": len(features), "links": links}, ensure_ascii=False)
+    body = head[:-1] + ', "features": [' + ",".join(features) + "]}"
+    return geojson(body, q.crs)
+
+
+@router.get("/collections/{collectionId}/items/{featureId}", operation_id="ogc_item",
+            summary="One feature")
+def item(collectionId: str, featureId: str, request: Request,  # noqa: N803
+         conn: Connection = Depends(get_connection)) -> Response:
+    c = collection_for(request, collectionId)
+    q = item_query(request, conn, c, paged=False)
+    feature = json.loads(one(conn, c, q, featureId))
+    feature["links"] = [
+        link(str(request.url), "self", GEOJSON),
+        link(url(request, f"/collections/{c.id}"), "collection", "application/json")]
+    return geojson(json.dumps(feature, ensure_ascii=False), q.crs)
+
+
+# ------------------------------------------------------------------ Part 4: grids only
+
+
+def _editable(request: Request, collection_id: str) -> None:
+    c = collection_for(request, collection_id)
+    if not c.editable:
+        raise BadParameter(f"collection '{c.id}' is read-only", [Problem(
+            reason="only the grids collection takes changes", field="collectionId")])
+
+
+def _content_crs(request: Request, conn: Connection) -> tuple[int, bool]:
+    raw = request.headers.get("content-crs") or request.query_params.get("crs")
+    crs = parse_crs(raw.strip("<>") if raw else None, utm_of(request, conn),
+                    field="Content-Crs")
+    return crs.srid, crs.latlon
+
+
+def _author(request: Request) -> str | None:
+    p = caller(request)
+    return p.name if p is not None else None
+
+
+def _settings(request: Request) -> planning.PlanningSettings:
+    return getattr(request.app.state, "planning_settings", None) or planning.PlanningSettings()
+
+
+def _changed(res: planning.ChangeResult, status: int, location: str | None = None) -> Response:
+    planning.refresh_lookup()
+    headers = {"X-Generation": str(res.generation)}
+    if location:
+        headers["Location"] = location
+    if status == 204:
+        return Response(status_code=204, headers=headers)
+    return JSONResponse(res.as_dict(), status_code=status, headers=headers)
+
+
+FEATURE = Body(..., media_type=GEOJSON, description="A GeoJSON Feature (Content-Crs: its CRS).")
+
+
+@router.post("/collections/{collectionId}/items", operation_id="ogc_create_item",
+             status_code=201, summary="Create a grid (a planning change with its checks)",
+             responses={422: {"description": "Refused by the planning checks; nothing written"}})
+def create_item(collectionId: str, request: Request,  # noqa: N803
+                feature: dict[str, Any] = FEATURE,
+                conn: Connection = Depends(get_connection)) -> Response:
+    _editable(request, collectionId)
+    parent = (feature.get("properties") or {}).get("parent_code")
+    require_area(request, parent if isinstance(parent, str) else None, field="parent_code")
+    srid, latlon = _content_crs(request, conn)
+    res = edit.create_grid(conn, feature, srid=srid, latlon=latlon, author=_author(request),
+                           settings=_settings(request))
+    code = next((c for c in res.created), None)
+    return _changed(res, 201, url(request, f"/collections/grids/items/{code}") if code else None)
+
+
+@router.put("/collections/{collectionId}/items/{featureId}", operation_id="ogc_replace_item",
+            status_code=204, summary="Replace a grid's geometry (a planning reshape)",
+            responses={422: {"description": "Refused by the planning checks; nothing written"}})
+def replace_item(collectionId: str, featureId: str, request: Request,  # noqa: N803
+                 feature: dict[str, Any] = FEATURE,
+                 conn: Connection = Depends(get_connection)) -> Response:
+    _editable(request, collectionId)
+    require_area(request, featureId, field="featureId")
+    srid, latlon = _content_crs(request, conn)
+    return _changed(edit.replace_grid(conn, featureId, feature, srid=srid, latlon=latlon,
+                                      author=_author(request), settings=_settings(request)), 204)
+
+
+@router.patch("/collections/{collectionId}/items/{featureId}", operation_id="ogc_update_item",
+              status_code=204, summary="Update a grid's geometry (a planning reshape)",
+              responses={422: {"description": "Refused by the planning checks"}})
+def update_item(collectionId: str, featureId: str, request: Request,  # noqa: N803
+                feature: dict[str, Any] = Body(..., media_type="application/merge-patch+json"),
+                conn: Connection = Depends(get_connection)) -> Response:
+    _editable(request, collectionId)
+    require_area(request, featureId, field="featureId")
+    srid, latlon = _content_crs(request, conn)
+    return _changed(edit.replace_grid(conn, featureId, {"type": "Feature", **feature},
+                                      srid=srid, latlon=latlon, author=_author(request),
+                                      settings=_settings(request), patch=True), 204)
+
+
+@router.delete("/collections/{collectionId}/items/{featureId}", operation_id="ogc_delete_item",
+               status_code=204, summary="Retire a grid (refused if it leaves a gap)",
+               responses={422: {"description": "Refused by the planning checks"}})
+def delete_item(collectionId: str, featureId: str, request: Request,  # noqa: N803
+                conn: Connection = Depends(get_connection)) -> Response:
+    _editable(request, collectionId)
+    require_area(request, featureId, field="featureId")
+    return _changed(edit.delete_grid(conn, featureId, author=_author(request),
+                                     settings=_settings(request)), 204)
