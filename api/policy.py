@@ -182,6 +182,9 @@ SECURITY_SCHEMES = {
         "tokenUrl": "/v1/auth/token", "scopes": {}}}},
     "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "APIKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+    "HTTPBasic": {"type": "http", "scheme": "basic",
+                  "description": "Username and password, or any username and an API key as "
+                  "the password (GIS clients: QGIS, GDAL)."},
 }
 
 
@@ -198,7 +201,7 @@ def document_policy(app: FastAPI) -> None:
                 rule = POLICY.get(op.get("operationId", "")) if isinstance(op, dict) else None
                 if rule is None or rule.public:
                     continue
-                op["security"] = [{"OAuth2PasswordBearer": []}] + (
+                op["security"] = [{"OAuth2PasswordBearer": []}, {"HTTPBasic": []}] + (
                     [{"APIKeyHeader": []}, {"APIKeyQuery": []}] if rule.key_scopes else [])
         return schema
 
