@@ -31,6 +31,7 @@ _SPATIAL = {"INTERSECTS": "ST_Intersects", "DISJOINT": "ST_Disjoint", "CONTAINS"
 
 def parse_filter(value: str | dict, lang: str | None) -> ast.Node:
     """Parse a filter in ``cql2-text`` (default for strings) or ``cql2-json``; 400 if bad."""
+    lang = "cql2-text" if lang == "cql-text" else lang  # the draft's name (GDAL 3.6 sends it)
     lang = lang or ("cql2-json" if isinstance(value, dict) or str(value).lstrip()
                     .startswith("{") else "cql2-text")
     if lang not in ("cql2-text", "cql2-json"):

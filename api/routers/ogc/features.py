@@ -91,10 +91,58 @@ def conformance() -> dict[str, Any]:
     return {"conformsTo": CONFORMANCE}
 
 
+def _param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema, "style": "form", "explode": False}
+
+
+ITEM_PARAMETERS = [
+    _param("limit", f"Features per page, 1 to {MAX_LIMIT} (more is a 400).",
+           {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}),
+    _param("offset", "Features to skip (follow the next link).",
+           {"type": "integer", "minimum": 0, "default": 0}),
+    _param("bbox", "minx,miny,maxx,maxy in bbox-crs (default CRS84).",
+           {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 6}),
+    _param("bbox-crs", "CRS of bbox (URI).", {"type": "string", "format": "uri"}),
+    _param("crs", "CRS of the answer (URI).", {"type": "string", "format": "uri"}),
+    _param("datetime", "Instant or interval (RFC 3339); areas: the generation at an instant.",
+           {"type": "string"}),
+    _param("filter", "CQL2 filter on the queryables.", {"type": "string"}),
+    _param("filter-lang", "cql2-text (default) or cql2-json (cql-text: the draft's name).",
+           {"type": "string", "enum": ["cql2-text", "cql2-json", "cql-text"],
+            "default": "cql2-text"}),
+    _param("filter-crs", "CRS of geometries in the filter (URI).",
+           {"type": "string", "format": "uri"}),
+    _param("generation", "Areas: the boundary generation to read (default current).",
+           {"type": "integer", "minimum": 1}),
+    _param("run", "Circles and coverage: the analysis run (default newest).",
+           {"type": "integer", "minimum": 1}),
+    _param("tier", "Circles: one tier (metres).", {"type": "number"}),
+]
+
+
 @router.get("/api", operation_id="ogc_openapi", summary="The OpenAPI 3.0 description")
 def openapi(request: Request) -> Response:
-    doc = to_openapi_30(request.app.openapi())
-    return Response(json.dumps(doc), media_type=OPENAPI_30)
+    """The OGC paths of the app's OpenAPI, as 3.0, relative to the ``/ogc`` server, with the
+    items parameters and one items path per collection naming its queryables (GDAL reads
+    them there)."""
+    full = to_openapi_30(request.app.openapi())
+    paths = {p[len("/ogc"):] or "/": v for p, v in full["paths"].items()
+             if p == "/ogc" or p.startswith("/ogc/")}
+    generic = paths["/collections/{collectionId}/items"]["get"]
+    generic["parameters"] = [*generic.get("parameters", []), *ITEM_PARAMETERS]
+    for c in COLLECTIONS.values():
+        params = [_param(name, f"{name} equals this value", {"type": "string"} if kind in (
+            "string", "date-time") else {"type": kind}) for name, kind in c.properties.items()]
+        paths[f"/collections/{c.id}/items"] = {"get": {
+            "operationId": f"ogc_items_{c.id}", "summary": f"Features of {c.id}",
+            "tags": ["ogc"], "parameters": [*ITEM_PARAMETERS, *params],
+            "responses": {"200": {"description": "A page of features",
+                                  "content": {GEOJSON: {"schema": {"type": "object"}}}}}}}
+    doc = {"openapi": "3.0.3", "info": {**full["info"], "title": "wangge 网格 OGC API"},
+           "servers": [{"url": url(request, "")}], "paths": paths,
+           "components": full.get("components", {})}
+    return Response(json.dumps(doc, ensure_ascii=False), media_type=OPENAPI_30)
 
 
 def _collection(request: Request, c: Collection, utm: int,
@@ -145,6 +193,8 @@ def queryables(collectionId: str, request: Request) -> JSONResponse:  # noqa: N8
         "$schema": "https://json-schema.org/draft/2019-09/schema",
         "$id": url(request, f"/collections/{c.id}/queryables"), "type": "object",
         "title": c.title, "properties": props, "additionalProperties": False,
+        # the draft's list, which GDAL 3.6 reads to know what it may filter on server side
+        "queryables": [{"id": name, "type": kind} for name, kind in c.properties.items()],
     }, media_type="application/schema+json")
 
 
