@@ -442,3 +442,32 @@ def test_post_carves_a_new_grid_and_a_refused_post_writes_nothing(edit_api) -> N
     r = client.post("/ogc/collections/grids/items", json=outside, headers=who("planner_in"))
     assert r.status_code == 422 and r.json()["problems"]
     assert _state(eng) == before
+
+
+def test_post_a_layer_merges_two_grids_and_tiles_follow_the_new_generation(edit_api,
+                                                                           tmp_path) -> None:
+    client, eng = edit_api
+    a, b = _neighbours(eng)
+    comm = a[:12]
+    tms = morecantile.tms.get("WebMercatorQuad")
+    c = _stored(eng, a).centroid
+    t = tms.tile(c.x, c.y, 16)
+    tile_url = f"/ogc/collections/grids/tiles/WebMercatorQuad/16/{t.y}/{t.x}"
+    before_tile = client.get(tile_url, headers=who("planner_in")).content
+    assert client.get(tile_url, headers=who("planner_in")).content == before_tile
+    layer = {c_: _stored(eng, c_) for (c_,) in rows(
+        eng, "SELECT code FROM area_current WHERE level = 'grid' AND parent_code = :p", p=comm)}
+    merged = shapely.union_all([layer.pop(a), layer.pop(b)]).buffer(0)
+    features = [{"type": "Feature", "properties": {"code": code, "parent_code": comm},
+                 "geometry": mapping(g)} for code, g in layer.items()]
+    features.append({"type": "Feature", "properties": {"parent_code": comm},
+                     "geometry": mapping(merged)})
+    r = client.post(f"/ogc/collections/grids/items?community={comm}", headers=who("planner_in"),
+                    json={"type": "FeatureCollection", "features": features})
+    assert r.status_code == 201, r.text
+    assert sorted(r.json()["retired"]) == sorted([a, b]) and len(r.json()["created"]) == 1
+    new = r.json()["created"][0]
+    assert _stored(eng, new).symmetric_difference(merged).area < 1e-12
+    assert not rows(eng, "SELECT 1 FROM area_current WHERE code IN (:a, :b)", a=a, b=b)
+    after_tile = client.get(tile_url, headers=who("planner_in")).content
+    assert after_tile != before_tile  # the new generation made the cached tile stale

@@ -4,6 +4,8 @@
   the sibling grids it overlaps give up that ground (a reshape of them in the same change).
 - PUT / PATCH a grid's geometry: the grid is redrawn; siblings it now overlaps give up that
   ground. Name and responsible body are kept (a PATCH of other properties is refused).
+- POST a FeatureCollection: a new grid layer (of ``community``, or the district) replacing the
+  current grids in scope, as ``geo.planning.import_grid_layer`` does for a file.
 - DELETE a grid: it is retired; its ground must then be covered by siblings, so on its own the
   checks refuse it (a gap), which answers 422 with the problems and writes nothing.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import shapely
 from pyproj import Transformer
@@ -99,6 +102,31 @@ def create_grid(conn: Connection, feature: dict[str, Any], *, srid: int, latlon:
         "responsible_body": props.get("responsible_body")}],
         params={"community": community, "trimmed": sorted(replace)}, settings=settings,
         note="OGC API Features: create")
+    _author(conn, res.generation, author)
+    return res
+
+
+def import_layer(conn: Connection, collection: dict[str, Any], *, community: str | None,
+                 srid: int, latlon: bool, author: str | None,
+                 settings: planning.PlanningSettings) -> planning.ChangeResult:
+    """POST of a FeatureCollection: a new grid layer for ``community`` (or the district),
+    through ``geo.planning.import_grid_layer``: its grids replace the current ones in scope."""
+    feats = collection.get("features")
+    if not isinstance(feats, list) or not feats:
+        raise InvalidInput("an empty layer", [Problem(reason="features must be a non-empty list",
+                                                      field="features")])
+    geoms, props = [], []
+    for i, f in enumerate(feats):
+        try:
+            geoms.append(_geometry(f, srid, latlon))
+        except InvalidInput as exc:
+            raise InvalidInput(f"feature {i}: {exc.message}", [
+                Problem(reason=p.reason, field=p.field, feature=i) for p in exc.problems]) \
+                from exc
+        props.append({k: (f.get("properties") or {}).get(k)
+                      for k in ("code", "parent_code", "name", "responsible_body")})
+    gdf = gpd.GeoDataFrame(props, geometry=geoms, crs=4326)
+    res = planning.import_grid_layer(conn, gdf, community=community, settings=settings)
     _author(conn, res.generation, author)
     return res
 

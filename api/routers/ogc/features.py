@@ -276,15 +276,22 @@ FEATURE = Body(..., media_type=GEOJSON, description="A GeoJSON Feature (Content-
 
 
 @router.post("/collections/{collectionId}/items", operation_id="ogc_create_item",
-             status_code=201, summary="Create a grid (a planning change with its checks)",
+             status_code=201, summary="Create a grid, or (a FeatureCollection, with `community`)"
+             " import a new grid layer: a planning change with its checks",
              responses={422: {"description": "Refused by the planning checks; nothing written"}})
 def create_item(collectionId: str, request: Request,  # noqa: N803
                 feature: dict[str, Any] = FEATURE,
                 conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
+    srid, latlon = _content_crs(request, conn)
+    if feature.get("type") == "FeatureCollection":  # a new grid layer
+        community = request.query_params.get("community")
+        require_area(request, community, field="community")
+        res = edit.import_layer(conn, feature, community=community, srid=srid, latlon=latlon,
+                                author=_author(request), settings=_settings(request))
+        return _changed(res, 201, url(request, "/collections/grids/items"))
     parent = (feature.get("properties") or {}).get("parent_code")
     require_area(request, parent if isinstance(parent, str) else None, field="parent_code")
-    srid, latlon = _content_crs(request, conn)
     res = edit.create_grid(conn, feature, srid=srid, latlon=latlon, author=_author(request),
                            settings=_settings(request))
     code = next((c for c in res.created), None)
