@@ -43,7 +43,8 @@ from geo.core import embedded
 from geo.core.db import make_engine, migrate, resolve_url
 from geo.core.settings import DatabaseSettings
 
-TIPG_VENV = Path(tempfile.gettempdir()) / "wangge-bench-tipg"
+TIPG_VENV = Path(os.environ.get("WANGGE_BENCH_TIPG_VENV")
+                 or Path(tempfile.gettempdir()) / "wangge-bench-tipg")
 
 
 def prepare(grids: int, buildings: int) -> tuple[str, str, tuple[float, ...]]:

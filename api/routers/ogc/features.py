@@ -262,8 +262,10 @@ def _settings(request: Request) -> planning.PlanningSettings:
     return getattr(request.app.state, "planning_settings", None) or planning.PlanningSettings()
 
 
-def _changed(res: planning.ChangeResult, status: int, location: str | None = None) -> Response:
+def _changed(request: Request, res: planning.ChangeResult, status: int,
+             location: str | None = None) -> Response:
     planning.refresh_lookup()
+    request.app.state.tile_version = None  # this process's tiles follow its own edits at once
     headers = {"X-Generation": str(res.generation)}
     if location:
         headers["Location"] = location
@@ -289,13 +291,14 @@ def create_item(collectionId: str, request: Request,  # noqa: N803
         require_area(request, community, field="community")
         res = edit.import_layer(conn, feature, community=community, srid=srid, latlon=latlon,
                                 author=_author(request), settings=_settings(request))
-        return _changed(res, 201, url(request, "/collections/grids/items"))
+        return _changed(request, res, 201, url(request, "/collections/grids/items"))
     parent = (feature.get("properties") or {}).get("parent_code")
     require_area(request, parent if isinstance(parent, str) else None, field="parent_code")
     res = edit.create_grid(conn, feature, srid=srid, latlon=latlon, author=_author(request),
                            settings=_settings(request))
     code = next((c for c in res.created), None)
-    return _changed(res, 201, url(request, f"/collections/grids/items/{code}") if code else None)
+    where = url(request, f"/collections/grids/items/{code}") if code else None
+    return _changed(request, res, 201, where)
 
 
 @router.put("/collections/{collectionId}/items/{featureId}", operation_id="ogc_replace_item",
@@ -307,8 +310,9 @@ def replace_item(collectionId: str, featureId: str, request: Request,  # noqa: N
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")
     srid, latlon = _content_crs(request, conn)
-    return _changed(edit.replace_grid(conn, featureId, feature, srid=srid, latlon=latlon,
-                                      author=_author(request), settings=_settings(request)), 204)
+    res = edit.replace_grid(conn, featureId, feature, srid=srid, latlon=latlon,
+                            author=_author(request), settings=_settings(request))
+    return _changed(request, res, 204)
 
 
 @router.patch("/collections/{collectionId}/items/{featureId}", operation_id="ogc_update_item",
@@ -320,9 +324,10 @@ def update_item(collectionId: str, featureId: str, request: Request,  # noqa: N8
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")
     srid, latlon = _content_crs(request, conn)
-    return _changed(edit.replace_grid(conn, featureId, {"type": "Feature", **feature},
-                                      srid=srid, latlon=latlon, author=_author(request),
-                                      settings=_settings(request), patch=True), 204)
+    res = edit.replace_grid(conn, featureId, {"type": "Feature", **feature}, srid=srid,
+                            latlon=latlon, author=_author(request), settings=_settings(request),
+                            patch=True)
+    return _changed(request, res, 204)
 
 
 @router.delete("/collections/{collectionId}/items/{featureId}", operation_id="ogc_delete_item",
@@ -332,5 +337,6 @@ def delete_item(collectionId: str, featureId: str, request: Request,  # noqa: N8
                 conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")
-    return _changed(edit.delete_grid(conn, featureId, author=_author(request),
-                                     settings=_settings(request)), 204)
+    res = edit.delete_grid(conn, featureId, author=_author(request),
+                           settings=_settings(request))
+    return _changed(request, res, 204)

@@ -1,25 +1,37 @@
 """OGC API Tiles: WebMercatorQuad vector tiles (MVT) of the collections, and TileJSON.
 
 Tiles honour the caller's reach (area, incident scope) and the items parameters (generation,
-run, tier, datetime, filter); cached per process until a new generation, incident or run.
+run, tier, datetime, filter); cached per process until a new generation, incident or run
+(seen within ``VERSION_TTL_S``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
-from api.policy import PolicyRoute
+from api.policy import PolicyRoute, area_within, scope_of
 from api.routers.ogc.common import MVT, collection_for, extent_of, item_query, link, url
 from geo.core.errors import NotFound, Problem
 from geo.ogc.collections import Collection
-from geo.ogc.tiles import MAX_ZOOM, TileCache, tile, tile_matrix_set, tilejson, version
+from geo.ogc.tiles import (
+    MAX_ZOOM,
+    TileCache,
+    check_tile,
+    tile,
+    tile_matrix_set,
+    tilejson,
+    version,
+)
 
 router = APIRouter(prefix="/ogc", tags=["ogc"], route_class=PolicyRoute)
+VERSION_TTL_S = 1.0
 TMS_ID = "WebMercatorQuad"
 TMS_URI = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
 
@@ -111,17 +123,44 @@ def tile_json(collectionId: str, tileMatrixSetId: str, request: Request,  # noqa
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/"
             "{tileCol}", operation_id="ogc_tile", summary="One MVT tile (z/row/col)",
             responses={200: {"content": {MVT: {}}}})
-def get_tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int,  # noqa: N803
-             tileRow: int, tileCol: int, request: Request,  # noqa: N803
-             conn: Connection = Depends(get_connection)) -> Response:
+async def get_tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int,  # noqa: N803
+                   tileRow: int, tileCol: int, request: Request) -> Response:  # noqa: N803
+    """A cached tile is answered without the database; a miss is built in a worker thread on a
+    pooled connection (queued like every route's, ``connection_slots``)."""
     c = _tiled(request, collectionId)
     _matrix_set(tileMatrixSetId)
-    q = item_query(request, conn, c, paged=False)
+    check_tile(tileMatrix, tileCol, tileRow)
     cache: TileCache = request.app.state.tile_cache
-    key = (c.id, tileMatrix, tileCol, tileRow, version(conn), q.within, q.scope,
+    key = (c.id, tileMatrix, tileCol, tileRow, await _version(request),
+           area_within(request, None), scope_of(request),
            str(sorted(request.query_params.multi_items())))
     data = cache.get(key)
     if data is None:
-        data = tile(conn, c, q, tileMatrix, tileCol, tileRow)
+        def build() -> bytes:
+            with request.app.state.engine.begin() as conn:
+                q = item_query(request, conn, c, paged=False)
+                return tile(conn, c, q, tileMatrix, tileCol, tileRow)
+
+        async with request.app.state.connection_slots:
+            data = await to_thread.run_sync(build)
         cache.put(key, data)
     return Response(data, media_type=MVT, headers={"Cache-Control": "private, max-age=60"})
+
+
+async def _version(request: Request) -> tuple:
+    """The data version tiles depend on (``geo.ogc.tiles.version``), asked at most once every
+    ``VERSION_TTL_S`` per process: a new generation or incident shows within that."""
+    state = request.app.state
+    held = getattr(state, "tile_version", None)
+    now = time.monotonic()
+    if held is not None and held[0] > now:
+        return held[1]
+
+    def ask() -> tuple:
+        with state.engine.connect() as conn:
+            return version(conn)
+
+    async with state.connection_slots:
+        token = await to_thread.run_sync(ask)
+    state.tile_version = (now + VERSION_TTL_S, token)
+    return token
