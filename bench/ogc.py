@@ -10,9 +10,11 @@ it. wrk (Debian) loads each in turn with the same Lua-chosen requests:
 - items: GeoJSON pages of the grids, ``limit=100`` at random offsets (wangge
   ``/ogc/collections/grids/items``; tipg ``/collections/public.area_current/items?level=grid``,
   the same rows: the current grids);
-- tiles: grid MVT tiles at z14-z16 covering the city, in random order. wangge's tiles come
-  from its cache after the first request of each (the cache is the feature); the cold figure
-  (``tile_cold_p95_ms``: every tile asked once, in order, cache empty) is reported too.
+- tiles: grid MVT tiles at z14-z16 covering the city, in random order (``tile_p95_ms`` under
+  the same concurrent load; ``*_one_connection``: one request at a time, no queueing).
+  wangge's tiles come from its cache after the first request of each (the cache is the
+  feature); the cold figure (``tile_cold_p95_ms``: every tile asked once, in order, cache
+  empty) is reported too.
 
 Writes bench/results/ogc.json: grids, items_per_s, tipg_items_per_s, tiles_per_s,
 tipg_tiles_per_s, tile_p95_ms (wangge, under load), and the raw wrk figures.
@@ -189,6 +191,7 @@ def main() -> None:
         figures["tile_cold_p95_ms"] = cold_p95(base, w_tiles, {"Authorization": basic})
         items = wrk(base, w_items, basic, args.seconds, args.connections)
         tiles_run = wrk(base, w_tiles, basic, args.seconds, args.connections)
+        tiles_one = wrk(base, w_tiles, basic, max(5, args.seconds // 4), 1)
     t_items = [f"/collections/public.area_current/items?level=grid&limit=100&offset={o}"
                for o in offsets]
     t_tiles = [f"/collections/public.area_current/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}"
@@ -197,10 +200,13 @@ def main() -> None:
         figures["tipg_tile_cold_p95_ms"] = cold_p95(tbase, t_tiles, {})
         tipg_items = wrk(tbase, t_items, "", args.seconds, args.connections)
         tipg_tiles = wrk(tbase, t_tiles, "", args.seconds, args.connections)
+        tipg_tiles_one = wrk(tbase, t_tiles, "", max(5, args.seconds // 4), 1)
     figures.update({
         "items_per_s": items["rps"], "tipg_items_per_s": tipg_items["rps"],
         "tiles_per_s": tiles_run["rps"], "tipg_tiles_per_s": tipg_tiles["rps"],
         "tile_p95_ms": tiles_run["p95_ms"], "tipg_tile_p95_ms": tipg_tiles["p95_ms"],
+        "tile_p95_ms_one_connection": tiles_one["p95_ms"],
+        "tipg_tile_p95_ms_one_connection": tipg_tiles_one["p95_ms"],
         "items_p95_ms": items["p95_ms"], "tipg_items_p95_ms": tipg_items["p95_ms"],
         "errors": {"wangge_items": items["non2xx"], "wangge_tiles": tiles_run["non2xx"],
                    "tipg_items": tipg_items["non2xx"], "tipg_tiles": tipg_tiles["non2xx"]},
