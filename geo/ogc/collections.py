@@ -68,7 +68,7 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
                "location AS geom FROM building)",
                {"code": "string", "name": "string", "households": "integer",
                 "residents": "integer", "floors": "integer", "grid_code": "string"},
-               "Point", "grid_code", min_zoom=12),
+               "Point", "grid_code", min_zoom=14),
     Collection("stations", "服务站点", "Service stations.",
                "(SELECT code AS fid, code, name, kind, community_code, location AS geom "
                "FROM station)",
@@ -79,7 +79,7 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
                "FROM walk_edge)",
                {"id": "integer", "length_m": "number", "road_class": "string",
                 "is_crossing": "boolean", "name": "string"}, "LineString", id_type="integer",
-               min_zoom=12),
+               min_zoom=13),
     Collection("barriers", "障碍", "Barriers walking cannot cross (rivers, rail, walls).",
                "(SELECT id AS fid, id, kind, name, geom FROM barrier)",
                {"id": "integer", "kind": "string", "name": "string"}, "Geometry",

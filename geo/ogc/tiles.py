@@ -2,8 +2,9 @@
 
 The tile matrix set is morecantile's WebMercatorQuad; the tile itself is PostGIS's
 (``ST_TileEnvelope``, ``ST_AsMVTGeom``, ``ST_AsMVT``). Polygons and lines are simplified to
-a quarter of the tile's pixel size (extent 4096) at each zoom before clipping, so a whole city
-of grids stays light at low zooms. Tiles are cached in process memory under a version token
+a quarter of a tile unit at each zoom before clipping, and below z13 tiles use 512 units instead
+of 4096 and carry only each feature's identifier (code or id), so a whole city of grids stays
+light at low zooms. Tiles are cached in process memory under a version token
 (newest generation, newest incident, newest analysis run): a new generation or a new incident
 makes every older tile unreachable.
 """
@@ -24,6 +25,10 @@ from geo.ogc.items import ItemQuery, source_sql, where_clause
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 EXTENT = 4096
+# Below this zoom a whole city's grids share a few tiles: a coarser grid of 512 units keeps
+# them light (a grid smaller than a unit is dropped: it would be under a pixel anyway)
+FULL_EXTENT_ZOOM = 13
+LOW_EXTENT = 512
 BUFFER = 64
 MAX_ZOOM = 22
 WORLD_M = 2 * 20037508.342789244
@@ -52,15 +57,18 @@ def tile(conn: Connection, c: Collection, q: ItemQuery, z: int, x: int, y: int) 
     check_tile(z, x, y)
     if z < c.min_zoom:  # too many small features to draw: the layer starts at min_zoom
         return b""
-    params: dict[str, Any] = {"z": z, "x": x, "y": y, "ext": EXTENT, "buf": BUFFER,
-                              "layer": c.id, "margin": BUFFER / EXTENT}
+    extent = EXTENT if z >= FULL_EXTENT_ZOOM else LOW_EXTENT
+    params: dict[str, Any] = {"z": z, "x": x, "y": y, "ext": extent,
+                              "buf": BUFFER * extent // EXTENT, "layer": c.id,
+                              "margin": BUFFER / EXTENT}
     src = source_sql(c, q.scope, params)
     where = where_clause(conn, c, q, params)
-    props = ", ".join(f"t.{name}" for name in c.properties)
+    names = list(c.properties) if z >= FULL_EXTENT_ZOOM else list(c.properties)[:1]
+    props = ", ".join(f"t.{name}" for name in names)  # low zooms: the identifier only
     if c.geometry == "Point":
         geom = "ST_Transform(t.geom, 3857)"
     else:
-        params["tol"] = WORLD_M / (1 << z) / EXTENT / 4
+        params["tol"] = WORLD_M / (1 << z) / extent / 4
         geom = "ST_SimplifyPreserveTopology(ST_Transform(t.geom, 3857), :tol)"
     sql = f"""
         WITH e AS (SELECT ST_TileEnvelope(:z, :x, :y) AS box,
