@@ -157,6 +157,14 @@ class SqlFilter:
         if isinstance(node, values.Geometry):
             literal = f"ST_GeomFromGeoJSON({self.bind(json.dumps(node.geometry))})"
             return geometry_in(literal, self.crs)
+        if isinstance(node, ast.Function) and node.name.lower() == "bbox" \
+                and len(node.arguments) in (4, 6) \
+                and all(isinstance(a, int | float) for a in node.arguments):
+            a = [float(v) for v in node.arguments]
+            x0, y0, x1, y1 = (a[0], a[1], a[2], a[3]) if len(a) == 4 else (a[0], a[1], a[3], a[4])
+            env = (f"ST_MakeEnvelope({self.bind(x0)}, {self.bind(y0)}, {self.bind(x1)}, "
+                   f"{self.bind(y1)})")
+            return geometry_in(env, self.crs)
         if isinstance(node, values.Envelope):
             env = (f"ST_MakeEnvelope({self.bind(float(node.x1))}, {self.bind(float(node.y1))}, "
                    f"{self.bind(float(node.x2))}, {self.bind(float(node.y2))})")

@@ -7,6 +7,7 @@ Every value is a bind parameter; the SQL around them is fixed text from the regi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,7 +53,8 @@ def parse_bbox(raw: str) -> tuple[float, float, float, float]:
         parts = []
     if len(parts) == 6:
         parts = [parts[0], parts[1], parts[3], parts[4]]
-    if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
+    if len(parts) != 4 or not all(math.isfinite(v) for v in parts) \
+            or parts[0] > parts[2] or parts[1] > parts[3]:
         raise BadParameter("bad bbox", [Problem(
             reason="expected four numbers minx,miny,maxx,maxy with min <= max", field="bbox")])
     return parts[0], parts[1], parts[2], parts[3]

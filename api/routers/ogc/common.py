@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -66,10 +67,13 @@ def _int(request: Request, name: str, default: int | None) -> int | None:
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise BadParameter(f"bad {name}", [Problem(reason="not an integer", field=name)]) \
             from exc
+    if not -(2**31) < value < 2**31:
+        raise BadParameter(f"{name} out of range", [Problem(reason="too large", field=name)])
+    return value
 
 
 def item_query(request: Request, conn: Connection, c: Collection,
@@ -93,6 +97,8 @@ def item_query(request: Request, conn: Connection, c: Collection,
     if qp.get("tier") is not None:
         try:
             q.tier = float(qp["tier"])
+            if not math.isfinite(q.tier):
+                raise ValueError(qp["tier"])
         except ValueError as exc:
             raise BadParameter("bad tier", [Problem(reason="not a number (metres)",
                                                     field="tier")]) from exc
