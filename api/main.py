@@ -13,7 +13,17 @@ from sqlalchemy import Engine
 from api.dependencies import connection_slots
 from api.errors import install_error_handlers
 from api.policy import document_policy
-from api.routers import circles, incidents, layers, lookup, maps, open311, planning, security
+from api.routers import (
+    circles,
+    incidents,
+    layers,
+    lookup,
+    maps,
+    ogc,
+    open311,
+    planning,
+    security,
+)
 from api.security import install_security
 from geo.auth.service import AuthSettings
 from geo.core.db import make_engine, resolve_url
@@ -24,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # Routes are matched one by one in this order (FastAPI's matching is linear and costs ~10 µs a
 # route), so the hot paths come first: lookups, then reports. No two routers share a path.
-ROUTERS = (lookup, open311, incidents, layers, circles, maps, planning, security)
+ROUTERS = (lookup, open311, incidents, layers, circles, maps, planning, security, ogc)
 
 
 def create_app(

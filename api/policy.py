@@ -48,6 +48,7 @@ PLANNERS = Rule(roles=frozenset({"planner"}))
 COMMANDERS = Rule(roles=frozenset({"commander"}))
 LOOKUP = Rule(roles=ALL_ROLES, key_scopes=frozenset({"lookup"}))
 REPORTERS = Rule(roles=ALL_ROLES, key_scopes=frozenset({"open311"}))
+OGC_READ = Rule(roles=ALL_ROLES, key_scopes=frozenset({"ogc"}))
 CASE_WORKERS = Rule(roles=frozenset({"grid_worker", "department_staff", "commander"}))
 
 POLICY: dict[str, Rule] = {
@@ -104,6 +105,27 @@ POLICY: dict[str, Rule] = {
     "planning_draft": PLANNERS,
     "planning_accept_draft": PLANNERS,
     "planning_diff": ANALYSTS,
+    # OGC API Features and Tiles (/ogc): metadata is open; reading needs a user (the handler
+    # admits residents and department staff to the incidents only, scoped) or an "ogc" key;
+    # edits of grids are planning changes
+    "ogc_landing": PUBLIC,
+    "ogc_conformance": PUBLIC,
+    "ogc_openapi": PUBLIC,
+    "ogc_tile_matrix_sets": PUBLIC,
+    "ogc_tile_matrix_set": PUBLIC,
+    "ogc_collections": OGC_READ,
+    "ogc_collection": OGC_READ,
+    "ogc_queryables": OGC_READ,
+    "ogc_items": OGC_READ,
+    "ogc_item": OGC_READ,
+    "ogc_collection_tilesets": OGC_READ,
+    "ogc_collection_tileset": OGC_READ,
+    "ogc_tilejson": OGC_READ,
+    "ogc_tile": OGC_READ,
+    "ogc_create_item": PLANNERS,
+    "ogc_replace_item": PLANNERS,
+    "ogc_update_item": PLANNERS,
+    "ogc_delete_item": PLANNERS,
     # maps for the command centre
     "map_grids": READERS,
     "map_coverage": READERS,
@@ -160,6 +182,9 @@ SECURITY_SCHEMES = {
         "tokenUrl": "/v1/auth/token", "scopes": {}}}},
     "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "APIKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+    "HTTPBasic": {"type": "http", "scheme": "basic",
+                  "description": "Username and password, or any username and an API key as "
+                  "the password (GIS clients: QGIS, GDAL)."},
 }
 
 
@@ -176,7 +201,7 @@ def document_policy(app: FastAPI) -> None:
                 rule = POLICY.get(op.get("operationId", "")) if isinstance(op, dict) else None
                 if rule is None or rule.public:
                     continue
-                op["security"] = [{"OAuth2PasswordBearer": []}] + (
+                op["security"] = [{"OAuth2PasswordBearer": []}, {"HTTPBasic": []}] + (
                     [{"APIKeyHeader": []}, {"APIKeyQuery": []}] if rule.key_scopes else [])
         return schema
 

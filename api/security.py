@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextvars
+import hashlib
 import logging
 import re
 import time
@@ -20,7 +23,8 @@ from typing import Any
 
 import anyio
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import Connection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +32,7 @@ from geo.auth.service import (
     ANONYMOUS,
     AuthSettings,
     Principal,
+    authenticate,
     principal_from_api_key,
     principal_from_token,
 )
@@ -179,6 +184,9 @@ async def resolve_principal(request: Request) -> Principal:
     token = _bearer_token(request)
     if token:
         return principal_from_token(token, settings)
+    basic = basic_credentials(request)
+    if basic is not None:
+        return await basic_principal(request, basic[0], basic[1], settings)
     key = request.headers.get("x-api-key") or request.query_params.get("api_key")
     content_type = request.headers.get("content-type", "")
     if not key and request.method == "POST" and (
@@ -227,7 +235,66 @@ async def verified_key(request: Request, key: str,
 
 def _principal_from_api_key(engine: Engine, key: str) -> tuple[Principal, int]:
     with engine.connect() as conn:
-        return principal_from_api_key(conn, key)
+        principal, per_minute = principal_from_api_key(conn, key)
+        return with_key_role(conn, principal), per_minute
+
+
+def with_key_role(conn: Connection, principal: Principal) -> Principal:
+    """A key that carries a role (migration 0012) acts as a user of that role, area and
+    department, named ``key:NAME``; a key without one keeps its scopes only."""
+    row = conn.execute(text(
+        "SELECT role, area_code, department_id FROM api_key WHERE name = :n"),
+        {"n": principal.name}).first()
+    if row is None or row.role is None:
+        return principal
+    return Principal("user", f"key:{principal.name}", row.role, row.area_code,
+                     row.department_id, principal.scopes)
+
+
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """(username, password) of an ``Authorization: Basic`` header (RFC 7617), if any."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode(
+            "utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthenticated("malformed HTTP Basic credentials") from exc
+    if not sep:
+        raise Unauthenticated("malformed HTTP Basic credentials")
+    return user, password
+
+
+async def basic_principal(request: Request, username: str, password: str,
+                          settings: AuthSettings) -> Principal:
+    """HTTP Basic, as GIS clients send it: an API key as the password (any username), or a
+    username and password. A verified pair is remembered (hashed) for
+    ``api_key_cache_seconds``, so that a client sending it on every tile is not argon2-checked
+    each time."""
+    if password.startswith("wg_"):
+        principal, per_minute = await verified_key(request, password, settings)
+        wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
+        if wait is not None:
+            raise RateLimited(wait)
+        return principal
+    cache: dict[str, tuple[float, Principal, int]] = request.app.state.api_key_cache
+    digest = "basic:" + hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
+    now = time.monotonic()
+    hit = cache.get(digest)
+    if hit and hit[0] > now:
+        return hit[1]
+    principal = await anyio.to_thread.run_sync(
+        _authenticate, request.app.state.engine, username, password)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[digest] = (now + settings.api_key_cache_seconds, principal, 0)
+    return principal
+
+
+def _authenticate(engine: Engine, username: str, password: str) -> Principal:
+    with engine.connect() as conn:
+        return authenticate(conn, username, password)
 
 
 def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:

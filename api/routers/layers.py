@@ -20,15 +20,23 @@ from geo.core.errors import InvalidInput, Problem
 from geo.core.settings import DataSettings
 from geo.data.io import import_file, read_file, read_layer
 from geo.data.validate import LAYERS
+from geo.ogc.crs import BadParameter
 
 router = APIRouter(prefix="/v1/layers", tags=["layers"], route_class=PolicyRoute)
 
 
+MAX_LIMIT = 10_000
+
+
 class FeatureCollection(BaseModel):
-    """An RFC 7946 FeatureCollection (lon, lat in WGS 84)."""
+    """An RFC 7946 FeatureCollection (lon, lat in WGS 84), one page of a layer."""
 
     type: str = Field("FeatureCollection", description="Always FeatureCollection.")
     features: list[dict[str, Any]] = Field(description="GeoJSON Features; properties per layer.")
+    total: int = Field(description="Features matching the query, on every page.")
+    offset: int = Field(description="Index of this page's first feature.")
+    limit: int = Field(description="Most features a page holds.")
+    links: list[dict[str, str]] = Field(description="self, and next/prev when there are more.")
 
 
 class ImportResult(BaseModel):
@@ -41,7 +49,9 @@ class LayerQuery:
 
     def __init__(
         self,
-        limit: int = Query(1000, ge=1, le=100_000, description="Most features returned."),
+        limit: int = Query(1000, description=f"Most features a page holds, 1 to {MAX_LIMIT} "
+                           "(more is a 400, never a silent cut)."),
+        offset: int = Query(0, description="Features to skip (follow the next link)."),
         bbox: str | None = Query(
             None, description="minLon,minLat,maxLon,maxLat in WGS 84 degrees.",
             examples=["119.28,26.03,119.32,26.07"]),
@@ -53,7 +63,14 @@ class LayerQuery:
             "user reads only their own area: omitted, it is their area; a wider code is "
             "narrowed to it; a code outside it is refused (403)."),
     ) -> None:
+        if not 1 <= limit <= MAX_LIMIT:
+            raise BadParameter("limit out of range", [Problem(
+                reason=f"must be between 1 and {MAX_LIMIT}; page with offset", field="limit")])
+        if offset < 0:
+            raise BadParameter("offset out of range", [Problem(reason="must be >= 0",
+                                                               field="offset")])
         self.limit = limit
+        self.offset = offset
         self.generation = generation
         self.within = within
         self.bbox = _parse_bbox(bbox) if bbox else None
@@ -84,14 +101,25 @@ def get_layer(
     q: LayerQuery = Depends(),
     conn: Connection = Depends(get_connection),
 ) -> dict[str, Any]:
-    gdf = read_layer(conn, layer, bbox=q.bbox, limit=q.limit, generation=q.generation,
+    # read_layer has no offset or count: the whole match is read and one page cut from it
+    gdf = read_layer(conn, layer, bbox=q.bbox, generation=q.generation,
                      within=area_within(request, q.within))
+    total = len(gdf)
+    gdf = gdf.iloc[q.offset:q.offset + q.limit]
+    links = [{"rel": "self", "href": str(request.url)}]
+    if q.offset + q.limit < total:
+        links.append({"rel": "next", "href": str(request.url.include_query_params(
+            offset=q.offset + q.limit, limit=q.limit))})
+    if q.offset > 0:
+        links.append({"rel": "prev", "href": str(request.url.include_query_params(
+            offset=max(0, q.offset - q.limit), limit=q.limit))})
+    page = {"total": total, "offset": q.offset, "limit": q.limit, "links": links}
     if layer == "grid_team":
-        return {"type": "FeatureCollection", "features": [
+        return {"type": "FeatureCollection", **page, "features": [
             {"type": "Feature", "geometry": None,
              "properties": {k: v for k, v in row.items()}}
             for row in gdf.to_dict(orient="records")]}
-    return json.loads(gdf.to_json(drop_id=True, to_wgs84=True))
+    return {**json.loads(gdf.to_json(drop_id=True, to_wgs84=True)), **page}
 
 
 @router.post(
