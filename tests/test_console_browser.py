@@ -314,9 +314,36 @@ def test_the_whole_loop_as_people(site: Site, browser: Any) -> None:
         cells = cmd.page.locator(f"#count-table tr[data-code='{code}'] td").all_inner_texts()
         assert [int(v) for v in cells] == [e["open"], e["open"] - e["red"] - e["amber"],
                                            e["amber"], e["red"], e["closed"]], (code, cells)
-    # Colours drawn: every SLA state present has its class on the map or in a cluster.
     cmd.page.wait_for_selector(".cluster, .case-dot")
     cmd.shot("5-commander")
+
+    # Drill-down: the grid (clicked on the map, away from the cases) → its 2+5+N team with the
+    # gap flagged → its cases → the case's history with the three photos; 督办 an open case.
+    with site.engine.begin() as c:
+        c.execute(text("DELETE FROM grid_team_member WHERE grid_code = :g"
+                       " AND role = 'community_medic'"), {"g": holder["code"]})
+    poly = holder.geometry
+    centre, corner = poly.centroid, shapely.Point(poly.exterior.coords[0])
+    inside = shapely.Point(centre.x + 0.8 * (corner.x - centre.x),
+                           centre.y + 0.8 * (corner.y - centre.y))
+    _pick(cmd, "map", inside.x, inside.y)
+    drill = cmd.page.locator("#drill")
+    drill.locator("h2").wait_for()
+    assert holder["name"] in drill.locator("h2").inner_text()
+    assert "社区医生" in drill.locator(".gap").inner_text()
+    drill.locator(f"[data-id='{case_id}']").click()
+    cmd.page.wait_for_function("document.querySelectorAll('#case img.photo').length === 3")
+    cmd.page.wait_for_function("""[...document.querySelectorAll('#case img.photo')]
+                                  .every((i) => i.complete && i.naturalWidth === 8)""")
+    assert cmd.page.locator("#case .urge").count() == 0  # a closed case is not urged
+    red = next(i for i in others[::-1] if site.one(
+        "SELECT grid_code FROM incident WHERE id = :i", i=i).grid_code == holder["code"])
+    drill.locator(f"[data-id='{red}']").click()
+    cmd.page.locator("#case .urge").click()
+    cmd.page.wait_for_function("document.querySelector('#case .history')?.textContent"
+                               ".includes('督办')")
+    assert site.one("SELECT urge_count FROM incident WHERE id = :i", i=red).urge_count == 1
+    cmd.shot("5-commander-drill-down")
     for p in (resident, worker, dep, cmd):
         p.check()
         p.close()
@@ -376,6 +403,7 @@ def test_an_overdue_case_colours_its_cluster(site: Site, browser: Any) -> None:
     assert state["same"] and state["isCluster"], state
     assert "cluster-red" in state["cls"]
     assert int(state["red"]) >= 1
+    cmd.page.wait_for_timeout(700)  # let the zoom settle before the picture
     cmd.shot("6-commander-overdue-cluster")
     cmd.check()
     cmd.close()

@@ -200,7 +200,8 @@ const WG = (() => {
   function stepForm(c, opts, done) {
     const sid = "step-" + c.id;
     const select = el("select", { id: sid, name: "to" },
-      opts.map((t) => el("option", { value: t[1] }, `${M.actions[t[2]] || t[2]} → ${status(t[1])}`)));
+      opts.map((t) => el("option", { value: t[1] }, M.actions[t[2]] === status(t[1]) ? status(t[1])
+        : `${M.actions[t[2]] || t[2]} → ${status(t[1])}`)));
     const note = el("textarea", { id: sid + "-note", rows: 2 });
     const photo = el("input", { id: sid + "-photo", type: "file", accept: "image/*", capture: "environment" });
     const form = el("form", { class: "step-form" },
