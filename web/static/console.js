@@ -164,10 +164,10 @@ const WG = (() => {
       steps.map((s, i) => el("li", { class: i < at ? "done" : i === at ? "now" : "" }, status(s))));
     const hist = el("ol", { class: "history" }, c.history.map((h) => el("li", {},
       el("time", {}, time(h.at)), " ", el("b", {}, M.actions[h.action] || h.action),
-      h.to_status ? `（${status(h.to_status)}）` : "", " · ", h.actor,
+      h.to_status && h.to_status !== h.from_status ? `（${status(h.to_status)}）` : "", " · ", h.actor,
       h.note ? el("div", { class: "note" }, h.note) : null,
       (photosBy[h.id] || []).map(img))));
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("h2", {}, `${T("case")} #${c.id}`),
       el("p", {}, el("b", {}, c.category_name_zh || c.category_code), " ", badge(c.sla), " ",
         el("span", { class: "status" }, status(c.status))),
@@ -181,7 +181,7 @@ const WG = (() => {
         el("dt", {}, T("urge_count")), el("dd", {}, String(c.urge_count))),
       progress,
       (photosBy[0] || []).length ? el("div", { class: "photos" }, (photosBy[0] || []).map(img)) : null,
-      el("h3", {}, T("history")), hist);
+      el("h3", {}, T("history")), hist].filter((x) => x !== null));
     const done = () => { casePanel(box, id, actions, onChange); if (onChange) onChange(); };
     if (actions.includes("steps")) {
       const opts = next(c.status).filter((t) => t[1] !== "rated");
