@@ -104,6 +104,6 @@
     for (const l of base.grid.getLayers()) gridNames[l.feature.properties.code] = l.feature.properties.name;
     for (const l of base.community.getLayers()) communityNames[l.feature.properties.code] = l.feature.properties.name;
     await showLatest(await runs());
-    document.body.dataset.ready = "1";
+    WG.ready();
   })().catch((e) => toast(problemText(e), true));
 })();

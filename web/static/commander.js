@@ -11,7 +11,7 @@
   let countsBy = "street";
   const worst = (list) => list.reduce((w, s) => (SLA_ORDER[s] < SLA_ORDER[w] ? s : w), "none");
   const cluster = L.markerClusterGroup({
-    chunkedLoading: true, showCoverageOnHover: false, maxClusterRadius: 50,
+    showCoverageOnHover: false, maxClusterRadius: 50,
     iconCreateFunction: (c) => {
       const kids = c.getAllChildMarkers();
       const w = worst(kids.map((k) => k.options.sla));
@@ -150,7 +150,7 @@
     await Promise.all([
       WG.basemap(m, ["grid", "community", "street"], openGrid).then(() => WG.buildings(m)),
       poll(), counts(), trend()]);
-    document.body.dataset.ready = "1";
+    WG.ready();
     setInterval(poll, POLL_MS);
   })().catch((e) => toast(problemText(e), true));
 })();

@@ -256,6 +256,15 @@ const WG = (() => {
       ` #${c.id} · ${status(c.status)} · ${T("resolve_due")} ${time(c.resolve_due)}`));
   }
 
+  // The page is drawn: data loaded and two frames painted; readyMs is ms since navigation start.
+  function ready() {
+    if (document.body.dataset.ready) return;
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      document.body.dataset.readyMs = String(Math.round(performance.now()));
+      document.body.dataset.ready = "1";
+    }));
+  }
+
   const signOut = document.getElementById("sign-out");
   if (signOut) signOut.addEventListener("click", async () => {
     try { await api("DELETE", "/v1/console/session"); } finally { location.href = "/console/login"; }
@@ -263,5 +272,5 @@ const WG = (() => {
 
   return { M, T, api, problemText, toast, time, day, today, el, status, sla, badge, pct, num,
     SLA_ORDER, SLA_COLOR, map, maps, basemap, buildings, dot, casePanel, uploadPhoto, bySla, caseItem,
-    next };
+    next, ready };
 })();

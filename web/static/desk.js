@@ -17,7 +17,7 @@
     ul.replaceChildren(...(list.length ? list.map((c) => WG.caseItem(c, open)) : [el("li", {}, T("no_cases"))]));
     document.getElementById("due").replaceChildren(
       ...(due.length ? due.map((c) => WG.caseItem(c, open)) : [el("li", {}, T("no_cases"))]));
-    document.body.dataset.ready = "1";
+    WG.ready();
   }
 
   async function open(c) {

@@ -64,6 +64,6 @@
     document.getElementById("category").append(...cats.filter((c) => c.active)
       .map((c) => el("option", { value: c.code }, c.name_zh)));
     await Promise.all([WG.basemap(m, ["grid"]).catch(() => {}), mine()]);
-    document.body.dataset.ready = "1";
+    WG.ready();
   })().catch((e) => toast(problemText(e), true));
 })();
