@@ -339,3 +339,23 @@ def test_naive_times_are_not_shown(world: Any) -> None:
     client, _, _ = world
     got = client.get("/v1/console/points", headers=_bearer(client, "cmd")).json()
     assert datetime.fromisoformat(got["now"]).utcoffset() == timedelta(0)
+
+
+def test_demo_people_sign_in_to_their_views(world: Any) -> None:
+    """``wangge demo`` prints a signed-in path per role; each leads to that role's view."""
+    from cli.serve import console_paths
+    from geo.samples.demo import reset_demo_people
+
+    client, eng, _ = world
+    with eng.begin() as c:
+        people = reset_demo_people(c, "demo-password-1")
+    out = console_paths("http://127.0.0.1:8000", people, "demo-password-1")
+    assert "http://127.0.0.1:8000/console " in out
+    for name, role in people.items():
+        line = next(x for x in out.splitlines() if f"u={name}&" in x)
+        path = line.split("8000", 1)[1]
+        client.cookies.clear()
+        me = _session(client, name, "demo-password-1")
+        assert me["role"] == role and path.endswith(f"next={me['home']}")
+        assert client.get(me["home"]).status_code == 200
+    client.cookies.clear()
