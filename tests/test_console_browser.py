@@ -99,6 +99,7 @@ def site(fresh_database: Any) -> Iterator[Site]:
             "worker": ("grid_worker", grid["code"], None),
             "sanitation": ("department_staff", None, deps["sanitation"]),
             "commander": ("commander", district, None),
+            "planner": ("planner", district, None),
         }
         for name, (role, area, dep) in users.items():
             create_user(c, name, PASSWORD, role, area_code=area, department_id=dep, settings=AUTH)
@@ -452,3 +453,36 @@ def test_docs_and_redoc_work_offline(site: Site, browser: Any) -> None:
     p.page.wait_for_selector("[role=menuitem], .menu-content", timeout=30_000)
     p.check()
     p.close()
+
+
+def test_the_analyst_runs_and_reads_circles(site: Site, browser: Any) -> None:
+    """Start circles, coverage and siting from the page; circles one tier at a time by kind;
+    shares with Chinese kind names; uncovered buildings with grid names; export links."""
+    ana = Person(browser, site, "planner", DESKTOP)
+    ana.sign_in()
+    page = ana.page
+    for button, kind in (("计算服务圈", "服务圈"), ("覆盖分析", "覆盖分析"),
+                         ("选址建议", "选址建议")):
+        page.get_by_role("button", name=button).click()
+        page.wait_for_function(
+            """(k) => { const t = document.querySelector('#progress').textContent;
+                        return t.startsWith(k) && t.includes('已完成'); }""",
+            arg=kind, timeout=120_000)
+    with site.engine.connect() as c:
+        runs = c.execute(text("SELECT kind, status FROM analysis_run ORDER BY id")).all()
+        kinds = dict(c.execute(text("SELECT code, name_zh FROM station_kind")).all())
+    assert [r.kind for r in runs] == ["circles", "coverage", "siting"]
+    assert page.locator("#runs tbody tr").count() == 3
+    # One tier drawn at a time: the options are the run's tiers; switching redraws.
+    options = page.locator("#tier option").all_inner_texts()
+    assert len(options) >= 2 and all(o.endswith("米") for o in options)
+    drawn = page.evaluate("() => { const m = WG.maps.map; let n = 0; m.eachLayer((l) => {"
+                          " if (l.feature && l.feature.properties.tier_m !== undefined) n++; });"
+                          " return n; }")
+    assert drawn >= 1
+    shares = page.locator("#shares tbody th").all_inner_texts()
+    assert shares and set(shares) <= set(kinds.values())
+    assert page.locator("#runs a", has_text="GPKG").count() == 3
+    ana.shot("9-analyst")
+    ana.check()
+    ana.close()

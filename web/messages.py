@@ -29,6 +29,7 @@ TEAM_ROLES = {
 LEVELS = {"district": "区", "street": "街道", "community": "社区", "grid": "网格",
           "department": "部门"}
 RUN_KINDS = {"circles": "服务圈", "coverage": "覆盖分析", "siting": "选址建议"}
+SITING_METHODS = {"mclp": "最大覆盖模型", "greedy": "贪心算法"}
 RUN_STATUS = {"running": "运行中", "finished": "已完成", "failed": "失败", "done": "已完成"}
 
 TEXT = {
@@ -67,7 +68,7 @@ TEXT = {
     "error": "出错了", "csrf": "安全令牌缺失，请重新登录", "outside": "位置不在任何网格内",
     "required": "必填", "choose": "请选择", "id": "编号", "actor": "办理人",
     "time": "时间", "action": "操作", "grid_worker_steps": "可办理的步骤",
-    "home": "首页", "docs": "接口文档", "escalation_level": "处置层级",
+    "home": "首页", "run_kind": "任务类型", "docs": "接口文档", "escalation_level": "处置层级",
     "urge_count": "督办次数", "deadline": "时限", "cst": "北京时间",
 }
 
@@ -77,7 +78,7 @@ def catalogue() -> dict[str, Any]:
     return {
         "text": TEXT, "roles": ROLES, "status": dict(inc.STEPS_ZH), "sla": SLA,
         "actions": ACTIONS, "team_roles": TEAM_ROLES, "levels": LEVELS,
-        "run_kinds": RUN_KINDS, "run_status": RUN_STATUS,
+        "run_kinds": RUN_KINDS, "run_status": RUN_STATUS, "methods": SITING_METHODS,
         # The state machine, for offering only the steps a case may take next.
         "transitions": [[f, t, a] for (f, t), a in inc.TRANSITIONS.items()],
     }

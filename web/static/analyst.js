@@ -70,7 +70,7 @@
       const got = await api("GET", `/v1/circles/siting/${s.id}`);
       const feats = got.sites.features.filter((f) => f.properties.method === (got.sites.features.some((x) => x.properties.method === "mclp") ? "mclp" : f.properties.method));
       document.getElementById("sites").replaceChildren(...feats.map((f) => el("li", {},
-        `${T("gain")} ${num(f.properties.gain_residents)} ${T("people")}（${f.properties.method}）`)));
+        `${T("gain")} ${num(f.properties.gain_residents)} ${T("people")}（${M.methods[f.properties.method] || f.properties.method}）`)));
       L.geoJSON({ type: "FeatureCollection", features: feats }, { pointToLayer: (f, ll) => L.circleMarker(ll,
         { radius: 7, color: "#111", weight: 2, fillColor: "#ffd400", fillOpacity: 1 })
         .bindTooltip(`#${f.properties.rank} +${num(f.properties.gain_residents)} ${T("people")}`) }).addTo(extras);

@@ -164,7 +164,8 @@ const WG = (() => {
       steps.map((s, i) => el("li", { class: i < at ? "done" : i === at ? "now" : "" }, status(s))));
     const hist = el("ol", { class: "history" }, c.history.map((h) => el("li", {},
       el("time", {}, time(h.at)), " ", el("b", {}, M.actions[h.action] || h.action),
-      h.to_status && h.to_status !== h.from_status ? `（${status(h.to_status)}）` : "", " · ", h.actor,
+      h.to_status && h.to_status !== h.from_status && M.actions[h.action] !== status(h.to_status)
+        && h.action !== "report" ? `（${status(h.to_status)}）` : "", " · ", h.actor,
       h.note ? el("div", { class: "note" }, h.note) : null,
       (photosBy[h.id] || []).map(img))));
     box.replaceChildren(...[
@@ -176,12 +177,13 @@ const WG = (() => {
         el("dt", {}, T("reported_at")), el("dd", {}, time(c.reported_at)),
         el("dt", {}, T("checkin_due")), el("dd", {}, time(c.checkin_due)),
         el("dt", {}, T("resolve_due")), el("dd", {}, time(c.resolve_due)),
-        el("dt", {}, T("grid")), el("dd", {}, c.grid_code || "—"),
+        el("dt", {}, T("grid")), el("dd", { class: "grid-name" }, c.grid_code || "—"),
         el("dt", {}, T("escalation_level")), el("dd", {}, M.levels[c.escalation_level] || c.escalation_level),
         el("dt", {}, T("urge_count")), el("dd", {}, String(c.urge_count))),
       progress,
       (photosBy[0] || []).length ? el("div", { class: "photos" }, (photosBy[0] || []).map(img)) : null,
       el("h3", {}, T("history")), hist].filter((x) => x !== null));
+    placeName(c, box.querySelector(".grid-name"));
     const done = () => { casePanel(box, id, actions, onChange); if (onChange) onChange(); };
     if (actions.includes("steps")) {
       const opts = next(c.status).filter((t) => t[1] !== "rated");
@@ -195,6 +197,15 @@ const WG = (() => {
       } }, T("urge")));
     }
     return c;
+  }
+
+  // The names of the street, community and grid a case lies in (the point lookup).
+  async function placeName(c, dd) {
+    try {
+      const a = await api("GET", `/v1/lookup?lon=${c.lon}&lat=${c.lat}`, undefined, { noRedirect: true });
+      dd.textContent = [a.street, a.community, a.grid].filter(Boolean).map((x) => x.name).join(" · ")
+        + `（${c.grid_code}）`;
+    } catch (e) { /* the code stays */ }
   }
 
   function stepForm(c, opts, done) {
