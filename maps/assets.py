@@ -63,6 +63,7 @@ PACKAGES: dict[str, list[tuple[str, str]]] = {
     "leaflet.heat@0.2.0": [("dist/leaflet-heat.js", "heat/leaflet-heat.js")],
     # The web console (web/): charts, and the OpenAPI pages /docs and /redoc served offline.
     "echarts@5.4.3": [("dist/echarts.min.js", "echarts/echarts.min.js")],
+    "supercluster@7.1.5": [("dist/supercluster.min.js", "supercluster/supercluster.min.js")],
     "swagger-ui-dist@5.9.0": [
         ("swagger-ui-bundle.js", "swagger-ui/swagger-ui-bundle.js"),
         ("swagger-ui.css", "swagger-ui/swagger-ui.css"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import geopandas as gpd
+import orjson
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
@@ -49,7 +50,7 @@ HOME = {"commander": "/console/commander", "grid_worker": "/console/worker",
         "department_staff": "/console/department", "resident": "/console/resident",
         "planner": "/console/analyst", "admin": "/console/commander"}
 REGISTER_PER_MINUTE = 5
-BASEMAP_SECONDS = 60.0
+BASEMAP_SECONDS = 300.0
 _basemap_lock = threading.Lock()
 
 
@@ -150,9 +151,11 @@ def trend(request: Request, days: int = Query(30, ge=1, le=366), within: str | N
             summary="The command map's incidents (open and recently closed), compact rows; "
             "with `since`, only those changed after it")
 def points(request: Request, since: datetime | None = None, within: str | None = Within,
-           conn: Connection = Depends(get_connection)) -> Any:
-    return dashboard.map_points(conn, scope=scope_of(request), since=since,
-                                within=area_within(request, within))
+           conn: Connection = Depends(get_connection)) -> Response:
+    found = dashboard.map_points(conn, scope=scope_of(request), since=since,
+                                 within=area_within(request, within))
+    # tens of thousands of rows: orjson straight to bytes (the generic encoder took ~0.5 s)
+    return Response(orjson.dumps(found), media_type="application/json")
 
 
 @router.get("/basemap/{level}", operation_id="console_basemap", response_model=dict[str, Any],
@@ -170,8 +173,7 @@ def basemap(level: Literal["street", "community", "grid"], request: Request,
         if hit is None or hit[0] < time.monotonic():
             with request.app.state.engine.connect() as conn:
                 gdf = mapdata.areas_for_map(conn, level, within=area, simplify_m=3.0)
-            body = json.dumps(feature_collection(gdf, ["code", "name"]),
-                              ensure_ascii=False, separators=(",", ":")).encode()
+            body = orjson.dumps(feature_collection(gdf, ["code", "name"], decimals=5))
             if len(cache) > 64:
                 cache.clear()
             hit = cache[key] = (time.monotonic() + BASEMAP_SECONDS, body)

@@ -6,43 +6,65 @@
   const { M, T, api, el, time, num, badge, status, SLA_ORDER, SLA_COLOR, problemText, toast } = WG;
   const POLL_MS = 4000;
   const m = WG.map("map");
-  const cases = new Map(); // id -> {row, marker}
+  const cases = new Map(); // id -> {row}
   let since = null;
   let countsBy = "street";
-  const worst = (list) => list.reduce((w, s) => (SLA_ORDER[s] < SLA_ORDER[w] ? s : w), "none");
-  const cluster = L.markerClusterGroup({
-    showCoverageOnHover: false, maxClusterRadius: 50,
-    iconCreateFunction: (c) => {
-      const kids = c.getAllChildMarkers();
-      const w = worst(kids.map((k) => k.options.sla));
-      const red = kids.filter((k) => k.options.sla === "red").length;
-      return L.divIcon({ className: "cluster cluster-" + w, iconSize: [40, 40],
-        html: `<span>${kids.length}</span>` + (red ? `<i title="${T("overdue")}">${red}</i>` : "") });
+  // Clusters by Supercluster (tens of thousands of cases in tens of ms); each cluster carries
+  // its worst SLA state and how many of its cases are overdue, and is coloured by the worst.
+  const index = new Supercluster({
+    radius: 50, maxZoom: 17,
+    map: (p) => ({ worst: p.sla, red: p.sla === "red" ? 1 : 0 }),
+    reduce: (acc, p) => {
+      if (SLA_ORDER[p.worst] < SLA_ORDER[acc.worst]) acc.worst = p.worst;
+      acc.red += p.red;
     },
-  }).addTo(m);
-  window.commander = { cases, cluster, map: m };
+  });
+  const layer = L.layerGroup().addTo(m);
+  const icons = Object.fromEntries(["red", "amber", "green", "none"].map((s) => [s, WG.dot(s)]));
 
-  function marker(row) {
-    const [id, lon, lat, sla, st, cat] = row;
-    const cname = (categories[cat] || cat);
-    const mk = L.marker([lat, lon], { icon: WG.dot(sla), sla, keyboard: true,
-      title: `#${id} ${cname} ${WG.sla(sla)}`, alt: `#${id}` });
-    mk.bindTooltip(`#${id} ${cname} · ${status(st)} · ${WG.sla(sla)}`);
-    mk.on("click", () => openCase(id));
-    return mk;
+  function clusterIcon(p) {
+    return L.divIcon({ className: "cluster cluster-" + p.worst, iconSize: [40, 40],
+      html: `<span>${p.point_count}</span>` + (p.red ? `<i title="${T("overdue")}">${p.red}</i>` : "") });
   }
+  function draw() {
+    const b = m.getBounds();
+    const found = index.getClusters([b.getWest(), b.getSouth(), b.getEast(), b.getNorth()],
+      Math.round(m.getZoom()));
+    layer.clearLayers();
+    for (const f of found) {
+      const [lon, lat] = f.geometry.coordinates;
+      const p = f.properties;
+      if (p.cluster) {
+        const title = `${p.point_count} ${T("cases")}` + (p.red ? `，${T("overdue")} ${p.red}` : "");
+        L.marker([lat, lon], { icon: clusterIcon(p), clusterId: p.cluster_id, keyboard: true,
+          title, alt: title }).on("click", () => m.setView([lat, lon],
+          Math.min(index.getClusterExpansionZoom(p.cluster_id), 19))).addTo(layer);
+      } else {
+        L.marker([lat, lon], { icon: icons[p.sla], caseId: p.id, keyboard: true, alt: `#${p.id}`,
+          title: `#${p.id} ${categories[p.cat] || p.cat} · ${status(p.st)} · ${WG.sla(p.sla)}` })
+          .on("click", () => openCase(p.id)).addTo(layer);
+      }
+    }
+  }
+  m.on("moveend", draw);
+  // The drawn cluster (its icon element) holding case ``id``, or null (for tests).
+  function clusterOf(id) {
+    let hit = null;
+    layer.eachLayer((mk) => {
+      if (mk.options.clusterId !== undefined
+          && index.getLeaves(mk.options.clusterId, Infinity).some((f) => f.properties.id === id)) hit = mk;
+    });
+    return hit && hit.getElement();
+  }
+  window.commander = { cases, index, layer, map: m, clusterOf };
 
   function apply(rows) {
-    const add = [], drop = [];
-    for (const row of rows) {
-      const old = cases.get(row[0]);
-      if (old) drop.push(old.marker);
-      const mk = marker(row);
-      cases.set(row[0], { row, marker: mk });
-      add.push(mk);
-    }
-    if (drop.length) cluster.removeLayers(drop);
-    if (add.length) cluster.addLayers(add);
+    for (const row of rows) cases.set(row[0], { row });
+    if (!rows.length && index.points) return;
+    index.load([...cases.values()].map(({ row }) => ({ type: "Feature",
+      geometry: { type: "Point", coordinates: [row[1], row[2]] },
+      properties: { id: row[0], sla: row[3], st: row[4], cat: row[5] } })));
+    draw();
     totals();
   }
 
@@ -58,6 +80,7 @@
     try {
       const q = since ? "?since=" + encodeURIComponent(since) : "";
       const p = await api("GET", "/v1/console/points" + q);
+      if (!since) WG.mark("points-fetched");
       since = p.now;
       apply(p.rows);
       document.getElementById("updated").textContent = time(p.now);
@@ -147,9 +170,11 @@
   (async () => {
     const cats = await api("GET", "/v1/incident-categories");
     categories = Object.fromEntries(cats.map((c) => [c.code, c.name_zh]));
+    WG.mark("start");
     await Promise.all([
-      WG.basemap(m, ["grid", "community", "street"], openGrid).then(() => WG.buildings(m)),
-      poll(), counts(), trend()]);
+      WG.basemap(m, ["grid", "community", "street"], openGrid).then(() => { WG.mark("basemap"); WG.buildings(m); }),
+      poll().then(() => WG.mark("points")), counts().then(() => WG.mark("counts")),
+      trend().then(() => WG.mark("trend"))]);
     WG.ready();
     setInterval(poll, POLL_MS);
   })().catch((e) => toast(problemText(e), true));

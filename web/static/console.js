@@ -107,14 +107,19 @@ const WG = (() => {
   async function basemap(m, levels, onGrid) {
     const out = {};
     const got = await Promise.all(levels.map((l) => api("GET", "/v1/console/basemap/" + l)));
+    mark("basemap-fetched");
     levels.forEach((level, i) => {
-      const layer = L.geoJSON(got[i], {
-        style: () => LEVEL_STYLE[level], interactive: level === "grid",
-        onEachFeature: level === "grid" ? (f, lyr) => {
-          lyr.bindTooltip(`${f.properties.name || ""}（${f.properties.code}）`);
-          if (onGrid) lyr.on("click", () => onGrid(f.properties, lyr));
-        } : undefined,
-      }).addTo(m);
+      const layer = L.geoJSON(got[i], { style: () => LEVEL_STYLE[level],
+        interactive: level === "grid" }).addTo(m);
+      if (level === "grid") {  // one handler for all grids; tooltips bound on first hover
+        layer.on("mouseover", (e) => {
+          if (!e.layer.getTooltip()) {
+            const p = e.layer.feature.properties;
+            e.layer.bindTooltip(`${p.name || ""}（${p.code}）`).openTooltip(e.latlng);
+          }
+        });
+        if (onGrid) layer.on("click", (e) => onGrid(e.layer.feature.properties, e.layer));
+      }
       out[level] = layer;
     });
     const any = out.grid || out.community || out.street;
@@ -165,7 +170,7 @@ const WG = (() => {
     const hist = el("ol", { class: "history" }, c.history.map((h) => el("li", {},
       el("time", {}, time(h.at)), " ", el("b", {}, M.actions[h.action] || h.action),
       h.to_status && h.to_status !== h.from_status && M.actions[h.action] !== status(h.to_status)
-        && h.action !== "report" ? `（${status(h.to_status)}）` : "", " · ", h.actor,
+        && h.action !== "report" ? `（${status(h.to_status)}）` : "", " · ", String(h.actor).replace(/^user:/, ""),
       h.note ? el("div", { class: "note" }, h.note) : null,
       (photosBy[h.id] || []).map(img))));
     box.replaceChildren(...[
@@ -267,6 +272,10 @@ const WG = (() => {
       ` #${c.id} · ${status(c.status)} · ${T("resolve_due")} ${time(c.resolve_due)}`));
   }
 
+  // Timings of a page's parts (ms since navigation start), for the benchmark.
+  const marks = {};
+  function mark(name) { marks[name] = Math.round(performance.now()); }
+
   // The page is drawn: data loaded and two frames painted; readyMs is ms since navigation start.
   function ready() {
     if (document.body.dataset.ready) return;
@@ -283,5 +292,5 @@ const WG = (() => {
 
   return { M, T, api, problemText, toast, time, day, today, el, status, sla, badge, pct, num,
     SLA_ORDER, SLA_COLOR, map, maps, basemap, buildings, dot, casePanel, uploadPhoto, bySla, caseItem,
-    next, ready };
+    next, ready, mark, marks };
 })();
