@@ -107,13 +107,14 @@ def load_ms(browser, base: str, user: str, path: str, viewport: dict,  # noqa: A
             """() => performance.getEntriesByType('navigation').concat(
                  performance.getEntriesByType('resource'))
                .reduce((a, e) => a + (e.encodedBodySize || 0), 0)"""))
+    marks = page.evaluate("() => WG.marks")
     counts = page.evaluate("() => window.commander ? commander.cases.size : "
                            "document.querySelectorAll('#cases li').length")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"bench-console-{path.rsplit('/', 1)[-1]}.png"))
     ctx.close()
     return {"cold_ms": times[0], "median_ms": statistics.median(times[1:]), "all_ms": times,
-            "bytes": sizes[-1], "items": counts, "console_errors": errors,
+            "bytes": sizes[-1], "items": counts, "marks_ms": marks, "console_errors": errors,
             "outside_requests": outside}
 
 
@@ -157,6 +158,7 @@ def main() -> None:
         "worker_grid": grid, "repeat": args.repeat,
         "targets_ms": {"commander_first_view": 3000, "worker_desk": 1500},
         "runs_ms": {"commander": cmd["all_ms"], "worker": desk["all_ms"]},
+        "commander_parts_ms": cmd["marks_ms"],
         "console_errors": cmd["console_errors"] + desk["console_errors"],
         "outside_requests": cmd["outside_requests"] + desk["outside_requests"],
     }

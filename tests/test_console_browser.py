@@ -327,6 +327,9 @@ def test_the_whole_loop_as_people(site: Site, browser: Any) -> None:
     centre, corner = poly.centroid, shapely.Point(poly.exterior.coords[0])
     inside = shapely.Point(centre.x + 0.8 * (corner.x - centre.x),
                            centre.y + 0.8 * (corner.y - centre.y))
+    cmd.page.evaluate("([lat, lon]) => commander.map.setView([lat, lon], 17, {animate: false})",
+                      [inside.y, inside.x])  # a district's grids are drawn from zoom 14
+    cmd.page.wait_for_function("() => commander.base.grid && commander.base.grid._map")
     _pick(cmd, "map", inside.x, inside.y)
     drill = cmd.page.locator("#drill")
     drill.locator("h2").wait_for()
@@ -469,6 +472,11 @@ def test_the_analyst_runs_and_reads_circles(site: Site, browser: Any) -> None:
             """(k) => { const t = document.querySelector('#progress').textContent;
                         return t.startsWith(k) && t.includes('已完成'); }""",
             arg=kind, timeout=120_000)
+    try:
+        page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 3")
+    except Exception as exc:
+        raise AssertionError(page.locator("#progress").inner_text() + " | "
+                             + page.locator("#runs").inner_text() + str(ana.errors)) from exc
     with site.engine.connect() as c:
         runs = c.execute(text("SELECT kind, status FROM analysis_run ORDER BY id")).all()
         kinds = dict(c.execute(text("SELECT code, name_zh FROM station_kind")).all())

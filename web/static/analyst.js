@@ -16,8 +16,11 @@
       href: `/v1/console/export/${run.id}?what=${what}&format=${f}`, download: "" }, f.toUpperCase() + " ")));
   }
 
+  let asked = 0;  // a slower, older answer never overwrites a newer one
   async function runs() {
+    const mine = ++asked;
     const list = await api("GET", "/v1/circles/runs?limit=20");
+    if (mine !== asked) return list;
     document.querySelector("#runs tbody").replaceChildren(...list.map((r) => el("tr", {},
       el("td", {}, String(r.id)), el("td", {}, M.run_kinds[r.kind] || r.kind),
       el("td", {}, M.run_status[r.status] || r.status), el("td", {}, time(r.started_at)),
@@ -84,6 +87,7 @@
     const tick = setInterval(() => { p.textContent = `${M.run_kinds[kind]}：${M.run_status.running} ${((performance.now() - t0) / 1000).toFixed(0)} s`; runs().catch(() => {}); }, 2000);
     try {
       await api("POST", url, body);
+      clearInterval(tick);
       p.textContent = `${M.run_kinds[kind]}：${M.run_status.done}（${((performance.now() - t0) / 1000).toFixed(1)} s）`;
       await showLatest(await runs());
     } catch (e) { p.textContent = problemText(e); }

@@ -27,6 +27,7 @@
       html: `<span>${p.point_count}</span>` + (p.red ? `<i title="${T("overdue")}">${p.red}</i>` : "") });
   }
   function draw() {
+    if (!index.points) return;  // moved before the first load
     const b = m.getBounds();
     const found = index.getClusters([b.getWest(), b.getSouth(), b.getEast(), b.getNorth()],
       Math.round(m.getZoom()));
@@ -172,7 +173,10 @@
     categories = Object.fromEntries(cats.map((c) => [c.code, c.name_zh]));
     WG.mark("start");
     await Promise.all([
-      WG.basemap(m, ["grid", "community", "street"], openGrid).then(() => { WG.mark("basemap"); WG.buildings(m); }),
+      // A district's grids are drawn from zoom 14; a street's or community's at once.
+      WG.basemap(m, ["grid", "community", "street"], openGrid,
+        (document.body.dataset.area || "").length >= 9 ? [] : ["grid"])
+        .then((base) => { window.commander.base = base; WG.mark("basemap"); WG.buildings(m); }),
       poll().then(() => WG.mark("points")), counts().then(() => WG.mark("counts")),
       trend().then(() => WG.mark("trend"))]);
     WG.ready();

@@ -104,12 +104,12 @@ const WG = (() => {
     grid: { color: "#2c7fb8", weight: 0.8, fillColor: "#dbe9f6", fillOpacity: 0.35 },
   };
   // The service's own boundaries as the base (no tile server); returns the layers by level.
-  async function basemap(m, levels, onGrid) {
+  // ``lazy`` levels (a whole district's ten thousand grids) are fetched and drawn only from
+  // zoom ``lazyZoom`` on, where they can be told apart; the others at once.
+  async function basemap(m, levels, onGrid, lazy = [], lazyZoom = 14) {
     const out = {};
-    const got = await Promise.all(levels.map((l) => api("GET", "/v1/console/basemap/" + l)));
-    mark("basemap-fetched");
-    levels.forEach((level, i) => {
-      const layer = L.geoJSON(got[i], { style: () => LEVEL_STYLE[level],
+    const draw = (level, fc) => {
+      const layer = L.geoJSON(fc, { style: () => LEVEL_STYLE[level],
         interactive: level === "grid" }).addTo(m);
       if (level === "grid") {  // one handler for all grids; tooltips bound on first hover
         layer.on("mouseover", (e) => {
@@ -120,10 +120,28 @@ const WG = (() => {
         });
         if (onGrid) layer.on("click", (e) => onGrid(e.layer.feature.properties, e.layer));
       }
-      out[level] = layer;
-    });
+      layer.bringToBack();
+      return layer;
+    };
+    const now = levels.filter((l) => !lazy.includes(l));
+    const got = await Promise.all(now.map((l) => api("GET", "/v1/console/basemap/" + l)));
+    mark("basemap-fetched");
+    now.forEach((level, i) => { out[level] = draw(level, got[i]); });
     const any = out.grid || out.community || out.street;
     if (any && any.getLayers().length) m.fitBounds(any.getBounds(), { padding: [10, 10] });
+    for (const level of lazy) {
+      let loading = null;
+      const show = async () => {
+        if (m.getZoom() < lazyZoom) { if (out[level]) out[level].remove(); return; }
+        if (out[level]) { out[level].addTo(m); return; }
+        loading = loading || api("GET", "/v1/console/basemap/" + level);
+        const fc = await loading;
+        if (!out[level]) out[level] = draw(level, fc);
+        if (m.getZoom() < lazyZoom) out[level].remove();
+      };
+      m.on("zoomend", show);
+      show();
+    }
     return out;
   }
 
