@@ -12,7 +12,7 @@
   // Clusters by Supercluster (tens of thousands of cases in tens of ms); each cluster carries
   // its worst SLA state and how many of its cases are overdue, and is coloured by the worst.
   const index = new Supercluster({
-    radius: 50, maxZoom: 17,
+    radius: 90, maxZoom: 17,  // radius in 512-px tile units: ~45 screen px
     map: (p) => ({ worst: p.sla, red: p.sla === "red" ? 1 : 0 }),
     reduce: (acc, p) => {
       if (SLA_ORDER[p.worst] < SLA_ORDER[acc.worst]) acc.worst = p.worst;
