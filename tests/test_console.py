@@ -142,10 +142,13 @@ def test_residents_register_themselves_rate_limited(world: Any) -> None:
     client.cookies.clear()
     codes = [client.post("/v1/console/residents",
                          json={"username": f"new{i}", "password": "new-password-1"}).status_code
-             for i in range(6)]
-    assert codes[:5] == [201] * 5 and codes[5] == 429
+             for i in range(11)]
+    # Five a minute per address (fixed one-minute windows: a burst crossing the minute gets
+    # at most one more window of five).
+    assert codes[:5] == [201] * 5 and 429 in codes and codes.count(201) <= 10
     with eng.connect() as c:
-        roles = c.execute(text("SELECT DISTINCT role FROM app_user WHERE username LIKE 'new%'"))
+        roles = c.execute(text("SELECT DISTINCT role FROM app_user WHERE username LIKE 'new%'"
+                               " AND username NOT LIKE 'new-%'"))
         assert [r.role for r in roles] == ["resident"]
 
 
