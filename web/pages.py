@@ -36,8 +36,8 @@ PAGES: dict[str, tuple[str, str, frozenset[str] | None]] = {
     "login": ("login.html", "sign_in", None),
     "account": ("account.html", "account", frozenset(ROLES)),
     "commander": ("commander.html", "commander", frozenset({"commander"})),
-    "worker": ("worker.html", "worker", frozenset({"grid_worker"})),
-    "department": ("department.html", "department", frozenset({"department_staff"})),
+    "worker": ("desk.html", "worker", frozenset({"grid_worker"})),
+    "department": ("desk.html", "department", frozenset({"department_staff"})),
     "resident": ("resident.html", "resident", frozenset({"resident"})),
     "analyst": ("analyst.html", "analyst", frozenset({"planner", "commander"})),
 }
