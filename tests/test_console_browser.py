@@ -495,3 +495,36 @@ def test_the_analyst_runs_and_reads_circles(site: Site, browser: Any) -> None:
     ana.shot("9-analyst")
     ana.check()
     ana.close()
+
+
+def test_keyboard_only_sign_in_and_desk(site: Site, browser: Any) -> None:
+    """Sign in and open a case with the keyboard alone; every form field has a label."""
+    spot = site.grid["geom"].representative_point()
+    r = site.api("resident2", "POST", "/v1/incidents",
+                 json={"category": "snow_ice", "lon": spot.x, "lat": spot.y + 0.0001})
+    assert r.status_code == 201 and r.json()["grid_code"] == site.grid["code"], r.text
+    p = Person(browser, site, "worker", PHONE)
+    page = p.page
+    page.goto(f"{site.base}/console/login")
+    page.locator("body").click(position={"x": 5, "y": 200})
+    for _ in range(10):  # Tab until the username field has the focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "username":
+            break
+    page.keyboard.type("worker")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/console/worker")
+    p.ready()
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+        .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+        .map((e) => e.id || e.name)""")
+    assert unlabelled == []
+    first = page.locator("#cases .case-row").first
+    first.focus()
+    page.keyboard.press("Enter")
+    page.locator("#case h2").wait_for()
+    assert page.locator("#case h2").inner_text().endswith("#" + first.get_attribute("data-id"))
+    p.check()
+    p.close()
