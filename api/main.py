@@ -15,6 +15,7 @@ from api.errors import install_error_handlers
 from api.policy import document_policy
 from api.routers import (
     circles,
+    console,
     incidents,
     layers,
     lookup,
@@ -29,12 +30,13 @@ from geo.auth.service import AuthSettings
 from geo.core.db import make_engine, resolve_url
 from geo.core.settings import ApiSettings, DatabaseSettings
 from geo.incidents import ReportWriter
+from web import pages as web_pages
 
 log = logging.getLogger(__name__)
 
 # Routes are matched one by one in this order (FastAPI's matching is linear and costs ~10 µs a
 # route), so the hot paths come first: lookups, then reports. No two routers share a path.
-ROUTERS = (lookup, open311, incidents, layers, circles, maps, planning, security, ogc)
+ROUTERS = (lookup, open311, incidents, layers, circles, maps, planning, security, ogc, console)
 
 
 def create_app(
@@ -83,6 +85,8 @@ def create_app(
         summary="Grid-based community governance: lookup, service circles, incidents, planning.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: web.pages, from the installed assets (no CDN)
+        redoc_url=None,
     )
     app.state.db_settings = db_settings
     app.state.api_settings = api_settings
@@ -90,5 +94,7 @@ def create_app(
     install_security(app, api_settings.max_body_bytes, auth_settings)
     for module in ROUTERS:
         app.include_router(module.router)
+    app.include_router(web_pages.router)
+    web_pages.install(app)
     document_policy(app)
     return app

@@ -126,6 +126,18 @@ POLICY: dict[str, Rule] = {
     "ogc_replace_item": PLANNERS,
     "ogc_update_item": PLANNERS,
     "ogc_delete_item": PLANNERS,
+    # the browser console (web/): its session cookie, own account, dashboards, exports
+    "console_sign_in": PUBLIC,
+    "console_sign_out": PUBLIC,
+    "change_password": ANY_USER,
+    "register_resident": PUBLIC,
+    "console_counts": STAFF_ONLY,
+    "console_trend": STAFF_ONLY,
+    "console_points": STAFF_ONLY,
+    "console_basemap": ANY_USER,
+    "console_grid_team": READERS,
+    "console_station_kinds": ANY_USER,
+    "console_export": ANALYSTS,
     # maps for the command centre
     "map_grids": READERS,
     "map_coverage": READERS,

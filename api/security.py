@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextvars
 import hashlib
+import hmac
 import logging
 import re
 import time
@@ -205,7 +206,43 @@ async def resolve_principal(request: Request) -> Principal:
         if wait is not None:
             raise RateLimited(wait)
         return principal
-    return ANONYMOUS
+    return session_principal(request, settings) or ANONYMOUS
+
+
+# ---------------------------------------------------------------- the console's session cookie
+# The browser console (web/) signs in with ``POST /v1/console/session``: the JWT goes into an
+# HttpOnly, SameSite=Strict cookie, and a CSRF token derived from it (HMAC with the JWT secret)
+# into a cookie the page's script can read and must echo in ``X-CSRF-Token`` on every
+# state-changing request made with the cookie. Another site can neither read the token nor
+# (SameSite) send the cookie.
+SESSION_COOKIE = "wangge_session"
+CSRF_COOKIE = "wangge_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(session: str, settings: AuthSettings) -> str:
+    """The CSRF token that goes with the session token ``session``."""
+    return hmac.new(settings.jwt_secret.encode(), b"csrf:" + session.encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def session_principal(request: Request, settings: AuthSettings) -> Principal | None:
+    """The user of a valid session cookie (None without one, or if expired or forged).
+    A state-changing request made with it must carry the matching ``X-CSRF-Token`` (else 403)."""
+    session = request.cookies.get(SESSION_COOKIE)
+    if not session:
+        return None
+    try:
+        principal = principal_from_token(session, settings)
+    except Unauthenticated:
+        return None
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), csrf_token(session, settings).encode()):
+            raise Forbidden("CSRF token missing or wrong: a request made with the session "
+                            "cookie must send the X-CSRF-Token header")
+    return principal
 
 
 async def current_principal(request: Request) -> Principal:

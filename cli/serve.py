@@ -38,19 +38,37 @@ def demo(
     Prints the ``demo-admin`` credentials: sign in at /docs (Authorize) to try every route.
     """
     from cli.common import engine
-    from geo.samples.demo import DEMO_ADMIN, ensure_demo_loaded, reset_demo_admin
+    from geo.samples.demo import (
+        DEMO_ADMIN,
+        ensure_demo_loaded,
+        reset_demo_admin,
+        reset_demo_people,
+    )
 
     eng = engine()
     with eng.begin() as conn:
         ensure_demo_loaded(conn)
         secret = reset_demo_admin(conn, password)
+        people = reset_demo_people(conn, secret)
     eng.dispose()
     settings = ApiSettings()
     url = f"http://{settings.host}:{port or settings.port}"
     typer.echo(f"\nwangge demo: {url}/docs  (Authorize as {DEMO_ADMIN} / {secret})\n"
                f"  token:  curl -s -d username={DEMO_ADMIN} -d password='{secret}' "
                f"{url}/v1/auth/token\n")
+    typer.echo(console_paths(url, people, secret))
     serve(host=None, port=port, workers=1)
+
+
+def console_paths(url: str, people: dict[str, str], password: str) -> str:
+    """The console's address and, per demo role, the path that signs that person in."""
+    from api.routers.console import HOME
+    from web.messages import ROLES
+
+    lines = [f"console: {url}/console  (password of every demo account: {password})"]
+    for name, role in people.items():
+        lines.append(f"  {ROLES[role]:<6} {url}/console/login?u={name}&next={HOME[role]}")
+    return "\n".join(lines) + "\n"
 
 
 def register(app: typer.Typer) -> None:

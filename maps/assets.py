@@ -1,4 +1,4 @@
-"""Offline JS/CSS assets for the maps, fetched from the npm registry at install time.
+"""Offline JS/CSS assets for the maps and the console, fetched from the npm registry at set-up.
 
 ``python -m maps.assets`` runs ``npm pack NAME@VERSION`` for each package into a temporary
 directory and copies the few files the maps need into ``maps/static/vendor/`` (git-ignored).
@@ -61,6 +61,14 @@ PACKAGES: dict[str, list[tuple[str, str]]] = {
         ("dist/MarkerCluster.Default.css", "markercluster/MarkerCluster.Default.css"),
     ],
     "leaflet.heat@0.2.0": [("dist/leaflet-heat.js", "heat/leaflet-heat.js")],
+    # The web console (web/): charts, and the OpenAPI pages /docs and /redoc served offline.
+    "echarts@5.4.3": [("dist/echarts.min.js", "echarts/echarts.min.js")],
+    "supercluster@7.1.5": [("dist/supercluster.min.js", "supercluster/supercluster.min.js")],
+    "swagger-ui-dist@5.9.0": [
+        ("swagger-ui-bundle.js", "swagger-ui/swagger-ui-bundle.js"),
+        ("swagger-ui.css", "swagger-ui/swagger-ui.css"),
+    ],
+    "redoc@2.1.3": [("bundles/redoc.standalone.js", "redoc/redoc.standalone.js")],
 }
 
 # folium's resource names -> file under VENDOR_DIR; None = deliberately left out.

@@ -66,3 +66,35 @@ def reset_demo_admin(conn: Connection, password: str | None = None) -> str:
     if updated is None:
         create_user(conn, DEMO_ADMIN, password, "admin", settings=AuthSettings())
     return password
+
+
+# The demo's people, one per role, for the browser console (username -> role).
+DEMO_PEOPLE = {"demo-commander": "commander", "demo-worker": "grid_worker",
+               "demo-department": "department_staff", "demo-resident": "resident",
+               "demo-planner": "planner"}
+
+
+def reset_demo_people(conn: Connection, password: str) -> dict[str, str]:
+    """Create (or reset the password of) one demo account per role, scoped like real users:
+    commander and planner to the district, the grid worker to the grid with the most buildings,
+    department staff to the sanitation centre. Returns username -> role."""
+    from geo.auth.service import AuthSettings, create_user, hash_password
+
+    district = conn.execute(text("SELECT code FROM area_current WHERE level = 'district'"
+                                 " ORDER BY code LIMIT 1")).scalar()
+    grid = conn.execute(text("SELECT grid_code FROM building WHERE grid_code IS NOT NULL"
+                             " GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")).scalar()
+    department = conn.execute(text("SELECT id FROM department WHERE code = 'sanitation'")
+                              ).scalar()
+    scope = {"commander": (district, None), "planner": (district, None),
+             "grid_worker": (grid, None), "department_staff": (None, department),
+             "resident": (None, None)}
+    for name, role in DEMO_PEOPLE.items():
+        updated = conn.execute(
+            text("UPDATE app_user SET password_hash = :h WHERE username = :u RETURNING id"),
+            {"h": hash_password(password), "u": name}).first()
+        if updated is None:
+            area, dep = scope[role]
+            create_user(conn, name, password, role, area_code=area, department_id=dep,
+                        settings=AuthSettings())
+    return dict(DEMO_PEOPLE)
