@@ -234,7 +234,7 @@ def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
     """A dependency admitting users with one of ``roles`` (admin always) or API keys with
     ``scope``. Anonymous callers get 401; others outside the rule get 403."""
 
-    def dependency(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
+    def dependency(principal: Principal = Depends(current_principal)) -> Principal:
         if principal.kind == "anonymous":
             raise Unauthenticated("authentication required: a bearer token or an API key")
         if principal.kind == "api_key":

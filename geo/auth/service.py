@@ -67,7 +67,7 @@ class Principal:
         """True if the area ``code`` lies within this principal's scope (codes nest by prefix)."""
         if self.role == "admin" or (self.role and self.area_code is None):
             return True
-        return bool(code) and bool(self.area_code) and code.startswith(self.area_code)
+        return bool(code and self.area_code and code.startswith(self.area_code))
 
 
 ANONYMOUS = Principal(kind="anonymous", name="anonymous")
@@ -154,7 +154,7 @@ def create_user(
     if taken.first():
         raise Conflict("cannot create user",
                        [Problem(field="username", reason=f"'{username}' is taken")])
-    return conn.execute(
+    user_id: int = conn.execute(
         text(
             "INSERT INTO app_user (username, password_hash, role, area_code, department_id)"
             " VALUES (:u, :h, :r, :a, :d) RETURNING id"
@@ -162,6 +162,7 @@ def create_user(
         {"u": username, "h": hash_password(password), "r": role, "a": area_code,
          "d": department_id},
     ).scalar_one()
+    return user_id
 
 
 def authenticate(conn: Connection, username: str, password: str) -> Principal:

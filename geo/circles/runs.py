@@ -15,6 +15,7 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, NotFound, Problem
 from geo.core.settings import WanggeSettings
 
@@ -152,7 +153,7 @@ def read_copy(conn: Connection, query: str, columns: list[str]) -> pd.DataFrame:
     """Rows of ``query`` (no bind parameters) as a DataFrame, through ``COPY ... TO STDOUT``
     in the caller's transaction (so temp tables are visible): ~10x faster than fetching rows."""
     buf = io.StringIO()
-    with conn.connection.driver_connection.cursor() as cur:
+    with driver_connection(conn).cursor() as cur:
         cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buf)
     if buf.tell() == 0:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})

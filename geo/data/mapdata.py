@@ -12,6 +12,7 @@ round stations; incidents without satisfaction), never failing on a missing opti
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -31,7 +32,8 @@ def _deg(metres: float, lat: float = 26.0) -> float:
     return metres / (111_320.0 * max(math.cos(math.radians(lat)), 0.2))
 
 
-def _read(conn: Connection, sql: str, params: dict, geom: str = "geometry") -> gpd.GeoDataFrame:
+def _read(conn: Connection, sql: str, params: dict[str, Any],
+          geom: str = "geometry") -> gpd.GeoDataFrame:
     return gpd.read_postgis(text(sql), conn, geom_col=geom, params=params, crs=4326)
 
 
@@ -166,7 +168,7 @@ def incidents_for_map(conn: Connection, *, within: str | None = None) -> gpd.Geo
     Duplicates are left out.
     """
     _check_prefix(within)
-    params: dict = {}
+    params: dict[str, Any] = {}
     area = "true"
     if within is not None:  # a grid-code range: served by the btree on (grid_code, reported_at)
         area = code_prefix_sql("i.grid_code", within, params)

@@ -246,7 +246,7 @@ def blocks_from_streets(lines: np.ndarray, boundary: Any) -> np.ndarray:
     ``boundary`` exactly (any CRS; returned in the same CRS)."""
     clipped = shapely.intersection(lines, boundary)
     noded = shapely.union_all(np.concatenate([clipped, [boundary.exterior]]))
-    faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
+    faces: np.ndarray = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
     faces = faces[shapely.area(faces) > 0]
     return faces
 
