@@ -3,8 +3,8 @@
 - Each request gets an ``X-Request-ID`` (the caller's, or a new one); every log line carries it.
 - Bodies larger than ``ApiSettings.max_body_bytes`` are refused with 413 before they are read.
 - Log messages are scrubbed of phone numbers, passwords, API keys and bearer tokens.
-- ``require(...)`` is the dependency that admits a principal by role or API-key scope, and
-  per-key rate limits answer 429 with ``Retry-After``.
+- Who may call what is decided by ``api/policy.py`` (one table); per-key rate limits answer
+  429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from sqlalchemy import Engine
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,7 +30,7 @@ from geo.auth.service import (
     principal_from_api_key,
     principal_from_token,
 )
-from geo.core.errors import Forbidden, Unauthenticated, WanggeError
+from geo.core.errors import WanggeError
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -228,24 +227,6 @@ async def verified_key(request: Request, key: str,
 def _principal_from_api_key(engine: Engine, key: str) -> tuple[Principal, int]:
     with engine.connect() as conn:
         return principal_from_api_key(conn, key)
-
-
-def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
-    """A dependency admitting users with one of ``roles`` (admin always) or API keys with
-    ``scope``. Anonymous callers get 401; others outside the rule get 403."""
-
-    def dependency(principal: Principal = Depends(current_principal)) -> Principal:
-        if principal.kind == "anonymous":
-            raise Unauthenticated("authentication required: a bearer token or an API key")
-        if principal.kind == "api_key":
-            if scope and scope in principal.scopes:
-                return principal
-            raise Forbidden(f"this API key lacks the '{scope}' scope")
-        if principal.role == "admin" or principal.role in roles:
-            return principal
-        raise Forbidden(f"role '{principal.role}' may not do this")
-
-    return dependency
 
 
 def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSettings) -> None:

@@ -8,11 +8,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.main import create_app
-from api.routers import circles as circles_router
-from geo.auth.service import Principal
+from geo.auth.service import AuthSettings, Principal, issue_token
 from geo.core.db import make_engine
 
 X0, Y0 = ORIGIN_M
+AUTH = AuthSettings(jwt_secret="circles-test-" + "z" * 32, enforce_access=True)
 
 
 @pytest.fixture
@@ -29,21 +29,21 @@ def client(fresh_database):
         c.execute(text("INSERT INTO building (code, location, residents, households, grid_code)"
                        " VALUES (:c, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :r, 1,"
                        " '350104001001001')"), rows)
-    app = create_app(engine=eng)
+    app = create_app(engine=eng, auth_settings=AUTH)
     with TestClient(app) as tc:
         yield app, tc
     eng.dispose()
 
 
-def _as_planner(app):
+def _as_planner(tc):
     planner = Principal(kind="user", name="planner", role="planner")
-    app.dependency_overrides[circles_router.WRITE] = lambda: planner
+    tc.headers["Authorization"] = f"Bearer {issue_token(planner, AUTH)}"
 
 
 def test_circles_coverage_siting_over_http(client):
-    app, tc = client
+    _, tc = client
     assert tc.post("/v1/circles/runs", json={}).status_code == 401  # anonymous may not run
-    _as_planner(app)
+    _as_planner(tc)
     r = tc.post("/v1/circles/runs", json={"tiers_m": [300, 500]})
     assert r.status_code == 201, r.text
     run = r.json()

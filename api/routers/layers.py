@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,11 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
+from api.dependencies import CONNECTION, AppSettings
 from api.policy import PolicyRoute, area_within
+from api.schemas import AnyProperties
+from api.schemas import FeatureCollection as GeoJSONCollection
+from api.uploads import saved_upload
 from geo.auth.service import refuse_import_outside
 from geo.core.errors import InvalidInput, Problem
 from geo.core.settings import DataSettings
@@ -24,11 +25,8 @@ from geo.data.validate import LAYERS
 router = APIRouter(prefix="/v1/layers", tags=["layers"], route_class=PolicyRoute)
 
 
-class FeatureCollection(BaseModel):
-    """An RFC 7946 FeatureCollection (lon, lat in WGS 84)."""
-
-    type: str = Field("FeatureCollection", description="Always FeatureCollection.")
-    features: list[dict[str, Any]] = Field(description="GeoJSON Features; properties per layer.")
+FeatureCollection = GeoJSONCollection[AnyProperties]
+data_settings = AppSettings(DataSettings, "data_settings")
 
 
 class ImportResult(BaseModel):
@@ -82,7 +80,7 @@ def get_layer(
     layer: str,
     request: Request,
     q: LayerQuery = Depends(),
-    conn: Connection = Depends(get_connection),
+    conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
     gdf = read_layer(conn, layer, bbox=q.bbox, limit=q.limit, generation=q.generation,
                      within=area_within(request, q.within))
@@ -110,37 +108,17 @@ def import_layers(
     file: UploadFile = File(description=".gpkg, .geojson/.json, or a .zip holding a .shp set"),
     layer: str | None = Form(None, description="Layer name for a single-layer file."),
     repair: bool = Form(False, description="Fix invalid geometry with make_valid."),
-    conn: Connection = Depends(get_connection),
+    conn: Connection = CONNECTION,
+    settings: DataSettings = Depends(data_settings),
 ) -> dict[str, Any]:
     name = Path(file.filename or "upload").name
-    suffix = Path(name).suffix.lower()
-    if suffix not in (".gpkg", ".geojson", ".json", ".zip"):
-        raise InvalidInput("unsupported file type", [Problem(
-            reason="upload a .gpkg, .geojson/.json or a .zip with a shapefile", field="file")])
     if layer is not None and layer not in LAYERS:
         raise InvalidInput("unknown layer", [Problem(
             reason=f"expected one of {', '.join(LAYERS)}", field="layer", feature=layer)])
     with tempfile.TemporaryDirectory(prefix="wangge-import-") as tmp:
-        target = Path(tmp) / name
-        with target.open("wb") as out:
-            shutil.copyfileobj(file.file, out)
-        source = target
-        if suffix == ".zip":
-            source = Path(tmp) / "unzipped"
-            try:
-                with zipfile.ZipFile(target) as zf:
-                    members = [m for m in zf.namelist()
-                               if not m.startswith("/") and ".." not in Path(m).parts]
-                    zf.extractall(source, members)
-            except zipfile.BadZipFile as exc:
-                raise InvalidInput("not a zip file", [Problem(reason=str(exc),
-                                                              field="file")]) from exc
-            shps = list(source.rglob("*.shp")) + list(source.rglob("*.geojson"))
-            if not shps:
-                raise InvalidInput("no .shp in the zip", [Problem(reason="zip holds no shapefile",
-                                                                  field="file")])
-            source = shps[0].parent
-        settings = getattr(request.app.state, "data_settings", None) or DataSettings()
+        source = saved_upload(file, Path(tmp))
+        if source.parent != Path(tmp):
+            source = source.parent  # from a zip: read every layer of the folder it unpacked to
         data = read_file(source, layer=layer)
         area = area_within(request, None)
         if area is not None:

@@ -18,8 +18,9 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Connection
 
-from api.dependencies import file_report
+from api.dependencies import CONNECTION, file_report
 from api.errors import _status_for
 from api.policy import PolicyRoute
 from api.security import verified_key
@@ -105,9 +106,8 @@ def _date(value: str | None, field: str) -> datetime | None:
             summary="GeoReport v2 service list: the incident categories",
             response_model=list[dict[str, Any]])
 @_spec_errors
-def services(request: Request) -> Any:
-    with request.app.state.engine.connect() as conn:
-        cats = inc.categories(conn)
+def services(conn: Connection = CONNECTION) -> Any:
+    cats = inc.categories(conn)
     return [{"service_code": c["code"], "service_name": f"{c['name_zh']} {c['name_en']}",
              "description": c["description"] or c["name_en"], "metadata": False,
              "type": "realtime", "keywords": c["name_zh"], "group": "incident"}
@@ -119,7 +119,7 @@ def services(request: Request) -> Any:
             "start_date, end_date (default last 90 days, at most 1000)",
             response_model=list[dict[str, Any]])
 @_spec_errors
-def requests(request: Request) -> Any:
+def requests(request: Request, conn: Connection = CONNECTION) -> Any:
     q = request.query_params
     status = q.get("status")
     if status and any(s not in ("open", "closed") for s in status.split(",")):
@@ -140,9 +140,8 @@ def requests(request: Request) -> Any:
     if ids is None and start is None:
         start = (end or datetime.now(UTC)) - timedelta(days=90)
     codes = q["service_code"].split(",") if q.get("service_code") else None
-    with request.app.state.engine.connect() as conn:
-        rows = inc.list_incidents(conn, status=statuses, category=codes, ids=ids, start=start,
-                                  end=end, limit=1000)
+    rows = inc.list_incidents(conn, status=statuses, category=codes, ids=ids, start=start,
+                              end=end, limit=1000)
     base = str(request.base_url)
     return [_public(r, base) for r in rows]
 
@@ -151,11 +150,10 @@ def requests(request: Request) -> Any:
             summary="GeoReport v2: one request (a list of one)",
             response_model=list[dict[str, Any]])
 @_spec_errors
-def one_request(request_id: str, request: Request) -> Any:
+def one_request(request_id: str, request: Request, conn: Connection = CONNECTION) -> Any:
     if not request_id.isdigit():
         raise NotFound(f"no service request '{request_id}'")
-    with request.app.state.engine.connect() as conn:
-        rows = inc.list_incidents(conn, ids=[int(request_id)], limit=1)
+    rows = inc.list_incidents(conn, ids=[int(request_id)], limit=1)
     if not rows:
         raise NotFound(f"no service request '{request_id}'")
     return [_public(rows[0], str(request.base_url))]

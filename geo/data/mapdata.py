@@ -11,7 +11,6 @@ round stations; incidents without satisfaction), never failing on a missing opti
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import geopandas as gpd
@@ -20,16 +19,24 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from geo.auth.service import code_prefix_sql
+from geo.circles.runs import latest_run
+from geo.core.codes import street_of
 from geo.core.errors import InvalidInput, Problem
+from geo.data.crs import metres_to_degrees
 
 CLOSED_STATUSES = ("resolved", "closed", "rejected", "cancelled", "archived", "duplicate")
 # Steps of the incident loop (0004) in which the case is still being worked on.
 WORKING_STATUSES = ("reported", "checked_in", "consulting", "in_progress")
 
 
-def _deg(metres: float, lat: float = 26.0) -> float:
-    """Metres to degrees of longitude at ``lat`` (the larger of the two degree sizes)."""
-    return metres / (111_320.0 * max(math.cos(math.radians(lat)), 0.2))
+# Latitude (degrees) at which display tolerances in metres are turned into degrees: the
+# demo districts lie near 26° N.
+MAP_LAT = 26.0
+
+
+def _deg(metres: float) -> float:
+    """A display tolerance in metres as degrees of longitude at ``MAP_LAT``."""
+    return metres_to_degrees(metres, MAP_LAT)
 
 
 def _read(conn: Connection, sql: str, params: dict[str, Any],
@@ -154,7 +161,8 @@ def uncovered_buildings(
     return _read(
         conn,
         sql,
-        {"r": radius_m, "deg": _deg(radius_m * 1.05, 60.0), "kind": kind, "within": within},
+        {"r": radius_m, "deg": metres_to_degrees(radius_m * 1.05, 60.0), "kind": kind,
+         "within": within},
     )
 
 
@@ -196,15 +204,6 @@ def incidents_for_map(conn: Connection, *, within: str | None = None) -> gpd.Geo
     return df
 
 
-def latest_run(conn: Connection, kind: str) -> int | None:
-    """Id of the newest finished analysis run of ``kind`` (circles|coverage|siting), if any."""
-    if not _has_table(conn, "analysis_run"):
-        return None
-    return conn.execute(
-        text("SELECT max(id) FROM analysis_run WHERE kind = :k AND status = 'done'"), {"k": kind}
-    ).scalar()
-
-
 def circles_for_map(conn: Connection, run_id: int, *, simplify_m: float = 2.0) -> gpd.GeoDataFrame:
     """Service circles of a circles run (largest tier per station): station_code, kind, tier_m."""
     sql = """
@@ -244,7 +243,7 @@ def suggestions_for_map(conn: Connection, run_id: int) -> gpd.GeoDataFrame:
 def grid_map_inputs(conn: Connection, *, within: str | None = None,
                     simplify_m: float = 2.0) -> dict[str, gpd.GeoDataFrame]:
     """Inputs of the grid map (EPSG:4326): grids, streets, communities, stations."""
-    parent = within[:9] if within and len(within) >= 9 else within
+    parent = (street_of(within) or within) if within else within
     return {
         "grids": grids_for_map(conn, within=within, simplify_m=simplify_m),
         "streets": areas_for_map(conn, "street", within=parent, simplify_m=simplify_m),
@@ -279,9 +278,10 @@ def coverage_inputs(
     stations = stations_for_map(conn, within=within)
     if kind is not None:
         stations = stations[stations["kind"] == kind]
-    circles_run = latest_run(conn, "circles")
-    coverage_run = latest_run(conn, "coverage")
-    siting_run = latest_run(conn, "siting")
+    runs = _has_table(conn, "analysis_run")
+    circles_run = latest_run(conn, "circles", missing_ok=True) if runs else None
+    coverage_run = latest_run(conn, "coverage", missing_ok=True) if runs else None
+    siting_run = latest_run(conn, "siting", missing_ok=True) if runs else None
     circles = circles_for_map(conn, circles_run, simplify_m=simplify_m) if circles_run else None
     if circles is not None and kind is not None:
         circles = circles[circles["kind"] == kind]
