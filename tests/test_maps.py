@@ -588,11 +588,6 @@ def test_api_pages_in_browser(browser, city_engine) -> None:
         page.finish()
 
 
-def test_km_per_degree_sanity() -> None:
-    # The display tolerance conversion: 2 m at 26° N is ~2.0e-5 degrees of longitude.
-    assert math.isclose(mapdata._deg(2.0, 26.0), 2.0 / (111_320 * math.cos(math.radians(26))))
-
-
 def test_cli_writes_standalone_pages(city_engine, tmp_path: Path, monkeypatch) -> None:
     from typer.testing import CliRunner
 

@@ -17,6 +17,20 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings, file_report
+from api.incident_schemas import (
+    Category,
+    Department,
+    EscalationOut,
+    Incident,
+    IncidentDetail,
+    OverdueIncident,
+    PhotoOut,
+    RerouteOut,
+    StatsCollection,
+    StepStats,
+    TransitionOut,
+    UrgeOut,
+)
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
@@ -107,7 +121,7 @@ async def report_incident(body: ReportIn, request: Request,
     return res.__dict__
 
 
-@router.get("/incidents", operation_id="list_incidents", response_model=list[dict[str, Any]],
+@router.get("/incidents", operation_id="list_incidents", response_model=list[Incident],
             summary="List incidents (public fields) by status, category, street, grid, period; "
             "only those in the caller's area, department or own reports")
 def list_incidents(
@@ -123,7 +137,7 @@ def list_incidents(
 
 
 @router.get("/incidents/overdue", operation_id="overdue_incidents",
-            response_model=list[dict[str, Any]],
+            response_model=list[OverdueIncident],
             summary="Open cases past their deadline (red) or 80 % of it (amber)")
 def overdue_incidents(request: Request, street: str | None = None, grid: str | None = None,
                       department: str | None = None, level: str = "red",
@@ -137,7 +151,7 @@ def overdue_incidents(request: Request, street: str | None = None, grid: str | N
 @router.get("/incidents/stats", operation_id="incident_stats",
             summary="Per grid/community/street/department: counts, median hours per step, "
             "satisfaction; GeoJSON FeatureCollection (format=geojson) or JSON list",
-            response_model=dict[str, Any] | list[dict[str, Any]])
+            response_model=StatsCollection | list[StepStats])
 def incident_stats(request: Request, by: str = "grid", street: str | None = None,
                    start: datetime | None = None, end: datetime | None = None,
                    format: str = "geojson", conn: Connection = CONNECTION) -> Any:
@@ -147,7 +161,7 @@ def incident_stats(request: Request, by: str = "grid", street: str | None = None
 
 
 @router.post("/incidents/escalate", operation_id="escalate_incidents",
-             response_model=list[dict[str, Any]],
+             response_model=list[EscalationOut],
              summary="Escalate grid → street → district every case not checked in within SLA")
 def escalate_incidents(request: Request, principal: Principal = Depends(current_principal),
                        conn: Connection = CONNECTION,
@@ -157,14 +171,14 @@ def escalate_incidents(request: Request, principal: Principal = Depends(current_
 
 
 @router.get("/incidents/{incident_id}", operation_id="get_incident",
-            response_model=dict[str, Any], summary="One case with its history and photos")
+            response_model=IncidentDetail, summary="One case with its history and photos")
 def get_incident(incident_id: int, request: Request,
                  conn: Connection = CONNECTION) -> Any:
     return inc.get(conn, incident_id, scope=scope_of(request))
 
 
 @router.post("/incidents/{incident_id}/transitions", operation_id="transition_incident",
-             response_model=dict[str, Any],
+             response_model=TransitionOut,
              summary="Move a case along the six steps; 409 with the reason if illegal")
 def transition_incident(incident_id: int, body: TransitionIn, request: Request,
                         principal: Principal = Depends(current_principal),
@@ -177,7 +191,7 @@ def transition_incident(incident_id: int, body: TransitionIn, request: Request,
 
 
 @router.post("/incidents/{incident_id}/reroute", operation_id="reroute_incident",
-             response_model=dict[str, Any], summary="Send a case to other departments")
+             response_model=RerouteOut, summary="Send a case to other departments")
 def reroute_incident(incident_id: int, body: RerouteIn, request: Request,
                      principal: Principal = Depends(current_principal),
                      conn: Connection = CONNECTION,
@@ -188,7 +202,7 @@ def reroute_incident(incident_id: int, body: RerouteIn, request: Request,
 
 
 @router.post("/incidents/{incident_id}/urge", operation_id="urge_incident",
-             response_model=dict[str, Any], summary="督办: urge and supervise a case")
+             response_model=UrgeOut, summary="督办: urge and supervise a case")
 def urge_incident(incident_id: int, body: NoteIn, request: Request,
                   principal: Principal = Depends(current_principal),
                   conn: Connection = CONNECTION) -> Any:
@@ -209,7 +223,7 @@ async def _photo_body(request: Request,
 
 
 @router.post("/incidents/{incident_id}/photos", operation_id="attach_incident_photo",
-             response_model=dict[str, Any], status_code=201,
+             response_model=PhotoOut, status_code=201,
              summary="Attach a photo (raw image body) to a case or one history step; 413 if "
              "too large")
 def attach_incident_photo(incident_id: int, request: Request, history_id: int | None = None,
@@ -233,7 +247,7 @@ def get_incident_photo(incident_id: int, photo_id: int, request: Request,
 
 
 @router.get("/incident-categories", operation_id="list_incident_categories",
-            response_model=list[dict[str, Any]],
+            response_model=list[Category],
             summary="Categories with SLAs (working days) and routed departments")
 def list_incident_categories(conn: Connection = CONNECTION) -> Any:
     return inc.categories(conn)
@@ -247,13 +261,13 @@ def set_incident_routing(code: str, body: RoutingIn,
 
 
 @router.patch("/incident-categories/{code}", operation_id="set_incident_sla",
-              response_model=dict[str, Any], summary="Change a category's SLA (working days)")
+              response_model=Category, summary="Change a category's SLA (working days)")
 def set_incident_sla(code: str, body: SlaIn, conn: Connection = CONNECTION) -> Any:
     return inc.set_sla(conn, code, checkin_workdays=body.checkin_workdays,
                        resolve_workdays=body.resolve_workdays)
 
 
 @router.get("/departments", operation_id="list_departments",
-            response_model=list[dict[str, Any]], summary="Departments that respond to incidents")
+            response_model=list[Department], summary="Departments that respond to incidents")
 def list_departments(conn: Connection = CONNECTION) -> Any:
     return inc.departments(conn)
