@@ -172,3 +172,10 @@ def test_logs_carry_the_request_id_and_no_phone(client, caplog):
         logging.getLogger("wangge.test").info("caller phone 13912345678")
     record = caplog.records[-1]
     assert "13912345678" not in caplog.text and hasattr(record, "request_id")
+
+
+def test_unknown_department_is_422_not_a_server_error(conn):
+    with pytest.raises(InvalidInput) as err:
+        create_user(conn, "wu", "long enough password", "department_staff",
+                    department_id=2**31 - 1, settings=AUTH)
+    assert [p.field for p in err.value.problems] == ["department_id"]

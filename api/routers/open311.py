@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, file_report
@@ -32,6 +33,46 @@ router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=PolicyRou
 OPEN311_STATUS = {s: ("closed" if s in ("closed", "duplicate") else "open")
                   for s in inc.STATUSES}
 AGENCY = "网格化服务管理中心 Grid management centre"
+
+
+class Service(BaseModel):
+    """A GeoReport v2 service: one incident category."""
+
+    service_code: str
+    service_name: str
+    description: str
+    metadata: bool
+    type: str
+    keywords: str | None
+    group: str
+
+
+class ServiceRequest(BaseModel):
+    """A GeoReport v2 service request (no personal data of the reporter)."""
+
+    service_request_id: str
+    status: str = Field(description="open or closed.")
+    status_notes: str | None
+    service_name: str
+    service_code: str
+    description: str | None
+    agency_responsible: str | None
+    service_notice: str | None
+    requested_datetime: str | None = Field(description="W3C date-time, UTC.")
+    updated_datetime: str | None
+    expected_datetime: str | None
+    address: str | None
+    address_id: str | None
+    zipcode: str | None
+    lat: float
+    long: float
+    media_url: str | None
+
+
+class CreatedRequest(BaseModel):
+    service_request_id: str
+    service_notice: str | None
+    account_id: str | None
 
 
 def _errors(status: int, descriptions: list[str]) -> JSONResponse:
@@ -104,7 +145,7 @@ def _date(value: str | None, field: str) -> datetime | None:
 
 @router.get("/services.json", operation_id="open311_services",
             summary="GeoReport v2 service list: the incident categories",
-            response_model=list[dict[str, Any]])
+            response_model=list[Service])
 @_spec_errors
 def services(conn: Connection = CONNECTION) -> Any:
     cats = inc.categories(conn)
@@ -117,7 +158,7 @@ def services(conn: Connection = CONNECTION) -> Any:
 @router.get("/requests.json", operation_id="open311_requests",
             summary="GeoReport v2 requests: filter by service_request_id, service_code, status, "
             "start_date, end_date (default last 90 days, at most 1000)",
-            response_model=list[dict[str, Any]])
+            response_model=list[ServiceRequest])
 @_spec_errors
 def requests(request: Request, conn: Connection = CONNECTION) -> Any:
     q = request.query_params
@@ -148,7 +189,7 @@ def requests(request: Request, conn: Connection = CONNECTION) -> Any:
 
 @router.get("/requests/{request_id}.json", operation_id="open311_request",
             summary="GeoReport v2: one request (a list of one)",
-            response_model=list[dict[str, Any]])
+            response_model=list[ServiceRequest])
 @_spec_errors
 def one_request(request_id: str, request: Request, conn: Connection = CONNECTION) -> Any:
     if not request_id.isdigit():
@@ -162,7 +203,7 @@ def one_request(request_id: str, request: Request, conn: Connection = CONNECTION
 @router.post("/requests.json", operation_id="open311_post_request",
              summary="GeoReport v2: create a service request (form or JSON body; api_key, "
              "service_code, lat/long, description, ...)",
-             response_model=list[dict[str, Any]], status_code=201)
+             response_model=list[CreatedRequest], status_code=201)
 @_spec_errors
 async def post_request(request: Request) -> Any:
     content_type = request.headers.get("content-type", "")

@@ -141,13 +141,17 @@ def create_user(
     department_id: int | None = None,
     settings: AuthSettings,
 ) -> int:
-    """Create a user; returns its id. Refuses unknown roles, short passwords, taken names."""
+    """Create a user; returns its id. Refuses unknown roles, short passwords, unknown
+    departments (422) and taken names (409)."""
     problems = []
     if role not in ROLES:
         problems.append(Problem(field="role", reason=f"unknown role; one of {', '.join(ROLES)}"))
     if len(password) < settings.min_password_length:
         problems.append(Problem(
             field="password", reason=f"shorter than {settings.min_password_length} characters"))
+    if department_id is not None and conn.execute(
+            text("SELECT 1 FROM department WHERE id = :d"), {"d": department_id}).first() is None:
+        problems.append(Problem(field="department_id", reason=f"no department {department_id}"))
     if problems:
         raise InvalidInput("cannot create user", problems)
     taken = conn.execute(text("SELECT 1 FROM app_user WHERE username = :u"), {"u": username})

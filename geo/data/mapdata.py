@@ -20,10 +20,11 @@ from sqlalchemy.engine import Connection
 
 from geo.auth.service import code_prefix_sql
 from geo.circles.runs import latest_run
-from geo.core.codes import street_of
+from geo.core.codes import level_of, street_of
 from geo.core.errors import InvalidInput, Problem
 from geo.data.crs import metres_to_degrees
 
+AREA_LEVELS = ("district", "street", "community", "grid")
 CLOSED_STATUSES = ("resolved", "closed", "rejected", "cancelled", "archived", "duplicate")
 # Steps of the incident loop (0004) in which the case is still being worked on.
 WORKING_STATUSES = ("reported", "checked_in", "consulting", "in_progress")
@@ -61,7 +62,7 @@ def _has_table(conn: Connection, table: str) -> bool:
 
 
 def _check_prefix(code: str | None) -> None:
-    if code is not None and (not code.isdigit() or len(code) not in (6, 9, 12, 15)):
+    if code is not None and (not code.isdigit() or level_of(code) not in AREA_LEVELS):
         raise InvalidInput(
             "area code must be 6, 9 or 12 digits (or a 15-digit grid)",
             [Problem(reason="not a district, street, community or grid code", field="within")],
