@@ -19,7 +19,8 @@ from geo.incidents.service import ReportResult
 @asynccontextmanager
 async def pooled_connection(state: Any) -> AsyncIterator[Connection]:
     """A connection of the app (``state`` is ``app.state``) in one transaction, committed when
-    the block ends normally and rolled back when it raises. The only way the API opens one.
+    the block ends normally and rolled back when it raises. The one way the API opens one
+    (handlers through ``CONNECTION``; the API-key check and map builds directly).
 
     Callers queue for a connection on the event loop (``state.connection_slots``, fewer than
     the pool holds), never in a worker thread: with the checkout in a thread, threads blocked

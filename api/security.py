@@ -19,10 +19,10 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
-from sqlalchemy import Engine
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.dependencies import pooled_connection
 from geo.auth.service import (
     ANONYMOUS,
     AuthSettings,
@@ -216,17 +216,12 @@ async def verified_key(request: Request, key: str,
     hit = cache.get(key)
     if hit and hit[0] > now:
         return hit[1], hit[2]
-    principal, per_minute = await anyio.to_thread.run_sync(
-        _principal_from_api_key, request.app.state.engine, key)
+    async with pooled_connection(request.app.state) as conn:
+        principal, per_minute = await anyio.to_thread.run_sync(principal_from_api_key, conn, key)
     if len(cache) > 10_000:
         cache.clear()
     cache[key] = (now + settings.api_key_cache_seconds, principal, per_minute)
     return principal, per_minute
-
-
-def _principal_from_api_key(engine: Engine, key: str) -> tuple[Principal, int]:
-    with engine.connect() as conn:
-        return principal_from_api_key(conn, key)
 
 
 def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSettings) -> None:

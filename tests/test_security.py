@@ -179,3 +179,11 @@ def test_unknown_department_is_422_not_a_server_error(conn):
         create_user(conn, "wu", "long enough password", "department_staff",
                     department_id=2**31 - 1, settings=AUTH)
     assert [p.field for p in err.value.problems] == ["department_id"]
+
+
+@pytest.mark.parametrize("role, field", [("commander", "area_code"), ("grid_worker", "area_code"),
+                                         ("department_staff", "department_id")])
+def test_scoped_roles_need_their_scope(conn, role, field):
+    with pytest.raises(InvalidInput) as err:
+        create_user(conn, "zhao", "long enough password", role, settings=AUTH)
+    assert [p.field for p in err.value.problems] == [field]

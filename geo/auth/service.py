@@ -127,6 +127,10 @@ def code_prefix_sql(column: str, prefix: str, params: dict[str, Any], key: str =
     return f"{column} >= :{key}_lo AND {column} < :{key}_hi"
 
 
+# Roles that work in an area: the schema requires their area_code (app_user_scoped_roles_have_area).
+AREA_ROLES = ("grid_worker", "planner", "commander")
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -141,14 +145,19 @@ def create_user(
     department_id: int | None = None,
     settings: AuthSettings,
 ) -> int:
-    """Create a user; returns its id. Refuses unknown roles, short passwords, unknown
-    departments (422) and taken names (409)."""
+    """Create a user; returns its id. Refuses (422) unknown roles, short passwords, a scoped
+    role (grid worker, planner, commander) without an area, department staff without a
+    department, unknown departments; taken names (409)."""
     problems = []
     if role not in ROLES:
         problems.append(Problem(field="role", reason=f"unknown role; one of {', '.join(ROLES)}"))
     if len(password) < settings.min_password_length:
         problems.append(Problem(
             field="password", reason=f"shorter than {settings.min_password_length} characters"))
+    if role in AREA_ROLES and area_code is None:
+        problems.append(Problem(field="area_code", reason=f"a {role} works in an area: give one"))
+    if role == "department_staff" and department_id is None:
+        problems.append(Problem(field="department_id", reason="department staff need one"))
     if department_id is not None and conn.execute(
             text("SELECT 1 FROM department WHERE id = :d"), {"d": department_id}).first() is None:
         problems.append(Problem(field="department_id", reason=f"no department {department_id}"))
