@@ -6,8 +6,11 @@ pydantic model), so that ``/docs`` shows what each layer's features hold.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar
 
+import orjson
+from fastapi import Response
 from pydantic import BaseModel, Field
 
 P = TypeVar("P", bound=BaseModel)
@@ -36,3 +39,25 @@ class FeatureCollection(BaseModel, Generic[P]):
 
 class AnyProperties(BaseModel, extra="allow"):
     """Properties that vary by layer (the layer's columns)."""
+
+
+class GeoJSONAnswer(Response):
+    """A FeatureCollection sent as it comes from PostGIS or geopandas (a dict, or JSON text
+    already), serialized by orjson. The route's ``response_model`` documents the shape in /docs;
+    validating 10^5 features one by one against it took 8x as long as sending them (16 s
+    against 2 s on the shared machine), so the big collections skip it. A ``str`` is sent as is.
+    """
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, str):
+            return content.encode("utf-8")
+        return orjson.dumps(content, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _plain(value: Any) -> Any:
+    """What orjson does not know: decimals (PostgreSQL numeric) as floats."""
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

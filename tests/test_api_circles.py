@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.main import create_app
+from api.routers.circles import CircleProperties, UncoveredProperties
+from api.schemas import FeatureCollection
 from geo.auth.service import AuthSettings, Principal, issue_token
 from geo.core.db import make_engine
 
@@ -58,6 +60,9 @@ def test_circles_coverage_siting_over_http(client):
     summ = tc.get(f"/v1/circles/coverage/{cov['id']}", params={"level": "street"}).json()
     assert summ["levels"][0]["code"] == "350104001" and summ["levels"][0]["residents"] == 60
     unc = tc.get(f"/v1/circles/coverage/{cov['id']}/uncovered").json()
+    # sent without validation (api.schemas.GeoJSONAnswer): they must still match their docs
+    FeatureCollection[CircleProperties].model_validate(fc, strict=False)
+    FeatureCollection[UncoveredProperties].model_validate(unc, strict=False)
     assert sorted(f["properties"]["code"] for f in unc["features"]) == ["B1", "B2"]
 
     st = tc.post("/v1/circles/siting", json={"k": 1}).json()

@@ -13,6 +13,7 @@ from shapely.geometry import box, shape
 from sqlalchemy import text
 
 from api.main import create_app
+from api.routers import layers as layers_router
 from geo.auth.service import AuthSettings, create_user
 from geo.core.db import make_engine
 from geo.data.io import import_file
@@ -49,6 +50,7 @@ def test_get_layer_geojson_with_bbox_and_limit(client) -> None:
     assert r.status_code == 200
     fc = r.json()
     assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 4
+    layers_router.FeatureCollection.model_validate(fc)  # sent unvalidated; matches its docs
     f0 = fc["features"][0]
     assert f0["properties"]["code"] == "350104001001001"
     assert shape(f0["geometry"]).equals(box(X0, YM, XM, Y1))  # lon, lat order

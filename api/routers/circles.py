@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings
 from api.policy import PolicyRoute
-from api.schemas import FeatureCollection
+from api.schemas import FeatureCollection, GeoJSONAnswer
 from geo.circles.build import build_circles, circles_geojson
 from geo.circles.coverage import coverage_by_level, run_coverage, uncovered_geojson
 from geo.circles.runs import CircleSettings, get_run, list_runs
@@ -140,8 +140,8 @@ def run(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
 def circles(
     run_id: int, tier_m: float | None = None, limit: int = Query(10000, ge=1, le=100000),
     conn: Connection = CONNECTION,
-) -> dict[str, Any]:
-    return circles_geojson(conn, run_id, tier_m=tier_m, limit=limit)
+) -> GeoJSONAnswer:
+    return GeoJSONAnswer(circles_geojson(conn, run_id, tier_m=tier_m, limit=limit))
 
 
 @router.post("/coverage", operation_id="create_coverage_run", response_model=Run,
@@ -174,8 +174,8 @@ def coverage_summary(
 def uncovered(
     run_id: int, limit: int = Query(100000, ge=1, le=1000000),
     conn: Connection = CONNECTION,
-) -> dict[str, Any]:
-    return uncovered_geojson(conn, run_id, limit)
+) -> GeoJSONAnswer:
+    return GeoJSONAnswer(uncovered_geojson(conn, run_id, limit))
 
 
 @router.post("/siting", operation_id="create_siting_run", status_code=201,

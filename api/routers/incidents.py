@@ -32,6 +32,7 @@ from api.incident_schemas import (
     UrgeOut,
 )
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
+from api.schemas import GeoJSONAnswer
 from api.security import current_principal
 from geo import incidents as inc
 from geo.auth.service import Principal
@@ -157,7 +158,9 @@ def incident_stats(request: Request, by: str = "grid", street: str | None = None
                    format: str = "geojson", conn: Connection = CONNECTION) -> Any:
     require_overlap(request, street=street)
     kw = {"by": by, "street": street, "start": start, "end": end, "scope": scope_of(request)}
-    return inc.stats(conn, **kw) if format == "json" else inc.stats_geojson(conn, **kw)
+    if format == "json":
+        return inc.stats(conn, **kw)
+    return GeoJSONAnswer(inc.stats_geojson(conn, **kw))
 
 
 @router.post("/incidents/escalate", operation_id="escalate_incidents",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings
 from api.policy import PolicyRoute, area_within
-from api.schemas import AnyProperties
+from api.schemas import AnyProperties, GeoJSONAnswer
 from api.schemas import FeatureCollection as GeoJSONCollection
 from api.uploads import saved_upload
 from geo.auth.service import refuse_import_outside
@@ -85,11 +84,11 @@ def get_layer(
     gdf = read_layer(conn, layer, bbox=q.bbox, limit=q.limit, generation=q.generation,
                      within=area_within(request, q.within))
     if layer == "grid_team":
-        return {"type": "FeatureCollection", "features": [
+        return GeoJSONAnswer({"type": "FeatureCollection", "features": [
             {"type": "Feature", "geometry": None,
              "properties": {k: v for k, v in row.items()}}
-            for row in gdf.to_dict(orient="records")]}
-    return json.loads(gdf.to_json(drop_id=True, to_wgs84=True))
+            for row in gdf.to_dict(orient="records")]})
+    return GeoJSONAnswer(gdf.to_json(drop_id=True, to_wgs84=True))
 
 
 @router.post(
