@@ -1,37 +1,53 @@
-"""FastAPI dependencies: a connection per request, and filing reports."""
+"""FastAPI dependencies: a connection per request, the app's settings, and filing reports."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
 
 from anyio import CapacityLimiter, to_thread
-from fastapi import Request
+from fastapi import Depends, Request
+from pydantic_settings import BaseSettings
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from geo.incidents import ReportResult
 
 
-async def get_connection(request: Request) -> AsyncIterator[Connection]:
-    """A connection in one transaction, committed when the handler returns normally and
-    rolled back when it raises.
+@asynccontextmanager
+async def pooled_connection(state: Any) -> AsyncIterator[Connection]:
+    """A connection of the app (``state`` is ``app.state``) in one transaction, committed when
+    the block ends normally and rolled back when it raises. The one way the API opens one
+    (handlers through ``CONNECTION``; the API-key check and map builds directly).
 
-    Requests queue for a connection on the event loop (``app.state.connection_slots``, fewer
-    than the pool holds), never in a worker thread: with the checkout in a thread, threads
-    blocked on an exhausted pool starved the requests holding connections of the threads they
-    needed to finish, and everything waited for the pool timeout (150 concurrent requests on a
+    Callers queue for a connection on the event loop (``state.connection_slots``, fewer than
+    the pool holds), never in a worker thread: with the checkout in a thread, threads blocked
+    on an exhausted pool starved the requests holding connections of the threads they needed
+    to finish, and everything waited for the pool timeout (150 concurrent requests on a
     4-connection pool: 120 answers 500 after 30 s).
     """
-    async with request.app.state.connection_slots:
-        conn = await to_thread.run_sync(_begin, request.app.state.engine)
+    async with state.connection_slots:
+        conn = await to_thread.run_sync(_begin, state.engine)
         try:
             yield conn
         except BaseException:
             await to_thread.run_sync(_end, conn, False)
             raise
         await to_thread.run_sync(_end, conn, True)
+
+
+async def get_connection(request: Request) -> AsyncIterator[Connection]:
+    """Dependency: the request's connection (``pooled_connection``); use it as ``CONNECTION``."""
+    async with pooled_connection(request.app.state) as conn:
+        yield conn
+
+
+# The one way a handler gets a connection: ``conn: Connection = CONNECTION``. Scoped to the
+# handler ("function"), so the transaction commits (or rolls back) before the response is sent:
+# a 2xx always means the change is durable, and the caller's next request sees it.
+CONNECTION: Any = Depends(get_connection, scope="function")
 
 
 def _begin(engine: Engine) -> Connection:
@@ -62,3 +78,21 @@ async def file_report(request: Request, **report_args: Any) -> ReportResult:
     """File one report (``geo.incidents.report``'s arguments) through the app's
     ``ReportWriter``; returns after the commit that made it durable, or raises its error."""
     return await asyncio.wrap_future(request.app.state.report_writer.submit(**report_args))
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class AppSettings(Generic[S]):
+    """Dependency: the app's settings of one kind, kept in ``app.state.<attr>`` (set at start-up
+    or by a test), else read once from the environment and kept there."""
+
+    def __init__(self, kind: type[S], attr: str) -> None:
+        self.kind, self.attr = kind, attr
+
+    def __call__(self, request: Request) -> S:
+        settings: S | None = getattr(request.app.state, self.attr, None)
+        if settings is None:
+            settings = self.kind()
+            setattr(request.app.state, self.attr, settings)
+        return settings

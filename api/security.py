@@ -3,8 +3,8 @@
 - Each request gets an ``X-Request-ID`` (the caller's, or a new one); every log line carries it.
 - Bodies larger than ``ApiSettings.max_body_bytes`` are refused with 413 before they are read.
 - Log messages are scrubbed of phone numbers, passwords, API keys and bearer tokens.
-- ``require(...)`` is the dependency that admits a principal by role or API-key scope, and
-  per-key rate limits answer 429 with ``Retry-After``.
+- Who may call what is decided by ``api/policy.py`` (one table); per-key rate limits answer
+  429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.dependencies import pooled_connection
 from geo.auth.service import (
     ANONYMOUS,
     AuthSettings,
@@ -262,8 +262,8 @@ async def verified_key(request: Request, key: str,
     hit = cache.get(key)
     if hit and hit[0] > now:
         return hit[1], hit[2]
-    principal, per_minute = await anyio.to_thread.run_sync(
-        _principal_from_api_key, request.app.state.engine, key)
+    async with pooled_connection(request.app.state) as conn:
+        principal, per_minute = await anyio.to_thread.run_sync(principal_from_api_key, conn, key)
     if len(cache) > 10_000:
         cache.clear()
     cache[key] = (now + settings.api_key_cache_seconds, principal, per_minute)
@@ -332,24 +332,6 @@ async def basic_principal(request: Request, username: str, password: str,
 def _authenticate(engine: Engine, username: str, password: str) -> Principal:
     with engine.connect() as conn:
         return authenticate(conn, username, password)
-
-
-def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
-    """A dependency admitting users with one of ``roles`` (admin always) or API keys with
-    ``scope``. Anonymous callers get 401; others outside the rule get 403."""
-
-    def dependency(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
-        if principal.kind == "anonymous":
-            raise Unauthenticated("authentication required: a bearer token or an API key")
-        if principal.kind == "api_key":
-            if scope and scope in principal.scopes:
-                return principal
-            raise Forbidden(f"this API key lacks the '{scope}' scope")
-        if principal.role == "admin" or principal.role in roles:
-            return principal
-        raise Forbidden(f"role '{principal.role}' may not do this")
-
-    return dependency
 
 
 def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSettings) -> None:

@@ -84,7 +84,7 @@ def setup_database(grids: int, incidents: int, fresh: bool) -> tuple[str, str]:
     return url, grid
 
 
-def load_ms(browser, base: str, user: str, path: str, viewport: dict,  # noqa: ANN001
+def load_ms(browser, base: str, user: str, path: str, viewport: dict,
             repeat: int) -> dict:
     """Sign in as ``user`` and open ``path`` ``repeat`` + 1 times; the page's ready times."""
     ctx = browser.new_context(viewport=viewport, locale="zh-CN", timezone_id="Asia/Shanghai")

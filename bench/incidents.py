@@ -101,7 +101,7 @@ FROM (SELECT s.*, CASE
 """
 
 
-def _admin(url: str):  # noqa: ANN202
+def _admin(url: str):
     return create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
 
 
@@ -210,7 +210,7 @@ def bulk_fill(url: str, target: int, chunk: int = 250_000) -> None:
     eng.dispose()
 
 
-def _median_ms(conn, fn, repeat: int) -> float:  # noqa: ANN001
+def _median_ms(conn, fn, repeat: int) -> float:
     fn()
     times = []
     for _ in range(repeat):

@@ -63,7 +63,7 @@ def prepare(grids: int, seed: int) -> tuple[str, str]:
     return url, name
 
 
-def best_rate(fn, n: int, repeat: int = 3) -> float:  # noqa: ANN001
+def best_rate(fn, n: int, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
     }
 
 
-def _http_figures(args: argparse.Namespace, eng, db_name: str, x: np.ndarray,  # noqa: ANN001
+def _http_figures(args: argparse.Namespace, eng, db_name: str, x: np.ndarray,
                   y: np.ndarray, status: np.ndarray) -> dict:
     from geo.auth.service import create_api_key
 
@@ -162,7 +162,7 @@ def _http_figures(args: argparse.Namespace, eng, db_name: str, x: np.ndarray,  #
     return figures
 
 
-def http_only(args: argparse.Namespace, eng, db_name: str) -> None:  # noqa: ANN001
+def http_only(args: argparse.Namespace, eng, db_name: str) -> None:
     import json
 
     from bench.common import RESULTS_DIR

@@ -70,7 +70,7 @@ def map_inputs(layers: dict[str, gpd.GeoDataFrame], radius_m: float) -> dict:
     }
 
 
-def render_ms(browser, path: Path) -> tuple[float, float, list[str], list[str]]:  # noqa: ANN001
+def render_ms(browser, path: Path) -> tuple[float, float, list[str], list[str]]:
     """Wall ms from navigation start to two frames after load; main-thread busy ms (Chromium's
     TaskDuration: CPU work, less sensitive to other processes on a shared machine); console
     errors; requests."""

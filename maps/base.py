@@ -31,6 +31,7 @@ from jinja2 import Template
 from pydantic import Field
 
 from geo.core.settings import WanggeSettings
+from geo.data.crs import metres_to_degrees
 from maps import assets
 
 _PLACEHOLDER = "wangge-vendor:"
@@ -84,8 +85,7 @@ def _deg_tolerance(gdf: gpd.GeoDataFrame, metres: float) -> float:
     if metres <= 0 or gdf.empty:
         return 0.0
     miny, maxy = gdf.total_bounds[1], gdf.total_bounds[3]
-    lat = math.radians((miny + maxy) / 2)
-    return metres / (111_320.0 * max(math.cos(lat), 0.2))
+    return metres_to_degrees(metres, (miny + maxy) / 2)
 
 
 def feature_collection(

@@ -8,11 +8,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.main import create_app
-from api.routers import circles as circles_router
-from geo.auth.service import Principal
+from api.routers.circles import CircleProperties, UncoveredProperties
+from api.schemas import FeatureCollection
+from geo.auth.service import AuthSettings, Principal, issue_token
 from geo.core.db import make_engine
 
 X0, Y0 = ORIGIN_M
+AUTH = AuthSettings(jwt_secret="circles-test-" + "z" * 32, enforce_access=True)
 
 
 @pytest.fixture
@@ -29,21 +31,21 @@ def client(fresh_database):
         c.execute(text("INSERT INTO building (code, location, residents, households, grid_code)"
                        " VALUES (:c, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :r, 1,"
                        " '350104001001001')"), rows)
-    app = create_app(engine=eng)
+    app = create_app(engine=eng, auth_settings=AUTH)
     with TestClient(app) as tc:
         yield app, tc
     eng.dispose()
 
 
-def _as_planner(app):
+def _as_planner(tc):
     planner = Principal(kind="user", name="planner", role="planner")
-    app.dependency_overrides[circles_router.WRITE] = lambda: planner
+    tc.headers["Authorization"] = f"Bearer {issue_token(planner, AUTH)}"
 
 
 def test_circles_coverage_siting_over_http(client):
-    app, tc = client
+    _, tc = client
     assert tc.post("/v1/circles/runs", json={}).status_code == 401  # anonymous may not run
-    _as_planner(app)
+    _as_planner(tc)
     r = tc.post("/v1/circles/runs", json={"tiers_m": [300, 500]})
     assert r.status_code == 201, r.text
     run = r.json()
@@ -58,6 +60,9 @@ def test_circles_coverage_siting_over_http(client):
     summ = tc.get(f"/v1/circles/coverage/{cov['id']}", params={"level": "street"}).json()
     assert summ["levels"][0]["code"] == "350104001" and summ["levels"][0]["residents"] == 60
     unc = tc.get(f"/v1/circles/coverage/{cov['id']}/uncovered").json()
+    # sent without validation (api.schemas.GeoJSONAnswer): they must still match their docs
+    FeatureCollection[CircleProperties].model_validate(fc, strict=False)
+    FeatureCollection[UncoveredProperties].model_validate(unc, strict=False)
     assert sorted(f["properties"]["code"] for f in unc["features"]) == ["B1", "B2"]
 
     st = tc.post("/v1/circles/siting", json={"k": 1}).json()

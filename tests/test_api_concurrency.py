@@ -9,7 +9,6 @@ they needed to finish, and every request waited for the pool timeout, then answe
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 from sqlalchemy import create_engine
@@ -23,16 +22,16 @@ def test_many_requests_on_a_tiny_pool_all_succeed(fresh_database):
                            pool_pre_ping=True)
     app = create_app(engine=engine, auth_settings=AuthSettings(enforce_access=False))
 
-    async def burst() -> tuple[list[int], float]:
+    async def burst() -> list[int]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://wangge") as c:
-                t0 = time.perf_counter()
                 answers = await asyncio.gather(
                     *(c.get("/v1/incident-categories") for _ in range(120)))
-                return [a.status_code for a in answers], time.perf_counter() - t0
+                return [a.status_code for a in answers]
 
-    codes, seconds = asyncio.run(burst())
+    codes = asyncio.run(burst())
     engine.dispose()
+    # A request that waited out the pool timeout (3 s) would have answered 500; how long the
+    # burst takes is measured in bench/load.py, not asserted here.
     assert codes == [200] * 120
-    assert seconds < 3  # no request waited for the pool timeout

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from factories import G11, G21, G22, D, S, seed_hand_made
 from fastapi.testclient import TestClient
-from test_lookup import G11, G21, G22, D, S, seed_hand_made
 
 from api.main import create_app
 from geo import lookup
@@ -121,7 +121,7 @@ def test_ping(client):
 def test_new_generation_served_without_restart(fresh_database):
     import time
 
-    from test_lookup import AREAS_GEN1, C1, G12, box, write_generation
+    from factories import AREAS_GEN1, C1, G12, box, write_generation
 
     eng = seed_hand_made(fresh_database())
     app = create_app(engine=eng)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
 import pyogrio
 import pytest
+import shapely
 import typer
+from pyproj import Geod
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
@@ -61,6 +64,19 @@ def test_import_export_and_refusal(fresh_database, tmp_path) -> None:
                                      "--layer", "grid"],
                       env=env)
     assert r.exit_code == 0, r.output
+    # The repaired grids are what shapely's make_valid makes of the file: same codes, valid,
+    # each with the geodesic area of the repaired shape (pyproj, independent of PostGIS).
+    source = gpd.read_file(SAMPLES / "grid_bowtie.geojson")
+    geod = Geod(ellps="WGS84")
+    want = {code: abs(geod.geometry_area_perimeter(shapely.make_valid(g))[0])
+            for code, g in zip(source["code"], source.geometry, strict=True)}
+    with eng.connect() as c:
+        got = {row.code: (row.valid, row.m2) for row in c.execute(text(
+            "SELECT code, ST_IsValid(geom) AS valid, ST_Area(geom::geography, true) AS m2"
+            " FROM area_current WHERE level = 'grid'"))}
+    assert set(got) == set(want)
+    for code, (valid, m2) in got.items():
+        assert valid and abs(m2 - want[code]) <= 1e-6 * want[code] + 1.0, code
     out = tmp_path / "out.gpkg"
     r = runner.invoke(app, ["export", str(out), "--layers", "grid", "--layers", "station"],
                       env=env)
@@ -68,7 +84,14 @@ def test_import_export_and_refusal(fresh_database, tmp_path) -> None:
     assert sorted(row[0] for row in pyogrio.list_layers(out)) == ["grid", "station"]
     r = runner.invoke(app, ["export", str(tmp_path / "shp"), "--format", "shp"], env=env)
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "shp" / "grid.shp").exists()
+    # The shapefile holds the current grids: the same codes and parents (field names cut to
+    # ten characters), in WGS 84, covering the same ground.
+    shp = gpd.read_file(tmp_path / "shp" / "grid.shp")
+    assert shp.crs.to_epsg() == 4326
+    assert dict(zip(shp["code"], shp["parent"], strict=True)) == dict(
+        zip(source["code"], source["parent_code"], strict=True))
+    for code, g in zip(shp["code"], shp.geometry, strict=True):
+        assert abs(abs(geod.geometry_area_perimeter(g)[0]) - want[code]) <= 1e-6 * want[code] + 1
     eng.dispose()
 
 

@@ -6,6 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
+from factories import (
+    AREAS_GEN1,
+    C1,
+    G11,
+    G12,
+    G21,
+    G22,
+    D,
+    S,
+    box,
+    seed_hand_made,
+    write_generation,
+)
 from sqlalchemy import text
 
 from geo import lookup
@@ -13,60 +26,6 @@ from geo.core.db import make_engine
 from geo.core.errors import InvalidInput, NotFound, OutsideDistrict, SwappedCoordinates, UnknownCRS
 from geo.data.coords import from_wgs84
 from geo.lookup import cache as lookup_cache
-
-D, S = "350104", "350104001"
-C1, C2 = S + "001", S + "002"
-G11, G12, G21, G22 = C1 + "001", C1 + "002", C2 + "001", C2 + "002"
-
-
-def box(x0, y0, x1, y1):
-    return f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
-
-
-# District 119.30..119.34 E, 26.00..26.04 N; communities split at 119.32 E.
-AREAS_GEN1 = [
-    ("district", D, None, "Gulou", box(119.30, 26.00, 119.34, 26.04)),
-    ("street", S, D, "Street 1", box(119.30, 26.00, 119.34, 26.04)),
-    ("community", C1, S, "West", box(119.30, 26.00, 119.32, 26.04)),
-    ("community", C2, S, "East", box(119.32, 26.00, 119.34, 26.04)),
-    # a square with a hole (the hole is in no grid)
-    ("grid", G11, C1, "SW",
-     "POLYGON((119.30 26.00,119.32 26.00,119.32 26.02,119.30 26.02,119.30 26.00),"
-     "(119.305 26.005,119.307 26.005,119.307 26.007,119.305 26.007,119.305 26.005))"),
-    ("grid", G12, C1, "NW", box(119.30, 26.02, 119.32, 26.04)),
-    # a multipolygon of two strips
-    ("grid", G21, C2, "E strips",
-     "MULTIPOLYGON(((119.32 26.00,119.34 26.00,119.34 26.01,119.32 26.01,119.32 26.00)),"
-     "((119.32 26.03,119.34 26.03,119.34 26.04,119.32 26.04,119.32 26.03)))"),
-    ("grid", G22, C2, "E middle", box(119.32, 26.01, 119.34, 26.03)),
-]
-
-
-def write_generation(conn, areas, effective_from, *, close_previous=False):
-    gen = conn.execute(text("INSERT INTO generation (effective_from, kind) VALUES (:t, 'import') "
-                            "RETURNING id"), {"t": effective_from}).scalar()
-    if close_previous:
-        conn.execute(text("UPDATE area SET generation_high = :p WHERE generation_high IS NULL"),
-                     {"p": gen - 1})
-    for level, code, parent, name, wkt in areas:
-        conn.execute(text(
-            "INSERT INTO area (level, code, parent_code, name, geom, generation_low,"
-            " responsible_body, metric_srid) VALUES (:l, :c, :p, :n,"
-            " ST_Multi(ST_GeomFromText(:w, 4326)), :g, :rb, :srid)"),
-            {"l": level, "c": code, "p": parent, "n": name, "w": wkt, "g": gen,
-             "rb": "office" if level == "grid" else None,
-             "srid": 32650 if level == "district" else None})
-    return gen
-
-
-def seed_hand_made(url):
-    eng = make_engine(url)
-    with eng.begin() as c:
-        write_generation(c, AREAS_GEN1, "2025-01-01T00:00:00+08:00")
-        c.execute(text("INSERT INTO grid_team_member (grid_code, role, name, phone) VALUES "
-                       "(:g, 'grid_leader', 'Lin Wei', '13800000000'),"
-                       "(:g, 'grid_worker', 'Chen Jie', NULL)"), {"g": G11})
-    return eng
 
 
 @pytest.fixture(scope="module")

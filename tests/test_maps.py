@@ -195,7 +195,7 @@ def test_big_layer_switches_to_canvas() -> None:
 # --------------------------------------------------------------------------- database queries
 
 
-def _load_city(conn) -> None:  # noqa: ANN001
+def _load_city(conn) -> None:
     """Write the fixture city into the database with plain SQL (independent of the store)."""
     gen = conn.execute(text("INSERT INTO generation (kind) VALUES ('test') RETURNING id")).scalar()
     ins = text(
@@ -312,7 +312,7 @@ def _load_city(conn) -> None:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def city_engine(fresh_database) -> Iterator:  # noqa: ANN001
+def city_engine(fresh_database) -> Iterator:
     from geo.core.db import make_engine
 
     eng = make_engine(fresh_database(), pool_size=2)
@@ -322,7 +322,7 @@ def city_engine(fresh_database) -> Iterator:  # noqa: ANN001
     eng.dispose()
 
 
-def test_grids_for_map_sums_households_and_team(city_engine) -> None:  # noqa: ANN001
+def test_grids_for_map_sums_households_and_team(city_engine) -> None:
     with city_engine.connect() as conn:
         got = mapdata.grids_for_map(conn)
     expected = _buildings().groupby("grid_code")["households"].sum()
@@ -333,7 +333,7 @@ def test_grids_for_map_sums_households_and_team(city_engine) -> None:  # noqa: A
     assert got.crs.to_epsg() == 4326
 
 
-def test_uncovered_buildings_match_geodesic_distance(city_engine) -> None:  # noqa: ANN001
+def test_uncovered_buildings_match_geodesic_distance(city_engine) -> None:
     geod = Geod(ellps="WGS84")
     b, s = _buildings(), _stations()
     radius = 300.0
@@ -353,7 +353,7 @@ def test_uncovered_buildings_match_geodesic_distance(city_engine) -> None:  # no
     assert set(got["code"]) == expected
 
 
-def test_incidents_for_map_overdue(city_engine) -> None:  # noqa: ANN001
+def test_incidents_for_map_overdue(city_engine) -> None:
     inc = _incidents()
     working = inc["status"].isin(mapdata.WORKING_STATUSES)
     expected = int((inc["overdue"] & working).sum())
@@ -392,7 +392,7 @@ def _is_local(url: str) -> bool:
 class Page:
     """A page opened in Chromium with console errors and requests recorded."""
 
-    def __init__(self, browser, name: str) -> None:  # noqa: ANN001
+    def __init__(self, browser, name: str) -> None:
         self.name = name
         self.page = browser.new_page(viewport={"width": 1100, "height": 760})
         self.errors: list[str] = []
@@ -431,7 +431,7 @@ class Page:
 
 
 @pytest.mark.browser
-def test_grid_map_in_browser(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_grid_map_in_browser(browser, tmp_path: Path) -> None:
     grids, comm, st = _grids(), _community(), _stations()
     page = Page(browser, "grid_map")
     page.open_html(
@@ -470,7 +470,7 @@ def test_grid_map_in_browser(browser, tmp_path: Path) -> None:  # noqa: ANN001
 
 
 @pytest.mark.browser
-def test_coverage_map_in_browser(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_coverage_map_in_browser(browser, tmp_path: Path) -> None:
     st, b, grids = _stations(), _buildings(), _grids()
     uncovered = b.iloc[::3]
     suggested = gpd.GeoDataFrame(
@@ -494,7 +494,7 @@ def test_coverage_map_in_browser(browser, tmp_path: Path) -> None:  # noqa: ANN0
 
 
 @pytest.mark.browser
-def test_coverage_map_aggregates_above_point_cap(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_coverage_map_aggregates_above_point_cap(browser, tmp_path: Path) -> None:
     b = _buildings()
     page = Page(browser, "coverage_map_aggregate")
     page.open_html(
@@ -510,7 +510,7 @@ def test_coverage_map_aggregates_above_point_cap(browser, tmp_path: Path) -> Non
 
 
 @pytest.mark.browser
-def test_incident_map_in_browser(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_incident_map_in_browser(browser, tmp_path: Path) -> None:
     inc, grids = _incidents(), _grids()
     page = Page(browser, "incident_map")
     page.open_html(incident_map(inc, grids=grids), tmp_path)
@@ -529,7 +529,7 @@ def test_incident_map_in_browser(browser, tmp_path: Path) -> None:  # noqa: ANN0
 
 
 @pytest.mark.browser
-def test_incident_overdue_markers(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_incident_overdue_markers(browser, tmp_path: Path) -> None:
     # Points far apart so that none cluster: every overdue case must show as marked.
     inc = _incidents(8)
     inc["geometry"] = [Point(X0 + i * 0.01, Y0) for i in range(len(inc))]
@@ -541,7 +541,7 @@ def test_incident_overdue_markers(browser, tmp_path: Path) -> None:  # noqa: ANN
 
 
 @pytest.mark.browser
-def test_api_pages_in_browser(browser, city_engine) -> None:  # noqa: ANN001
+def test_api_pages_in_browser(browser, city_engine) -> None:
     """The API's pages load their assets from the service itself (fetched via the app)."""
     from fastapi.testclient import TestClient
 
@@ -559,7 +559,7 @@ def test_api_pages_in_browser(browser, city_engine) -> None:  # noqa: ANN001
 
         page = Page(browser, "api_grid_map")
 
-        def serve(route) -> None:  # noqa: ANN001
+        def serve(route) -> None:
             url = route.request.url
             if not _is_local(url):
                 route.abort()
@@ -588,12 +588,7 @@ def test_api_pages_in_browser(browser, city_engine) -> None:  # noqa: ANN001
         page.finish()
 
 
-def test_km_per_degree_sanity() -> None:
-    # The display tolerance conversion: 2 m at 26° N is ~2.0e-5 degrees of longitude.
-    assert math.isclose(mapdata._deg(2.0, 26.0), 2.0 / (111_320 * math.cos(math.radians(26))))
-
-
-def test_cli_writes_standalone_pages(city_engine, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_cli_writes_standalone_pages(city_engine, tmp_path: Path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
     from cli.main import app
@@ -615,7 +610,7 @@ def test_cli_writes_standalone_pages(city_engine, tmp_path: Path, monkeypatch) -
 
 
 @pytest.mark.parametrize("ttl, sees_rename", [(3600, False), (0, True)])
-def test_api_page_cache_serves_within_its_age(city_engine, monkeypatch, ttl,  # noqa: ANN001
+def test_api_page_cache_serves_within_its_age(city_engine, monkeypatch, ttl,
                                               sees_rename) -> None:
     from fastapi.testclient import TestClient
 

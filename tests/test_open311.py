@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from factories import AREA_SQL, GRID_E, GRID_W, offset
 from fastapi.testclient import TestClient
-from test_incidents import AREA_SQL, GRID_E, GRID_W, offset
 
 from api.main import create_app
 from geo.auth.service import AuthSettings, create_api_key

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import geopandas as gpd
 import networkx as nx
 import numpy as np
@@ -26,10 +24,8 @@ def demo(fresh_database):
     from geo.core.db import make_engine
 
     e = make_engine(fresh_database(), pool_size=2)
-    t0 = time.perf_counter()
     with e.begin() as conn:
         assert ensure_demo_loaded(conn) is True
-    seconds = time.perf_counter() - t0
     with e.begin() as conn:
         assert ensure_demo_loaded(conn) is False  # a district exists: nothing loaded
     with e.connect() as conn:
@@ -38,7 +34,7 @@ def demo(fresh_database):
                    "walk_edge", "barrier")}
         srid = conn.execute(text("SELECT metric_srid FROM area_current "
                                  "WHERE level = 'district'")).scalar()
-    yield layers, srid, seconds
+    yield layers, srid
     e.dispose()
 
 
@@ -47,14 +43,13 @@ def test_no_download_bundled_file() -> None:
     assert p.exists() and "site-packages" in str(p) and p.stat().st_size > 100_000
 
 
-def test_loads_fast(demo) -> None:
-    _, srid, seconds = demo
-    assert srid == 32635  # Helsinki: UTM 35N
-    assert seconds < 60
+def test_loads_in_its_utm_zone(demo) -> None:
+    _, srid = demo
+    assert srid == 32635  # Helsinki: UTM 35N (how long the load takes is for bench/, not here)
 
 
 def test_network_connected_and_lengths(demo) -> None:
-    layers, _, _ = demo
+    layers, _ = demo
     e = layers["walk_edge"]
     assert len(e) > 1000
     g = nx.Graph()
@@ -76,7 +71,7 @@ def _m(gdf: gpd.GeoDataFrame, srid: int) -> gpd.GeoSeries:
 
 
 def test_hierarchy_tiles_exactly(demo) -> None:
-    layers, srid, _ = demo
+    layers, srid = demo
     for child, parent in (("street", "district"), ("community", "street"),
                           ("grid", "community")):
         kids, pars = layers[child], layers[parent]
@@ -97,7 +92,7 @@ def test_hierarchy_tiles_exactly(demo) -> None:
 
 
 def test_codes_and_buildings(demo) -> None:
-    layers, _, _ = demo
+    layers, _ = demo
     g = layers["grid"]
     assert g.code.str.fullmatch(r"350104\d{9}").all()
     assert (g.code.str[:12] == g.parent_code).all()
@@ -117,7 +112,7 @@ def test_codes_and_buildings(demo) -> None:
 
 
 def test_stations_and_barriers(demo) -> None:
-    layers, _, _ = demo
+    layers, _ = demo
     st = layers["station"]
     assert len(st) > 10 and set(st.kind) <= set(STATION_KINDS)
     assert st.community_code.notna().all()

@@ -269,16 +269,13 @@ def test_lookup_before_and_after_change(engine, fresh_database):
                              wgs(LineString([(X0 + 100, Y0 + 190), (X0 + 100, Y0 + 410)])),
                              effective_from=LATER, settings=LOOSE)
         p = wgs(shapely.Point(X0 + 50, Y0 + 300))
-        try:
-            from geo.lookup import locate_point
-        except ImportError:
-            locate_point = None
+        from geo.lookup import locate_point
+
         with eng.connect() as conn:
-            if locate_point is not None:
-                old = locate_point(conn, p.x, p.y, at="2020-06-01")
-                new = locate_point(conn, p.x, p.y, at="2021-06-01")
-                assert old.grid["code"] == COMM + "001"
-                assert new.grid["code"] == res.created[0]
+            old = locate_point(conn, p.x, p.y, at="2020-06-01")
+            new = locate_point(conn, p.x, p.y, at="2021-06-01")
+            assert old.grid["code"] == COMM + "001"
+            assert new.grid["code"] == res.created[0]
             sql = ("SELECT code FROM area WHERE level = 'grid' AND generation_low <= g "
                    "AND coalesce(generation_high, 2147483647) >= g "
                    "AND ST_Intersects(geom, ST_SetSRID(ST_MakePoint(:x, :y), 4326))")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from api.security import redact, require
+from api.policy import PLANNERS, POLICY, PolicyRoute, Rule
+from api.security import current_principal, redact
 from geo.auth.service import (
     AuthSettings,
     Principal,
@@ -22,7 +23,7 @@ from geo.core.db import make_engine
 from geo.core.errors import Conflict, InvalidInput, Unauthenticated
 from geo.core.settings import ApiSettings
 
-AUTH = AuthSettings(jwt_secret="test-secret-" + "x" * 32)
+AUTH = AuthSettings(jwt_secret="test-secret-" + "x" * 32, enforce_access=True)
 
 
 def test_password_is_hashed_with_argon2_and_verified(conn):
@@ -79,20 +80,25 @@ def test_redaction_removes_phones_and_secrets():
 
 
 @pytest.fixture
-def client(fresh_database):
+def client(fresh_database, monkeypatch):
     url = fresh_database()
     eng = make_engine(url)
     app = create_app(engine=eng, auth_settings=AUTH,
                      api_settings=ApiSettings(max_body_bytes=1000))
+    # Test routes admitted by the one access mechanism, the POLICY table.
+    monkeypatch.setitem(POLICY, "test_planner_only", PLANNERS)
+    monkeypatch.setitem(POLICY, "test_raw_body", Rule(key_scopes=frozenset({"lookup"})))
+    router = APIRouter(route_class=PolicyRoute)
 
-    @app.get("/_test/planner-only", operation_id="test_planner_only")
-    def planner_only(p: Principal = Depends(require("planner"))) -> dict:
+    @router.get("/_test/planner-only", operation_id="test_planner_only")
+    def planner_only(p: Principal = Depends(current_principal)) -> dict:
         return {"name": p.name}
 
-    @app.post("/_test/raw-body", operation_id="test_raw_body")
-    async def raw_body(request: Request,
-                       p: Principal = Depends(require(scope="lookup"))) -> dict:
+    @router.post("/_test/raw-body", operation_id="test_raw_body")
+    async def raw_body(request: Request, p: Principal = Depends(current_principal)) -> dict:
         return {"name": p.name, "bytes": len(await request.body())}
+
+    app.include_router(router)
 
     with eng.begin() as c:
         create_user(c, "admin", "admin password", "admin", settings=AUTH)
@@ -166,3 +172,18 @@ def test_logs_carry_the_request_id_and_no_phone(client, caplog):
         logging.getLogger("wangge.test").info("caller phone 13912345678")
     record = caplog.records[-1]
     assert "13912345678" not in caplog.text and hasattr(record, "request_id")
+
+
+def test_unknown_department_is_422_not_a_server_error(conn):
+    with pytest.raises(InvalidInput) as err:
+        create_user(conn, "wu", "long enough password", "department_staff",
+                    department_id=2**31 - 1, settings=AUTH)
+    assert [p.field for p in err.value.problems] == ["department_id"]
+
+
+@pytest.mark.parametrize("role, field", [("commander", "area_code"), ("grid_worker", "area_code"),
+                                         ("department_staff", "department_id")])
+def test_scoped_roles_need_their_scope(conn, role, field):
+    with pytest.raises(InvalidInput) as err:
+        create_user(conn, "zhao", "long enough password", role, settings=AUTH)
+    assert [p.field for p in err.value.problems] == [field]

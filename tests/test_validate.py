@@ -21,7 +21,7 @@ from geo.data.crs import metric_crs_for, resolve_crs
 from geo.data.validate import validate_layers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data" / "shapefiles"))
-from make_samples import X0, XM, Y1, YM, sample_layers  # noqa: E402
+from make_samples import X0, XM, Y1, YM, sample_layers
 
 
 def problems(exc: InvalidInput) -> list[dict]:

@@ -1,7 +1,7 @@
 """HTTP routes for service circles, coverage and siting (thin: the work is in ``geo``).
 
-Reading is open; starting a run needs a planner or commander (or an API key with the
-``analysis`` scope). GeoJSON answers follow RFC 7946 (lon, lat, WGS 84).
+Who may read and who may start a run is in ``api/policy.py`` (planners and commanders). GeoJSON
+answers follow RFC 7946 (lon, lat, WGS 84).
 """
 
 from __future__ import annotations
@@ -9,28 +9,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
+from api.dependencies import CONNECTION, AppSettings
 from api.policy import PolicyRoute
-from api.security import require
+from api.schemas import FeatureCollection, GeoJSONAnswer
 from geo.circles.build import build_circles, circles_geojson
 from geo.circles.coverage import coverage_by_level, run_coverage, uncovered_geojson
 from geo.circles.runs import CircleSettings, get_run, list_runs
 from geo.circles.siting import run_siting, sites
 
 router = APIRouter(prefix="/v1/circles", tags=["circles"], route_class=PolicyRoute)
-WRITE = require("planner", "commander", scope="analysis")
+circle_settings = AppSettings(CircleSettings, "circle_settings")
 
 
 def on_startup(app: Any) -> None:
     app.state.circle_settings = CircleSettings()
-
-
-def _settings(request: Request) -> CircleSettings:
-    return getattr(request.app.state, "circle_settings", None) or CircleSettings()
 
 
 class Run(BaseModel):
@@ -80,13 +76,43 @@ class CoverageSummary(BaseModel):
     levels: list[LevelCoverage]
 
 
+class CircleProperties(BaseModel):
+    station_id: int
+    station_code: str
+    kind: str = Field(description="Station kind (station_kind code).")
+    tier_m: float = Field(description="Walking distance of this circle (m).")
+    tier_min: float | None = Field(description="The same as minutes of walking.")
+
+
+class UncoveredProperties(BaseModel):
+    code: str
+    name: str | None
+    grid_code: str | None
+    residents: int | None
+    households: int | None
+
+
+class SiteProperties(BaseModel):
+    method: str = Field(description="mclp (spopt) or greedy (the baseline).")
+    rank: int = Field(description="Order in which the method picked the site (1 = first).")
+    node_id: int = Field(description="Walk-network node the site stands at.")
+    gain_residents: float = Field(description="Residents newly covered by this site.")
+    cumulative_residents: float = Field(description="Residents newly covered up to this rank.")
+
+
+class Sites(BaseModel):
+    run_id: int
+    summary: dict[str, Any] = Field(description="The siting run's summary (k, tier_m, totals).")
+    sites: FeatureCollection[SiteProperties]
+
+
 @router.post("/runs", operation_id="create_circles_run", response_model=Run, status_code=201,
              summary="Compute the walking service circles of every station (pgRouting).")
 def create_circles_run(
-    body: CirclesRequest, request: Request, conn: Connection = Depends(get_connection),
-    _: Any = Depends(WRITE),
+    body: CirclesRequest, conn: Connection = CONNECTION,
+    settings: CircleSettings = Depends(circle_settings),
 ) -> dict[str, Any]:
-    rid = build_circles(conn, _settings(request), tiers_m=body.tiers_m, clip=body.clip)
+    rid = build_circles(conn, settings, tiers_m=body.tiers_m, clip=body.clip)
     return get_run(conn, rid)
 
 
@@ -95,35 +121,36 @@ def create_circles_run(
 def runs(
     kind: Literal["circles", "coverage", "siting"] | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    conn: Connection = Depends(get_connection),
+    conn: Connection = CONNECTION,
 ) -> list[dict[str, Any]]:
     return list_runs(conn, kind, limit)
 
 
 @router.get("/runs/{run_id}", operation_id="get_analysis_run", response_model=Run,
             summary="One run: parameters, times, status, summary.")
-def run(run_id: int, conn: Connection = Depends(get_connection)) -> dict[str, Any]:
+def run(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
     return get_run(conn, run_id)
 
 
 @router.get("/runs/{run_id}/circles", operation_id="get_circles",
+            response_model=FeatureCollection[CircleProperties],
             summary="A circles run's polygons as a GeoJSON FeatureCollection.",
             response_description="RFC 7946 FeatureCollection; properties station_id, "
             "station_code, kind, tier_m, tier_min.")
 def circles(
     run_id: int, tier_m: float | None = None, limit: int = Query(10000, ge=1, le=100000),
-    conn: Connection = Depends(get_connection),
-) -> dict[str, Any]:
-    return circles_geojson(conn, run_id, tier_m=tier_m, limit=limit)
+    conn: Connection = CONNECTION,
+) -> GeoJSONAnswer:
+    return GeoJSONAnswer(circles_geojson(conn, run_id, tier_m=tier_m, limit=limit))
 
 
 @router.post("/coverage", operation_id="create_coverage_run", response_model=Run,
              status_code=201, summary="Which buildings the circles cover, by which stations.")
 def create_coverage(
-    body: CoverageRequest, request: Request, conn: Connection = Depends(get_connection),
-    _: Any = Depends(WRITE),
+    body: CoverageRequest, conn: Connection = CONNECTION,
+    settings: CircleSettings = Depends(circle_settings),
 ) -> dict[str, Any]:
-    rid = run_coverage(conn, _settings(request), circles_run_id=body.circles_run_id,
+    rid = run_coverage(conn, settings, circles_run_id=body.circles_run_id,
                        tier_m=body.tier_m)
     return get_run(conn, rid)
 
@@ -133,37 +160,39 @@ def create_coverage(
             summary="Residents and households covered per grid, community or street.")
 def coverage_summary(
     run_id: int, level: Literal["grid", "community", "street"] = "community",
-    conn: Connection = Depends(get_connection),
+    conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
     return {"run": get_run(conn, run_id, "coverage"),
             "levels": coverage_by_level(conn, run_id, level)}
 
 
 @router.get("/coverage/{run_id}/uncovered", operation_id="get_uncovered_buildings",
+            response_model=FeatureCollection[UncoveredProperties],
             summary="Buildings no circle covers, as a GeoJSON FeatureCollection of points.",
             response_description="RFC 7946 FeatureCollection; properties code, name, "
             "grid_code, residents, households.")
 def uncovered(
     run_id: int, limit: int = Query(100000, ge=1, le=1000000),
-    conn: Connection = Depends(get_connection),
-) -> dict[str, Any]:
-    return uncovered_geojson(conn, run_id, limit)
+    conn: Connection = CONNECTION,
+) -> GeoJSONAnswer:
+    return GeoJSONAnswer(uncovered_geojson(conn, run_id, limit))
 
 
 @router.post("/siting", operation_id="create_siting_run", status_code=201,
+             response_model=Sites,
              summary="Suggest k new station sites (MCLP with spopt, greedy baseline).",
              response_description="{run_id, summary, sites: FeatureCollection of points with "
              "method, rank, gain_residents, cumulative_residents}")
 def create_siting(
-    body: SitingRequest, request: Request, conn: Connection = Depends(get_connection),
-    _: Any = Depends(WRITE),
+    body: SitingRequest, conn: Connection = CONNECTION,
+    settings: CircleSettings = Depends(circle_settings),
 ) -> dict[str, Any]:
-    rid = run_siting(conn, _settings(request), k=body.k, coverage_run_id=body.coverage_run_id,
+    rid = run_siting(conn, settings, k=body.k, coverage_run_id=body.coverage_run_id,
                      tier_m=body.tier_m)
     return sites(conn, rid)
 
 
-@router.get("/siting/{run_id}", operation_id="get_siting_run",
+@router.get("/siting/{run_id}", operation_id="get_siting_run", response_model=Sites,
             summary="A siting run's suggested sites.")
-def get_siting(run_id: int, conn: Connection = Depends(get_connection)) -> dict[str, Any]:
+def get_siting(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
     return sites(conn, run_id)

@@ -16,8 +16,23 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import file_report, get_connection
+from api.dependencies import CONNECTION, AppSettings, file_report
+from api.incident_schemas import (
+    Category,
+    Department,
+    EscalationOut,
+    Incident,
+    IncidentDetail,
+    OverdueIncident,
+    PhotoOut,
+    RerouteOut,
+    StatsCollection,
+    StepStats,
+    TransitionOut,
+    UrgeOut,
+)
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
+from api.schemas import GeoJSONAnswer
 from api.security import current_principal
 from geo import incidents as inc
 from geo.auth.service import Principal
@@ -30,11 +45,8 @@ def on_startup(app: FastAPI) -> None:
         app.state.incident_settings = inc.IncidentSettings()
 
 
-def _settings(request: Request) -> inc.IncidentSettings:
-    s = getattr(request.app.state, "incident_settings", None)
-    if s is None:
-        s = request.app.state.incident_settings = inc.IncidentSettings()
-    return s
+incident_settings = AppSettings(inc.IncidentSettings, "incident_settings")
+Settings = inc.IncidentSettings
 
 
 def _actor(principal: Principal, given: str | None) -> str:
@@ -110,7 +122,7 @@ async def report_incident(body: ReportIn, request: Request,
     return res.__dict__
 
 
-@router.get("/incidents", operation_id="list_incidents", response_model=list[dict[str, Any]],
+@router.get("/incidents", operation_id="list_incidents", response_model=list[Incident],
             summary="List incidents (public fields) by status, category, street, grid, period; "
             "only those in the caller's area, department or own reports")
 def list_incidents(
@@ -118,7 +130,7 @@ def list_incidents(
     status: list[str] | None = Query(None), category: list[str] | None = Query(None),
     street: str | None = None, grid: str | None = None, start: datetime | None = None,
     end: datetime | None = None, limit: int = Query(100, ge=1, le=10_000),
-    conn: Connection = Depends(get_connection),
+    conn: Connection = CONNECTION,
 ) -> Any:
     require_overlap(request, street=street, grid=grid)
     return inc.list_incidents(conn, status=status, category=category, street=street, grid=grid,
@@ -126,12 +138,12 @@ def list_incidents(
 
 
 @router.get("/incidents/overdue", operation_id="overdue_incidents",
-            response_model=list[dict[str, Any]],
+            response_model=list[OverdueIncident],
             summary="Open cases past their deadline (red) or 80 % of it (amber)")
 def overdue_incidents(request: Request, street: str | None = None, grid: str | None = None,
                       department: str | None = None, level: str = "red",
                       limit: int = Query(1000, ge=1, le=10_000),
-                      conn: Connection = Depends(get_connection)) -> Any:
+                      conn: Connection = CONNECTION) -> Any:
     require_overlap(request, street=street, grid=grid)
     return inc.overdue(conn, street=street, grid=grid, department=department, level=level,
                        limit=limit, scope=scope_of(request))
@@ -140,78 +152,90 @@ def overdue_incidents(request: Request, street: str | None = None, grid: str | N
 @router.get("/incidents/stats", operation_id="incident_stats",
             summary="Per grid/community/street/department: counts, median hours per step, "
             "satisfaction; GeoJSON FeatureCollection (format=geojson) or JSON list",
-            response_model=dict[str, Any] | list[dict[str, Any]])
+            response_model=StatsCollection | list[StepStats])
 def incident_stats(request: Request, by: str = "grid", street: str | None = None,
                    start: datetime | None = None, end: datetime | None = None,
-                   format: str = "geojson", conn: Connection = Depends(get_connection)) -> Any:
+                   format: str = "geojson", conn: Connection = CONNECTION) -> Any:
     require_overlap(request, street=street)
     kw = {"by": by, "street": street, "start": start, "end": end, "scope": scope_of(request)}
-    return inc.stats(conn, **kw) if format == "json" else inc.stats_geojson(conn, **kw)
+    if format == "json":
+        return inc.stats(conn, **kw)
+    return GeoJSONAnswer(inc.stats_geojson(conn, **kw))
 
 
 @router.post("/incidents/escalate", operation_id="escalate_incidents",
-             response_model=list[dict[str, Any]],
+             response_model=list[EscalationOut],
              summary="Escalate grid → street → district every case not checked in within SLA")
 def escalate_incidents(request: Request, principal: Principal = Depends(current_principal),
-                       conn: Connection = Depends(get_connection)) -> Any:
-    return inc.escalate_overdue(conn, settings=_settings(request),
+                       conn: Connection = CONNECTION,
+                       settings: Settings = Depends(incident_settings)) -> Any:
+    return inc.escalate_overdue(conn, settings=settings,
                                 actor=_actor(principal, "system"), scope=scope_of(request))
 
 
 @router.get("/incidents/{incident_id}", operation_id="get_incident",
-            response_model=dict[str, Any], summary="One case with its history and photos")
+            response_model=IncidentDetail, summary="One case with its history and photos")
 def get_incident(incident_id: int, request: Request,
-                 conn: Connection = Depends(get_connection)) -> Any:
+                 conn: Connection = CONNECTION) -> Any:
     return inc.get(conn, incident_id, scope=scope_of(request))
 
 
 @router.post("/incidents/{incident_id}/transitions", operation_id="transition_incident",
-             response_model=dict[str, Any],
+             response_model=TransitionOut,
              summary="Move a case along the six steps; 409 with the reason if illegal")
 def transition_incident(incident_id: int, body: TransitionIn, request: Request,
-                        principal: Principal = Depends(current_principal)) -> Any:
+                        principal: Principal = Depends(current_principal),
+                        conn: Connection = CONNECTION,
+                        settings: Settings = Depends(incident_settings)) -> Any:
     require_step(request, body.to)
-    with request.app.state.engine.begin() as conn:
-        return inc.transition(conn, incident_id, body.to, actor=_actor(principal, body.actor),
-                              note=body.note, rating=body.rating, settings=_settings(request),
-                              scope=scope_of(request))
+    return inc.transition(conn, incident_id, body.to, actor=_actor(principal, body.actor),
+                          note=body.note, rating=body.rating, settings=settings,
+                          scope=scope_of(request))
 
 
 @router.post("/incidents/{incident_id}/reroute", operation_id="reroute_incident",
-             response_model=dict[str, Any], summary="Send a case to other departments")
+             response_model=RerouteOut, summary="Send a case to other departments")
 def reroute_incident(incident_id: int, body: RerouteIn, request: Request,
-                     principal: Principal = Depends(current_principal)) -> Any:
-    with request.app.state.engine.begin() as conn:
-        return inc.reroute(conn, incident_id, body.departments,
-                           actor=_actor(principal, body.actor), note=body.note,
-                           settings=_settings(request), scope=scope_of(request))
+                     principal: Principal = Depends(current_principal),
+                     conn: Connection = CONNECTION,
+                     settings: Settings = Depends(incident_settings)) -> Any:
+    return inc.reroute(conn, incident_id, body.departments,
+                       actor=_actor(principal, body.actor), note=body.note,
+                       settings=settings, scope=scope_of(request))
 
 
 @router.post("/incidents/{incident_id}/urge", operation_id="urge_incident",
-             response_model=dict[str, Any], summary="督办: urge and supervise a case")
+             response_model=UrgeOut, summary="督办: urge and supervise a case")
 def urge_incident(incident_id: int, body: NoteIn, request: Request,
-                  principal: Principal = Depends(current_principal)) -> Any:
-    with request.app.state.engine.begin() as conn:
-        return inc.urge(conn, incident_id, actor=_actor(principal, body.actor), note=body.note,
-                        scope=scope_of(request))
+                  principal: Principal = Depends(current_principal),
+                  conn: Connection = CONNECTION) -> Any:
+    return inc.urge(conn, incident_id, actor=_actor(principal, body.actor), note=body.note,
+                    scope=scope_of(request))
 
 
-@router.post("/incidents/{incident_id}/photos", operation_id="attach_incident_photo",
-             response_model=dict[str, Any], status_code=201,
-             summary="Attach a photo (raw image body) to a case or one history step; 413 if "
-             "too large")
-async def attach_incident_photo(incident_id: int, request: Request,
-                                history_id: int | None = None) -> Any:
-    settings = _settings(request)
+async def _photo_body(request: Request,
+                      settings: Settings = Depends(incident_settings)) -> bytes:
+    """The raw request body, read up to one byte past ``photo_max_bytes`` (then refused by
+    ``attach_photo``), before a pooled connection is taken for it."""
     data = bytearray()
     async for chunk in request.stream():
         data.extend(chunk)
         if len(data) > settings.photo_max_bytes:
             break
+    return bytes(data)
+
+
+@router.post("/incidents/{incident_id}/photos", operation_id="attach_incident_photo",
+             response_model=PhotoOut, status_code=201,
+             summary="Attach a photo (raw image body) to a case or one history step; 413 if "
+             "too large")
+def attach_incident_photo(incident_id: int, request: Request, history_id: int | None = None,
+                          data: bytes = Depends(_photo_body),
+                          conn: Connection = CONNECTION,
+                          settings: Settings = Depends(incident_settings)) -> Any:
     ctype = request.headers.get("content-type", "")
-    with request.app.state.engine.begin() as conn:
-        pid = inc.attach_photo(conn, incident_id, bytes(data), ctype, settings=settings,
-                               history_id=history_id, scope=scope_of(request))
+    pid = inc.attach_photo(conn, incident_id, data, ctype, settings=settings,
+                           history_id=history_id, scope=scope_of(request))
     return {"id": pid, "incident_id": incident_id, "history_id": history_id,
             "size_bytes": len(data)}
 
@@ -220,33 +244,33 @@ async def attach_incident_photo(incident_id: int, request: Request,
             summary="A photo's bytes", response_class=Response,
             responses={200: {"content": {"image/*": {}}}})
 def get_incident_photo(incident_id: int, photo_id: int, request: Request,
-                       conn: Connection = Depends(get_connection)) -> Response:
+                       conn: Connection = CONNECTION) -> Response:
     data, ctype = inc.get_photo(conn, incident_id, photo_id, scope=scope_of(request))
     return Response(data, media_type=ctype)
 
 
 @router.get("/incident-categories", operation_id="list_incident_categories",
-            response_model=list[dict[str, Any]],
+            response_model=list[Category],
             summary="Categories with SLAs (working days) and routed departments")
-def list_incident_categories(conn: Connection = Depends(get_connection)) -> Any:
+def list_incident_categories(conn: Connection = CONNECTION) -> Any:
     return inc.categories(conn)
 
 
 @router.put("/incident-categories/{code}/departments", operation_id="set_incident_routing",
             response_model=list[str], summary="Replace the departments a category routes to")
 def set_incident_routing(code: str, body: RoutingIn,
-                         conn: Connection = Depends(get_connection)) -> Any:
+                         conn: Connection = CONNECTION) -> Any:
     return inc.set_routing(conn, code, body.departments)
 
 
 @router.patch("/incident-categories/{code}", operation_id="set_incident_sla",
-              response_model=dict[str, Any], summary="Change a category's SLA (working days)")
-def set_incident_sla(code: str, body: SlaIn, conn: Connection = Depends(get_connection)) -> Any:
+              response_model=Category, summary="Change a category's SLA (working days)")
+def set_incident_sla(code: str, body: SlaIn, conn: Connection = CONNECTION) -> Any:
     return inc.set_sla(conn, code, checkin_workdays=body.checkin_workdays,
                        resolve_workdays=body.resolve_workdays)
 
 
 @router.get("/departments", operation_id="list_departments",
-            response_model=list[dict[str, Any]], summary="Departments that respond to incidents")
-def list_departments(conn: Connection = Depends(get_connection)) -> Any:
+            response_model=list[Department], summary="Departments that respond to incidents")
+def list_departments(conn: Connection = CONNECTION) -> Any:
     return inc.departments(conn)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,10 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
+from api.dependencies import CONNECTION, AppSettings
 from api.policy import PolicyRoute, area_within
+from api.schemas import GeoJSONAnswer
+from api.uploads import saved_upload
 from geo.auth.service import refuse_import_outside
 from geo.core.errors import InvalidInput, Problem
 from geo.core.settings import DataSettings
@@ -26,6 +26,7 @@ router = APIRouter(prefix="/v1/layers", tags=["layers"], route_class=PolicyRoute
 
 
 MAX_LIMIT = 10_000
+data_settings = AppSettings(DataSettings, "data_settings")
 
 
 class FeatureCollection(BaseModel):
@@ -99,7 +100,7 @@ def get_layer(
     layer: str,
     request: Request,
     q: LayerQuery = Depends(),
-    conn: Connection = Depends(get_connection),
+    conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
     # read_layer has no offset or count: the whole match is read and one page cut from it
     gdf = read_layer(conn, layer, bbox=q.bbox, generation=q.generation,
@@ -115,11 +116,11 @@ def get_layer(
             offset=max(0, q.offset - q.limit), limit=q.limit))})
     page = {"total": total, "offset": q.offset, "limit": q.limit, "links": links}
     if layer == "grid_team":
-        return {"type": "FeatureCollection", **page, "features": [
+        return GeoJSONAnswer({"type": "FeatureCollection", **page, "features": [
             {"type": "Feature", "geometry": None,
              "properties": {k: v for k, v in row.items()}}
-            for row in gdf.to_dict(orient="records")]}
-    return {**json.loads(gdf.to_json(drop_id=True, to_wgs84=True)), **page}
+            for row in gdf.to_dict(orient="records")]})
+    return GeoJSONAnswer({**json.loads(gdf.to_json(drop_id=True, to_wgs84=True)), **page})
 
 
 @router.post(
@@ -138,37 +139,17 @@ def import_layers(
     file: UploadFile = File(description=".gpkg, .geojson/.json, or a .zip holding a .shp set"),
     layer: str | None = Form(None, description="Layer name for a single-layer file."),
     repair: bool = Form(False, description="Fix invalid geometry with make_valid."),
-    conn: Connection = Depends(get_connection),
+    conn: Connection = CONNECTION,
+    settings: DataSettings = Depends(data_settings),
 ) -> dict[str, Any]:
     name = Path(file.filename or "upload").name
-    suffix = Path(name).suffix.lower()
-    if suffix not in (".gpkg", ".geojson", ".json", ".zip"):
-        raise InvalidInput("unsupported file type", [Problem(
-            reason="upload a .gpkg, .geojson/.json or a .zip with a shapefile", field="file")])
     if layer is not None and layer not in LAYERS:
         raise InvalidInput("unknown layer", [Problem(
             reason=f"expected one of {', '.join(LAYERS)}", field="layer", feature=layer)])
     with tempfile.TemporaryDirectory(prefix="wangge-import-") as tmp:
-        target = Path(tmp) / name
-        with target.open("wb") as out:
-            shutil.copyfileobj(file.file, out)
-        source = target
-        if suffix == ".zip":
-            source = Path(tmp) / "unzipped"
-            try:
-                with zipfile.ZipFile(target) as zf:
-                    members = [m for m in zf.namelist()
-                               if not m.startswith("/") and ".." not in Path(m).parts]
-                    zf.extractall(source, members)
-            except zipfile.BadZipFile as exc:
-                raise InvalidInput("not a zip file", [Problem(reason=str(exc),
-                                                              field="file")]) from exc
-            shps = list(source.rglob("*.shp")) + list(source.rglob("*.geojson"))
-            if not shps:
-                raise InvalidInput("no .shp in the zip", [Problem(reason="zip holds no shapefile",
-                                                                  field="file")])
-            source = shps[0].parent
-        settings = getattr(request.app.state, "data_settings", None) or DataSettings()
+        source = saved_upload(file, Path(tmp))
+        if source.parent != Path(tmp):
+            source = source.parent  # from a zip: read every layer of the folder it unpacked to
         data = read_file(source, layer=layer)
         area = area_within(request, None)
         if area is not None:

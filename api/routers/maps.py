@@ -6,15 +6,16 @@ Every asset a page loads is served here under ``/static/vendor`` (no CDN); tiles
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Connection
 
+from api.dependencies import AppSettings, pooled_connection
 from api.policy import PolicyRoute, area_within
 from geo.core.settings import DataSettings
 from geo.data import mapdata
@@ -35,44 +36,40 @@ def on_startup(app: FastAPI) -> None:
     app.state.map_settings = settings
     app.state.map_pages = {}
     app.state.map_page_locks = {}
-    app.state.map_pages_lock = threading.Lock()
     assets.VENDOR_DIR.mkdir(parents=True, exist_ok=True)
     prefix = settings.map_static_url.rstrip("/")
     if not any(getattr(r, "path", None) == prefix for r in app.router.routes):
         app.mount(prefix, StaticFiles(directory=assets.VENDOR_DIR), name="map_vendor")
 
 
-def _settings(request: Request) -> MapSettings:
-    settings = getattr(request.app.state, "map_settings", None)
-    if settings is None:
-        settings = request.app.state.map_settings = MapSettings()
-    return settings
+map_settings = AppSettings(MapSettings, "map_settings")
 
 
-def _page(request: Request, key: tuple, build: Callable[[Connection], str]) -> HTMLResponse:
-    """The page for ``key``: built by ``build`` at most every ``map_cache_seconds`` (one build
-    per key at a time, so a burst of commanders asking for the same map costs one build). A
-    database connection is taken only to build, never for a cached page."""
-    ttl = _settings(request).map_cache_seconds
+async def _page(request: Request, key: tuple[object, ...],
+                build: Callable[[Connection], str]) -> HTMLResponse:
+    """The page for ``key``: built by ``build`` (in a worker thread) at most every
+    ``map_cache_seconds``, one build per key at a time, so a burst of commanders asking for the
+    same map costs one build. A pooled connection is taken only to build, never for a cached
+    page. The cache and its locks are touched only on the event loop."""
+    ttl = map_settings(request).map_cache_seconds
     state = request.app.state
 
-    def built() -> str:
-        with state.engine.connect() as conn:
-            return build(conn)
+    async def built() -> str:
+        async with pooled_connection(state) as conn:
+            return await anyio.to_thread.run_sync(build, conn)
 
     if ttl <= 0 or not hasattr(state, "map_pages"):
-        return HTMLResponse(built())
+        return HTMLResponse(await built())
     hit = state.map_pages.get(key)
     if hit is None or hit[0] < time.monotonic():
-        with state.map_pages_lock:  # only to find this key's own lock
-            if len(state.map_page_locks) > 256:
-                state.map_pages.clear()
-                state.map_page_locks.clear()
-            key_lock = state.map_page_locks.setdefault(key, threading.Lock())
-        with key_lock:
+        if len(state.map_page_locks) > 256:
+            state.map_pages.clear()
+            state.map_page_locks.clear()
+        key_lock = state.map_page_locks.setdefault(key, anyio.Lock())
+        async with key_lock:
             hit = state.map_pages.get(key)
             if hit is None or hit[0] < time.monotonic():
-                hit = state.map_pages[key] = (time.monotonic() + ttl, built())
+                hit = state.map_pages[key] = (time.monotonic() + ttl, await built())
     return HTMLResponse(hit[1], headers={"Cache-Control": f"private, max-age={int(ttl)}"})
 
 
@@ -90,10 +87,10 @@ Within = Query(
     response_class=HTMLResponse,
     responses=_HTML,
 )
-def map_grids(
+async def map_grids(
     request: Request,
     within: str | None = Within,
-    settings: MapSettings = Depends(_settings),
+    settings: MapSettings = Depends(map_settings),
 ) -> HTMLResponse:
     within = area_within(request, within)
 
@@ -105,7 +102,7 @@ def map_grids(
             settings=settings, asset_base=settings.map_static_url,
         )
 
-    return _page(request, ("grids", within), build)
+    return await _page(request, ("grids", within), build)
 
 
 @router.get(
@@ -115,15 +112,15 @@ def map_grids(
     response_class=HTMLResponse,
     responses=_HTML,
 )
-def map_coverage(
+async def map_coverage(
     request: Request,
     radius_m: float = Query(1000.0, gt=0, le=20000, description="Service radius, metres."),
     kind: str | None = Query(None, description="Only stations of this kind (station_kind code)."),
     within: str | None = Within,
-    settings: MapSettings = Depends(_settings),
+    settings: MapSettings = Depends(map_settings),
 ) -> HTMLResponse:
     within = area_within(request, within)
-    return _page(request, ("coverage", radius_m, kind, within), lambda conn: coverage_map(
+    return await _page(request, ("coverage", radius_m, kind, within), lambda conn: coverage_map(
         **mapdata.coverage_inputs(conn, radius_m=radius_m, kind=kind, within=within,
                                   simplify_m=settings.map_simplify_m),
         radius_m=radius_m, settings=settings, asset_base=settings.map_static_url,
@@ -137,13 +134,13 @@ def map_coverage(
     response_class=HTMLResponse,
     responses=_HTML,
 )
-def map_incidents(
+async def map_incidents(
     request: Request,
     within: str | None = Within,
-    settings: MapSettings = Depends(_settings),
+    settings: MapSettings = Depends(map_settings),
 ) -> HTMLResponse:
     within = area_within(request, within)
-    return _page(request, ("incidents", within), lambda conn: incident_map(
+    return await _page(request, ("incidents", within), lambda conn: incident_map(
         **mapdata.incident_map_inputs(conn, within=within, simplify_m=settings.map_simplify_m),
         settings=settings, asset_base=settings.map_static_url,
     ))

@@ -18,8 +18,10 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Connection
 
-from api.dependencies import file_report
+from api.dependencies import CONNECTION, file_report
 from api.errors import _status_for
 from api.policy import PolicyRoute
 from api.security import verified_key
@@ -31,6 +33,46 @@ router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=PolicyRou
 OPEN311_STATUS = {s: ("closed" if s in ("closed", "duplicate") else "open")
                   for s in inc.STATUSES}
 AGENCY = "网格化服务管理中心 Grid management centre"
+
+
+class Service(BaseModel):
+    """A GeoReport v2 service: one incident category."""
+
+    service_code: str
+    service_name: str
+    description: str
+    metadata: bool
+    type: str
+    keywords: str | None
+    group: str
+
+
+class ServiceRequest(BaseModel):
+    """A GeoReport v2 service request (no personal data of the reporter)."""
+
+    service_request_id: str
+    status: str = Field(description="open or closed.")
+    status_notes: str | None
+    service_name: str
+    service_code: str
+    description: str | None
+    agency_responsible: str | None
+    service_notice: str | None
+    requested_datetime: str | None = Field(description="W3C date-time, UTC.")
+    updated_datetime: str | None
+    expected_datetime: str | None
+    address: str | None
+    address_id: str | None
+    zipcode: str | None
+    lat: float
+    long: float
+    media_url: str | None
+
+
+class CreatedRequest(BaseModel):
+    service_request_id: str
+    service_notice: str | None
+    account_id: str | None
 
 
 def _errors(status: int, descriptions: list[str]) -> JSONResponse:
@@ -103,11 +145,10 @@ def _date(value: str | None, field: str) -> datetime | None:
 
 @router.get("/services.json", operation_id="open311_services",
             summary="GeoReport v2 service list: the incident categories",
-            response_model=list[dict[str, Any]])
+            response_model=list[Service])
 @_spec_errors
-def services(request: Request) -> Any:
-    with request.app.state.engine.connect() as conn:
-        cats = inc.categories(conn)
+def services(conn: Connection = CONNECTION) -> Any:
+    cats = inc.categories(conn)
     return [{"service_code": c["code"], "service_name": f"{c['name_zh']} {c['name_en']}",
              "description": c["description"] or c["name_en"], "metadata": False,
              "type": "realtime", "keywords": c["name_zh"], "group": "incident"}
@@ -117,9 +158,9 @@ def services(request: Request) -> Any:
 @router.get("/requests.json", operation_id="open311_requests",
             summary="GeoReport v2 requests: filter by service_request_id, service_code, status, "
             "start_date, end_date (default last 90 days, at most 1000)",
-            response_model=list[dict[str, Any]])
+            response_model=list[ServiceRequest])
 @_spec_errors
-def requests(request: Request) -> Any:
+def requests(request: Request, conn: Connection = CONNECTION) -> Any:
     q = request.query_params
     status = q.get("status")
     if status and any(s not in ("open", "closed") for s in status.split(",")):
@@ -140,22 +181,20 @@ def requests(request: Request) -> Any:
     if ids is None and start is None:
         start = (end or datetime.now(UTC)) - timedelta(days=90)
     codes = q["service_code"].split(",") if q.get("service_code") else None
-    with request.app.state.engine.connect() as conn:
-        rows = inc.list_incidents(conn, status=statuses, category=codes, ids=ids, start=start,
-                                  end=end, limit=1000)
+    rows = inc.list_incidents(conn, status=statuses, category=codes, ids=ids, start=start,
+                              end=end, limit=1000)
     base = str(request.base_url)
     return [_public(r, base) for r in rows]
 
 
 @router.get("/requests/{request_id}.json", operation_id="open311_request",
             summary="GeoReport v2: one request (a list of one)",
-            response_model=list[dict[str, Any]])
+            response_model=list[ServiceRequest])
 @_spec_errors
-def one_request(request_id: str, request: Request) -> Any:
+def one_request(request_id: str, request: Request, conn: Connection = CONNECTION) -> Any:
     if not request_id.isdigit():
         raise NotFound(f"no service request '{request_id}'")
-    with request.app.state.engine.connect() as conn:
-        rows = inc.list_incidents(conn, ids=[int(request_id)], limit=1)
+    rows = inc.list_incidents(conn, ids=[int(request_id)], limit=1)
     if not rows:
         raise NotFound(f"no service request '{request_id}'")
     return [_public(rows[0], str(request.base_url))]
@@ -164,7 +203,7 @@ def one_request(request_id: str, request: Request) -> Any:
 @router.post("/requests.json", operation_id="open311_post_request",
              summary="GeoReport v2: create a service request (form or JSON body; api_key, "
              "service_code, lat/long, description, ...)",
-             response_model=list[dict[str, Any]], status_code=201)
+             response_model=list[CreatedRequest], status_code=201)
 @_spec_errors
 async def post_request(request: Request) -> Any:
     content_type = request.headers.get("content-type", "")

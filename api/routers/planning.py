@@ -7,7 +7,6 @@ planner with an area may only touch grids and communities inside it (403 otherwi
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -17,8 +16,10 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
+from api.dependencies import CONNECTION, AppSettings
 from api.policy import PolicyRoute, require_area
+from api.schemas import FeatureCollection
+from api.uploads import saved_upload
 from geo import planning
 
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
@@ -62,8 +63,42 @@ class AcceptIn(ChangeIn):
     draft: dict[str, Any] = Field(description="The draft's GeoJSON FeatureCollection.")
 
 
-def _settings(request: Request) -> planning.PlanningSettings:
-    return getattr(request.app.state, "planning_settings", None) or planning.PlanningSettings()
+class BuildingMove(BaseModel):
+    building: str = Field(description="Building code.")
+    from_: str | None = Field(alias="from", description="Grid code before.")
+    to: str | None = Field(description="Grid code after.")
+    by: str = Field(description="location (a boundary moved) or assignment (reassigned).")
+
+
+class DiffOut(BaseModel):
+    from_generation: int
+    to_generation: int
+    grids_added: list[str]
+    grids_removed: list[str]
+    grids_changed: list[str]
+    codes_created: list[str]
+    codes_retired: list[str]
+    buildings_moved: list[BuildingMove]
+
+
+class DraftGridProperties(BaseModel):
+    code: str | None = Field(None, description="None: numbered (DB11) when accepted.")
+    parent_code: str = Field(description="The community's code.")
+    name: str
+    responsible_body: str
+    households: int
+
+
+class DraftOut(FeatureCollection[DraftGridProperties]):
+    """Proposed grids (WGS 84) and how balanced they are."""
+
+    ratio: float = Field(description="Largest over smallest households of a proposed grid.")
+    blocks: int = Field(description="Street blocks of the community.")
+    units: int = Field(description="Blocks cut between buildings (the draft's building blocks).")
+
+
+planning_settings = AppSettings(planning.PlanningSettings, "planning_settings")
+Settings = planning.PlanningSettings
 
 
 def _out(res: planning.ChangeResult) -> ChangeOut:
@@ -74,45 +109,49 @@ def _out(res: planning.ChangeResult) -> ChangeOut:
 @router.post("/split", operation_id="planning_split", response_model=ChangeOut,
              summary="Split a grid along a line into new grids (one new generation).")
 def split(body: SplitIn, request: Request,
-          conn: Connection = Depends(get_connection)) -> ChangeOut:
+          conn: Connection = CONNECTION,
+          settings: Settings = Depends(planning_settings)) -> ChangeOut:
     require_area(request, body.code)
     return _out(planning.split_grid(conn, body.code, body.line,
                                     effective_from=body.effective_from,
-                                    settings=_settings(request)))
+                                    settings=settings))
 
 
 @router.post("/merge", operation_id="planning_merge", response_model=ChangeOut,
              summary="Merge adjacent grids of one community into one new grid.")
 def merge(body: MergeIn, request: Request,
-          conn: Connection = Depends(get_connection)) -> ChangeOut:
+          conn: Connection = CONNECTION,
+          settings: Settings = Depends(planning_settings)) -> ChangeOut:
     for code in body.codes:
         require_area(request, code, field="codes")
     return _out(planning.merge_grids(conn, body.codes, effective_from=body.effective_from,
-                                     settings=_settings(request)))
+                                     settings=settings))
 
 
 @router.post("/reshape", operation_id="planning_reshape", response_model=ChangeOut,
              summary="Move boundaries: replace grids' geometry (codes kept).")
 def reshape(body: ReshapeIn, request: Request,
-            conn: Connection = Depends(get_connection)) -> ChangeOut:
+            conn: Connection = CONNECTION,
+            settings: Settings = Depends(planning_settings)) -> ChangeOut:
     for code in body.geometries:
         require_area(request, code, field="geometries")
     return _out(planning.reshape_grids(conn, body.geometries,
                                        effective_from=body.effective_from,
-                                       settings=_settings(request)))
+                                       settings=settings))
 
 
 @router.post("/reassign", operation_id="planning_reassign", response_model=ChangeOut,
              summary="Reassign buildings to other grids of their community.")
 def reassign(body: ReassignIn, request: Request,
-             conn: Connection = Depends(get_connection)) -> ChangeOut:
+             conn: Connection = CONNECTION,
+             settings: Settings = Depends(planning_settings)) -> ChangeOut:
     for code in body.assignments.values():
         require_area(request, code, field="assignments")
     for building, grid in planning.building_grids(conn, list(body.assignments)).items():
         require_area(request, grid, field=f"grid of building {building}")
     return _out(planning.reassign_buildings(conn, body.assignments,
                                             effective_from=body.effective_from,
-                                            settings=_settings(request)))
+                                            settings=settings))
 
 
 @router.post("/import", operation_id="planning_import", response_model=ChangeOut,
@@ -122,54 +161,42 @@ def import_layer(request: Request, file: UploadFile = File(..., description="The
                                               "(required for a planner with an area)."),
                  layer: str | None = Form(None, description="Layer to read (default 'grid')."),
                  effective_from: datetime | None = Form(None, description="ISO 8601."),
-                 conn: Connection = Depends(get_connection)) -> ChangeOut:
+                 conn: Connection = CONNECTION,
+                 settings: Settings = Depends(planning_settings)) -> ChangeOut:
     require_area(request, community, field="community")
-    with tempfile.TemporaryDirectory() as tmp:
-        name = Path(file.filename or "grid.gpkg").name
-        path = Path(tmp) / name
-        with path.open("wb") as fh:
-            shutil.copyfileobj(file.file, fh)
-        if name.lower().endswith(".zip"):
-            import zipfile
-
-            with zipfile.ZipFile(path) as z:
-                z.extractall(Path(tmp) / "x")
-            shp = sorted((Path(tmp) / "x").rglob("*.shp"))
-            path = shp[0] if shp else path
+    with tempfile.TemporaryDirectory(prefix="wangge-planning-") as tmp:
+        path = saved_upload(file, Path(tmp), default_name="grid.gpkg")
         res = planning.import_grid_layer(conn, path, community=community, layer=layer,
                                          effective_from=effective_from,
-                                         settings=_settings(request))
+                                         settings=settings)
     return _out(res)
 
 
-@router.get("/diff", operation_id="planning_diff",
+@router.get("/diff", operation_id="planning_diff", response_model=DiffOut,
             summary="What changed between two generations: grids, buildings moved, codes.")
-def diff(conn: Connection = Depends(get_connection),
+def diff(conn: Connection = CONNECTION,
          from_generation: int = Query(..., alias="from", description="Earlier generation id."),
          to_generation: int = Query(..., alias="to", description="Later generation id."),
          ) -> dict[str, Any]:
-    """Shape: {from_generation, to_generation, grids_added, grids_removed, grids_changed,
-    codes_created, codes_retired, buildings_moved: [{building, from, to, by}]}."""
     return planning.diff_generations(conn, from_generation, to_generation)
 
 
-@router.get("/draft/{community}", operation_id="planning_draft",
+@router.get("/draft/{community}", operation_id="planning_draft", response_model=DraftOut,
             summary="Propose household-balanced grids following streets (spopt max-p).")
 def draft(community: str, request: Request,
-          conn: Connection = Depends(get_connection)) -> dict[str, Any]:
-    """Shape: a GeoJSON FeatureCollection (WGS 84) of proposed grids (properties: parent_code,
-    name, responsible_body, households) plus ``ratio`` (largest/smallest households),
-    ``blocks`` (street blocks) and ``units`` (blocks cut between buildings)."""
+          conn: Connection = CONNECTION,
+          settings: Settings = Depends(planning_settings)) -> dict[str, Any]:
     require_area(request, community, field="community")
-    d = planning.draft_partition(conn, community, settings=_settings(request))
+    d = planning.draft_partition(conn, community, settings=settings)
     return {**d.as_geojson(), "ratio": d.ratio, "blocks": d.blocks, "units": d.units}
 
 
 @router.post("/draft/accept", operation_id="planning_accept_draft", response_model=ChangeOut,
              summary="Accept a draft partition as one change of its community.")
 def accept(body: AcceptIn, request: Request,
-           conn: Connection = Depends(get_connection)) -> ChangeOut:
+           conn: Connection = CONNECTION,
+           settings: Settings = Depends(planning_settings)) -> ChangeOut:
     require_area(request, body.community, field="community")
     return _out(planning.accept_draft(conn, body.community, body.draft,
                                       effective_from=body.effective_from,
-                                      settings=_settings(request)))
+                                      settings=settings))

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
+from api.dependencies import CONNECTION
 from api.policy import PolicyRoute
-from api.security import current_principal, require
+from api.security import current_principal
 from geo.auth.service import (
     Principal,
     authenticate,
@@ -45,6 +45,18 @@ class NewUser(BaseModel):
     department_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
+class CreatedUser(BaseModel):
+    id: int = Field(description="The new account's id.")
+    username: str
+    role: str
+
+
+class CreatedApiKey(BaseModel):
+    name: str
+    api_key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+    scopes: list[str]
+
+
 class NewApiKey(BaseModel):
     name: str = Field(min_length=2, max_length=64)
     scopes: list[Literal["lookup", "open311"]] = ["lookup", "open311"]
@@ -56,7 +68,7 @@ class NewApiKey(BaseModel):
 def token(
     request: Request,
     form: OAuth2PasswordRequestForm = Depends(),
-    conn: Connection = Depends(get_connection),
+    conn: Connection = CONNECTION,
 ) -> Token:
     principal = authenticate(conn, form.username, form.password)
     return Token(access_token=issue_token(principal, request.app.state.auth_settings))
@@ -69,14 +81,13 @@ def me(principal: Principal = Depends(current_principal)) -> Me:
               scopes=list(principal.scopes))
 
 
-@router.post("/users", status_code=201, operation_id="create_user",
+@router.post("/users", status_code=201, operation_id="create_user", response_model=CreatedUser,
              summary="Create a user account (admin)")
 def new_user(
     body: NewUser,
     request: Request,
-    _: Principal = Depends(require("admin")),
-    conn: Connection = Depends(get_connection),
-) -> dict:
+    conn: Connection = CONNECTION,
+) -> dict[str, Any]:
     uid = create_user(conn, body.username, body.password, body.role, area_code=body.area_code,
                       department_id=body.department_id,
                       settings=request.app.state.auth_settings)
@@ -84,12 +95,12 @@ def new_user(
 
 
 @router.post("/api-keys", status_code=201, operation_id="create_api_key",
+             response_model=CreatedApiKey,
              summary="Create an API key for another system (admin); the key is shown once")
 def new_api_key(
     body: NewApiKey,
-    _: Principal = Depends(require("admin")),
-    conn: Connection = Depends(get_connection),
-) -> dict:
+    conn: Connection = CONNECTION,
+) -> dict[str, Any]:
     key = create_api_key(conn, body.name, scopes=tuple(body.scopes),
                          rate_per_minute=body.rate_per_minute)
     return {"name": body.name, "api_key": key, "scopes": body.scopes}

@@ -67,7 +67,7 @@ class Principal:
         """True if the area ``code`` lies within this principal's scope (codes nest by prefix)."""
         if self.role == "admin" or (self.role and self.area_code is None):
             return True
-        return bool(code) and bool(self.area_code) and code.startswith(self.area_code)
+        return bool(code and self.area_code and code.startswith(self.area_code))
 
 
 ANONYMOUS = Principal(kind="anonymous", name="anonymous")
@@ -127,6 +127,10 @@ def code_prefix_sql(column: str, prefix: str, params: dict[str, Any], key: str =
     return f"{column} >= :{key}_lo AND {column} < :{key}_hi"
 
 
+# Roles that work in an area: the schema requires their area_code (app_user_scoped_roles_have_area).
+AREA_ROLES = ("grid_worker", "planner", "commander")
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -141,20 +145,29 @@ def create_user(
     department_id: int | None = None,
     settings: AuthSettings,
 ) -> int:
-    """Create a user; returns its id. Refuses unknown roles, short passwords, taken names."""
+    """Create a user; returns its id. Refuses (422) unknown roles, short passwords, a scoped
+    role (grid worker, planner, commander) without an area, department staff without a
+    department, unknown departments; taken names (409)."""
     problems = []
     if role not in ROLES:
         problems.append(Problem(field="role", reason=f"unknown role; one of {', '.join(ROLES)}"))
     if len(password) < settings.min_password_length:
         problems.append(Problem(
             field="password", reason=f"shorter than {settings.min_password_length} characters"))
+    if role in AREA_ROLES and area_code is None:
+        problems.append(Problem(field="area_code", reason=f"a {role} works in an area: give one"))
+    if role == "department_staff" and department_id is None:
+        problems.append(Problem(field="department_id", reason="department staff need one"))
+    if department_id is not None and conn.execute(
+            text("SELECT 1 FROM department WHERE id = :d"), {"d": department_id}).first() is None:
+        problems.append(Problem(field="department_id", reason=f"no department {department_id}"))
     if problems:
         raise InvalidInput("cannot create user", problems)
     taken = conn.execute(text("SELECT 1 FROM app_user WHERE username = :u"), {"u": username})
     if taken.first():
         raise Conflict("cannot create user",
                        [Problem(field="username", reason=f"'{username}' is taken")])
-    return conn.execute(
+    user_id: int = conn.execute(
         text(
             "INSERT INTO app_user (username, password_hash, role, area_code, department_id)"
             " VALUES (:u, :h, :r, :a, :d) RETURNING id"
@@ -162,6 +175,7 @@ def create_user(
         {"u": username, "h": hash_password(password), "r": role, "a": area_code,
          "d": department_id},
     ).scalar_one()
+    return user_id
 
 
 def authenticate(conn: Connection, username: str, password: str) -> Principal:

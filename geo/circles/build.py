@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from geo.circles.geometry import EdgeCoords, circle_polygons, edge_reach, tier_intervals
 from geo.circles.runs import CircleSettings, finish_run, metric_srid, read_copy, start_run
+from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
 from geo.data.store import _ewkb, _multi_polygons
 
@@ -135,7 +136,8 @@ def _check_tiers(tiers: list[float]) -> list[float]:
     if not tiers or bad:
         raise InvalidInput(
             "tiers must be network distances in metres in (0, 5000]",
-            [Problem(f"bad tier {t!r}", field="tiers_m") for t in bad or [None]],
+            [Problem(f"bad tier {t!r}", field="tiers_m") for t in bad]
+            or [Problem("no tiers given", field="tiers_m")],
         )
     return sorted({float(t) for t in tiers})
 
@@ -257,7 +259,7 @@ def _polygons(
     copy_s = 0.0
     stored = 0
     bar = tqdm(total=n, desc="circles", unit="circle") if progress else None
-    raw = conn.connection.driver_connection
+    raw = driver_connection(conn)
     with ThreadPoolExecutor(max(1, settings.circle_parallel_workers)) as pool:
         for csv, count, spent in pool.map(lambda c: work(*c), chunks):
             tc = time.perf_counter()
@@ -349,7 +351,7 @@ def circles_geojson(
     from geo.circles.runs import get_run
 
     get_run(conn, run_id, "circles")
-    fc = conn.execute(
+    fc: dict[str, Any] = conn.execute(
         text(
             "SELECT json_build_object('type', 'FeatureCollection', 'features', "
             " coalesce(json_agg(json_build_object('type', 'Feature', 'id', c.id,"

@@ -31,6 +31,7 @@ from geo.circles.runs import (
     read_copy,
     start_run,
 )
+from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ def _hits(
 
     def query(part: np.ndarray) -> np.ndarray:
         shapely.prepare(polys[part])
-        return tree.query(polys[part], predicate="intersects")
+        hits: np.ndarray = tree.query(polys[part], predicate="intersects")
+        return hits
 
     parts = np.array_split(np.arange(len(polys)), max(1, workers))
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -115,9 +117,9 @@ def run_coverage(
     t0 = time.perf_counter()
     buildings, hits = _hits(conn, cr, tier, settings.circle_parallel_workers)
     join_s = time.perf_counter() - t0
-    kind_of = dict(conn.execute(text("SELECT id, kind FROM station")).all())
+    kind_of: dict[int, str] = dict(conn.execute(text("SELECT id, kind FROM station")).all())
     rows = _coverage_text(run_id, buildings, hits, kind_of)
-    with conn.connection.driver_connection.cursor() as cur:
+    with driver_connection(conn).cursor() as cur:
         cur.copy_expert("COPY building_coverage (run_id, building_id, covered, station_ids, kinds)"
                         " FROM STDIN", io.StringIO(rows))
     write_s = time.perf_counter() - t0 - join_s
@@ -133,7 +135,7 @@ def run_coverage(
         ),
         {"r": run_id},
     ).mappings().one()
-    summary = {k: int(v) for k, v in totals.items()}
+    summary: dict[str, Any] = {k: int(v) for k, v in totals.items()}
     summary["join_s"] = round(join_s, 3)
     summary["write_s"] = round(write_s, 3)
     summary["kind_shares"] = kind_shares(conn, settings)
@@ -230,7 +232,7 @@ WHERE bc.run_id = :r AND NOT bc.covered ORDER BY b.id LIMIT :n
 def uncovered_geojson(conn: Connection, run_id: int, limit: int = 100_000) -> dict[str, Any]:
     """Uncovered buildings as an RFC 7946 FeatureCollection (points, lon/lat WGS 84)."""
     get_run(conn, run_id, "coverage")
-    return conn.execute(
+    fc: dict[str, Any] = conn.execute(
         text(
             "SELECT json_build_object('type', 'FeatureCollection', 'features',"
             " coalesce(json_agg(json_build_object('type', 'Feature', 'id', u.id,"
@@ -241,6 +243,7 @@ def uncovered_geojson(conn: Connection, run_id: int, limit: int = 100_000) -> di
         ),
         {"r": run_id, "n": limit},
     ).scalar_one()
+    return fc
 
 
 def export_uncovered(conn: Connection, run_id: int, path: Path) -> int:

@@ -191,7 +191,7 @@ def round_buffer(lines: np.ndarray, buffer_m: float, quad_segs: int) -> np.ndarr
     round-capped buffer noding the 3-4 caps stacked at every junction: this is ~1.5-2x faster on
     the bench city's circles. Discs use ``2 * quad_segs`` segments per quarter circle.
     """
-    band = shapely.buffer(lines, buffer_m, quad_segs=quad_segs, cap_style="flat")
+    band: np.ndarray = shapely.buffer(lines, buffer_m, quad_segs=quad_segs, cap_style="flat")
     parts, which = shapely.get_parts(lines, return_index=True)
     if len(parts) == 0:
         return band

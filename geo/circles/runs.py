@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import Any, Literal, overload
 
 import pandas as pd
 from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, NotFound, Problem
 from geo.core.settings import WanggeSettings
+from geo.data.crs import district_metric_srid, utm_epsg
 
 
 class CircleSettings(WanggeSettings):
@@ -70,21 +72,21 @@ class CircleSettings(WanggeSettings):
 
 
 def metric_srid(conn: Connection) -> int:
-    """The district's metric SRID, or the UTM zone of the stations' centre when none is stored."""
-    srid = conn.execute(
-        text("SELECT metric_srid FROM area_current WHERE level = 'district' ORDER BY code LIMIT 1")
-    ).scalar()
-    if srid:
-        return int(srid)
-    lon = conn.execute(
+    """The district's metric SRID, or the UTM zone of the walk network's and stations' centre
+    when no district stores one."""
+    try:
+        return district_metric_srid(conn)
+    except NotFound:
+        pass
+    centre = conn.execute(
         text(
-            "SELECT ST_X(ST_Centroid(ST_Extent(geom))::geometry) FROM ("
-            " SELECT geom FROM walk_edge UNION ALL SELECT location FROM station) g"
+            "SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_Centroid(ST_Extent(geom)::geometry) AS c"
+            " FROM (SELECT geom FROM walk_edge UNION ALL SELECT location FROM station) g) e"
         )
-    ).scalar()
-    if lon is None:
+    ).first()
+    if centre is None or centre[0] is None:
         raise InvalidInput("no walk network", [Problem("walk_edge is empty", field="walk_edge")])
-    return 32600 + int((float(lon) + 180) // 6) + 1
+    return utm_epsg(float(centre[0]), float(centre[1]))
 
 
 def start_run(
@@ -139,11 +141,22 @@ def list_runs(conn: Connection, kind: str | None = None, limit: int = 100) -> li
     return [dict(r) for r in rows]
 
 
-def latest_run(conn: Connection, kind: str) -> int:
+@overload
+def latest_run(conn: Connection, kind: str, *, missing_ok: Literal[False] = False) -> int: ...
+@overload
+def latest_run(conn: Connection, kind: str, *, missing_ok: Literal[True]) -> int | None: ...
+def latest_run(conn: Connection, kind: str, *, missing_ok: bool = False) -> int | None:
+    """Id of the newest finished analysis run of ``kind`` (circles|coverage|siting).
+
+    When there is none: ``NotFound`` (naming the command that makes one), or None with
+    ``missing_ok``.
+    """
     rid = conn.execute(
         text("SELECT max(id) FROM analysis_run WHERE kind = :k AND status = 'done'"), {"k": kind}
     ).scalar()
     if rid is None:
+        if missing_ok:
+            return None
         raise NotFound(f"no finished {kind} run yet: run `wangge {kind}` first")
     return int(rid)
 
@@ -152,7 +165,7 @@ def read_copy(conn: Connection, query: str, columns: list[str]) -> pd.DataFrame:
     """Rows of ``query`` (no bind parameters) as a DataFrame, through ``COPY ... TO STDOUT``
     in the caller's transaction (so temp tables are visible): ~10x faster than fetching rows."""
     buf = io.StringIO()
-    with conn.connection.driver_connection.cursor() as cur:
+    with driver_connection(conn).cursor() as cur:
         cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buf)
     if buf.tell() == 0:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})

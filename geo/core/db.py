@@ -98,9 +98,17 @@ class PreparedStatement:
         self.execute_sql = f"EXECUTE {name}(" + ", ".join(
             f"%({p})s" for p in self.parameters) + ")"
 
-    def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult:
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult[Any]:
         prepared: set[str] = conn.info.setdefault("prepared_statements", set())
         if self.name not in prepared:
             conn.exec_driver_sql(self.prepare_sql)
             prepared.add(self.name)
         return conn.exec_driver_sql(self.execute_sql, {p: params[p] for p in self.parameters})
+
+
+def driver_connection(conn: Connection) -> Any:
+    """The psycopg2 connection under ``conn`` (for ``COPY``), in the caller's transaction."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise RuntimeError("the connection is closed")
+    return raw

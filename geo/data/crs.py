@@ -15,8 +15,10 @@ import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from shapely.geometry.base import BaseGeometry
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
-from geo.core.errors import Problem, UnknownCRS
+from geo.core.errors import NotFound, Problem, UnknownCRS
 
 WGS84 = 4326
 
@@ -86,3 +88,22 @@ def metric_crs_for(geometry_or_bounds: BaseGeometry | Sequence[float] | gpd.GeoS
         bounds = tuple(geometry_or_bounds)
     minx, miny, maxx, maxy = (float(v) for v in bounds)
     return utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
+
+
+def district_metric_srid(conn: Connection, district_code: str | None = None) -> int:
+    """The metric SRID (EPSG code of a UTM zone) stored with the current district
+    ``district_code``, or with the first current district by code when None is given.
+
+    Raises ``NotFound`` when there is no such district or it stores no SRID.
+    """
+    srid = conn.execute(
+        text(
+            "SELECT metric_srid FROM area_current WHERE level = 'district'"
+            " AND (CAST(:d AS text) IS NULL OR code = :d) ORDER BY code LIMIT 1"
+        ),
+        {"d": district_code},
+    ).scalar()
+    if srid is None:
+        where = f"district {district_code}" if district_code else "a current district"
+        raise NotFound(f"no metric SRID for {where}: load a district first")
+    return int(srid)

@@ -11,7 +11,7 @@ round stations; incidents without satisfaction), never failing on a missing opti
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -19,19 +19,29 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from geo.auth.service import code_prefix_sql
+from geo.circles.runs import latest_run
+from geo.core.codes import level_of, street_of
 from geo.core.errors import InvalidInput, Problem
+from geo.data.crs import metres_to_degrees
 
+AREA_LEVELS = ("district", "street", "community", "grid")
 CLOSED_STATUSES = ("resolved", "closed", "rejected", "cancelled", "archived", "duplicate")
 # Steps of the incident loop (0004) in which the case is still being worked on.
 WORKING_STATUSES = ("reported", "checked_in", "consulting", "in_progress")
 
 
-def _deg(metres: float, lat: float = 26.0) -> float:
-    """Metres to degrees of longitude at ``lat`` (the larger of the two degree sizes)."""
-    return metres / (111_320.0 * max(math.cos(math.radians(lat)), 0.2))
+# Latitude (degrees) at which display tolerances in metres are turned into degrees: the
+# demo districts lie near 26° N.
+MAP_LAT = 26.0
 
 
-def _read(conn: Connection, sql: str, params: dict, geom: str = "geometry") -> gpd.GeoDataFrame:
+def _deg(metres: float) -> float:
+    """A display tolerance in metres as degrees of longitude at ``MAP_LAT``."""
+    return metres_to_degrees(metres, MAP_LAT)
+
+
+def _read(conn: Connection, sql: str, params: dict[str, Any],
+          geom: str = "geometry") -> gpd.GeoDataFrame:
     return gpd.read_postgis(text(sql), conn, geom_col=geom, params=params, crs=4326)
 
 
@@ -52,7 +62,7 @@ def _has_table(conn: Connection, table: str) -> bool:
 
 
 def _check_prefix(code: str | None) -> None:
-    if code is not None and (not code.isdigit() or len(code) not in (6, 9, 12, 15)):
+    if code is not None and (not code.isdigit() or level_of(code) not in AREA_LEVELS):
         raise InvalidInput(
             "area code must be 6, 9 or 12 digits (or a 15-digit grid)",
             [Problem(reason="not a district, street, community or grid code", field="within")],
@@ -152,7 +162,8 @@ def uncovered_buildings(
     return _read(
         conn,
         sql,
-        {"r": radius_m, "deg": _deg(radius_m * 1.05, 60.0), "kind": kind, "within": within},
+        {"r": radius_m, "deg": metres_to_degrees(radius_m * 1.05, 60.0), "kind": kind,
+         "within": within},
     )
 
 
@@ -166,7 +177,7 @@ def incidents_for_map(conn: Connection, *, within: str | None = None) -> gpd.Geo
     Duplicates are left out.
     """
     _check_prefix(within)
-    params: dict = {}
+    params: dict[str, Any] = {}
     area = "true"
     if within is not None:  # a grid-code range: served by the btree on (grid_code, reported_at)
         area = code_prefix_sql("i.grid_code", within, params)
@@ -192,15 +203,6 @@ def incidents_for_map(conn: Connection, *, within: str | None = None) -> gpd.Geo
     df = gpd.read_postgis(stmt, conn, geom_col="geometry", crs=4326, params=params)
     df["reported_at"] = pd.to_datetime(df["reported_at"], utc=True).astype(str)
     return df
-
-
-def latest_run(conn: Connection, kind: str) -> int | None:
-    """Id of the newest finished analysis run of ``kind`` (circles|coverage|siting), if any."""
-    if not _has_table(conn, "analysis_run"):
-        return None
-    return conn.execute(
-        text("SELECT max(id) FROM analysis_run WHERE kind = :k AND status = 'done'"), {"k": kind}
-    ).scalar()
 
 
 def circles_for_map(conn: Connection, run_id: int, *, simplify_m: float = 2.0) -> gpd.GeoDataFrame:
@@ -242,7 +244,7 @@ def suggestions_for_map(conn: Connection, run_id: int) -> gpd.GeoDataFrame:
 def grid_map_inputs(conn: Connection, *, within: str | None = None,
                     simplify_m: float = 2.0) -> dict[str, gpd.GeoDataFrame]:
     """Inputs of the grid map (EPSG:4326): grids, streets, communities, stations."""
-    parent = within[:9] if within and len(within) >= 9 else within
+    parent = (street_of(within) or within) if within else within
     return {
         "grids": grids_for_map(conn, within=within, simplify_m=simplify_m),
         "streets": areas_for_map(conn, "street", within=parent, simplify_m=simplify_m),
@@ -277,9 +279,10 @@ def coverage_inputs(
     stations = stations_for_map(conn, within=within)
     if kind is not None:
         stations = stations[stations["kind"] == kind]
-    circles_run = latest_run(conn, "circles")
-    coverage_run = latest_run(conn, "coverage")
-    siting_run = latest_run(conn, "siting")
+    runs = _has_table(conn, "analysis_run")
+    circles_run = latest_run(conn, "circles", missing_ok=True) if runs else None
+    coverage_run = latest_run(conn, "coverage", missing_ok=True) if runs else None
+    siting_run = latest_run(conn, "siting", missing_ok=True) if runs else None
     circles = circles_for_map(conn, circles_run, simplify_m=simplify_m) if circles_run else None
     if circles is not None and kind is not None:
         circles = circles[circles["kind"] == kind]

@@ -29,7 +29,7 @@ _SPATIAL = {"INTERSECTS": "ST_Intersects", "DISJOINT": "ST_Disjoint", "CONTAINS"
             "OVERLAPS": "ST_Overlaps", "EQUALS": "ST_Equals"}
 
 
-def parse_filter(value: str | dict, lang: str | None) -> ast.Node:
+def parse_filter(value: str | dict[str, Any], lang: str | None) -> ast.Node:
     """Parse a filter in ``cql2-text`` (default for strings) or ``cql2-json``; 400 if bad."""
     lang = "cql2-text" if lang == "cql-text" else lang  # the draft's name (GDAL 3.6 sends it)
     lang = lang or ("cql2-json" if isinstance(value, dict) or str(value).lstrip()
@@ -107,11 +107,11 @@ class SqlFilter:
             return f"ST_Intersects({self.geom(node.lhs)}, {geometry_in(env, self.crs)})"
         if isinstance(node, ast.TemporalPredicate):
             ops = {"TimeAfter": ">", "TimeBefore": "<", "TimeEquals": "="}
-            op = ops.get(type(node).__name__)
-            if op is None:
+            comparison = ops.get(type(node).__name__)
+            if comparison is None:
                 raise self.unsupported(type(node).__name__)
             t = self.type_of(node.lhs)
-            return f"({self.value(node.lhs, t)} {op} {self.value(node.rhs, t)})"
+            return f"({self.value(node.lhs, t)} {comparison} {self.value(node.rhs, t)})"
         if isinstance(node, bool | ast.Attribute):
             return self.value(node)
         raise self.unsupported(type(node).__name__)

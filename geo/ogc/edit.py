@@ -26,7 +26,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo import planning
-from geo.core.codes import community_of
 from geo.core.errors import InvalidInput, NotFound, Problem
 from geo.data.crs import polygonal
 
@@ -151,7 +150,7 @@ def replace_grid(conn: Connection, code: str, feature: dict[str, Any], *, srid: 
         raise InvalidInput("a grid keeps its code and community", [Problem(
             reason="code and parent_code cannot change", field="parent_code")])
     geom = _geometry(feature, srid, latlon)
-    replace = _siblings_trimmed(conn, community_of(code), geom, code)
+    replace = _siblings_trimmed(conn, community, geom, code)
     replace[code] = geom
     res = planning.apply_change(conn, "reshape", replace=replace,
                                 params={"codes": sorted(replace), "via": "ogc"},

@@ -91,13 +91,13 @@ class TileCache:
 
     def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._tiles: OrderedDict[tuple, bytes] = OrderedDict()
+        self._tiles: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple) -> bytes | None:
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
         with self._lock:
             data = self._tiles.get(key)
             if data is None:
@@ -107,7 +107,7 @@ class TileCache:
             self.hits += 1
             return data
 
-    def put(self, key: tuple, data: bytes) -> None:
+    def put(self, key: tuple[Any, ...], data: bytes) -> None:
         with self._lock:
             if key in self._tiles:
                 return

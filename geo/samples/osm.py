@@ -43,7 +43,7 @@ import shapely
 from shapely.geometry import box
 
 from geo.core.settings import DataSettings
-from geo.data.crs import metric_crs_for
+from geo.data.crs import metric_crs_for, polygonal
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _barriers(osm: Any, walk: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 def _buildings(osm: Any, boundary: Any, epsg: int) -> gpd.GeoDataFrame:
     b = osm.get_buildings()
     geoms = shapely.make_valid(np.asarray(b.geometry.array, dtype=object))
-    geoms = np.array([_polygonal(g) for g in geoms], dtype=object)
+    geoms = np.array([polygonal(g) for g in geoms], dtype=object)
     b = b.set_geometry(gpd.GeoSeries(geoms, index=b.index, crs=4326))
     b = b[~b.geometry.isna() & ~b.geometry.is_empty]
     b = b[b.geometry.geom_type.isin(["Polygon", "MultiPolygon"])]
@@ -234,19 +234,12 @@ def _stations(osm: Any, boundary: Any) -> gpd.GeoDataFrame:
     }, geometry=pois.geometry.to_numpy(), crs=4326).reset_index(drop=True)
 
 
-def _polygonal(g: Any) -> Any:
-    if g is None or g.geom_type in ("Polygon", "MultiPolygon"):
-        return g
-    parts = [p for p in shapely.get_parts(g) if p.geom_type in ("Polygon", "MultiPolygon")]
-    return shapely.union_all(parts) if parts else None
-
-
 def blocks_from_streets(lines: np.ndarray, boundary: Any) -> np.ndarray:
     """Polygonize the street ``lines`` clipped to ``boundary`` plus its ring: faces that tile
     ``boundary`` exactly (any CRS; returned in the same CRS)."""
     clipped = shapely.intersection(lines, boundary)
     noded = shapely.union_all(np.concatenate([clipped, [boundary.exterior]]))
-    faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
+    faces: np.ndarray = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
     faces = faces[shapely.area(faces) > 0]
     return faces
 

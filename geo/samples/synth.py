@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
@@ -118,8 +119,8 @@ def generate_city(
     nx = cx_total * COMMUNITY_W  # cells across
     ny = cy_total * COMMUNITY_H  # cells down (row 0 = north)
 
-    ci, cj = np.meshgrid(np.arange(nx), np.arange(ny))  # cell column / row
-    ci, cj = ci.ravel(), cj.ravel()
+    gi, gj = np.meshgrid(np.arange(nx), np.arange(ny))  # cell column / row
+    ci, cj = gi.ravel(), gj.ravel()
     bx, by = ci // COMMUNITY_W, cj // COMMUNITY_H  # community block
     sx, sy = bx // street_side, by // street_side  # street block
     street_no = sy * s_cols + sx  # reading order of streets
@@ -166,7 +167,7 @@ def generate_city(
     nodey = y0 - nj * SPACING_M + jit[1]
 
     def node_id(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        return j * (nx + 1) + i + 1
+        return cast(np.ndarray, j * (nx + 1) + i + 1)
 
     # cells: NW, NE, SE, SW corners
     corners_i = np.stack([ci, ci + 1, ci + 1, ci], axis=1)

@@ -172,7 +172,7 @@ def collections(request: Request, conn: Connection = Depends(get_connection)) ->
 
 @router.get("/collections/{collectionId}", operation_id="ogc_collection",
             summary="One collection")
-def collection(collectionId: str, request: Request,  # noqa: N803 - the OGC path name
+def collection(collectionId: str, request: Request,
                conn: Connection = Depends(get_connection)) -> dict[str, Any]:
     c = collection_for(request, collectionId)
     return _collection(request, c, utm_of(request, conn), extent_of(request, conn, c))
@@ -180,7 +180,7 @@ def collection(collectionId: str, request: Request,  # noqa: N803 - the OGC path
 
 @router.get("/collections/{collectionId}/queryables", operation_id="ogc_queryables",
             summary="Queryables of a collection (JSON Schema)")
-def queryables(collectionId: str, request: Request) -> JSONResponse:  # noqa: N803
+def queryables(collectionId: str, request: Request) -> JSONResponse:
     c = collection_for(request, collectionId)
     props: dict[str, Any] = {"geometry": {
         "$ref": "https://geojson.org/schema/" + ("Geometry" if c.geometry == "Geometry"
@@ -200,7 +200,7 @@ def queryables(collectionId: str, request: Request) -> JSONResponse:  # noqa: N8
 
 @router.get("/collections/{collectionId}/items", operation_id="ogc_items",
             summary="Features of a collection: bbox, datetime, filter (CQL2), crs, paging")
-def items(collectionId: str, request: Request,  # noqa: N803
+def items(collectionId: str, request: Request,
           conn: Connection = Depends(get_connection)) -> Response:
     c = collection_for(request, collectionId)
     q = item_query(request, conn, c)
@@ -225,7 +225,7 @@ def items(collectionId: str, request: Request,  # noqa: N803
 
 @router.get("/collections/{collectionId}/items/{featureId}", operation_id="ogc_item",
             summary="One feature")
-def item(collectionId: str, featureId: str, request: Request,  # noqa: N803
+def item(collectionId: str, featureId: str, request: Request,
          conn: Connection = Depends(get_connection)) -> Response:
     c = collection_for(request, collectionId)
     q = item_query(request, conn, c, paged=False)
@@ -281,7 +281,7 @@ FEATURE = Body(..., media_type=GEOJSON, description="A GeoJSON Feature (Content-
              status_code=201, summary="Create a grid, or (a FeatureCollection, with `community`)"
              " import a new grid layer: a planning change with its checks",
              responses={422: {"description": "Refused by the planning checks; nothing written"}})
-def create_item(collectionId: str, request: Request,  # noqa: N803
+def create_item(collectionId: str, request: Request,
                 feature: dict[str, Any] = FEATURE,
                 conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
@@ -304,7 +304,7 @@ def create_item(collectionId: str, request: Request,  # noqa: N803
 @router.put("/collections/{collectionId}/items/{featureId}", operation_id="ogc_replace_item",
             status_code=204, summary="Replace a grid's geometry (a planning reshape)",
             responses={422: {"description": "Refused by the planning checks; nothing written"}})
-def replace_item(collectionId: str, featureId: str, request: Request,  # noqa: N803
+def replace_item(collectionId: str, featureId: str, request: Request,
                  feature: dict[str, Any] = FEATURE,
                  conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
@@ -318,7 +318,7 @@ def replace_item(collectionId: str, featureId: str, request: Request,  # noqa: N
 @router.patch("/collections/{collectionId}/items/{featureId}", operation_id="ogc_update_item",
               status_code=204, summary="Update a grid's geometry (a planning reshape)",
               responses={422: {"description": "Refused by the planning checks"}})
-def update_item(collectionId: str, featureId: str, request: Request,  # noqa: N803
+def update_item(collectionId: str, featureId: str, request: Request,
                 feature: dict[str, Any] = Body(..., media_type="application/merge-patch+json"),
                 conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
@@ -333,7 +333,7 @@ def update_item(collectionId: str, featureId: str, request: Request,  # noqa: N8
 @router.delete("/collections/{collectionId}/items/{featureId}", operation_id="ogc_delete_item",
                status_code=204, summary="Retire a grid (refused if it leaves a gap)",
                responses={422: {"description": "Refused by the planning checks"}})
-def delete_item(collectionId: str, featureId: str, request: Request,  # noqa: N803
+def delete_item(collectionId: str, featureId: str, request: Request,
                 conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")

@@ -70,14 +70,14 @@ def tile_matrix_sets(request: Request) -> dict[str, Any]:
 
 @router.get("/tileMatrixSets/{tileMatrixSetId}", operation_id="ogc_tile_matrix_set",
             summary="One tile matrix set")
-def tile_matrix_set_one(tileMatrixSetId: str) -> dict[str, Any]:  # noqa: N803
+def tile_matrix_set_one(tileMatrixSetId: str) -> dict[str, Any]:
     _matrix_set(tileMatrixSetId)
     return tile_matrix_set()
 
 
 @router.get("/collections/{collectionId}/tiles", operation_id="ogc_collection_tilesets",
             summary="Vector tilesets of a collection")
-def tilesets(collectionId: str, request: Request) -> dict[str, Any]:  # noqa: N803
+def tilesets(collectionId: str, request: Request) -> dict[str, Any]:
     c = _tiled(request, collectionId)
     base = url(request, f"/collections/{c.id}/tiles/{TMS_ID}")
     return {"tilesets": [{
@@ -91,7 +91,7 @@ def tilesets(collectionId: str, request: Request) -> dict[str, Any]:  # noqa: N8
 
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}",
             operation_id="ogc_collection_tileset", summary="A collection's vector tileset")
-def tileset(collectionId: str, tileMatrixSetId: str, request: Request) -> dict[str, Any]:  # noqa: N803
+def tileset(collectionId: str, tileMatrixSetId: str, request: Request) -> dict[str, Any]:
     c = _tiled(request, collectionId)
     _matrix_set(tileMatrixSetId)
     base = url(request, f"/collections/{c.id}/tiles/{TMS_ID}")
@@ -113,7 +113,7 @@ def tileset(collectionId: str, tileMatrixSetId: str, request: Request) -> dict[s
 
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json",
             operation_id="ogc_tilejson", summary="TileJSON 3.0 of a collection's tiles")
-def tile_json(collectionId: str, tileMatrixSetId: str, request: Request,  # noqa: N803
+def tile_json(collectionId: str, tileMatrixSetId: str, request: Request,
               conn: Connection = Depends(get_connection)) -> dict[str, Any]:
     c = _tiled(request, collectionId)
     _matrix_set(tileMatrixSetId)
@@ -123,8 +123,8 @@ def tile_json(collectionId: str, tileMatrixSetId: str, request: Request,  # noqa
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/"
             "{tileCol}", operation_id="ogc_tile", summary="One MVT tile (z/row/col)",
             responses={200: {"content": {MVT: {}}}})
-async def get_tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int,  # noqa: N803
-                   tileRow: int, tileCol: int, request: Request) -> Response:  # noqa: N803
+async def get_tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int,
+                   tileRow: int, tileCol: int, request: Request) -> Response:
     """A cached tile is answered without the database; a miss is built in a worker thread on a
     pooled connection (queued like every route's, ``connection_slots``)."""
     c = _tiled(request, collectionId)
