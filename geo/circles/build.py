@@ -14,18 +14,23 @@ Method (metres in the district's metric CRS, results stored in EPSG:4326):
    part within the remaining budget from each end (the whole edge when the two parts meet),
    plus the part of the station's own edge within the budget either side of the snapped point;
    overlapping parts of one edge are united, so the pieces are disjoint and meet bit for bit.
-4. The circle is the pieces buffered by ``circle_buffer_m`` (shapely, ``circle_quad_segs``):
-   one buffer of the line-merged pieces. Where a circle touches a barrier, the barrier area is
-   cut out and any part left with no reached piece in it is dropped: a buffer never jumps a
-   river. Steps 3-4 run in threads over chunks of circles while finished chunks are COPYed in.
-   Optionally clipped to the station's community or street (SQL).
+4. The circle is every point within ``circle_buffer_m`` of the pieces: by default a contour of
+   the distance field on a ``circle_raster_cell_m`` grid (``geo.circles.raster``), or
+   (``circle_polygon_method=exact``) one shapely buffer of the line-merged pieces. Where a
+   circle touches a barrier, the barrier area is cut out and any part left with no reached
+   piece in it is dropped: a circle never jumps a river. Steps 3-4 run in
+   ``circle_parallel_workers`` forked processes over chunks of circles while this process COPYs
+   finished chunks in. Optionally clipped to the station's community or street (SQL).
 """
 from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,8 +40,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from geo.circles.geometry import EdgeCoords, circle_polygons, edge_reach, tier_intervals
-from geo.circles.runs import CircleSettings, finish_run, metric_srid, read_copy, start_run
+from geo.circles.geometry import (
+    EdgeCoords,
+    circle_polygons,
+    cut_barrier,
+    edge_reach,
+    tier_intervals,
+)
+from geo.circles.raster import raster_polygons
+from geo.circles.runs import CircleSettings, claim_run, finish_run, metric_srid, read_copy
 from geo.core.errors import InvalidInput, Problem
 from geo.data.store import _ewkb, _multi_polygons
 
@@ -128,9 +140,11 @@ DELETE FROM service_circle WHERE run_id = :run AND ST_IsEmpty(geom);
 COPY_SQL = ("COPY service_circle (run_id, station_id, tier_m, tier_min, reached_pieces, geom)"
             " FROM STDIN WITH (FORMAT csv)")
 CHUNK = 250  # circles per buffer task
+POOL_MIN_CIRCLES = 400  # fewer circles are drawn in this process (forking costs more)
 
 
-def _check_tiers(tiers: list[float]) -> list[float]:
+def check_tiers(tiers: list[float]) -> list[float]:
+    """Tiers (m) sorted and unique; InvalidInput naming ``tiers_m`` unless all in (0, 5000]."""
     bad = [t for t in tiers if not (0 < float(t) <= 5000)]
     if not tiers or bad:
         raise InvalidInput(
@@ -138,6 +152,13 @@ def _check_tiers(tiers: list[float]) -> list[float]:
             [Problem(f"bad tier {t!r}", field="tiers_m") for t in bad or [None]],
         )
     return sorted({float(t) for t in tiers})
+
+
+def check_clip(clip: str | None) -> str | None:
+    """'community', 'street' or None (also for '' and 'none'); InvalidInput otherwise."""
+    if clip not in (None, "", "none", "community", "street"):
+        raise InvalidInput("bad clip", [Problem("must be community, street or none", "clip")])
+    return None if clip in ("", "none") else clip
 
 
 def _drop_temp(conn: Connection) -> None:
@@ -188,6 +209,85 @@ def _search(
 
 
 
+@dataclass
+class _Job:
+    """What every chunk of a run shares (picklable, sent to the worker processes)."""
+
+    run_id: int
+    srid: int
+    method: str
+    cell_m: float
+    buffer_m: float
+    quad_segs: int
+    speed: float
+    barrier: bytes | None
+
+
+@dataclass
+class _Chunk:
+    """Some circles' reached pieces: vertices (m), piece of each vertex, circle of each piece
+    (all local to the chunk), and each circle's station, tier (m) and piece count."""
+
+    xy: np.ndarray
+    piece: np.ndarray
+    circle: np.ndarray
+    n: int
+    station: np.ndarray
+    tier: np.ndarray
+    pieces: np.ndarray
+
+
+def _chunk_csv(job: _Job, ch: _Chunk) -> tuple[str, int, dict[str, float]]:
+    """Polygons of one chunk of circles (raster contour or exact buffer, then the barrier
+    cut), in EPSG:4326, as ``service_circle`` COPY rows; with the CPU seconds of each step."""
+    clock = time.process_time
+    t0 = clock()
+    lines = shapely.linestrings(ch.xy, indices=ch.piece)
+    multi = shapely.multilinestrings(lines, indices=ch.circle)
+    if job.method == "exact":
+        polys, spent = circle_polygons(multi, job.buffer_m, job.quad_segs, job.barrier)
+    else:
+        polys = raster_polygons(ch.xy, ch.piece, ch.circle, ch.n, job.cell_m, job.buffer_m)
+        polys = shapely.simplify(polys, job.cell_m / 5)
+        t1 = clock()
+        if job.barrier is not None:
+            cut_barrier(polys, multi, job.barrier)
+        spent = {"merge_s": 0.0, "buffer_s": t1 - t0, "cut_s": clock() - t1}
+    t = clock()
+    to_wgs = Transformer.from_crs(job.srid, 4326, always_xy=True)
+    polys = shapely.transform(polys, lambda p: np.column_stack(to_wgs.transform(*p.T)))
+    ok = np.nonzero(~shapely.is_empty(polys))[0]
+    wkb = _ewkb(_multi_polygons(polys[ok]))
+    s, tm, pc = ch.station[ok], ch.tier[ok], ch.pieces[ok]
+    csv = "".join(  # numbers and hex only: no quoting needed
+        f"{job.run_id},{s[i]},{float(tm[i])!r},{float(tm[i]) / job.speed!r},{pc[i]},{wkb[i]}\n"
+        for i in range(len(ok)))
+    spent["store_s"] = clock() - t
+    return csv, len(ok), spent
+
+
+class _Serial:
+    """``pool.map`` in this process (one worker, or one chunk: no process worth forking)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Any, *its: Any) -> Any:
+        return map(fn, *its)
+
+
+def _pool(workers: int, jobs: int, circles: int) -> Any:
+    """Worker processes (forked: they inherit the imports, start in milliseconds) when there is
+    more than one worker and chunk and at least ``POOL_MIN_CIRCLES`` circles; the raster and
+    GEOS steps do not release the GIL, so threads would share one core."""
+    if workers <= 1 or jobs <= 1 or circles < POOL_MIN_CIRCLES:
+        return _Serial()
+    return ProcessPoolExecutor(min(workers, jobs), mp_context=multiprocessing.get_context("fork"))
+
+
 def _polygons(
     conn: Connection,
     settings: CircleSettings,
@@ -195,13 +295,14 @@ def _polygons(
     srid: int,
     run_id: int,
     progress: bool,
+    on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
 
-    The reached distances leave the database once (COPY); pieces, buffers, the barrier cut and
-    the transform to EPSG:4326 run in shapely/pyproj over arrays, in ``circle_parallel_workers``
-    threads, while this thread COPYs finished chunks in. Returns wall seconds per phase and the
-    threads' CPU seconds of merge, buffer and cut.
+    The reached distances leave the database once (COPY); pieces, polygons, the barrier cut and
+    the transform to EPSG:4326 run over arrays in ``circle_parallel_workers`` processes while
+    this one COPYs finished chunks in. Returns wall seconds per phase and the workers' CPU
+    seconds of merge, polygon ("buffer") and cut.
     """
     t0 = time.perf_counter()
     dd = read_copy(conn, "SELECT station_id, node, d FROM _cs_dd", ["station", "node", "d"])
@@ -231,35 +332,26 @@ def _polygons(
         ).scalar()
         barrier = bytes(barrier) if barrier is not None else None
 
-    def work(c0: int, c1: int) -> tuple[str, int, dict[str, float]]:
+    n = len(first)
+    workers = max(1, settings.circle_parallel_workers)
+    size = max(1, min(CHUNK, -(-n // (4 * workers))))
+    jobs = []
+    for c0 in range(0, n, size):
+        c1 = min(c0 + size, n)
         p0, p1 = np.searchsorted(circle, [c0, c1])
         q0, q1 = np.searchsorted(piece, [p0, p1])
-        lines = shapely.linestrings(xy[q0:q1], indices=piece[q0:q1] - p0)
-        multi = shapely.multilinestrings(lines, indices=circle[p0:p1] - c0)
-        polys, spent = circle_polygons(multi, settings.circle_buffer_m,
-                                       settings.circle_quad_segs, barrier)
-        t = time.thread_time()
-        to_wgs = Transformer.from_crs(srid, 4326, always_xy=True)
-        polys = shapely.transform(polys, lambda p: np.column_stack(to_wgs.transform(*p.T)))
-        ok = np.nonzero(~shapely.is_empty(polys))[0]
-        wkb = _ewkb(_multi_polygons(polys[ok]))
-        s, tm, pc = station[c0:c1][ok], tier[c0:c1][ok], pieces[c0:c1][ok]
-        speed = settings.walking_speed_m_per_min
-        csv = "".join(  # numbers and hex only: no quoting needed
-            f"{run_id},{s[i]},{float(tm[i])!r},{float(tm[i]) / speed!r},{pc[i]},{wkb[i]}\n"
-            for i in range(len(ok)))
-        spent["store_s"] = time.thread_time() - t
-        return csv, len(ok), spent
-
-    n = len(first)
-    chunks = [(c, min(c + CHUNK, n)) for c in range(0, n, CHUNK)]
+        jobs.append(_Chunk(xy[q0:q1], piece[q0:q1] - p0, circle[p0:p1] - c0, c1 - c0,
+                           station[c0:c1], tier[c0:c1], pieces[c0:c1]))
+    job = _Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
+               settings.circle_buffer_m, settings.circle_quad_segs,
+               settings.walking_speed_m_per_min, barrier)
     cpu = {"merge_cpu_s": 0.0, "buffer_cpu_s": 0.0, "cut_cpu_s": 0.0, "store_cpu_s": 0.0}
     copy_s = 0.0
     stored = 0
     bar = tqdm(total=n, desc="circles", unit="circle") if progress else None
     raw = conn.connection.driver_connection
-    with ThreadPoolExecutor(max(1, settings.circle_parallel_workers)) as pool:
-        for csv, count, spent in pool.map(lambda c: work(*c), chunks):
+    with _pool(workers, len(jobs), n) as pool:
+        for csv, count, spent in pool.map(_chunk_csv, [job] * len(jobs), jobs):
             tc = time.perf_counter()
             with raw.cursor() as cur:
                 cur.copy_expert(COPY_SQL, io.StringIO(csv))
@@ -269,6 +361,8 @@ def _polygons(
                 cpu[k.replace("_s", "_cpu_s")] += v
             if bar:
                 bar.update(count)
+            if on_progress:
+                on_progress(stored / max(n, 1))
     if bar:
         bar.close()
     return {"reach_fetch_s": t1 - t0, "pieces_s": t2 - t1,
@@ -299,26 +393,31 @@ def build_circles(
     clip: str | None = None,
     station_ids: list[int] | None = None,
     progress: bool = False,
+    run_id: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> int:
     """Compute the service circles of every station (or ``station_ids``); return the run id.
 
     Tiers are walking network distances in metres; circles are stored in EPSG:4326.
+    ``run_id``: a queued run to fill; ``on_progress(fraction)`` is called as circles are stored.
     """
-    tiers = _check_tiers(tiers_m or settings.circle_tiers_m)
-    clip = clip if clip is not None else settings.circle_clip
-    if clip not in (None, "", "none", "community", "street"):
-        raise InvalidInput("bad clip", [Problem("must be community, street or none", "clip")])
-    clip = None if clip in ("", "none") else clip
+    tiers = check_tiers(tiers_m or settings.circle_tiers_m)
+    clip = check_clip(clip if clip is not None else settings.circle_clip)
     params: dict[str, Any] = {
         "tiers_m": tiers, "buffer_m": settings.circle_buffer_m, "clip": clip,
         "barrier_kinds": settings.circle_barrier_kinds,
         "walking_speed_m_per_min": settings.walking_speed_m_per_min,
         "batch_cell_m": settings.circle_batch_cell_m, "station_ids": station_ids,
     }
-    run_id = start_run(conn, "circles", params)
+    params["polygon_method"] = settings.circle_polygon_method
+    params["raster_cell_m"] = settings.circle_raster_cell_m
+    run_id = claim_run(conn, run_id, "circles", params)
     srid = metric_srid(conn)
     timings = _search(conn, settings, max(tiers), station_ids, srid, progress)
-    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress))
+    if on_progress:
+        on_progress(0.2)
+    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress,
+                             (lambda f: on_progress(0.2 + 0.75 * f)) if on_progress else None))
     if clip:
         t0 = time.perf_counter()
         conn.execute(text(CLIP_SQL), {"level": clip, "run": run_id})
@@ -337,15 +436,17 @@ def build_circles(
         **{k: round(v, 3) for k, v in timings.items()},
     }
     _drop_temp(conn)
-    finish_run(conn, run_id, summary)
+    finish_run(conn, run_id, summary, params)
     log.info("circles run %s: %s", run_id, summary)
     return run_id
 
 
 def circles_geojson(
-    conn: Connection, run_id: int, *, tier_m: float | None = None, limit: int = 10000
+    conn: Connection, run_id: int, *, tier_m: float | None = None, limit: int = 10000,
+    within: str | None = None,
 ) -> dict[str, Any]:
-    """The run's circles as an RFC 7946 FeatureCollection (lon, lat, WGS 84)."""
+    """The run's circles (of stations whose community code starts with ``within``, if given)
+    as an RFC 7946 FeatureCollection (lon, lat, WGS 84)."""
     from geo.circles.runs import get_run
 
     get_run(conn, run_id, "circles")
@@ -357,10 +458,12 @@ def circles_geojson(
             "  'properties', json_build_object('station_id', c.station_id,"
             "   'station_code', s.code, 'kind', s.kind, 'tier_m', c.tier_m,"
             "   'tier_min', c.tier_min))), '[]'::json))"
-            " FROM (SELECT * FROM service_circle WHERE run_id = :r"
-            "   AND (CAST(:t AS float8) IS NULL OR tier_m = :t) ORDER BY id LIMIT :n) c"
+            " FROM (SELECT sc.* FROM service_circle sc JOIN station s2 ON s2.id = sc.station_id"
+            "   WHERE sc.run_id = :r AND (CAST(:t AS float8) IS NULL OR sc.tier_m = :t)"
+            "   AND (CAST(:w AS text) IS NULL OR s2.community_code LIKE :w || '%')"
+            "   ORDER BY sc.id LIMIT :n) c"
             " JOIN station s ON s.id = c.station_id"
         ),
-        {"r": run_id, "t": tier_m, "n": limit},
+        {"r": run_id, "t": tier_m, "n": limit, "w": within},
     ).scalar_one()
     return fc
