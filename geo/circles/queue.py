@@ -31,6 +31,7 @@ from geo.core.errors import WanggeError
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 20_251_120  # advisory lock class of analysis runs (with the run id)
+MAX_FAILURES = 30  # consecutive failed polls (~1 min) before a runner thread gives up
 
 
 def enqueue(conn: Connection, kind: str, params: dict[str, Any],
@@ -137,11 +138,17 @@ class Runner:
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 rid = run_next(self.engine, self.settings)
+                failures = 0
             except Exception:  # noqa: BLE001 - database away: wait and try again
-                log.warning("analysis runner: could not reach the database", exc_info=True)
+                failures += 1
+                log.warning("analysis runner: could not reach the database (%d)", failures,
+                            exc_info=failures == 1)
+                if failures >= MAX_FAILURES:  # gone for good (runner_for starts a new one)
+                    return
                 rid = None
             if rid is None:
                 self._wake.wait(self.poll_s)
@@ -150,6 +157,14 @@ class Runner:
 
 _runners: dict[int, Runner] = {}
 _lock = threading.Lock()
+
+
+def stop_runner(engine: Engine) -> None:
+    """Stop ``engine``'s runner, if any (after the run it is computing)."""
+    with _lock:
+        r = _runners.pop(id(engine), None)
+    if r is not None:
+        r.stop()
 
 
 def runner_for(engine: Engine, settings: CircleSettings) -> Runner:
