@@ -42,14 +42,15 @@ def _circle_m(conn, run_id: int, station_id: int, tier: float):
     return shapely.transform(wkb.loads(bytes(raw)), _to_m)
 
 
+@pytest.mark.parametrize("search", ["scipy", "pgrouting"])
 @pytest.mark.parametrize("pos", [(250.0, 300.0), (730.0, 100.0), (0.0, 0.0), (400.0, 560.0)])
-def test_reach_matches_networkx(conn, pos):
+def test_reach_matches_networkx(conn, pos, search):
     """Reached nodes and their distances equal networkx's Dijkstra from the snapped point."""
     lat = make_lattice(conn, nx=9, ny=9, river_between_rows=4, bridge_cols=(7,))
     x, y = X0 + pos[0], Y0 + pos[1]
     sid = add_station(conn, "S", x, y)
     reach = 420.0
-    got = station_reach(conn, CircleSettings(), [sid], reach)[sid]
+    got = station_reach(conn, CircleSettings(circle_search=search), [sid], reach)[sid]
 
     g = _nx_graph(lat)
     # the station's edge: the usable edge nearest to the point, split at the projection
@@ -288,3 +289,23 @@ def test_raster_circles_match_exact_buffer_on_real_network(demo_engine):
         if len(off):
             assert (shapely.distance(off, e.boundary) <= s.circle_raster_cell_m).all(), key
     assert agree / total >= 0.995, agree / total
+
+
+def test_scipy_search_equals_pgrouting_on_real_network(demo_engine):
+    """The in-memory search reaches the same nodes at the same distances as pgRouting's
+    ``pgr_withPointsDD`` from the same snapped stations on the real network."""
+    with demo_engine.connect() as conn:
+        tx = conn.begin()
+        ids = [r[0] for r in conn.execute(text("SELECT id FROM station ORDER BY id"))][::7]
+        got = {m: station_reach(conn, CircleSettings(circle_search=m), ids, 1000.0)
+               for m in ("scipy", "pgrouting")}
+        tx.rollback()
+    assert set(got["scipy"]) == set(got["pgrouting"]) == set(ids)
+    for sid in ids:
+        a, b = got["scipy"][sid], got["pgrouting"][sid]
+        common = set(a) & set(b)
+        # a node exactly at the limit may fall either side of it by rounding
+        assert all(abs(a[n] - 1000) < 0.01 for n in set(a) ^ set(b) if n in a)
+        assert all(abs(b[n] - 1000) < 0.01 for n in set(a) ^ set(b) if n in b)
+        assert len(common) > 100
+        assert max(abs(a[n] - b[n]) for n in common) < 0.01

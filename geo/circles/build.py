@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import shapely
 from pyproj import Transformer
 from sqlalchemy import text
@@ -174,8 +175,10 @@ def _search(
     station_ids: list[int] | None,
     srid: int,
     progress: bool,
-) -> dict[str, float]:
-    """Snap stations, batch them, and fill ``_cs_dd`` (station, node, metres) via pgRouting."""
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Snap stations and search: per station, every node within ``reach`` (station, node,
+    metres), with pgRouting (one call per batch, via ``_cs_dd``) or scipy in memory
+    (``circle_search``); and the seconds spent."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     conn.execute(text(BLOCKED_SQL), {"kinds": list(settings.circle_barrier_kinds)})
@@ -187,6 +190,11 @@ def _search(
     batches = [r[0] for r in conn.execute(text("SELECT batch_id FROM _cs_batch ORDER BY 1"))]
     timings["snap_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
+    if settings.circle_search == "scipy":
+        dd = _search_scipy(conn, reach)
+        timings["search_s"] = time.perf_counter() - t1
+        timings["batches"] = len(batches)
+        return timings, dd
     bar = None
     if progress:
         from tqdm import tqdm
@@ -205,7 +213,48 @@ def _search(
     conn.execute(text("CREATE INDEX ON _cs_dd (node); ANALYZE _cs_dd;"))
     timings["search_s"] = time.perf_counter() - t1
     timings["batches"] = len(batches)
-    return timings
+    return timings, read_copy(conn, "SELECT station_id, node, d FROM _cs_dd",
+                              ["station", "node", "d"])
+
+
+USABLE_SQL = (
+    "SELECT e.id, e.source, e.target, e.length_m FROM walk_edge e "
+    "WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)"
+)
+SEARCH_CHUNK = 32  # stations per scipy call (its answer is a dense stations x nodes matrix)
+
+
+def _search_scipy(conn: Connection, reach: float) -> pd.DataFrame:
+    """The same search as ``pgr_withPointsDD`` in memory: Dijkstra (scipy) over the usable
+    edges (``length_m`` both ways) from one virtual node per snapped station, joined to its
+    edge's ends by the snap distance plus the part of the edge; nodes within ``reach`` (m,
+    snap included). Returns station, node (walk node id), d (m)."""
+    from scipy.sparse.csgraph import dijkstra
+
+    from geo.circles.distances import sparse_graph
+
+    e = read_copy(conn, USABLE_SQL, ["id", "source", "target", "len"])
+    st = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
+    m = len(e)
+    ids, inv = np.unique(np.r_[e["source"].to_numpy(), e["target"].to_numpy()],
+                         return_inverse=True)
+    n, ns = len(ids), len(st)
+    u, v, ln = inv[:m], inv[m:], e["len"].to_numpy(float)
+    k = pd.Index(e["id"].to_numpy()).get_indexer(st["edge"].to_numpy())
+    frac, snap = st["frac"].to_numpy(float), st["snap"].to_numpy(float)
+    g = sparse_graph(np.r_[u, v, n + np.arange(ns), n + np.arange(ns)],
+                     np.r_[v, u, u[k], v[k]],
+                     np.r_[ln, ln, snap + frac * ln[k], snap + (1 - frac) * ln[k]], n + ns)
+    sid = st["station"].to_numpy(np.int64)
+    parts = []
+    for c0 in range(0, ns, SEARCH_CHUNK):
+        c1 = min(c0 + SEARCH_CHUNK, ns)
+        d = dijkstra(g, directed=True, indices=n + np.arange(c0, c1), limit=reach)[:, :n]
+        r, c = np.nonzero(d <= reach)
+        parts.append(pd.DataFrame({"station": sid[c0:c1][r], "node": ids[c], "d": d[r, c]}))
+    if not parts:
+        return pd.DataFrame({"station": [], "node": [], "d": []})
+    return pd.concat(parts, ignore_index=True)
 
 
 
@@ -295,6 +344,7 @@ def _polygons(
     srid: int,
     run_id: int,
     progress: bool,
+    dd: pd.DataFrame,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
@@ -305,7 +355,6 @@ def _polygons(
     seconds of merge, polygon ("buffer") and cut.
     """
     t0 = time.perf_counter()
-    dd = read_copy(conn, "SELECT station_id, node, d FROM _cs_dd", ["station", "node", "d"])
     own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
     erows = conn.execute(text(EDGES_M_SQL), {"srid": srid}).all()
     ids = np.array([r[0] for r in erows], dtype=np.int64)
@@ -377,9 +426,9 @@ def station_reach(
 
     The same snapping and search as the circles; {station_id: {node_id: metres}}.
     """
-    _search(conn, settings, reach_m, station_ids, metric_srid(conn), False)
+    _, dd = _search(conn, settings, reach_m, station_ids, metric_srid(conn), False)
     out: dict[int, dict[int, float]] = {}
-    for sid, node, d in conn.execute(text("SELECT station_id, node, d FROM _cs_dd")):
+    for sid, node, d in dd.itertuples(index=False):
         out.setdefault(int(sid), {})[int(node)] = float(d)
     _drop_temp(conn)
     return out
@@ -409,14 +458,15 @@ def build_circles(
         "walking_speed_m_per_min": settings.walking_speed_m_per_min,
         "batch_cell_m": settings.circle_batch_cell_m, "station_ids": station_ids,
     }
+    params["search"] = settings.circle_search
     params["polygon_method"] = settings.circle_polygon_method
     params["raster_cell_m"] = settings.circle_raster_cell_m
     run_id = claim_run(conn, run_id, "circles", params)
     srid = metric_srid(conn)
-    timings = _search(conn, settings, max(tiers), station_ids, srid, progress)
+    timings, dd = _search(conn, settings, max(tiers), station_ids, srid, progress)
     if on_progress:
         on_progress(0.2)
-    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress,
+    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress, dd,
                              (lambda f: on_progress(0.2 + 0.75 * f)) if on_progress else None))
     if clip:
         t0 = time.perf_counter()

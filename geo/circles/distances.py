@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import shapely
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -86,6 +86,17 @@ def load_network(conn: Connection, srid: int) -> Network:
                    shapely.STRtree(geoms))
 
 
+def sparse_graph(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n: int) -> csr_matrix:
+    """A directed CSR graph of ``n`` nodes; of parallel arcs the shortest is kept (a sparse
+    matrix would add them up), and a zero cost is kept just above zero (it would vanish)."""
+    key = rows.astype(np.int64) * n + cols
+    order = np.lexsort((w, key))
+    first = np.r_[True, key[order][1:] != key[order][:-1]]
+    pick = order[first]
+    return coo_matrix((np.maximum(w[pick], 1e-9), (rows[pick], cols[pick])),
+                      shape=(n, n)).tocsr()
+
+
 def nearest_by_kind(
     net: Network, station_kind: np.ndarray, st: Snapped, bd: Snapped, kinds: list[str],
     limit_m: float,
@@ -101,8 +112,7 @@ def nearest_by_kind(
     rows = np.r_[net.u, net.v, n + np.arange(ns), n + np.arange(ns)]
     cols = np.r_[net.v, net.u, net.u[st.edge], net.v[st.edge]]
     w = np.r_[net.length, net.length, st.access + st.frac * lu, st.access + (1 - st.frac) * lu]
-    # a zero cost would vanish from the sparse matrix: keep it just above zero
-    g = coo_matrix((np.maximum(w, 1e-9), (rows, cols)), shape=(n + ns, n + ns)).tocsr()
+    g = sparse_graph(rows, cols, w, n + ns)
     bl = net.length[bd.edge]
     bu, bv = net.u[bd.edge], net.v[bd.edge]
     for k, kind in enumerate(kinds):

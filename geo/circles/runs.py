@@ -39,6 +39,10 @@ class CircleSettings(WanggeSettings):
         default=2, description="Processes that draw and cut circles (threads for the coverage "
         "join); 1: all in the calling process."
     )
+    circle_search: Literal["scipy", "pgrouting"] = Field(
+        default="scipy", description="Network search of the circles: scipy Dijkstra in memory "
+        "(one virtual node per snapped station) or pgRouting's pgr_withPointsDD per batch."
+    )
     circle_polygon_method: Literal["raster", "exact"] = Field(
         default="raster", description="raster: contour of the distance to the reached streets "
         "on a grid (fast); exact: shapely buffer of the reached pieces (slow, the reference)."
