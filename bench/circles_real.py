@@ -49,6 +49,16 @@ def run_real(args: argparse.Namespace, engine_for: Callable[[str], Any]) -> dict
         wall = time.perf_counter() - t0
         summ = get_run(c, run)["summary"]
     cpu1 = os.times()
+    with engine.begin() as c:  # pgRouting's search from the same snapped stations, for scale
+        from geo.circles.build import _search
+
+        t0 = time.perf_counter()
+        pgr, groups = _search(c, CircleSettings(circle_search="pgrouting"), max(s.circle_tiers_m),
+                              None, metric_srid(c), False)
+        for _ in groups:
+            pass
+        pgr_search = time.perf_counter() - t0
+        c.rollback()
     with engine.begin() as c:
         t0 = time.perf_counter()
         exact_run = build_circles(c, CircleSettings(circle_polygon_method="exact"))
@@ -83,6 +93,11 @@ def run_real(args: argparse.Namespace, engine_for: Callable[[str], Any]) -> dict
         "real_ms_per_circle": round(1000 * wall / n, 2),
         "real_search_s": round(search, 3), "real_polygon_s": round(polygon, 3),
         "real_polygon_to_search_ratio": round(polygon / search, 3),
+        "real_search_method": s.circle_search,
+        "real_pgrouting_search_s": round(pgr_search, 3),
+        "real_polygon_to_pgrouting_search_ratio": round(polygon / pgr_search, 3),
+        "real_python_cpu_ms_per_circle": round(
+            1000 * (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / n, 2),
         "real_breakdown": summ,
         "real_python_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
         "real_exact_circles_s": round(exact_wall, 2),

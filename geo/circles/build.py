@@ -28,7 +28,7 @@ import io
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +115,7 @@ JOIN _cs_station s ON s.station_id = -d.start_vid
 WHERE d.node > 0 AND d.agg_cost + s.snap_m <= :reach
 """
 
-OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"
+OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"  # no bind values
 # the usable edges inside the batches' boxes, in the metric CRS
 EDGES_M_SQL = """
 SELECT e.id, e.source, e.target, ST_AsBinary(ST_Transform(e.geom, :srid)) AS wkb
@@ -141,7 +141,7 @@ DELETE FROM service_circle WHERE run_id = :run AND ST_IsEmpty(geom);
 COPY_SQL = ("COPY service_circle (run_id, station_id, tier_m, tier_min, reached_pieces, geom)"
             " FROM STDIN WITH (FORMAT csv)")
 CHUNK = 250  # circles per buffer task
-POOL_MIN_CIRCLES = 400  # fewer circles are drawn in this process (forking costs more)
+POOL_MIN_CIRCLES = 100  # fewer circles are drawn in this process (forking costs more)
 
 
 def check_tiers(tiers: list[float]) -> list[float]:
@@ -175,7 +175,7 @@ def _search(
     station_ids: list[int] | None,
     srid: int,
     progress: bool,
-) -> tuple[dict[str, float], pd.DataFrame]:
+) -> tuple[dict[str, float], Iterator[tuple[np.ndarray, pd.DataFrame]]]:
     """Snap stations and search: per station, every node within ``reach`` (station, node,
     metres), with pgRouting (one call per batch, via ``_cs_dd``) or scipy in memory
     (``circle_search``); and the seconds spent."""
@@ -191,10 +191,9 @@ def _search(
     timings["snap_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     if settings.circle_search == "scipy":
-        dd = _search_scipy(conn, reach)
-        timings["search_s"] = time.perf_counter() - t1
+        timings["search_s"] = 0.0
         timings["batches"] = len(batches)
-        return timings, dd
+        return timings, _search_scipy(conn, reach, timings)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -213,8 +212,10 @@ def _search(
     conn.execute(text("CREATE INDEX ON _cs_dd (node); ANALYZE _cs_dd;"))
     timings["search_s"] = time.perf_counter() - t1
     timings["batches"] = len(batches)
-    return timings, read_copy(conn, "SELECT station_id, node, d FROM _cs_dd",
-                              ["station", "node", "d"])
+    everyone = read_copy(conn, OWN_SQL, ["station"] + ["edge", "frac", "snap"])["station"]
+    return timings, iter([(everyone.to_numpy(np.int64),
+                           read_copy(conn, "SELECT station_id, node, d FROM _cs_dd",
+                                     ["station", "node", "d"]))])
 
 
 USABLE_SQL = (
@@ -222,19 +223,24 @@ USABLE_SQL = (
     "WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)"
 )
 SEARCH_CHUNK = 32  # stations per scipy call (its answer is a dense stations x nodes matrix)
+SEARCH_GROUP = 400  # stations whose circles are built together (bounds the memory)
 
 
-def _search_scipy(conn: Connection, reach: float) -> pd.DataFrame:
+def _search_scipy(conn: Connection, reach: float,
+                  timings: dict[str, float]) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
     """The same search as ``pgr_withPointsDD`` in memory: Dijkstra (scipy) over the usable
     edges (``length_m`` both ways) from one virtual node per snapped station, joined to its
     edge's ends by the snap distance plus the part of the edge; nodes within ``reach`` (m,
-    snap included). Returns station, node (walk node id), d (m)."""
+    snap included). Yields station, node (walk node id), d (m) for ``SEARCH_GROUP`` stations
+    at a time (in batch order: near one another), adding its seconds to ``search_s``."""
+    t0 = time.perf_counter()
     from scipy.sparse.csgraph import dijkstra
 
     from geo.circles.distances import sparse_graph
 
     e = read_copy(conn, USABLE_SQL, ["id", "source", "target", "len"])
-    st = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
+    st = read_copy(conn, OWN_SQL + " ORDER BY batch_id, station_id",
+                   ["station", "edge", "frac", "snap"])
     m = len(e)
     ids, inv = np.unique(np.r_[e["source"].to_numpy(), e["target"].to_numpy()],
                          return_inverse=True)
@@ -246,15 +252,18 @@ def _search_scipy(conn: Connection, reach: float) -> pd.DataFrame:
                      np.r_[v, u, u[k], v[k]],
                      np.r_[ln, ln, snap + frac * ln[k], snap + (1 - frac) * ln[k]], n + ns)
     sid = st["station"].to_numpy(np.int64)
-    parts = []
-    for c0 in range(0, ns, SEARCH_CHUNK):
-        c1 = min(c0 + SEARCH_CHUNK, ns)
-        d = dijkstra(g, directed=True, indices=n + np.arange(c0, c1), limit=reach)[:, :n]
-        r, c = np.nonzero(d <= reach)
-        parts.append(pd.DataFrame({"station": sid[c0:c1][r], "node": ids[c], "d": d[r, c]}))
-    if not parts:
-        return pd.DataFrame({"station": [], "node": [], "d": []})
-    return pd.concat(parts, ignore_index=True)
+    timings["search_s"] += time.perf_counter() - t0
+    for g0 in range(0, ns, SEARCH_GROUP):
+        t1 = time.perf_counter()
+        parts = []
+        for c0 in range(g0, min(g0 + SEARCH_GROUP, ns), SEARCH_CHUNK):
+            c1 = min(c0 + SEARCH_CHUNK, ns, g0 + SEARCH_GROUP)
+            d = dijkstra(g, directed=True, indices=n + np.arange(c0, c1), limit=reach)[:, :n]
+            r, c = np.nonzero(d <= reach)
+            parts.append(pd.DataFrame({"station": sid[c0:c1][r], "node": ids[c],
+                                       "d": d[r, c]}))
+        timings["search_s"] += time.perf_counter() - t1
+        yield sid[g0:g0 + SEARCH_GROUP], pd.concat(parts, ignore_index=True)
 
 
 
@@ -344,79 +353,92 @@ def _polygons(
     srid: int,
     run_id: int,
     progress: bool,
-    dd: pd.DataFrame,
+    groups: Iterable[tuple[np.ndarray, pd.DataFrame]],
+    stations: int,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
 
-    The reached distances leave the database once (COPY); pieces, polygons, the barrier cut and
-    the transform to EPSG:4326 run over arrays in ``circle_parallel_workers`` processes while
-    this one COPYs finished chunks in. Returns wall seconds per phase and the workers' CPU
-    seconds of merge, polygon ("buffer") and cut.
+    ``groups``: the search's answer, per group of stations (their ids, and station, node,
+    metres), so that memory stays bounded; ``stations`` in all. Pieces are built per group;
+    polygons, the barrier cut and the transform to EPSG:4326 run over arrays in
+    ``circle_parallel_workers`` processes while this one COPYs finished chunks in. Returns
+    wall seconds per phase and the workers' CPU seconds of merge, polygon ("buffer") and cut.
     """
     t0 = time.perf_counter()
     own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
     erows = conn.execute(text(EDGES_M_SQL), {"srid": srid}).all()
     ids = np.array([r[0] for r in erows], dtype=np.int64)
     geoms = shapely.from_wkb([bytes(r[3]) for r in erows])
+    source = np.array([r[1] for r in erows], dtype=np.int64)
+    target = np.array([r[2] for r in erows], dtype=np.int64)
+    del erows
+    coords = EdgeCoords.from_geoms(geoms)
+    length = shapely.length(geoms)
     own["edge"] = np.searchsorted(ids, own["edge"].to_numpy())
-    t1 = time.perf_counter()
-    reach = edge_reach(dd, np.array([r[1] for r in erows], dtype=np.int64),
-                       np.array([r[2] for r in erows], dtype=np.int64))
-    iv = tier_intervals(reach, own, shapely.length(geoms), tiers)
-    xy, piece = EdgeCoords.from_geoms(geoms).substrings(
-        iv["edge"].to_numpy(), iv["lo"].to_numpy(), iv["hi"].to_numpy())
-    key = iv[["station", "tier"]].to_numpy()
-    new = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) else np.zeros(0, bool)
-    circle = np.cumsum(new) - 1
-    first = np.nonzero(new)[0]
-    station = iv["station"].to_numpy()[first]
-    tier = np.asarray(tiers, dtype=float)[iv["tier"].to_numpy()[first]]
-    pieces = np.bincount(circle, minlength=len(first))
-    t2 = time.perf_counter()
     barrier = None
     if settings.circle_barrier_kinds:
         barrier = conn.execute(
             text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
         ).scalar()
         barrier = bytes(barrier) if barrier is not None else None
-
-    n = len(first)
-    workers = max(1, settings.circle_parallel_workers)
-    size = max(1, min(CHUNK, -(-n // (4 * workers))))
-    jobs = []
-    for c0 in range(0, n, size):
-        c1 = min(c0 + size, n)
-        p0, p1 = np.searchsorted(circle, [c0, c1])
-        q0, q1 = np.searchsorted(piece, [p0, p1])
-        jobs.append(_Chunk(xy[q0:q1], piece[q0:q1] - p0, circle[p0:p1] - c0, c1 - c0,
-                           station[c0:c1], tier[c0:c1], pieces[c0:c1]))
     job = _Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
                settings.circle_buffer_m, settings.circle_quad_segs,
                settings.walking_speed_m_per_min, barrier)
-    cpu = {"merge_cpu_s": 0.0, "buffer_cpu_s": 0.0, "cut_cpu_s": 0.0, "store_cpu_s": 0.0}
-    copy_s = 0.0
-    stored = 0
-    bar = tqdm(total=n, desc="circles", unit="circle") if progress else None
+    workers = max(1, settings.circle_parallel_workers)
+    t = {"reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0, "polygon_s": 0.0,
+         "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0, "buffer_cpu_s": 0.0,
+         "cut_cpu_s": 0.0, "store_cpu_s": 0.0}
+    bar = tqdm(total=stations * len(tiers), desc="circles", unit="circle") if progress else None
     raw = conn.connection.driver_connection
-    with _pool(workers, len(jobs), n) as pool:
-        for csv, count, spent in pool.map(_chunk_csv, [job] * len(jobs), jobs):
-            tc = time.perf_counter()
-            with raw.cursor() as cur:
-                cur.copy_expert(COPY_SQL, io.StringIO(csv))
-            stored += count
-            copy_s += time.perf_counter() - tc
-            for k, v in spent.items():
-                cpu[k.replace("_s", "_cpu_s")] += v
-            if bar:
-                bar.update(count)
+    done_st = 0
+    with _pool(workers, 2, stations * len(tiers)) as pool:
+        for members, dd in groups:
+            t1 = time.perf_counter()
+            reach = edge_reach(dd, source, target)
+            done_st += len(members)
+            del dd
+            iv = tier_intervals(reach, own[own["station"].isin(members)], length, tiers)
+            del reach
+            xy, piece = coords.substrings(iv["edge"].to_numpy(), iv["lo"].to_numpy(),
+                                          iv["hi"].to_numpy())
+            key = iv[["station", "tier"]].to_numpy()
+            new = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) \
+                else np.zeros(0, bool)
+            circle = np.cumsum(new) - 1
+            first = np.nonzero(new)[0]
+            station = iv["station"].to_numpy()[first]
+            tier = np.asarray(tiers, dtype=float)[iv["tier"].to_numpy()[first]]
+            pieces = np.bincount(circle, minlength=len(first))
+            t["pieces"] += int(len(iv))
+            del iv, key
+            t2 = time.perf_counter()
+            t["pieces_s"] += t2 - t1
+            n = len(first)
+            size = max(1, min(CHUNK, -(-n // (4 * workers))))
+            jobs = []
+            for c0 in range(0, n, size):
+                c1 = min(c0 + size, n)
+                p0, p1 = np.searchsorted(circle, [c0, c1])
+                q0, q1 = np.searchsorted(piece, [p0, p1])
+                jobs.append(_Chunk(xy[q0:q1], piece[q0:q1] - p0, circle[p0:p1] - c0, c1 - c0,
+                                   station[c0:c1], tier[c0:c1], pieces[c0:c1]))
+            for csv, count, spent in pool.map(_chunk_csv, [job] * len(jobs), jobs):
+                tc = time.perf_counter()
+                with raw.cursor() as cur:
+                    cur.copy_expert(COPY_SQL, io.StringIO(csv))
+                t["circles"] += count
+                t["copy_s"] += time.perf_counter() - tc
+                for k, v in spent.items():
+                    t[k.replace("_s", "_cpu_s")] += v
+                if bar:
+                    bar.update(count)
             if on_progress:
-                on_progress(stored / max(n, 1))
+                on_progress(done_st / max(stations, 1))
+            t["polygon_s"] += time.perf_counter() - t2
     if bar:
         bar.close()
-    return {"reach_fetch_s": t1 - t0, "pieces_s": t2 - t1,
-            "polygon_s": time.perf_counter() - t2, "copy_s": copy_s, "circles": stored,
-            "pieces": int(len(iv)), **cpu}
+    return t
 
 
 def station_reach(
@@ -426,10 +448,11 @@ def station_reach(
 
     The same snapping and search as the circles; {station_id: {node_id: metres}}.
     """
-    _, dd = _search(conn, settings, reach_m, station_ids, metric_srid(conn), False)
+    _, groups = _search(conn, settings, reach_m, station_ids, metric_srid(conn), False)
     out: dict[int, dict[int, float]] = {}
-    for sid, node, d in dd.itertuples(index=False):
-        out.setdefault(int(sid), {})[int(node)] = float(d)
+    for _, dd in groups:
+        for sid, node, d in dd.itertuples(index=False):
+            out.setdefault(int(sid), {})[int(node)] = float(d)
     _drop_temp(conn)
     return out
 
@@ -463,11 +486,12 @@ def build_circles(
     params["raster_cell_m"] = settings.circle_raster_cell_m
     run_id = claim_run(conn, run_id, "circles", params)
     srid = metric_srid(conn)
-    timings, dd = _search(conn, settings, max(tiers), station_ids, srid, progress)
+    timings, groups = _search(conn, settings, max(tiers), station_ids, srid, progress)
+    snapped = conn.execute(text("SELECT count(*) FROM _cs_station")).scalar_one()
     if on_progress:
-        on_progress(0.2)
-    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress, dd,
-                             (lambda f: on_progress(0.2 + 0.75 * f)) if on_progress else None))
+        on_progress(0.05)
+    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress, groups, snapped,
+                             (lambda f: on_progress(0.05 + 0.9 * f)) if on_progress else None))
     if clip:
         t0 = time.perf_counter()
         conn.execute(text(CLIP_SQL), {"level": clip, "run": run_id})
@@ -475,7 +499,6 @@ def build_circles(
             text("SELECT count(*) FROM service_circle WHERE run_id = :r"), {"r": run_id}
         ).scalar_one()
         timings["clip_s"] = time.perf_counter() - t0
-    snapped = conn.execute(text("SELECT count(*) FROM _cs_station")).scalar_one()
     total = conn.execute(
         text("SELECT count(*) FROM station WHERE CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids)"),
         {"ids": station_ids},
