@@ -73,6 +73,8 @@ POLICY: dict[str, Rule] = {
     "get_circles": ANALYSTS,
     "get_coverage_summary": ANALYSTS,
     "get_uncovered_buildings": ANALYSTS,
+    "get_building_distances": ANALYSTS,
+    "get_life_circle_completeness": ANALYSTS,
     "get_siting_run": ANALYSTS,
     # incidents (own API)
     "report_incident": REPORTERS,

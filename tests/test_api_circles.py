@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
 from fastapi.testclient import TestClient
@@ -23,7 +25,7 @@ def client(fresh_database):
     eng = make_engine(url)
     with eng.begin() as c:
         make_lattice(c, nx=12, ny=6)
-        add_station(c, "S1", X0 + 150, Y0 + 200)
+        add_station(c, "S1", X0 + 150, Y0 + 200, community_code="350104001001")
         rows = []
         for i, (x, y, r) in enumerate([(160, 210, 10), (1000, 300, 30), (1050, 320, 20)]):
             lon, lat = to_wgs84(X0 + x, Y0 + y)
@@ -34,6 +36,9 @@ def client(fresh_database):
     app = create_app(engine=eng, auth_settings=AUTH)
     with TestClient(app) as tc:
         yield app, tc
+    from geo.circles.queue import stop_runner
+
+    stop_runner(eng)
     eng.dispose()
 
 
@@ -42,20 +47,37 @@ def _as_planner(tc):
     tc.headers["Authorization"] = f"Bearer {issue_token(planner, AUTH)}"
 
 
+def _wait(tc, rid: int, timeout: float = 120.0) -> dict:
+    """Poll the run until it is done or failed (the runner computes it in the background)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        run = tc.get(f"/v1/circles/runs/{rid}").json()
+        if run["status"] in ("done", "failed"):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {rid} still {run['status']} after {timeout} s")
+
+
 def test_circles_coverage_siting_over_http(client):
     _, tc = client
     assert tc.post("/v1/circles/runs", json={}).status_code == 401  # anonymous may not run
     _as_planner(tc)
     r = tc.post("/v1/circles/runs", json={"tiers_m": [300, 500]})
-    assert r.status_code == 201, r.text
-    run = r.json()
-    assert run["kind"] == "circles" and run["status"] == "done"
+    assert r.status_code == 202, r.text
+    queued = r.json()
+    assert queued["kind"] == "circles" and queued["status"] in ("queued", "running", "done")
+    assert r.headers["location"] == f"/v1/circles/runs/{queued['id']}"
+    run = _wait(tc, queued["id"])
+    assert run["status"] == "done" and run["progress"] == 1, run
     fc = tc.get(f"/v1/circles/runs/{run['id']}/circles", params={"tier_m": 300}).json()
     assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 1
     assert tc.post("/v1/circles/runs", json={"tiers_m": [-1]}).status_code == 422
-    assert tc.post("/v1/circles/coverage", json={"tier_m": 123}).status_code == 422
+    bad = tc.post("/v1/circles/coverage", json={"tier_m": 123, "circles_run_id": run["id"]})
+    assert bad.status_code == 422 and "tier_m" in bad.text  # refused before anything is queued
 
-    cov = tc.post("/v1/circles/coverage", json={"circles_run_id": run["id"]}).json()
+    queued = tc.post("/v1/circles/coverage", json={"circles_run_id": run["id"]})
+    assert queued.status_code == 202, queued.text
+    cov = _wait(tc, queued.json()["id"])
     assert cov["summary"]["covered"] == 1 and cov["summary"]["residents_covered"] == 10
     summ = tc.get(f"/v1/circles/coverage/{cov['id']}", params={"level": "street"}).json()
     assert summ["levels"][0]["code"] == "350104001" and summ["levels"][0]["residents"] == 60
@@ -65,10 +87,64 @@ def test_circles_coverage_siting_over_http(client):
     FeatureCollection[UncoveredProperties].model_validate(unc, strict=False)
     assert sorted(f["properties"]["code"] for f in unc["features"]) == ["B1", "B2"]
 
-    st = tc.post("/v1/circles/siting", json={"k": 1}).json()
-    mclp = [f for f in st["sites"]["features"] if f["properties"]["method"] == "mclp"]
+    st = _wait(tc, tc.post("/v1/circles/siting", json={"k": 1}).json()["id"])
+    out = tc.get(f"/v1/circles/siting/{st['id']}").json()
+    mclp = [f for f in out["sites"]["features"] if f["properties"]["method"] == "mclp"]
     assert mclp[0]["properties"]["gain_residents"] == 50
-    assert tc.get(f"/v1/circles/siting/{st['run_id']}").status_code == 200
     assert len(tc.get("/v1/circles/runs").json()) == 3
     assert tc.get("/v1/circles/runs/999999").status_code == 404
     assert tc.get(f"/v1/circles/coverage/{run['id']}").status_code == 404  # not a coverage run
+
+    # distance coverage: per-building distances and completeness over HTTP
+    dcov = _wait(tc, tc.post("/v1/circles/coverage", json={"tier_m": 300}).json()["id"])
+    assert dcov["status"] == "done" and dcov["params"]["method"] == "distance"
+    d = tc.get(f"/v1/circles/coverage/{dcov['id']}/distances").json()
+    b0 = next(f for f in d["features"] if f["properties"]["code"] == "B0")
+    sw = b0["properties"]["kinds"]["social_work_station"]
+    assert sw["distance_m"] < 30 and sw["minutes"] == pytest.approx(sw["distance_m"] / 60, abs=0.01)
+    comp = tc.get(f"/v1/circles/coverage/{dcov['id']}/completeness",
+                  params={"level": "street"}).json()
+    assert comp[0]["code"] == "350104001" and set(comp[0]["tiers"]) == {"5", "10", "15"}
+
+
+def test_failed_run_is_recorded_and_a_dead_runners_run_is_taken_again(client):
+    """A run whose computation refuses its input ends ``failed`` with the reason; a run left
+    ``running`` by a process that died (no advisory lock held) is computed again by the next
+    runner, from its stored parameters: the queue survives a restart."""
+    from geo.circles.queue import enqueue, run_next
+    from geo.circles.runs import CircleSettings
+
+    app, tc = client
+    eng = app.state.engine
+    with eng.begin() as c:  # as a crashed service leaves it: running, progress, no lock
+        rid = enqueue(c, "circles", {"tiers_m": [300]})
+        c.execute(text("UPDATE analysis_run SET status = 'running', progress = 0.4 WHERE id = :r"),
+                  {"r": rid})
+    run = _wait(tc, rid)
+    assert run["status"] == "done" and run["summary"]["circles"] == 1
+    with eng.begin() as c:
+        bad = enqueue(c, "siting", {"k": 1, "coverage_run_id": 987654})
+    run_next(eng, CircleSettings())  # whichever runner takes it, it fails cleanly
+    failed = _wait(tc, bad)
+    assert failed["status"] == "failed" and "987654" in failed["summary"]["error"]
+
+
+def test_analysis_reads_are_scoped_to_the_callers_area(client):
+    """Reads narrowed to an area (``within``, which a signed-in user's own area narrows in
+    ``area_within`` exactly as for layers) return only that area's buildings and circles."""
+    app, tc = client
+    _as_planner(app)
+    run = _wait(tc, tc.post("/v1/circles/runs", json={"tiers_m": [300]}).json()["id"])
+    cov = _wait(tc, tc.post("/v1/circles/coverage", json={"tier_m": 300}).json()["id"])
+    assert len(tc.get(f"/v1/circles/coverage/{cov['id']}/distances").json()["features"]) == 3
+    mine = tc.get(f"/v1/circles/coverage/{cov['id']}/distances", params={"within": "350104001"})
+    assert len(mine.json()["features"]) == 3
+    assert len(tc.get(f"/v1/circles/runs/{run['id']}/circles",
+                      params={"within": "350104001001"}).json()["features"]) == 1
+    other = tc.get(f"/v1/circles/coverage/{cov['id']}/distances",
+                   params={"within": "350104002"}).json()
+    assert other["features"] == []
+    assert tc.get(f"/v1/circles/coverage/{cov['id']}/uncovered",
+                  params={"within": "350104002"}).json()["features"] == []
+    assert tc.get(f"/v1/circles/runs/{run['id']}/circles",
+                  params={"within": "350104002"}).json()["features"] == []

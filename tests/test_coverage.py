@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import shapely
 from circles_testnet import ORIGIN_M, add_station, make_lattice, to_wgs84
 from pyproj import Transformer
@@ -235,3 +236,128 @@ def test_shapely_join_equals_postgis_join(conn):
         " WHERE run_id = :r ORDER BY building_id"), {"r": run}).all()
     assert got_rows == want_rows
     assert any(len(r[3]) > 1 for r in got_rows)  # some building has two kinds
+
+
+# --- per-building walking distances and life-circle completeness on the real demo network --------
+
+
+@pytest.fixture(scope="module")
+def demo_run(fresh_database):
+    """A distance coverage run on the demo district (Helsinki walk network): engine, run id."""
+    from circles_testnet import demo_database
+
+    from geo.core.db import make_engine
+
+    eng = make_engine(demo_database(fresh_database))
+    with eng.begin() as c:
+        run = run_coverage(c, CircleSettings(), tier_m=300)
+    yield eng, run
+    with eng.begin() as c:
+        c.execute(text("DELETE FROM analysis_run WHERE id = :r"), {"r": run})
+    eng.dispose()
+
+
+def _snap_sql(table: str, geom: str) -> str:
+    # nearest usable edge by distance in the metric CRS, independent of the STRtree
+    return f"""
+SELECT t.id, n.edge_id, n.frac, n.d FROM {table} t CROSS JOIN LATERAL (
+  SELECT e.id AS edge_id,
+         ST_LineLocatePoint(ST_Transform(e.geom, 32635), ST_Transform(t.{geom}, 32635)) AS frac,
+         ST_Distance(ST_Transform(e.geom, 32635), ST_Transform(t.{geom}, 32635)) AS d
+  FROM walk_edge e WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
+  ORDER BY d LIMIT 1) n WHERE t.id = ANY(:ids)
+"""
+
+
+def test_building_distances_equal_networkx(demo_run):
+    """Each sampled building's distance to the nearest station of every kind equals networkx
+    Dijkstra over the usable walk edges from the door's access point (nearest usable edge found
+    by PostGIS), access legs included; NULL exactly where networkx finds nothing within the
+    limit. Coverage at 300 m follows from the distances."""
+    import networkx as nx
+
+    from geo.circles.build import BLOCKED_SQL
+    from geo.circles.coverage import distances_frame
+
+    eng, run = demo_run
+    s = CircleSettings()
+    with eng.connect() as c:
+        tx = c.begin()
+        kinds, df = distances_frame(c, run)
+        c.execute(text(BLOCKED_SQL), {"kinds": list(s.circle_barrier_kinds)})
+        edges = c.execute(text(
+            "SELECT id, source, target, length_m FROM walk_edge e WHERE NOT"
+            " EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)")).all()
+        sample = df["id"].sample(40, random_state=1).tolist()
+        bsnap = c.execute(text(_snap_sql("building", "location")), {"ids": sample}).all()
+        st = c.execute(text("SELECT id, kind FROM station")).all()
+        ssnap = c.execute(text(_snap_sql("station", "location")),
+                          {"ids": [r[0] for r in st]}).all()
+        tx.rollback()
+    ends = {e[0]: (e[1], e[2], e[3]) for e in edges}
+    kind_of = dict(st)
+    g = nx.Graph()
+    for _, u, v, w in edges:  # of parallel edges, the shortest
+        if not g.has_edge(u, v) or g[u][v]["weight"] > w:
+            g.add_edge(u, v, weight=w)
+    for sid, eid, f, d in ssnap:
+        u, v, length = ends[eid]
+        g.add_edge(("s", sid), u, weight=d + f * length)
+        g.add_edge(("s", sid), v, weight=d + (1 - f) * length)
+    for bid, eid, f, d in bsnap:
+        u, v, length = ends[eid]
+        g.add_edge(("b", bid), u, weight=d + f * length)
+        g.add_edge(("b", bid), v, weight=d + (1 - f) * length)
+        for sid, seid, sf, sd in ssnap:  # a station on the same edge: straight along it
+            if seid == eid:
+                g.add_edge(("b", bid), ("s", sid), weight=d + sd + abs(f - sf) * length)
+    checked = 0
+    for kind in kinds:
+        sources = [("s", sid) for sid, *_ in ssnap if kind_of[sid] == kind]
+        want = nx.multi_source_dijkstra_path_length(g, sources, cutoff=s.distance_limit_m) \
+            if sources else {}
+        for bid in sample:
+            got = df.loc[df["id"] == bid, f"{kind}_m"].iloc[0]
+            w = want.get(("b", bid))
+            if w is None:
+                assert np.isnan(got), (bid, kind, got)
+            else:
+                assert got == pytest.approx(w, abs=0.15), (bid, kind)
+                checked += 1
+    assert checked > 100
+    near = df[[f"{k}_m" for k in kinds]].min(axis=1)
+    assert (df["covered"] == (near <= 300)).all()
+
+
+def test_completeness_equals_pandas(demo_run):
+    """Life-circle shares per community and street equal a pandas computation from the stored
+    per-building distances; a kind is listed missing when under the gap share."""
+    from geo.circles.completeness import completeness
+    from geo.circles.coverage import distances_frame
+
+    eng, run = demo_run
+    s = CircleSettings()
+    with eng.connect() as c:
+        kinds, df = distances_frame(c, run)
+        got = {lv: completeness(c, s, run, lv) for lv in ("community", "street", "district")}
+    for level, n in (("community", 12), ("street", 9), ("district", 6)):
+        df["area"] = df["grid_code"].str[:n]
+        assert [a["code"] for a in got[level]] == sorted(df["area"].unique())
+        for a in got[level]:
+            part = df[df["area"] == a["code"]]
+            res = part["residents"].sum()
+            assert a["residents"] == res
+            for minutes, dist in s.life_circle_m.items():
+                want = [k for k in s.life_circle_kinds[minutes] if k in kinds]
+                ok = np.ones(len(part), bool)
+                shares = {}
+                for k in want:
+                    within = (part[f"{k}_m"] <= dist).to_numpy()
+                    ok &= within
+                    shares[k] = part["residents"][within].sum() / res
+                t = a["tiers"][minutes]
+                assert t["share_served"] == pytest.approx(part["residents"][ok].sum() / res,
+                                                          abs=1e-4)
+                assert t["kind_shares"] == pytest.approx(shares, abs=1e-4)
+                assert t["missing_kinds"] == sorted(k for k, v in shares.items()
+                                                    if v < s.life_circle_gap_share)

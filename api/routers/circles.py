@@ -1,7 +1,10 @@
 """HTTP routes for service circles, coverage and siting (thin: the work is in ``geo``).
 
-Who may read and who may start a run is in ``api/policy.py`` (planners and commanders). GeoJSON
-answers follow RFC 7946 (lon, lat, WGS 84).
+Who may start a run and who may read is in ``api/policy.py`` (planners and commanders). A run
+is checked, queued in ``analysis_run`` and answered at once with 202 and the queued run; a runner
+thread computes it (``geo.circles.queue``) and ``GET /v1/circles/runs/{id}`` shows its status
+and progress. Reads are scoped to the caller's area (``within``), like layers and maps.
+GeoJSON answers follow RFC 7946 (lon, lat, WGS 84).
 """
 
 from __future__ import annotations
@@ -9,17 +12,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings
-from api.policy import PolicyRoute
+from api.policy import PolicyRoute, area_within, caller
 from api.schemas import FeatureCollection, GeoJSONAnswer
-from geo.circles.build import build_circles, circles_geojson
-from geo.circles.coverage import coverage_by_level, run_coverage, uncovered_geojson
+from geo.circles.build import circles_geojson
+from geo.circles.completeness import completeness
+from geo.circles.coverage import coverage_by_level, distances_geojson, uncovered_geojson
+from geo.circles.queue import check_request, enqueue, runner_for
 from geo.circles.runs import CircleSettings, get_run, list_runs
-from geo.circles.siting import run_siting, sites
+from geo.circles.siting import sites
 
 router = APIRouter(prefix="/v1/circles", tags=["circles"], route_class=PolicyRoute)
 circle_settings = AppSettings(CircleSettings, "circle_settings")
@@ -27,6 +32,11 @@ circle_settings = AppSettings(CircleSettings, "circle_settings")
 
 def on_startup(app: Any) -> None:
     app.state.circle_settings = CircleSettings()
+    runner_for(app.state.engine, app.state.circle_settings)
+
+
+def _settings(request: Request) -> CircleSettings:
+    return circle_settings(request)
 
 
 class Run(BaseModel):
@@ -37,7 +47,10 @@ class Run(BaseModel):
     source_run_id: int | None
     started_at: datetime
     finished_at: datetime | None
-    status: str
+    status: str = Field(description="queued, running, done or failed (reason in "
+                        "summary.error)")
+    progress: float = Field(0.0, description="Share of the work done, 0-1.")
+    requested_by: str | None = None
     summary: dict[str, Any]
 
 
@@ -49,8 +62,13 @@ class CirclesRequest(BaseModel):
 
 
 class CoverageRequest(BaseModel):
-    circles_run_id: int | None = Field(None, description="Circles run; default the latest.")
-    tier_m: float | None = Field(None, description="Tier (m) defining coverage; default 300.")
+    method: Literal["distance", "circles"] | None = Field(
+        None, description="distance (default): walking distance from every building to the "
+        "nearest station of every kind; circles: building points in stored circles.")
+    circles_run_id: int | None = Field(None, description="Circles run (method circles); "
+                                       "default the latest.")
+    tier_m: float | None = Field(None, gt=0, le=5000,
+                                 description="Tier (m) defining coverage; default 300.")
 
 
 class SitingRequest(BaseModel):
@@ -58,6 +76,9 @@ class SitingRequest(BaseModel):
     coverage_run_id: int | None = Field(None, description="Coverage run; default the latest.")
     tier_m: float | None = Field(None, gt=0, le=5000,
                                  description="Walking distance (m); default the coverage tier.")
+    kind: str | None = Field(None, max_length=64, description="Station kind whose gaps are "
+                             "the demand (distance coverage runs); default the life-circle "
+                             "kind of the tier that leaves the most residents out.")
 
 
 class LevelCoverage(BaseModel):
@@ -92,28 +113,32 @@ class UncoveredProperties(BaseModel):
     households: int | None
 
 
-class SiteProperties(BaseModel):
-    method: str = Field(description="mclp (spopt) or greedy (the baseline).")
-    rank: int = Field(description="Order in which the method picked the site (1 = first).")
-    node_id: int = Field(description="Walk-network node the site stands at.")
-    gain_residents: float = Field(description="Residents newly covered by this site.")
-    cumulative_residents: float = Field(description="Residents newly covered up to this rank.")
+WITHIN = Query(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+               description="Only this area (6, 9, 12 or 15-digit code); a signed-in user reads "
+               "only their own area (a wider code is narrowed to it, a disjoint one is 403).")
+ACCEPTED = {202: {"description": "Queued; poll GET /v1/circles/runs/{id} (Location header)."}}
 
 
-class Sites(BaseModel):
-    run_id: int
-    summary: dict[str, Any] = Field(description="The siting run's summary (k, tier_m, totals).")
-    sites: FeatureCollection[SiteProperties]
-
-
-@router.post("/runs", operation_id="create_circles_run", response_model=Run, status_code=201,
-             summary="Compute the walking service circles of every station (pgRouting).")
-def create_circles_run(
-    body: CirclesRequest, conn: Connection = CONNECTION,
-    settings: CircleSettings = Depends(circle_settings),
-) -> dict[str, Any]:
-    rid = build_circles(conn, settings, tiers_m=body.tiers_m, clip=body.clip)
+def _queue(request: Request, response: Response, conn: Connection, kind: str,
+           params: dict[str, Any]) -> dict[str, Any]:
+    settings = _settings(request)
+    p = check_request(conn, settings, kind, params)
+    who = caller(request)
+    rid = enqueue(conn, kind, p, who.name if who is not None else None)
+    conn.commit()  # visible to the runner before it is woken
+    runner_for(request.app.state.engine, settings).wake()
+    response.headers["Location"] = f"/v1/circles/runs/{rid}"
     return get_run(conn, rid)
+
+
+@router.post("/runs", operation_id="create_circles_run", response_model=Run, status_code=202,
+             responses=ACCEPTED,
+             summary="Queue the walking service circles of every station (pgRouting).")
+def create_circles_run(
+    body: CirclesRequest, request: Request, response: Response,
+    conn: Connection = CONNECTION,
+) -> dict[str, Any]:
+    return _queue(request, response, conn, "circles", body.model_dump())
 
 
 @router.get("/runs", operation_id="list_analysis_runs", response_model=list[Run],
@@ -127,7 +152,7 @@ def runs(
 
 
 @router.get("/runs/{run_id}", operation_id="get_analysis_run", response_model=Run,
-            summary="One run: parameters, times, status, summary.")
+            summary="One run: parameters, times, status, progress, summary.")
 def run(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
     return get_run(conn, run_id)
 
@@ -138,32 +163,35 @@ def run(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
             response_description="RFC 7946 FeatureCollection; properties station_id, "
             "station_code, kind, tier_m, tier_min.")
 def circles(
-    run_id: int, tier_m: float | None = None, limit: int = Query(10000, ge=1, le=100000),
+    run_id: int, request: Request, tier_m: float | None = None,
+    limit: int = Query(10000, ge=1, le=100000), within: str | None = WITHIN,
     conn: Connection = CONNECTION,
 ) -> GeoJSONAnswer:
-    return GeoJSONAnswer(circles_geojson(conn, run_id, tier_m=tier_m, limit=limit))
+    return GeoJSONAnswer(circles_geojson(conn, run_id, tier_m=tier_m, limit=limit,
+                                         within=area_within(request, within)))
 
 
 @router.post("/coverage", operation_id="create_coverage_run", response_model=Run,
-             status_code=201, summary="Which buildings the circles cover, by which stations.")
+             status_code=202, responses=ACCEPTED,
+             summary="Queue coverage: per-building walking distances to every station kind "
+             "(or building points in circles).")
 def create_coverage(
-    body: CoverageRequest, conn: Connection = CONNECTION,
-    settings: CircleSettings = Depends(circle_settings),
+    body: CoverageRequest, request: Request, response: Response,
+    conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
-    rid = run_coverage(conn, settings, circles_run_id=body.circles_run_id,
-                       tier_m=body.tier_m)
-    return get_run(conn, rid)
+    return _queue(request, response, conn, "coverage", body.model_dump())
 
 
 @router.get("/coverage/{run_id}", operation_id="get_coverage_summary",
             response_model=CoverageSummary,
             summary="Residents and households covered per grid, community or street.")
 def coverage_summary(
-    run_id: int, level: Literal["grid", "community", "street"] = "community",
+    run_id: int, request: Request,
+    level: Literal["grid", "community", "street"] = "community", within: str | None = WITHIN,
     conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
     return {"run": get_run(conn, run_id, "coverage"),
-            "levels": coverage_by_level(conn, run_id, level)}
+            "levels": coverage_by_level(conn, run_id, level, area_within(request, within))}
 
 
 @router.get("/coverage/{run_id}/uncovered", operation_id="get_uncovered_buildings",
@@ -172,27 +200,52 @@ def coverage_summary(
             response_description="RFC 7946 FeatureCollection; properties code, name, "
             "grid_code, residents, households.")
 def uncovered(
-    run_id: int, limit: int = Query(100000, ge=1, le=1000000),
-    conn: Connection = CONNECTION,
+    run_id: int, request: Request, limit: int = Query(100000, ge=1, le=1000000),
+    within: str | None = WITHIN, conn: Connection = CONNECTION,
 ) -> GeoJSONAnswer:
-    return GeoJSONAnswer(uncovered_geojson(conn, run_id, limit))
+    return GeoJSONAnswer(uncovered_geojson(conn, run_id, limit, area_within(request, within)))
 
 
-@router.post("/siting", operation_id="create_siting_run", status_code=201,
-             response_model=Sites,
-             summary="Suggest k new station sites (MCLP with spopt, greedy baseline).",
-             response_description="{run_id, summary, sites: FeatureCollection of points with "
-             "method, rank, gain_residents, cumulative_residents}")
+@router.get("/coverage/{run_id}/distances", operation_id="get_building_distances",
+            summary="Each building's walking distance (m, minutes) to the nearest station of "
+            "every kind (distance coverage runs).",
+            response_description="RFC 7946 FeatureCollection of building points; properties "
+            "code, grid_code, residents, covered, kinds: {kind: {distance_m, minutes, "
+            "station_id} or null when none within the run's limit}.")
+def building_distances(
+    run_id: int, request: Request, limit: int = Query(10000, ge=1, le=100000),
+    within: str | None = WITHIN, conn: Connection = CONNECTION,
+) -> GeoJSONAnswer:
+    speed = _settings(request).walking_speed_m_per_min
+    return GeoJSONAnswer(distances_geojson(conn, run_id, speed, limit,
+                                           area_within(request, within)))
+
+
+@router.get("/coverage/{run_id}/completeness", operation_id="get_life_circle_completeness",
+            summary="Life-circle completeness (GB 50180-2018): share of residents within 5/10/15 "
+            "minutes of every required kind, and the kinds each area lacks.")
+def life_circle_completeness(
+    run_id: int, request: Request,
+    level: Literal["district", "street", "community", "grid"] = "community",
+    within: str | None = WITHIN, conn: Connection = CONNECTION,
+) -> list[dict[str, Any]]:
+    return completeness(conn, _settings(request), run_id, level, area_within(request, within))
+
+
+@router.post("/siting", operation_id="create_siting_run", response_model=Run, status_code=202,
+             responses=ACCEPTED,
+             summary="Queue siting: k new station sites (MCLP with spopt, greedy baseline); "
+             "the sites are at GET /v1/circles/siting/{id} once done.")
 def create_siting(
-    body: SitingRequest, conn: Connection = CONNECTION,
-    settings: CircleSettings = Depends(circle_settings),
+    body: SitingRequest, request: Request, response: Response,
+    conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
-    rid = run_siting(conn, settings, k=body.k, coverage_run_id=body.coverage_run_id,
-                     tier_m=body.tier_m)
-    return sites(conn, rid)
+    return _queue(request, response, conn, "siting", body.model_dump())
 
 
-@router.get("/siting/{run_id}", operation_id="get_siting_run", response_model=Sites,
-            summary="A siting run's suggested sites.")
+@router.get("/siting/{run_id}", operation_id="get_siting_run",
+            summary="A siting run's suggested sites.",
+            response_description="{run_id, summary, sites: FeatureCollection of points with "
+            "method, rank, gain_residents, cumulative_residents}")
 def get_siting(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
     return sites(conn, run_id)

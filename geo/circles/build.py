@@ -14,29 +14,42 @@ Method (metres in the district's metric CRS, results stored in EPSG:4326):
    part within the remaining budget from each end (the whole edge when the two parts meet),
    plus the part of the station's own edge within the budget either side of the snapped point;
    overlapping parts of one edge are united, so the pieces are disjoint and meet bit for bit.
-4. The circle is the pieces buffered by ``circle_buffer_m`` (shapely, ``circle_quad_segs``):
-   one buffer of the line-merged pieces. Where a circle touches a barrier, the barrier area is
-   cut out and any part left with no reached piece in it is dropped: a buffer never jumps a
-   river. Steps 3-4 run in threads over chunks of circles while finished chunks are COPYed in.
-   Optionally clipped to the station's community or street (SQL).
+4. The circle is every point within ``circle_buffer_m`` of the pieces: by default a contour of
+   the distance field on a ``circle_raster_cell_m`` grid (``geo.circles.raster``), or
+   (``circle_polygon_method=exact``) one shapely buffer of the line-merged pieces. Where a
+   circle touches a barrier, the barrier area is cut out and any part left with no reached
+   piece in it is dropped: a circle never jumps a river. Steps 3-4 run in
+   ``circle_parallel_workers`` forked processes over chunks of circles while this process COPYs
+   finished chunks in. Optionally clipped to the station's community or street (SQL).
 """
 from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import shapely
 from pyproj import Transformer
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from geo.circles.geometry import EdgeCoords, circle_polygons, edge_reach, tier_intervals
-from geo.circles.runs import CircleSettings, finish_run, metric_srid, read_copy, start_run
+from geo.circles.geometry import (
+    EdgeCoords,
+    circle_polygons,
+    cut_barrier,
+    edge_reach,
+    tier_intervals,
+)
+from geo.circles.raster import raster_polygons
+from geo.circles.runs import CircleSettings, claim_run, finish_run, metric_srid, read_copy
 from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
 from geo.data.store import _ewkb, _multi_polygons
@@ -103,7 +116,7 @@ JOIN _cs_station s ON s.station_id = -d.start_vid
 WHERE d.node > 0 AND d.agg_cost + s.snap_m <= :reach
 """
 
-OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"
+OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"  # no bind values
 # the usable edges inside the batches' boxes, in the metric CRS
 EDGES_M_SQL = """
 SELECT e.id, e.source, e.target, ST_AsBinary(ST_Transform(e.geom, :srid)) AS wkb
@@ -129,9 +142,11 @@ DELETE FROM service_circle WHERE run_id = :run AND ST_IsEmpty(geom);
 COPY_SQL = ("COPY service_circle (run_id, station_id, tier_m, tier_min, reached_pieces, geom)"
             " FROM STDIN WITH (FORMAT csv)")
 CHUNK = 250  # circles per buffer task
+POOL_MIN_CIRCLES = 100  # fewer circles are drawn in this process (forking costs more)
 
 
-def _check_tiers(tiers: list[float]) -> list[float]:
+def check_tiers(tiers: list[float]) -> list[float]:
+    """Tiers (m) sorted and unique; InvalidInput naming ``tiers_m`` unless all in (0, 5000]."""
     bad = [t for t in tiers if not (0 < float(t) <= 5000)]
     if not tiers or bad:
         raise InvalidInput(
@@ -140,6 +155,13 @@ def _check_tiers(tiers: list[float]) -> list[float]:
             or [Problem("no tiers given", field="tiers_m")],
         )
     return sorted({float(t) for t in tiers})
+
+
+def check_clip(clip: str | None) -> str | None:
+    """'community', 'street' or None (also for '' and 'none'); InvalidInput otherwise."""
+    if clip not in (None, "", "none", "community", "street"):
+        raise InvalidInput("bad clip", [Problem("must be community, street or none", "clip")])
+    return None if clip in ("", "none") else clip
 
 
 def _drop_temp(conn: Connection) -> None:
@@ -155,8 +177,10 @@ def _search(
     station_ids: list[int] | None,
     srid: int,
     progress: bool,
-) -> dict[str, float]:
-    """Snap stations, batch them, and fill ``_cs_dd`` (station, node, metres) via pgRouting."""
+) -> tuple[dict[str, float], Iterator[tuple[np.ndarray, pd.DataFrame]]]:
+    """Snap stations and search: per station, every node within ``reach`` (station, node,
+    metres), with pgRouting (one call per batch, via ``_cs_dd``) or scipy in memory
+    (``circle_search``); and the seconds spent."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     conn.execute(text(BLOCKED_SQL), {"kinds": list(settings.circle_barrier_kinds)})
@@ -168,6 +192,10 @@ def _search(
     batches = [r[0] for r in conn.execute(text("SELECT batch_id FROM _cs_batch ORDER BY 1"))]
     timings["snap_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
+    if settings.circle_search == "scipy":
+        timings["search_s"] = 0.0
+        timings["batches"] = len(batches)
+        return timings, _search_scipy(conn, reach, timings)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -186,8 +214,138 @@ def _search(
     conn.execute(text("CREATE INDEX ON _cs_dd (node); ANALYZE _cs_dd;"))
     timings["search_s"] = time.perf_counter() - t1
     timings["batches"] = len(batches)
-    return timings
+    everyone = read_copy(conn, OWN_SQL, ["station"] + ["edge", "frac", "snap"])["station"]
+    return timings, iter([(everyone.to_numpy(np.int64),
+                           read_copy(conn, "SELECT station_id, node, d FROM _cs_dd",
+                                     ["station", "node", "d"]))])
 
+
+USABLE_SQL = (
+    "SELECT e.id, e.source, e.target, e.length_m FROM walk_edge e "
+    "WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)"
+)
+SEARCH_CHUNK = 32  # stations per scipy call (its answer is a dense stations x nodes matrix)
+SEARCH_GROUP = 400  # stations whose circles are built together (bounds the memory)
+
+
+def _search_scipy(conn: Connection, reach: float,
+                  timings: dict[str, float]) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+    """The same search as ``pgr_withPointsDD`` in memory: Dijkstra (scipy) over the usable
+    edges (``length_m`` both ways) from one virtual node per snapped station, joined to its
+    edge's ends by the snap distance plus the part of the edge; nodes within ``reach`` (m,
+    snap included). Yields station, node (walk node id), d (m) for ``SEARCH_GROUP`` stations
+    at a time (in batch order: near one another), adding its seconds to ``search_s``."""
+    t0 = time.perf_counter()
+    from scipy.sparse.csgraph import dijkstra
+
+    from geo.circles.distances import sparse_graph
+
+    e = read_copy(conn, USABLE_SQL, ["id", "source", "target", "len"])
+    st = read_copy(conn, OWN_SQL + " ORDER BY batch_id, station_id",
+                   ["station", "edge", "frac", "snap"])
+    m = len(e)
+    ids, inv = np.unique(np.r_[e["source"].to_numpy(), e["target"].to_numpy()],
+                         return_inverse=True)
+    n, ns = len(ids), len(st)
+    u, v, ln = inv[:m], inv[m:], e["len"].to_numpy(float)
+    k = pd.Index(e["id"].to_numpy()).get_indexer(st["edge"].to_numpy())
+    frac, snap = st["frac"].to_numpy(float), st["snap"].to_numpy(float)
+    g = sparse_graph(np.r_[u, v, n + np.arange(ns), n + np.arange(ns)],
+                     np.r_[v, u, u[k], v[k]],
+                     np.r_[ln, ln, snap + frac * ln[k], snap + (1 - frac) * ln[k]], n + ns)
+    sid = st["station"].to_numpy(np.int64)
+    timings["search_s"] += time.perf_counter() - t0
+    for g0 in range(0, ns, SEARCH_GROUP):
+        t1 = time.perf_counter()
+        parts = []
+        for c0 in range(g0, min(g0 + SEARCH_GROUP, ns), SEARCH_CHUNK):
+            c1 = min(c0 + SEARCH_CHUNK, ns, g0 + SEARCH_GROUP)
+            d = dijkstra(g, directed=True, indices=n + np.arange(c0, c1), limit=reach)[:, :n]
+            r, c = np.nonzero(d <= reach)
+            parts.append(pd.DataFrame({"station": sid[c0:c1][r], "node": ids[c],
+                                       "d": d[r, c]}))
+        timings["search_s"] += time.perf_counter() - t1
+        yield sid[g0:g0 + SEARCH_GROUP], pd.concat(parts, ignore_index=True)
+
+
+
+@dataclass
+class _Job:
+    """What every chunk of a run shares (picklable, sent to the worker processes)."""
+
+    run_id: int
+    srid: int
+    method: str
+    cell_m: float
+    buffer_m: float
+    quad_segs: int
+    speed: float
+    barrier: bytes | None
+
+
+@dataclass
+class _Chunk:
+    """Some circles' reached pieces: vertices (m), piece of each vertex, circle of each piece
+    (all local to the chunk), and each circle's station, tier (m) and piece count."""
+
+    xy: np.ndarray
+    piece: np.ndarray
+    circle: np.ndarray
+    n: int
+    station: np.ndarray
+    tier: np.ndarray
+    pieces: np.ndarray
+
+
+def _chunk_csv(job: _Job, ch: _Chunk) -> tuple[str, int, dict[str, float]]:
+    """Polygons of one chunk of circles (raster contour or exact buffer, then the barrier
+    cut), in EPSG:4326, as ``service_circle`` COPY rows; with the CPU seconds of each step."""
+    clock = time.process_time
+    t0 = clock()
+    lines = shapely.linestrings(ch.xy, indices=ch.piece)
+    multi = shapely.multilinestrings(lines, indices=ch.circle)
+    if job.method == "exact":
+        polys, spent = circle_polygons(multi, job.buffer_m, job.quad_segs, job.barrier)
+    else:
+        polys = raster_polygons(ch.xy, ch.piece, ch.circle, ch.n, job.cell_m, job.buffer_m)
+        polys = shapely.simplify(polys, job.cell_m / 5)
+        t1 = clock()
+        if job.barrier is not None:
+            cut_barrier(polys, multi, job.barrier)
+        spent = {"merge_s": 0.0, "buffer_s": t1 - t0, "cut_s": clock() - t1}
+    t = clock()
+    to_wgs = Transformer.from_crs(job.srid, 4326, always_xy=True)
+    polys = shapely.transform(polys, lambda p: np.column_stack(to_wgs.transform(*p.T)))
+    ok = np.nonzero(~shapely.is_empty(polys))[0]
+    wkb = _ewkb(_multi_polygons(polys[ok]))
+    s, tm, pc = ch.station[ok], ch.tier[ok], ch.pieces[ok]
+    csv = "".join(  # numbers and hex only: no quoting needed
+        f"{job.run_id},{s[i]},{float(tm[i])!r},{float(tm[i]) / job.speed!r},{pc[i]},{wkb[i]}\n"
+        for i in range(len(ok)))
+    spent["store_s"] = clock() - t
+    return csv, len(ok), spent
+
+
+class _Serial:
+    """``pool.map`` in this process (one worker, or one chunk: no process worth forking)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Any, *its: Any) -> Any:
+        return map(fn, *its)
+
+
+def _pool(workers: int, jobs: int, circles: int) -> Any:
+    """Worker processes (forked: they inherit the imports, start in milliseconds) when there is
+    more than one worker and chunk and at least ``POOL_MIN_CIRCLES`` circles; the raster and
+    GEOS steps do not release the GIL, so threads would share one core."""
+    if workers <= 1 or jobs <= 1 or circles < POOL_MIN_CIRCLES:
+        return _Serial()
+    return ProcessPoolExecutor(min(workers, jobs), mp_context=multiprocessing.get_context("fork"))
 
 
 def _polygons(
@@ -197,85 +355,92 @@ def _polygons(
     srid: int,
     run_id: int,
     progress: bool,
+    groups: Iterable[tuple[np.ndarray, pd.DataFrame]],
+    stations: int,
+    on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
 
-    The reached distances leave the database once (COPY); pieces, buffers, the barrier cut and
-    the transform to EPSG:4326 run in shapely/pyproj over arrays, in ``circle_parallel_workers``
-    threads, while this thread COPYs finished chunks in. Returns wall seconds per phase and the
-    threads' CPU seconds of merge, buffer and cut.
+    ``groups``: the search's answer, per group of stations (their ids, and station, node,
+    metres), so that memory stays bounded; ``stations`` in all. Pieces are built per group;
+    polygons, the barrier cut and the transform to EPSG:4326 run over arrays in
+    ``circle_parallel_workers`` processes while this one COPYs finished chunks in. Returns
+    wall seconds per phase and the workers' CPU seconds of merge, polygon ("buffer") and cut.
     """
     t0 = time.perf_counter()
-    dd = read_copy(conn, "SELECT station_id, node, d FROM _cs_dd", ["station", "node", "d"])
     own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
     erows = conn.execute(text(EDGES_M_SQL), {"srid": srid}).all()
     ids = np.array([r[0] for r in erows], dtype=np.int64)
     geoms = shapely.from_wkb([bytes(r[3]) for r in erows])
+    source = np.array([r[1] for r in erows], dtype=np.int64)
+    target = np.array([r[2] for r in erows], dtype=np.int64)
+    del erows
+    coords = EdgeCoords.from_geoms(geoms)
+    length = shapely.length(geoms)
     own["edge"] = np.searchsorted(ids, own["edge"].to_numpy())
-    t1 = time.perf_counter()
-    reach = edge_reach(dd, np.array([r[1] for r in erows], dtype=np.int64),
-                       np.array([r[2] for r in erows], dtype=np.int64))
-    iv = tier_intervals(reach, own, shapely.length(geoms), tiers)
-    xy, piece = EdgeCoords.from_geoms(geoms).substrings(
-        iv["edge"].to_numpy(), iv["lo"].to_numpy(), iv["hi"].to_numpy())
-    key = iv[["station", "tier"]].to_numpy()
-    new = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) else np.zeros(0, bool)
-    circle = np.cumsum(new) - 1
-    first = np.nonzero(new)[0]
-    station = iv["station"].to_numpy()[first]
-    tier = np.asarray(tiers, dtype=float)[iv["tier"].to_numpy()[first]]
-    pieces = np.bincount(circle, minlength=len(first))
-    t2 = time.perf_counter()
     barrier = None
     if settings.circle_barrier_kinds:
         barrier = conn.execute(
             text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
         ).scalar()
         barrier = bytes(barrier) if barrier is not None else None
-
-    def work(c0: int, c1: int) -> tuple[str, int, dict[str, float]]:
-        p0, p1 = np.searchsorted(circle, [c0, c1])
-        q0, q1 = np.searchsorted(piece, [p0, p1])
-        lines = shapely.linestrings(xy[q0:q1], indices=piece[q0:q1] - p0)
-        multi = shapely.multilinestrings(lines, indices=circle[p0:p1] - c0)
-        polys, spent = circle_polygons(multi, settings.circle_buffer_m,
-                                       settings.circle_quad_segs, barrier)
-        t = time.thread_time()
-        to_wgs = Transformer.from_crs(srid, 4326, always_xy=True)
-        polys = shapely.transform(polys, lambda p: np.column_stack(to_wgs.transform(*p.T)))
-        ok = np.nonzero(~shapely.is_empty(polys))[0]
-        wkb = _ewkb(_multi_polygons(polys[ok]))
-        s, tm, pc = station[c0:c1][ok], tier[c0:c1][ok], pieces[c0:c1][ok]
-        speed = settings.walking_speed_m_per_min
-        csv = "".join(  # numbers and hex only: no quoting needed
-            f"{run_id},{s[i]},{float(tm[i])!r},{float(tm[i]) / speed!r},{pc[i]},{wkb[i]}\n"
-            for i in range(len(ok)))
-        spent["store_s"] = time.thread_time() - t
-        return csv, len(ok), spent
-
-    n = len(first)
-    chunks = [(c, min(c + CHUNK, n)) for c in range(0, n, CHUNK)]
-    cpu = {"merge_cpu_s": 0.0, "buffer_cpu_s": 0.0, "cut_cpu_s": 0.0, "store_cpu_s": 0.0}
-    copy_s = 0.0
-    stored = 0
-    bar = tqdm(total=n, desc="circles", unit="circle") if progress else None
+    job = _Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
+               settings.circle_buffer_m, settings.circle_quad_segs,
+               settings.walking_speed_m_per_min, barrier)
+    workers = max(1, settings.circle_parallel_workers)
+    t = {"reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0, "polygon_s": 0.0,
+         "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0, "buffer_cpu_s": 0.0,
+         "cut_cpu_s": 0.0, "store_cpu_s": 0.0}
+    bar = tqdm(total=stations * len(tiers), desc="circles", unit="circle") if progress else None
     raw = driver_connection(conn)
-    with ThreadPoolExecutor(max(1, settings.circle_parallel_workers)) as pool:
-        for csv, count, spent in pool.map(lambda c: work(*c), chunks):
-            tc = time.perf_counter()
-            with raw.cursor() as cur:
-                cur.copy_expert(COPY_SQL, io.StringIO(csv))
-            stored += count
-            copy_s += time.perf_counter() - tc
-            for k, v in spent.items():
-                cpu[k.replace("_s", "_cpu_s")] += v
-            if bar:
-                bar.update(count)
+    done_st = 0
+    with _pool(workers, 2, stations * len(tiers)) as pool:
+        for members, dd in groups:
+            t1 = time.perf_counter()
+            reach = edge_reach(dd, source, target)
+            done_st += len(members)
+            del dd
+            iv = tier_intervals(reach, own[own["station"].isin(members)], length, tiers)
+            del reach
+            xy, piece = coords.substrings(iv["edge"].to_numpy(), iv["lo"].to_numpy(),
+                                          iv["hi"].to_numpy())
+            key = iv[["station", "tier"]].to_numpy()
+            new = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) \
+                else np.zeros(0, bool)
+            circle = np.cumsum(new) - 1
+            first = np.nonzero(new)[0]
+            station = iv["station"].to_numpy()[first]
+            tier = np.asarray(tiers, dtype=float)[iv["tier"].to_numpy()[first]]
+            pieces = np.bincount(circle, minlength=len(first))
+            t["pieces"] += int(len(iv))
+            del iv, key
+            t2 = time.perf_counter()
+            t["pieces_s"] += t2 - t1
+            n = len(first)
+            size = max(1, min(CHUNK, -(-n // (4 * workers))))
+            jobs = []
+            for c0 in range(0, n, size):
+                c1 = min(c0 + size, n)
+                p0, p1 = np.searchsorted(circle, [c0, c1])
+                q0, q1 = np.searchsorted(piece, [p0, p1])
+                jobs.append(_Chunk(xy[q0:q1], piece[q0:q1] - p0, circle[p0:p1] - c0, c1 - c0,
+                                   station[c0:c1], tier[c0:c1], pieces[c0:c1]))
+            for csv, count, spent in pool.map(_chunk_csv, [job] * len(jobs), jobs):
+                tc = time.perf_counter()
+                with raw.cursor() as cur:
+                    cur.copy_expert(COPY_SQL, io.StringIO(csv))
+                t["circles"] += count
+                t["copy_s"] += time.perf_counter() - tc
+                for k, v in spent.items():
+                    t[k.replace("_s", "_cpu_s")] += v
+                if bar:
+                    bar.update(count)
+            if on_progress:
+                on_progress(done_st / max(stations, 1))
+            t["polygon_s"] += time.perf_counter() - t2
     if bar:
         bar.close()
-    return {"reach_fetch_s": t1 - t0, "pieces_s": t2 - t1,
-            "polygon_s": time.perf_counter() - t2, "copy_s": copy_s, "circles": stored,
-            "pieces": int(len(iv)), **cpu}
+    return t
 
 
 def station_reach(
@@ -285,10 +450,11 @@ def station_reach(
 
     The same snapping and search as the circles; {station_id: {node_id: metres}}.
     """
-    _search(conn, settings, reach_m, station_ids, metric_srid(conn), False)
+    _, groups = _search(conn, settings, reach_m, station_ids, metric_srid(conn), False)
     out: dict[int, dict[int, float]] = {}
-    for sid, node, d in conn.execute(text("SELECT station_id, node, d FROM _cs_dd")):
-        out.setdefault(int(sid), {})[int(node)] = float(d)
+    for _, dd in groups:
+        for sid, node, d in dd.itertuples(index=False):
+            out.setdefault(int(sid), {})[int(node)] = float(d)
     _drop_temp(conn)
     return out
 
@@ -301,26 +467,33 @@ def build_circles(
     clip: str | None = None,
     station_ids: list[int] | None = None,
     progress: bool = False,
+    run_id: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> int:
     """Compute the service circles of every station (or ``station_ids``); return the run id.
 
     Tiers are walking network distances in metres; circles are stored in EPSG:4326.
+    ``run_id``: a queued run to fill; ``on_progress(fraction)`` is called as circles are stored.
     """
-    tiers = _check_tiers(tiers_m or settings.circle_tiers_m)
-    clip = clip if clip is not None else settings.circle_clip
-    if clip not in (None, "", "none", "community", "street"):
-        raise InvalidInput("bad clip", [Problem("must be community, street or none", "clip")])
-    clip = None if clip in ("", "none") else clip
+    tiers = check_tiers(tiers_m or settings.circle_tiers_m)
+    clip = check_clip(clip if clip is not None else settings.circle_clip)
     params: dict[str, Any] = {
         "tiers_m": tiers, "buffer_m": settings.circle_buffer_m, "clip": clip,
         "barrier_kinds": settings.circle_barrier_kinds,
         "walking_speed_m_per_min": settings.walking_speed_m_per_min,
         "batch_cell_m": settings.circle_batch_cell_m, "station_ids": station_ids,
     }
-    run_id = start_run(conn, "circles", params)
+    params["search"] = settings.circle_search
+    params["polygon_method"] = settings.circle_polygon_method
+    params["raster_cell_m"] = settings.circle_raster_cell_m
+    run_id = claim_run(conn, run_id, "circles", params)
     srid = metric_srid(conn)
-    timings = _search(conn, settings, max(tiers), station_ids, srid, progress)
-    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress))
+    timings, groups = _search(conn, settings, max(tiers), station_ids, srid, progress)
+    snapped = conn.execute(text("SELECT count(*) FROM _cs_station")).scalar_one()
+    if on_progress:
+        on_progress(0.05)
+    timings.update(_polygons(conn, settings, tiers, srid, run_id, progress, groups, snapped,
+                             (lambda f: on_progress(0.05 + 0.9 * f)) if on_progress else None))
     if clip:
         t0 = time.perf_counter()
         conn.execute(text(CLIP_SQL), {"level": clip, "run": run_id})
@@ -328,7 +501,6 @@ def build_circles(
             text("SELECT count(*) FROM service_circle WHERE run_id = :r"), {"r": run_id}
         ).scalar_one()
         timings["clip_s"] = time.perf_counter() - t0
-    snapped = conn.execute(text("SELECT count(*) FROM _cs_station")).scalar_one()
     total = conn.execute(
         text("SELECT count(*) FROM station WHERE CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids)"),
         {"ids": station_ids},
@@ -339,15 +511,17 @@ def build_circles(
         **{k: round(v, 3) for k, v in timings.items()},
     }
     _drop_temp(conn)
-    finish_run(conn, run_id, summary)
+    finish_run(conn, run_id, summary, params)
     log.info("circles run %s: %s", run_id, summary)
     return run_id
 
 
 def circles_geojson(
-    conn: Connection, run_id: int, *, tier_m: float | None = None, limit: int = 10000
+    conn: Connection, run_id: int, *, tier_m: float | None = None, limit: int = 10000,
+    within: str | None = None,
 ) -> dict[str, Any]:
-    """The run's circles as an RFC 7946 FeatureCollection (lon, lat, WGS 84)."""
+    """The run's circles (of stations whose community code starts with ``within``, if given)
+    as an RFC 7946 FeatureCollection (lon, lat, WGS 84)."""
     from geo.circles.runs import get_run
 
     get_run(conn, run_id, "circles")
@@ -359,10 +533,12 @@ def circles_geojson(
             "  'properties', json_build_object('station_id', c.station_id,"
             "   'station_code', s.code, 'kind', s.kind, 'tier_m', c.tier_m,"
             "   'tier_min', c.tier_min))), '[]'::json))"
-            " FROM (SELECT * FROM service_circle WHERE run_id = :r"
-            "   AND (CAST(:t AS float8) IS NULL OR tier_m = :t) ORDER BY id LIMIT :n) c"
+            " FROM (SELECT sc.* FROM service_circle sc JOIN station s2 ON s2.id = sc.station_id"
+            "   WHERE sc.run_id = :r AND (CAST(:t AS float8) IS NULL OR sc.tier_m = :t)"
+            "   AND (CAST(:w AS text) IS NULL OR s2.community_code LIKE :w || '%')"
+            "   ORDER BY sc.id LIMIT :n) c"
             " JOIN station s ON s.id = c.station_id"
         ),
-        {"r": run_id, "t": tier_m, "n": limit},
+        {"r": run_id, "t": tier_m, "n": limit, "w": within},
     ).scalar_one()
     return fc

