@@ -115,6 +115,7 @@ def test_failed_run_is_recorded_and_a_dead_runners_run_is_taken_again(client):
     from geo.circles.runs import CircleSettings
 
     app, tc = client
+    _as_planner(tc)
     eng = app.state.engine
     with eng.begin() as c:  # as a crashed service leaves it: running, progress, no lock
         rid = enqueue(c, "circles", {"tiers_m": [300]})
@@ -133,7 +134,7 @@ def test_analysis_reads_are_scoped_to_the_callers_area(client):
     """Reads narrowed to an area (``within``, which a signed-in user's own area narrows in
     ``area_within`` exactly as for layers) return only that area's buildings and circles."""
     app, tc = client
-    _as_planner(app)
+    _as_planner(tc)
     run = _wait(tc, tc.post("/v1/circles/runs", json={"tiers_m": [300]}).json()["id"])
     cov = _wait(tc, tc.post("/v1/circles/coverage", json={"tier_m": 300}).json()["id"])
     assert len(tc.get(f"/v1/circles/coverage/{cov['id']}/distances").json()["features"]) == 3
