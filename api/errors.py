@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from geo.core import errors
 
@@ -30,6 +34,51 @@ def _status_for(exc: errors.WanggeError) -> int:
     return 400
 
 
+# PostgreSQL SQLSTATE of an integrity violation -> (HTTP status, reason). A duplicate or an
+# exclusion clash is a conflict with stored state (409); the others are bad input (422).
+_INTEGRITY = {
+    "23505": (409, "already exists"),
+    "23P01": (409, "clashes with an existing row"),
+    "23503": (422, "refers to something that does not exist"),
+    "23502": (422, "is required"),
+    "23514": (422, "breaks a rule"),
+}
+# Check constraints whose field is not in their name's tail.
+_CONSTRAINT_FIELD = {
+    "app_user_staff_have_department": "department_id",
+    "app_user_scoped_roles_have_area": "area_code",
+    "app_user_role_known": "role",
+    "app_user_area_code_rule": "area_code",
+}
+_KEY_COLUMNS = re.compile(r"Key \(([^)]*)\)")
+
+
+def integrity_problem(exc: IntegrityError) -> tuple[int, str, str]:
+    """(status, field, reason) of a constraint violation, read from the driver's diagnostics:
+    never the statement, its parameters or the failing row's values."""
+    orig = exc.orig
+    code = getattr(orig, "pgcode", None) or ""
+    diag = getattr(orig, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) or ""
+    column = getattr(diag, "column_name", None)
+    key = _KEY_COLUMNS.search(getattr(diag, "message_detail", None) or "")
+    field = (column or _CONSTRAINT_FIELD.get(constraint) or (key.group(1) if key else None)
+             or constraint or "body")
+    status, reason = _INTEGRITY.get(code, (409, "conflicts with stored data"))
+    if constraint:
+        reason = f"{reason} (constraint {constraint})"
+    return status, field, reason
+
+
+def _json_safe(value: object) -> object:
+    """``value`` if it can be written as JSON (finite numbers, UTF-8 text), else its repr."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError):
+        return repr(value)
+    return value
+
+
 def error_body(exc: errors.WanggeError) -> dict:
     return {
         "error": type(exc).__name__,
@@ -44,6 +93,23 @@ def install_error_handlers(app: FastAPI) -> None:
         status = _status_for(exc)
         headers = {"Retry-After": "5"} if status == 503 else None
         return JSONResponse(error_body(exc), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each input back; one that JSON cannot carry (NaN, a lone
+        # surrogate) made that echo itself fail with a 500.
+        errs = [{**e, "input": _json_safe(jsonable_encoder(e.get("input")))} if "input" in e
+                else e for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errs)}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        status, field, reason = integrity_problem(exc)
+        log.info("refused by a constraint: %s %s", field, reason)  # no statement, no values
+        return JSONResponse(
+            {"error": "Conflict" if status == 409 else "InvalidInput",
+             "detail": f"{field} {reason}", "problems": [{"field": field, "reason": reason}]},
+            status_code=status)
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.bodies import JsonGuardMiddleware
 from geo.auth.service import (
     ANONYMOUS,
     AuthSettings,
@@ -253,6 +254,7 @@ def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSetti
     app.state.auth_settings = auth_settings
     app.state.rate_limiter = RateLimiter()
     app.state.api_key_cache = {}
+    app.add_middleware(JsonGuardMiddleware)  # inside the body limit: sees at most the limit
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(RateLimited)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
@@ -21,6 +22,8 @@ from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
 from geo.auth.service import Principal
+from geo.core.errors import InvalidInput
+from geo.data.photos import PHOTO_HEADERS, photo_content_type
 
 router = APIRouter(prefix="/v1", tags=["incidents"], route_class=PolicyRoute)
 
@@ -198,8 +201,8 @@ def urge_incident(incident_id: int, body: NoteIn, request: Request,
 
 @router.post("/incidents/{incident_id}/photos", operation_id="attach_incident_photo",
              response_model=dict[str, Any], status_code=201,
-             summary="Attach a photo (raw image body) to a case or one history step; 413 if "
-             "too large")
+             summary="Attach a photo (raw JPEG, PNG or WebP body) to a case or one history "
+             "step; 422 if it does not decode as one, 413 if too large")
 async def attach_incident_photo(incident_id: int, request: Request,
                                 history_id: int | None = None) -> Any:
     settings = _settings(request)
@@ -208,7 +211,9 @@ async def attach_incident_photo(incident_id: int, request: Request,
         data.extend(chunk)
         if len(data) > settings.photo_max_bytes:
             break
-    ctype = request.headers.get("content-type", "")
+    ctype = "image/jpeg"  # a photo over the size limit is refused below without decoding
+    if len(data) <= settings.photo_max_bytes:
+        ctype = await to_thread.run_sync(photo_content_type, bytes(data))
     with request.app.state.engine.begin() as conn:
         pid = inc.attach_photo(conn, incident_id, bytes(data), ctype, settings=settings,
                                history_id=history_id, scope=scope_of(request))
@@ -221,8 +226,13 @@ async def attach_incident_photo(incident_id: int, request: Request,
             responses={200: {"content": {"image/*": {}}}})
 def get_incident_photo(incident_id: int, photo_id: int, request: Request,
                        conn: Connection = Depends(get_connection)) -> Response:
-    data, ctype = inc.get_photo(conn, incident_id, photo_id, scope=scope_of(request))
-    return Response(data, media_type=ctype)
+    data, _ = inc.get_photo(conn, incident_id, photo_id, scope=scope_of(request))
+    try:
+        ctype, headers = photo_content_type(data, decode=False), PHOTO_HEADERS
+    except InvalidInput:  # stored before photos were checked: never shown inline
+        ctype = "application/octet-stream"
+        headers = {**PHOTO_HEADERS, "Content-Disposition": "attachment"}
+    return Response(data, media_type=ctype, headers=headers)
 
 
 @router.get("/incident-categories", operation_id="list_incident_categories",

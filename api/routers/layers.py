@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
 from api.policy import PolicyRoute, area_within
+from api.uploads import saved_upload
 from geo.auth.service import refuse_import_outside
 from geo.core.errors import InvalidInput, Problem
 from geo.core.settings import DataSettings
@@ -120,26 +118,8 @@ def import_layers(
     if layer is not None and layer not in LAYERS:
         raise InvalidInput("unknown layer", [Problem(
             reason=f"expected one of {', '.join(LAYERS)}", field="layer", feature=layer)])
-    with tempfile.TemporaryDirectory(prefix="wangge-import-") as tmp:
-        target = Path(tmp) / name
-        with target.open("wb") as out:
-            shutil.copyfileobj(file.file, out)
-        source = target
-        if suffix == ".zip":
-            source = Path(tmp) / "unzipped"
-            try:
-                with zipfile.ZipFile(target) as zf:
-                    members = [m for m in zf.namelist()
-                               if not m.startswith("/") and ".." not in Path(m).parts]
-                    zf.extractall(source, members)
-            except zipfile.BadZipFile as exc:
-                raise InvalidInput("not a zip file", [Problem(reason=str(exc),
-                                                              field="file")]) from exc
-            shps = list(source.rglob("*.shp")) + list(source.rglob("*.geojson"))
-            if not shps:
-                raise InvalidInput("no .shp in the zip", [Problem(reason="zip holds no shapefile",
-                                                                  field="file")])
-            source = shps[0].parent
+    with saved_upload(file) as path:
+        source = path.parent if suffix == ".zip" else path
         settings = getattr(request.app.state, "data_settings", None) or DataSettings()
         data = read_file(source, layer=layer)
         area = area_within(request, None)

@@ -31,6 +31,7 @@ router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=PolicyRou
 OPEN311_STATUS = {s: ("closed" if s in ("closed", "duplicate") else "open")
                   for s in inc.STATUSES}
 AGENCY = "网格化服务管理中心 Grid management centre"
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _errors(status: int, descriptions: list[str]) -> JSONResponse:
@@ -138,7 +139,9 @@ def requests(request: Request) -> Any:
                                ) from exc
     start, end = _date(q.get("start_date"), "start_date"), _date(q.get("end_date"), "end_date")
     if ids is None and start is None:
-        start = (end or datetime.now(UTC)) - timedelta(days=90)
+        reference = end or datetime.now(UTC)
+        start = (reference - timedelta(days=90) if reference > _EARLIEST + timedelta(days=90)
+                 else _EARLIEST)
     codes = q["service_code"].split(",") if q.get("service_code") else None
     with request.app.state.engine.connect() as conn:
         rows = inc.list_incidents(conn, status=statuses, category=codes, ids=ids, start=start,

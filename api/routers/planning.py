@@ -7,10 +7,7 @@ planner with an area may only touch grids and communities inside it (403 otherwi
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -18,7 +15,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
+from api.geojson import FeatureCollection, Geometry
 from api.policy import PolicyRoute, require_area
+from api.uploads import saved_upload
 from geo import planning
 
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
@@ -41,7 +40,7 @@ class ChangeIn(BaseModel):
 
 class SplitIn(ChangeIn):
     code: str = Field(description="Grid code (15 digits) to split.")
-    line: dict[str, Any] = Field(description="GeoJSON LineString (WGS 84) crossing the grid.")
+    line: Geometry = Field(description="GeoJSON LineString (WGS 84) crossing the grid.")
 
 
 class MergeIn(ChangeIn):
@@ -49,8 +48,8 @@ class MergeIn(ChangeIn):
 
 
 class ReshapeIn(ChangeIn):
-    geometries: dict[str, dict[str, Any]] = Field(
-        description="{grid code: GeoJSON Polygon/MultiPolygon (WGS 84)}.")
+    geometries: dict[str, Geometry] = Field(
+        description="{grid code: GeoJSON Polygon/MultiPolygon (WGS 84)}.", max_length=1000)
 
 
 class ReassignIn(ChangeIn):
@@ -59,7 +58,7 @@ class ReassignIn(ChangeIn):
 
 class AcceptIn(ChangeIn):
     community: str = Field(description="Community code (12 digits) the draft partitions.")
-    draft: dict[str, Any] = Field(description="The draft's GeoJSON FeatureCollection.")
+    draft: FeatureCollection = Field(description="The draft's GeoJSON FeatureCollection.")
 
 
 def _settings(request: Request) -> planning.PlanningSettings:
@@ -124,18 +123,7 @@ def import_layer(request: Request, file: UploadFile = File(..., description="The
                  effective_from: datetime | None = Form(None, description="ISO 8601."),
                  conn: Connection = Depends(get_connection)) -> ChangeOut:
     require_area(request, community, field="community")
-    with tempfile.TemporaryDirectory() as tmp:
-        name = Path(file.filename or "grid.gpkg").name
-        path = Path(tmp) / name
-        with path.open("wb") as fh:
-            shutil.copyfileobj(file.file, fh)
-        if name.lower().endswith(".zip"):
-            import zipfile
-
-            with zipfile.ZipFile(path) as z:
-                z.extractall(Path(tmp) / "x")
-            shp = sorted((Path(tmp) / "x").rglob("*.shp"))
-            path = shp[0] if shp else path
+    with saved_upload(file, find=(".shp",)) as path:
         res = planning.import_grid_layer(conn, path, community=community, layer=layer,
                                          effective_from=effective_from,
                                          settings=_settings(request))
