@@ -3,8 +3,10 @@
 - Each request gets an ``X-Request-ID`` (the caller's, or a new one); every log line carries it.
 - Bodies larger than ``ApiSettings.max_body_bytes`` are refused with 413 before they are read.
 - Log messages are scrubbed of phone numbers, passwords, API keys and bearer tokens.
-- ``require(...)`` is the dependency that admits a principal by role or API-key scope, and
-  per-key rate limits answer 429 with ``Retry-After``.
+- ``require(...)`` is the dependency that admits a principal by role or API-key scope.
+- Rate limits per API key, per signed-in user and (stricter) per resident answer 429 with
+  ``Retry-After``; they are shared by every worker (``geo.auth.limits``).
+- A token of a disabled account, or issued before its tokens were revoked, is refused (401).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import logging
 import re
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.bodies import JsonGuardMiddleware
+from geo.auth.accounts import token_still_valid, user_state
+from geo.auth.limits import SharedRateLimiter
 from geo.auth.service import (
     ANONYMOUS,
     AuthSettings,
@@ -138,30 +141,11 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class RateLimiter:
-    """Fixed one-minute windows per key, in process memory."""
-
-    def __init__(self) -> None:
-        self._windows: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
-
-    def hit(self, key: str, per_minute: int) -> int | None:
-        """Count a request; return seconds to wait if over the limit, else None."""
-        minute = int(time.time() // 60)
-        window, count = self._windows[key]
-        if window != minute:
-            window, count = minute, 0
-        count += 1
-        self._windows[key] = (window, count)
-        if count > per_minute:
-            return 60 - int(time.time() % 60)
-        return None
-
-
 class RateLimited(WanggeError):
     """Too many requests for this key (429)."""
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"rate limit exceeded; retry in {retry_after} s")
+    def __init__(self, retry_after: int, what: str = "rate limit exceeded") -> None:
+        super().__init__(f"{what}; retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -179,7 +163,12 @@ async def resolve_principal(request: Request) -> Principal:
     settings: AuthSettings = request.app.state.auth_settings
     token = _bearer_token(request)
     if token:
-        return principal_from_token(token, settings)
+        principal = principal_from_token(token, settings)
+        await _still_valid(request, principal, settings)
+        per_minute = (settings.resident_rate_per_minute if principal.role == "resident"
+                      else settings.user_rate_per_minute)
+        _count(request, f"user:{principal.name}", per_minute)
+        return principal
     key = request.headers.get("x-api-key") or request.query_params.get("api_key")
     content_type = request.headers.get("content-type", "")
     if not key and request.method == "POST" and (
@@ -194,11 +183,46 @@ async def resolve_principal(request: Request) -> Principal:
         key = form_key if isinstance(form_key, str) else None
     if key:
         principal, per_minute = await verified_key(request, key, settings)
-        wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
-        if wait is not None:
-            raise RateLimited(wait)
+        _count(request, principal.name, per_minute)
         return principal
     return ANONYMOUS
+
+
+def _count(request: Request, key: str, per_minute: int) -> None:
+    """Count a request against ``key``'s rate (shared by every worker); 429 when over it."""
+    wait = request.app.state.rate_limiter.hit(key, per_minute)
+    if wait is not None:
+        raise RateLimited(wait)
+
+
+async def _still_valid(request: Request, principal: Principal, settings: AuthSettings) -> None:
+    """Refuse (401) the token of a disabled account or one issued before its tokens were
+    revoked. The account's state is remembered for ``user_cache_seconds`` (the hot path asks
+    the database at most that often per user); ``forget_user`` drops it at once."""
+    if principal.user_id is None:
+        return
+    cache: dict[int, tuple[float, bool, float | None]] = request.app.state.user_cache
+    now = time.monotonic()
+    hit = cache.get(principal.user_id)
+    if hit is None or hit[0] <= now:
+        active, after = await anyio.to_thread.run_sync(
+            _user_state, request.app.state.engine, principal.user_id)
+        if len(cache) > 100_000:
+            cache.clear()
+        hit = cache[principal.user_id] = (now + settings.user_cache_seconds, active, after)
+    if not token_still_valid(principal.issued_at, hit[1], hit[2]):
+        raise Unauthenticated("this token was revoked or its account is disabled; sign in again")
+
+
+def _user_state(engine: Engine, user_id: int) -> tuple[bool, float | None]:
+    with engine.connect() as conn:
+        return user_state(conn, user_id)
+
+
+def forget_credentials(app: FastAPI) -> None:
+    """Drop every remembered key and account state in this worker (after a revoke/disable)."""
+    app.state.user_cache.clear()
+    app.state.api_key_cache.clear()
 
 
 async def current_principal(request: Request) -> Principal:
@@ -252,8 +276,9 @@ def require(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
 def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSettings) -> None:
     """Middleware, the rate limiter, the 429 handler and log redaction, in one call."""
     app.state.auth_settings = auth_settings
-    app.state.rate_limiter = RateLimiter()
+    app.state.rate_limiter = SharedRateLimiter()  # shared once the lifespan calls start()
     app.state.api_key_cache = {}
+    app.state.user_cache = {}
     app.add_middleware(JsonGuardMiddleware)  # inside the body limit: sees at most the limit
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
 

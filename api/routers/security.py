@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
 from api.policy import PolicyRoute
-from api.security import current_principal, require
+from api.security import RateLimited, current_principal, forget_credentials, require
+from geo.auth import accounts
+from geo.auth.limits import failed_logins, record_failed_login, seconds_left
 from geo.auth.service import (
+    AuthSettings,
     Principal,
     authenticate,
     create_api_key,
     create_user,
     issue_token,
+    new_api_key,
 )
+from geo.core.errors import Unauthenticated
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=PolicyRoute)
 
@@ -47,8 +52,13 @@ class NewUser(BaseModel):
 
 class NewApiKey(BaseModel):
     name: str = Field(min_length=2, max_length=64)
-    scopes: list[Literal["lookup", "open311"]] = ["lookup", "open311"]
+    scopes: list[Literal["lookup", "open311"]] = Field(["lookup", "open311"], max_length=2)
     rate_per_minute: int = Field(default=6000, ge=1, le=10_000_000)
+    role: Literal["grid_worker", "planner", "commander"] | None = Field(
+        None, description="The key acts as a user of this role in ``area_code`` (e.g. a GIS "
+        "client reading layers); without, it has only its scopes.")
+    area_code: str | None = Field(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+                                  description="The area of a key with a role.")
 
 
 @router.post("/token", response_model=Token, operation_id="issue_token",
@@ -58,8 +68,22 @@ def token(
     form: OAuth2PasswordRequestForm = Depends(),
     conn: Connection = Depends(get_connection),
 ) -> Token:
-    principal = authenticate(conn, form.username, form.password)
-    return Token(access_token=issue_token(principal, request.app.state.auth_settings))
+    settings: AuthSettings = request.app.state.auth_settings
+    engine = request.app.state.engine
+    address = request.client.host if request.client else "unknown"
+    window = settings.login_window_seconds
+    with engine.connect() as c:
+        by_account, by_address = failed_logins(c, form.username, address, window)
+    if by_account >= settings.login_failures_per_account \
+            or by_address >= settings.login_failures_per_address:
+        raise RateLimited(seconds_left(window), "too many failed sign-ins")
+    try:
+        principal = authenticate(conn, form.username, form.password)
+    except Unauthenticated:
+        with engine.begin() as c:  # kept although this request's transaction rolls back
+            record_failed_login(c, form.username, address, window)
+        raise
+    return Token(access_token=issue_token(principal, settings))
 
 
 @router.get("/me", response_model=Me, operation_id="who_am_i", summary="The caller's identity")
@@ -85,11 +109,81 @@ def new_user(
 
 @router.post("/api-keys", status_code=201, operation_id="create_api_key",
              summary="Create an API key for another system (admin); the key is shown once")
-def new_api_key(
+def make_api_key(
     body: NewApiKey,
     _: Principal = Depends(require("admin")),
     conn: Connection = Depends(get_connection),
 ) -> dict:
     key = create_api_key(conn, body.name, scopes=tuple(body.scopes),
-                         rate_per_minute=body.rate_per_minute)
-    return {"name": body.name, "api_key": key, "scopes": body.scopes}
+                         rate_per_minute=body.rate_per_minute, role=body.role,
+                         area_code=body.area_code)
+    return {"name": body.name, "api_key": key, "scopes": body.scopes, "role": body.role}
+
+
+@router.get("/users", operation_id="list_users", response_model=list[dict[str, Any]],
+            summary="List accounts (admin); never their passwords")
+def users(_: Principal = Depends(require("admin")),
+          conn: Connection = Depends(get_connection)) -> Any:
+    return accounts.list_users(conn)
+
+
+Username = Annotated[str, Path(max_length=64)]
+
+
+@router.post("/users/{username}/disable", operation_id="disable_user",
+             response_model=dict[str, Any],
+             summary="Disable an account (admin); its tokens stop working at once")
+def disable(username: Username, request: Request, _: Principal = Depends(require("admin")),
+            conn: Connection = Depends(get_connection)) -> Any:
+    out = accounts.set_active(conn, username, False)
+    forget_credentials(request.app)
+    return out
+
+
+@router.post("/users/{username}/enable", operation_id="enable_user",
+             response_model=dict[str, Any], summary="Enable a disabled account (admin)")
+def enable(username: Username, request: Request, _: Principal = Depends(require("admin")),
+           conn: Connection = Depends(get_connection)) -> Any:
+    out = accounts.set_active(conn, username, True)
+    forget_credentials(request.app)
+    return out
+
+
+@router.post("/users/{username}/revoke-tokens", operation_id="revoke_user_tokens",
+             response_model=dict[str, Any],
+             summary="Refuse every token issued to an account so far (admin)")
+def revoke_user_tokens(username: Username, request: Request,
+                       _: Principal = Depends(require("admin")),
+                       conn: Connection = Depends(get_connection)) -> Any:
+    out = accounts.revoke_tokens(conn, username)
+    forget_credentials(request.app)
+    return out
+
+
+@router.get("/api-keys", operation_id="list_api_keys", response_model=list[dict[str, Any]],
+            summary="List API keys (admin): name, first characters, scopes, role, state")
+def api_keys(_: Principal = Depends(require("admin")),
+             conn: Connection = Depends(get_connection)) -> Any:
+    return accounts.list_api_keys(conn)
+
+
+@router.post("/api-keys/{name}/revoke", operation_id="revoke_api_key",
+             response_model=dict[str, Any], summary="Revoke an API key (admin)")
+def revoke_key(name: Annotated[str, Path(max_length=64)], request: Request,
+               _: Principal = Depends(require("admin")),
+               conn: Connection = Depends(get_connection)) -> Any:
+    out = accounts.revoke_api_key(conn, name)
+    forget_credentials(request.app)
+    return out
+
+
+@router.post("/api-keys/{name}/rotate", operation_id="rotate_api_key",
+             response_model=dict[str, Any],
+             summary="Give an API key a new value (admin); the old one stops; shown once")
+def rotate_key(name: Annotated[str, Path(max_length=64)], request: Request,
+               _: Principal = Depends(require("admin")),
+               conn: Connection = Depends(get_connection)) -> Any:
+    key, hashed = new_api_key()
+    out = accounts.rotate_api_key(conn, name, key, hashed)
+    forget_credentials(request.app)
+    return out
