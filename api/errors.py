@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -79,6 +80,32 @@ def _json_safe(value: object) -> object:
     return value
 
 
+OPEN311_PREFIX = "/open311/"
+
+
+def answer(request: Request, content: dict[str, Any], status_code: int,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error answer: ``{"error", "detail", "problems"}``, or under ``/open311/`` the
+    GeoReport v2 error list ``[{"code", "description"}]`` (every error there, 401/429/503
+    included, is in the format Open311 clients read)."""
+    if request.url.path.startswith(OPEN311_PREFIX):
+        return JSONResponse(open311_errors(status_code, content), status_code=status_code,
+                            headers=headers)
+    return JSONResponse(content, status_code=status_code, headers=headers)
+
+
+def open311_errors(status: int, content: dict[str, Any]) -> list[dict[str, Any]]:
+    detail = str(content.get("detail") or content.get("error") or "error")
+    if isinstance(content.get("detail"), list):  # FastAPI's validation errors
+        return [{"code": status, "description": f"{'.'.join(map(str, e.get('loc', [])))}: "
+                 f"{e.get('msg', '')}"} for e in content["detail"]] or [
+            {"code": status, "description": "invalid request"}]
+    problems = content.get("problems") or []
+    described = [f"{detail}: {p.get('field') + ': ' if p.get('field') else ''}"
+                 f"{p.get('reason', '')}" for p in problems if isinstance(p, dict)]
+    return [{"code": status, "description": d} for d in described or [detail]]
+
+
 def error_body(exc: errors.WanggeError) -> dict:
     return {
         "error": type(exc).__name__,
@@ -92,7 +119,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(request: Request, exc: errors.WanggeError) -> JSONResponse:
         status = _status_for(exc)
         headers = {"Retry-After": "5"} if status == 503 else None
-        return JSONResponse(error_body(exc), status_code=status, headers=headers)
+        return answer(request, error_body(exc), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -100,13 +127,13 @@ def install_error_handlers(app: FastAPI) -> None:
         # surrogate) made that echo itself fail with a 500.
         errs = [{**e, "input": _json_safe(jsonable_encoder(e.get("input")))} if "input" in e
                 else e for e in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errs)}, status_code=422)
+        return answer(request, {"detail": jsonable_encoder(errs)}, status_code=422)
 
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
         status, field, reason = integrity_problem(exc)
         log.info("refused by a constraint: %s %s", field, reason)  # no statement, no values
-        return JSONResponse(
+        return answer(request, 
             {"error": "Conflict" if status == 409 else "InvalidInput",
              "detail": f"{field} {reason}", "problems": [{"field": field, "reason": reason}]},
             status_code=status)
@@ -114,7 +141,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", str(exc).splitlines()[0])
-        return JSONResponse(
+        return answer(request, 
             {"error": "DatabaseUnavailable", "detail": "the database is unavailable; retry"},
             status_code=503,
             headers={"Retry-After": "5"},
@@ -125,7 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # psycopg2 refuses text with NUL bytes before it reaches PostgreSQL.
         if "NUL (0x00)" not in str(exc):
             raise exc
-        return JSONResponse(
+        return answer(request, 
             {"error": "InvalidInput", "detail": "text may not contain NUL (0x00) characters",
              "problems": [{"reason": "contains a NUL (0x00) character"}]},
             status_code=422,
@@ -136,7 +163,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # A value the database cannot take (a time zone out of range, a number too large):
         # the caller's input, not a server fault.
         reason = str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
-        return JSONResponse(
+        return answer(request, 
             {"error": "InvalidInput", "detail": f"a value was refused: {reason}",
              "problems": [{"reason": reason}]},
             status_code=422,
@@ -145,7 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
-            return JSONResponse(
+            return answer(request, 
                 {"error": "DatabaseUnavailable", "detail": "the database connection was lost"},
                 status_code=503,
                 headers={"Retry-After": "5"},

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.bodies import JsonGuardMiddleware
+from api.errors import answer
 from geo.auth.accounts import token_still_valid, user_state
 from geo.auth.limits import SharedRateLimiter
 from geo.auth.service import (
@@ -62,6 +63,12 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        if isinstance(record.args, tuple) and record.args:
+            # Scrub each argument and keep the tuple: formatters such as uvicorn's access log
+            # unpack ``record.args`` (collapsing it broke every line with ``?api_key=``).
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            record.msg = redact(str(record.msg))
+            return True
         msg = record.getMessage()
         clean = redact(msg)
         if clean != msg:
@@ -284,7 +291,7 @@ def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSetti
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> Any:
-        return JSONResponse({"error": "RateLimited", "detail": exc.message},
-                            status_code=429, headers={"Retry-After": str(exc.retry_after)})
+        return answer(request, {"error": "RateLimited", "detail": exc.message},
+                      status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
     install_log_filter()

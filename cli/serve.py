@@ -40,7 +40,7 @@ def demo(
     from cli.common import engine
     from geo.samples.demo import DEMO_ADMIN, ensure_demo_loaded, reset_demo_admin
 
-    eng = engine()
+    eng = engine(create=True)
     with eng.begin() as conn:
         ensure_demo_loaded(conn)
         secret = reset_demo_admin(conn, password)
