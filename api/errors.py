@@ -72,12 +72,19 @@ def integrity_problem(exc: IntegrityError) -> tuple[int, str, str]:
 
 
 def _json_safe(value: object) -> object:
-    """``value`` if it can be written as JSON (finite numbers, UTF-8 text), else its repr."""
+    """``value`` if it can be written as JSON (finite numbers, UTF-8 text) in at most
+    ``_ECHO_CHARS`` characters; else the start of its repr (a 3 MB field is not echoed)."""
     try:
-        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        dumped = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        dumped.encode("utf-8")
     except (ValueError, TypeError):
-        return repr(value)
+        return repr(value)[:_ECHO_CHARS]
+    if len(dumped) > _ECHO_CHARS:
+        return dumped[:_ECHO_CHARS] + f"… ({len(dumped)} characters)"
     return value
+
+
+_ECHO_CHARS = 200
 
 
 OPEN311_PREFIX = "/open311/"

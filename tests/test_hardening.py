@@ -158,6 +158,76 @@ def test_a_corrupt_zip_on_planning_import_is_422(world):
 # ---------------------------------------------------------------- item 5: limits
 
 
+# Bounded otherwise: files (the body limit, the zip caps), and the batch lookup's points
+# (numbers only, at most LookupSettings.max_batch_points, else 413).
+_UNBOUNDED_OK = {"lookup_batch"}
+
+
+def _unbounded(schema: dict, components: dict, where: str, out: list[str]) -> None:
+    """Every text in ``schema`` without maxLength, list without maxItems, or open object
+    without maxProperties / x-max-vertices (walks $ref, anyOf, properties, items)."""
+    if "$ref" in schema:
+        schema = components[schema["$ref"].split("/")[-1]]
+    for sub in schema.get("anyOf", []) + schema.get("oneOf", []) + schema.get("allOf", []):
+        _unbounded(sub, components, where, out)
+    kind = schema.get("type")
+    if kind == "string" and not ({"maxLength", "enum", "const"} & set(schema)) \
+            and schema.get("format") not in ("binary", "date-time", "date") \
+            and "contentMediaType" not in schema:
+        out.append(f"{where}: text without maxLength")
+    if kind == "array":
+        if "maxItems" not in schema:
+            out.append(f"{where}: list without maxItems")
+        _unbounded(schema.get("items") or {}, components, where + "[]", out)
+    if kind == "object":
+        for name, sub in (schema.get("properties") or {}).items():
+            _unbounded(sub, components, f"{where}.{name}", out)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            _unbounded(extra, components, where + ".*", out)
+        if not schema.get("properties") and not ({"maxProperties", "x-max-vertices"}
+                                                 & set(schema)):
+            out.append(f"{where}: open object without maxProperties")
+
+
+def test_every_submitted_text_and_list_has_a_declared_limit(world):
+    """Today: address, reporter_name, reporter_contact, actor and urge notes took 3 MB each.
+    Every request body field in the OpenAPI schema now declares its limit."""
+    client, _, _, _ = world
+    spec = client.app.openapi()
+    components = spec["components"]["schemas"]
+    out: list[str] = []
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            if op["operationId"] in _UNBOUNDED_OK:
+                continue
+            for media in op.get("requestBody", {}).get("content", {}).values():
+                _unbounded(media.get("schema") or {}, components, op["operationId"], out)
+    assert out == []
+
+
+@pytest.mark.parametrize("path, who, body, field", [
+    ("/v1/incidents", "resident", {"category": "rubbish", "lon": 119.3, "lat": 26.05,
+                                   "address": "街" * 3_000_000}, "address"),
+    ("/v1/incidents", "resident", {"category": "rubbish", "lon": 119.3, "lat": 26.05,
+                                   "reporter_contact": "1" * 100_000}, "reporter_contact"),
+    ("/v1/incidents/1/urge", "admin", {"note": "催" * 100_000}, "note"),
+])
+def test_too_long_text_is_refused_naming_the_field(world, path, who, body, field):
+    client, headers, _, _ = world
+    r = client.post(path, json=body, headers=headers[who])
+    assert r.status_code == 422, r.text[:300]
+    assert field in r.text[:2000] and len(r.content) < 10_000  # not echoed back whole
+
+
+def test_open311_form_fields_are_limited(world):
+    client, headers, _, (lon, lat) = world
+    r = client.post("/open311/v2/requests.json",
+                    data={"service_code": "rubbish", "lat": str(lat), "long": str(lon),
+                          "description": "x" * 100_000}, headers=headers["key"])
+    assert r.status_code == 422 and "description" in r.json()[0]["description"]
+
+
 def _bomb(size: int, members: int = 1) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:

@@ -10,14 +10,16 @@ set_incident_routing, set_incident_sla, list_departments.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.engine import Connection
 
 from api.dependencies import file_report, get_connection
+from api.limits import MAX_LIST_ITEMS
+from api.limits import TEXT_LIMITS as L
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
@@ -47,15 +49,21 @@ def _actor(principal: Principal, given: str | None) -> str:
 
 
 class ReportIn(BaseModel):
-    category: str = Field(description="Category (= Open311 service_code), e.g. 'rubbish'.")
+    category: str = Field(description="Category (= Open311 service_code), e.g. 'rubbish'.",
+                          max_length=L["code"])
     lon: float = Field(description="Longitude in `crs`.")
     lat: float = Field(description="Latitude in `crs`.")
-    crs: str = Field("wgs84", description="wgs84 | gcj02 | bd09 | cgcs2000.")
-    description: str | None = Field(None, description="What is wrong.")
-    address: str | None = Field(None, description="Free-text address.")
-    actor: str | None = Field(None, description="Who reports (when unauthenticated).")
-    reporter_name: str | None = Field(None, description="Kept private, never published.")
-    reporter_contact: str | None = Field(None, description="Kept private, never published.")
+    crs: str = Field("wgs84", description="wgs84 | gcj02 | bd09 | cgcs2000.",
+                     max_length=L["code"])
+    description: str | None = Field(None, description="What is wrong.",
+                                    max_length=L["description"])
+    address: str | None = Field(None, description="Free-text address.", max_length=L["address"])
+    actor: str | None = Field(None, description="Who reports (when unauthenticated).",
+                              max_length=L["actor"])
+    reporter_name: str | None = Field(None, description="Kept private, never published.",
+                                      max_length=L["reporter_name"])
+    reporter_contact: str | None = Field(None, description="Kept private, never published.",
+                                         max_length=L["reporter_contact"])
 
 
 class ReportOut(BaseModel):
@@ -74,25 +82,33 @@ class ReportOut(BaseModel):
 
 class TransitionIn(BaseModel):
     to: str = Field(description="Target status: checked_in, consulting, in_progress, feedback, "
-                    "rated, closed (in_progress from rated = reopen).")
-    note: str | None = Field(None, description="Note for the history.")
+                    "rated, closed (in_progress from rated = reopen).", max_length=L["code"])
+    note: str | None = Field(None, description="Note for the history.", max_length=L["note"])
     rating: int | None = Field(None, description="1-5, required to enter 'rated'.")
-    actor: str | None = Field(None, description="Who acts (when unauthenticated).")
+    actor: str | None = Field(None, description="Who acts (when unauthenticated).",
+                              max_length=L["actor"])
+
+
+Code = Annotated[str, StringConstraints(max_length=L["code"])]
+Note = Annotated[str, StringConstraints(max_length=L["note"])]
+Actor = Annotated[str, StringConstraints(max_length=L["actor"])]
 
 
 class RerouteIn(BaseModel):
-    departments: list[str] = Field(description="Department codes that must now respond.")
-    note: str | None = None
-    actor: str | None = None
+    departments: list[Code] = Field(description="Department codes that must now respond.",
+                                    max_length=MAX_LIST_ITEMS)
+    note: Note | None = None
+    actor: Actor | None = None
 
 
 class NoteIn(BaseModel):
-    note: str | None = None
-    actor: str | None = None
+    note: Note | None = None
+    actor: Actor | None = None
 
 
 class RoutingIn(BaseModel):
-    departments: list[str] = Field(description="Department codes for this category.")
+    departments: list[Code] = Field(description="Department codes for this category.",
+                                    max_length=MAX_LIST_ITEMS)
 
 
 class SlaIn(BaseModel):

@@ -106,7 +106,8 @@ def get_layer(
 def import_layers(
     request: Request,
     file: UploadFile = File(description=".gpkg, .geojson/.json, or a .zip holding a .shp set"),
-    layer: str | None = Form(None, description="Layer name for a single-layer file."),
+    layer: str | None = Form(None, description="Layer name for a single-layer file.",
+                             max_length=64),
     repair: bool = Form(False, description="Fix invalid geometry with make_valid."),
     conn: Connection = Depends(get_connection),
 ) -> dict[str, Any]:

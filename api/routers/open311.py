@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from api.dependencies import file_report
 from api.errors import _status_for
+from api.limits import check_form
 from api.policy import PolicyRoute
 from api.security import verified_key
 from geo import incidents as inc
@@ -191,6 +192,7 @@ async def post_request(request: Request) -> Any:
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
     for k, v in request.query_params.items():
         form.setdefault(k, v)
+    check_form(form)
     key = form.get("api_key") or request.headers.get("x-api-key")
     if not key:
         raise Unauthenticated("api_key is required to create a service request")

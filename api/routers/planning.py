@@ -8,18 +8,20 @@ planner with an area may only touch grids and communities inside it (403 otherwi
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
 from api.geojson import FeatureCollection, Geometry
+from api.limits import MAX_LIST_ITEMS
 from api.policy import PolicyRoute, require_area
 from api.uploads import saved_upload
 from geo import planning
 
+AreaCode = Annotated[str, StringConstraints(max_length=64)]
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
 
 
@@ -39,12 +41,13 @@ class ChangeIn(BaseModel):
 
 
 class SplitIn(ChangeIn):
-    code: str = Field(description="Grid code (15 digits) to split.")
+    code: str = Field(description="Grid code (15 digits) to split.", max_length=15)
     line: Geometry = Field(description="GeoJSON LineString (WGS 84) crossing the grid.")
 
 
 class MergeIn(ChangeIn):
-    codes: list[str] = Field(description="Adjacent grid codes of one community.")
+    codes: list[AreaCode] = Field(description="Adjacent grid codes of one community.",
+                                  max_length=MAX_LIST_ITEMS)
 
 
 class ReshapeIn(ChangeIn):
@@ -53,11 +56,13 @@ class ReshapeIn(ChangeIn):
 
 
 class ReassignIn(ChangeIn):
-    assignments: dict[str, str] = Field(description="{building code: grid code}.")
+    assignments: dict[str, AreaCode] = Field(description="{building code: grid code}.",
+                                             max_length=100_000)
 
 
 class AcceptIn(ChangeIn):
-    community: str = Field(description="Community code (12 digits) the draft partitions.")
+    community: str = Field(description="Community code (12 digits) the draft partitions.",
+                           max_length=15)
     draft: FeatureCollection = Field(description="The draft's GeoJSON FeatureCollection.")
 
 
@@ -118,8 +123,10 @@ def reassign(body: ReassignIn, request: Request,
              summary="Import a redrawn grid layer (GPKG, GeoJSON, zipped Shapefile) as one change.")
 def import_layer(request: Request, file: UploadFile = File(..., description="The grid layer."),
                  community: str | None = Form(None, description="Limit to this community "
-                                              "(required for a planner with an area)."),
-                 layer: str | None = Form(None, description="Layer to read (default 'grid')."),
+                                              "(required for a planner with an area).",
+                                              max_length=15),
+                 layer: str | None = Form(None, description="Layer to read (default 'grid').",
+                                          max_length=64),
                  effective_from: datetime | None = Form(None, description="ISO 8601."),
                  conn: Connection = Depends(get_connection)) -> ChangeOut:
     require_area(request, community, field="community")

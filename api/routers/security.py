@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
@@ -28,6 +27,23 @@ from geo.core.errors import Unauthenticated
 router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=PolicyRoute)
 
 
+class PasswordForm:
+    """The OAuth2 password flow's form (as FastAPI's ``OAuth2PasswordRequestForm``), with the
+    length of each field limited and declared."""
+
+    def __init__(
+        self,
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=256, json_schema_extra={"format": "password"})],
+        grant_type: Annotated[str | None, Form(pattern="^password$", max_length=8)] = None,
+        scope: Annotated[str, Form(max_length=256)] = "",
+        client_id: Annotated[str | None, Form(max_length=256)] = None,
+        client_secret: Annotated[str | None, Form(max_length=256)] = None,
+    ) -> None:
+        self.username, self.password = username, password
+        self.scopes = scope.split()
+
+
 class Token(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
@@ -46,7 +62,8 @@ class NewUser(BaseModel):
     username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     password: str = Field(min_length=1, max_length=256)
     role: Literal["resident", "grid_worker", "department_staff", "planner", "commander", "admin"]
-    area_code: str | None = Field(default=None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")
+    area_code: str | None = Field(default=None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+                                  max_length=15)
     department_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
@@ -57,7 +74,7 @@ class NewApiKey(BaseModel):
     role: Literal["grid_worker", "planner", "commander"] | None = Field(
         None, description="The key acts as a user of this role in ``area_code`` (e.g. a GIS "
         "client reading layers); without, it has only its scopes.")
-    area_code: str | None = Field(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+    area_code: str | None = Field(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$", max_length=15,
                                   description="The area of a key with a role.")
 
 
@@ -65,7 +82,7 @@ class NewApiKey(BaseModel):
              summary="OAuth2 password flow: exchange username and password for a JWT")
 def token(
     request: Request,
-    form: OAuth2PasswordRequestForm = Depends(),
+    form: PasswordForm = Depends(),
     conn: Connection = Depends(get_connection),
 ) -> Token:
     settings: AuthSettings = request.app.state.auth_settings
