@@ -45,10 +45,14 @@ def check_positions(positions: list[tuple[float, float]]) -> None:
 
 
 def _geometry_positions(geom: Any, out: list[tuple[float, float]]) -> None:
-    if not isinstance(geom, dict) or geom.get("type") not in _TYPES:
+    kind = geom.get("type") if isinstance(geom, dict) else None
+    if not isinstance(kind, str) or kind not in _TYPES:
         raise ValueError(f"not a GeoJSON geometry; type one of {', '.join(sorted(_TYPES))}")
-    if geom["type"] == "GeometryCollection":
-        for part in geom.get("geometries") or []:
+    if kind == "GeometryCollection":
+        parts = geom.get("geometries")
+        if not isinstance(parts, list):
+            raise ValueError("a GeometryCollection needs a 'geometries' array")
+        for part in parts:
             _geometry_positions(part, out)
         return
     _positions(geom.get("coordinates"), out, MAX_VERTICES)
