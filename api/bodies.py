@@ -4,7 +4,8 @@ Python's ``json`` reads ``NaN``, ``Infinity`` and ``1e999`` (→ inf) as floats 
 as a string that cannot be encoded as UTF-8; such values then broke the 422 echo (not JSON
 compliant) or the database (cannot encode). ``JsonGuardMiddleware`` reads each JSON body once,
 and only when a cheap byte scan finds a suspect token does it parse and walk the body, so
-ordinary bodies (a 200k-point batch) pay one regex scan. A refusal names the field by its path.
+ordinary bodies (a 200k-point batch) pay a few ``bytes in`` scans. A refusal names the field
+by its path.
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Tokens that can only come from a non-finite number or an escaped surrogate: NaN, Infinity,
-# an exponent of three or more digits (1e999), or a \uD800-\uDFFF escape.
-_SUSPECT = re.compile(rb"NaN|Infinity|[eE]\+?0*[1-9]\d{2}|\\u[dD][89a-fA-F]")
+# What can only come from a non-finite number or an escaped surrogate: NaN, Infinity, an
+# exponent of three or more digits (1e999), or a \uD800-\uDFFF escape. Literal tokens are
+# found with ``in`` (memchr speed); the regexes run only when their first byte occurs at all.
+_EXPONENT = re.compile(rb"[eE]\+?0*[1-9]\d{2}")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _suspect(body: bytes) -> bool:
+    return (b"NaN" in body or b"Infinity" in body
+            or (b"\\u" in body and _SURROGATE.search(body) is not None)
+            or ((b"e" in body or b"E" in body) and _EXPONENT.search(body) is not None))
 
 
 class _Constant:
@@ -63,7 +72,7 @@ def _utf8(s: str) -> bool:
 def json_body_problem(body: bytes) -> str | None:
     """Why ``body`` (JSON) is refused, naming the field (``body.x[2]``); None if it is fine or
     is not JSON at all (the framework answers that with its own 422)."""
-    if not _SUSPECT.search(body):
+    if not _suspect(body):
         return None
     try:
         parsed = json.loads(body, parse_constant=_Constant)
