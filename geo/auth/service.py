@@ -60,7 +60,7 @@ class AuthSettings(WanggeSettings):
     user_rate_per_minute: int = Field(
         default=1200, description="Requests per minute of one signed-in user (bearer token).")
     resident_rate_per_minute: int = Field(
-        default=60, description="Requests per minute of one resident account.")
+        default=120, description="Requests per minute of one resident account.")
     user_cache_seconds: float = Field(
         default=5.0, description="How long a token's account state (active, revoked) is "
         "trusted without asking the database (s); a disable in this worker acts at once.")
