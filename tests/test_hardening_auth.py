@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from api.main import create_app
 from geo.auth import service
-from geo.auth.limits import SharedRateLimiter
 from geo.auth.service import AuthSettings, create_user
 from geo.core.db import make_engine
 from geo.core.settings import DatabaseSettings
@@ -207,6 +206,8 @@ def test_rate_limits_are_shared_between_workers_without_a_query_per_request(engi
     """Today: limits were per process (N workers allowed N× the rate). Two limiters on one
     database, 10 a minute: once their counts are shared, both refuse; counting itself never
     queries the database."""
+    from geo.auth.limits import SharedRateLimiter
+
     one, two = SharedRateLimiter(flush_seconds=3600), SharedRateLimiter(flush_seconds=3600)
     one.start(engine)
     two.start(engine)

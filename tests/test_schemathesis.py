@@ -125,7 +125,8 @@ def test_stateful_sequences_answer_no_server_error(fuzz_app):
 
     class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         def validate_response(self, response, case, additional_checks=None, **kwargs) -> None:
-            not_a_server_error(None, response, case)  # type: ignore[arg-type]
+            assert response.status_code < 500, (
+                f"{case.method} {case.formatted_path}: {response.status_code}")
 
     Workflow.run(settings=settings(max_examples=POISONED_EXAMPLES, stateful_step_count=5,
                                    deadline=None, derandomize=True, database=None,
