@@ -18,6 +18,8 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import OPEN311_PREFIX, open311_errors
+
 # What can only come from a non-finite number or an escaped surrogate: NaN, Infinity, an
 # exponent of three or more digits (1e999), or a \uD800-\uDFFF escape. Literal tokens are
 # found with ``in`` (memchr speed); the regexes run only when their first byte occurs at all.
@@ -81,13 +83,13 @@ def json_body_problem(body: bytes) -> str | None:
     return _walk(parsed, "body")
 
 
-def refusal(reason: str) -> JSONResponse:
+def refusal(reason: str, path: str = "") -> JSONResponse:
     field, _, why = reason.partition(": ")
-    return JSONResponse(
-        {"error": "InvalidInput", "detail": f"refused JSON value at {field}: {why}",
-         "problems": [{"field": field, "reason": why}]},
-        status_code=422,
-    )
+    content = {"error": "InvalidInput", "detail": f"refused JSON value at {field}: {why}",
+               "problems": [{"field": field, "reason": why}]}
+    if path.startswith(OPEN311_PREFIX):
+        return JSONResponse(open311_errors(422, content), status_code=422)
+    return JSONResponse(content, status_code=422)
 
 
 def _is_json(scope: Scope) -> bool:
@@ -122,7 +124,7 @@ class JsonGuardMiddleware:
         body = b"".join(chunks)
         problem = json_body_problem(body)
         if problem is not None:
-            await refusal(problem)(scope, receive, send)
+            await refusal(problem, scope.get("path", ""))(scope, receive, send)
             return
         await self.app(scope, _replay([{"type": "http.request", "body": body,
                                         "more_body": False}], receive), send)
