@@ -88,7 +88,8 @@ def refusal(reason: str, path: str = "") -> JSONResponse:
     content = {"error": "InvalidInput", "detail": f"refused JSON value at {field}: {why}",
                "problems": [{"field": field, "reason": why}]}
     if path.startswith(OPEN311_PREFIX):
-        return JSONResponse(open311_errors(422, content), status_code=422)
+        return JSONResponse(open311_errors(422, {**content, "detail": "refused JSON value"}),
+                            status_code=422)
     return JSONResponse(content, status_code=422)
 
 
