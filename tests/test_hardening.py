@@ -224,8 +224,8 @@ def test_open311_form_fields_are_limited(world):
     client, headers, _, (lon, lat) = world
     r = client.post("/open311/v2/requests.json",
                     data={"service_code": "rubbish", "lat": str(lat), "long": str(lon),
-                          "description": "x" * 100_000}, headers=headers["key"])
-    assert r.status_code == 422 and "description" in r.json()[0]["description"]
+                          "address_string": "x" * 100_000}, headers=headers["key"])
+    assert r.status_code == 422 and "address_string" in r.json()[0]["description"]
 
 
 def _bomb(size: int, members: int = 1) -> bytes:
