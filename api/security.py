@@ -205,7 +205,7 @@ def _count(request: Request, key: str, per_minute: int) -> None:
 async def _still_valid(request: Request, principal: Principal, settings: AuthSettings) -> None:
     """Refuse (401) the token of a disabled account or one issued before its tokens were
     revoked. The account's state is remembered for ``user_cache_seconds`` (the hot path asks
-    the database at most that often per user); ``forget_user`` drops it at once."""
+    the database at most that often per user); ``forget_credentials`` drops it at once."""
     if principal.user_id is None:
         return
     cache: dict[int, tuple[float, bool, float | None]] = request.app.state.user_cache
