@@ -26,6 +26,7 @@ from api.routers import (
     security,
 )
 from api.security import install_security
+from geo.auth.accounts import state_dir_secret
 from geo.auth.service import AuthSettings
 from geo.core.db import make_engine, resolve_url
 from geo.core.settings import ApiSettings, DatabaseSettings
@@ -50,6 +51,9 @@ def create_app(
     db_settings = db_settings or DatabaseSettings()
     api_settings = api_settings or ApiSettings()
     auth_settings = auth_settings or AuthSettings()
+    if not auth_settings.jwt_secret:  # one secret for every worker: kept in the state directory
+        auth_settings = auth_settings.model_copy(
+            update={"jwt_secret": state_dir_secret(db_settings.state_dir)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +79,9 @@ def create_app(
             app.state.engine, incident_settings, threads=writers,
             max_batch=incident_settings.report_batch_max)
         app.state.connection_slots = connection_slots(app.state.engine, reserved=writers + 2)
+        app.state.rate_limiter.start(app.state.engine)  # rate counts shared between workers
         yield
+        app.state.rate_limiter.close()
         app.state.report_writer.close()
         if owns_engine:
             app.state.engine.dispose()

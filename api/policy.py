@@ -57,6 +57,13 @@ POLICY: dict[str, Rule] = {
     "who_am_i": PUBLIC,
     "create_user": ADMIN,
     "create_api_key": ADMIN,
+    "list_users": ADMIN,
+    "disable_user": ADMIN,
+    "enable_user": ADMIN,
+    "revoke_user_tokens": ADMIN,
+    "list_api_keys": ADMIN,
+    "revoke_api_key": ADMIN,
+    "rotate_api_key": ADMIN,
     # point lookup: other systems (API key) and every signed-in user
     "ping": PUBLIC,
     "lookup_point": LOOKUP,

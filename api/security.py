@@ -3,8 +3,10 @@
 - Each request gets an ``X-Request-ID`` (the caller's, or a new one); every log line carries it.
 - Bodies larger than ``ApiSettings.max_body_bytes`` are refused with 413 before they are read.
 - Log messages are scrubbed of phone numbers, passwords, API keys and bearer tokens.
-- Who may call what is decided by ``api/policy.py`` (one table); per-key rate limits answer
-  429 with ``Retry-After``.
+- Who may call what is decided by ``api/policy.py`` (one table).
+- Rate limits per API key, per signed-in user and (stricter) per resident answer 429 with
+  ``Retry-After``; they are shared by every worker (``geo.auth.limits``).
+- A token of a disabled account, or issued before its tokens were revoked, is refused (401).
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ import logging
 import re
 import time
 import uuid
-from collections import defaultdict
 from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
-from sqlalchemy import Engine, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.bodies import JsonGuardMiddleware
 from api.dependencies import pooled_connection
+from api.errors import answer
+from geo.auth.accounts import token_still_valid, user_state
+from geo.auth.limits import SharedRateLimiter
 from geo.auth.service import (
     ANONYMOUS,
     AuthSettings,
@@ -64,6 +68,12 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        if isinstance(record.args, tuple) and record.args:
+            # Scrub each argument and keep the tuple: formatters such as uvicorn's access log
+            # unpack ``record.args`` (collapsing it broke every line with ``?api_key=``).
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            record.msg = redact(str(record.msg))
+            return True
         msg = record.getMessage()
         clean = redact(msg)
         if clean != msg:
@@ -143,30 +153,11 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class RateLimiter:
-    """Fixed one-minute windows per key, in process memory."""
-
-    def __init__(self) -> None:
-        self._windows: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
-
-    def hit(self, key: str, per_minute: int) -> int | None:
-        """Count a request; return seconds to wait if over the limit, else None."""
-        minute = int(time.time() // 60)
-        window, count = self._windows[key]
-        if window != minute:
-            window, count = minute, 0
-        count += 1
-        self._windows[key] = (window, count)
-        if count > per_minute:
-            return 60 - int(time.time() % 60)
-        return None
-
-
 class RateLimited(WanggeError):
     """Too many requests for this key (429)."""
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"rate limit exceeded; retry in {retry_after} s")
+    def __init__(self, retry_after: int, what: str = "rate limit exceeded") -> None:
+        super().__init__(f"{what}; retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -184,7 +175,12 @@ async def resolve_principal(request: Request) -> Principal:
     settings: AuthSettings = request.app.state.auth_settings
     token = _bearer_token(request)
     if token:
-        return principal_from_token(token, settings)
+        principal = principal_from_token(token, settings)
+        await _still_valid(request, principal, settings)
+        per_minute = (settings.resident_rate_per_minute if principal.role == "resident"
+                      else settings.user_rate_per_minute)
+        _count(request, f"user:{principal.name}", per_minute)
+        return principal
     basic = basic_credentials(request)
     if basic is not None:
         return await basic_principal(request, basic[0], basic[1], settings)
@@ -202,9 +198,7 @@ async def resolve_principal(request: Request) -> Principal:
         key = form_key if isinstance(form_key, str) else None
     if key:
         principal, per_minute = await verified_key(request, key, settings)
-        wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
-        if wait is not None:
-            raise RateLimited(wait)
+        _count(request, principal.name, per_minute)
         return principal
     return session_principal(request, settings) or ANONYMOUS
 
@@ -245,6 +239,43 @@ def session_principal(request: Request, settings: AuthSettings) -> Principal | N
     return principal
 
 
+def _count(request: Request, key: str, per_minute: int) -> None:
+    """Count a request against ``key``'s rate (shared by every worker); 429 when over it."""
+    wait = request.app.state.rate_limiter.hit(key, per_minute)
+    if wait is not None:
+        raise RateLimited(wait)
+
+
+async def _still_valid(request: Request, principal: Principal, settings: AuthSettings) -> None:
+    """Refuse (401) the token of a disabled account or one issued before its tokens were
+    revoked. The account's state is remembered for ``user_cache_seconds`` (the hot path asks
+    the database at most that often per user); ``forget_credentials`` drops it at once."""
+    if principal.user_id is None:
+        return
+    cache: dict[int, tuple[float, bool, float | None]] = request.app.state.user_cache
+    now = time.monotonic()
+    hit = cache.get(principal.user_id)
+    if hit is None or hit[0] <= now:
+        active, after = await anyio.to_thread.run_sync(
+            _user_state, request.app.state.engine, principal.user_id)
+        if len(cache) > 100_000:
+            cache.clear()
+        hit = cache[principal.user_id] = (now + settings.user_cache_seconds, active, after)
+    if not token_still_valid(principal.issued_at, hit[1], hit[2]):
+        raise Unauthenticated("this token was revoked or its account is disabled; sign in again")
+
+
+def _user_state(engine: Engine, user_id: int) -> tuple[bool, float | None]:
+    with engine.connect() as conn:
+        return user_state(conn, user_id)
+
+
+def forget_credentials(app: FastAPI) -> None:
+    """Drop every remembered key and account state in this worker (after a revoke/disable)."""
+    app.state.user_cache.clear()
+    app.state.api_key_cache.clear()
+
+
 async def current_principal(request: Request) -> Principal:
     """Dependency: the caller the access policy already resolved (``request.state.principal``),
     or resolved now when the policy is off."""
@@ -270,24 +301,6 @@ async def verified_key(request: Request, key: str,
     return principal, per_minute
 
 
-def _principal_from_api_key(engine: Engine, key: str) -> tuple[Principal, int]:
-    with engine.connect() as conn:
-        principal, per_minute = principal_from_api_key(conn, key)
-        return with_key_role(conn, principal), per_minute
-
-
-def with_key_role(conn: Connection, principal: Principal) -> Principal:
-    """A key that carries a role (migration 0012) acts as a user of that role, area and
-    department, named ``key:NAME``; a key without one keeps its scopes only."""
-    row = conn.execute(text(
-        "SELECT role, area_code, department_id FROM api_key WHERE name = :n"),
-        {"n": principal.name}).first()
-    if row is None or row.role is None:
-        return principal
-    return Principal("user", f"key:{principal.name}", row.role, row.area_code,
-                     row.department_id, principal.scopes)
-
-
 def basic_credentials(request: Request) -> tuple[str, str] | None:
     """(username, password) of an ``Authorization: Basic`` header (RFC 7617), if any."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
@@ -311,9 +324,7 @@ async def basic_principal(request: Request, username: str, password: str,
     each time."""
     if password.startswith("wg_"):
         principal, per_minute = await verified_key(request, password, settings)
-        wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
-        if wait is not None:
-            raise RateLimited(wait)
+        _count(request, principal.name, per_minute)
         return principal
     cache: dict[str, tuple[float, Principal, int]] = request.app.state.api_key_cache
     digest = "basic:" + hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
@@ -337,13 +348,15 @@ def _authenticate(engine: Engine, username: str, password: str) -> Principal:
 def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSettings) -> None:
     """Middleware, the rate limiter, the 429 handler and log redaction, in one call."""
     app.state.auth_settings = auth_settings
-    app.state.rate_limiter = RateLimiter()
+    app.state.rate_limiter = SharedRateLimiter()  # shared once the lifespan calls start()
     app.state.api_key_cache = {}
+    app.state.user_cache = {}
+    app.add_middleware(JsonGuardMiddleware)  # inside the body limit: sees at most the limit
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> Any:
-        return JSONResponse({"error": "RateLimited", "detail": exc.message},
-                            status_code=429, headers={"Retry-After": str(exc.retry_after)})
+        return answer(request, {"error": "RateLimited", "detail": exc.message},
+                      status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
     install_log_filter()

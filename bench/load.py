@@ -4,7 +4,10 @@
 
 wrk sends, at random: point lookups (70 %, API key), incident reports (20 %, a grid worker's
 bearer token) and the grid map page (10 %, a commander's token). Every non-2xx/3xx answer and
-every socket error or timeout counts as an error. Writes bench/results/load.json.
+every socket error or timeout counts as an error; ``unexpected_401`` counts the 401 answers
+(every request carries valid credentials, so each is a token or key refused by a worker that
+does not share the signing secret). The workers get no WANGGE_JWT_SECRET: they share the
+one kept in the state directory. Writes bench/results/load.json.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import tempfile
 
 import httpx
@@ -86,6 +90,19 @@ def lua_script(points: list[tuple[float, float]], key: str, worker: str, command
         f"    return wrk.format('GET', '/maps/grids', {{['Authorization']='Bearer {commander}'}})\n"
         "  end\n"
         "end\n"
+        # 401s counted per thread and summed at the end: a token signed by another worker
+        # (a secret per process) would show here
+        "threads = {}\n"
+        "setup = function(thread) table.insert(threads, thread) end\n"
+        "init = function(args) n401 = 0 end\n"
+        "response = function(status, headers, body)\n"
+        "  if status == 401 then n401 = n401 + 1 end\n"
+        "end\n"
+        "done = function(summary, latency, requests)\n"
+        "  local n = 0\n"
+        "  for _, t in ipairs(threads) do n = n + t:get('n401') end\n"
+        "  io.write('unexpected_401: ' .. n .. '\\n')\n"
+        "end\n"
     )
 
 
@@ -98,8 +115,11 @@ def main() -> None:
     args = ap.parse_args()
 
     name, key, points = prepare(args.grids)
-    env = {**os.environ, "WANGGE_DB_NAME": name, "WANGGE_ENFORCE_ACCESS": "true",
-           "WANGGE_JWT_SECRET": "load-bench-" + "x" * 32}
+    # No WANGGE_JWT_SECRET: the workers must share the secret kept in the state directory.
+    # One token stands for a whole crowd here, so the per-user rate limit is lifted.
+    env = {k: v for k, v in os.environ.items() if k != "WANGGE_JWT_SECRET"}
+    env.update({"WANGGE_DB_NAME": name, "WANGGE_ENFORCE_ACCESS": "true",
+                "WANGGE_USER_RATE_PER_MINUTE": "100000000"})
     with uvicorn_server(env, workers=args.workers) as base:
         tokens = {}
         for user in ("commander", "worker"):
@@ -123,7 +143,10 @@ def main() -> None:
         with eng.connect() as c:
             reports = c.execute(text("SELECT count(*) FROM incident")).scalar()
         eng.dispose()
-    print(result.pop("raw"))
+    raw = result.pop("raw")
+    print(raw)
+    found = re.search(r"unexpected_401: (\d+)", raw)
+    unexpected_401 = int(found.group(1)) if found else None
     write_results("load", {
         "duration_s": args.seconds,
         "requests": result["requests"],
@@ -138,6 +161,8 @@ def main() -> None:
         "grids": args.grids,
         "connections": args.connections,
         "uvicorn_workers": args.workers,
+        "workers": args.workers,
+        "unexpected_401": unexpected_401,
         "load_generator": "wrk 4 (Debian), 1 thread, Lua request mix",
         "access_policy": "on (API key for lookups, bearer tokens for reports and maps)",
     })

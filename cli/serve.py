@@ -45,7 +45,7 @@ def demo(
         reset_demo_people,
     )
 
-    eng = engine()
+    eng = engine(create=True)
     with eng.begin() as conn:
         ensure_demo_loaded(conn)
         secret = reset_demo_admin(conn, password)

@@ -109,3 +109,14 @@ def offset(lon: float, lat: float, metres: float, azimuth: float = 90.0) -> tupl
     """A point ``metres`` away on the ellipsoid (independent of PostGIS)."""
     lo, la, _ = GEOD.fwd(lon, lat, azimuth, metres)
     return lo, la
+
+
+def tiny_png(size: tuple[int, int] = (4, 4)) -> bytes:
+    """A real PNG, made by Pillow."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from factories import AREA_SQL, GRID_E, GRID_W, offset
+from factories import AREA_SQL, GRID_E, GRID_W, offset, tiny_png
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -148,7 +148,7 @@ def test_own_api_conflict_photo_stats(client: tuple[TestClient, str]) -> None:
     app = tc.app
     app.state.incident_settings = app.state.incident_settings.model_copy(
         update={"photo_max_bytes": 1000})
-    ok = tc.post(f"/v1/incidents/{iid}/photos", content=b"\x89PNG" + b"0" * 100,
+    ok = tc.post(f"/v1/incidents/{iid}/photos", content=tiny_png(),
                  headers={"content-type": "image/png"})
     assert ok.status_code == 201
     big = tc.post(f"/v1/incidents/{iid}/photos", content=b"0" * 5000,

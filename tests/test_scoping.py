@@ -28,6 +28,7 @@ from typing import Any
 
 import geopandas as gpd
 import pytest
+from factories import tiny_png
 from fastapi.testclient import TestClient
 from shapely.geometry import Point, box
 from sqlalchemy import Engine, event, text
@@ -321,11 +322,11 @@ def test_resident_rates_only_their_own_report(world: World) -> None:
 def test_photos_follow_the_scope(world: World) -> None:
     a = world.ids["A"]
     png = {"Content-Type": "image/png"}
-    r = world.client.post(f"/v1/incidents/{a}/photos", content=b"\x89PNG fake",
+    r = world.client.post(f"/v1/incidents/{a}/photos", content=tiny_png(),
                           headers={**world.headers["resident1"], **png})
     assert r.status_code == 201, r.text
     photo = r.json()["id"]
-    other = world.client.post(f"/v1/incidents/{a}/photos", content=b"\x89PNG fake",
+    other = world.client.post(f"/v1/incidents/{a}/photos", content=tiny_png(),
                               headers={**world.headers["resident2"], **png})
     assert other.status_code == 404
     assert world.get("resident1", f"/v1/incidents/{a}/photos/{photo}").status_code == 200

@@ -56,7 +56,7 @@ class Run(BaseModel):
 
 class CirclesRequest(BaseModel):
     tiers_m: list[float] | None = Field(None, description="Network distances (m); default "
-                                        "from settings (300, 500, 1000).")
+                                        "from settings (300, 500, 1000).", max_length=20)
     clip: Literal["community", "street", "none"] | None = Field(
         None, description="Clip circles to the station's community or street.")
 

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
+from api.dependencies import CONNECTION
 from api.policy import PolicyRoute, area_within, require_area, scope_of
 from api.security import (
     CSRF_COOKIE,
@@ -77,7 +77,7 @@ class RegisterIn(BaseModel):
              "token cookie")
 def sign_in(request: Request, response: Response, username: str = Form(max_length=64),
             password: str = Form(max_length=256),
-            conn: Connection = Depends(get_connection)) -> Any:
+            conn: Connection = CONNECTION) -> Any:
     settings = request.app.state.auth_settings
     principal = authenticate(conn, username, password)
     token = issue_token(principal, settings)
@@ -105,7 +105,7 @@ def sign_out() -> Response:
              summary="Change the signed-in user's password (the current one is checked)")
 def password(body: PasswordIn, request: Request,
              principal: Principal = Depends(current_principal),
-             conn: Connection = Depends(get_connection)) -> Response:
+             conn: Connection = CONNECTION) -> Response:
     if principal.kind != "user":
         raise Unauthenticated("only a signed-in user has a password")
     change_password(conn, principal.name, body.old_password, body.new_password,
@@ -116,7 +116,7 @@ def password(body: PasswordIn, request: Request,
 @router.post("/residents", operation_id="register_resident", status_code=201,
              summary="A resident registers an account (rate-limited per address)")
 def register(body: RegisterIn, request: Request,
-             conn: Connection = Depends(get_connection)) -> dict[str, Any]:
+             conn: Connection = CONNECTION) -> dict[str, Any]:
     client = request.client.host if request.client else "-"
     wait = request.app.state.rate_limiter.hit(f"register:{client}", REGISTER_PER_MINUTE)
     if wait is not None:
@@ -134,7 +134,7 @@ Within = Query(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
             summary="Open cases by SLA state (green/amber/red) and cases closed in the last "
             "30 days, per street, community, grid or department")
 def counts(request: Request, by: Literal["street", "community", "grid", "department"] = "street",
-           within: str | None = Within, conn: Connection = Depends(get_connection)) -> Any:
+           within: str | None = Within, conn: Connection = CONNECTION) -> Any:
     return dashboard.counts(conn, by=by, scope=scope_of(request),
                             within=area_within(request, within))
 
@@ -142,7 +142,7 @@ def counts(request: Request, by: Literal["street", "community", "grid", "departm
 @router.get("/trend", operation_id="console_trend", response_model=list[dict[str, Any]],
             summary="Cases reported and closed per day (China Standard Time)")
 def trend(request: Request, days: int = Query(30, ge=1, le=366), within: str | None = Within,
-          conn: Connection = Depends(get_connection)) -> Any:
+          conn: Connection = CONNECTION) -> Any:
     return dashboard.trend(conn, days=days, scope=scope_of(request),
                            within=area_within(request, within))
 
@@ -151,7 +151,7 @@ def trend(request: Request, days: int = Query(30, ge=1, le=366), within: str | N
             summary="The command map's incidents (open and recently closed), compact rows; "
             "with `since`, only those changed after it")
 def points(request: Request, since: datetime | None = None, within: str | None = Within,
-           conn: Connection = Depends(get_connection)) -> Response:
+           conn: Connection = CONNECTION) -> Response:
     found = dashboard.map_points(conn, scope=scope_of(request), since=since,
                                  within=area_within(request, within))
     # tens of thousands of rows: orjson straight to bytes (the generic encoder took ~0.5 s)
@@ -184,7 +184,7 @@ def basemap(level: Literal["street", "community", "grid"], request: Request,
 @router.get("/grids/{code}/team", operation_id="console_grid_team",
             response_model=dict[str, Any],
             summary="A grid's 2+5+N team, with the gaps against the rule")
-def grid_team(code: str, request: Request, conn: Connection = Depends(get_connection)) -> Any:
+def grid_team(code: str, request: Request, conn: Connection = CONNECTION) -> Any:
     if not (len(code) == 15 and code.isdigit()):
         raise InvalidInput("a grid code is 15 digits", [Problem(reason="bad code", field="code")])
     require_area(request, code)
@@ -193,7 +193,7 @@ def grid_team(code: str, request: Request, conn: Connection = Depends(get_connec
 
 @router.get("/station-kinds", operation_id="console_station_kinds",
             response_model=list[dict[str, Any]], summary="Station kinds with Chinese names")
-def station_kinds(conn: Connection = Depends(get_connection)) -> Any:
+def station_kinds(conn: Connection = CONNECTION) -> Any:
     return dashboard.station_kinds(conn)
 
 
@@ -203,7 +203,7 @@ def station_kinds(conn: Connection = Depends(get_connection)) -> Any:
 def export(run_id: int, what: Literal["circles", "uncovered", "sites"],
            format: Literal["gpkg", "geojson", "csv"] = "geojson",
            tier_m: float | None = Query(None, gt=0, le=100_000),
-           conn: Connection = Depends(get_connection)) -> Response:
+           conn: Connection = CONNECTION) -> Response:
     if what == "circles":
         fc = circles_geojson(conn, run_id, tier_m=tier_m, limit=100_000)
     elif what == "uncovered":

@@ -10,10 +10,10 @@ set_incident_routing, set_incident_sla, list_departments.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings, file_report
@@ -31,11 +31,15 @@ from api.incident_schemas import (
     TransitionOut,
     UrgeOut,
 )
+from api.limits import MAX_LIST_ITEMS
+from api.limits import TEXT_LIMITS as L
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.schemas import GeoJSONAnswer
 from api.security import current_principal
 from geo import incidents as inc
 from geo.auth.service import Principal
+from geo.core.errors import InvalidInput
+from geo.data.photos import PHOTO_HEADERS, photo_content_type
 
 router = APIRouter(prefix="/v1", tags=["incidents"], route_class=PolicyRoute)
 
@@ -56,15 +60,21 @@ def _actor(principal: Principal, given: str | None) -> str:
 
 
 class ReportIn(BaseModel):
-    category: str = Field(description="Category (= Open311 service_code), e.g. 'rubbish'.")
+    category: str = Field(description="Category (= Open311 service_code), e.g. 'rubbish'.",
+                          max_length=L["code"])
     lon: float = Field(description="Longitude in `crs`.")
     lat: float = Field(description="Latitude in `crs`.")
-    crs: str = Field("wgs84", description="wgs84 | gcj02 | bd09 | cgcs2000.")
-    description: str | None = Field(None, description="What is wrong.")
-    address: str | None = Field(None, description="Free-text address.")
-    actor: str | None = Field(None, description="Who reports (when unauthenticated).")
-    reporter_name: str | None = Field(None, description="Kept private, never published.")
-    reporter_contact: str | None = Field(None, description="Kept private, never published.")
+    crs: str = Field("wgs84", description="wgs84 | gcj02 | bd09 | cgcs2000.",
+                     max_length=L["code"])
+    description: str | None = Field(None, description="What is wrong.",
+                                    max_length=L["description"])
+    address: str | None = Field(None, description="Free-text address.", max_length=L["address"])
+    actor: str | None = Field(None, description="Who reports (when unauthenticated).",
+                              max_length=L["actor"])
+    reporter_name: str | None = Field(None, description="Kept private, never published.",
+                                      max_length=L["reporter_name"])
+    reporter_contact: str | None = Field(None, description="Kept private, never published.",
+                                         max_length=L["reporter_contact"])
 
 
 class ReportOut(BaseModel):
@@ -83,25 +93,33 @@ class ReportOut(BaseModel):
 
 class TransitionIn(BaseModel):
     to: str = Field(description="Target status: checked_in, consulting, in_progress, feedback, "
-                    "rated, closed (in_progress from rated = reopen).")
-    note: str | None = Field(None, description="Note for the history.")
+                    "rated, closed (in_progress from rated = reopen).", max_length=L["code"])
+    note: str | None = Field(None, description="Note for the history.", max_length=L["note"])
     rating: int | None = Field(None, description="1-5, required to enter 'rated'.")
-    actor: str | None = Field(None, description="Who acts (when unauthenticated).")
+    actor: str | None = Field(None, description="Who acts (when unauthenticated).",
+                              max_length=L["actor"])
+
+
+Code = Annotated[str, StringConstraints(max_length=L["code"])]
+Note = Annotated[str, StringConstraints(max_length=L["note"])]
+Actor = Annotated[str, StringConstraints(max_length=L["actor"])]
 
 
 class RerouteIn(BaseModel):
-    departments: list[str] = Field(description="Department codes that must now respond.")
-    note: str | None = None
-    actor: str | None = None
+    departments: list[Code] = Field(description="Department codes that must now respond.",
+                                    max_length=MAX_LIST_ITEMS)
+    note: Note | None = None
+    actor: Actor | None = None
 
 
 class NoteIn(BaseModel):
-    note: str | None = None
-    actor: str | None = None
+    note: Note | None = None
+    actor: Actor | None = None
 
 
 class RoutingIn(BaseModel):
-    departments: list[str] = Field(description="Department codes for this category.")
+    departments: list[Code] = Field(description="Department codes for this category.",
+                                    max_length=MAX_LIST_ITEMS)
 
 
 class SlaIn(BaseModel):
@@ -227,13 +245,16 @@ async def _photo_body(request: Request,
 
 @router.post("/incidents/{incident_id}/photos", operation_id="attach_incident_photo",
              response_model=PhotoOut, status_code=201,
-             summary="Attach a photo (raw image body) to a case or one history step; 413 if "
-             "too large")
+             summary="Attach a photo (raw JPEG, PNG or WebP body) to a case or one history "
+             "step; 422 if it does not decode as one, 413 if too large")
 def attach_incident_photo(incident_id: int, request: Request, history_id: int | None = None,
                           data: bytes = Depends(_photo_body),
                           conn: Connection = CONNECTION,
                           settings: Settings = Depends(incident_settings)) -> Any:
-    ctype = request.headers.get("content-type", "")
+    # a sync route: decoding and the transaction run in a worker thread, off the event loop
+    ctype = "image/jpeg"  # a photo over the size limit is refused below without decoding
+    if len(data) <= settings.photo_max_bytes:
+        ctype = photo_content_type(data)
     pid = inc.attach_photo(conn, incident_id, data, ctype, settings=settings,
                            history_id=history_id, scope=scope_of(request))
     return {"id": pid, "incident_id": incident_id, "history_id": history_id,
@@ -245,8 +266,13 @@ def attach_incident_photo(incident_id: int, request: Request, history_id: int | 
             responses={200: {"content": {"image/*": {}}}})
 def get_incident_photo(incident_id: int, photo_id: int, request: Request,
                        conn: Connection = CONNECTION) -> Response:
-    data, ctype = inc.get_photo(conn, incident_id, photo_id, scope=scope_of(request))
-    return Response(data, media_type=ctype)
+    data, _ = inc.get_photo(conn, incident_id, photo_id, scope=scope_of(request))
+    try:
+        ctype, headers = photo_content_type(data, decode=False), PHOTO_HEADERS
+    except InvalidInput:  # stored before photos were checked: never shown inline
+        ctype = "application/octet-stream"
+        headers = {**PHOTO_HEADERS, "Content-Disposition": "attachment"}
+    return Response(data, media_type=ctype, headers=headers)
 
 
 @router.get("/incident-categories", operation_id="list_incident_categories",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ router = APIRouter(prefix="/v1/layers", tags=["layers"], route_class=PolicyRoute
 
 
 MAX_LIMIT = 10_000
+LAYER_SUFFIXES = (".gpkg", ".geojson", ".json", ".zip")
 data_settings = AppSettings(DataSettings, "data_settings")
 
 
@@ -137,19 +137,21 @@ def get_layer(
 def import_layers(
     request: Request,
     file: UploadFile = File(description=".gpkg, .geojson/.json, or a .zip holding a .shp set"),
-    layer: str | None = Form(None, description="Layer name for a single-layer file."),
+    layer: str | None = Form(None, description="Layer name for a single-layer file.",
+                             max_length=64),
     repair: bool = Form(False, description="Fix invalid geometry with make_valid."),
     conn: Connection = CONNECTION,
     settings: DataSettings = Depends(data_settings),
 ) -> dict[str, Any]:
     name = Path(file.filename or "upload").name
+    if Path(name).suffix.lower() not in LAYER_SUFFIXES:
+        raise InvalidInput("unsupported file type", [Problem(
+            reason="upload a .gpkg, .geojson/.json or a .zip with a shapefile", field="file")])
     if layer is not None and layer not in LAYERS:
         raise InvalidInput("unknown layer", [Problem(
             reason=f"expected one of {', '.join(LAYERS)}", field="layer", feature=layer)])
-    with tempfile.TemporaryDirectory(prefix="wangge-import-") as tmp:
-        source = saved_upload(file, Path(tmp))
-        if source.parent != Path(tmp):
-            source = source.parent  # from a zip: read every layer of the folder it unpacked to
+    with saved_upload(file) as path:
+        source = path.parent if name.lower().endswith(".zip") else path
         data = read_file(source, layer=layer)
         area = area_within(request, None)
         if area is not None:

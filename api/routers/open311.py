@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, file_report
 from api.errors import _status_for
+from api.limits import check_form
 from api.policy import PolicyRoute
 from api.security import verified_key
 from geo import incidents as inc
@@ -33,6 +34,7 @@ router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=PolicyRou
 OPEN311_STATUS = {s: ("closed" if s in ("closed", "duplicate") else "open")
                   for s in inc.STATUSES}
 AGENCY = "网格化服务管理中心 Grid management centre"
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 class Service(BaseModel):
@@ -179,7 +181,9 @@ def requests(request: Request, conn: Connection = CONNECTION) -> Any:
                                ) from exc
     start, end = _date(q.get("start_date"), "start_date"), _date(q.get("end_date"), "end_date")
     if ids is None and start is None:
-        start = (end or datetime.now(UTC)) - timedelta(days=90)
+        reference = end or datetime.now(UTC)
+        start = (reference - timedelta(days=90) if reference > _EARLIEST + timedelta(days=90)
+                 else _EARLIEST)
     codes = q["service_code"].split(",") if q.get("service_code") else None
     rows = inc.list_incidents(conn, status=statuses, category=codes, ids=ids, start=start,
                               end=end, limit=1000)
@@ -227,6 +231,7 @@ async def post_request(request: Request) -> Any:
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
     for k, v in request.query_params.items():
         form.setdefault(k, v)
+    check_form(form)
     key = form.get("api_key") or request.headers.get("x-api-key")
     if not key:
         raise Unauthenticated("api_key is required to create a service request")

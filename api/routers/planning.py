@@ -7,21 +7,23 @@ planner with an area may only touch grids and communities inside it (403 otherwi
 
 from __future__ import annotations
 
-import tempfile
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings
+from api.geojson import FeatureCollection as FeatureCollectionIn
+from api.geojson import Geometry
+from api.limits import MAX_LIST_ITEMS
 from api.policy import PolicyRoute, require_area
 from api.schemas import FeatureCollection
 from api.uploads import saved_upload
 from geo import planning
 
+AreaCode = Annotated[str, StringConstraints(max_length=64)]
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
 
 
@@ -41,26 +43,29 @@ class ChangeIn(BaseModel):
 
 
 class SplitIn(ChangeIn):
-    code: str = Field(description="Grid code (15 digits) to split.")
-    line: dict[str, Any] = Field(description="GeoJSON LineString (WGS 84) crossing the grid.")
+    code: str = Field(description="Grid code (15 digits) to split.", max_length=15)
+    line: Geometry = Field(description="GeoJSON LineString (WGS 84) crossing the grid.")
 
 
 class MergeIn(ChangeIn):
-    codes: list[str] = Field(description="Adjacent grid codes of one community.")
+    codes: list[AreaCode] = Field(description="Adjacent grid codes of one community.",
+                                  max_length=MAX_LIST_ITEMS)
 
 
 class ReshapeIn(ChangeIn):
-    geometries: dict[str, dict[str, Any]] = Field(
-        description="{grid code: GeoJSON Polygon/MultiPolygon (WGS 84)}.")
+    geometries: dict[str, Geometry] = Field(
+        description="{grid code: GeoJSON Polygon/MultiPolygon (WGS 84)}.", max_length=1000)
 
 
 class ReassignIn(ChangeIn):
-    assignments: dict[str, str] = Field(description="{building code: grid code}.")
+    assignments: dict[str, AreaCode] = Field(description="{building code: grid code}.",
+                                             max_length=100_000)
 
 
 class AcceptIn(ChangeIn):
-    community: str = Field(description="Community code (12 digits) the draft partitions.")
-    draft: dict[str, Any] = Field(description="The draft's GeoJSON FeatureCollection.")
+    community: str = Field(description="Community code (12 digits) the draft partitions.",
+                           max_length=15)
+    draft: FeatureCollectionIn = Field(description="The draft's GeoJSON FeatureCollection.")
 
 
 class BuildingMove(BaseModel):
@@ -158,14 +163,15 @@ def reassign(body: ReassignIn, request: Request,
              summary="Import a redrawn grid layer (GPKG, GeoJSON, zipped Shapefile) as one change.")
 def import_layer(request: Request, file: UploadFile = File(..., description="The grid layer."),
                  community: str | None = Form(None, description="Limit to this community "
-                                              "(required for a planner with an area)."),
-                 layer: str | None = Form(None, description="Layer to read (default 'grid')."),
+                                              "(required for a planner with an area).",
+                                              max_length=15),
+                 layer: str | None = Form(None, description="Layer to read (default 'grid').",
+                                          max_length=64),
                  effective_from: datetime | None = Form(None, description="ISO 8601."),
                  conn: Connection = CONNECTION,
                  settings: Settings = Depends(planning_settings)) -> ChangeOut:
     require_area(request, community, field="community")
-    with tempfile.TemporaryDirectory(prefix="wangge-planning-") as tmp:
-        path = saved_upload(file, Path(tmp), default_name="grid.gpkg")
+    with saved_upload(file, find=(".shp",)) as path:
         res = planning.import_grid_layer(conn, path, community=community, layer=layer,
                                          effective_from=effective_from,
                                          settings=settings)

@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION
 from api.policy import PolicyRoute
-from api.security import current_principal
+from api.security import RateLimited, current_principal, forget_credentials
+from geo.auth import accounts
+from geo.auth.limits import failed_logins, record_failed_login, seconds_left
 from geo.auth.service import (
+    AuthSettings,
     Principal,
     authenticate,
     create_api_key,
     create_user,
     issue_token,
+    new_api_key,
 )
+from geo.core.errors import Unauthenticated
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=PolicyRoute)
+
+
+class PasswordForm:
+    """The OAuth2 password flow's form (as FastAPI's ``OAuth2PasswordRequestForm``), with the
+    length of each field limited and declared."""
+
+    def __init__(
+        self,
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=256, json_schema_extra={"format": "password"})],
+        grant_type: Annotated[str | None, Form(pattern="^password$", max_length=8)] = None,
+        scope: Annotated[str, Form(max_length=256)] = "",
+        client_id: Annotated[str | None, Form(max_length=256)] = None,
+        client_secret: Annotated[str | None, Form(max_length=256)] = None,
+    ) -> None:
+        self.username, self.password = username, password
+        self.scopes = scope.split()
 
 
 class Token(BaseModel):
@@ -35,13 +56,15 @@ class Me(BaseModel):
     area_code: str | None
     department_id: int | None
     scopes: list[str]
+    role: str | None = Field(None, description="The role the key acts with, if any.")
 
 
 class NewUser(BaseModel):
     username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     password: str = Field(min_length=1, max_length=256)
     role: Literal["resident", "grid_worker", "department_staff", "planner", "commander", "admin"]
-    area_code: str | None = Field(default=None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")
+    area_code: str | None = Field(default=None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+                                  max_length=15)
     department_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
@@ -59,19 +82,38 @@ class CreatedApiKey(BaseModel):
 
 class NewApiKey(BaseModel):
     name: str = Field(min_length=2, max_length=64)
-    scopes: list[Literal["lookup", "open311"]] = ["lookup", "open311"]
+    scopes: list[Literal["lookup", "open311"]] = Field(["lookup", "open311"], max_length=2)
     rate_per_minute: int = Field(default=6000, ge=1, le=10_000_000)
+    role: Literal["grid_worker", "planner", "commander"] | None = Field(
+        None, description="The key acts as a user of this role in ``area_code`` (e.g. a GIS "
+        "client reading layers); without, it has only its scopes.")
+    area_code: str | None = Field(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$", max_length=15,
+                                  description="The area of a key with a role.")
 
 
 @router.post("/token", response_model=Token, operation_id="issue_token",
              summary="OAuth2 password flow: exchange username and password for a JWT")
 def token(
     request: Request,
-    form: OAuth2PasswordRequestForm = Depends(),
+    form: PasswordForm = Depends(),
     conn: Connection = CONNECTION,
 ) -> Token:
-    principal = authenticate(conn, form.username, form.password)
-    return Token(access_token=issue_token(principal, request.app.state.auth_settings))
+    settings: AuthSettings = request.app.state.auth_settings
+    engine = request.app.state.engine
+    address = request.client.host if request.client else "unknown"
+    window = settings.login_window_seconds
+    with engine.connect() as c:
+        by_account, by_address = failed_logins(c, form.username, address, window)
+    if by_account >= settings.login_failures_per_account \
+            or by_address >= settings.login_failures_per_address:
+        raise RateLimited(seconds_left(window), "too many failed sign-ins")
+    try:
+        principal = authenticate(conn, form.username, form.password)
+    except Unauthenticated:
+        with engine.begin() as c:  # kept although this request's transaction rolls back
+            record_failed_login(c, form.username, address, window)
+        raise
+    return Token(access_token=issue_token(principal, settings))
 
 
 @router.get("/me", response_model=Me, operation_id="who_am_i", summary="The caller's identity")
@@ -97,10 +139,73 @@ def new_user(
 @router.post("/api-keys", status_code=201, operation_id="create_api_key",
              response_model=CreatedApiKey,
              summary="Create an API key for another system (admin); the key is shown once")
-def new_api_key(
+def make_api_key(
     body: NewApiKey,
     conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
     key = create_api_key(conn, body.name, scopes=tuple(body.scopes),
-                         rate_per_minute=body.rate_per_minute)
-    return {"name": body.name, "api_key": key, "scopes": body.scopes}
+                         rate_per_minute=body.rate_per_minute, role=body.role,
+                         area_code=body.area_code)
+    return {"name": body.name, "api_key": key, "scopes": body.scopes, "role": body.role}
+
+
+@router.get("/users", operation_id="list_users", response_model=list[dict[str, Any]],
+            summary="List accounts (admin); never their passwords")
+def users(conn: Connection = CONNECTION) -> Any:
+    return accounts.list_users(conn)
+
+
+Username = Annotated[str, Path(max_length=64)]
+
+
+@router.post("/users/{username}/disable", operation_id="disable_user",
+             response_model=dict[str, Any],
+             summary="Disable an account (admin); its tokens stop working at once")
+def disable(username: Username, request: Request, conn: Connection = CONNECTION) -> Any:
+    out = accounts.set_active(conn, username, False)
+    forget_credentials(request.app)
+    return out
+
+
+@router.post("/users/{username}/enable", operation_id="enable_user",
+             response_model=dict[str, Any], summary="Enable a disabled account (admin)")
+def enable(username: Username, request: Request, conn: Connection = CONNECTION) -> Any:
+    out = accounts.set_active(conn, username, True)
+    forget_credentials(request.app)
+    return out
+
+
+@router.post("/users/{username}/revoke-tokens", operation_id="revoke_user_tokens",
+             response_model=dict[str, Any],
+             summary="Refuse every token issued to an account so far (admin)")
+def revoke_user_tokens(username: Username, request: Request,
+                       conn: Connection = CONNECTION) -> Any:
+    out = accounts.revoke_tokens(conn, username)
+    forget_credentials(request.app)
+    return out
+
+
+@router.get("/api-keys", operation_id="list_api_keys", response_model=list[dict[str, Any]],
+            summary="List API keys (admin): name, first characters, scopes, role, state")
+def api_keys(conn: Connection = CONNECTION) -> Any:
+    return accounts.list_api_keys(conn)
+
+
+@router.post("/api-keys/{name}/revoke", operation_id="revoke_api_key",
+             response_model=dict[str, Any], summary="Revoke an API key (admin)")
+def revoke_key(name: Annotated[str, Path(max_length=64)], request: Request,
+               conn: Connection = CONNECTION) -> Any:
+    out = accounts.revoke_api_key(conn, name)
+    forget_credentials(request.app)
+    return out
+
+
+@router.post("/api-keys/{name}/rotate", operation_id="rotate_api_key",
+             response_model=dict[str, Any],
+             summary="Give an API key a new value (admin); the old one stops; shown once")
+def rotate_key(name: Annotated[str, Path(max_length=64)], request: Request,
+               conn: Connection = CONNECTION) -> Any:
+    key, hashed = new_api_key()
+    out = accounts.rotate_api_key(conn, name, key, hashed)
+    forget_credentials(request.app)
+    return out

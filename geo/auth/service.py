@@ -22,21 +22,27 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.auth.accounts import password_problems
 from geo.core.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from geo.core.settings import WanggeSettings
 from geo.data.crs import to_wgs84
 from geo.data.validate import AREA_LEVELS, LAYERS
 
 ROLES = ("resident", "grid_worker", "department_staff", "planner", "commander", "admin")
+KEY_ROLES = ("grid_worker", "planner", "commander")
 _hasher = PasswordHasher()
+# Verified when the username is unknown or disabled, so that the answer takes as long as for a
+# known user with a wrong password (the time no longer tells which usernames exist).
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 
 class AuthSettings(WanggeSettings):
     """Tokens and limits."""
 
-    jwt_secret: str = Field(
-        default_factory=lambda: secrets.token_hex(32),
-        description="HMAC secret for JWTs. Unset: random per process (tokens die on restart).",
+    jwt_secret: str | None = Field(
+        default=None,
+        description="HMAC secret for JWTs. Unset: made once into the state directory "
+        "(WANGGE_STATE_DIR/jwt_secret), so every worker and restart shares it.",
     )
     jwt_ttl_minutes: int = Field(default=60, description="Lifetime of an access token (minutes).")
     min_password_length: int = Field(default=10, description="Shortest password accepted.")
@@ -44,6 +50,20 @@ class AuthSettings(WanggeSettings):
         default=30.0,
         description="How long a verified API key is trusted without asking the database (s).",
     )
+    login_window_seconds: int = Field(
+        default=900, description="Window in which failed sign-ins are counted (s).")
+    login_failures_per_account: int = Field(
+        default=5, description="Failed sign-ins to one account per window before 429.")
+    login_failures_per_address: int = Field(
+        default=50, description="Failed sign-ins from one client address per window before "
+        "429.")
+    user_rate_per_minute: int = Field(
+        default=1200, description="Requests per minute of one signed-in user (bearer token).")
+    resident_rate_per_minute: int = Field(
+        default=120, description="Requests per minute of one resident account.")
+    user_cache_seconds: float = Field(
+        default=5.0, description="How long a token's account state (active, revoked) is "
+        "trusted without asking the database (s); a disable in this worker acts at once.")
     enforce_access: bool = Field(
         default=True,
         description="Enforce the access policy (api/policy.py). Only tests of other concerns "
@@ -62,6 +82,7 @@ class Principal:
     department_id: int | None = None
     scopes: tuple[str, ...] = ()
     user_id: int | None = None
+    issued_at: float | None = None  # a token's iat (POSIX seconds)
 
     def covers(self, code: str | None) -> bool:
         """True if the area ``code`` lies within this principal's scope (codes nest by prefix)."""
@@ -151,9 +172,7 @@ def create_user(
     problems = []
     if role not in ROLES:
         problems.append(Problem(field="role", reason=f"unknown role; one of {', '.join(ROLES)}"))
-    if len(password) < settings.min_password_length:
-        problems.append(Problem(
-            field="password", reason=f"shorter than {settings.min_password_length} characters"))
+    problems += password_problems(password, username, settings.min_password_length)
     if role in AREA_ROLES and area_code is None:
         problems.append(Problem(field="area_code", reason=f"a {role} works in an area: give one"))
     if role == "department_staff" and department_id is None:
@@ -186,10 +205,11 @@ def authenticate(conn: Connection, username: str, password: str) -> Principal:
         {"u": username},
     ).first()
     try:
-        if row is None or not _hasher.verify(row.password_hash, password):
-            raise Unauthenticated("wrong username or password")
-    except (VerifyMismatchError, InvalidHashError) as exc:
-        raise Unauthenticated("wrong username or password") from exc
+        ok: bool = _hasher.verify(row.password_hash if row is not None else _DUMMY_HASH, password)
+    except (VerifyMismatchError, InvalidHashError):
+        ok = False
+    if row is None or not ok:
+        raise Unauthenticated("wrong username or password")
     return Principal("user", username, row.role, row.area_code, row.department_id, (), row.id)
 
 
@@ -202,37 +222,59 @@ def issue_token(principal: Principal, settings: AuthSettings) -> str:
         "role": principal.role,
         "area": principal.area_code,
         "dep": principal.department_id,
-        "iat": now,
+        "iat": now.timestamp(),  # sub-second: a token made after a revocation is valid
         "exp": now + timedelta(minutes=settings.jwt_ttl_minutes),
     }
-    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+    return jwt.encode(claims, _secret(settings), algorithm="HS256")
+
+
+def _secret(settings: AuthSettings) -> str:
+    if not settings.jwt_secret:
+        raise Unauthenticated("no JWT secret configured (WANGGE_JWT_SECRET)")
+    return settings.jwt_secret
 
 
 def principal_from_token(token: str, settings: AuthSettings) -> Principal:
     try:
-        claims = jwt.decode(token, settings.jwt_secret, algorithms=["HS256"])
+        claims = jwt.decode(token, _secret(settings), algorithms=["HS256"])
     except jwt.PyJWTError as exc:
         raise Unauthenticated(f"invalid token: {exc}") from exc
     return Principal("user", claims["sub"], claims.get("role"), claims.get("area"),
-                     claims.get("dep"), (), claims.get("uid"))
+                     claims.get("dep"), (), claims.get("uid"), claims.get("iat"))
 
 
 def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def new_api_key() -> tuple[str, str]:
+    """A new key and the hash that is stored of it."""
+    key = "wg_" + secrets.token_urlsafe(32)
+    return key, _key_hash(key)
+
+
 def create_api_key(
     conn: Connection, name: str, *, scopes: tuple[str, ...] = ("lookup", "open311"),
-    rate_per_minute: int = 6000,
+    rate_per_minute: int = 6000, role: str | None = None, area_code: str | None = None,
 ) -> str:
     """Create an API key for a system; returns the key itself (shown once, stored hashed).
 
+    With ``role`` (grid_worker, planner, commander; ``area_code`` required) the key acts as a
+    user of that role scoped to that area, e.g. an analyst's GIS client reading layers.
     Refuses (409) a name that another key already has."""
-    key = "wg_" + secrets.token_urlsafe(32)
+    if role is not None and role not in KEY_ROLES:
+        raise InvalidInput("cannot create API key", [Problem(
+            field="role", reason=f"a key may carry one of {', '.join(KEY_ROLES)}")])
+    if role is not None and not area_code:
+        raise InvalidInput("cannot create API key", [Problem(
+            field="area_code", reason="a key with a role needs an area code")])
+    key, hashed = new_api_key()
     made = conn.execute(
-        text("INSERT INTO api_key (name, key_prefix, key_hash, scopes, rate_per_minute)"
-             " VALUES (:n, :p, :h, :s, :r) ON CONFLICT (name) DO NOTHING RETURNING id"),
-        {"n": name, "p": key[:10], "h": _key_hash(key), "s": list(scopes), "r": rate_per_minute},
+        text("INSERT INTO api_key (name, key_prefix, key_hash, scopes, rate_per_minute, role,"
+             " area_code) VALUES (:n, :p, :h, :s, :r, :role, :area)"
+             " ON CONFLICT (name) DO NOTHING RETURNING id"),
+        {"n": name, "p": key[:10], "h": hashed, "s": list(scopes), "r": rate_per_minute,
+         "role": role, "area": area_code if role else None},
     ).first()
     if made is None:
         raise Conflict("cannot create API key",
@@ -241,14 +283,18 @@ def create_api_key(
 
 
 def principal_from_api_key(conn: Connection, key: str) -> tuple[Principal, int]:
-    """The system behind an API key and its rate limit (requests per minute)."""
+    """The system behind an API key and its rate limit (requests per minute). A key with a
+    role is a user of that role (kind ``user``, named ``key:NAME``) in its area."""
     row = conn.execute(
-        text("SELECT name, scopes, rate_per_minute FROM api_key"
+        text("SELECT name, scopes, rate_per_minute, role, area_code FROM api_key"
              " WHERE key_hash = :h AND revoked_at IS NULL"),
         {"h": _key_hash(key)},
     ).first()
     if row is None:
         raise Unauthenticated("unknown or revoked API key")
+    if row.role:
+        return (Principal("user", f"key:{row.name}", row.role, row.area_code,
+                          scopes=tuple(row.scopes)), row.rate_per_minute)
     return Principal("api_key", row.name, scopes=tuple(row.scopes)), row.rate_per_minute
 
 

@@ -38,12 +38,16 @@ def resolve_url(settings: DatabaseSettings, *, start: bool = True) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine with pre-ping, so that a restarted server is reconnected transparently."""
+    """An engine with pre-ping, so that a restarted server is reconnected transparently.
+
+    ``hide_parameters``: a database error's text never carries the statement's values (they
+    can hold a password hash or a resident's phone number, and error text reaches logs)."""
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,
         future=True,
     )
 

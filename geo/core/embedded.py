@@ -106,17 +106,45 @@ def status(settings: DatabaseSettings) -> ClusterStatus:
     return ClusterStatus(True, port, pgdata, pid)
 
 
+def _unenterable(path: Path) -> Path | None:
+    """The first directory from ``/`` down to ``path`` that the server's user cannot enter
+    (``postgres`` when we are root), or None."""
+    for d in [*reversed(path.parents), path]:
+        if not d.exists():
+            return None
+        if os.geteuid() == 0:
+            ok = subprocess.run(_as_postgres(["test", "-x", str(d)]),
+                                capture_output=True).returncode == 0
+        else:
+            ok = os.access(d, os.X_OK)
+        if not ok:
+            return d
+    return None
+
+
 def _initdb(settings: DatabaseSettings) -> None:
     state, pgdata, rundir, _ = _paths(settings)
-    for d in (state, rundir):
-        d.mkdir(parents=True, exist_ok=True)
-        _chown_to_runner(d)
-    if (pgdata / "PG_VERSION").exists():
-        return
-    pgdata.mkdir(parents=True, exist_ok=True)
-    _chown_to_runner(pgdata)
+    try:
+        for d in (state, rundir):
+            d.mkdir(parents=True, exist_ok=True)
+            _chown_to_runner(d)
+        if (pgdata / "PG_VERSION").exists():
+            return
+        pgdata.mkdir(parents=True, exist_ok=True)
+        _chown_to_runner(pgdata)
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"cannot make the database directory in {state} (WANGGE_STATE_DIR): "
+            f"{exc.strerror}; choose a directory you can write") from None
+    blocked = _unenterable(pgdata)
+    if blocked is not None:
+        who = "the postgres user" if os.geteuid() == 0 else "this user"
+        raise DatabaseUnavailable(
+            f"{who} cannot enter {blocked}, so PostgreSQL cannot use {pgdata} "
+            f"(WANGGE_STATE_DIR={state}): choose a state directory outside it, or let it "
+            f"in (chmod o+x {blocked})")
     log.info("initialising a PostgreSQL cluster in %s", pgdata)
-    subprocess.run(
+    result = subprocess.run(
         _as_postgres(
             [
                 str(_pg_bin(settings) / "initdb"),
@@ -127,9 +155,12 @@ def _initdb(settings: DatabaseSettings) -> None:
                 "--encoding=UTF8",
             ]
         ),
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if result.returncode != 0:
+        raise DatabaseUnavailable(f"initdb failed for {pgdata}: "
+                                  f"{(result.stderr or result.stdout).strip()[-1000:]}")
 
 
 def start(settings: DatabaseSettings) -> ClusterStatus:
