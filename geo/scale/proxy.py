@@ -120,8 +120,10 @@ class WorkerPool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise ProxyError(f"{url}: the process exited with {proc.returncode} (see the "
-                                 f"logs in {self.run_dir})")
+                logs = sorted(self.run_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
+                tail = logs[-1].read_text(errors="replace")[-600:] if logs else ""
+                raise ProxyError(f"{url}: the process exited with {proc.returncode} (logs in "
+                                 f"{self.run_dir}):\n{tail}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as r:
                     if r.status == 200:
