@@ -45,7 +45,17 @@ def _settings():  # noqa: ANN202
 
 
 def lookup_rps(url: str, point: tuple[float, float], seconds: int, connections: int) -> dict:
+    import httpx
+
+    from geo.auth.service import create_api_key
+    from geo.core.db import make_engine
     from geo.scale.proxy import WorkerPool
+
+    eng = make_engine(url)
+    with eng.begin() as c:
+        key = create_api_key(c, "bench-scale", scopes=("lookup",), rate_per_minute=10**9)
+    eng.dispose()
+    headers = {"X-API-Key": key}
 
     env = {"WANGGE_DATABASE_URL": url, "WANGGE_JWT_SECRET": "b" * 64,
            "WANGGE_POOL_SIZE": "4"}
@@ -55,8 +65,10 @@ def lookup_rps(url: str, point: tuple[float, float], seconds: int, connections: 
                         state_dir=_settings().state_dir) as pool:
             target = (f"http://127.0.0.1:{pool.port}/v1/lookup?lon={point[0]:.6f}"
                       f"&lat={point[1]:.6f}")
-            run_wrk(target, seconds=2, connections=connections, threads=2)  # warm-up
-            res = run_wrk(target, seconds=seconds, connections=connections, threads=2)
+            httpx.get(target, headers=headers, timeout=30).raise_for_status()
+            run_wrk(target, seconds=2, connections=connections, threads=2, headers=headers)
+            res = run_wrk(target, seconds=seconds, connections=connections, threads=2,
+                          headers=headers)
         res.pop("raw")
         out[n] = res
         print(n, "worker(s):", res)

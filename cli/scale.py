@@ -68,6 +68,20 @@ def lookup_file(
     typer.echo(f"{n} points, {ok} in a grid, written to {dst}")
 
 
+@scale_app.command("citus-check")
+@domain_errors
+def citus_check() -> None:
+    """List what the schema needs before the Citus plan (deploy/README.md) could be applied."""
+    from cli.common import connection
+    from geo.scale.citus import check_plan
+
+    with connection() as conn:
+        changes = check_plan(conn)
+    for change in changes:
+        typer.echo(str(change))
+    typer.echo(f"{len(changes)} change(s)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("proxy")(proxy)
     app.add_typer(scale_app, name="scale")
