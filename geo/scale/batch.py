@@ -80,40 +80,43 @@ def _wgs84(part: pd.DataFrame, lon: str, lat: str, crs: str) -> tuple[np.ndarray
     return wx, wy
 
 
-def _key_points(part: pd.DataFrame, lon: str, lat: str, crs: str,
-                bounds: tuple[float, float, float, float]) -> pd.DataFrame:
-    """``_kx``/``_ky``: the WGS 84 point clipped into ``bounds`` (bad points at a corner),
-    used only to place the row on the Hilbert curve."""
+def _points(part: pd.DataFrame, lon: str, lat: str, crs: str, offsets: list[int],
+            bounds: tuple[float, float, float, float],
+            partition_info: dict | None = None) -> pd.DataFrame:
+    """The numbers of one block: ``_row`` (position in the file), ``x``/``y`` (WGS 84, NaN
+    where not a number) and ``_kx``/``_ky`` (the point clipped into ``bounds``, bad points at
+    a corner: only for placing the row on the Hilbert curve)."""
+    start = offsets[partition_info["number"]] if partition_info else 0
     wx, wy = _wgs84(part, lon, lat, crs)
     x0, y0, x1, y1 = bounds
-    return part.assign(_kx=np.clip(np.nan_to_num(wx, nan=x0), x0, x1),
-                       _ky=np.clip(np.nan_to_num(wy, nan=y0), y0, y1))
+    return pd.DataFrame({
+        "_row": np.arange(start, start + len(part), dtype=np.int64), "x": wx, "y": wy,
+        "_kx": np.clip(np.nan_to_num(wx, nan=x0), x0, x1),
+        "_ky": np.clip(np.nan_to_num(wy, nan=y0), y0, y1)}, index=part.index)
 
 
-def classify_partition(part: pd.DataFrame, index: Any, lon: str, lat: str,
-                       crs: str) -> pd.DataFrame:
-    """The four lookup columns for one partition's points, with ``index`` (a LookupIndex)."""
+def _classify(part: pd.DataFrame, index: Any) -> pd.DataFrame:
+    """``_row``, grid index (-1: none) and status code of each point, by ``index``."""
+    gi, status = index.classify(part["x"].to_numpy(), part["y"].to_numpy())
+    return pd.DataFrame({"_row": part["_row"].to_numpy(), "gi": gi.astype(np.int32),
+                         "st": status.astype(np.int8)}, index=part.index)
+
+
+def _attach(part: pd.DataFrame, found: pd.DataFrame, index: Any) -> pd.DataFrame:
+    """The block's rows as read, with the four lookup columns of ``found`` (same rows)."""
     from geo.lookup import STATUS_NAMES
 
-    wx, wy = _wgs84(part, lon, lat, crs)
-    gi, status = index.classify(wx, wy)
-    codes = np.asarray(index.grid_codes, dtype=object)
-    parents = np.asarray([index.grid_info[i]["parent_code"] for i in range(len(codes))]
-                         + [None], dtype=object)
-    grid = np.where(gi >= 0, codes[np.maximum(gi, 0)], None)
-    community = parents[np.where(gi >= 0, gi, len(codes))]
+    if len(part) != len(found):
+        raise RuntimeError(f"block of {len(part)} rows got {len(found)} answers")
+    gi, status = found["gi"].to_numpy(), found["st"].to_numpy()
+    codes = np.asarray([*index.grid_codes, None], dtype=object)
+    parents = np.asarray([*(index.grid_info[i]["parent_code"]
+                            for i in range(len(index.grid_codes))), None], dtype=object)
+    streets = np.asarray([street_of(c) if c else None for c in parents], dtype=object)
     names = np.asarray([STATUS_NAMES[i] for i in range(max(STATUS_NAMES) + 1)], dtype=object)
-    out = part.drop(columns=[c for c in ("_kx", "_ky", "geometry") if c in part.columns])
-    return out.assign(
-        grid_code=grid, community_code=community,
-        street_code=[street_of(c) if c else None for c in community],
-        lookup_status=names[status.astype(np.int64)])
-
-
-def _number_rows(part: pd.DataFrame, offsets: list[int],
-                 partition_info: dict | None = None) -> pd.DataFrame:
-    start = offsets[partition_info["number"]] if partition_info else 0
-    return part.assign(_row=np.arange(start, start + len(part), dtype=np.int64))
+    slot = np.where(gi >= 0, gi, len(index.grid_codes))
+    return part.assign(grid_code=codes[slot], community_code=parents[slot],
+                       street_code=streets[slot], lookup_status=names[status])
 
 
 def lookup_file_dask(client: Any, engine: Engine, src: Path, dst: Path, *,
@@ -123,7 +126,6 @@ def lookup_file_dask(client: Any, engine: Engine, src: Path, dst: Path, *,
                      spatial_partitions: int | None = None) -> tuple[int, int]:
     """Look up every point of CSV ``src`` on the cluster of ``client``; write ``dst`` (.csv:
     one file; .parquet: a directory). Returns (points, points in a grid)."""
-    import dask
     import dask.dataframe as dd
     import dask_geopandas
 
@@ -148,35 +150,32 @@ def lookup_file_dask(client: Any, engine: Engine, src: Path, dst: Path, *,
     n = offsets[-1]
     if n == 0:
         raise InvalidInput("the file holds no points", [Problem(reason="empty", field="SRC")])
-    rows = raw.map_partitions(_number_rows, offsets,
-                              meta={**raw.dtypes.to_dict(), "_row": "int64"})
     [shared] = client.scatter([index], broadcast=True)
-    meta = pd.DataFrame({**{c: pd.Series(dtype=object) for c in columns},
-                         "_row": pd.Series(dtype="int64"),
-                         **{c: pd.Series(dtype=object) for c in OUT_COLUMNS}})
-    if spatial:
-        # Hilbert key of each point over the district's bounds (dask-geopandas), cut into
-        # ``parts`` ranges: each range is a compact patch of the map. A hash shuffle on the
-        # patch number moves the rows (no pass to compute quantiles), then they are classified
-        # patch by patch and put back in input order.
+    bounds = tuple(float(v) for v in index.district_geom.bounds)
+    points = raw.map_partitions(_points, lon, lat, name, offsets, bounds, meta={
+        "_row": "int64", "x": "float64", "y": "float64", "_kx": "float64", "_ky": "float64"})
+    found_meta = {"_row": "int64", "gi": "int32", "st": "int8"}
+    if spatial and 0 not in lengths:
+        # only numbers travel: the Hilbert patch of each point (dask-geopandas), a hash
+        # shuffle on it, the lookup patch by patch, and a sort back into the file's blocks
         parts = spatial_partitions or max(2, raw.npartitions)
-        bounds = tuple(float(v) for v in index.district_geom.bounds)
-        keyed = rows.map_partitions(_key_points, lon, lat, name, bounds)
-        geoms = dask_geopandas.points_from_xy(keyed, "_kx", "_ky", crs=4326)
-        key = dask_geopandas.from_dask_dataframe(keyed, geometry=geoms).hilbert_distance(
+        geoms = dask_geopandas.points_from_xy(points, "_kx", "_ky", crs=4326)
+        key = dask_geopandas.from_dask_dataframe(points, geometry=geoms).hilbert_distance(
             total_bounds=bounds, level=HILBERT_LEVEL)
         patch = (key.astype("int64") * parts // (1 << (2 * HILBERT_LEVEL))).astype("int64")
-        spread = keyed.drop(columns=["_kx", "_ky"]).assign(_patch=patch).shuffle(
+        spread = points[["_row", "x", "y"]].assign(_patch=patch).shuffle(
             on="_patch", npartitions=parts)
-        looked = spread.drop(columns="_patch").map_partitions(
-            classify_partition, shared, lon, lat, name, meta=meta)
-        ordered = looked.set_index("_row", divisions=[*sorted(set(offsets[:-1])), n - 1])
+        found = spread.map_partitions(_classify, shared, meta=found_meta).set_index(
+            "_row", divisions=[*offsets[:-1], n - 1])
     else:
-        ordered = rows.map_partitions(classify_partition, shared, lon, lat, name,
-                                      meta=meta).drop(columns="_row")
+        found = points.map_partitions(_classify, shared, meta=found_meta)
+    found = client.persist(found)
+    ok = int((found["st"] == lookup.OK).sum().compute())
+    meta = pd.DataFrame({**{c: pd.Series(dtype=object) for c in columns},
+                         **{c: pd.Series(dtype=object) for c in OUT_COLUMNS}})
+    out = dd.map_partitions(_attach, raw, found, shared, meta=meta, align_dataframes=False)
     if ext == ".csv":
-        write = ordered.to_csv(str(dst), single_file=True, index=False, compute=False)
+        out.to_csv(str(dst), single_file=True, index=False)
     else:
-        write = ordered.to_parquet(str(dst), write_index=False, compute=False)
-    _, ok = dask.compute(write, (ordered["lookup_status"] == "ok").sum())
-    return n, int(ok)
+        out.to_parquet(str(dst), write_index=False)
+    return n, ok
