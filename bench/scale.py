@@ -188,6 +188,14 @@ def dask_rate(url: str, n: int, work: Path) -> dict:
     pd.DataFrame({"id": np.arange(n), "lon": rng.uniform(x0, x1, n).round(6),
                   "lat": rng.uniform(y0, y1, n).round(6)}).to_csv(src, index=False)
     out = {"points": n}
+    # the single process, for scale: read the CSV, locate_batch, write the CSV
+    from geo import lookup
+
+    t0 = time.perf_counter()
+    frame = pd.read_csv(src)
+    res = lookup.locate_batch(eng, frame["lon"].to_numpy(), frame["lat"].to_numpy())
+    frame.assign(grid_code=res["grid_code"]).to_csv(work / "single.csv", index=False)
+    out["single_process_points_per_s"] = round(n / (time.perf_counter() - t0))
     for workers in (1, 2):
         with dask_client(workers=workers) as client:
             t0 = time.perf_counter()
