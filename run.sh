@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3 postgresql-15-pgrouting chromium wrk
-              fonts-wqy-zenhei gdal-bin)
+              fonts-wqy-zenhei gdal-bin haproxy)
 # npm fetches the map assets; this machine kind ships Node, else Debian's npm is installed.
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 VENV=.venv

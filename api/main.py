@@ -28,9 +28,11 @@ from api.routers import (
 from api.security import install_security
 from geo.auth.accounts import state_dir_secret
 from geo.auth.service import AuthSettings
-from geo.core.db import make_engine, resolve_url
+from geo.core.db import make_engine, resolve_read_url, resolve_url
 from geo.core.settings import ApiSettings, DatabaseSettings
 from geo.incidents import ReportWriter
+from geo.scale.listener import start_lookup_listener
+from geo.scale.settings import ScaleSettings
 from web import pages as web_pages
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owns_engine = engine is None
-        app.state.engine = engine or make_engine(
-            resolve_url(db_settings), pool_size=db_settings.pool_size
-        )
+        url = None if engine else resolve_url(db_settings)
+        app.state.engine = engine or make_engine(url, pool_size=db_settings.pool_size)
+        # read-only work may go to a hot standby (WANGGE_READ_DATABASE_URL); writes never do
+        read_url = resolve_read_url(db_settings) if url else None
+        app.state.read_engine = make_engine(read_url, pool_size=db_settings.pool_size) \
+            if read_url and read_url != url else app.state.engine
         for module in ROUTERS:
             startup = getattr(module, "on_startup", None)
             if startup:
@@ -80,9 +85,15 @@ def create_app(
             max_batch=incident_settings.report_batch_max)
         app.state.connection_slots = connection_slots(app.state.engine, reserved=writers + 2)
         app.state.rate_limiter.start(app.state.engine)  # rate counts shared between workers
+        listener = start_lookup_listener(app.state.engine) if ScaleSettings().lookup_listen \
+            else None
         yield
+        if listener:
+            listener.stop()
         app.state.rate_limiter.close()
         app.state.report_writer.close()
+        if app.state.read_engine is not app.state.engine:
+            app.state.read_engine.dispose()
         if owns_engine:
             app.state.engine.dispose()
 

@@ -13,15 +13,43 @@ db_app = typer.Typer(help="The embedded PostgreSQL + PostGIS + pgRouting cluster
 
 
 @db_app.command("start")
-def start() -> None:
+def start(
+    standby: bool = typer.Option(False, "--standby", help="Also create (once) and start a "
+                                 "streaming hot standby of it (see geo/core/replica.py)."),
+    synchronous: bool = typer.Option(None, "--sync/--async", help="With --standby: commits "
+                                     "wait for the standby (synchronous_standby_names)."),
+) -> None:
     """Initialise (first time) and start the embedded cluster. Idempotent."""
-    st = embedded.start(DatabaseSettings())
+    settings = DatabaseSettings()
+    st = embedded.start(settings)
     typer.echo(f"running on 127.0.0.1:{st.port} (pid {st.pid}, data {st.pgdata})")
+    if standby:
+        from geo.core import replica
+
+        sb = replica.create_standby(settings)
+        if synchronous is not None:
+            replica.set_synchronous(settings, synchronous)
+        typer.echo(f"standby on 127.0.0.1:{sb.port} (pid {sb.pid}, data {sb.pgdata}); "
+                   f"WANGGE_READ_DATABASE_URL={replica.standby_url(settings)}")
+        for r in replica.replication_state(settings):
+            typer.echo(f"  {r['name']}: {r['state']}, {r['sync_state']}")
+
+
+@db_app.command("promote")
+def promote() -> None:
+    """Make the standby the primary (the old primary is stopped and its data set aside)."""
+    from geo.core import replica
+
+    st = replica.promote(DatabaseSettings())
+    typer.echo(f"promoted: primary on 127.0.0.1:{st.port} (pid {st.pid}, data {st.pgdata})")
 
 
 @db_app.command("stop")
 def stop() -> None:
-    """Stop the embedded cluster, leaving no process behind. Idempotent."""
+    """Stop the embedded cluster (and its standby), leaving no process behind. Idempotent."""
+    from geo.core.replica import standby_settings
+
+    embedded.stop(standby_settings(DatabaseSettings()))
     st = embedded.stop(DatabaseSettings())
     typer.echo("stopped" if not st.running else f"still running (pid {st.pid})")
 

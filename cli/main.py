@@ -14,6 +14,7 @@ from cli import (
     lookup,
     mapping,
     planning,
+    scale,
     security,
     serve,
     synth,
@@ -37,5 +38,6 @@ def _configure(
     )
 
 
-for module in (db, data, synth, serve, lookup, circles, incidents, mapping, planning, security):
+for module in (db, data, synth, serve, lookup, circles, incidents, mapping, planning, security,
+               scale):
     module.register(app)

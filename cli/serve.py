@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 import uvicorn
 
@@ -14,6 +16,7 @@ def serve(
     workers: int = typer.Option(1, help="uvicorn worker processes."),
 ) -> None:
     """Serve the API, with OpenAPI docs at /docs."""
+    os.environ.setdefault("WANGGE_LOOKUP_LISTEN", "true")  # each worker LISTENs for changes
     settings = ApiSettings()
     uvicorn.run(
         "api.main:create_app",

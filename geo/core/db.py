@@ -37,6 +37,20 @@ def resolve_url(settings: DatabaseSettings, *, start: bool = True) -> str:
     return embedded.url(settings)
 
 
+def resolve_read_url(settings: DatabaseSettings, *, start: bool = True) -> str:
+    """The URL for read-only work: ``WANGGE_READ_DATABASE_URL`` if set, else the embedded
+    standby when one runs (``wangge db start --standby``), else the primary's URL."""
+    if settings.read_database_url:
+        return settings.read_database_url
+    if not settings.database_url:
+        from geo.core.replica import standby_url
+
+        url = standby_url(settings)
+        if url:
+            return url
+    return resolve_url(settings, start=start)
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine with pre-ping, so that a restarted server is reconnected transparently.
 

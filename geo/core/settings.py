@@ -40,6 +40,11 @@ class DatabaseSettings(WanggeSettings):
         description="initdb/pg_ctl directory. Unset: newest /usr/lib/postgresql/*/bin.",
     )
     pool_size: int = Field(default=10, description="SQLAlchemy connection pool size.")
+    read_database_url: str | None = Field(
+        default=None,
+        description="A hot standby for read-only work (index builds, maps, statistics, OGC "
+        "reads). Unset: the embedded standby if one runs, else the primary.",
+    )
 
 
 class DataSettings(WanggeSettings):

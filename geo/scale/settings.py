@@ -1,0 +1,28 @@
+"""Settings of the scale-out pieces (env prefix ``WANGGE_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from geo.core.settings import WanggeSettings
+
+
+class ScaleSettings(WanggeSettings):
+    """Workers behind HAProxy and the lookup listener."""
+
+    lookup_listen: bool = Field(
+        default=False,
+        description="Each API process LISTENs for grid changes (NOTIFY wangge_lookup) and "
+        "refreshes its lookup index at once. `wangge serve` and `wangge proxy` turn it on.",
+    )
+    haproxy_bin: Path = Field(default=Path("/usr/sbin/haproxy"),
+                              description="HAProxy executable (Debian package haproxy).")
+    worker_base_port: int = Field(
+        default=0, description="Workers listen on 127.0.0.1 from this port up; 0 picks free "
+        "ports.")
+    health_interval_ms: int = Field(
+        default=500, description="HAProxy checks GET /v1/ping on each worker this often (ms).")
+    restart_delay_s: float = Field(
+        default=0.5, description="A dead worker is restarted after this many seconds.")
