@@ -71,7 +71,7 @@ def lookup_file(
 @scale_app.command("citus-check")
 @domain_errors
 def citus_check() -> None:
-    """List what the schema needs before the Citus plan (docs/operations/scale.md) could be applied."""
+    """List what the schema needs before the Citus plan (docs/operations/scale.md) applies."""
     from cli.common import connection
     from geo.scale.citus import check_plan
 

@@ -1,4 +1,4 @@
-"""The Citus plan (geo/scale/citus.py, docs/operations/scale.md) checked against the migrated schema."""
+"""The Citus plan (geo/scale/citus.py, docs/operations/scale.md) against the migrated schema."""
 
 from __future__ import annotations
 
