@@ -83,7 +83,7 @@ def replication_and_failover(url: str, points: list[tuple[float, float]],
 
     from geo.core import embedded, replica
     from geo.core.db import make_engine
-    from geo.incidents import service as inc
+    from geo import incidents as inc
 
     settings = _settings()
     replica.create_standby(settings)

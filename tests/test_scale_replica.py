@@ -18,7 +18,7 @@ from test_lookup import seed_hand_made
 from geo.core import embedded, replica
 from geo.core.db import make_engine, migrate, resolve_read_url
 from geo.core.settings import DatabaseSettings
-from geo.incidents import service as inc
+from geo import incidents as inc
 
 
 @pytest.fixture(scope="module")

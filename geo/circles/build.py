@@ -26,33 +26,26 @@ from __future__ import annotations
 
 import io
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import Transformer
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
 from geo.circles.geometry import (
     EdgeCoords,
-    circle_polygons,
-    cut_barrier,
     edge_reach,
     tier_intervals,
 )
-from geo.circles.raster import raster_polygons
+from geo.circles.pool import CHUNK, Chunk, Job, chunk_csv, process_pool
 from geo.circles.runs import CircleSettings, claim_run, finish_run, metric_srid, read_copy
 from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
-from geo.data.store import _ewkb, _multi_polygons
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +134,6 @@ DELETE FROM service_circle WHERE run_id = :run AND ST_IsEmpty(geom);
 """
 COPY_SQL = ("COPY service_circle (run_id, station_id, tier_m, tier_min, reached_pieces, geom)"
             " FROM STDIN WITH (FORMAT csv)")
-CHUNK = 250  # circles per buffer task
-POOL_MIN_CIRCLES = 100  # fewer circles are drawn in this process (forking costs more)
 
 
 def check_tiers(tiers: list[float]) -> list[float]:
@@ -269,85 +260,6 @@ def _search_scipy(conn: Connection, reach: float,
 
 
 
-@dataclass
-class _Job:
-    """What every chunk of a run shares (picklable, sent to the worker processes)."""
-
-    run_id: int
-    srid: int
-    method: str
-    cell_m: float
-    buffer_m: float
-    quad_segs: int
-    speed: float
-    barrier: bytes | None
-
-
-@dataclass
-class _Chunk:
-    """Some circles' reached pieces: vertices (m), piece of each vertex, circle of each piece
-    (all local to the chunk), and each circle's station, tier (m) and piece count."""
-
-    xy: np.ndarray
-    piece: np.ndarray
-    circle: np.ndarray
-    n: int
-    station: np.ndarray
-    tier: np.ndarray
-    pieces: np.ndarray
-
-
-def _chunk_csv(job: _Job, ch: _Chunk) -> tuple[str, int, dict[str, float]]:
-    """Polygons of one chunk of circles (raster contour or exact buffer, then the barrier
-    cut), in EPSG:4326, as ``service_circle`` COPY rows; with the CPU seconds of each step."""
-    clock = time.process_time
-    t0 = clock()
-    lines = shapely.linestrings(ch.xy, indices=ch.piece)
-    multi = shapely.multilinestrings(lines, indices=ch.circle)
-    if job.method == "exact":
-        polys, spent = circle_polygons(multi, job.buffer_m, job.quad_segs, job.barrier)
-    else:
-        polys = raster_polygons(ch.xy, ch.piece, ch.circle, ch.n, job.cell_m, job.buffer_m)
-        polys = shapely.simplify(polys, job.cell_m / 5)
-        t1 = clock()
-        if job.barrier is not None:
-            cut_barrier(polys, multi, job.barrier)
-        spent = {"merge_s": 0.0, "buffer_s": t1 - t0, "cut_s": clock() - t1}
-    t = clock()
-    to_wgs = Transformer.from_crs(job.srid, 4326, always_xy=True)
-    polys = shapely.transform(polys, lambda p: np.column_stack(to_wgs.transform(*p.T)))
-    ok = np.nonzero(~shapely.is_empty(polys))[0]
-    wkb = _ewkb(_multi_polygons(polys[ok]))
-    s, tm, pc = ch.station[ok], ch.tier[ok], ch.pieces[ok]
-    csv = "".join(  # numbers and hex only: no quoting needed
-        f"{job.run_id},{s[i]},{float(tm[i])!r},{float(tm[i]) / job.speed!r},{pc[i]},{wkb[i]}\n"
-        for i in range(len(ok)))
-    spent["store_s"] = clock() - t
-    return csv, len(ok), spent
-
-
-class _Serial:
-    """``pool.map`` in this process (one worker, or one chunk: no process worth forking)."""
-
-    def __enter__(self) -> _Serial:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, fn: Any, *its: Any) -> Any:
-        return map(fn, *its)
-
-
-def _pool(workers: int, jobs: int, circles: int) -> Any:
-    """Worker processes (forked: they inherit the imports, start in milliseconds) when there is
-    more than one worker and chunk and at least ``POOL_MIN_CIRCLES`` circles; the raster and
-    GEOS steps do not release the GIL, so threads would share one core."""
-    if workers <= 1 or jobs <= 1 or circles < POOL_MIN_CIRCLES:
-        return _Serial()
-    return ProcessPoolExecutor(min(workers, jobs), mp_context=multiprocessing.get_context("fork"))
-
-
 def _polygons(
     conn: Connection,
     settings: CircleSettings,
@@ -384,7 +296,7 @@ def _polygons(
             text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
         ).scalar()
         barrier = bytes(barrier) if barrier is not None else None
-    job = _Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
+    job = Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
                settings.circle_buffer_m, settings.circle_quad_segs,
                settings.walking_speed_m_per_min, barrier)
     workers = max(1, settings.circle_parallel_workers)
@@ -394,7 +306,7 @@ def _polygons(
     bar = tqdm(total=stations * len(tiers), desc="circles", unit="circle") if progress else None
     raw = driver_connection(conn)
     done_st = 0
-    with _pool(workers, 2, stations * len(tiers)) as pool:
+    with process_pool(workers, 2, stations * len(tiers)) as pool:
         for members, dd in groups:
             t1 = time.perf_counter()
             reach = edge_reach(dd, source, target)
@@ -423,9 +335,9 @@ def _polygons(
                 c1 = min(c0 + size, n)
                 p0, p1 = np.searchsorted(circle, [c0, c1])
                 q0, q1 = np.searchsorted(piece, [p0, p1])
-                jobs.append(_Chunk(xy[q0:q1], piece[q0:q1] - p0, circle[p0:p1] - c0, c1 - c0,
+                jobs.append(Chunk(xy[q0:q1], piece[q0:q1] - p0, circle[p0:p1] - c0, c1 - c0,
                                    station[c0:c1], tier[c0:c1], pieces[c0:c1]))
-            for csv, count, spent in pool.map(_chunk_csv, [job] * len(jobs), jobs):
+            for csv, count, spent in pool.map(chunk_csv, [job] * len(jobs), jobs):
                 tc = time.perf_counter()
                 with raw.cursor() as cur:
                     cur.copy_expert(COPY_SQL, io.StringIO(csv))
