@@ -81,9 +81,9 @@ def replication_and_failover(url: str, points: list[tuple[float, float]],
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
+    from geo import incidents as inc
     from geo.core import embedded, replica
     from geo.core.db import make_engine
-    from geo import incidents as inc
 
     settings = _settings()
     replica.create_standby(settings)

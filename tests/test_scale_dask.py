@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from test_lookup import AREAS_GEN1, seed_hand_made
+from factories import AREAS_GEN1, seed_hand_made
 from typer.testing import CliRunner
 
 from cli.main import app

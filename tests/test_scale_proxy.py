@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import shapely
-from test_lookup import AREAS_GEN1, C1, G11, G12, seed_hand_made
+from factories import AREAS_GEN1, C1, G11, G12, seed_hand_made
 
 from geo.scale.proxy import WorkerPool, free_port
 from geo.scale.settings import ScaleSettings

@@ -11,14 +11,14 @@ import time
 import uuid
 
 import pytest
+from factories import seed_hand_made
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from test_lookup import seed_hand_made
 
+from geo import incidents as inc
 from geo.core import embedded, replica
 from geo.core.db import make_engine, migrate, resolve_read_url
 from geo.core.settings import DatabaseSettings
-from geo import incidents as inc
 
 
 @pytest.fixture(scope="module")
