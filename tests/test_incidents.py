@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import shapely
+from factories import AREA_SQL, GRID_E, GRID_W, offset
 from pyproj import Geod, Transformer
 from shapely.geometry import Point, box
 from sqlalchemy import Engine, text
@@ -29,26 +30,9 @@ from geo.incidents import intake, workflow
 
 W, S, E, N, MID = 119.30, 26.04, 119.32, 26.06, 119.31
 DISTRICT, STREET, COMMUNITY = "350104", "350104001", "350104001001"
-GRID_W, GRID_E = "350104001001001", "350104001001002"
 GRIDS = {GRID_W: box(W, S, MID, N), GRID_E: box(MID, S, E, N)}
 GEOD = Geod(ellps="WGS84")
 
-AREA_SQL = """
-INSERT INTO generation (id, kind, effective_from) VALUES (1, 'import', now() - interval '1 day');
-INSERT INTO area (level, code, parent_code, name, geom, generation_low, responsible_body,
-                  metric_srid) VALUES
- ('district', '350104', NULL, '仓山区', ST_Multi(ST_MakeEnvelope(119.30, 26.04, 119.32, 26.06,
-   4326)), 1, NULL, 32650),
- ('street', '350104001', '350104', '测试街道', ST_Multi(ST_MakeEnvelope(119.30, 26.04, 119.32,
-   26.06, 4326)), 1, NULL, NULL),
- ('community', '350104001001', '350104001', '测试社区', ST_Multi(ST_MakeEnvelope(119.30, 26.04,
-   119.32, 26.06, 4326)), 1, NULL, NULL),
- ('grid', '350104001001001', '350104001001', '西网格', ST_Multi(ST_MakeEnvelope(119.30, 26.04,
-   119.31, 26.06, 4326)), 1, '测试社区居委会', NULL),
- ('grid', '350104001001002', '350104001001', '东网格', ST_Multi(ST_MakeEnvelope(119.31, 26.04,
-   119.32, 26.06, 4326)), 1, '测试社区居委会', NULL);
-SELECT setval(pg_get_serial_sequence('generation', 'id'), 1);
-"""
 
 
 @dataclass
@@ -79,12 +63,6 @@ def shapely_locator(conn: Any, lon: float, lat: float, *, crs: str = "wgs84",
         dist = g.exterior.distance(Point(x, y))
     return FakeLookup(lon, lat, {"code": DISTRICT}, {"code": STREET}, {"code": COMMUNITY},
                       {"code": code} if code else None, dist)
-
-
-def offset(lon: float, lat: float, metres: float, azimuth: float = 90.0) -> tuple[float, float]:
-    """A point ``metres`` away on the ellipsoid (independent of PostGIS)."""
-    lo, la, _ = GEOD.fwd(lon, lat, azimuth, metres)
-    return lo, la
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from geo.auth.service import EVERYTHING, Scope, code_prefix_sql
 from geo.core.errors import InvalidInput, NotFound, Problem
+from geo.incidents.cases import scope_where
 
 TZ = "Asia/Shanghai"
 LEVELS = {"street": "i.street_code", "community": "i.community_code", "grid": "i.grid_code"}
@@ -27,17 +28,9 @@ _SLA = """CASE WHEN NOT i.is_open THEN 'none' WHEN :now >= i.resolve_due THEN 'r
 
 
 def _where(scope: Scope, params: dict[str, Any], within: str | None) -> list[str]:
-    """Conditions on alias ``i`` for ``scope`` (area prefix, department, own reports) and the
-    area ``within``, values bound into ``params`` (the same rules as the incident reads)."""
-    where = ["true"]
-    if scope.area is not None:
-        where.append(code_prefix_sql("i.grid_code", scope.area, params, "scope"))
-    if scope.department_id is not None:
-        where.append("i.department_ids @> ARRAY[CAST(:scope_dep AS integer)]")
-        params["scope_dep"] = scope.department_id
-    if scope.reporter_user_id is not None:
-        where.append("i.reporter_user_id = :scope_uid")
-        params["scope_uid"] = scope.reporter_user_id
+    """Conditions on alias ``i`` for ``scope`` (the incident reads' own rules,
+    ``geo.incidents.cases.scope_where``) and the area ``within``; values bound into ``params``."""
+    where = ["true", *scope_where(scope, params)]
     if within:
         where.append(code_prefix_sql("i.grid_code", within, params, "within"))
     return where
