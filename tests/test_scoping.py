@@ -200,7 +200,8 @@ def test_reports_record_the_signed_in_reporter(world: World) -> None:
 def test_list_returns_exactly_the_callers_rows(world: World, who: str) -> None:
     r = world.get(who, "/v1/incidents", params={"limit": 1000})
     assert r.status_code == 200, r.text
-    assert world.letters(r.json()) & set(world.ids) == EXPECTED[who]
+    assert world.letters(r.json()["items"]) & set(world.ids) == EXPECTED[who]
+    assert r.json()["total"] == len(r.json()["items"])
 
 
 @pytest.mark.parametrize("who", sorted(EXPECTED))
@@ -250,7 +251,7 @@ def test_area_filters_outside_the_area_are_refused(world: World) -> None:
                      params={"street": STREET2}).status_code == 403
     # a wider filter than the caller's area is narrowed by the scope, not refused
     r = world.get("gridworker", "/v1/incidents", params={"street": STREET1})
-    assert r.status_code == 200 and world.letters(r.json()) & set(world.ids) == {"A"}
+    assert r.status_code == 200 and world.letters(r.json()["items"]) & set(world.ids) == {"A"}
 
 
 # ---------------------------------------------------------------- changes

@@ -14,11 +14,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
+from api.paging import Page, Paging, page
 from api.policy import PolicyRoute
 from api.security import require
 from geo.circles.build import build_circles, circles_geojson
 from geo.circles.coverage import coverage_by_level, run_coverage, uncovered_geojson
-from geo.circles.runs import CircleSettings, get_run, list_runs
+from geo.circles.runs import CircleSettings, count_runs, get_run, list_runs
 from geo.circles.siting import run_siting, sites
 
 router = APIRouter(prefix="/v1/circles", tags=["circles"], route_class=PolicyRoute)
@@ -43,6 +44,10 @@ class Run(BaseModel):
     finished_at: datetime | None
     status: str
     summary: dict[str, Any]
+
+
+class RunPage(Page):
+    items: list[Run] = Field(description="This page's runs.")  # type: ignore[assignment]
 
 
 class CirclesRequest(BaseModel):
@@ -90,14 +95,18 @@ def create_circles_run(
     return get_run(conn, rid)
 
 
-@router.get("/runs", operation_id="list_analysis_runs", response_model=list[Run],
-            summary="Circles, coverage and siting runs, newest first.")
+@router.get("/runs", operation_id="list_analysis_runs", response_model=RunPage,
+            summary="Circles, coverage and siting runs, newest first: a page with the total "
+            "and next/prev links.")
 def runs(
+    request: Request,
     kind: Literal["circles", "coverage", "siting"] | None = None,
-    limit: int = Query(100, ge=1, le=1000),
+    paging: tuple[int, int] = Depends(Paging(100, 1000)),
     conn: Connection = Depends(get_connection),
-) -> list[dict[str, Any]]:
-    return list_runs(conn, kind, limit)
+) -> dict[str, Any]:
+    limit, offset = paging
+    return page(request, list_runs(conn, kind, limit, offset), count_runs(conn, kind), limit,
+                offset)
 
 
 @router.get("/runs/{run_id}", operation_id="get_analysis_run", response_model=Run,

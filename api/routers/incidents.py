@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import file_report, get_connection
+from api.paging import Page, Paging, page
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
@@ -110,19 +111,23 @@ async def report_incident(body: ReportIn, request: Request,
     return res.__dict__
 
 
-@router.get("/incidents", operation_id="list_incidents", response_model=list[dict[str, Any]],
+@router.get("/incidents", operation_id="list_incidents", response_model=Page,
             summary="List incidents (public fields) by status, category, street, grid, period; "
-            "only those in the caller's area, department or own reports")
+            "only those in the caller's area, department or own reports; a page with the total "
+            "and next/prev links")
 def list_incidents(
     request: Request,
     status: list[str] | None = Query(None), category: list[str] | None = Query(None),
     street: str | None = None, grid: str | None = None, start: datetime | None = None,
-    end: datetime | None = None, limit: int = Query(100, ge=1, le=10_000),
+    end: datetime | None = None, paging: tuple[int, int] = Depends(Paging(100, 10_000)),
     conn: Connection = Depends(get_connection),
 ) -> Any:
     require_overlap(request, street=street, grid=grid)
-    return inc.list_incidents(conn, status=status, category=category, street=street, grid=grid,
-                              start=start, end=end, limit=limit, scope=scope_of(request))
+    limit, offset = paging
+    filters = {"status": status, "category": category, "street": street, "grid": grid,
+               "start": start, "end": end, "scope": scope_of(request)}
+    items = inc.list_incidents(conn, **filters, limit=limit, offset=offset)
+    return page(request, items, inc.count_incidents(conn, **filters), limit, offset)
 
 
 @router.get("/incidents/overdue", operation_id="overdue_incidents",
