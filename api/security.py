@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextvars
 import hashlib
+import json
 import logging
 import re
 import time
@@ -199,6 +200,9 @@ async def resolve_principal(request: Request) -> Principal:
             pass
         form_key = (await request.form()).get("api_key")
         key = form_key if isinstance(form_key, str) else None
+    elif not key and request.method == "POST" and content_type.startswith(
+            "application/json") and request.url.path.startswith("/open311/"):
+        key = await _json_api_key(request)  # Open311 clients may post a JSON object
     if key:
         principal, per_minute = await verified_key(request, key, settings)
         wait = request.app.state.rate_limiter.hit(principal.name, per_minute)
@@ -206,6 +210,16 @@ async def resolve_principal(request: Request) -> Principal:
             raise RateLimited(wait)
         return principal
     return ANONYMOUS
+
+
+async def _json_api_key(request: Request) -> str | None:
+    """The ``api_key`` of a JSON object body, if any (the body stays readable)."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except (ValueError, RecursionError):
+        return None  # the handler answers the unreadable body
+    key = body.get("api_key") if isinstance(body, dict) else None
+    return key if isinstance(key, str) else None
 
 
 async def current_principal(request: Request) -> Principal:
