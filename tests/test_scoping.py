@@ -229,7 +229,16 @@ def test_resident_sees_anothers_report_as_missing(world: World) -> None:
 def test_overdue_lists_only_the_callers_rows(world: World, who: str) -> None:
     r = world.get(who, "/v1/incidents/overdue", params={"level": "red"})
     assert r.status_code == 200, r.text
-    assert world.letters(r.json()) & set(world.ids) == EXPECTED[who]
+    assert world.letters(r.json()["items"]) & set(world.ids) == EXPECTED[who]
+    total, rows = r.json()["total"], r.json()["items"]
+    assert total == len(rows)
+    paged, url = [], "/v1/incidents/overdue?level=red&limit=1"
+    while url:  # one case a page, following the next links
+        page = world.get(who, url).json()
+        assert page["total"] == total and len(page["items"]) <= 1
+        paged += page["items"]
+        url = next((x["href"] for x in page["links"] if x["rel"] == "next"), None)
+    assert [x["id"] for x in paged] == [x["id"] for x in rows]
 
 
 @pytest.mark.parametrize("who, grids", [("gridworker", {W1A}), ("commander", {W1A, W1B}),

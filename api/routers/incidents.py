@@ -130,16 +130,19 @@ def list_incidents(
     return page(request, items, inc.count_incidents(conn, **filters), limit, offset)
 
 
-@router.get("/incidents/overdue", operation_id="overdue_incidents",
-            response_model=list[dict[str, Any]],
-            summary="Open cases past their deadline (red) or 80 % of it (amber)")
+@router.get("/incidents/overdue", operation_id="overdue_incidents", response_model=Page,
+            summary="Open cases past their deadline (red) or 80 % of it (amber), earliest due "
+            "first: a page with the total and next/prev links")
 def overdue_incidents(request: Request, street: str | None = None, grid: str | None = None,
                       department: str | None = None, level: str = "red",
-                      limit: int = Query(1000, ge=1, le=10_000),
+                      paging: tuple[int, int] = Depends(Paging(1000, 10_000)),
                       conn: Connection = Depends(get_connection)) -> Any:
     require_overlap(request, street=street, grid=grid)
-    return inc.overdue(conn, street=street, grid=grid, department=department, level=level,
-                       limit=limit, scope=scope_of(request))
+    limit, offset = paging
+    filters = {"street": street, "grid": grid, "department": department, "level": level,
+               "scope": scope_of(request)}
+    items = inc.overdue(conn, **filters, limit=limit, offset=offset)
+    return page(request, items, inc.count_overdue(conn, **filters), limit, offset)
 
 
 @router.get("/incidents/stats", operation_id="incident_stats",

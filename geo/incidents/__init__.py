@@ -26,6 +26,7 @@ from geo.incidents.photos import attach_photo, get_photo
 from geo.incidents.queries import (
     LEVEL_COLUMN,
     count_incidents,
+    count_overdue,
     get,
     list_incidents,
     overdue,
@@ -63,6 +64,7 @@ __all__ = [
     "attach_photo",
     "categories",
     "count_incidents",
+    "count_overdue",
     "departments",
     "escalate_overdue",
     "file_reports",

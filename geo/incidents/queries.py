@@ -132,27 +132,46 @@ def count_incidents(conn: Connection, **filters: Any) -> int:
                             params).scalar_one())
 
 
-def overdue(conn: Connection, *, street: str | None = None, grid: str | None = None,
-            department: str | None = None, level: str = "red", now: datetime | None = None,
-            limit: int = 1000, scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
-    """Open cases past their resolution deadline (``level='red'``) or past 80 % (``'amber'``),
-    for one street, grid or department, within ``scope``; earliest due first. Uses the partial
-    open-case index."""
+def _overdue_where(params: dict[str, Any], *, street: str | None = None,
+                   grid: str | None = None, department: str | None = None, level: str = "red",
+                   scope: Scope = EVERYTHING) -> str:
     if level not in ("red", "amber"):
         raise InvalidInput("level is red or amber", [Problem(reason="unknown", field="level")])
     col = "resolve_due" if level == "red" else "amber_at"
-    params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": int(limit)}
     where = ["i.is_open", f"i.{col} <= :now", *scope_where(scope, params)]
     _place_time_where(where, params, street=street, grid=grid)
     if department:
         where.append("i.department_ids @> ARRAY[(SELECT id FROM department WHERE code = :dep)]")
         params["dep"] = department
+    return " AND ".join(where)
+
+
+def overdue(conn: Connection, *, street: str | None = None, grid: str | None = None,
+            department: str | None = None, level: str = "red", now: datetime | None = None,
+            limit: int = 1000, offset: int = 0,
+            scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
+    """Open cases past their resolution deadline (``level='red'``) or past 80 % (``'amber'``),
+    for one street, grid or department, within ``scope``; earliest due first, ``offset``
+    skipped (paging). Uses the partial open-case index."""
+    params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": int(limit),
+                              "off": max(int(offset), 0)}
+    where = _overdue_where(params, street=street, grid=grid, department=department,
+                           level=level, scope=scope)
     sql = (f"SELECT i.id, i.category_code, i.status, i.street_code, i.grid_code,"
            f" i.department_ids, i.reported_at, i.resolve_due, i.amber_at, i.escalation_level,"
            f" i.urge_count, ST_X(i.location) AS lon, ST_Y(i.location) AS lat,"
            f" CASE WHEN :now >= i.resolve_due THEN 'red' ELSE 'amber' END AS sla"
-           f" FROM incident i WHERE {' AND '.join(where)} ORDER BY i.resolve_due LIMIT :lim")
+           f" FROM incident i WHERE {where} ORDER BY i.resolve_due, i.id"
+           f" LIMIT :lim OFFSET :off")
     return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+
+
+def count_overdue(conn: Connection, *, now: datetime | None = None, **filters: Any) -> int:
+    """How many cases ``overdue`` would list with these filters and no limit."""
+    params: dict[str, Any] = {"now": now or datetime.now(UTC)}
+    where = _overdue_where(params, **filters)
+    return int(conn.execute(text(f"SELECT count(*) FROM incident i WHERE {where}"),
+                            params).scalar_one())
 
 
 # ---------------------------------------------------------------- statistics
