@@ -11,6 +11,7 @@ limit is 429 and an outage 503, both with ``Retry-After`` and the same error lis
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -43,10 +44,14 @@ def fmt_of(path: str) -> str:
     return "xml" if path.lower().endswith(".xml") else "json"
 
 
+# characters XML 1.0 cannot carry (C0 controls other than tab, newline, carriage return)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _NOT_XML.sub("\ufffd", str(value))
 
 
 def _fill(el: ET.Element, value: Any, tag: str) -> None:

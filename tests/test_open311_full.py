@@ -82,7 +82,7 @@ def test_xml_on_every_path(world: tuple[TestClient, str, Any]) -> None:
     _errors_ok(tc.get(f"{BASE}/services/no_such.xml"), 404)
 
     posted = _post(tc, key, "xml", service_code="noise", lat="26.051", long="119.306",
-                   description="广场舞音响")
+                   description="广场舞音响\x0b太吵")
     assert posted.status_code == 201 and posted.headers["content-type"].startswith("text/xml")
     [req] = ET.fromstring(posted.content).findall("request")
     rid = req.findtext("service_request_id")
@@ -92,6 +92,7 @@ def test_xml_on_every_path(world: tuple[TestClient, str, Any]) -> None:
     assert one.tag == "service_requests"
     [got] = one.findall("request")
     assert got.findtext("service_code") == "noise" and got.findtext("status") == "open"
+    assert got.findtext("description") == "广场舞音响\ufffd太吵"  # no control char in XML
     assert float(got.findtext("lat") or 0) == pytest.approx(26.051)
     as_json = tc.get(f"{BASE}/requests/{rid}.json").json()[0]
     assert {c.tag for c in got} == set(as_json)
