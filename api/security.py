@@ -26,7 +26,7 @@ import anyio
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo.auth.service import (
@@ -102,7 +102,7 @@ class RequestContextMiddleware:
         except ValueError:
             declared = 0
         if declared > limit:
-            await _too_large(limit, rid)(scope, receive, send)
+            await _too_large(limit, rid, scope["path"])(scope, receive, send)
             request_id_var.reset(token)
             return
         received = 0
@@ -125,12 +125,18 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
-            await _too_large(limit, rid)(scope, receive, send)
+            await _too_large(limit, rid, scope["path"])(scope, receive, send)
         finally:
             request_id_var.reset(token)
 
 
-def _too_large(limit: int, request_id: str) -> JSONResponse:
+def _too_large(limit: int, request_id: str, path: str) -> Response:
+    if path.startswith("/open311/"):  # in the GeoReport error format, like every Open311 answer
+        from api.georeport import error_answer, fmt_of
+
+        return error_answer(fmt_of(path), 413,
+                            [f"request body larger than the limit of {limit} bytes"],
+                            {"X-Request-ID": request_id})
     return JSONResponse(
         {"error": "PayloadTooLarge",
          "detail": f"request body larger than the limit of {limit} bytes",
