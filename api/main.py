@@ -109,6 +109,7 @@ def create_app(
     app.state.api_settings = api_settings
     install_error_handlers(app)
     install_security(app, api_settings.max_body_bytes, auth_settings)
+    open311.install_cors(app)
     for module in ROUTERS:
         app.include_router(module.router)
     app.include_router(web_pages.router)

@@ -101,7 +101,9 @@ POLICY: dict[str, Rule] = {
     "set_incident_routing": PLANNERS,
     "set_incident_sla": PLANNERS,
     # Open311 GeoReport v2: public reads carry no personal data
+    "open311_discovery": PUBLIC,
     "open311_services": PUBLIC,
+    "open311_service_definition": PUBLIC,
     "open311_requests": PUBLIC,
     "open311_request": PUBLIC,
     "open311_post_request": REPORTERS,

@@ -16,6 +16,7 @@ import binascii
 import contextvars
 import hashlib
 import hmac
+import json
 import logging
 import re
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, Request
 from sqlalchemy import Engine
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.bodies import JsonGuardMiddleware
@@ -112,7 +113,7 @@ class RequestContextMiddleware:
         except ValueError:
             declared = 0
         if declared > limit:
-            await _too_large(limit, rid)(scope, receive, send)
+            await _too_large(limit, rid, scope["path"])(scope, receive, send)
             request_id_var.reset(token)
             return
         received = 0
@@ -135,12 +136,18 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
-            await _too_large(limit, rid)(scope, receive, send)
+            await _too_large(limit, rid, scope["path"])(scope, receive, send)
         finally:
             request_id_var.reset(token)
 
 
-def _too_large(limit: int, request_id: str) -> JSONResponse:
+def _too_large(limit: int, request_id: str, path: str) -> Response:
+    if path.startswith("/open311/"):  # in the GeoReport error format, like every Open311 answer
+        from api.georeport import error_answer, fmt_of
+
+        return error_answer(fmt_of(path), 413,
+                            [f"request body larger than the limit of {limit} bytes"],
+                            {"X-Request-ID": request_id})
     return JSONResponse(
         {"error": "PayloadTooLarge",
          "detail": f"request body larger than the limit of {limit} bytes",
@@ -196,6 +203,9 @@ async def resolve_principal(request: Request) -> Principal:
             pass
         form_key = (await request.form()).get("api_key")
         key = form_key if isinstance(form_key, str) else None
+    elif not key and request.method == "POST" and content_type.startswith(
+            "application/json") and request.url.path.startswith("/open311/"):
+        key = await _json_api_key(request)  # Open311 clients may post a JSON object
     if key:
         principal, per_minute = await verified_key(request, key, settings)
         _count(request, principal.name, per_minute)
@@ -274,6 +284,16 @@ def forget_credentials(app: FastAPI) -> None:
     """Drop every remembered key and account state in this worker (after a revoke/disable)."""
     app.state.user_cache.clear()
     app.state.api_key_cache.clear()
+
+
+async def _json_api_key(request: Request) -> str | None:
+    """The ``api_key`` of a JSON object body, if any (the body stays readable)."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except (ValueError, RecursionError):
+        return None  # the handler answers the unreadable body
+    key = body.get("api_key") if isinstance(body, dict) else None
+    return key if isinstance(key, str) else None
 
 
 async def current_principal(request: Request) -> Principal:

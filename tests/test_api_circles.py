@@ -91,7 +91,16 @@ def test_circles_coverage_siting_over_http(client):
     out = tc.get(f"/v1/circles/siting/{st['id']}").json()
     mclp = [f for f in out["sites"]["features"] if f["properties"]["method"] == "mclp"]
     assert mclp[0]["properties"]["gain_residents"] == 50
-    assert len(tc.get("/v1/circles/runs").json()) == 3
+    runs = tc.get("/v1/circles/runs").json()
+    assert runs["total"] == len(runs["items"]) == 3
+    first = tc.get("/v1/circles/runs", params={"limit": 2}).json()
+    assert first["total"] == 3 and len(first["items"]) == 2
+    [nxt] = [x["href"] for x in first["links"] if x["rel"] == "next"]
+    rest = tc.get(nxt).json()
+    assert [r["id"] for r in first["items"] + rest["items"]] == [r["id"] for r in runs["items"]]
+    assert not [x for x in rest["links"] if x["rel"] == "next"]
+    too_many = tc.get("/v1/circles/runs", params={"limit": 1001})
+    assert too_many.status_code == 400 and too_many.json()["problems"][0]["field"] == "limit"
     assert tc.get("/v1/circles/runs/999999").status_code == 404
     assert tc.get(f"/v1/circles/coverage/{run['id']}").status_code == 404  # not a coverage run
 

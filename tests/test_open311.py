@@ -118,16 +118,16 @@ def test_errors_in_spec_format(client: tuple[TestClient, str]) -> None:
     tc, key = client
     cases = [
         (tc.post("/open311/v2/requests.json", data={"service_code": "rubbish", "lat": 26.05,
-                                                    "long": 119.305}), 401),
+                                                    "long": 119.305}), 403),
         (tc.post("/open311/v2/requests.json", data={"api_key": tc.bad_key,
                                                     "service_code": "rubbish", "lat": 26.05,
                                                     "long": 119.305}), 403),
         (tc.post("/open311/v2/requests.json", data={"api_key": key, "service_code": "nope",
-                                                    "lat": 26.05, "long": 119.305}), 422),
+                                                    "lat": 26.05, "long": 119.305}), 404),
         (tc.post("/open311/v2/requests.json", data={"api_key": key, "service_code": "rubbish"}),
-         422),
+         400),
         (tc.get("/open311/v2/requests/999999.json"), 404),
-        (tc.get("/open311/v2/requests.json", params={"status": "pending"}), 422),
+        (tc.get("/open311/v2/requests.json", params={"status": "pending"}), 400),
     ]
     for resp, status in cases:
         assert resp.status_code == status, resp.text
@@ -174,7 +174,7 @@ def test_form_post_with_the_access_policy_on(fresh_database: Any) -> None:
     auth = AuthSettings(jwt_secret="open311-test-" + "x" * 32, enforce_access=True)
     with TestClient(create_app(engine=eng, auth_settings=auth)) as tc:
         form = {"service_code": "rubbish", "lat": "26.05", "long": "119.305"}
-        assert tc.post("/open311/v2/requests.json", data=form).status_code == 401
+        assert tc.post("/open311/v2/requests.json", data=form).status_code == 403
         r = tc.post("/open311/v2/requests.json", data={**form, "api_key": key})
         assert r.status_code == 201, r.text
         rid = int(r.json()[0]["service_request_id"])

@@ -201,7 +201,8 @@ def test_reports_record_the_signed_in_reporter(world: World) -> None:
 def test_list_returns_exactly_the_callers_rows(world: World, who: str) -> None:
     r = world.get(who, "/v1/incidents", params={"limit": 1000})
     assert r.status_code == 200, r.text
-    assert world.letters(r.json()) & set(world.ids) == EXPECTED[who]
+    assert world.letters(r.json()["items"]) & set(world.ids) == EXPECTED[who]
+    assert r.json()["total"] == len(r.json()["items"])
 
 
 @pytest.mark.parametrize("who", sorted(EXPECTED))
@@ -229,7 +230,16 @@ def test_resident_sees_anothers_report_as_missing(world: World) -> None:
 def test_overdue_lists_only_the_callers_rows(world: World, who: str) -> None:
     r = world.get(who, "/v1/incidents/overdue", params={"level": "red"})
     assert r.status_code == 200, r.text
-    assert world.letters(r.json()) & set(world.ids) == EXPECTED[who]
+    assert world.letters(r.json()["items"]) & set(world.ids) == EXPECTED[who]
+    total, rows = r.json()["total"], r.json()["items"]
+    assert total == len(rows)
+    paged, url = [], "/v1/incidents/overdue?level=red&limit=1"
+    while url:  # one case a page, following the next links
+        page = world.get(who, url).json()
+        assert page["total"] == total and len(page["items"]) <= 1
+        paged += page["items"]
+        url = next((x["href"] for x in page["links"] if x["rel"] == "next"), None)
+    assert [x["id"] for x in paged] == [x["id"] for x in rows]
 
 
 @pytest.mark.parametrize("who, grids", [("gridworker", {W1A}), ("commander", {W1A, W1B}),
@@ -251,7 +261,7 @@ def test_area_filters_outside_the_area_are_refused(world: World) -> None:
                      params={"street": STREET2}).status_code == 403
     # a wider filter than the caller's area is narrowed by the scope, not refused
     r = world.get("gridworker", "/v1/incidents", params={"street": STREET1})
-    assert r.status_code == 200 and world.letters(r.json()) & set(world.ids) == {"A"}
+    assert r.status_code == 200 and world.letters(r.json()["items"]) & set(world.ids) == {"A"}
 
 
 # ---------------------------------------------------------------- changes

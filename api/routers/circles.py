@@ -12,18 +12,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings
+from api.paging import Page, Paging, page
 from api.policy import PolicyRoute, area_within, caller
 from api.schemas import FeatureCollection, GeoJSONAnswer
 from geo.circles.build import circles_geojson
 from geo.circles.completeness import completeness
 from geo.circles.coverage import coverage_by_level, distances_geojson, uncovered_geojson
 from geo.circles.queue import check_request, enqueue, runner_for
-from geo.circles.runs import CircleSettings, get_run, list_runs
+from geo.circles.runs import CircleSettings, count_runs, get_run, list_runs
 from geo.circles.siting import sites
 
 router = APIRouter(prefix="/v1/circles", tags=["circles"], route_class=PolicyRoute)
@@ -52,6 +53,10 @@ class Run(BaseModel):
     progress: float = Field(0.0, description="Share of the work done, 0-1.")
     requested_by: str | None = None
     summary: dict[str, Any]
+
+
+class RunPage(Page):
+    items: list[Run] = Field(description="This page's runs.")  # type: ignore[assignment]
 
 
 class CirclesRequest(BaseModel):
@@ -141,14 +146,18 @@ def create_circles_run(
     return _queue(request, response, conn, "circles", body.model_dump())
 
 
-@router.get("/runs", operation_id="list_analysis_runs", response_model=list[Run],
-            summary="Circles, coverage and siting runs, newest first.")
+@router.get("/runs", operation_id="list_analysis_runs", response_model=RunPage,
+            summary="Circles, coverage and siting runs, newest first: a page with the total "
+            "and next/prev links.")
 def runs(
+    request: Request,
     kind: Literal["circles", "coverage", "siting"] | None = None,
-    limit: int = Query(100, ge=1, le=1000),
+    paging: tuple[int, int] = Depends(Paging(100, 1000)),
     conn: Connection = CONNECTION,
-) -> list[dict[str, Any]]:
-    return list_runs(conn, kind, limit)
+) -> dict[str, Any]:
+    limit, offset = paging
+    return page(request, list_runs(conn, kind, limit, offset), count_runs(conn, kind), limit,
+                offset)
 
 
 @router.get("/runs/{run_id}", operation_id="get_analysis_run", response_model=Run,

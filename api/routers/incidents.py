@@ -33,6 +33,7 @@ from api.incident_schemas import (
 )
 from api.limits import MAX_LIST_ITEMS
 from api.limits import TEXT_LIMITS as L
+from api.paging import Page, Paging, page
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.schemas import GeoJSONAnswer
 from api.security import current_principal
@@ -40,6 +41,19 @@ from geo import incidents as inc
 from geo.auth.service import Principal
 from geo.core.errors import InvalidInput
 from geo.data.photos import PHOTO_HEADERS, photo_content_type
+
+
+class IncidentPage(Page):
+    """A page of cases."""
+
+    items: list[Incident]  # type: ignore[assignment]
+
+
+class OverduePage(Page):
+    """A page of overdue cases."""
+
+    items: list[OverdueIncident]  # type: ignore[assignment]
+
 
 router = APIRouter(prefix="/v1", tags=["incidents"], route_class=PolicyRoute)
 
@@ -140,31 +154,38 @@ async def report_incident(body: ReportIn, request: Request,
     return res.__dict__
 
 
-@router.get("/incidents", operation_id="list_incidents", response_model=list[Incident],
+@router.get("/incidents", operation_id="list_incidents", response_model=IncidentPage,
             summary="List incidents (public fields) by status, category, street, grid, period; "
-            "only those in the caller's area, department or own reports")
+            "only those in the caller's area, department or own reports; a page with the total "
+            "and next/prev links")
 def list_incidents(
     request: Request,
     status: list[str] | None = Query(None), category: list[str] | None = Query(None),
     street: str | None = None, grid: str | None = None, start: datetime | None = None,
-    end: datetime | None = None, limit: int = Query(100, ge=1, le=10_000),
+    end: datetime | None = None, paging: tuple[int, int] = Depends(Paging(100, 10_000)),
     conn: Connection = CONNECTION,
 ) -> Any:
     require_overlap(request, street=street, grid=grid)
-    return inc.list_incidents(conn, status=status, category=category, street=street, grid=grid,
-                              start=start, end=end, limit=limit, scope=scope_of(request))
+    limit, offset = paging
+    filters = {"status": status, "category": category, "street": street, "grid": grid,
+               "start": start, "end": end, "scope": scope_of(request)}
+    items = inc.list_incidents(conn, **filters, limit=limit, offset=offset)
+    return page(request, items, inc.count_incidents(conn, **filters), limit, offset)
 
 
-@router.get("/incidents/overdue", operation_id="overdue_incidents",
-            response_model=list[OverdueIncident],
-            summary="Open cases past their deadline (red) or 80 % of it (amber)")
+@router.get("/incidents/overdue", operation_id="overdue_incidents", response_model=OverduePage,
+            summary="Open cases past their deadline (red) or 80 % of it (amber), earliest due "
+            "first: a page with the total and next/prev links")
 def overdue_incidents(request: Request, street: str | None = None, grid: str | None = None,
                       department: str | None = None, level: str = "red",
-                      limit: int = Query(1000, ge=1, le=10_000),
+                      paging: tuple[int, int] = Depends(Paging(1000, 10_000)),
                       conn: Connection = CONNECTION) -> Any:
     require_overlap(request, street=street, grid=grid)
-    return inc.overdue(conn, street=street, grid=grid, department=department, level=level,
-                       limit=limit, scope=scope_of(request))
+    limit, offset = paging
+    filters = {"street": street, "grid": grid, "department": department, "level": level,
+               "scope": scope_of(request)}
+    items = inc.overdue(conn, **filters, limit=limit, offset=offset)
+    return page(request, items, inc.count_overdue(conn, **filters), limit, offset)
 
 
 @router.get("/incidents/stats", operation_id="incident_stats",

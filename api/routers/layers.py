@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings
+from api.paging import check_page, page_links
 from api.policy import PolicyRoute, area_within
 from api.schemas import GeoJSONAnswer
 from api.uploads import saved_upload
@@ -19,7 +20,6 @@ from geo.core.errors import InvalidInput, Problem
 from geo.core.settings import DataSettings
 from geo.data.io import import_file, read_file, read_layer
 from geo.data.validate import LAYERS
-from geo.ogc.crs import BadParameter
 
 router = APIRouter(prefix="/v1/layers", tags=["layers"], route_class=PolicyRoute)
 
@@ -64,12 +64,7 @@ class LayerQuery:
             "user reads only their own area: omitted, it is their area; a wider code is "
             "narrowed to it; a code outside it is refused (403)."),
     ) -> None:
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadParameter("limit out of range", [Problem(
-                reason=f"must be between 1 and {MAX_LIMIT}; page with offset", field="limit")])
-        if offset < 0:
-            raise BadParameter("offset out of range", [Problem(reason="must be >= 0",
-                                                               field="offset")])
+        check_page(limit, offset, MAX_LIMIT)
         self.limit = limit
         self.offset = offset
         self.generation = generation
@@ -107,13 +102,7 @@ def get_layer(
                      within=area_within(request, q.within))
     total = len(gdf)
     gdf = gdf.iloc[q.offset:q.offset + q.limit]
-    links = [{"rel": "self", "href": str(request.url)}]
-    if q.offset + q.limit < total:
-        links.append({"rel": "next", "href": str(request.url.include_query_params(
-            offset=q.offset + q.limit, limit=q.limit))})
-    if q.offset > 0:
-        links.append({"rel": "prev", "href": str(request.url.include_query_params(
-            offset=max(0, q.offset - q.limit), limit=q.limit))})
+    links = page_links(request, q.offset, q.limit, total)
     page = {"total": total, "offset": q.offset, "limit": q.limit, "links": links}
     if layer == "grid_team":
         return GeoJSONAnswer({"type": "FeatureCollection", **page, "features": [

@@ -1,117 +1,86 @@
-"""Open311 GeoReport v2 (JSON format): services, requests (GET with filters, POST), one request.
+"""Open311 GeoReport v2, JSON and XML on every path: discovery, services, service definitions,
+requests (GET with filters, paging and a radius search; POST), one request.
 
 The categories are the services. Status is the spec's ``open``/``closed``: every step of the
 six-step loop is ``open`` until the case is closed; a duplicate is ``closed`` with a note naming
-the case it joined. Errors follow the spec: a JSON list of ``{"code", "description"}``. Output
-carries no personal data (reporter name, e-mail, phone and device stay private).
+the case it joined. Answers and errors follow ``api.georeport`` (the spec's error list and
+status codes, in the path's format). Output carries no personal data (reporter name, e-mail,
+phone and device stay private). A list of requests is one page: ``X-Total-Count`` holds how
+many matched and a ``Link`` header the ``next``/``prev`` pages (RFC 8288).
 
-Operation ids (for api/policy.py): open311_services, open311_requests, open311_post_request,
-open311_request. POST needs an ``api_key`` with the ``open311`` scope.
+Operation ids (for api/policy.py): open311_discovery, open311_services,
+open311_service_definition, open311_requests, open311_post_request, open311_request. POST needs
+an ``api_key`` with the ``open311`` scope.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from sqlalchemy.engine import Connection
+import anyio
+from fastapi import APIRouter, FastAPI, Request, Response
 
-from api.dependencies import CONNECTION, file_report
-from api.errors import _status_for
+from api.dependencies import file_report
+from api.georeport import FORMATS, Open311Route, PathCORS, answer, error_answer, fmt_of
 from api.limits import check_form
-from api.policy import PolicyRoute
+from api.paging import check_page, page_links
 from api.security import verified_key
 from geo import incidents as inc
-from geo.core.errors import Forbidden, InvalidInput, NotFound, Problem, Unauthenticated, WanggeError
+from geo.core.errors import Forbidden, InvalidInput, NotFound, Problem, Unauthenticated
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=PolicyRoute)
+router = APIRouter(prefix="/open311", tags=["open311"], route_class=Open311Route)
 
 OPEN311_STATUS = {s: ("closed" if s in ("closed", "duplicate") else "open")
                   for s in inc.STATUSES}
 AGENCY = "网格化服务管理中心 Grid management centre"
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+SPEC = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET = "2026-12-02T00:00:00Z"  # when this endpoint's behaviour last changed
+MAX_PAGE_SIZE = 1000
+MAX_RADIUS_M = 50_000.0
+XML_JSON = {200: {"content": {"application/json": {}, "text/xml": {}},
+                  "description": "JSON or XML, as the path's extension says."}}
 
 
-class Service(BaseModel):
-    """A GeoReport v2 service: one incident category."""
-
-    service_code: str
-    service_name: str
-    description: str
-    metadata: bool
-    type: str
-    keywords: str | None
-    group: str
+def install_cors(app: FastAPI) -> None:
+    """CORS for the Open311 paths, from ``ApiSettings.open311_cors_origins``."""
+    app.add_middleware(PathCORS, prefix="/open311/",
+                       origins=app.state.api_settings.open311_cors_origins)
 
 
-class ServiceRequest(BaseModel):
-    """A GeoReport v2 service request (no personal data of the reporter)."""
-
-    service_request_id: str
-    status: str = Field(description="open or closed.")
-    status_notes: str | None
-    service_name: str
-    service_code: str
-    description: str | None
-    agency_responsible: str | None
-    service_notice: str | None
-    requested_datetime: str | None = Field(description="W3C date-time, UTC.")
-    updated_datetime: str | None
-    expected_datetime: str | None
-    address: str | None
-    address_id: str | None
-    zipcode: str | None
-    lat: float
-    long: float
-    media_url: str | None
+def _fmt(fmt: str) -> str:
+    if fmt.lower() not in FORMATS:
+        raise NotFound(f"no format '{fmt}': use .json or .xml")
+    return fmt.lower()
 
 
-class CreatedRequest(BaseModel):
-    service_request_id: str
-    service_notice: str | None
-    account_id: str | None
-
-
-def _errors(status: int, descriptions: list[str]) -> JSONResponse:
-    return JSONResponse([{"code": status, "description": d} for d in descriptions],
-                        status_code=status)
-
-
-def _spec_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn domain errors into the spec's error list."""
-    import functools
-    import inspect
-
-    from starlette.concurrency import run_in_threadpool
-
-    is_async = inspect.iscoroutinefunction(fn)
-
-    @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            if is_async:
-                return await fn(*args, **kwargs)
-            return await run_in_threadpool(fn, *args, **kwargs)  # DB work off the event loop
-        except WanggeError as exc:
-            msgs = [f"{exc.message}: {p}" for p in exc.problems] or [exc.message]
-            return _errors(_status_for(exc), msgs)
-
-    return wrapper
+def _jurisdiction(request: Request, value: str | None) -> None:
+    """A ``jurisdiction_id`` other than this service's is a 404 (the spec's answer)."""
+    ours = request.app.state.api_settings.open311_jurisdiction
+    if value not in (None, "", ours):
+        raise NotFound(f"jurisdiction_id '{value}' not found (this endpoint serves '{ours}')")
 
 
 def _iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if ts else None
 
 
-def _public(r: dict[str, Any], base: str) -> dict[str, Any]:
+def _notice(duplicate_of: int | None) -> str:
+    """The service_notice of a request, the same in the POST answer and in GET."""
+    if duplicate_of:
+        return f"已并入工单 {duplicate_of} (duplicate of request {duplicate_of})"
+    return "已受理 received"
+
+
+def _public(r: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     notes = f"{inc.STEPS_ZH[r['status']]} {r['status']}"
     if r["duplicate_of"]:
         notes = f"duplicate of request {r['duplicate_of']}"
+    agencies = [names.get(code, code) for code in r["departments"] or []]
     return {
         "service_request_id": str(r["id"]),
         "status": OPEN311_STATUS[r["status"]],
@@ -119,8 +88,8 @@ def _public(r: dict[str, Any], base: str) -> dict[str, Any]:
         "service_name": f"{r['category_name_zh']} {r['category_name_en']}",
         "service_code": r["category_code"],
         "description": r["description"],
-        "agency_responsible": ", ".join(r["departments"] or []) or AGENCY,
-        "service_notice": None,
+        "agency_responsible": "、".join(agencies) or AGENCY,
+        "service_notice": _notice(r["duplicate_of"]),
         "requested_datetime": _iso(r["reported_at"]),
         "updated_datetime": _iso(r["updated_at"]),
         "expected_datetime": _iso(r["resolve_due"]),
@@ -129,8 +98,7 @@ def _public(r: dict[str, Any], base: str) -> dict[str, Any]:
         "zipcode": None,
         "lat": r["lat"],
         "long": r["lon"],
-        "media_url": (f"{base}v1/incidents/{r['id']}/photos/{r['photo_id']}"
-                      if r.get("photo_id") else None),
+        "media_url": r["media_url"],
     }
 
 
@@ -145,25 +113,81 @@ def _date(value: str | None, field: str) -> datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
-@router.get("/services.json", operation_id="open311_services",
-            summary="GeoReport v2 service list: the incident categories",
-            response_model=list[Service])
-@_spec_errors
-def services(conn: Connection = CONNECTION) -> Any:
-    cats = inc.categories(conn)
-    return [{"service_code": c["code"], "service_name": f"{c['name_zh']} {c['name_en']}",
-             "description": c["description"] or c["name_en"], "metadata": False,
-             "type": "realtime", "keywords": c["name_zh"], "group": "incident"}
-            for c in cats if c["active"]]
+def _number(q: Any, field: str, *, default: float | None = None, low: float = -math.inf,
+            high: float = math.inf) -> float | None:
+    raw = q.get(field)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InvalidInput(f"bad {field}", [Problem(
+            reason=f"'{raw}' is not a number between {low:g} and {high:g}", field=field)])
+    return value
 
 
-@router.get("/requests.json", operation_id="open311_requests",
-            summary="GeoReport v2 requests: filter by service_request_id, service_code, status, "
-            "start_date, end_date (default last 90 days, at most 1000)",
-            response_model=list[ServiceRequest])
-@_spec_errors
-def requests(request: Request, conn: Connection = CONNECTION) -> Any:
+def _whole(q: Any, field: str, default: int) -> int:
+    raw = q.get(field)
+    if raw in (None, ""):
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise InvalidInput(f"bad {field}", [Problem(reason=f"'{raw}' is not a whole number",
+                                                    field=field)])
+    return int(raw)
+
+
+@router.get("/discovery.{fmt}", operation_id="open311_discovery", responses=XML_JSON,
+            summary="GeoReport v2 discovery: the endpoint, its specification and formats")
+def discovery(fmt: str, request: Request) -> Response:
+    fmt = _fmt(fmt)
+    s = request.app.state.api_settings
+    return answer(fmt, "discovery", {
+        "changeset": CHANGESET, "contact": s.open311_contact,
+        "key_service": "api_key: an administrator issues one with the 'open311' scope "
+                       "(POST /v1/api-keys)",
+        "endpoints": [{"specification": SPEC, "url": f"{request.base_url}open311/v2",
+                       "changeset": CHANGESET, "type": "production",
+                       "formats": ["text/xml", "application/json"]}]})
+
+
+@router.get("/v2/services.{fmt}", operation_id="open311_services", responses=XML_JSON,
+            summary="GeoReport v2 service list: the incident categories")
+def services(fmt: str, request: Request) -> Response:
+    fmt = _fmt(fmt)
+    _jurisdiction(request, request.query_params.get("jurisdiction_id"))
+    with request.app.state.engine.connect() as conn:
+        cats = inc.categories(conn)
+    return answer(fmt, "services", [
+        {"service_code": c["code"], "service_name": f"{c['name_zh']} {c['name_en']}",
+         "description": c["description"] or c["name_en"], "metadata": False,
+         "type": "realtime", "keywords": c["name_zh"], "group": "incident"}
+        for c in cats if c["active"]])
+
+
+@router.get("/v2/services/{service_code}.{fmt}", operation_id="open311_service_definition",
+            responses=XML_JSON,
+            summary="GeoReport v2 service definition (no extra attributes: metadata is false)")
+def service_definition(service_code: str, fmt: str, request: Request) -> Response:
+    fmt = _fmt(fmt)
+    _jurisdiction(request, request.query_params.get("jurisdiction_id"))
+    with request.app.state.engine.connect() as conn:
+        known = {c["code"] for c in inc.categories(conn) if c["active"]}
+    if service_code not in known:
+        raise NotFound(f"service_code '{service_code}' not found")
+    return answer(fmt, "service_definition", {"service_code": service_code, "attributes": []})
+
+
+@router.get("/v2/requests.{fmt}", operation_id="open311_requests", responses=XML_JSON,
+            summary="GeoReport v2 requests, newest first: service_request_id, service_code, "
+            "status, start_date, end_date (default the last 90 days), lat/long/radius (metres, "
+            "default 1000), page (from 1) and page_size (1 to 1000, default 100); "
+            "X-Total-Count and a Link header with the next/prev pages")
+def requests(fmt: str, request: Request) -> Response:
+    fmt = _fmt(fmt)
     q = request.query_params
+    _jurisdiction(request, q.get("jurisdiction_id"))
     status = q.get("status")
     if status and any(s not in ("open", "closed") for s in status.split(",")):
         raise InvalidInput("status is open or closed", [Problem(reason=status, field="status")])
@@ -180,40 +204,57 @@ def requests(request: Request, conn: Connection = CONNECTION) -> Any:
                                [Problem(reason="not a number", field="service_request_id")]
                                ) from exc
     start, end = _date(q.get("start_date"), "start_date"), _date(q.get("end_date"), "end_date")
-    if ids is None and start is None:
+    if ids is None and start is None:  # the last 90 days before end (never before year 1)
         reference = end or datetime.now(UTC)
         start = (reference - timedelta(days=90) if reference > _EARLIEST + timedelta(days=90)
                  else _EARLIEST)
     codes = q["service_code"].split(",") if q.get("service_code") else None
-    rows = inc.list_incidents(conn, status=statuses, category=codes, ids=ids, start=start,
-                              end=end, limit=1000)
-    base = str(request.base_url)
-    return [_public(r, base) for r in rows]
+    page, size = _whole(q, "page", 1), _whole(q, "page_size", 100)
+    if page < 1:
+        raise InvalidInput("bad page", [Problem(reason="pages count from 1", field="page")])
+    check_page(size, 0, MAX_PAGE_SIZE, limit_field="page_size", offset_field="page")
+    lat = _number(q, "lat", low=-90, high=90)
+    lon = _number(q, "long", low=-180, high=180)
+    if (lat is None) != (lon is None):
+        raise InvalidInput("lat and long go together", [Problem(
+            reason="give both, or neither", field="lat" if lat is None else "long")])
+    radius = _number(q, "radius", default=1000.0, low=0, high=MAX_RADIUS_M)
+    near = (lon, lat, radius) if lat is not None and lon is not None else None
+    filters: dict[str, Any] = {"status": statuses, "category": codes, "ids": ids,
+                               "start": start, "end": end, "near": near}
+    if ids is not None:  # the spec: service_request_id overrides every other filter
+        filters = {"ids": ids}
+    with request.app.state.engine.connect() as conn:
+        rows = inc.list_incidents(conn, **filters, limit=size, offset=(page - 1) * size)
+        total = inc.count_incidents(conn, **filters)
+        names = {d["code"]: d["name"] for d in inc.departments(conn)}
+    links = page_links(request, (page - 1) * size, size, total,
+                       lambda s: {"page": s // size + 1, "page_size": size})
+    link = ", ".join(f'<{x["href"]}>; rel="{x["rel"]}"' for x in links)
+    return answer(fmt, "service_requests", [_public(r, names) for r in rows],
+                  headers={"X-Total-Count": str(total), "Link": link})
 
 
-@router.get("/requests/{request_id}.json", operation_id="open311_request",
-            summary="GeoReport v2: one request (a list of one)",
-            response_model=list[ServiceRequest])
-@_spec_errors
-def one_request(request_id: str, request: Request, conn: Connection = CONNECTION) -> Any:
-    if not request_id.isdigit():
+@router.get("/v2/requests/{request_id}.{fmt}", operation_id="open311_request",
+            responses=XML_JSON, summary="GeoReport v2: one request (a list of one)")
+def one_request(request_id: str, fmt: str, request: Request) -> Response:
+    fmt = _fmt(fmt)
+    _jurisdiction(request, request.query_params.get("jurisdiction_id"))
+    if not (request_id.isascii() and request_id.isdigit()) or len(request_id) > 18:
         raise NotFound(f"no service request '{request_id}'")
-    rows = inc.list_incidents(conn, ids=[int(request_id)], limit=1)
+    with request.app.state.engine.connect() as conn:
+        rows = inc.list_incidents(conn, ids=[int(request_id)], limit=1)
+        names = {d["code"]: d["name"] for d in inc.departments(conn)}
     if not rows:
         raise NotFound(f"no service request '{request_id}'")
-    return [_public(rows[0], str(request.base_url))]
+    return answer(fmt, "service_requests", [_public(rows[0], names)])
 
 
-@router.post("/requests.json", operation_id="open311_post_request",
-             summary="GeoReport v2: create a service request (form or JSON body; api_key, "
-             "service_code, lat/long, description, ...)",
-             response_model=list[CreatedRequest], status_code=201)
-@_spec_errors
-async def post_request(request: Request) -> Any:
+async def _form(request: Request) -> dict[str, str]:
+    """The POST's fields: a form (urlencoded or multipart), a JSON object, or a query string
+    in the body; query parameters fill what the body leaves out."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        import json
-
         try:
             body = json.loads(await request.body() or b"{}")
         except (ValueError, RecursionError) as exc:
@@ -231,35 +272,63 @@ async def post_request(request: Request) -> Any:
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
     for k, v in request.query_params.items():
         form.setdefault(k, v)
+    return form
+
+
+@router.post("/v2/requests.{fmt}", operation_id="open311_post_request", status_code=201,
+             responses={201: XML_JSON[200]},
+             summary="GeoReport v2: create a service request (form or JSON body): api_key, "
+             "service_code, lat/long or an address_string of a known building, description, "
+             "media_url, ...")
+async def post_request(fmt: str, request: Request) -> Response:
+    fmt = _fmt(fmt)
+    form = await _form(request)
     check_form(form)
+    _jurisdiction(request, form.get("jurisdiction_id"))
     key = form.get("api_key") or request.headers.get("x-api-key")
     if not key:
         raise Unauthenticated("api_key is required to create a service request")
-    return await _create(request, form, key)
-
-
-async def _create(request: Request, form: dict[str, str], key: str) -> Any:
     principal, _ = await verified_key(request, key, request.app.state.auth_settings)
     if "open311" not in principal.scopes:
         raise Forbidden("this api_key lacks the 'open311' scope")
-    problems = [Problem(reason="required", field=f)
-                for f in ("service_code", "lat", "long") if not form.get(f)]
-    if problems:
-        raise InvalidInput("missing required fields", problems)
-    try:
-        lat, lon = float(form["lat"]), float(form["long"])
-    except ValueError as exc:
-        raise InvalidInput("lat/long must be decimal degrees",
-                           [Problem(reason="not a number", field="lat/long")]) from exc
+    if not form.get("service_code"):
+        raise InvalidInput("service_code is required",
+                           [Problem(reason="required", field="service_code")])
+    lat = _number(form, "lat", low=-90, high=90)
+    lon = _number(form, "long", low=-180, high=180)
+    address = form.get("address_string")
+    if lat is None or lon is None:
+        if lat is not None or lon is not None:
+            raise InvalidInput("lat and long go together", [Problem(
+                reason="give both, or an address_string", field="lat/long")])
+        if not address:
+            raise InvalidInput("a location is required", [Problem(
+                reason="give lat and long, or the address_string of a known building",
+                field="lat/long")])
+        lon, lat = await anyio.to_thread.run_sync(_locate, request, address)
+        crs = "wgs84"  # building locations are stored in EPSG:4326
+    else:
+        crs = form.get("crs", "wgs84")
     name = " ".join(x for x in (form.get("first_name"), form.get("last_name")) if x) or None
     contact = ", ".join(x for x in (form.get("email"), form.get("phone")) if x) or None
     res = await file_report(  # answered only after the commit
-        request, category=form["service_code"], lon=lon, lat=lat,
-        crs=form.get("crs", "wgs84"), description=form.get("description"),
-        address=form.get("address_string"), actor=f"open311:{principal.name}",
-        source="open311", reporter_name=name, reporter_contact=contact,
-        reporter_device=form.get("device_id"))
-    notice = (f"已并入工单 {res.duplicate_of} (duplicate of request {res.duplicate_of})"
-              if res.duplicate_of else "已受理 received")
-    return JSONResponse([{"service_request_id": str(res.id), "service_notice": notice,
-                          "account_id": None}], status_code=201)
+        request, category=form["service_code"], lon=lon, lat=lat, crs=crs,
+        description=form.get("description"), address=address,
+        actor=f"open311:{principal.name}", source="open311", reporter_name=name,
+        reporter_contact=contact, reporter_device=form.get("device_id"),
+        media_url=form.get("media_url") or None)
+    return answer(fmt, "service_requests", [{"service_request_id": str(res.id),
+                                             "service_notice": _notice(res.duplicate_of),
+                                             "account_id": None}], status=201)
+
+
+def _locate(request: Request, address: str) -> tuple[float, float]:
+    with request.app.state.engine.connect() as conn:
+        return inc.locate_address(conn, address)
+
+
+@router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                  include_in_schema=False)
+def unknown_path(rest: str, request: Request) -> Response:
+    """Any other Open311 path: the spec's 404."""
+    return error_answer(fmt_of(request.url.path), 404, [f"no Open311 path '/open311/{rest}'"])

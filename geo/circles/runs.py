@@ -190,17 +190,26 @@ def get_run(conn: Connection, run_id: int, kind: str | None = None) -> dict[str,
     return dict(row)
 
 
-def list_runs(conn: Connection, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_runs(conn: Connection, kind: str | None = None, limit: int = 100,
+              offset: int = 0) -> list[dict[str, Any]]:
+    """Runs (of ``kind``, or all), newest first; ``offset`` runs skipped (paging)."""
     rows = conn.execute(
         text(
             "SELECT id, kind, params, generation_id, source_run_id, started_at, finished_at, "
             "status, progress, requested_by, summary FROM analysis_run "
             "WHERE (CAST(:k AS text) IS NULL OR kind = :k) "
-            "ORDER BY id DESC LIMIT :n"
+            "ORDER BY id DESC LIMIT :n OFFSET :o"
         ),
-        {"k": kind, "n": limit},
+        {"k": kind, "n": limit, "o": offset},
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def count_runs(conn: Connection, kind: str | None = None) -> int:
+    """How many runs (of ``kind``, or all) ``list_runs`` pages through."""
+    return int(conn.execute(
+        text("SELECT count(*) FROM analysis_run WHERE (CAST(:k AS text) IS NULL OR kind = :k)"),
+        {"k": kind}).scalar_one())
 
 
 @overload

@@ -90,3 +90,12 @@ class ApiSettings(WanggeSettings):
         default=64 * 1024 * 1024, description="Largest request body accepted (bytes)."
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+    open311_jurisdiction: str = Field(
+        default="wangge", description="Open311 jurisdiction_id this service answers for; a "
+        "request naming another is a 404.")
+    open311_contact: str = Field(
+        default="网格化服务管理中心 Grid management centre",
+        description="Open311 discovery: who to contact about the endpoint.")
+    open311_cors_origins: list[str] = Field(
+        default=["*"], description="Origins whose browser clients may call the Open311 paths "
+        "(CORS; no cookies are used, the api_key travels in the form).")

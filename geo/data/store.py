@@ -215,6 +215,7 @@ def _building_frame(gdf: gpd.GeoDataFrame, source: str = "import") -> pd.DataFra
         "floors": _ints(_col(gdf, "floors")).values,
         "grid_code": _col(gdf, "grid_code").values,
         "source": _col(gdf, "source", source).fillna(source).values,
+        "address": _col(gdf, "address").values,
     })
     if "compound_code" in gdf.columns:
         frame["properties"] = [

@@ -19,10 +19,20 @@ Locations are stored in EPSG:4326; distances (duplicates) are measured on the sp
 - ``cases``: row helpers shared by the above (scope, locks, history).
 """
 
+from geo.incidents.addresses import locate_address
 from geo.incidents.calendar import WorkCalendar
 from geo.incidents.intake import ReportResult, file_reports, report
 from geo.incidents.photos import attach_photo, get_photo
-from geo.incidents.queries import LEVEL_COLUMN, get, list_incidents, overdue, stats, stats_geojson
+from geo.incidents.queries import (
+    LEVEL_COLUMN,
+    count_incidents,
+    count_overdue,
+    get,
+    list_incidents,
+    overdue,
+    stats,
+    stats_geojson,
+)
 from geo.incidents.routing import categories, departments, set_routing, set_sla
 from geo.incidents.settings import IncidentSettings
 from geo.incidents.workflow import (
@@ -53,12 +63,15 @@ __all__ = [
     "WorkCalendar",
     "attach_photo",
     "categories",
+    "count_incidents",
+    "count_overdue",
     "departments",
     "escalate_overdue",
     "file_reports",
     "get",
     "get_photo",
     "list_incidents",
+    "locate_address",
     "overdue",
     "report",
     "reroute",

@@ -95,11 +95,11 @@ _REPORT = PreparedStatement("wangge_report", """
             district_code, street_code, community_code, grid_code, boundary_distance_m,
             near_boundary, status, duplicate_of, department_ids, source, reporter_name,
             reporter_contact, reporter_device, reporter_user_id, reported_at, updated_at,
-            checkin_due, amber_at, resolve_due, closed_at)
+            checkin_due, amber_at, resolve_due, closed_at, media_url)
         SELECT :c, :d, :a, pt.g, :crs, :dc, :sc, :cc, :gc, :bd, :near,
             CASE WHEN dup.id IS NULL THEN 'reported' ELSE 'duplicate' END, dup.id,
             :deps, :src, :rn, :rc, :rd, :uid, :now, :now, :cd, :amb, :rdue,
-            CASE WHEN dup.id IS NULL THEN NULL ELSE CAST(:now AS timestamptz) END
+            CASE WHEN dup.id IS NULL THEN NULL ELSE CAST(:now AS timestamptz) END, :mu
         FROM pt LEFT JOIN dup ON true
         RETURNING id, status, duplicate_of
     ),
@@ -136,6 +136,7 @@ def report(
     reporter_contact: str | None = None,
     reporter_device: str | None = None,
     reporter_user_id: int | None = None,
+    media_url: str | None = None,
     now: datetime | None = None,
     locator: Callable[..., Any] | None = None,
 ) -> ReportResult:
@@ -145,7 +146,8 @@ def report(
     ``geo.lookup.locate_point``; a report of the same category within
     ``duplicate_radius_m`` metres of an open case reported in the last
     ``duplicate_window_hours`` is stored as a duplicate linked to that case.
-    ``reporter_user_id`` records the signed-in user who reported (a resident's "my reports").
+    ``reporter_user_id`` records the signed-in user who reported (a resident's "my reports");
+    ``media_url`` a photo's URL (Open311), http(s) and at most 2048 characters.
     """
     if locator is None:
         found = locate_point(conn, lon, lat, crs=crs,
@@ -155,7 +157,7 @@ def report(
     args = {"category": category, "crs": crs, "description": description, "address": address,
             "actor": actor, "source": source, "reporter_name": reporter_name,
             "reporter_contact": reporter_contact, "reporter_device": reporter_device,
-            "reporter_user_id": reporter_user_id, "now": now}
+            "reporter_user_id": reporter_user_id, "media_url": media_url, "now": now}
     result = _file_located(conn, [(args, found)], settings)[0]
     if isinstance(result, Exception):
         raise result
@@ -190,7 +192,7 @@ def _file_located(conn: Connection, items: Sequence[tuple[Mapping[str, Any], Any
 
 
 _TEXT_FIELDS = ("category", "description", "address", "actor", "reporter_name",
-                "reporter_contact", "reporter_device")
+                "reporter_contact", "reporter_device", "media_url")
 
 
 def _insert_report(conn: Connection, args: Mapping[str, Any], found: Any, key: str | None,
@@ -203,6 +205,11 @@ def _insert_report(conn: Connection, args: Mapping[str, Any], found: Any, key: s
         if "\x00" in str(args.get(field) or ""):
             raise InvalidInput(f"{field} holds a NUL character",
                                [Problem(reason="NUL (0x00) is not allowed in text", field=field)])
+    media_url = args.get("media_url")
+    if media_url is not None and (len(media_url) > 2048
+                                  or not media_url.lower().startswith(("http://", "https://"))):
+        raise InvalidInput("media_url is not a web address", [Problem(
+            reason="an http(s) URL of at most 2048 characters", field="media_url")])
     if key is None:
         raise InvalidInput("the point lies in no grid",
                            [Problem(reason="outside every grid", field="lat/long")])
@@ -231,7 +238,7 @@ def _insert_report(conn: Connection, args: Mapping[str, Any], found: Any, key: s
          "src": args.get("source", "api"), "rn": args.get("reporter_name"),
          "rc": args.get("reporter_contact"), "rd": args.get("reporter_device"),
          "uid": args.get("reporter_user_id"), "now": now, "cd": checkin_due, "amb": amber_at,
-         "rdue": resolve_due, "actor": actor,
+         "rdue": resolve_due, "actor": actor, "mu": media_url,
          "detail": json.dumps({"near_boundary": near, "crs": crs})},
     ).one()
     return ReportResult(row.id, row.status, row.duplicate_of, grid, community, street, near,

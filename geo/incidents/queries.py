@@ -31,7 +31,7 @@ _PUBLIC_COLS = """
     i.near_boundary, i.status, i.duplicate_of, i.department_ids, i.escalation_level, i.source,
     i.rating, i.reopen_count, i.urge_count, i.reported_at, i.updated_at, i.checkin_due,
     i.amber_at, i.resolve_due, i.checked_in_at, i.consulting_at, i.in_progress_at,
-    i.feedback_at, i.rated_at, i.closed_at,
+    i.feedback_at, i.rated_at, i.closed_at, i.media_url,
     CASE WHEN NOT i.is_open THEN 'none'
          WHEN :now >= i.resolve_due THEN 'red'
          WHEN :now >= i.amber_at THEN 'amber' ELSE 'green' END AS sla,
@@ -79,14 +79,13 @@ def _place_time_where(where: list[str], params: dict[str, Any], *, street: str |
             params[name] = value
 
 
-def list_incidents(
-    conn: Connection, *, status: Iterable[str] | None = None, category: Iterable[str] | None
-    = None, street: str | None = None, grid: str | None = None, ids: Iterable[int] | None = None,
-    start: datetime | None = None, end: datetime | None = None, limit: int = 1000,
-    now: datetime | None = None, scope: Scope = EVERYTHING,
-) -> list[dict[str, Any]]:
-    """Cases matching the filters and within ``scope``, newest first (public fields only)."""
-    params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": min(int(limit), 10_000)}
+def _list_where(params: dict[str, Any], *, status: Iterable[str] | None = None,
+                category: Iterable[str] | None = None, street: str | None = None,
+                grid: str | None = None, ids: Iterable[int] | None = None,
+                start: datetime | None = None, end: datetime | None = None,
+                near: tuple[float, float, float] | None = None,
+                scope: Scope = EVERYTHING) -> str:
+    """The WHERE clause of a case list (values bound into ``params``)."""
     where = ["true", *scope_where(scope, params)]
     if status:
         where.append("i.status = ANY(:status)")
@@ -98,33 +97,81 @@ def list_incidents(
     if ids is not None:
         where.append("i.id = ANY(:ids)")
         params["ids"] = list(ids)
+    if near is not None:
+        where.append("ST_DWithin(i.location::geography,"
+                     " ST_SetSRID(ST_MakePoint(:near_lon, :near_lat), 4326)::geography, :near_r)")
+        params["near_lon"], params["near_lat"], params["near_r"] = near
+    return " AND ".join(where)
+
+
+def list_incidents(
+    conn: Connection, *, status: Iterable[str] | None = None, category: Iterable[str] | None
+    = None, street: str | None = None, grid: str | None = None, ids: Iterable[int] | None = None,
+    start: datetime | None = None, end: datetime | None = None, limit: int = 1000,
+    offset: int = 0, near: tuple[float, float, float] | None = None,
+    now: datetime | None = None, scope: Scope = EVERYTHING,
+) -> list[dict[str, Any]]:
+    """Cases matching the filters and within ``scope``, newest first (public fields only).
+    ``near`` is (lon, lat, radius in metres on the spheroid), lon/lat in EPSG:4326; ``offset``
+    cases are skipped (paging)."""
+    params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": min(int(limit), 10_000),
+                              "off": max(int(offset), 0)}
+    where = _list_where(params, status=status, category=category, street=street, grid=grid,
+                        ids=ids, start=start, end=end, near=near, scope=scope)
     sql = (f"SELECT {_PUBLIC_COLS} FROM incident i JOIN incident_category c"
-           f" ON c.code = i.category_code WHERE {' AND '.join(where)}"
-           " ORDER BY i.reported_at DESC, i.id DESC LIMIT :lim")
+           f" ON c.code = i.category_code WHERE {where}"
+           " ORDER BY i.reported_at DESC, i.id DESC LIMIT :lim OFFSET :off")
     return [dict(r) for r in conn.execute(text(sql), params).mappings()]
 
 
-def overdue(conn: Connection, *, street: str | None = None, grid: str | None = None,
-            department: str | None = None, level: str = "red", now: datetime | None = None,
-            limit: int = 1000, scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
-    """Open cases past their resolution deadline (``level='red'``) or past 80 % (``'amber'``),
-    for one street, grid or department, within ``scope``; earliest due first. Uses the partial
-    open-case index."""
+def count_incidents(conn: Connection, **filters: Any) -> int:
+    """How many cases ``list_incidents`` would list with these filters and no limit."""
+    params: dict[str, Any] = {}
+    where = _list_where(params, **filters)
+    return int(conn.execute(text(f"SELECT count(*) FROM incident i WHERE {where}"),
+                            params).scalar_one())
+
+
+def _overdue_where(params: dict[str, Any], *, street: str | None = None,
+                   grid: str | None = None, department: str | None = None, level: str = "red",
+                   scope: Scope = EVERYTHING) -> str:
     if level not in ("red", "amber"):
         raise InvalidInput("level is red or amber", [Problem(reason="unknown", field="level")])
     col = "resolve_due" if level == "red" else "amber_at"
-    params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": int(limit)}
     where = ["i.is_open", f"i.{col} <= :now", *scope_where(scope, params)]
     _place_time_where(where, params, street=street, grid=grid)
     if department:
         where.append("i.department_ids @> ARRAY[(SELECT id FROM department WHERE code = :dep)]")
         params["dep"] = department
+    return " AND ".join(where)
+
+
+def overdue(conn: Connection, *, street: str | None = None, grid: str | None = None,
+            department: str | None = None, level: str = "red", now: datetime | None = None,
+            limit: int = 1000, offset: int = 0,
+            scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
+    """Open cases past their resolution deadline (``level='red'``) or past 80 % (``'amber'``),
+    for one street, grid or department, within ``scope``; earliest due first, ``offset``
+    skipped (paging). Uses the partial open-case index."""
+    params: dict[str, Any] = {"now": now or datetime.now(UTC), "lim": int(limit),
+                              "off": max(int(offset), 0)}
+    where = _overdue_where(params, street=street, grid=grid, department=department,
+                           level=level, scope=scope)
     sql = (f"SELECT i.id, i.category_code, i.status, i.street_code, i.grid_code,"
            f" i.department_ids, i.reported_at, i.resolve_due, i.amber_at, i.escalation_level,"
            f" i.urge_count, ST_X(i.location) AS lon, ST_Y(i.location) AS lat,"
            f" CASE WHEN :now >= i.resolve_due THEN 'red' ELSE 'amber' END AS sla"
-           f" FROM incident i WHERE {' AND '.join(where)} ORDER BY i.resolve_due LIMIT :lim")
+           f" FROM incident i WHERE {where} ORDER BY i.resolve_due, i.id"
+           f" LIMIT :lim OFFSET :off")
     return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+
+
+def count_overdue(conn: Connection, *, now: datetime | None = None, **filters: Any) -> int:
+    """How many cases ``overdue`` would list with these filters and no limit."""
+    params: dict[str, Any] = {"now": now or datetime.now(UTC)}
+    where = _overdue_where(params, **filters)
+    return int(conn.execute(text(f"SELECT count(*) FROM incident i WHERE {where}"),
+                            params).scalar_one())
 
 
 # ---------------------------------------------------------------- statistics
