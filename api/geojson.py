@@ -89,3 +89,50 @@ FeatureCollection = Annotated[dict[str, Any], AfterValidator(check_feature_colle
                                               "description": f"A GeoJSON FeatureCollection "
                                               f"({_LIMIT} in all).",
                                               "x-max-vertices": MAX_VERTICES})]
+
+
+def vertex_count(obj: Any) -> int:
+    """Positions in a GeoJSON object (a Feature, a FeatureCollection or a geometry) in any CRS:
+    the arrays of numbers under ``coordinates`` (properties are not counted). Iterative, so a
+    deeply nested body cannot overflow the stack."""
+    count, stack = 0, [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item[k] for k in ("geometry", "geometries", "features") if k in item)
+            if "coordinates" in item:
+                stack.append(_Coordinates(item["coordinates"]))
+        elif isinstance(item, _Coordinates):
+            inner = item.value
+            if isinstance(inner, list | tuple):
+                if inner and isinstance(inner[0], int | float) and not isinstance(inner[0], bool):
+                    count += 1
+                else:
+                    stack.extend(_Coordinates(v) for v in inner)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return count
+
+
+class _Coordinates:
+    """A value found under ``coordinates`` (its arrays are positions, not more objects)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def check_vertex_cap(obj: Any) -> dict[str, Any]:
+    """``obj`` if it holds at most ``MAX_VERTICES`` positions; else ValueError (a 422)."""
+    if not isinstance(obj, dict):
+        raise ValueError("not a GeoJSON object")
+    if vertex_count(obj) > MAX_VERTICES:
+        raise ValueError(f"more than {MAX_VERTICES} vertices")
+    return obj
+
+
+GeoJSONBody = Annotated[dict[str, Any], AfterValidator(check_vertex_cap), WithJsonSchema(
+    {"type": "object", "description": f"A GeoJSON Feature or FeatureCollection, in its "
+     f"Content-Crs; at most {MAX_VERTICES} vertices in all.", "x-max-vertices": MAX_VERTICES,
+     "required": ["type"]})]

@@ -218,7 +218,8 @@ def test_open311_form_fields_are_limited(world):
     r = client.post("/open311/v2/requests.json",
                     data={"service_code": "rubbish", "lat": str(lat), "long": str(lon),
                           "address_string": "x" * 100_000}, headers=headers["key"])
-    assert r.status_code == 422 and "address_string" in r.json()[0]["description"]
+    # GeoReport v2 answers bad input with 400 in its own error format
+    assert r.status_code == 400 and "address_string" in r.json()[0]["description"]
 
 
 def _bomb(size: int, members: int = 1) -> bytes:
@@ -316,3 +317,22 @@ def test_photos_are_served_with_the_decoded_type_nosniff_and_a_csp(world, case, 
     assert got.headers["x-content-type-options"] == "nosniff"
     assert "default-src 'none'" in got.headers["content-security-policy"]
 
+
+
+def test_vertex_cap_counts_positions_as_shapely_does():
+    """The OGC Part 4 bodies (in any CRS) are capped by ``api.geojson.vertex_count``: it
+    counts the positions shapely counts, in a Feature and a FeatureCollection."""
+    import shapely
+    from shapely.geometry import mapping
+
+    from api.geojson import MAX_VERTICES, check_vertex_cap, vertex_count
+
+    ring = shapely.Point(500000, 2880000).buffer(100, quad_segs=64)
+    hole = shapely.Polygon(ring.exterior, [shapely.Point(500000, 2880000).buffer(10).exterior])
+    feature = {"type": "Feature", "properties": {"n": [1, 2]}, "geometry": mapping(hole)}
+    assert vertex_count(feature) == shapely.get_num_coordinates(hole)
+    fc = {"type": "FeatureCollection", "features": [feature, feature]}
+    assert vertex_count(fc) == 2 * shapely.get_num_coordinates(hole)
+    big = shapely.LineString([(i, i) for i in range(MAX_VERTICES + 1)])
+    with pytest.raises(ValueError, match="vertices"):
+        check_vertex_cap({"type": "Feature", "geometry": mapping(big)})

@@ -285,8 +285,7 @@ def test_incident_list_pages(world: tuple[TestClient, str, Any]) -> None:
 
 def _admin_key(eng: Any) -> str:
     with eng.begin() as c:
-        key = create_api_key(c, "admin-reader", scopes=())
-        c.exec_driver_sql("UPDATE api_key SET role = 'admin' WHERE name = 'admin-reader'")
+        key = create_api_key(c, "admin-reader", scopes=(), role="commander", area_code="350104")
     return key
 
 

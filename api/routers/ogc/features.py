@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
+from api.geojson import MAX_VERTICES, GeoJSONBody
 from api.policy import PolicyRoute, caller, require_area
 from api.routers.ogc.common import (
     GEOJSON,
@@ -274,7 +275,8 @@ def _changed(request: Request, res: planning.ChangeResult, status: int,
     return JSONResponse(res.as_dict(), status_code=status, headers=headers)
 
 
-FEATURE = Body(..., media_type=GEOJSON, description="A GeoJSON Feature (Content-Crs: its CRS).")
+FEATURE = Body(..., media_type=GEOJSON, description="A GeoJSON Feature (Content-Crs: its CRS).",
+               json_schema_extra={"x-max-vertices": MAX_VERTICES})
 
 
 @router.post("/collections/{collectionId}/items", operation_id="ogc_create_item",
@@ -282,7 +284,7 @@ FEATURE = Body(..., media_type=GEOJSON, description="A GeoJSON Feature (Content-
              " import a new grid layer: a planning change with its checks",
              responses={422: {"description": "Refused by the planning checks; nothing written"}})
 def create_item(collectionId: str, request: Request,
-                feature: dict[str, Any] = FEATURE,
+                feature: GeoJSONBody = FEATURE,
                 conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
     srid, latlon = _content_crs(request, conn)
@@ -305,7 +307,7 @@ def create_item(collectionId: str, request: Request,
             status_code=204, summary="Replace a grid's geometry (a planning reshape)",
             responses={422: {"description": "Refused by the planning checks; nothing written"}})
 def replace_item(collectionId: str, featureId: str, request: Request,
-                 feature: dict[str, Any] = FEATURE,
+                 feature: GeoJSONBody = FEATURE,
                  conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")
@@ -319,7 +321,8 @@ def replace_item(collectionId: str, featureId: str, request: Request,
               status_code=204, summary="Update a grid's geometry (a planning reshape)",
               responses={422: {"description": "Refused by the planning checks"}})
 def update_item(collectionId: str, featureId: str, request: Request,
-                feature: dict[str, Any] = Body(..., media_type="application/merge-patch+json"),
+                feature: GeoJSONBody = Body(..., media_type="application/merge-patch+json",
+                                            json_schema_extra={"x-max-vertices": MAX_VERTICES}),
                 conn: Connection = Depends(get_connection)) -> Response:
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")
