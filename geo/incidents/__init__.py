@@ -16,10 +16,12 @@ Locations are stored in EPSG:4326; distances (duplicates) are measured on the sp
   ``escalate_overdue``; ``photos``: ``attach_photo``, ``get_photo``;
 - ``queries``: ``get``, ``list_incidents``, ``overdue``, ``stats``, ``stats_geojson``;
 - ``routing``: categories, departments and the routing table;
-- ``cases``: row helpers shared by the above (scope, locks, history).
+- ``cases``: row helpers shared by the above (scope, locks, history);
+- ``command``: the city level: ``supervise`` (市委督单), ``supervise_overdue``, ``rollup``.
 """
 
 from geo.incidents.calendar import WorkCalendar
+from geo.incidents.command import command_level, rollup, supervise, supervise_overdue
 from geo.incidents.intake import ReportResult, file_reports, report
 from geo.incidents.photos import attach_photo, get_photo
 from geo.incidents.queries import LEVEL_COLUMN, get, list_incidents, overdue, stats, stats_geojson
@@ -53,6 +55,7 @@ __all__ = [
     "WorkCalendar",
     "attach_photo",
     "categories",
+    "command_level",
     "departments",
     "escalate_overdue",
     "file_reports",
@@ -62,10 +65,13 @@ __all__ = [
     "overdue",
     "report",
     "reroute",
+    "rollup",
     "set_routing",
     "set_sla",
     "stats",
     "stats_geojson",
+    "supervise",
+    "supervise_overdue",
     "transition",
     "urge",
 ]
