@@ -105,7 +105,8 @@ class CityIndex(LookupIndex):
         """The districts' lattice labels in one array (each part's ``labels`` becomes a view
         into it) and per-district lattice parameters, for gathers by district index."""
         sizes = [p.labels.size for p in self.parts]
-        self.l_off = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+        wide = sum(sizes) >= 2**31
+        self.l_off = np.cumsum([0] + sizes[:-1]).astype(np.int64 if wide else np.int32)
         self.labels_all = np.concatenate([p.labels for p in self.parts])
         for p, off, n in zip(self.parts, self.l_off, sizes, strict=True):
             p.labels = self.labels_all[off:off + n]
@@ -113,8 +114,8 @@ class CityIndex(LookupIndex):
         self.p_y0 = np.array([p.y0 for p in self.parts])
         self.p_icx = np.array([p.inv_cx for p in self.parts])
         self.p_icy = np.array([p.inv_cy for p in self.parts])
-        self.p_nx = np.array([p.nx for p in self.parts], dtype=np.int64)
-        self.p_ny = np.array([p.ny for p in self.parts], dtype=np.int64)
+        self.p_nx = np.array([p.nx for p in self.parts], dtype=np.int32)
+        self.p_ny = np.array([p.ny for p in self.parts], dtype=np.int32)
         cells = sum(sizes)
         self.boundary_cell_share = float(
             sum(p.boundary_cell_share * p.labels.size for p in self.parts) / max(cells, 1))
@@ -148,15 +149,26 @@ class CityIndex(LookupIndex):
     def _in_district(self, d: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Grid index of points known to lie in district ``d`` (part index) each."""
         with np.errstate(over="ignore", invalid="ignore"):
-            ix = ((lon - self.p_x0[d]) * self.p_icx[d]).astype(np.int64)
-            iy = ((lat - self.p_y0[d]) * self.p_icy[d]).astype(np.int64)
-        nx = self.p_nx[d]
-        outside = (ix < 0) | (ix >= nx) | (iy < 0) | (iy >= self.p_ny[d])
-        cell = self.l_off[d] + iy * nx + ix
+            fx = lon - self.p_x0.take(d)
+            fx *= self.p_icx.take(d)
+            fy = lat - self.p_y0.take(d)
+            fy *= self.p_icy.take(d)
+            ix = fx.astype(np.int32)  # NaN, inf and huge values become INT_MIN: outside
+            iy = fy.astype(np.int32)
+        del fx, fy
+        nx = self.p_nx.take(d)
+        outside = ix.view(np.uint32) >= nx.view(np.uint32)
+        outside |= iy.view(np.uint32) >= self.p_ny.take(d).view(np.uint32)
+        iy *= nx  # a part's cells fit int32 (max_cells)
+        iy += ix
+        cell = iy.astype(self.l_off.dtype)
+        cell += self.l_off.take(d)
         np.putmask(cell, outside, 0)
-        lab = self.labels_all[cell].astype(np.int64)
+        lab = self.labels_all.take(cell)
         np.putmask(lab, outside, NONE)
-        out = np.where(lab >= 0, lab + self.g_off[d], NONE)
+        out = lab.astype(np.int64)
+        inside = lab >= 0
+        out[inside] += self.g_off.take(d[inside])
         slow = np.flatnonzero(lab <= BOUNDARY)
         if slow.size:
             ds = d[slow]
@@ -165,7 +177,7 @@ class CityIndex(LookupIndex):
             for grp in np.split(order, bounds):
                 k = int(ds[grp[0]])
                 idx = slow[grp]
-                local = self.parts[k]._edge_lookup(lon[idx], lat[idx], -2 - lab[idx])
+                local = self.parts[k]._edge_lookup(lon[idx], lat[idx], -2 - out[idx])
                 out[idx] = np.where(local >= 0, local + self.g_off[k], NONE)
         return out
 
