@@ -250,3 +250,20 @@ def test_synth_districts_deterministic_and_tiled(city_layers):
         assert shapely.area(shapely.symmetric_difference(mine, d[k])) < 1e-12
     # neighbours share a border (a line, not a point)
     assert shapely.length(shapely.intersection(d[0], d[1])) > 0
+
+
+def test_cli_synth_districts_writes_a_city(tmp_path):
+    import pyogrio
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    out = tmp_path / "city.gpkg"
+    r = CliRunner().invoke(app, ["synth", "--districts", "3", "--grids", "400", "--buildings",
+                                 "400", "--stations", "5", "--no-db", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    districts = pyogrio.read_dataframe(out, layer="district")
+    grids = pyogrio.read_dataframe(out, layer="grid")
+    assert sorted(districts["code"]) == ["350102", "350103", "350104"]
+    assert {c[:6] for c in grids["code"]} == set(districts["code"])
+    assert len(grids) == 400
