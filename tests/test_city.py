@@ -267,3 +267,32 @@ def test_cli_synth_districts_writes_a_city(tmp_path):
     assert sorted(districts["code"]) == ["350102", "350103", "350104"]
     assert {c[:6] for c in grids["code"]} == set(districts["code"])
     assert len(grids) == 400
+
+
+def test_one_file_of_two_districts_imports_both_in_one_generation(fresh_database, tmp_path):
+    """The real import path (read, validate, write) of a GeoPackage holding two districts, a
+    city and a province without geometry."""
+    from cli.synth import write_gpkg
+    from geo.data.io import import_file
+
+    layers = generate_districts(districts=2, grids=300, buildings=300, stations=3, seed=1)
+    path = tmp_path / "city.gpkg"
+    write_gpkg(layers, path)
+    eng = make_engine(fresh_database())
+    try:
+        with eng.begin() as conn:
+            gen = import_file(conn, path)
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT districts FROM generation WHERE id = :g"),
+                                {"g": gen}).scalar() == ["350102", "350103"]
+            grids = dict(conn.execute(text(
+                "SELECT left(code, 6), count(*) FROM area_current WHERE level = 'grid' "
+                "GROUP BY 1")).all())
+            levels = dict(conn.execute(text(
+                "SELECT level, count(*) FROM area_current WHERE generation_low = :g "
+                "GROUP BY 1"), {"g": gen}).all())
+        want = layers["grid"]["code"].str[:6].value_counts().to_dict()
+        assert grids == want
+        assert levels["city"] == 1 and levels["province"] == 1 and levels["district"] == 2
+    finally:
+        eng.dispose()

@@ -69,12 +69,18 @@ class CityIndex(LookupIndex):
         if previous is not None and not isinstance(previous, CityIndex):
             before = {previous.district["code"]: previous}
         self.parts: list[LookupIndex] = []
+        # the total rounded up to a power of two: a small change elsewhere leaves a district's
+        # budget (and so its lattice, patched or reused) unchanged
+        total = 1 << max(sum(1 for r in rows if r.level == "grid") - 1, 0).bit_length()
         for code in sorted(by_district):
             part_rows = by_district[code]
-            if any(r.level == "grid" for r in part_rows) and \
-                    any(r.level == "district" for r in part_rows):
+            grids = sum(1 for r in part_rows if r.level == "grid")
+            if grids and any(r.level == "district" for r in part_rows):
+                # the districts share the cell budget: ``max_cells`` bounds the whole index
+                share = min(settings.max_cells, max(4096, settings.max_cells * grids // total))
+                part_settings = settings.model_copy(update={"max_cells": share})
                 self.parts.append(LookupIndex(part_rows, team, generation=generation,
-                                              version=version, settings=settings,
+                                              version=version, settings=part_settings,
                                               previous=before.get(code)))
         self.areas = {r.code: {"type": r.level, "code": r.code, "name": r.name,
                                **({"parent_code": r.parent_code} if r.parent_code else {})}
