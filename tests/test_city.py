@@ -125,6 +125,25 @@ def test_reimport_leaves_the_other_district_unchanged(two_imports):
     assert nx.number_connected_components(g) == 1
 
 
+def test_buildings_only_file_replaces_buildings_of_its_district_only(two_imports):
+    """A file without area layers covers the districts its rows fall in (by their grid
+    codes / places)."""
+    eng, a, b, *_ = two_imports
+    fewer = b["building"].iloc[:-1].reset_index(drop=True)
+    with eng.connect() as conn:
+        before = dict(conn.execute(text(
+            "SELECT district_code, count(*) FROM building GROUP BY 1")).all())
+    with eng.begin() as conn:
+        gen = write_layers(conn, {"building": fewer})
+    with eng.connect() as conn:
+        after = dict(conn.execute(text(
+            "SELECT district_code, count(*) FROM building GROUP BY 1")).all())
+        assert conn.execute(text("SELECT districts FROM generation WHERE id = :g"),
+                            {"g": gen}).scalar() == ["350103"]
+    assert after == {**before, "350103": len(fewer)}
+    assert before["350103"] == len(fewer) + 1
+
+
 def test_at_answers_per_district(fresh_database, city_layers):
     eng = make_engine(fresh_database())
     a = one_district(city_layers, "350102")

@@ -3,8 +3,9 @@
 Rules (issue 16):
 
 * the districts a file covers are the 6-digit prefixes of its area codes (any level at or
-  below district) plus the districts its other rows fall in; a file without area layers takes
-  the district polygons of the database's current generation to place its rows;
+  below district), and its other rows are placed among those districts only; a file without
+  area layers covers the districts its rows fall in (placed among the database's current
+  districts);
 * a non-area row (building, station, walk edge, barrier) belongs to one district: a building's
   by its ``grid_code`` when given, else (and for the others) the district whose polygon holds
   its representative point (building/station location, an edge's midpoint, a barrier's point on

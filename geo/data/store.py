@@ -470,9 +470,12 @@ def write_layers(
     levels = [lvl for lvl in AREA_LEVELS if lvl in layers]
     polygons = dist.district_polygons(conn, layers)
     covered = dist.area_districts(layers, levels)
-    for name, gdf in layers.items():
-        if name not in AREA_LEVELS and name not in ("grid_team", "compound") and len(gdf):
-            covered.update(c for c in dist.row_districts(name, gdf, polygons) if c)
+    if covered:  # the file's codes say which districts it holds: its rows go among those
+        polygons = {c: g for c, g in polygons.items() if c in covered} or polygons
+    else:  # no area codes: the districts its rows fall in
+        for name, gdf in layers.items():
+            if name not in AREA_LEVELS and name not in ("grid_team", "compound") and len(gdf):
+                covered.update(c for c in dist.row_districts(name, gdf, polygons) if c)
     parents = sorted({str(c) for lvl in PARENT_LEVELS if lvl in layers
                       for c in layers[lvl]["code"]})
     within = Within(sorted(covered) if covered else None, polygons)
