@@ -83,8 +83,10 @@ def representative_points(name: str, gdf: gpd.GeoDataFrame) -> np.ndarray:
     """The point a row of layer ``name`` is placed by (see the module docstring)."""
     geoms = np.asarray(gdf.geometry.values, dtype=object)
     if name == "walk_edge":
-        return shapely.line_interpolate_point(geoms, 0.5, normalized=True)
-    return shapely.point_on_surface(geoms)
+        points: np.ndarray = shapely.line_interpolate_point(geoms, 0.5, normalized=True)
+    else:
+        points = shapely.point_on_surface(geoms)
+    return points
 
 
 def row_districts(name: str, gdf: gpd.GeoDataFrame, polygons: dict[str, Any]) -> np.ndarray:
@@ -155,8 +157,8 @@ def match_nodes(conn: Connection, nodes: pd.DataFrame, points: np.ndarray
             mapping[int(ids[k])] = hit
             fresh[k] = False
     base = top + 1 - int(ids[fresh].min()) if fresh.any() else 0
-    for k in np.flatnonzero(fresh):
-        mapping[int(ids[k])] = int(ids[k]) + base
+    for j in np.flatnonzero(fresh).tolist():
+        mapping[int(ids[j])] = int(ids[j]) + base
     out = nodes[fresh].copy()
     out["id"] = ids[fresh] + base
     return out, mapping

@@ -136,7 +136,7 @@ class CityIndex(LookupIndex):
         outside = (ix.view(np.uint32) >= dl.nx) | (iy.view(np.uint32) >= dl.ny)
         cell = iy.astype(np.int64) * dl.nx + ix
         np.putmask(cell, outside, 0)
-        lab = dl.labels[cell]
+        lab: np.ndarray = dl.labels[cell]
         np.putmask(lab, outside, NONE)
         return lab
 
@@ -172,7 +172,7 @@ class CityIndex(LookupIndex):
         np.putmask(cell, outside, 0)
         lab = self.labels_all.take(cell)
         np.putmask(lab, outside, NONE)
-        out = lab.astype(np.int64)
+        out: np.ndarray = lab.astype(np.int64)
         inside = lab >= 0
         out[inside] += self.g_off.take(d[inside])
         slow = np.flatnonzero(lab <= BOUNDARY)
