@@ -315,3 +315,28 @@ def test_one_file_of_two_districts_imports_both_in_one_generation(fresh_database
         assert levels["city"] == 1 and levels["province"] == 1 and levels["district"] == 2
     finally:
         eng.dispose()
+
+
+def test_http_lookups_across_districts(city_db, city_layers):
+    import orjson
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    grids = city_layers["grid"]
+    picks = [grids[grids["code"].str.startswith(d)].iloc[0] for d in ("350102", "350104")]
+    pts = [shapely.point_on_surface(g.geometry) for g in picks]
+    with TestClient(create_app(engine=city_db)) as client:
+        r = client.get("/v1/lookup", params={"lon": pts[1].x, "lat": pts[1].y})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [a["type"] for a in body["areas"]] == [
+            "province", "city", "district", "street", "community", "grid"]
+        assert (body["city"]["code"], body["district"]["code"], body["grid"]["code"]) == (
+            "3501", "350104", picks[1]["code"])
+        r = client.post("/v1/lookup/batch", content=orjson.dumps([[p.x, p.y] for p in pts]),
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        res = r.json()["results"]
+    assert [(e["status"], e["grid"], e["district"]) for e in res] == [
+        ("ok", g["code"], g["code"][:6]) for g in picks]
