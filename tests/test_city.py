@@ -14,7 +14,7 @@ from geo.core.errors import OutsideDistrict
 from geo.data.districts import row_districts
 from geo.data.store import write_layers
 from geo.lookup import CityIndex, get_index, invalidate_index, locate_batch, locate_point
-from geo.lookup.index import OK, OUTSIDE
+from geo.lookup.index import NO_GRID, OK, OUTSIDE
 from geo.samples.city import generate_districts
 
 GRIDS, BUILDINGS, STATIONS, SEED = 700, 1400, 30, 3
@@ -209,7 +209,13 @@ def test_city_lookup_agrees_with_postgis_on_100000_points(city_db):
     got = res["grid_code"]
     assert len(rows) > n * 0.5  # most points fall in a grid, some between or beyond
     assert (got == expected).all(), np.flatnonzero(got != expected)[:10]
-    assert set(np.unique(res["status"][expected == None])) <= {1, OUTSIDE}  # noqa: E711
+    # a point in no grid: no_grid inside a district (shapely on the stored districts), else
+    # outside_district
+    miss = np.flatnonzero(expected == None)  # noqa: E711
+    in_district = shapely.contains_xy(shapely.union_all(city_db_districts(eng)),
+                                      lon[miss], lat[miss])
+    assert (res["status"][miss] == np.where(in_district, NO_GRID, OUTSIDE)).all()
+    assert (~in_district).any()  # the synthetic grids tile their districts: no no_grid here
     # every district answers some points
     assert {c[:6] for c in got[got != None]} == {"350102", "350103", "350104"}  # noqa: E711
 
@@ -340,3 +346,25 @@ def test_http_lookups_across_districts(city_db, city_layers):
         res = r.json()["results"]
     assert [(e["status"], e["grid"], e["district"]) for e in res] == [
         ("ok", g["code"], g["code"][:6]) for g in picks]
+
+
+def test_city_index_no_grid_outside_and_swapped(city_layers):
+    """In-process index over the 3 districts with one grid left out: a point in its hole is
+    no_grid, a point beyond the districts outside_district, lat/lon swapped swapped."""
+    from bench.city import _rows
+    from geo.lookup.city import make_index
+    from geo.lookup.index import SWAPPED
+    from geo.lookup.settings import LookupSettings
+
+    rows = _rows(city_layers)
+    hole = city_layers["grid"]["code"].iloc[50]
+    index = make_index([r for r in rows if r.code != hole], {}, generation=None, version=None,
+                       settings=LookupSettings())
+    assert isinstance(index, CityIndex)
+    p = shapely.point_on_surface(city_layers["grid"].geometry.values[50])
+    minx, miny, maxx, maxy = shapely.total_bounds(city_layers["district"].geometry.values)
+    lon = np.array([p.x, maxx + 0.01, p.y])
+    lat = np.array([p.y, maxy + 0.01, p.x])
+    gi, status = index.classify(lon, lat)
+    assert list(status) == [1, OUTSIDE, SWAPPED] and (gi == -1).all()
+    assert status[0] == NO_GRID

@@ -140,6 +140,16 @@ class CityIndex(LookupIndex):
         np.putmask(lab, outside, NONE)
         return lab
 
+    def _in_districts(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """True where the point lies in a district's interior: the district lattice answers
+        for its inner and outer cells, the polygons only for its border cells."""
+        d = self._district_labels(lon, lat)
+        inside = d >= 0
+        border = np.flatnonzero(d <= BOUNDARY)
+        if border.size:
+            inside[border] = shapely.contains_xy(self.district_geom, lon[border], lat[border])
+        return inside
+
     def grid_index(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Global grid index per WGS 84 point (code order), -1 where no grid holds it."""
         d = self._district_labels(lon, lat)

@@ -142,14 +142,19 @@ class LookupIndex(Lattice):
         st[~finite] = INVALID
         in_range = finite & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
         ok = np.flatnonzero(in_range)
-        st[ok[shapely.contains_xy(self.district_geom, lon[ok], lat[ok])]] = NO_GRID
+        st[ok[self._in_districts(lon[ok], lat[ok])]] = NO_GRID
         cand = np.flatnonzero(finite & (st != NO_GRID))
         if cand.size:
-            sw = shapely.contains_xy(self.district_geom, lat[cand], lon[cand])
+            sw = self._in_districts(lat[cand], lon[cand])
             st[cand[sw]] = SWAPPED
         bad_range = finite & ~in_range & (st != SWAPPED)
         st[bad_range] = OUT_OF_RANGE
         return st
+
+    def _in_districts(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """True where the WGS 84 point lies in the interior of the district(s)."""
+        inside: np.ndarray = shapely.contains_xy(self.district_geom, lon, lat)
+        return inside
 
     def community_of(self, lon: float, lat: float) -> dict[str, Any] | None:
         if self.comm_tree is None:
