@@ -45,6 +45,10 @@ def register(app: typer.Typer) -> None:
                                    help="Do not write to the database (use with --out)."),
         no_team: bool = typer.Option(False, "--no-team",
                                      help="Skip the 2+5+N grid team rows."),
+        districts: int = typer.Option(
+            1, "--districts", min=1,
+            help="Districts (区): more than 1 makes a city (3501..) of districts with shared "
+                 "borders and one walking network, grids split among them."),
     ) -> None:
         """Generate a synthetic district (Fuzhou, 350104) and write it as a new generation.
 
@@ -60,8 +64,14 @@ def register(app: typer.Typer) -> None:
         bar = tqdm(total=steps, desc="synth", unit="step")
         t0 = time.perf_counter()
         bar.set_postfix_str("generating")
-        layers = generate_city(grids=grids, buildings=buildings, stations=stations, seed=seed,
-                               team=not no_team)
+        if districts > 1:
+            from geo.samples.city import generate_districts
+
+            layers = generate_districts(districts=districts, grids=grids, buildings=buildings,
+                                        stations=stations, seed=seed, team=not no_team)
+        else:
+            layers = generate_city(grids=grids, buildings=buildings, stations=stations,
+                                   seed=seed, team=not no_team)
         bar.update(1)
         log.info("generated in %.1f s", time.perf_counter() - t0)
         if out is not None:
@@ -81,7 +91,7 @@ def register(app: typer.Typer) -> None:
                     generation = write_layers(
                         conn, layers, kind="synth",
                         note=f"synth grids={grids} buildings={buildings} stations={stations} "
-                             f"seed={seed}",
+                             f"seed={seed} districts={districts}",
                     )
             finally:
                 eng.dispose()

@@ -114,7 +114,10 @@ def test_coverage_agrees_with_shapely(conn, tmp_path):
     # per community and street totals
     df["community"] = df.grid.str[:12]
     df["street"] = df.grid.str[:9]
-    for level, key in (("grid", "grid"), ("community", "community"), ("street", "street")):
+    df["district"] = df.grid.str[:6]
+    df["city"] = df.grid.str[:4]
+    for level in ("grid", "community", "street", "district", "city"):
+        key = level
         want = df.groupby(key).apply(
             lambda g: (int(g.residents.sum()), int(g.residents[g.covered].sum()),
                        int(g.households[g.covered].sum())), include_groups=False).to_dict()

@@ -241,11 +241,13 @@ def test_reroute_urge_escalate(c: Any) -> None:
     esc2 = inc.escalate_overdue(c, settings=SETTINGS, now=late + timedelta(days=1))
     assert [e["to"] for e in esc2 if e["incident_id"] == r.id] == ["district"]
     esc3 = inc.escalate_overdue(c, settings=SETTINGS, now=late + timedelta(days=9))
-    assert [e for e in esc3 if e["incident_id"] == r.id] == []
+    assert [e["to"] for e in esc3 if e["incident_id"] == r.id] == ["city"]
+    esc4 = inc.escalate_overdue(c, settings=SETTINGS, now=late + timedelta(days=19))
+    assert [e for e in esc4 if e["incident_id"] == r.id] == []
     case = inc.get(c, r.id)
     assert case["departments"] == ["water"] and case["urge_count"] == 1
     assert [h["action"] for h in case["history"]] == [
-        "report", "reroute", "urge", "escalate", "escalate"]
+        "report", "reroute", "urge", "escalate", "escalate", "escalate"]
     with pytest.raises(InvalidInput):
         inc.reroute(c, r.id, ["no_such_dept"], actor="centre", settings=SETTINGS)
 

@@ -196,7 +196,8 @@ def create_coverage(
             summary="Residents and households covered per grid, community or street.")
 def coverage_summary(
     run_id: int, request: Request,
-    level: Literal["grid", "community", "street"] = "community", within: str | None = WITHIN,
+    level: Literal["grid", "community", "street", "district", "city"] = "community",
+    within: str | None = WITHIN,
     conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
     return {"run": get_run(conn, run_id, "coverage"),

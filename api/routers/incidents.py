@@ -212,6 +212,35 @@ def escalate_incidents(request: Request, principal: Principal = Depends(current_
                                 actor=_actor(principal, "system"), scope=scope_of(request))
 
 
+@router.post("/incidents/supervise", operation_id="supervise_overdue_incidents",
+             response_model=list[dict[str, Any]],
+             summary="市委督单: the city command centre supervises every overdue case of its "
+             "districts (403 below city level)")
+def supervise_overdue_incidents(request: Request,
+                                principal: Principal = Depends(current_principal),
+                                conn: Connection = CONNECTION) -> Any:
+    return inc.supervise_overdue(conn, actor=_actor(principal, "city-command"),
+                                 scope=scope_of(request))
+
+
+@router.get("/incidents/rollup", operation_id="incident_rollup", response_model=dict[str, Any],
+            summary="Statistics rolled up per district and per city")
+def incident_rollup(request: Request, start: datetime | None = None,
+                    end: datetime | None = None,
+                    conn: Connection = CONNECTION) -> Any:
+    return inc.rollup(conn, start=start, end=end, scope=scope_of(request))
+
+
+@router.post("/incidents/{incident_id}/supervise", operation_id="supervise_incident",
+             response_model=dict[str, Any],
+             summary="市委督单: the city command centre supervises one case of any district")
+def supervise_incident(incident_id: int, body: NoteIn, request: Request,
+                       principal: Principal = Depends(current_principal)) -> Any:
+    with request.app.state.engine.begin() as conn:
+        return inc.supervise(conn, incident_id, actor=_actor(principal, body.actor),
+                             note=body.note, scope=scope_of(request))
+
+
 @router.get("/incidents/{incident_id}", operation_id="get_incident",
             response_model=IncidentDetail, summary="One case with its history and photos")
 def get_incident(incident_id: int, request: Request,

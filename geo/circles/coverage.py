@@ -96,7 +96,8 @@ def _coverage_text(
 
 
 LEVEL_KEY = {"grid": "b.grid_code", "community": "left(b.grid_code, 12)",
-             "street": "left(b.grid_code, 9)"}
+             "street": "left(b.grid_code, 9)", "district": "left(b.grid_code, 6)",
+             "city": "left(b.grid_code, 4)"}
 
 
 def run_coverage(
@@ -228,10 +229,11 @@ def distance_rows(run_id: int, ids: np.ndarray, dist: np.ndarray, near: np.ndarr
 def coverage_by_level(
     conn: Connection, run_id: int, level: str, within: str | None = None
 ) -> list[dict[str, Any]]:
-    """Residents and households, total and covered, per grid, community or street (of the
-    buildings whose grid code starts with ``within``, if given)."""
+    """Residents and households, total and covered, per grid, community, street, district or
+    city (of the buildings whose grid code starts with ``within``, if given)."""
     if level not in LEVEL_KEY:
-        raise InvalidInput("bad level", [Problem("grid, community or street", field="level")])
+        raise InvalidInput("bad level", [Problem("grid, community, street, district or city",
+                                                 field="level")])
     get_run(conn, run_id, "coverage")
     rows = conn.execute(
         text(

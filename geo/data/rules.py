@@ -152,6 +152,7 @@ def value_rules(name: str, gdf: pd.DataFrame, out: Collector) -> None:
 
 def code_rules(layers: dict[str, gpd.GeoDataFrame], out: Collector,
                 district_code: str | None) -> None:
+    prefixes = tuple(district_code.split(",")) if district_code else ()  # a city: several
     for level in AREA_LEVELS:
         gdf = layers.get(level)
         if gdf is None or "code" not in gdf.columns:
@@ -173,7 +174,7 @@ def code_rules(layers: dict[str, gpd.GeoDataFrame], out: Collector,
             elif level in ("community", "grid") and seq < 1:
                 out.add(level, i, c, f"{level} sequence (last 3 digits) must be >= 001",
                         field="code", rule="code_rule")
-            if level != "district" and district_code and not c.startswith(district_code):
+            if level != "district" and prefixes and not c.startswith(prefixes):
                 out.add(level, i, c, f"code does not start with the district code "
                         f"{district_code}", field="code", rule="code_rule")
             if level != "district" and "parent_code" in gdf.columns:

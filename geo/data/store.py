@@ -5,12 +5,19 @@ the caller's transaction, so that a city of 500,000 buildings loads in seconds, 
 
 Semantics:
 
-* a ``generation`` row is always inserted; its id is returned;
-* area layers (district, street, community, grid) are *versioned*: the current versions of each
-  level written are closed (``generation_high`` = the previous generation's id, inclusive) and
-  the new versions inserted with ``generation_low`` = the new id. Old versions stay queryable;
+* a ``generation`` row is always inserted; its id is returned, and ``generation.districts``
+  records the districts it changed;
+* area layers (province, city, district, street, community, grid) are *versioned*: the current
+  versions of each level written are closed **within the districts the file covers** (the
+  6-digit prefixes of its codes; for city/province the codes given) and the new versions
+  inserted with ``generation_low`` = the new id. Old versions stay queryable; other districts'
+  areas are untouched, so ``at=`` answers each district by its own history;
+* a city or province row without geometry gets the union of its current districts (and is
+  re-derived whenever one of them is imported again);
 * the other layers (grid_team, compound, building, station, walk_edge/walk_node, barrier) are not
-  versioned: each layer given replaces that table's rows wholesale.
+  versioned: each layer given replaces that table's rows **within the districts the file
+  covers** (``geo.data.districts`` has the rules; the walking network stays connected across
+  district borders).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,14 +42,16 @@ from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
 from geo.core.errors import InvalidInput, Problem
+from geo.data import districts as dist
 from geo.data.crs import utm_epsg
 
 log = logging.getLogger(__name__)
 
-AREA_LEVELS = ("district", "street", "community", "grid")
+AREA_LEVELS = ("province", "city", "district", "street", "community", "grid")
+PARENT_LEVELS = ("province", "city")  # written after the districts: their union may be needed
 LAYER_ORDER = (
-    "district", "street", "community", "grid", "grid_team", "compound", "building", "station",
-    "walk_edge", "barrier",
+    "district", "street", "community", "grid", "city", "province", "grid_team", "compound",
+    "building", "station", "walk_edge", "barrier",
 )
 KNOWN_LAYERS = frozenset(LAYER_ORDER) | {"walk_node"}
 
@@ -162,7 +172,8 @@ def _area_frame(level: str, gdf: gpd.GeoDataFrame, gen: int) -> pd.DataFrame:
     frame = pd.DataFrame({
         "level": level,
         "code": _col(gdf, "code").astype(str).values,
-        "parent_code": (_col(gdf, "parent_code").values if level != "district" else None),
+        "parent_code": (_col(gdf, "parent_code").values
+                        if level not in ("district", "city", "province") else None),
         "name": _col(gdf, "name", "").fillna("").astype(str).values,
         "geom": _ewkb(geoms),
         "generation_low": gen,
@@ -178,8 +189,10 @@ def _area_frame(level: str, gdf: gpd.GeoDataFrame, gen: int) -> pd.DataFrame:
     return frame
 
 
-def _close_levels(conn: Connection, levels: list[str], gen: int) -> int:
-    """Close the current versions of ``levels``: generation_high = the generation before ``gen``."""
+def _close_levels(conn: Connection, levels: list[str], gen: int, districts: list[str],
+                  parents: list[str]) -> int:
+    """Close the current versions of ``levels`` within ``districts`` (and the city/province
+    codes ``parents``): generation_high = the generation before ``gen``."""
     prev = conn.execute(
         text("SELECT max(id) FROM generation WHERE id < :g"), {"g": gen}
     ).scalar()
@@ -188,9 +201,10 @@ def _close_levels(conn: Connection, levels: list[str], gen: int) -> int:
     res = conn.execute(
         text(
             "UPDATE area SET generation_high = :prev "
-            "WHERE generation_high IS NULL AND level = ANY(:levels)"
+            "WHERE generation_high IS NULL AND level = ANY(:levels) "
+            "AND (left(code, 6) = ANY(:districts) OR code = ANY(:parents))"
         ),
-        {"prev": prev, "levels": levels},
+        {"prev": prev, "levels": levels, "districts": districts, "parents": parents},
     )
     return res.rowcount or 0
 
@@ -264,16 +278,48 @@ def _walk_frames(gdf: gpd.GeoDataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return nodes, edges
 
 
-# -- one writer per layer: (conn, layer name, frame, generation id, kind) -> rows per table
+@dataclass(frozen=True)
+class Within:
+    """The districts an import replaces rows in (None: every row, the one-district case with
+    no codes to go by) and the polygons (WGS 84) its rows are placed in."""
+
+    districts: list[str] | None
+    polygons: dict[str, Any]
+
+    def codes(self, name: str, gdf: gpd.GeoDataFrame) -> np.ndarray:
+        """District code of each row of non-area layer ``name``."""
+        return dist.row_districts(name, gdf, self.polygons)
+
+
+def _delete_by_code(conn: Connection, table: str, column: str, within: Within) -> None:
+    """Delete ``table``'s rows whose ``column`` code lies in the covered districts."""
+    if within.districts is None:
+        conn.execute(text(f"DELETE FROM {table}"))
+    else:
+        conn.execute(text(f"DELETE FROM {table} WHERE left({column}, 6) = ANY(:d)"),
+                     {"d": within.districts})
+
+
+# -- one writer per layer: (conn, layer name, frame, generation id, kind, districts) -> rows
 
 def _write_area(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
-                kind: str) -> dict[str, int]:
+                kind: str, within: Within) -> dict[str, int]:
+    if name in PARENT_LEVELS:
+        missing = np.asarray(shapely.is_missing(_geoms(gdf)), dtype=bool)
+        for code, nm in zip(gdf["code"].astype(str)[missing], _col(gdf, "name")[missing],
+                            strict=True):
+            dist.insert_derived(conn, code, nm if isinstance(nm, str) else None, gen)
+        rows = _copy(conn, "area", _area_frame(name, gdf[~missing], gen))
+        return {name: rows + int(missing.sum())}
     return {name: _copy(conn, "area", _area_frame(name, gdf, gen))}
 
 
 def _write_grid_team(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
-                     kind: str) -> dict[str, int]:
-    _clear(conn, "grid_team_member")
+                     kind: str, within: Within) -> dict[str, int]:
+    if within.districts is None:
+        _clear(conn, "grid_team_member")
+    else:
+        _delete_by_code(conn, "grid_team_member", "grid_code", within)
     frame = pd.DataFrame({
         "grid_code": _col(gdf, "grid_code").astype(str).values,
         "role": _col(gdf, "role").values,
@@ -285,10 +331,15 @@ def _write_grid_team(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: in
 
 
 def _write_compound(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
-                    kind: str) -> dict[str, int]:
-    conn.execute(text(
-        "UPDATE building SET compound_id = NULL WHERE compound_id IS NOT NULL"))
-    conn.execute(text("DELETE FROM compound"))
+                    kind: str, within: Within) -> dict[str, int]:
+    if within.districts is None:
+        conn.execute(text(
+            "UPDATE building SET compound_id = NULL WHERE compound_id IS NOT NULL"))
+    else:
+        conn.execute(text(
+            "UPDATE building b SET compound_id = NULL FROM compound c WHERE c.id = b.compound_id "
+            "AND left(c.community_code, 6) = ANY(:d)"), {"d": within.districts})
+    _delete_by_code(conn, "compound", "community_code", within)
     frame = pd.DataFrame({
         "code": _col(gdf, "code").astype(str).values,
         "name": _col(gdf, "name").values,
@@ -299,9 +350,10 @@ def _write_compound(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int
 
 
 def _write_building(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
-                    kind: str) -> dict[str, int]:
-    _clear(conn, "building")
+                    kind: str, within: Within) -> dict[str, int]:
+    dist.clear_within(conn, "building", within.districts)
     frame = _building_frame(gdf, kind)
+    frame["district_code"] = within.codes(name, gdf)
     with _indexes_rebuilt(conn, "building", len(frame)):
         rows = _copy(conn, "building", frame)
     if "compound_code" in gdf.columns:
@@ -320,8 +372,8 @@ def _write_building(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int
 
 
 def _write_station(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
-                   kind: str) -> dict[str, int]:
-    _clear(conn, "station")
+                   kind: str, within: Within) -> dict[str, int]:
+    dist.clear_within(conn, "station", within.districts)
     frame = pd.DataFrame({
         "code": _col(gdf, "code").astype(str).values,
         "name": _col(gdf, "name", "").fillna("").values,
@@ -329,14 +381,21 @@ def _write_station(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
         "location": _ewkb(_geoms(gdf)),
         "community_code": _col(gdf, "community_code").values,
         "address": _col(gdf, "address").values,
+        "district_code": within.codes(name, gdf),
     })
     return {name: _copy(conn, "station", frame)}
 
 
 def _write_walk(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
-                kind: str) -> dict[str, int]:
-    _clear(conn, "walk_edge", "walk_node")
+                kind: str, within: Within) -> dict[str, int]:
+    kept = dist.clear_walk(conn, within.districts)
     nodes, edges = _walk_frames(gdf)
+    edges["district_code"] = within.codes(name, gdf)
+    if kept and len(nodes):  # other districts' network stays: join it at shared nodes
+        nodes, mapping = dist.match_nodes(conn, nodes, shapely.from_wkb(nodes["geom"].values))
+        edges["source"] = edges["source"].map(mapping)
+        edges["target"] = edges["target"].map(mapping)
+        edges = edges.drop(columns=["id"], errors="ignore")
     written: dict[str, int] = {}
     with _indexes_rebuilt(conn, "walk_node", len(nodes)):
         written["walk_node"] = _copy(conn, "walk_node", nodes)
@@ -355,17 +414,18 @@ def _write_walk(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
 
 
 def _write_barrier(conn: Connection, name: str, gdf: gpd.GeoDataFrame, gen: int,
-                   kind: str) -> dict[str, int]:
-    _clear(conn, "barrier")
+                   kind: str, within: Within) -> dict[str, int]:
+    dist.clear_within(conn, "barrier", within.districts)
     frame = pd.DataFrame({
         "kind": _col(gdf, "kind").values,
         "name": _col(gdf, "name").values,
         "geom": _ewkb(_geoms(gdf)),
+        "district_code": within.codes(name, gdf),
     })
     return {name: _copy(conn, "barrier", frame)}
 
 
-LayerWriter = Callable[[Connection, str, gpd.GeoDataFrame, int, str], dict[str, int]]
+LayerWriter = Callable[[Connection, str, gpd.GeoDataFrame, int, str, Within], dict[str, int]]
 WRITERS: dict[str, LayerWriter] = {
     **dict.fromkeys(AREA_LEVELS, _write_area),
     "grid_team": _write_grid_team,
@@ -403,35 +463,50 @@ def write_layers(
     """Bulk-write ``layers`` (EPSG:4326, the layer contract) as a NEW generation; return its id.
 
     Runs in the caller's transaction (nothing is committed here). Area layers close the previous
-    current versions of their level; other layers replace their table's rows. Buildings without
+    current versions of their level within the districts the file covers; other layers replace
+    their table's rows within those districts (see the module docstring). Buildings without
     ``grid_code`` get it by a spatial join with the current grids after the load.
     """
     _check_layers(layers)
+    levels = [lvl for lvl in AREA_LEVELS if lvl in layers]
+    polygons = dist.district_polygons(conn, layers)
+    covered = dist.area_districts(layers, levels)
+    if covered:  # the file's codes say which districts it holds: its rows go among those
+        polygons = {c: g for c, g in polygons.items() if c in covered} or polygons
+    else:  # no area codes: the districts its rows fall in
+        for name, gdf in layers.items():
+            if name not in AREA_LEVELS and name not in ("grid_team", "compound") and len(gdf):
+                covered.update(c for c in dist.row_districts(name, gdf, polygons) if c)
+    parents = sorted({str(c) for lvl in PARENT_LEVELS if lvl in layers
+                      for c in layers[lvl]["code"]})
+    within = Within(sorted(covered) if covered else None, polygons)
     gen = int(conn.execute(
         text(
-            "INSERT INTO generation (kind, note, effective_from) "
-            "VALUES (:kind, :note, coalesce(CAST(:ef AS timestamptz), now())) RETURNING id"
+            "INSERT INTO generation (kind, note, effective_from, districts) "
+            "VALUES (:kind, :note, coalesce(CAST(:ef AS timestamptz), now()), :districts) "
+            "RETURNING id"
         ),
-        {"kind": kind, "note": note, "ef": effective_from},
+        {"kind": kind, "note": note, "ef": effective_from, "districts": within.districts},
     ).scalar_one())
     log.info("generation %s (%s): writing %s", gen, kind, ", ".join(
         f"{k}={len(v)}" for k, v in layers.items()))
 
     order = [n for n in LAYER_ORDER if n in layers]
     bar = tqdm(total=len(order), desc="write", unit="layer", disable=not progress)
-    levels = [lvl for lvl in AREA_LEVELS if lvl in layers]
     if levels:
-        closed = _close_levels(conn, levels, gen)
+        closed = _close_levels(conn, levels, gen, within.districts or [], parents)
         log.info("closed %d current area versions of %s", closed, ", ".join(levels))
     written: dict[str, int] = {}
     for name in order:
         gdf = layers[name]
         t0 = time.perf_counter()
         bar.set_postfix_str(f"{name} ({len(gdf)})")
-        written.update(WRITERS[name](conn, name, gdf, gen, kind))
+        written.update(WRITERS[name](conn, name, gdf, gen, kind, within))
         log.info("%s: %s rows in %.1f s", name, written.get(name), time.perf_counter() - t0)
         bar.update(1)
     bar.close()
+    if "district" in layers:
+        dist.derive_parents(conn, gen, set(within.districts or ()), set(parents))
     for table in sorted({TABLE_OF.get(n, n) for n in written}):
         conn.execute(text(f"ANALYZE {table}"))  # fresh statistics for the planner
     log.info("generation %s written: %s", gen, written)

@@ -46,6 +46,17 @@ log = logging.getLogger(__name__)
 
 
 LAYERS = AREA_LEVELS + ("grid_team", "building", "station", "walk_edge", "barrier", "compound")
+# Above the districts (issue 16): codes checked, geometry optional (the union of the districts).
+PARENT_LAYERS = {"city": 4, "province": 2}
+
+
+def _parent_rules(parents: dict[str, gpd.GeoDataFrame], out: Collector) -> None:
+    for name, gdf in parents.items():
+        n = PARENT_LAYERS[name]
+        for i, c in enumerate(gdf["code"].astype(str) if "code" in gdf.columns else []):
+            if not (len(c) == n and c.isdigit()):
+                out.add(name, i, c, f"{name} code must be {n} digits", field="code",
+                        rule="code_rule")
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     "district": ("code", "name", "metric_srid"),
@@ -96,7 +107,7 @@ def _db_district(conn: Connection | None) -> tuple[Any, int | None, str | None]:
     if conn is None:
         return None, None, None
     row = conn.execute(text(
-        "SELECT ST_AsBinary(ST_Union(geom)), max(metric_srid), min(code) "
+        "SELECT ST_AsBinary(ST_Union(geom)), max(metric_srid), string_agg(code, ',' ORDER BY code) "
         "FROM area_current WHERE level = 'district'"
     )).first()
     if row is None or row[0] is None:
@@ -240,7 +251,8 @@ def _district(ck: _Check) -> None:
         if "metric_srid" in dl.columns and dl["metric_srid"].notna().any():
             ck.metric_srid = int(dl["metric_srid"].dropna().iloc[0])
         if "code" in dl.columns and dl["code"].notna().any():
-            ck.district_code = str(dl["code"].dropna().iloc[0])
+            # several districts (a city): their codes, comma-separated
+            ck.district_code = ",".join(sorted(set(dl["code"].dropna().astype(str))))
     else:
         ck.district_geom, ck.metric_srid, ck.district_code = _db_district(ck.conn)
     if ck.metric_srid is None:
@@ -393,9 +405,12 @@ def validate_layers(
             [Problem(reason=f"{total} features > max_import_features="
                      f"{settings.max_import_features}", field="features")],
         )
-    ck = _Check(conn, {name: gdf.copy() for name, gdf in layers.items()}, repair, settings)
+    parents = {n: layers[n] for n in PARENT_LAYERS if n in layers}
+    ck = _Check(conn, {name: gdf.copy() for name, gdf in layers.items() if name not in parents},
+                repair, settings)
     for rule in RULES:
         rule(ck)
+    _parent_rules(parents, ck.out)
     problems = ck.out.problems
     if problems:
         rules = {p.detail.get("rule") for p in problems}
@@ -405,4 +420,4 @@ def validate_layers(
         elif rules == {"outside_district"}:
             cls = OutsideDistrict
         raise cls(f"{len(problems)} problem(s) found; nothing was written", problems)
-    return ck.layers
+    return {**ck.layers, **parents}

@@ -16,11 +16,13 @@ Locations are stored in EPSG:4326; distances (duplicates) are measured on the sp
   ``escalate_overdue``; ``photos``: ``attach_photo``, ``get_photo``;
 - ``queries``: ``get``, ``list_incidents``, ``overdue``, ``stats``, ``stats_geojson``;
 - ``routing``: categories, departments and the routing table;
-- ``cases``: row helpers shared by the above (scope, locks, history).
+- ``cases``: row helpers shared by the above (scope, locks, history);
+- ``command``: the city level: ``supervise`` (市委督单), ``supervise_overdue``, ``rollup``.
 """
 
 from geo.incidents.addresses import locate_address
 from geo.incidents.calendar import WorkCalendar
+from geo.incidents.command import command_level, rollup, supervise, supervise_overdue
 from geo.incidents.intake import ReportResult, file_reports, report
 from geo.incidents.photos import attach_photo, get_photo
 from geo.incidents.queries import (
@@ -65,6 +67,7 @@ __all__ = [
     "categories",
     "count_incidents",
     "count_overdue",
+    "command_level",
     "departments",
     "escalate_overdue",
     "file_reports",
@@ -75,10 +78,13 @@ __all__ = [
     "overdue",
     "report",
     "reroute",
+    "rollup",
     "set_routing",
     "set_sla",
     "stats",
     "stats_geojson",
+    "supervise",
+    "supervise_overdue",
     "transition",
     "urge",
 ]

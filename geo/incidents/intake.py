@@ -98,10 +98,12 @@ _REPORT = PreparedStatement("wangge_report", """
             checkin_due, amber_at, resolve_due, closed_at, media_url)
         SELECT :c, :d, :a, pt.g, :crs, :dc, :sc, :cc, :gc, :bd, :near,
             CASE WHEN dup.id IS NULL THEN 'reported' ELSE 'duplicate' END, dup.id,
-            :deps, :src, :rn, :rc, :rd, :uid, :now, :now, :cd, :amb, :rdue,
+            ARRAY(SELECT d.id FROM department d WHERE d.id = ANY(CAST(:deps AS integer[]))
+                  AND (d.area_code IS NULL OR starts_with(CAST(:gc AS varchar), d.area_code))
+                  ORDER BY d.id), :src, :rn, :rc, :rd, :uid, :now, :now, :cd, :amb, :rdue,
             CASE WHEN dup.id IS NULL THEN NULL ELSE CAST(:now AS timestamptz) END, :mu
         FROM pt LEFT JOIN dup ON true
-        RETURNING id, status, duplicate_of
+        RETURNING id, status, duplicate_of, department_ids
     ),
     h1 AS (
         INSERT INTO incident_history (incident_id, action, from_status, to_status,
@@ -116,7 +118,7 @@ _REPORT = PreparedStatement("wangge_report", """
             jsonb_build_object('duplicate_id', id), :now
         FROM ins WHERE duplicate_of IS NOT NULL
     )
-    SELECT id, status, duplicate_of FROM ins
+    SELECT id, status, duplicate_of, department_ids FROM ins
 """)
 
 
@@ -242,7 +244,7 @@ def _insert_report(conn: Connection, args: Mapping[str, Any], found: Any, key: s
          "detail": json.dumps({"near_boundary": near, "crs": crs})},
     ).one()
     return ReportResult(row.id, row.status, row.duplicate_of, grid, community, street, near,
-                        bdist, list(cat.deps), checkin_due, resolve_due)
+                        bdist, list(row.department_ids), checkin_due, resolve_due)
 
 
 def file_reports(engine: Engine, reports: Sequence[Mapping[str, Any]], *,

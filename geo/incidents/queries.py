@@ -198,7 +198,8 @@ _STEP_MEDIANS = """
     (count(*) FILTER (WHERE i.rating >= 4))::float / nullif(count(i.rating), 0)
         AS satisfied_share
 """
-LEVEL_COLUMN = {"grid": "grid_code", "community": "community_code", "street": "street_code"}
+LEVEL_COLUMN = {"grid": "grid_code", "community": "community_code", "street": "street_code",
+                "district": "district_code", "city": "left(i.district_code, 4)"}
 
 
 def stats(conn: Connection, *, by: str = "grid", street: str | None = None,
@@ -207,7 +208,7 @@ def stats(conn: Connection, *, by: str = "grid", street: str | None = None,
     """Counts, median hours per step and satisfaction per grid/community/street/department,
     for cases reported in [start, end] (optionally within one street) and within ``scope``."""
     if by not in (*LEVEL_COLUMN, "department"):
-        raise InvalidInput("by is grid, community, street or department",
+        raise InvalidInput("by is grid, community, street, district, city or department",
                            [Problem(reason=f"unknown '{by}'", field="by")])
     params: dict[str, Any] = {"now": now or datetime.now(UTC)}
     where = ["true", *scope_where(scope, params)]
@@ -216,7 +217,8 @@ def stats(conn: Connection, *, by: str = "grid", street: str | None = None,
         src = "incident i CROSS JOIN LATERAL unnest(i.department_ids) AS dep(id)"
         key = "dep.id"
     else:
-        src, key = "incident i", f"i.{LEVEL_COLUMN[by]}"
+        col = LEVEL_COLUMN[by]
+        src, key = "incident i", col if "(" in col else f"i.{col}"
     sql = (f"SELECT {key} AS key, {_STEP_MEDIANS} FROM {src} WHERE {' AND '.join(where)}"
            f" GROUP BY {key} ORDER BY {key}")
     rows = [dict(r) for r in conn.execute(text(sql), params).mappings()]

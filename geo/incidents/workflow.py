@@ -62,7 +62,7 @@ STAMP = {
     "closed": "closed_at",
 }
 REROUTABLE = frozenset({"reported", "checked_in", "consulting"})
-ESCALATION = ("grid", "street", "district")
+ESCALATION = ("grid", "street", "district", "city")  # the city command centre is the top
 
 
 def transition(
@@ -171,8 +171,8 @@ def urge(conn: Connection, incident_id: int, *, actor: str, note: str | None = N
 def escalate_overdue(conn: Connection, *, settings: IncidentSettings,
                      now: datetime | None = None, actor: str = "system",
                      scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
-    """Escalate grid → street → district every case (within ``scope``) no department checked
-    in to in time.
+    """Escalate grid → street → district → city every case (within ``scope``) no department
+    checked in to in time.
 
     Each escalation restarts the check-in clock and is written to the history. Returns the
     escalations made.
@@ -184,7 +184,7 @@ def escalate_overdue(conn: Connection, *, settings: IncidentSettings,
         text("SELECT i.id, i.escalation_level, c.checkin_workdays FROM incident i"
              " JOIN incident_category c ON c.code = i.category_code"
              " WHERE i.status = 'reported' AND i.checkin_due < :n"
-             f" AND i.escalation_level <> 'district' {where} ORDER BY i.checkin_due"
+             f" AND i.escalation_level <> 'city' {where} ORDER BY i.checkin_due"
              " FOR UPDATE OF i SKIP LOCKED"),
         params,
     ).all()

@@ -5,13 +5,15 @@ generation's areas and cached per database and generation. The rooms:
 
 - ``settings``: ``LookupSettings``;
 - ``lattice``: the lattice of cells and the exact boundary-cell tests;
-- ``index``: ``LookupIndex`` (lattice + STRtree of one generation) and the status codes;
+- ``index``: ``LookupIndex`` (lattice + STRtree of one district) and the status codes;
+- ``city``: ``CityIndex``, one index over several districts (a lattice per district);
 - ``cache``: building indexes from PostGIS, caching and refreshing them (``get_index``);
 - ``service``: the public functions (``locate_point``, ``locate_batch``);
 - ``files``: points from CSV/JSON/GeoJSON bodies and files, the JSON answers of a batch.
 """
 
 from geo.lookup.cache import build_index, get_index, invalidate_index, parse_date
+from geo.lookup.city import CityIndex
 from geo.lookup.files import (
     batch_entries,
     coordinate_columns,
@@ -42,6 +44,7 @@ from geo.lookup.service import (
 from geo.lookup.settings import LookupSettings
 
 __all__ = [
+    "CityIndex",
     "INVALID",
     "NO_GRID",
     "OK",

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 from geo.core.errors import InvalidInput, NotFound, Problem
+from geo.lookup.city import make_index
 from geo.lookup.index import LookupIndex
 from geo.lookup.settings import LookupSettings
 
@@ -67,8 +68,8 @@ def build_index(conn: Connection, *, generation: int | None = None,
             _AREA_SQL + "WHERE generation_low <= :g "
             "AND (generation_high IS NULL OR generation_high >= :g)"), {"g": generation}).all()
         gen = generation
-    return LookupIndex(rows, _team(conn), generation=gen, version=version, settings=settings,
-                       previous=previous)
+    return make_index(rows, _team(conn), generation=gen, version=version, settings=settings,
+                      previous=previous)
 
 
 class _DbCache:

@@ -143,7 +143,7 @@ def batch_entries(index: LookupIndex, gi: np.ndarray, status: np.ndarray) -> np.
                 "status": "ok", "grid": grid["code"],
                 "community": community["code"] if community else None,
                 "street": street["code"] if street else None,
-                "district": index.district["code"]})
+                "district": index.district_for(g)["code"]})
         for st in (NO_GRID, OUTSIDE, SWAPPED, INVALID, OUT_OF_RANGE):
             table[n + st] = _error_bytes(st, index.district["code"])
         index.batch_templates = table

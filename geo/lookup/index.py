@@ -23,13 +23,14 @@ import numpy as np
 import orjson
 import shapely
 
-from geo.core.codes import street_of
+from geo.core.codes import prefix_at, street_of
 from geo.core.errors import NotFound, Problem
 from geo.lookup.lattice import BOUNDARY, NONE, Lattice
 from geo.lookup.settings import LookupSettings
 
 # Status codes of a batch lookup, one per point.
 OK, NO_GRID, OUTSIDE, SWAPPED, INVALID, OUT_OF_RANGE = 0, 1, 2, 3, 4, 5
+LEVELS = ("province", "city", "district", "street", "community", "grid")
 STATUS_NAMES = {
     OK: "ok",
     NO_GRID: "no_grid",
@@ -52,7 +53,7 @@ class LookupIndex(Lattice):
         self.generation = generation
         self.version = version
         self.settings = settings
-        by_level: dict[str, list[Any]] = {"district": [], "street": [], "community": [], "grid": []}
+        by_level: dict[str, list[Any]] = {level: [] for level in LEVELS}
         for r in rows:
             by_level[r.level].append(r)
         if not by_level["grid"] or not by_level["district"]:
@@ -71,7 +72,7 @@ class LookupIndex(Lattice):
             for r in grids
         ]
         self.areas: dict[str, dict[str, Any]] = {}
-        for level in ("district", "street", "community"):
+        for level in LEVELS[:-1]:
             for r in by_level[level]:
                 info = {"type": level, "code": r.code, "name": r.name}
                 if r.parent_code:
@@ -141,14 +142,19 @@ class LookupIndex(Lattice):
         st[~finite] = INVALID
         in_range = finite & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
         ok = np.flatnonzero(in_range)
-        st[ok[shapely.contains_xy(self.district_geom, lon[ok], lat[ok])]] = NO_GRID
+        st[ok[self._in_districts(lon[ok], lat[ok])]] = NO_GRID
         cand = np.flatnonzero(finite & (st != NO_GRID))
         if cand.size:
-            sw = shapely.contains_xy(self.district_geom, lat[cand], lon[cand])
+            sw = self._in_districts(lat[cand], lon[cand])
             st[cand[sw]] = SWAPPED
         bad_range = finite & ~in_range & (st != SWAPPED)
         st[bad_range] = OUT_OF_RANGE
         return st
+
+    def _in_districts(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """True where the WGS 84 point lies in the interior of the district(s)."""
+        inside: np.ndarray = shapely.contains_xy(self.district_geom, lon, lat)
+        return inside
 
     def community_of(self, lon: float, lat: float) -> dict[str, Any] | None:
         if self.comm_tree is None:
@@ -166,6 +172,16 @@ class LookupIndex(Lattice):
         street = self.areas.get(street_of(grid["parent_code"]) or "") \
             if grid["parent_code"] else None
         return street, community, grid
+
+    def district_for(self, gi: int) -> dict[str, Any]:
+        """The district dict of grid index ``gi``."""
+        return self.district
+
+    def upper_for(self, gi: int) -> list[dict[str, Any]]:
+        """The province and city dicts above grid ``gi`` (those the generation holds)."""
+        code = self.grid_codes[gi]
+        return [a for a in (self.areas.get(prefix_at(code, lvl) or "")
+                            for lvl in ("province", "city")) if a]
 
     def boundary_distance_m(self, gi: int, lon: float, lat: float) -> float:
         """Metres from the point to grid ``gi``'s boundary (nearest edge, in a local
@@ -218,10 +234,13 @@ class LookupIndex(Lattice):
         frag = self._fragments.get(gi)
         if frag is None:
             street, community, grid = self.hierarchy(gi)
+            district = self.district_for(gi)
+            upper = self.upper_for(gi)
             body = orjson.dumps({
                 "generation": self.generation,
-                "areas": [a for a in (self.district, street, community, grid) if a],
-                "district": self.district, "street": street, "community": community,
+                "areas": upper + [a for a in (district, street, community, grid) if a],
+                **{a["type"]: a for a in upper},
+                "district": district, "street": street, "community": community,
                 "grid": grid,
             })
             frag = body[1:]  # drop the leading '{'

@@ -36,10 +36,12 @@ class LookupResult:
     boundary_distance_m: float
     generation: int | None = None
     input: dict[str, Any] = field(default_factory=dict)
+    upper: list[dict[str, Any]] = field(default_factory=list)  # province, city (when known)
 
     @property
     def areas(self) -> list[dict[str, Any]]:
-        return [a for a in (self.district, self.street, self.community, self.grid) if a]
+        return self.upper + [a for a in (self.district, self.street, self.community, self.grid)
+                             if a]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class LookupResult:
             "generation": self.generation,
             "boundary_distance_m": self.boundary_distance_m,
             "areas": self.areas,
+            **{a["type"]: a for a in self.upper},
             "district": self.district,
             "street": self.street,
             "community": self.community,
@@ -75,9 +78,10 @@ def resolve_point(index: LookupIndex, lon: float, lat: float, crs: str,
     if st == OK:
         street, community, grid = index.hierarchy(g)
         return LookupResult(
-            lon=lon, lat=lat, district=index.district, street=street, community=community,
-            grid=grid, boundary_distance_m=index.boundary_distance_m(g, lon, lat),
-            generation=index.generation, input=input_echo or {},
+            lon=lon, lat=lat, district=index.district_for(g), street=street,
+            community=community, grid=grid,
+            boundary_distance_m=index.boundary_distance_m(g, lon, lat),
+            generation=index.generation, input=input_echo or {}, upper=index.upper_for(g),
         )
     raise status_error(st, index, lon, lat, crs)
 

@@ -1,0 +1,271 @@
+"""One lookup index over several districts: a lattice per district, and one over the districts.
+
+Each district gets its own ``LookupIndex`` (a lattice sized by *its* grids, so memory grows with
+the grids, never with the bounding box of a province). A coarse **district lattice** (the same
+``Lattice`` machinery, with the district polygons as its cells' owners) sends each point to its
+district by arithmetic; then one gather in the concatenated district lattices gives the grid.
+Grid indices are global: the districts' grids in code order, so index order is code order.
+Coordinates are WGS 84 degrees.
+
+**Rules between districts** (documented in docs and tested):
+
+* a district holds the points of its closed polygon; a point on a boundary shared by two
+  districts goes to the grid with the smallest code among the grids holding it (the one-district
+  rule, which picks the smaller district code, since grid codes start with it);
+* a point in no district's grid but inside a district is ``no_grid``; a point in no district (a
+  gap between districts, or beyond the city) is ``outside_district``; ``swapped`` as before, the
+  swapped point tested against every district.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import shapely
+
+from geo.core.codes import district_of
+from geo.lookup.index import OK, LookupIndex
+from geo.lookup.lattice import BOUNDARY, NONE, Lattice
+from geo.lookup.settings import LookupSettings
+
+DISTRICT_CELLS_PER_GRID = 16  # district-lattice cells per grid: ~5 % of points in its border cells
+
+
+class DistrictLattice(Lattice):
+    """The lattice over the district polygons ("grids" of ``Lattice`` are districts here)."""
+
+    def __init__(self, codes: list[str], geoms: np.ndarray, grids: int,
+                 settings: LookupSettings) -> None:
+        self.grid_codes = codes
+        self.grid_geoms = geoms
+        shapely.prepare(geoms)
+        self.tree = shapely.STRtree(geoms)
+        per = max(4, DISTRICT_CELLS_PER_GRID * grids // max(len(codes), 1))
+        self.settings = settings.model_copy(update={"cells_per_grid": per})
+        self._build_lattice(self.settings)
+
+
+class CityIndex(LookupIndex):
+    """Lookup index over several districts; the interface of ``LookupIndex``."""
+
+    def __init__(self, rows: Sequence[Any], team: dict[str, list[dict[str, Any]]], *,
+                 generation: int | None, version: Any, settings: LookupSettings,
+                 previous: LookupIndex | None = None) -> None:
+        t0 = time.perf_counter()
+        self.generation = generation
+        self.version = version
+        self.settings = settings
+        by_district: dict[str, list[Any]] = {}
+        upper: list[Any] = []
+        for r in rows:
+            if r.level in ("province", "city"):
+                upper.append(r)
+            else:
+                by_district.setdefault(district_of(r.code) or "", []).append(r)
+        before = {p.district["code"]: p for p in getattr(previous, "parts", ())}
+        if previous is not None and not isinstance(previous, CityIndex):
+            before = {previous.district["code"]: previous}
+        self.parts: list[LookupIndex] = []
+        # the total rounded up to a power of two: a small change elsewhere leaves a district's
+        # budget (and so its lattice, patched or reused) unchanged
+        total = 1 << max(sum(1 for r in rows if r.level == "grid") - 1, 0).bit_length()
+        for code in sorted(by_district):
+            part_rows = by_district[code]
+            grids = sum(1 for r in part_rows if r.level == "grid")
+            if grids and any(r.level == "district" for r in part_rows):
+                # the districts share the cell budget: ``max_cells`` bounds the whole index
+                share = min(settings.max_cells, max(4096, settings.max_cells * grids // total))
+                part_settings = settings.model_copy(update={"max_cells": share})
+                self.parts.append(LookupIndex(part_rows, team, generation=generation,
+                                              version=version, settings=part_settings,
+                                              previous=before.get(code)))
+        self.areas = {r.code: {"type": r.level, "code": r.code, "name": r.name,
+                               **({"parent_code": r.parent_code} if r.parent_code else {})}
+                      for r in upper}
+        for p in self.parts:
+            self.areas.update(p.areas)
+        self.grid_codes = [c for p in self.parts for c in p.grid_codes]
+        self.grid_info = [g for p in self.parts for g in p.grid_info]
+        self.grid_wkb = [w for p in self.parts for w in p.grid_wkb]
+        self.grid_geoms = np.concatenate([p.grid_geoms for p in self.parts])
+        self.g_off = np.cumsum([0] + [len(p.grid_codes) for p in self.parts]).astype(np.int64)
+        d_codes = [p.district["code"] for p in self.parts]
+        d_geoms = np.array([p.district_geom for p in self.parts], dtype=object)
+        cities = [a for a in self.areas.values() if a["type"] == "city"]
+        self.district = cities[0] if len(cities) == 1 else self.parts[0].district
+        self.district_wkb = [w for p in self.parts for w in p.district_wkb]
+        self.district_geom = shapely.union_all(d_geoms)
+        shapely.prepare(self.district_geom)
+        self.metric_srid = self.parts[0].metric_srid
+        self.dl = DistrictLattice(d_codes, d_geoms, len(self.grid_codes), settings)
+        self._stack_parts()
+        self.incremental = any(p.incremental for p in self.parts)
+        self._fragments: dict[int, bytes] = {}
+        self.batch_templates: np.ndarray | None = None
+        self.build_s = time.perf_counter() - t0
+
+    def _stack_parts(self) -> None:
+        """The districts' lattice labels in one array (each part's ``labels`` becomes a view
+        into it) and per-district lattice parameters, for gathers by district index."""
+        sizes = [p.labels.size for p in self.parts]
+        wide = sum(sizes) >= 2**31
+        self.l_off = np.cumsum([0] + sizes[:-1]).astype(np.int64 if wide else np.int32)
+        self.labels_all = np.concatenate([p.labels for p in self.parts])
+        for p, off, n in zip(self.parts, self.l_off, sizes, strict=True):
+            p.labels = self.labels_all[off:off + n]
+        self.p_x0 = np.array([p.x0 for p in self.parts])
+        self.p_y0 = np.array([p.y0 for p in self.parts])
+        self.p_icx = np.array([p.inv_cx for p in self.parts])
+        self.p_icy = np.array([p.inv_cy for p in self.parts])
+        self.p_nx = np.array([p.nx for p in self.parts], dtype=np.int32)
+        self.p_ny = np.array([p.ny for p in self.parts], dtype=np.int32)
+        cells = sum(sizes)
+        self.boundary_cell_share = float(
+            sum(p.boundary_cell_share * p.labels.size for p in self.parts) / max(cells, 1))
+        self.nbytes = int(sum(p.nbytes for p in self.parts) + self.dl.nbytes)
+
+    # -- lookups -------------------------------------------------------------------------
+    def _district_labels(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        dl = self.dl
+        with np.errstate(over="ignore", invalid="ignore"):
+            ix = ((lon - dl.x0) * dl.inv_cx).astype(np.int32)
+            iy = ((lat - dl.y0) * dl.inv_cy).astype(np.int32)
+        outside = (ix.view(np.uint32) >= dl.nx) | (iy.view(np.uint32) >= dl.ny)
+        cell = iy.astype(np.int64) * dl.nx + ix
+        np.putmask(cell, outside, 0)
+        lab: np.ndarray = dl.labels[cell]
+        np.putmask(lab, outside, NONE)
+        return lab
+
+    def _in_districts(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """True where the point lies in a district's interior: the district lattice answers
+        for its inner and outer cells, the polygons only for its border cells."""
+        d = self._district_labels(lon, lat)
+        inside = d >= 0
+        border = np.flatnonzero(d <= BOUNDARY)
+        if border.size:
+            inside[border] = shapely.contains_xy(self.district_geom, lon[border], lat[border])
+        return inside
+
+    def grid_index(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Global grid index per WGS 84 point (code order), -1 where no grid holds it."""
+        d = self._district_labels(lon, lat)
+        out = np.full(lon.size, NONE, dtype=np.int64)
+        inner = np.flatnonzero(d >= 0)
+        if inner.size:
+            out[inner] = self._in_district(d[inner], lon[inner], lat[inner])
+        border = np.flatnonzero(d <= BOUNDARY)
+        if border.size:
+            out[border] = self._on_district_border(-2 - d[border], lon[border], lat[border])
+        return out
+
+    def _in_district(self, d: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Grid index of points known to lie in district ``d`` (part index) each."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            fx = lon - self.p_x0.take(d)
+            fx *= self.p_icx.take(d)
+            fy = lat - self.p_y0.take(d)
+            fy *= self.p_icy.take(d)
+            ix = fx.astype(np.int32)  # NaN, inf and huge values become INT_MIN: outside
+            iy = fy.astype(np.int32)
+        del fx, fy
+        nx = self.p_nx.take(d)
+        outside = ix.view(np.uint32) >= nx.view(np.uint32)
+        outside |= iy.view(np.uint32) >= self.p_ny.take(d).view(np.uint32)
+        iy *= nx  # a part's cells fit int32 (max_cells)
+        iy += ix
+        cell = iy.astype(self.l_off.dtype)
+        cell += self.l_off.take(d)
+        np.putmask(cell, outside, 0)
+        lab = self.labels_all.take(cell)
+        np.putmask(lab, outside, NONE)
+        out: np.ndarray = lab.astype(np.int64)
+        inside = lab >= 0
+        out[inside] += self.g_off.take(d[inside])
+        slow = np.flatnonzero(lab <= BOUNDARY)
+        if slow.size:
+            ds = d[slow]
+            order = np.argsort(ds, kind="stable")
+            bounds = np.flatnonzero(np.diff(ds[order])) + 1
+            for grp in np.split(order, bounds):
+                k = int(ds[grp[0]])
+                idx = slow[grp]
+                local = self.parts[k]._edge_lookup(lon[idx], lat[idx], -2 - out[idx])
+                out[idx] = np.where(local >= 0, local + self.g_off[k], NONE)
+        return out
+
+    def _on_district_border(self, slot: np.ndarray, lon: np.ndarray,
+                            lat: np.ndarray) -> np.ndarray:
+        """Grid index of points in border cells of the district lattice: each candidate
+        district's index is asked; the smallest global index (smallest code) wins."""
+        dl = self.dl
+        cnt = dl.b_count[slot]
+        pt = np.repeat(np.arange(slot.size), cnt)
+        cand = dl.cand_grid[np.repeat(dl.b_start[slot], cnt)
+                            + (np.arange(pt.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))]
+        big = np.iinfo(np.int64).max
+        out = np.full(slot.size, big, dtype=np.int64)
+        order = np.argsort(cand, kind="stable")
+        bounds = np.flatnonzero(np.diff(cand[order])) + 1
+        for grp in np.split(order, bounds) if order.size else ():
+            k = int(cand[grp[0]])
+            p = pt[grp]
+            local = self.parts[k].grid_index(lon[p], lat[p])
+            hit = local >= 0
+            np.minimum.at(out, p[hit], local[hit] + self.g_off[k])
+        out[out == big] = NONE
+        return out
+
+    def locate_one(self, lon: float, lat: float) -> tuple[int, int]:
+        """(grid index, status) of one WGS 84 point; plain floats on the common path."""
+        dl = self.dl
+        fx = (lon - dl.x0) * dl.inv_cx
+        fy = (lat - dl.y0) * dl.inv_cy
+        if 0.0 <= fx < dl.nx and 0.0 <= fy < dl.ny:
+            k = int(dl.labels[int(fy) * dl.nx + int(fx)])
+            if k >= 0:
+                gi, st = self.parts[k].locate_one(lon, lat)
+                if st == OK:
+                    return gi + int(self.g_off[k]), OK
+        gis, sts = self.classify(np.array([lon], dtype=np.float64),
+                                 np.array([lat], dtype=np.float64))
+        return int(gis[0]), int(sts[0])
+
+    def _part(self, gi: int) -> tuple[LookupIndex, int]:
+        k = int(np.searchsorted(self.g_off, gi, side="right")) - 1
+        return self.parts[k], gi - int(self.g_off[k])
+
+    def hierarchy(self, gi: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
+                                          dict[str, Any]]:
+        part, local = self._part(gi)
+        return part.hierarchy(local)
+
+    def district_for(self, gi: int) -> dict[str, Any]:
+        return self._part(gi)[0].district
+
+    def boundary_distance_m(self, gi: int, lon: float, lat: float) -> float:
+        part, local = self._part(gi)
+        return part.boundary_distance_m(local, lon, lat)
+
+    def community_of(self, lon: float, lat: float) -> dict[str, Any] | None:
+        for k in sorted(self.dl.tree.query(shapely.points(lon, lat), predicate="intersects")):
+            found = self.parts[int(k)].community_of(lon, lat)
+            if found is not None:
+                return found
+        return None
+
+
+def make_index(rows: Sequence[Any], team: dict[str, list[dict[str, Any]]], *,
+               generation: int | None, version: Any, settings: LookupSettings,
+               previous: LookupIndex | None = None) -> LookupIndex:
+    """A ``LookupIndex`` for one district, a ``CityIndex`` for several."""
+    districts = {r.code for r in rows if r.level == "district"}
+    cls = CityIndex if len(districts) > 1 else LookupIndex
+    if cls is LookupIndex and isinstance(previous, CityIndex):
+        previous = None
+    return cls(rows, team, generation=generation, version=version, settings=settings,
+               previous=previous)
+
