@@ -104,6 +104,7 @@ POLICY: dict[str, Rule] = {
     "planning_draft": PLANNERS,
     "planning_accept_draft": PLANNERS,
     "planning_diff": ANALYSTS,
+    "planning_generations": ANALYSTS,
     # maps for the command centre
     "map_grids": READERS,
     "map_coverage": READERS,

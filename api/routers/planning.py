@@ -18,8 +18,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import get_connection
-from api.policy import PolicyRoute, require_area
+from api.policy import PolicyRoute, caller, require_area
 from geo import planning
+from geo.data.generations import list_generations
 
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
 
@@ -66,6 +67,13 @@ def _settings(request: Request) -> planning.PlanningSettings:
     return getattr(request.app.state, "planning_settings", None) or planning.PlanningSettings()
 
 
+def _author(request: Request) -> str | None:
+    """Who makes the change, for the audit trail: the signed-in user or key (None when access
+    is not enforced)."""
+    who = caller(request)
+    return None if who is None or who.kind == "anonymous" else f"{who.kind}:{who.name}"
+
+
 def _out(res: planning.ChangeResult) -> ChangeOut:
     planning.refresh_lookup()
     return ChangeOut(**res.as_dict())
@@ -78,7 +86,7 @@ def split(body: SplitIn, request: Request,
     require_area(request, body.code)
     return _out(planning.split_grid(conn, body.code, body.line,
                                     effective_from=body.effective_from,
-                                    settings=_settings(request)))
+                                    settings=_settings(request), author=_author(request)))
 
 
 @router.post("/merge", operation_id="planning_merge", response_model=ChangeOut,
@@ -88,7 +96,7 @@ def merge(body: MergeIn, request: Request,
     for code in body.codes:
         require_area(request, code, field="codes")
     return _out(planning.merge_grids(conn, body.codes, effective_from=body.effective_from,
-                                     settings=_settings(request)))
+                                     settings=_settings(request), author=_author(request)))
 
 
 @router.post("/reshape", operation_id="planning_reshape", response_model=ChangeOut,
@@ -99,7 +107,7 @@ def reshape(body: ReshapeIn, request: Request,
         require_area(request, code, field="geometries")
     return _out(planning.reshape_grids(conn, body.geometries,
                                        effective_from=body.effective_from,
-                                       settings=_settings(request)))
+                                       settings=_settings(request), author=_author(request)))
 
 
 @router.post("/reassign", operation_id="planning_reassign", response_model=ChangeOut,
@@ -112,7 +120,7 @@ def reassign(body: ReassignIn, request: Request,
         require_area(request, grid, field=f"grid of building {building}")
     return _out(planning.reassign_buildings(conn, body.assignments,
                                             effective_from=body.effective_from,
-                                            settings=_settings(request)))
+                                            settings=_settings(request), author=_author(request)))
 
 
 @router.post("/import", operation_id="planning_import", response_model=ChangeOut,
@@ -138,8 +146,32 @@ def import_layer(request: Request, file: UploadFile = File(..., description="The
             path = shp[0] if shp else path
         res = planning.import_grid_layer(conn, path, community=community, layer=layer,
                                          effective_from=effective_from,
-                                         settings=_settings(request))
+                                         settings=_settings(request),
+                                         author=_author(request))
     return _out(res)
+
+
+class GenerationOut(BaseModel):
+    id: int = Field(description="Generation id (ids follow commit order).")
+    kind: str = Field(description="import, demo, planning:split, planning:merge, ...")
+    effective_from: datetime = Field(description="When it takes (or took) effect.")
+    created_at: datetime = Field(description="When it was written.")
+    author: str | None = Field(description="Who made it (user:NAME or api_key:NAME).")
+    note: str | None = Field(description="Free text note.")
+    scheduled: bool = Field(description="True while effective_from is in the future.")
+    in_force: bool = Field(description="True for the generation in force now.")
+    operation: str | None = Field(description="The planning operation, if any.")
+    summary: dict[str, Any] | None = Field(
+        description="The planning change's summary (created, retired, changed, moved).")
+
+
+@router.get("/generations", operation_id="planning_generations",
+            response_model=list[GenerationOut],
+            summary="Boundary generations, newest first (accepted changes only).")
+def generations(conn: Connection = Depends(get_connection),
+                limit: int = Query(200, ge=1, le=1000, description="At most this many."),
+                ) -> list[GenerationOut]:
+    return [GenerationOut(**g) for g in list_generations(conn, limit=limit)]
 
 
 @router.get("/diff", operation_id="planning_diff",
@@ -172,4 +204,4 @@ def accept(body: AcceptIn, request: Request,
     require_area(request, body.community, field="community")
     return _out(planning.accept_draft(conn, body.community, body.draft,
                                       effective_from=body.effective_from,
-                                      settings=_settings(request)))
+                                      settings=_settings(request), author=_author(request)))

@@ -197,8 +197,10 @@ def import_file(
 
 
 def _generation_clause(generation: int | None) -> str:
-    if generation is None:
-        return "generation_high IS NULL"
+    if generation is None:  # in force now (a scheduled generation is not yet)
+        from geo.data.generations import IN_FORCE_SQL
+
+        return IN_FORCE_SQL
     return ("generation_low <= :gen AND (generation_high IS NULL OR generation_high >= :gen)")
 
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from geo.core.errors import InvalidInput, Problem
 from geo.data.crs import utm_epsg
+from geo.data.generations import lock_districts, new_generation
 
 log = logging.getLogger(__name__)
 
@@ -398,21 +399,20 @@ def write_layers(
     note: str | None = None,
     effective_from: datetime | None = None,
     progress: bool = False,
+    author: str | None = None,
 ) -> int:
     """Bulk-write ``layers`` (EPSG:4326, the layer contract) as a NEW generation; return its id.
 
     Runs in the caller's transaction (nothing is committed here). Area layers close the previous
     current versions of their level; other layers replace their table's rows. Buildings without
-    ``grid_code`` get it by a spatial join with the current grids after the load.
+    ``grid_code`` get it by a spatial join with the current grids after the load. Serialised
+    per district and dated by ``geo.data.generations.new_generation`` (``author``: who).
     """
     _check_layers(layers)
-    gen = int(conn.execute(
-        text(
-            "INSERT INTO generation (kind, note, effective_from) "
-            "VALUES (:kind, :note, coalesce(CAST(:ef AS timestamptz), now())) RETURNING id"
-        ),
-        {"kind": kind, "note": note, "ef": effective_from},
-    ).scalar_one())
+    lock_districts(conn, (c for lvl in AREA_LEVELS if lvl in layers
+                          for c in _col(layers[lvl], "code").dropna().astype(str).unique()))
+    gen = new_generation(conn, kind=kind, note=note, effective_from=effective_from,
+                         author=author)
     log.info("generation %s (%s): writing %s", gen, kind, ", ".join(
         f"{k}={len(v)}" for k, v in layers.items()))
 

@@ -24,9 +24,11 @@ from typing import Any
 import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from geo.core.codes import community_of
 from geo.core.errors import Conflict, InvalidInput, NotFound, Problem
+from geo.data.generations import lock_districts, new_generation
 from geo.planning.checks import check_communities
 from geo.planning.geometry import as_geom, to_multipolygon
 from geo.planning.numbering import allocate_codes
@@ -101,32 +103,36 @@ def apply_change(
     effective_from: datetime | None = None,
     settings: PlanningSettings | None = None,
     note: str | None = None,
+    author: str | None = None,
 ) -> ChangeResult:
     """Write one change as a new generation, check it, keep it or roll it back.
 
     ``replace``: {grid code: new geometry}; ``retire``: grid codes closed and retired;
     ``create``: [{code?, parent_code, geometry, name?, responsible_body?}] (codes allocated by
     DB11 where missing); ``reassign``: {building code: grid code}. Geometry EPSG:4326.
-    Runs in a SAVEPOINT of the caller's transaction: refused → nothing written.
+    Runs in a SAVEPOINT of the caller's transaction: refused → nothing written. Serialised per
+    district (``geo.data.generations.lock_districts``: the checks run under the lock, against
+    any concurrent change's committed result); ``author`` is recorded as who made the change.
     """
     settings = settings or PlanningSettings()
     replace = replace or {}
     retire = list(retire or [])
     create = list(create or [])
     reassign = dict(reassign or {})
-    latest, latest_eff = latest_generation(conn)
+    lock_districts(conn, [*replace, *retire, *reassign.values(),
+                          *(str(c.get("code") or c.get("parent_code") or "") for c in create)])
+    latest, _ = latest_generation(conn)
     if latest is None:
         raise NotFound("no generation yet: load a district first")
-    if effective_from is not None and latest_eff is not None:
-        eff = effective_from if effective_from.tzinfo else effective_from.astimezone()
-        if eff < latest_eff:
-            raise InvalidInput("effective date precedes the latest generation", [Problem(
-                reason=f"must be on or after {latest_eff.isoformat()}",
-                field="effective_from")])
     sp = conn.begin_nested()
     try:
         result = _write(conn, operation, replace, retire, create, reassign, params or {},
-                        effective_from, settings, note)
+                        effective_from, settings, note, author)
+    except IntegrityError as exc:  # a constraint the checks did not foresee: 409, not 500
+        sp.rollback()
+        first = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        raise Conflict(f"refused {operation}: it conflicts with the stored grids",
+                       [Problem(reason=first[:300], field="code")]) from None
     except Exception:
         sp.rollback()
         raise
@@ -152,6 +158,7 @@ class _Change:
     effective_from: datetime | None
     settings: PlanningSettings
     note: str | None
+    author: str | None = None
     closed: list[str] = field(default_factory=list)
     current: dict[str, Any] = field(default_factory=dict)
     new_codes: list[str] = field(default_factory=list)
@@ -170,6 +177,12 @@ def _closing(conn: Connection, ch: _Change) -> None:
         "SELECT code, parent_code, name, responsible_body FROM area WHERE level = 'grid' "
         "AND generation_high IS NULL AND code = ANY(:c)"), {"c": ch.closed}).all()}
     missing = [c for c in ch.closed if c not in ch.current]
+    gone = set(conn.execute(text("SELECT code FROM retired_code WHERE code = ANY(:c)"),
+                            {"c": missing}).scalars()) if missing else set()
+    if gone:  # e.g. a concurrent change retired it (it held the district lock first)
+        raise Conflict("grids already retired", [Problem(
+            reason="this grid was retired by an earlier change", field="code", feature=c)
+            for c in sorted(gone)])
     if missing:
         raise NotFound("grids not current", [Problem(reason="no such current grid",
                                                       field="code", feature=c) for c in missing])
@@ -201,12 +214,9 @@ def _numbering(conn: Connection, ch: _Change) -> None:
 
 def _versions(conn: Connection, ch: _Change) -> None:
     """The new generation: close the old versions, insert the new ones, retire codes."""
-    gen = conn.execute(text(
-        "INSERT INTO generation (kind, note, effective_from) VALUES "
-        "(:k, :n, coalesce(CAST(:ef AS timestamptz), now())) RETURNING id"),
-        {"k": f"planning:{ch.operation}", "n": ch.note or ch.operation,
-         "ef": ch.effective_from}).scalar_one()
-    ch.generation = int(gen)
+    gen = new_generation(conn, kind=f"planning:{ch.operation}", note=ch.note or ch.operation,
+                         effective_from=ch.effective_from, author=ch.author)
+    ch.generation = gen
     prev = conn.execute(text("SELECT max(id) FROM generation WHERE id < :g"),
                         {"g": gen}).scalar_one()
     if ch.closed:
@@ -304,10 +314,10 @@ def _recorded(conn: Connection, ch: _Change) -> None:
     """The change's row in ``planning_change`` (its parameters and summary)."""
     assert ch.result is not None
     conn.execute(text(
-        "INSERT INTO planning_change (generation_id, operation, params, summary) "
-        "VALUES (:g, :o, CAST(:p AS jsonb), CAST(:s AS jsonb))"),
+        "INSERT INTO planning_change (generation_id, operation, params, summary, actor) "
+        "VALUES (:g, :o, CAST(:p AS jsonb), CAST(:s AS jsonb), :a)"),
         {"g": ch.generation, "o": ch.operation, "p": json.dumps(ch.params, default=str),
-         "s": json.dumps(ch.result.as_dict(), default=str)})
+         "s": json.dumps(ch.result.as_dict(), default=str), "a": ch.author})
     log.info("planning %s: generation %s, created %s, retired %s, changed %s, moved %d",
              ch.operation, ch.generation, ch.result.created, ch.retired, ch.result.changed,
              ch.moved)
@@ -322,10 +332,10 @@ STEPS: tuple[Callable[[Connection, _Change], None], ...] = (
 def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: list[str],
            create: list[dict[str, Any]], reassign: dict[str, str], params: dict[str, Any],
            effective_from: datetime | None, settings: PlanningSettings,
-           note: str | None) -> ChangeResult:
+           note: str | None, author: str | None) -> ChangeResult:
     """Run the ``STEPS`` of one change; the result of an accepted one."""
     ch = _Change(operation, replace, retire, create, reassign, params, effective_from, settings,
-                 note)
+                 note, author)
     for step in STEPS:
         step(conn, ch)
     assert ch.result is not None
