@@ -21,6 +21,8 @@ from api.policy import PolicyRoute, require_overlap, require_step, scope_of
 from api.security import current_principal
 from geo import incidents as inc
 from geo.auth.service import Principal
+from geo.core.codes import level_of
+from geo.core.errors import Forbidden, Problem
 
 router = APIRouter(prefix="/v1", tags=["incidents"], route_class=PolicyRoute)
 
@@ -41,6 +43,23 @@ def _actor(principal: Principal, given: str | None) -> str:
     if principal.kind != "anonymous":
         return f"{principal.kind}:{principal.name}"
     return given or "anonymous"
+
+
+def _rater(principal: Principal) -> tuple[int | None, str | None] | None:
+    """(user id, role) of a signed-in caller for the rating rule; a key acts as a system."""
+    if principal.kind == "user":
+        return principal.user_id, principal.role
+    return (None, "system") if principal.kind == "api_key" else None
+
+
+def _district_wide(principal: Principal, what: str) -> None:
+    """Refuse (403) a district-wide edit by a user whose area is below district level."""
+    area = principal.area_code
+    if principal.kind == "user" and principal.role != "admin" and area \
+            and level_of(area) != "district":
+        raise Forbidden(f"{what} is district-wide: it needs a district-level area, not "
+                        f"{area} ({level_of(area) or 'unknown level'})",
+                        [Problem(reason="area below district level", field="area_code")])
 
 
 class ReportIn(BaseModel):
@@ -73,7 +92,10 @@ class TransitionIn(BaseModel):
     to: str = Field(description="Target status: checked_in, consulting, in_progress, feedback, "
                     "rated, closed (in_progress from rated = reopen).")
     note: str | None = Field(None, description="Note for the history.")
-    rating: int | None = Field(None, description="1-5, required to enter 'rated'.")
+    rating: int | None = Field(None, description="1-5, required to enter 'rated'. Only the "
+                               "reporter rates, or staff recording a rating given by phone.")
+    by_phone: bool = Field(False, description="Staff record a rating the reporter gave by phone "
+                           "(marked in the history).")
     actor: str | None = Field(None, description="Who acts (when unauthenticated).")
 
 
@@ -174,7 +196,8 @@ def transition_incident(incident_id: int, body: TransitionIn, request: Request,
     with request.app.state.engine.begin() as conn:
         return inc.transition(conn, incident_id, body.to, actor=_actor(principal, body.actor),
                               note=body.note, rating=body.rating, settings=_settings(request),
-                              scope=scope_of(request))
+                              scope=scope_of(request), rater=_rater(principal),
+                              by_phone=body.by_phone)
 
 
 @router.post("/incidents/{incident_id}/reroute", operation_id="reroute_incident",
@@ -235,15 +258,19 @@ def list_incident_categories(conn: Connection = Depends(get_connection)) -> Any:
 @router.put("/incident-categories/{code}/departments", operation_id="set_incident_routing",
             response_model=list[str], summary="Replace the departments a category routes to")
 def set_incident_routing(code: str, body: RoutingIn,
+                         principal: Principal = Depends(current_principal),
                          conn: Connection = Depends(get_connection)) -> Any:
-    return inc.set_routing(conn, code, body.departments)
+    _district_wide(principal, "the routing table")
+    return inc.set_routing(conn, code, body.departments, actor=_actor(principal, None))
 
 
 @router.patch("/incident-categories/{code}", operation_id="set_incident_sla",
               response_model=dict[str, Any], summary="Change a category's SLA (working days)")
-def set_incident_sla(code: str, body: SlaIn, conn: Connection = Depends(get_connection)) -> Any:
+def set_incident_sla(code: str, body: SlaIn, principal: Principal = Depends(current_principal),
+                     conn: Connection = Depends(get_connection)) -> Any:
+    _district_wide(principal, "an SLA")
     return inc.set_sla(conn, code, checkin_workdays=body.checkin_workdays,
-                       resolve_workdays=body.resolve_workdays)
+                       resolve_workdays=body.resolve_workdays, actor=_actor(principal, None))
 
 
 @router.get("/departments", operation_id="list_departments",

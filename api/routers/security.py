@@ -74,12 +74,12 @@ def me(principal: Principal = Depends(current_principal)) -> Me:
 def new_user(
     body: NewUser,
     request: Request,
-    _: Principal = Depends(require("admin")),
+    who: Principal = Depends(require("admin")),
     conn: Connection = Depends(get_connection),
 ) -> dict:
     uid = create_user(conn, body.username, body.password, body.role, area_code=body.area_code,
                       department_id=body.department_id,
-                      settings=request.app.state.auth_settings)
+                      settings=request.app.state.auth_settings, actor=f"{who.kind}:{who.name}")
     return {"id": uid, "username": body.username, "role": body.role}
 
 
@@ -87,9 +87,9 @@ def new_user(
              summary="Create an API key for another system (admin); the key is shown once")
 def new_api_key(
     body: NewApiKey,
-    _: Principal = Depends(require("admin")),
+    who: Principal = Depends(require("admin")),
     conn: Connection = Depends(get_connection),
 ) -> dict:
     key = create_api_key(conn, body.name, scopes=tuple(body.scopes),
-                         rate_per_minute=body.rate_per_minute)
+                         rate_per_minute=body.rate_per_minute, actor=f"{who.kind}:{who.name}")
     return {"name": body.name, "api_key": key, "scopes": body.scopes}

@@ -22,6 +22,7 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.core import audit
 from geo.core.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from geo.core.settings import WanggeSettings
 from geo.data.crs import to_wgs84
@@ -140,8 +141,10 @@ def create_user(
     area_code: str | None = None,
     department_id: int | None = None,
     settings: AuthSettings,
+    actor: str | None = None,
 ) -> int:
-    """Create a user; returns its id. Refuses unknown roles, short passwords, taken names."""
+    """Create a user; returns its id. Refuses unknown roles, short passwords, taken names.
+    Audited (``actor``: who created it; never the password)."""
     problems = []
     if role not in ROLES:
         problems.append(Problem(field="role", reason=f"unknown role; one of {', '.join(ROLES)}"))
@@ -154,14 +157,18 @@ def create_user(
     if taken.first():
         raise Conflict("cannot create user",
                        [Problem(field="username", reason=f"'{username}' is taken")])
-    return conn.execute(
+    uid = int(conn.execute(
         text(
             "INSERT INTO app_user (username, password_hash, role, area_code, department_id)"
             " VALUES (:u, :h, :r, :a, :d) RETURNING id"
         ),
         {"u": username, "h": hash_password(password), "r": role, "a": area_code,
          "d": department_id},
-    ).scalar_one()
+    ).scalar_one())
+    audit.record(conn, actor, "user.create", target=username,
+                 detail={"id": uid, "role": role, "area_code": area_code,
+                         "department_id": department_id})
+    return uid
 
 
 def authenticate(conn: Connection, username: str, password: str) -> Principal:
@@ -209,9 +216,10 @@ def _key_hash(key: str) -> str:
 
 def create_api_key(
     conn: Connection, name: str, *, scopes: tuple[str, ...] = ("lookup", "open311"),
-    rate_per_minute: int = 6000,
+    rate_per_minute: int = 6000, actor: str | None = None,
 ) -> str:
     """Create an API key for a system; returns the key itself (shown once, stored hashed).
+    Audited (``actor``; the key itself never).
 
     Refuses (409) a name that another key already has."""
     key = "wg_" + secrets.token_urlsafe(32)
@@ -223,6 +231,9 @@ def create_api_key(
     if made is None:
         raise Conflict("cannot create API key",
                        [Problem(field="name", reason=f"a key named '{name}' exists")])
+    audit.record(conn, actor, "api_key.create", target=name,
+                 detail={"scopes": list(scopes), "rate_per_minute": rate_per_minute,
+                         "key_prefix": key[:10]})
     return key
 
 

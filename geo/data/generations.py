@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.core.audit import default_actor
 from geo.core.codes import district_of
 from geo.core.errors import Conflict, Problem
 
@@ -87,7 +88,7 @@ def new_generation(conn: Connection, *, kind: str, note: str | None,
     return int(conn.execute(text(
         "INSERT INTO generation (kind, note, effective_from, author) "
         "VALUES (:k, :n, :ef, :a) RETURNING id"),
-        {"k": kind, "n": note, "ef": row.eff, "a": author}).scalar_one())
+        {"k": kind, "n": note, "ef": row.eff, "a": default_actor(author)}).scalar_one())
 
 
 def list_generations(conn: Connection, *, limit: int = 200) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from geo.core.audit import default_actor
 from geo.core.codes import community_of
 from geo.core.errors import Conflict, InvalidInput, NotFound, Problem
 from geo.data.generations import lock_districts, new_generation
@@ -317,7 +318,7 @@ def _recorded(conn: Connection, ch: _Change) -> None:
         "INSERT INTO planning_change (generation_id, operation, params, summary, actor) "
         "VALUES (:g, :o, CAST(:p AS jsonb), CAST(:s AS jsonb), :a)"),
         {"g": ch.generation, "o": ch.operation, "p": json.dumps(ch.params, default=str),
-         "s": json.dumps(ch.result.as_dict(), default=str), "a": ch.author})
+         "s": json.dumps(ch.result.as_dict(), default=str), "a": default_actor(ch.author)})
     log.info("planning %s: generation %s, created %s, retired %s, changed %s, moved %d",
              ch.operation, ch.generation, ch.result.created, ch.retired, ch.result.changed,
              ch.moved)
