@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
 
 from api.dependencies import file_report, get_connection
 from api.policy import PolicyRoute, require_overlap, require_step, scope_of
@@ -232,9 +233,14 @@ async def attach_incident_photo(incident_id: int, request: Request,
         if len(data) > settings.photo_max_bytes:
             break
     ctype = request.headers.get("content-type", "")
-    with request.app.state.engine.begin() as conn:
-        pid = inc.attach_photo(conn, incident_id, bytes(data), ctype, settings=settings,
-                               history_id=history_id, scope=scope_of(request))
+
+    def store() -> int:  # in a worker thread: the event loop never waits on the database
+        with request.app.state.engine.begin() as conn:
+            return int(inc.attach_photo(conn, incident_id, bytes(data), ctype,
+                                        settings=settings, history_id=history_id,
+                                        scope=scope_of(request)))
+
+    pid = await run_in_threadpool(store)
     return {"id": pid, "incident_id": incident_id, "history_id": history_id,
             "size_bytes": len(data)}
 
