@@ -193,3 +193,46 @@ def test_import_may_not_predate_a_scheduled_change(api, dated):
         write_layers(c, {"grid": layers["grid"]}, kind="import",
                      effective_from=datetime(2030, 6, 1, tzinfo=UTC) if dated else None)
     assert err.value.problems[0].field == "effective_from"
+
+
+TEAM = [("grid_leader", "组长"), ("responsible_cadre", "干部"), ("community_police", "民警"),
+        ("urban_management", "城管"), ("market_supervisor", "市监"), ("judicial_mediator", "调解"),
+        ("community_medic", "医生"), ("grid_worker", "网格员")]
+
+
+def test_split_grids_are_named_and_carry_the_team(api):
+    client, eng, h = api
+    code = C1 + "008"
+    with eng.begin() as c:
+        c.execute(text("DELETE FROM grid_team_member WHERE grid_code = :g"), {"g": code})
+        for role, name in TEAM:
+            c.execute(text("INSERT INTO grid_team_member (grid_code, role, name, phone) "
+                           "VALUES (:g, :r, :n, '13800000000')"),
+                      {"g": code, "r": role, "n": name})
+        old_name, body = c.execute(text(
+            "SELECT name, responsible_body FROM area WHERE code = :g AND generation_high IS NULL"),
+            {"g": code}).one()
+    _, _, line, west = split_line(eng, code)
+    r = client.post("/v1/planning/split", headers=h["planner_in"],
+                    json={"code": code, "line": mapping(line)})
+    assert r.status_code == 200, r.text
+    created = sorted(r.json()["created"])
+    with eng.connect() as c:
+        rows = {k: (n, b) for k, n, b in c.execute(text(
+            "SELECT code, name, responsible_body FROM area WHERE code = ANY(:c) "
+            "AND generation_high IS NULL"), {"c": created})}
+        teams = {g: sorted(c.execute(text("SELECT role, name FROM grid_team_member "
+                                          "WHERE grid_code = :g"), {"g": g}).all())
+                 for g in created}
+    assert [rows[g] for g in created] == [(f"{old_name}之{i}", body) for i in (1, 2)]
+    assert all(teams[g] == sorted(TEAM) for g in created)
+    report = r.json()["grids"]
+    assert set(report) == set(created)
+    assert all(report[g]["team"]["complete_2_5_n"] is True and report[g]["team_from"] == code
+               for g in created)
+    for _ in range(50):  # the lookup shows the new grid with its team
+        got = lookup(client, h, west)
+        if got["grid"]["code"] != code:
+            break
+        time.sleep(0.1)
+    assert got["grid"]["code"] in created and len(got.get("team") or got["grid"]["team"]) == 8

@@ -33,6 +33,10 @@ class ChangeOut(BaseModel):
     changed: list[str] = Field(description="Grid codes whose geometry changed (code kept).")
     buildings_moved: int = Field(description="Buildings whose grid changed.")
     warnings: list[dict[str, Any]] = Field(description="Balance-rule warnings (warn mode).")
+    grids: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per new grid: name and responsible body (derived "
+        "from the grid it comes from), team_from (the grid whose 2+5+N team it carries) and "
+        "the team rule (leaders, cadres, officer_roles, workers, complete_2_5_n).")
 
 
 class ChangeIn(BaseModel):

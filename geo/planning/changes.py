@@ -49,6 +49,7 @@ class ChangeResult:
     changed: list[str] = field(default_factory=list)
     buildings_moved: int = 0
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    grids: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -160,10 +161,12 @@ class _Change:
     settings: PlanningSettings
     note: str | None
     author: str | None = None
+    team_from: dict[str, str] = field(default_factory=dict)
     closed: list[str] = field(default_factory=list)
     current: dict[str, Any] = field(default_factory=dict)
     new_codes: list[str] = field(default_factory=list)
     generation: int = 0
+    prev: int | None = None
     retired: list[str] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
     communities: list[str] = field(default_factory=list)
@@ -202,6 +205,7 @@ def _numbering(conn: Connection, ch: _Change) -> None:
         for i, c in zip(idx, codes, strict=True):
             ch.create[i]["code"] = c
     ch.new_codes = [str(c["code"]) for c in ch.create]
+    _derive_names(ch.create)
     retire_set = set(ch.retire)  # O(1) tests
     clash = conn.execute(text(
         "SELECT code FROM retired_code WHERE code = ANY(:c) UNION "
@@ -218,8 +222,8 @@ def _versions(conn: Connection, ch: _Change) -> None:
     gen = new_generation(conn, kind=f"planning:{ch.operation}", note=ch.note or ch.operation,
                          effective_from=ch.effective_from, author=ch.author)
     ch.generation = gen
-    prev = conn.execute(text("SELECT max(id) FROM generation WHERE id < :g"),
-                        {"g": gen}).scalar_one()
+    prev = ch.prev = conn.execute(text("SELECT max(id) FROM generation WHERE id < :g"),
+                                  {"g": gen}).scalar_one()
     if ch.closed:
         conn.execute(text(
             "UPDATE area SET generation_high = :prev WHERE level = 'grid' "
@@ -249,6 +253,69 @@ def _versions(conn: Connection, ch: _Change) -> None:
         conn.execute(text(
             "INSERT INTO retired_code (code, level, generation_id) "
             "SELECT unnest(CAST(:c AS text[])), 'grid', :g"), {"c": ch.retired, "g": gen})
+
+
+def _derive_names(create: list[dict[str, Any]]) -> None:
+    """Names for new grids that have none: ``source_name`` (the grid they come from) with
+    之1, 之2 ... in code (DB11) order when it yields several, else ``网格NNN``."""
+    count: dict[str, int] = {}
+    for item in create:
+        if not item.get("name") and item.get("source_name"):
+            count[item["source_name"]] = count.get(item["source_name"], 0) + 1
+    seen: dict[str, int] = {}
+    for item in sorted(create, key=lambda it: str(it["code"])):
+        src = item.get("source_name")
+        if item.get("name") or not src:
+            continue
+        seen[src] = seen.get(src, 0) + 1
+        item["name"] = src if count[src] == 1 else f"{src}之{seen[src]}"
+
+
+TEAM_SQL = """
+WITH src AS (
+    SELECT DISTINCT ON (n.code) n.code AS new_code, o.code AS old_code
+    FROM area n JOIN area o ON o.level = 'grid' AND o.code = ANY(:closed)
+         AND o.generation_high = :prev AND ST_Intersects(n.geom, o.geom)
+    WHERE n.level = 'grid' AND n.generation_low = :g AND n.code = ANY(:new)
+    ORDER BY n.code, ST_Area(ST_Intersection(n.geom, o.geom)) DESC
+), copied AS (
+    INSERT INTO grid_team_member (grid_code, role, name, phone)
+    SELECT s.new_code, m.role, m.name, m.phone FROM src s
+    JOIN grid_team_member m ON m.grid_code = s.old_code
+    WHERE NOT EXISTS (SELECT 1 FROM grid_team_member x WHERE x.grid_code = s.new_code)
+    ORDER BY s.new_code, m.id
+)
+SELECT new_code, old_code FROM src
+"""
+
+
+def _teams(conn: Connection, ch: _Change) -> None:
+    """New grids carry the 2+5+N team of the closed grid they overlap most (copied: the old
+    grid keeps its team while it is in force, e.g. until a scheduled change takes effect)."""
+    new = [c for c in ch.new_codes if c not in set(ch.closed)]
+    if not new or not ch.closed:
+        return
+    ch.team_from = dict(conn.execute(text(TEAM_SQL), {
+        "closed": ch.closed, "prev": ch.prev, "g": ch.generation, "new": new}).all())
+
+
+def _grid_report(conn: Connection, ch: _Change) -> dict[str, dict[str, Any]]:
+    """Per new grid: name, responsible body, where its team came from, the 2+5+N rule."""
+    new = sorted(c for c in ch.new_codes if c not in set(ch.closed))
+    if not new:
+        return {}
+    rows = conn.execute(text(
+        "SELECT a.code, a.name, a.responsible_body, coalesce(t.leaders, 0) AS leaders, "
+        "coalesce(t.cadres, 0) AS cadres, coalesce(t.officer_roles, 0) AS officer_roles, "
+        "coalesce(t.workers, 0) AS workers, coalesce(t.complete_2_5_n, false) AS complete "
+        "FROM area a LEFT JOIN grid_team_summary t ON t.grid_code = a.code "
+        "WHERE a.level = 'grid' AND a.generation_low = :g AND a.code = ANY(:c)"),
+        {"g": ch.generation, "c": new}).mappings()
+    return {r["code"]: {"name": r["name"], "responsible_body": r["responsible_body"],
+                        "team_from": ch.team_from.get(r["code"]),
+                        "team": {"leaders": r["leaders"], "cadres": r["cadres"],
+                                 "officer_roles": r["officer_roles"], "workers": r["workers"],
+                                 "complete_2_5_n": r["complete"]}} for r in rows}
 
 
 def _buildings_follow(conn: Connection, ch: _Change) -> None:
@@ -308,7 +375,8 @@ def _checked(conn: Connection, ch: _Change) -> None:
     ch.result = ChangeResult(generation=ch.generation, operation=ch.operation,
                              created=sorted(c for c in ch.new_codes if c not in closed_set),
                              retired=ch.retired, changed=sorted(ch.replace),
-                             buildings_moved=ch.moved, warnings=[w.as_dict() for w in warnings])
+                             buildings_moved=ch.moved, warnings=[w.as_dict() for w in warnings],
+                             grids=_grid_report(conn, ch))
 
 
 def _recorded(conn: Connection, ch: _Change) -> None:
@@ -326,7 +394,8 @@ def _recorded(conn: Connection, ch: _Change) -> None:
 
 # The steps of a change, in order; any may refuse it (the caller's savepoint rolls back).
 STEPS: tuple[Callable[[Connection, _Change], None], ...] = (
-    _closing, _numbering, _versions, _buildings_follow, _reassignments, _checked, _recorded,
+    _closing, _numbering, _versions, _teams, _buildings_follow, _reassignments, _checked,
+    _recorded,
 )
 
 

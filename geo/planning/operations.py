@@ -43,7 +43,7 @@ def split_grid(conn: Connection, code: str, line: Any, *, effective_from: dateti
         raise InvalidInput(f"the line does not cut grid {code} in two",
                            [Problem(reason="line must cross the grid from edge to edge",
                                     field="line", feature=code)])
-    create = [{"parent_code": g["parent_code"], "geometry": p,
+    create = [{"parent_code": g["parent_code"], "geometry": p, "source_name": g["name"],
                "responsible_body": g["responsible_body"]} for p in parts]
     return apply_change(conn, "split", retire=[code], create=create,
                         params={"code": code, "line": ln.wkt}, effective_from=effective_from,
@@ -72,6 +72,7 @@ def merge_grids(conn: Connection, codes: list[str], *, effective_from: datetime 
             field="codes")])
     return apply_change(conn, "merge", retire=codes, create=[{
         "parent_code": grids[0]["parent_code"], "geometry": union,
+        "source_name": "、".join(g["name"] for g in grids),
         "responsible_body": grids[0]["responsible_body"]}], params={"codes": codes},
         effective_from=effective_from, settings=settings, author=author)
 
