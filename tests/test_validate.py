@@ -135,3 +135,33 @@ def test_crs_resolution() -> None:
     assert resolve_crs("grid", "EPSG:4547").to_epsg() == 4547
     assert metric_crs_for((119.28, 26.03, 119.32, 26.07)) == 32650
     assert metric_crs_for(box(24.93, 60.16, 24.95, 60.18)) == 32635
+
+
+def test_features_clipped_to_a_zigzag_border_are_inside() -> None:
+    """Issue 15 item 14: shapely.covers fails on a 1e-17° crossing of a zigzag border; the part
+    outside is then empty and must not be refused as 'outside the district'."""
+    import numpy as np
+    import shapely
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    r = 0.01 * (1 + 0.3 * rng.random(40))
+    zigzag = Polygon(np.c_[119.3 + r * np.cos(t), 26.05 + r * np.sin(t)])
+    xs = np.linspace(119.288, 119.312, 7)
+    cells = [shapely.intersection(box(a, 26.035, b, 26.065), zigzag)
+             for a, b in zip(xs[:-1], xs[1:], strict=True)]
+    # the premise, checked independently: covers() fails, yet nothing lies outside
+    assert not all(shapely.covers(zigzag, g) for g in cells)
+    assert all(shapely.difference(g, zigzag).is_empty for g in cells)
+    layers = {
+        "district": gpd.GeoDataFrame({"code": ["350104"], "name": ["区"], "metric_srid": [32650]},
+                                     geometry=[zigzag], crs=4326),
+        "compound": gpd.GeoDataFrame({"code": [f"c{i}" for i in range(len(cells))],
+                                      "name": "小区"}, geometry=cells, crs=4326),
+    }
+    validate_layers(None, layers)  # no OutsideDistrict
+    # and a feature that really sticks out is still refused
+    layers["compound"].loc[0, "geometry"] = box(119.28, 26.035, 119.29, 26.065)
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers)
+    assert "outside the district" in str(problems(err.value))
