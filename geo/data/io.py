@@ -97,12 +97,30 @@ def _normalise(gdf: gpd.GeoDataFrame, layer: str) -> gpd.GeoDataFrame:
     return gdf
 
 
+# Layer names as data offices give them (plural, Chinese) -> wangge's layer names.
+LAYER_ALIASES: dict[str, str] = {
+    **{f"{n}s": n for n in ("district", "street", "community", "grid", "compound", "building",
+                            "station", "barrier")},
+    "communities": "community", "grid_teams": "grid_team", "walk_edges": "walk_edge",
+    "区": "district", "区县": "district", "街道": "street", "乡镇街道": "street",
+    "社区": "community", "村居": "community", "网格": "grid", "网格员": "grid_team",
+    "网格团队": "grid_team", "小区": "compound", "楼栋": "building", "建筑": "building",
+    "建筑物": "building", "站点": "station", "服务站": "station", "障碍": "barrier",
+}
+
+
+def layer_key(name: str) -> str:
+    """wangge's layer name for a file's layer name (``grids``, ``网格`` -> ``grid``)."""
+    return LAYER_ALIASES.get(name.strip().lower(), name)
+
+
 def read_file(path: str | Path, layers: list[str] | None = None, *,
               layer: str | None = None) -> dict[str, gpd.GeoDataFrame]:
     """Read ``path`` into ``{layer name: GeoDataFrame}`` in the file's own CRS.
 
     GeoPackages give their layer names; a Shapefile/GeoJSON gives its file stem unless ``layer``
-    names it; a directory gives every readable file in it. ``layers`` keeps only those names.
+    names it; common plural and Chinese names map to wangge's (``LAYER_ALIASES``); a directory
+    gives every readable file in it. ``layers`` keeps only those names.
     """
     path = Path(path)
     if not path.exists():
@@ -121,6 +139,7 @@ def read_file(path: str | Path, layers: list[str] | None = None, *,
             key = name if f.suffix.lower() == ".gpkg" else f.stem
             if key.endswith(MIXED_POINT_SUFFIX):
                 key = key[: -len(MIXED_POINT_SUFFIX)]
+            key = layer_key(key)
             if layer and len(names) == 1 and not path.is_dir():
                 key = layer
             if layers and key not in layers:

@@ -180,6 +180,12 @@ def read_grid_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFr
             reason=str(exc), field="file", feature=path.name)]) from exc
     if len(names) == 1 and (layer is None or layer == names[0] or path.suffix != ".gpkg"):
         return read_file(path, layer="grid")["grid"]
+    if want not in names:  # a data office's name for it: 'grids', '网格'
+        from geo.data.io import layer_key
+
+        alias = [n for n in names if layer_key(n) == want]
+        if len(alias) == 1:
+            return read_file(path, layers=[want])[want]
     if want not in names:
         raise InvalidInput(f"no layer '{want}' in {path.name}", [Problem(
             reason=f"the file's layers are {', '.join(names) or 'none'}", field="layer",
