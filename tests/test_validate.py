@@ -165,3 +165,20 @@ def test_features_clipped_to_a_zigzag_border_are_inside() -> None:
     with pytest.raises(InvalidInput) as err:
         validate_layers(None, layers)
     assert "outside the district" in str(problems(err.value))
+
+
+def test_parent_codes_and_metric_crs_are_derived() -> None:
+    """Issue 15 item 14: a parent code is the code's prefix, a district's metric CRS follows
+    from its location (UTM 50N at 119.3°E, north: EPSG:32650, from the zone formula)."""
+    layers = sample_layers()
+    expected = {n: list(layers[n]["parent_code"].astype(str)) for n in
+                ("street", "community", "grid")}
+    layers["street"] = layers["street"].drop(columns="parent_code")
+    layers["community"]["parent_code"] = None
+    layers["grid"].loc[0, "parent_code"] = ""
+    layers["district"] = layers["district"].drop(columns="metric_srid")
+    out = validate_layers(None, layers)
+    for name, parents in expected.items():
+        assert list(out[name]["parent_code"].astype(str)) == parents
+    lon = float(layers["district"].geometry.iloc[0].centroid.x)
+    assert int(out["district"]["metric_srid"].iloc[0]) == 32600 + int((lon + 180) // 6) + 1
