@@ -182,3 +182,28 @@ def test_parent_codes_and_metric_crs_are_derived() -> None:
         assert list(out[name]["parent_code"].astype(str)) == parents
     lon = float(layers["district"].geometry.iloc[0].centroid.x)
     assert int(out["district"]["metric_srid"].iloc[0]) == 32600 + int((lon + 180) // 6) + 1
+
+
+def test_slivers_thinner_than_the_width_are_not_counted() -> None:
+    """Issue 15 item 14: a grid digitised separately sticks out of its community by a strip
+    0.2 m wide along its 2.2 km east edge (~450 m², far above the 1 m² tolerance): a sliver,
+    accepted at the default width 0.5 m; a 3 m strip is still refused."""
+    import numpy as np
+    from pyproj import Geod
+
+    def widened(metres: float) -> Polygon:
+        dlon = metres / (111_320 * np.cos(np.radians((YM + Y1) / 2)))
+        return box(X0, YM, XM + dlon, Y1)
+
+    strip = widened(0.2).difference(box(X0, YM, XM, Y1))
+    assert abs(Geod(ellps="WGS84").geometry_area_perimeter(strip)[0]) > 100  # independent
+    layers = sample_layers()
+    layers["grid"].loc[0, "geometry"] = widened(0.2)
+    validate_layers(None, layers)
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers, settings=DataSettings(sliver_width_m=0))
+    assert any(p["detail"]["rule"] == "not_inside_parent" for p in problems(err.value))
+    layers["grid"].loc[0, "geometry"] = widened(3.0)
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers)
+    assert any(p["detail"]["rule"] == "not_inside_parent" for p in problems(err.value))
