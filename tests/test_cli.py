@@ -78,3 +78,30 @@ def test_demo_load_once(fresh_database) -> None:
     assert r.exit_code == 0 and "loaded" in r.output, r.output
     r = runner.invoke(app, ["demo-load"], env=env)
     assert r.exit_code == 0 and "already" in r.output
+
+
+def test_import_with_layer_and_field_mapping(fresh_database, tmp_path) -> None:
+    """Issue 15 item 14: ``--map grid=WG_2026 --field code=WGBM --field name=WGMC``."""
+    url = fresh_database()
+    env = {"WANGGE_DATABASE_URL": url}
+    office = tmp_path / "office.gpkg"
+    grids = None
+    for name in pyogrio.list_layers(SAMPLES / "sample_city.gpkg")[:, 0]:
+        gdf = pyogrio.read_dataframe(SAMPLES / "sample_city.gpkg", layer=name)
+        if name == "grid":
+            grids = gdf
+            gdf = gdf.rename(columns={"code": "WGBM", "name": "WGMC"})
+            name = "WG_2026"
+        pyogrio.write_dataframe(gdf, office, layer=name, driver="GPKG")
+    r = runner.invoke(app, ["import", str(office)], env=env)
+    assert r.exit_code == 1 and "WG_2026" in r.output, r.output  # unknown without the mapping
+    r = runner.invoke(app, ["import", str(office), "--map", "grid=WG_2026", "--field",
+                            "code=WGBM", "--field", "name=WGMC"], env=env)
+    assert r.exit_code == 0, r.output
+    eng = create_engine(url)
+    with eng.connect() as c:
+        got = dict(c.execute(text("SELECT code, name FROM area WHERE level = 'grid'")).all())
+    eng.dispose()
+    assert got == dict(zip(grids["code"].astype(str), grids["name"], strict=True))
+    r = runner.invoke(app, ["import", str(office), "--map", "grid"], env=env)
+    assert r.exit_code != 0 and "OURS=THEIRS" in r.output
