@@ -38,16 +38,24 @@ def register(app: typer.Typer) -> None:
         field_map: list[str] | None = typer.Option(
             None, "--field", help="OURS=THEIRS: the file's name of a field, e.g. code=WGBM "
             "(repeatable)."),
+        snap: float | None = typer.Option(
+            None, "--snap", help="Snap streets, communities and grids to their parent's "
+            "boundary within this many metres (e.g. 0.5); what moved is printed."),
     ) -> None:
         """Validate a file completely, then write it as a new generation in one transaction."""
         from geo.core.settings import DataSettings
         from geo.data.io import import_file
 
+        moved: list[dict] = []
         with connection() as conn:
             generation = import_file(conn, path, layer=layer, repair=repair, progress=True,
                                      settings=DataSettings(),
                                      layer_map=pairs(layer_map, "--map"),
-                                     field_map=pairs(field_map, "--field"))
+                                     field_map=pairs(field_map, "--field"),
+                                     snap_m=snap, snapped=moved)
+        for m in moved:
+            typer.echo(f"snapped {m['layer']} {m['code']} to {m['parent']}: "
+                       f"moved up to {m['moved_m']} m")
         typer.echo(f"imported {path} as generation {generation}")
 
     @app.command("export")

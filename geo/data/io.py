@@ -186,12 +186,16 @@ def import_file(
     note: str | None = None,
     layer_map: dict[str, str] | None = None,
     field_map: dict[str, str] | None = None,
+    snap_m: float | None = None,
+    snapped: list[dict[str, Any]] | None = None,
 ) -> int:
     """Read, reproject to EPSG:4326, validate everything, then write in ``conn``'s transaction.
 
     Nothing is written if any feature fails (the error lists every problem). Returns the new
     generation id. ``layer`` names the single layer of a Shapefile/GeoJSON whose file stem is not
-    a layer name; ``layer_map`` / ``field_map`` as in ``read_file``.
+    a layer name; ``layer_map`` / ``field_map`` as in ``read_file``. ``snap_m`` snaps streets,
+    communities and grids to their parent's boundary within that many metres
+    (``geo.data.snap``); what moved is appended to ``snapped``.
     """
     settings = settings or DataSettings()
     stages = tqdm(total=3, desc="import", unit="stage", disable=not progress)
@@ -212,6 +216,14 @@ def import_file(
     if crs_problems:
         raise UnknownCRS("refused: a layer's CRS is missing or unknown; nothing was written",
                          crs_problems)
+    if snap_m:
+        from geo.data.snap import snap_children
+
+        moves = snap_children(projected, snap_m)
+        log.info("snapped %d features to their parent's boundary (within %s m)", len(moves),
+                 snap_m)
+        if snapped is not None:
+            snapped.extend(moves)
     log.info("validating %d features in %d layer(s) from %s", total, len(projected), path)
     checked = validate_layers(conn, projected, repair=repair, settings=settings)
     stages.update(1)
