@@ -152,6 +152,7 @@ POLICY: dict[str, Rule] = {
     "console_grid_team": READERS,
     "console_station_kinds": ANY_USER,
     "console_export": ANALYSTS,
+    "planning_generations": ANALYSTS,
     # maps for the command centre
     "map_grids": READERS,
     "map_coverage": READERS,

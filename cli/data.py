@@ -9,6 +9,17 @@ import typer
 from cli.common import connection, domain_errors
 
 
+def pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    """``["grid=网格", ...]`` as ``{"grid": "网格"}``; a malformed item is a usage error."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise typer.BadParameter(f"{item!r}: expected OURS=THEIRS", param_hint=option)
+        out[ours.strip()] = theirs.strip()
+    return out
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``wangge`` app."""
 
@@ -21,14 +32,30 @@ def register(app: typer.Typer) -> None:
             "(district, street, community, grid, building, station, walk_edge, ...)."),
         repair: bool = typer.Option(False, "--repair",
                                     help="Fix invalid geometry with shapely make_valid."),
+        layer_map: list[str] | None = typer.Option(
+            None, "--map", help="OURS=THEIRS: the file's name of a layer, e.g. grid=网格 "
+            "(repeatable)."),
+        field_map: list[str] | None = typer.Option(
+            None, "--field", help="OURS=THEIRS: the file's name of a field, e.g. code=WGBM "
+            "(repeatable)."),
+        snap: float | None = typer.Option(
+            None, "--snap", help="Snap streets, communities and grids to their parent's "
+            "boundary within this many metres (e.g. 0.5); what moved is printed."),
     ) -> None:
         """Validate a file completely, then write it as a new generation in one transaction."""
         from geo.core.settings import DataSettings
         from geo.data.io import import_file
 
+        moved: list[dict] = []
         with connection() as conn:
             generation = import_file(conn, path, layer=layer, repair=repair, progress=True,
-                                     settings=DataSettings())
+                                     settings=DataSettings(),
+                                     layer_map=pairs(layer_map, "--map"),
+                                     field_map=pairs(field_map, "--field"),
+                                     snap_m=snap, snapped=moved)
+        for m in moved:
+            typer.echo(f"snapped {m['layer']} {m['code']} to {m['parent']}: "
+                       f"moved up to {m['moved_m']} m")
         typer.echo(f"imported {path} as generation {generation}")
 
     @app.command("export")

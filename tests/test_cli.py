@@ -101,3 +101,62 @@ def test_demo_load_once(fresh_database) -> None:
     assert r.exit_code == 0 and "loaded" in r.output, r.output
     r = runner.invoke(app, ["demo-load"], env=env)
     assert r.exit_code == 0 and "already" in r.output
+
+
+def test_import_with_layer_and_field_mapping(fresh_database, tmp_path) -> None:
+    """Issue 15 item 14: ``--map grid=WG_2026 --field code=WGBM --field name=WGMC``."""
+    url = fresh_database()
+    env = {"WANGGE_DATABASE_URL": url}
+    office = tmp_path / "office.gpkg"
+    grids = None
+    for name in pyogrio.list_layers(SAMPLES / "sample_city.gpkg")[:, 0]:
+        gdf = pyogrio.read_dataframe(SAMPLES / "sample_city.gpkg", layer=name)
+        if name == "grid":
+            grids = gdf
+            gdf = gdf.rename(columns={"code": "WGBM", "name": "WGMC"})
+            name = "WG_2026"
+        pyogrio.write_dataframe(gdf, office, layer=name, driver="GPKG")
+    r = runner.invoke(app, ["import", str(office)], env=env)
+    assert r.exit_code == 1 and "WG_2026" in r.output, r.output  # unknown without the mapping
+    r = runner.invoke(app, ["import", str(office), "--map", "grid=WG_2026", "--field",
+                            "code=WGBM", "--field", "name=WGMC"], env=env)
+    assert r.exit_code == 0, r.output
+    eng = create_engine(url)
+    with eng.connect() as c:
+        got = dict(c.execute(text("SELECT code, name FROM area WHERE level = 'grid'")).all())
+    eng.dispose()
+    assert got == dict(zip(grids["code"].astype(str), grids["name"], strict=True))
+    r = runner.invoke(app, ["import", str(office), "--map", "grid"], env=env)
+    assert r.exit_code != 0 and "OURS=THEIRS" in r.output
+
+
+def test_import_snap_reports_what_moved(fresh_database, tmp_path) -> None:
+    """Issue 15 item 14: ``--snap 0.5`` moves a grid sticking 0.3 m out of its community back
+    onto the community's edge and says so; without it (slivers counted) the file is refused."""
+    import numpy as np
+    from shapely.geometry import box
+
+    url = fresh_database()
+    env = {"WANGGE_DATABASE_URL": url, "WANGGE_SLIVER_WIDTH_M": "0"}
+    office = tmp_path / "office.gpkg"
+    for name in pyogrio.list_layers(SAMPLES / "sample_city.gpkg")[:, 0]:
+        gdf = pyogrio.read_dataframe(SAMPLES / "sample_city.gpkg", layer=name)
+        if name == "grid":
+            x0, y0, x1, y1 = gdf.geometry.iloc[0].bounds
+            dlon = 0.3 / (111_320 * np.cos(np.radians((y0 + y1) / 2)))
+            gdf.loc[0, "geometry"] = box(x0, y0, x1 + dlon, y1)
+            code, east = str(gdf["code"].iloc[0]), x1
+        pyogrio.write_dataframe(gdf, office, layer=name, driver="GPKG")
+    r = runner.invoke(app, ["import", str(office)], env=env)
+    assert r.exit_code == 1 and "not inside" in r.output, r.output
+    r = runner.invoke(app, ["import", str(office), "--snap", "0.5"], env=env)
+    assert r.exit_code == 0, r.output
+    assert f"snapped grid {code}" in r.output
+    moved = float(r.output.split(f"snapped grid {code}")[1].split("up to ")[1].split(" m")[0])
+    assert 0.25 < moved < 0.35
+    eng = create_engine(url)
+    with eng.connect() as c:
+        xmax = c.execute(text("SELECT ST_XMax(geom) FROM area WHERE code = :c"),
+                         {"c": code}).scalar()
+    eng.dispose()
+    assert abs(xmax - east) < 1e-9  # back on the community's edge

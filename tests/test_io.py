@@ -230,3 +230,23 @@ def test_round_trip(eng, fresh_database, tmp_path, fmt) -> None:
         fields = po.read_info(target / "grid.shp")["fields"].tolist()
         assert all(len(f) <= 10 for f in fields) and "resp_body" in fields
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_plural_and_chinese_layer_names(tmp_path) -> None:
+    """Issue 15 item 14: a data office's GeoPackage names its layers 'grids', '社区', ..."""
+    from geo.planning import read_grid_layer
+
+    layers = sample_layers()
+    path = tmp_path / "office.gpkg"
+    names = {"district": "districts", "street": "街道", "community": "communities",
+             "grid": "网格", "building": "buildings"}
+    for ours, theirs in names.items():
+        layers[ours].to_file(path, layer=theirs, driver="GPKG")
+    assert {n for n, _ in pyogrio.list_layers(path)} == set(names.values())  # as written
+    got = read_file(path)
+    assert set(got) == set(names)
+    for ours in names:
+        assert len(got[ours]) == len(layers[ours])
+        assert list(got[ours]["code"]) == list(layers[ours]["code"].astype(str))
+    grid = read_grid_layer(path)  # planning's import finds '网格' as the grid layer
+    assert list(grid["code"]) == list(layers["grid"]["code"].astype(str))

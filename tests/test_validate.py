@@ -135,3 +135,75 @@ def test_crs_resolution() -> None:
     assert resolve_crs("grid", "EPSG:4547").to_epsg() == 4547
     assert metric_crs_for((119.28, 26.03, 119.32, 26.07)) == 32650
     assert metric_crs_for(box(24.93, 60.16, 24.95, 60.18)) == 32635
+
+
+def test_features_clipped_to_a_zigzag_border_are_inside() -> None:
+    """Issue 15 item 14: shapely.covers fails on a 1e-17° crossing of a zigzag border; the part
+    outside is then empty and must not be refused as 'outside the district'."""
+    import numpy as np
+    import shapely
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    r = 0.01 * (1 + 0.3 * rng.random(40))
+    zigzag = Polygon(np.c_[119.3 + r * np.cos(t), 26.05 + r * np.sin(t)])
+    xs = np.linspace(119.288, 119.312, 7)
+    cells = [shapely.intersection(box(a, 26.035, b, 26.065), zigzag)
+             for a, b in zip(xs[:-1], xs[1:], strict=True)]
+    # the premise, checked independently: covers() fails, yet nothing lies outside
+    assert not all(shapely.covers(zigzag, g) for g in cells)
+    assert all(shapely.difference(g, zigzag).is_empty for g in cells)
+    layers = {
+        "district": gpd.GeoDataFrame({"code": ["350104"], "name": ["区"], "metric_srid": [32650]},
+                                     geometry=[zigzag], crs=4326),
+        "compound": gpd.GeoDataFrame({"code": [f"c{i}" for i in range(len(cells))],
+                                      "name": "小区"}, geometry=cells, crs=4326),
+    }
+    validate_layers(None, layers)  # no OutsideDistrict
+    # and a feature that really sticks out is still refused
+    layers["compound"].loc[0, "geometry"] = box(119.28, 26.035, 119.29, 26.065)
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers)
+    assert "outside the district" in str(problems(err.value))
+
+
+def test_parent_codes_and_metric_crs_are_derived() -> None:
+    """Issue 15 item 14: a parent code is the code's prefix, a district's metric CRS follows
+    from its location (UTM 50N at 119.3°E, north: EPSG:32650, from the zone formula)."""
+    layers = sample_layers()
+    expected = {n: list(layers[n]["parent_code"].astype(str)) for n in
+                ("street", "community", "grid")}
+    layers["street"] = layers["street"].drop(columns="parent_code")
+    layers["community"]["parent_code"] = None
+    layers["grid"].loc[0, "parent_code"] = ""
+    layers["district"] = layers["district"].drop(columns="metric_srid")
+    out = validate_layers(None, layers)
+    for name, parents in expected.items():
+        assert list(out[name]["parent_code"].astype(str)) == parents
+    lon = float(layers["district"].geometry.iloc[0].centroid.x)
+    assert int(out["district"]["metric_srid"].iloc[0]) == 32600 + int((lon + 180) // 6) + 1
+
+
+def test_slivers_thinner_than_the_width_are_not_counted() -> None:
+    """Issue 15 item 14: a grid digitised separately sticks out of its community by a strip
+    0.2 m wide along its 2.2 km east edge (~450 m², far above the 1 m² tolerance): a sliver,
+    accepted at the default width 0.5 m; a 3 m strip is still refused."""
+    import numpy as np
+    from pyproj import Geod
+
+    def widened(metres: float) -> Polygon:
+        dlon = metres / (111_320 * np.cos(np.radians((YM + Y1) / 2)))
+        return box(X0, YM, XM + dlon, Y1)
+
+    strip = widened(0.2).difference(box(X0, YM, XM, Y1))
+    assert abs(Geod(ellps="WGS84").geometry_area_perimeter(strip)[0]) > 100  # independent
+    layers = sample_layers()
+    layers["grid"].loc[0, "geometry"] = widened(0.2)
+    validate_layers(None, layers)
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers, settings=DataSettings(sliver_width_m=0))
+    assert any(p["detail"]["rule"] == "not_inside_parent" for p in problems(err.value))
+    layers["grid"].loc[0, "geometry"] = widened(3.0)
+    with pytest.raises(InvalidInput) as err:
+        validate_layers(None, layers)
+    assert any(p["detail"]["rule"] == "not_inside_parent" for p in problems(err.value))

@@ -39,7 +39,8 @@ from api.schemas import GeoJSONAnswer
 from api.security import current_principal
 from geo import incidents as inc
 from geo.auth.service import Principal
-from geo.core.errors import InvalidInput
+from geo.core.codes import level_of
+from geo.core.errors import Forbidden, InvalidInput, Problem
 from geo.data.photos import PHOTO_HEADERS, photo_content_type
 
 
@@ -71,6 +72,23 @@ def _actor(principal: Principal, given: str | None) -> str:
     if principal.kind != "anonymous":
         return f"{principal.kind}:{principal.name}"
     return given or "anonymous"
+
+
+def _rater(principal: Principal) -> tuple[int | None, str | None] | None:
+    """(user id, role) of a signed-in caller for the rating rule; a key acts as a system."""
+    if principal.kind == "user":
+        return principal.user_id, principal.role
+    return (None, "system") if principal.kind == "api_key" else None
+
+
+def _district_wide(principal: Principal, what: str) -> None:
+    """Refuse (403) a district-wide edit by a user whose area is below district level."""
+    area = principal.area_code
+    if principal.kind == "user" and principal.role != "admin" and area \
+            and level_of(area) != "district":
+        raise Forbidden(f"{what} is district-wide: it needs a district-level area, not "
+                        f"{area} ({level_of(area) or 'unknown level'})",
+                        [Problem(reason="area below district level", field="area_code")])
 
 
 class ReportIn(BaseModel):
@@ -109,7 +127,10 @@ class TransitionIn(BaseModel):
     to: str = Field(description="Target status: checked_in, consulting, in_progress, feedback, "
                     "rated, closed (in_progress from rated = reopen).", max_length=L["code"])
     note: str | None = Field(None, description="Note for the history.", max_length=L["note"])
-    rating: int | None = Field(None, description="1-5, required to enter 'rated'.")
+    rating: int | None = Field(None, description="1-5, required to enter 'rated'. Only the "
+                               "reporter rates, or staff recording a rating given by phone.")
+    by_phone: bool = Field(False, description="Staff record a rating the reporter gave by phone "
+                           "(marked in the history).")
     actor: str | None = Field(None, description="Who acts (when unauthenticated).",
                               max_length=L["actor"])
 
@@ -258,7 +279,8 @@ def transition_incident(incident_id: int, body: TransitionIn, request: Request,
     require_step(request, body.to)
     return inc.transition(conn, incident_id, body.to, actor=_actor(principal, body.actor),
                           note=body.note, rating=body.rating, settings=settings,
-                          scope=scope_of(request))
+                          scope=scope_of(request), rater=_rater(principal),
+                          by_phone=body.by_phone)
 
 
 @router.post("/incidents/{incident_id}/reroute", operation_id="reroute_incident",
@@ -335,15 +357,19 @@ def list_incident_categories(conn: Connection = CONNECTION) -> Any:
 @router.put("/incident-categories/{code}/departments", operation_id="set_incident_routing",
             response_model=list[str], summary="Replace the departments a category routes to")
 def set_incident_routing(code: str, body: RoutingIn,
+                         principal: Principal = Depends(current_principal),
                          conn: Connection = CONNECTION) -> Any:
-    return inc.set_routing(conn, code, body.departments)
+    _district_wide(principal, "the routing table")
+    return inc.set_routing(conn, code, body.departments, actor=_actor(principal, None))
 
 
 @router.patch("/incident-categories/{code}", operation_id="set_incident_sla",
               response_model=Category, summary="Change a category's SLA (working days)")
-def set_incident_sla(code: str, body: SlaIn, conn: Connection = CONNECTION) -> Any:
+def set_incident_sla(code: str, body: SlaIn, principal: Principal = Depends(current_principal),
+                     conn: Connection = CONNECTION) -> Any:
+    _district_wide(principal, "an SLA")
     return inc.set_sla(conn, code, checkin_workdays=body.checkin_workdays,
-                       resolve_workdays=body.resolve_workdays)
+                       resolve_workdays=body.resolve_workdays, actor=_actor(principal, None))
 
 
 @router.get("/departments", operation_id="list_departments",

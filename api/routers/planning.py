@@ -18,10 +18,11 @@ from api.dependencies import CONNECTION, AppSettings
 from api.geojson import FeatureCollection as FeatureCollectionIn
 from api.geojson import Geometry
 from api.limits import MAX_LIST_ITEMS
-from api.policy import PolicyRoute, require_area
+from api.policy import PolicyRoute, caller, require_area
 from api.schemas import FeatureCollection
 from api.uploads import saved_upload
 from geo import planning
+from geo.data.generations import list_generations
 
 AreaCode = Annotated[str, StringConstraints(max_length=64)]
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
@@ -35,6 +36,10 @@ class ChangeOut(BaseModel):
     changed: list[str] = Field(description="Grid codes whose geometry changed (code kept).")
     buildings_moved: int = Field(description="Buildings whose grid changed.")
     warnings: list[dict[str, Any]] = Field(description="Balance-rule warnings (warn mode).")
+    grids: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per new grid: name and responsible body (derived "
+        "from the grid it comes from), team_from (the grid whose 2+5+N team it carries) and "
+        "the team rule (leaders, cadres, officer_roles, workers, complete_2_5_n).")
 
 
 class ChangeIn(BaseModel):
@@ -106,6 +111,13 @@ planning_settings = AppSettings(planning.PlanningSettings, "planning_settings")
 Settings = planning.PlanningSettings
 
 
+def _author(request: Request) -> str | None:
+    """Who makes the change, for the audit trail: the signed-in user or key (None when access
+    is not enforced)."""
+    who = caller(request)
+    return None if who is None or who.kind == "anonymous" else f"{who.kind}:{who.name}"
+
+
 def _out(res: planning.ChangeResult) -> ChangeOut:
     planning.refresh_lookup()
     return ChangeOut(**res.as_dict())
@@ -119,7 +131,7 @@ def split(body: SplitIn, request: Request,
     require_area(request, body.code)
     return _out(planning.split_grid(conn, body.code, body.line,
                                     effective_from=body.effective_from,
-                                    settings=settings))
+                                    settings=settings, author=_author(request)))
 
 
 @router.post("/merge", operation_id="planning_merge", response_model=ChangeOut,
@@ -130,7 +142,7 @@ def merge(body: MergeIn, request: Request,
     for code in body.codes:
         require_area(request, code, field="codes")
     return _out(planning.merge_grids(conn, body.codes, effective_from=body.effective_from,
-                                     settings=settings))
+                                     settings=settings, author=_author(request)))
 
 
 @router.post("/reshape", operation_id="planning_reshape", response_model=ChangeOut,
@@ -142,7 +154,7 @@ def reshape(body: ReshapeIn, request: Request,
         require_area(request, code, field="geometries")
     return _out(planning.reshape_grids(conn, body.geometries,
                                        effective_from=body.effective_from,
-                                       settings=settings))
+                                       settings=settings, author=_author(request)))
 
 
 @router.post("/reassign", operation_id="planning_reassign", response_model=ChangeOut,
@@ -156,7 +168,7 @@ def reassign(body: ReassignIn, request: Request,
         require_area(request, grid, field=f"grid of building {building}")
     return _out(planning.reassign_buildings(conn, body.assignments,
                                             effective_from=body.effective_from,
-                                            settings=settings))
+                                            settings=settings, author=_author(request)))
 
 
 @router.post("/import", operation_id="planning_import", response_model=ChangeOut,
@@ -174,8 +186,31 @@ def import_layer(request: Request, file: UploadFile = File(..., description="The
     with saved_upload(file, find=(".shp",)) as path:
         res = planning.import_grid_layer(conn, path, community=community, layer=layer,
                                          effective_from=effective_from,
-                                         settings=settings)
+                                         settings=settings, author=_author(request))
     return _out(res)
+
+
+class GenerationOut(BaseModel):
+    id: int = Field(description="Generation id (ids follow commit order).")
+    kind: str = Field(description="import, demo, planning:split, planning:merge, ...")
+    effective_from: datetime = Field(description="When it takes (or took) effect.")
+    created_at: datetime = Field(description="When it was written.")
+    author: str | None = Field(description="Who made it (user:NAME or api_key:NAME).")
+    note: str | None = Field(description="Free text note.")
+    scheduled: bool = Field(description="True while effective_from is in the future.")
+    in_force: bool = Field(description="True for the generation in force now.")
+    operation: str | None = Field(description="The planning operation, if any.")
+    summary: dict[str, Any] | None = Field(
+        description="The planning change's summary (created, retired, changed, moved).")
+
+
+@router.get("/generations", operation_id="planning_generations",
+            response_model=list[GenerationOut],
+            summary="Boundary generations, newest first (accepted changes only).")
+def generations(conn: Connection = CONNECTION,
+                limit: int = Query(200, ge=1, le=1000, description="At most this many."),
+                ) -> list[GenerationOut]:
+    return [GenerationOut(**g) for g in list_generations(conn, limit=limit)]
 
 
 @router.get("/diff", operation_id="planning_diff", response_model=DiffOut,
@@ -205,4 +240,4 @@ def accept(body: AcceptIn, request: Request,
     require_area(request, body.community, field="community")
     return _out(planning.accept_draft(conn, body.community, body.draft,
                                       effective_from=body.effective_from,
-                                      settings=settings))
+                                      settings=settings, author=_author(request)))

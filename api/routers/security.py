@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION
-from api.policy import PolicyRoute
+from api.policy import PolicyRoute, caller
 from api.security import RateLimited, current_principal, forget_credentials
 from geo.auth import accounts
 from geo.auth.limits import failed_logins, record_failed_login, seconds_left
@@ -123,6 +123,12 @@ def me(principal: Principal = Depends(current_principal)) -> Me:
               scopes=list(principal.scopes))
 
 
+def _actor(request: Request) -> str | None:
+    """Who acts, for the audit trail (``kind:name``); None without a signed-in caller."""
+    who = caller(request)
+    return f"{who.kind}:{who.name}" if who is not None else None
+
+
 @router.post("/users", status_code=201, operation_id="create_user", response_model=CreatedUser,
              summary="Create a user account (admin)")
 def new_user(
@@ -132,7 +138,7 @@ def new_user(
 ) -> dict[str, Any]:
     uid = create_user(conn, body.username, body.password, body.role, area_code=body.area_code,
                       department_id=body.department_id,
-                      settings=request.app.state.auth_settings)
+                      settings=request.app.state.auth_settings, actor=_actor(request))
     return {"id": uid, "username": body.username, "role": body.role}
 
 
@@ -141,11 +147,12 @@ def new_user(
              summary="Create an API key for another system (admin); the key is shown once")
 def make_api_key(
     body: NewApiKey,
+    request: Request,
     conn: Connection = CONNECTION,
 ) -> dict[str, Any]:
     key = create_api_key(conn, body.name, scopes=tuple(body.scopes),
                          rate_per_minute=body.rate_per_minute, role=body.role,
-                         area_code=body.area_code)
+                         area_code=body.area_code, actor=_actor(request))
     return {"name": body.name, "api_key": key, "scopes": body.scopes, "role": body.role}
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.auth.accounts import password_problems
+from geo.core import audit
 from geo.core.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from geo.core.settings import WanggeSettings
 from geo.data.crs import to_wgs84
@@ -165,10 +166,12 @@ def create_user(
     area_code: str | None = None,
     department_id: int | None = None,
     settings: AuthSettings,
+    actor: str | None = None,
 ) -> int:
     """Create a user; returns its id. Refuses (422) unknown roles, short passwords, a scoped
     role (grid worker, planner, commander) without an area, department staff without a
-    department, unknown departments; taken names (409)."""
+    department, unknown departments; taken names (409). Audited (``actor``: who created it;
+    never the password)."""
     problems = []
     if role not in ROLES:
         problems.append(Problem(field="role", reason=f"unknown role; one of {', '.join(ROLES)}"))
@@ -186,15 +189,18 @@ def create_user(
     if taken.first():
         raise Conflict("cannot create user",
                        [Problem(field="username", reason=f"'{username}' is taken")])
-    user_id: int = conn.execute(
+    uid = int(conn.execute(
         text(
             "INSERT INTO app_user (username, password_hash, role, area_code, department_id)"
             " VALUES (:u, :h, :r, :a, :d) RETURNING id"
         ),
         {"u": username, "h": hash_password(password), "r": role, "a": area_code,
          "d": department_id},
-    ).scalar_one()
-    return user_id
+    ).scalar_one())
+    audit.record(conn, actor, "user.create", target=username,
+                 detail={"id": uid, "role": role, "area_code": area_code,
+                         "department_id": department_id})
+    return uid
 
 
 def authenticate(conn: Connection, username: str, password: str) -> Principal:
@@ -256,8 +262,10 @@ def new_api_key() -> tuple[str, str]:
 def create_api_key(
     conn: Connection, name: str, *, scopes: tuple[str, ...] = ("lookup", "open311"),
     rate_per_minute: int = 6000, role: str | None = None, area_code: str | None = None,
+    actor: str | None = None,
 ) -> str:
     """Create an API key for a system; returns the key itself (shown once, stored hashed).
+    Audited (``actor``; the key itself never).
 
     With ``role`` (grid_worker, planner, commander; ``area_code`` required) the key acts as a
     user of that role scoped to that area, e.g. an analyst's GIS client reading layers.
@@ -279,6 +287,9 @@ def create_api_key(
     if made is None:
         raise Conflict("cannot create API key",
                        [Problem(field="name", reason=f"a key named '{name}' exists")])
+    audit.record(conn, actor, "api_key.create", target=name,
+                 detail={"scopes": list(scopes), "rate_per_minute": rate_per_minute,
+                         "key_prefix": key[:10]})
     return key
 
 

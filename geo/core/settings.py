@@ -66,6 +66,12 @@ class DataSettings(WanggeSettings):
         description="An area (grid, community, street) may stick out of its parent by at most "
         "this many m².",
     )
+    sliver_width_m: float = Field(
+        default=0.5, ge=0,
+        description="Parts sticking out of a parent or overlapping a sibling that are thinner "
+        "than this many metres are slivers (a community digitised separately from its street) "
+        "and not counted against the m² tolerances; 0 turns it off.",
+    )
     district_tolerance_m: float = Field(
         default=1.0,
         description="Features may lie at most this many metres outside the district boundary.",

@@ -97,13 +97,36 @@ def _normalise(gdf: gpd.GeoDataFrame, layer: str) -> gpd.GeoDataFrame:
     return gdf
 
 
+# Layer names as data offices give them (plural, Chinese) -> wangge's layer names.
+LAYER_ALIASES: dict[str, str] = {
+    **{f"{n}s": n for n in ("district", "street", "community", "grid", "compound", "building",
+                            "station", "barrier")},
+    "communities": "community", "grid_teams": "grid_team", "walk_edges": "walk_edge",
+    "区": "district", "区县": "district", "街道": "street", "乡镇街道": "street",
+    "社区": "community", "村居": "community", "网格": "grid", "网格员": "grid_team",
+    "网格团队": "grid_team", "小区": "compound", "楼栋": "building", "建筑": "building",
+    "建筑物": "building", "站点": "station", "服务站": "station", "障碍": "barrier",
+}
+
+
+def layer_key(name: str) -> str:
+    """wangge's layer name for a file's layer name (``grids``, ``网格`` -> ``grid``)."""
+    return LAYER_ALIASES.get(name.strip().lower(), name)
+
+
 def read_file(path: str | Path, layers: list[str] | None = None, *,
-              layer: str | None = None) -> dict[str, gpd.GeoDataFrame]:
+              layer: str | None = None, layer_map: dict[str, str] | None = None,
+              field_map: dict[str, str] | None = None) -> dict[str, gpd.GeoDataFrame]:
     """Read ``path`` into ``{layer name: GeoDataFrame}`` in the file's own CRS.
 
     GeoPackages give their layer names; a Shapefile/GeoJSON gives its file stem unless ``layer``
-    names it; a directory gives every readable file in it. ``layers`` keeps only those names.
+    names it; common plural and Chinese names map to wangge's (``LAYER_ALIASES``); a directory
+    gives every readable file in it. ``layers`` keeps only those names. ``layer_map`` ({our
+    layer: the file's layer}, e.g. ``{"grid": "网格"}``) and ``field_map`` ({our field: the
+    file's field}, e.g. ``{"code": "WGBM"}``, every layer) name what the file calls otherwise.
     """
+    own_layer = {theirs: ours for ours, theirs in (layer_map or {}).items()}
+    own_field = {theirs: ours for ours, theirs in (field_map or {}).items()}
     path = Path(path)
     if not path.exists():
         raise NotFound(f"no such file: {path}")
@@ -121,6 +144,7 @@ def read_file(path: str | Path, layers: list[str] | None = None, *,
             key = name if f.suffix.lower() == ".gpkg" else f.stem
             if key.endswith(MIXED_POINT_SUFFIX):
                 key = key[: -len(MIXED_POINT_SUFFIX)]
+            key = own_layer.get(name, own_layer.get(key, layer_key(key)))
             if layer and len(names) == 1 and not path.is_dir():
                 key = layer
             if layers and key not in layers:
@@ -131,11 +155,16 @@ def read_file(path: str | Path, layers: list[str] | None = None, *,
                 raise InvalidInput(f"cannot read layer {name} of {f.name}",
                                    [Problem(reason=str(exc), field="layer", feature=name)]
                                    ) from exc
-            gdf = _normalise(gdf, key)
+            gdf = _normalise(gdf.rename(columns=own_field), key)
             if key in result:
                 gdf = pd.concat([result[key], gdf.to_crs(result[key].crs)
                                  if gdf.crs and result[key].crs else gdf], ignore_index=True)
             result[key] = gdf
+    unmapped = sorted(set(layer_map or {}) - set(result))
+    if unmapped:
+        raise InvalidInput("mapped layers not found in the file", [Problem(
+            reason=f"no layer {layer_map[m]!r} in the file", field="map", feature=m)
+            for m in unmapped if layer_map])
     if layers:
         missing = set(layers) - set(result)
         if missing:
@@ -155,17 +184,23 @@ def import_file(
     progress: bool = False,
     settings: DataSettings | None = None,
     note: str | None = None,
+    layer_map: dict[str, str] | None = None,
+    field_map: dict[str, str] | None = None,
+    snap_m: float | None = None,
+    snapped: list[dict[str, Any]] | None = None,
 ) -> int:
     """Read, reproject to EPSG:4326, validate everything, then write in ``conn``'s transaction.
 
     Nothing is written if any feature fails (the error lists every problem). Returns the new
     generation id. ``layer`` names the single layer of a Shapefile/GeoJSON whose file stem is not
-    a layer name.
+    a layer name; ``layer_map`` / ``field_map`` as in ``read_file``. ``snap_m`` snaps streets,
+    communities and grids to their parent's boundary within that many metres
+    (``geo.data.snap``); what moved is appended to ``snapped``.
     """
     settings = settings or DataSettings()
     stages = tqdm(total=3, desc="import", unit="stage", disable=not progress)
     stages.set_postfix_str("read")
-    data = read_file(path, layers, layer=layer)
+    data = read_file(path, layers, layer=layer, layer_map=layer_map, field_map=field_map)
     total = sum(len(g) for g in data.values())
     stages.update(1)
     stages.set_postfix_str(f"reproject+validate {total} features")
@@ -181,6 +216,14 @@ def import_file(
     if crs_problems:
         raise UnknownCRS("refused: a layer's CRS is missing or unknown; nothing was written",
                          crs_problems)
+    if snap_m:
+        from geo.data.snap import snap_children
+
+        moves = snap_children(projected, snap_m)
+        log.info("snapped %d features to their parent's boundary (within %s m)", len(moves),
+                 snap_m)
+        if snapped is not None:
+            snapped.extend(moves)
     log.info("validating %d features in %d layer(s) from %s", total, len(projected), path)
     checked = validate_layers(conn, projected, repair=repair, settings=settings)
     stages.update(1)
@@ -197,8 +240,10 @@ def import_file(
 
 
 def _generation_clause(generation: int | None) -> str:
-    if generation is None:
-        return "generation_high IS NULL"
+    if generation is None:  # in force now (a scheduled generation is not yet)
+        from geo.data.generations import IN_FORCE_SQL
+
+        return IN_FORCE_SQL
     return ("generation_low <= :gen AND (generation_high IS NULL OR generation_high >= :gen)")
 
 

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from geo.core.errors import InvalidInput, Problem
 from geo.data import districts as dist
 from geo.data.crs import utm_epsg
+from geo.data.generations import lock_districts, new_generation
 
 log = logging.getLogger(__name__)
 
@@ -459,13 +460,15 @@ def write_layers(
     note: str | None = None,
     effective_from: datetime | None = None,
     progress: bool = False,
+    author: str | None = None,
 ) -> int:
     """Bulk-write ``layers`` (EPSG:4326, the layer contract) as a NEW generation; return its id.
 
     Runs in the caller's transaction (nothing is committed here). Area layers close the previous
     current versions of their level within the districts the file covers; other layers replace
     their table's rows within those districts (see the module docstring). Buildings without
-    ``grid_code`` get it by a spatial join with the current grids after the load.
+    ``grid_code`` get it by a spatial join with the current grids after the load. Serialised
+    per district and dated by ``geo.data.generations.new_generation`` (``author``: who).
     """
     _check_layers(layers)
     levels = [lvl for lvl in AREA_LEVELS if lvl in layers]
@@ -480,14 +483,11 @@ def write_layers(
     parents = sorted({str(c) for lvl in PARENT_LEVELS if lvl in layers
                       for c in layers[lvl]["code"]})
     within = Within(sorted(covered) if covered else None, polygons)
-    gen = int(conn.execute(
-        text(
-            "INSERT INTO generation (kind, note, effective_from, districts) "
-            "VALUES (:kind, :note, coalesce(CAST(:ef AS timestamptz), now()), :districts) "
-            "RETURNING id"
-        ),
-        {"kind": kind, "note": note, "ef": effective_from, "districts": within.districts},
-    ).scalar_one())
+    lock_districts(conn, within.districts or covered or
+                   (c for lvl in AREA_LEVELS if lvl in layers
+                    for c in _col(layers[lvl], "code").dropna().astype(str).unique()))
+    gen = new_generation(conn, kind=kind, note=note, effective_from=effective_from,
+                         author=author, districts=within.districts)
     log.info("generation %s (%s): writing %s", gen, kind, ", ".join(
         f"{k}={len(v)}" for k, v in layers.items()))
 

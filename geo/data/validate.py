@@ -23,6 +23,7 @@ from pyproj import Transformer
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.core.codes import parent_code
 from geo.core.errors import (
     InvalidInput,
     OutsideDistrict,
@@ -31,7 +32,7 @@ from geo.core.errors import (
     SwappedCoordinates,
 )
 from geo.core.settings import DataSettings
-from geo.data.crs import metric_crs_for, polygonal
+from geo.data.crs import metric_crs_for, polygonal, utm_epsg
 from geo.data.rules import AREA_LEVELS as AREA_LEVELS
 from geo.data.rules import STATION_KINDS as STATION_KINDS
 from geo.data.rules import (
@@ -154,6 +155,36 @@ def _known_layers(ck: _Check) -> None:
             ck.out.add(name, None, None, f"unknown layer; expected one of {', '.join(LAYERS)} "
                        "(name it with --layer / layer=)", field="layer", rule="unknown_layer")
     ck.layers = {k: v for k, v in ck.layers.items() if k in LAYERS}
+
+
+def _derived(ck: _Check) -> None:
+    """Derive what follows from the data instead of requiring it: an area's missing parent
+    code is its code's prefix; a district's missing metric CRS is the UTM zone of its centroid.
+    Derived values are logged and returned with the layers."""
+    for name in ("street", "community", "grid"):
+        gdf = ck.layers.get(name)
+        if gdf is None or "code" not in gdf.columns:
+            continue
+        have = gdf["parent_code"] if "parent_code" in gdf.columns else pd.Series(
+            [None] * len(gdf), index=gdf.index, dtype=object)
+        empty = have.isna() | have.map(lambda v: isinstance(v, str) and not v.strip())
+        if empty.any():
+            derived = gdf["code"].map(lambda c: None if pd.isna(c) else parent_code(
+                str(int(c)) if isinstance(c, float) and float(c).is_integer() else str(c)))
+            gdf["parent_code"] = have.where(~empty, derived).astype(object)
+            log.info("%s: parent_code derived from the code for %d features", name,
+                     int(empty.sum()))
+    gdf = ck.layers.get("district")
+    if gdf is not None and len(gdf):
+        have = gdf["metric_srid"] if "metric_srid" in gdf.columns else pd.Series(
+            [None] * len(gdf), index=gdf.index, dtype=object)
+        if have.isna().any():
+            cent = shapely.centroid(np.asarray(gdf.geometry.array, dtype=object))
+            utm = [None if g is None or shapely.is_empty(g) else
+                   utm_epsg(shapely.get_x(g), shapely.get_y(g)) for g in cent]
+            gdf["metric_srid"] = [h if pd.notna(h) else u
+                                  for h, u in zip(have, utm, strict=True)]
+            log.info("district: metric_srid derived from its location (UTM)")
 
 
 def _fields_and_values(ck: _Check) -> None:
@@ -308,7 +339,10 @@ def _outside(ck: _Check, name: str, geoms: np.ndarray, codes: list[Any],
     out_idx = idx[~inside]
     if len(out_idx):
         part = shapely.difference(geoms[out_idx], district_geom)
-        inside[~inside] = shapely.covered_by(ck.metric(part), district_zone)
+        # covers() can fail on a 1e-17° crossing of a zigzag border (a feature clipped exactly
+        # to it): nothing is then outside, and covered_by(EMPTY, zone) would be False
+        empty = shapely.is_empty(part)
+        inside[~inside] = empty | shapely.covered_by(ck.metric(part), district_zone)
     for i in idx[~inside]:
         ck.out.add(name, i, codes[i], "feature lies outside the district "
                    f"{ck.district_code or ''} (tolerance {ck.settings.district_tolerance_m} m)",
@@ -377,7 +411,7 @@ def _hierarchy_step(ck: _Check) -> None:
 
 # The rules, in order: each reads and extends the state of the run.
 RULES: tuple[Callable[[_Check], None], ...] = (
-    _known_layers, _fields_and_values, _geometry, _district, _placement, _duplicate_codes,
+    _known_layers, _derived, _fields_and_values, _geometry, _district, _placement, _duplicate_codes,
     _codes_step, _hierarchy_step,
 )
 

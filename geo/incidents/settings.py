@@ -25,10 +25,22 @@ class IncidentSettings(WanggeSettings):
         "flagged for the grid worker to confirm."
     )
     holidays: list[date] = Field(
-        default_factory=list, description="Non-working dates (ISO, JSON list) besides weekends."
+        default_factory=list, description="Non-working dates (ISO, JSON list): overrides the "
+        "official calendar and the weekend rule."
+    )
+    workdays: list[date] = Field(
+        default_factory=list, description="Working dates (ISO, JSON list), e.g. a make-up "
+        "working weekend (调休) not yet in the official calendar: overrides it and the weekend "
+        "rule (a date in both lists is a holiday)."
+    )
+    official_calendar: bool = Field(
+        default=True, description="Count working days by the State Council's published "
+        "schedule (holidays and 调休, package chinese-calendar); years it does not cover fall "
+        "back to the weekend rule, with a warning."
     )
     workdays_off_weekend: bool = Field(
-        default=True, description="Saturdays and Sundays are not working days."
+        default=True, description="Saturdays and Sundays are not working days (outside the "
+        "official calendar's years, or with it off)."
     )
     timezone: str = Field(default="Asia/Shanghai", description="Time zone of the SLA calendar.")
     amber_fraction: float = Field(

@@ -15,8 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.auth.service import EVERYTHING, Scope
+from geo.core import audit
 from geo.core.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     Problem,
 )
@@ -76,11 +78,16 @@ def transition(
     settings: IncidentSettings,
     now: datetime | None = None,
     scope: Scope = EVERYTHING,
+    rater: tuple[int | None, str | None] | None = None,
+    by_phone: bool = False,
 ) -> dict[str, Any]:
     """Move a case along the six-step loop; refuse anything not in ``TRANSITIONS`` (Conflict).
 
-    ``rating`` (1-5) is required to enter ``rated``. Reopening (rated → in_progress) is allowed
-    only after a poor rating (≤ ``poor_rating_max``). A case outside ``scope`` is refused.
+    ``rating`` (1-5) is required to enter ``rated``; only the reporter rates, or staff record a
+    rating the reporter gave by phone (``by_phone``, marked in the history). ``rater`` is the
+    signed-in caller (user id, role); None when no identity is enforced (the CLI, access off).
+    Reopening (rated → in_progress) is allowed only after a poor rating
+    (≤ ``poor_rating_max``). A case outside ``scope`` is refused.
     Returns the history entry.
     """
     if to_status not in STATUSES:
@@ -104,6 +111,7 @@ def transition(
             raise InvalidInput("a rating 1-5 is required to rate",
                                [Problem(reason="integer 1-5", field="rating")])
         sets["rating"] = int(rating)
+        _may_rate(conn, incident_id, rater, by_phone)
     if action == "reopen" and (case.rating or 0) > settings.poor_rating_max:
         raise Conflict(
             f"incident {incident_id} was rated {case.rating}: only a poor rating "
@@ -111,8 +119,11 @@ def transition(
             [Problem(reason="rating not poor", field="to", detail={"rating": case.rating})],
         )
     now = now or datetime.now(UTC)
+    detail: dict[str, Any] = {"rating": rating} if rating is not None else {}
+    if action == "rate" and by_phone:
+        detail["by_phone"] = True  # recorded by staff for the reporter
     entry = add_history(conn, incident_id, action, case.status, to_status, actor, note,
-                     {"rating": rating} if rating is not None else {}, now)
+                        detail, now)
     assign = ", ".join(f"{k} = :{k}" for k in sets)
     stamp = STAMP.get(to_status)
     extra = f", {stamp} = :now" if stamp else ""
@@ -123,6 +134,25 @@ def transition(
                   {**sets, "now": now, "id": incident_id})
     return {"history_id": entry, "incident_id": incident_id, "action": action,
             "from": case.status, "to": to_status, "at": now}
+
+
+def _may_rate(conn: Connection, incident_id: int, rater: tuple[int | None, str | None] | None,
+              by_phone: bool) -> None:
+    """Only the reporter rates; staff only record a rating given by phone (``by_phone``)."""
+    user_id, role = rater if rater is not None else (None, None)
+    if by_phone:
+        if rater is not None and role in (None, "resident"):
+            raise Forbidden("only staff record a rating given by phone", [Problem(
+                reason="a resident rates their own report without by_phone", field="by_phone")])
+        return
+    if rater is None:  # no identity enforced (CLI, access off): the caller is trusted
+        return
+    reporter = conn.execute(text("SELECT reporter_user_id FROM incident WHERE id = :i"),
+                            {"i": incident_id}).scalar()
+    if reporter is None or reporter != user_id:
+        raise Forbidden(f"only the reporter rates incident {incident_id}", [Problem(
+            reason="not the reporter; staff recording a rating given by phone set by_phone=true",
+            field="rating")])
 
 
 def _apply_update(conn: Connection, sql: str, params: dict[str, Any]) -> None:
@@ -163,6 +193,7 @@ def urge(conn: Connection, incident_id: int, *, actor: str, note: str | None = N
                        [Problem(reason="case not open", field="id")])
     now = now or datetime.now(UTC)
     entry = add_history(conn, incident_id, "urge", case.status, case.status, actor, note, {}, now)
+    audit.record(conn, actor, "incident.urge", target=str(incident_id), detail={"note": note})
     conn.execute(text("UPDATE incident SET urge_count = urge_count + 1, updated_at = :n"
                       " WHERE id = :i"), {"n": now, "i": incident_id})
     return {"history_id": entry, "incident_id": incident_id, "action": "urge"}

@@ -38,9 +38,13 @@ _AREA_SQL = (
 )
 
 
-def _version(conn: Connection) -> tuple[int, int]:
-    row = conn.execute(text("SELECT count(*), coalesce(max(id), 0) FROM lookup_change")).one()
-    return int(row[0]), int(row[1])
+def _version(conn: Connection) -> tuple[int, int, int]:
+    """(count, max id) of ``lookup_change`` and the generation in force now: a scheduled
+    generation coming into force changes the version, so the index rebuilds at its instant."""
+    row = conn.execute(text(
+        "SELECT count(*), coalesce(max(id), 0), "
+        "coalesce((SELECT generation_at(clock_timestamp())), 0) FROM lookup_change")).one()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def _team(conn: Connection) -> dict[str, list[dict[str, Any]]]:
@@ -55,18 +59,18 @@ def _team(conn: Connection) -> dict[str, list[dict[str, Any]]]:
 def build_index(conn: Connection, *, generation: int | None = None,
                 settings: LookupSettings | None = None,
                 previous: LookupIndex | None = None) -> LookupIndex:
-    """Build the index of the current generation (``generation=None``) or of ``generation``;
+    """Build the index of the generation in force now (``generation=None``) or of ``generation``;
     ``previous`` (the index it replaces) lets a small change patch its lattice."""
     settings = settings or LookupSettings()
     version = _version(conn)
-    if generation is None:
-        rows = conn.execute(text(_AREA_SQL + "WHERE generation_high IS NULL")).all()
-        gen = conn.execute(text(
-            "SELECT max(generation_low) FROM area WHERE generation_high IS NULL")).scalar()
-    else:
-        rows = conn.execute(text(
+    if generation is None:  # the generation in force now (a scheduled one is not yet)
+        generation = version[2] or None
+    rows: list[Any] = []
+    gen: int | None = None
+    if generation is not None:
+        rows = list(conn.execute(text(
             _AREA_SQL + "WHERE generation_low <= :g "
-            "AND (generation_high IS NULL OR generation_high >= :g)"), {"g": generation}).all()
+            "AND (generation_high IS NULL OR generation_high >= :g)"), {"g": generation}).all())
         gen = generation
     return make_index(rows, _team(conn), generation=gen, version=version, settings=settings,
                       previous=previous)

@@ -24,9 +24,12 @@ from typing import Any
 import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from geo.core.codes import community_of
+from geo.core.audit import default_actor
+from geo.core.codes import community_of, district_of
 from geo.core.errors import Conflict, InvalidInput, NotFound, Problem
+from geo.data.generations import lock_districts, new_generation
 from geo.planning.checks import check_communities
 from geo.planning.geometry import as_geom, to_multipolygon
 from geo.planning.numbering import allocate_codes
@@ -46,6 +49,7 @@ class ChangeResult:
     changed: list[str] = field(default_factory=list)
     buildings_moved: int = 0
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    grids: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -101,32 +105,36 @@ def apply_change(
     effective_from: datetime | None = None,
     settings: PlanningSettings | None = None,
     note: str | None = None,
+    author: str | None = None,
 ) -> ChangeResult:
     """Write one change as a new generation, check it, keep it or roll it back.
 
     ``replace``: {grid code: new geometry}; ``retire``: grid codes closed and retired;
     ``create``: [{code?, parent_code, geometry, name?, responsible_body?}] (codes allocated by
     DB11 where missing); ``reassign``: {building code: grid code}. Geometry EPSG:4326.
-    Runs in a SAVEPOINT of the caller's transaction: refused → nothing written.
+    Runs in a SAVEPOINT of the caller's transaction: refused → nothing written. Serialised per
+    district (``geo.data.generations.lock_districts``: the checks run under the lock, against
+    any concurrent change's committed result); ``author`` is recorded as who made the change.
     """
     settings = settings or PlanningSettings()
     replace = replace or {}
     retire = list(retire or [])
     create = list(create or [])
     reassign = dict(reassign or {})
-    latest, latest_eff = latest_generation(conn)
+    lock_districts(conn, [*replace, *retire, *reassign.values(),
+                          *(str(c.get("code") or c.get("parent_code") or "") for c in create)])
+    latest, _ = latest_generation(conn)
     if latest is None:
         raise NotFound("no generation yet: load a district first")
-    if effective_from is not None and latest_eff is not None:
-        eff = effective_from if effective_from.tzinfo else effective_from.astimezone()
-        if eff < latest_eff:
-            raise InvalidInput("effective date precedes the latest generation", [Problem(
-                reason=f"must be on or after {latest_eff.isoformat()}",
-                field="effective_from")])
     sp = conn.begin_nested()
     try:
         result = _write(conn, operation, replace, retire, create, reassign, params or {},
-                        effective_from, settings, note)
+                        effective_from, settings, note, author)
+    except IntegrityError as exc:  # a constraint the checks did not foresee: 409, not 500
+        sp.rollback()
+        first = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        raise Conflict(f"refused {operation}: it conflicts with the stored grids",
+                       [Problem(reason=first[:300], field="code")]) from None
     except Exception:
         sp.rollback()
         raise
@@ -152,10 +160,13 @@ class _Change:
     effective_from: datetime | None
     settings: PlanningSettings
     note: str | None
+    author: str | None = None
+    team_from: dict[str, str] = field(default_factory=dict)
     closed: list[str] = field(default_factory=list)
     current: dict[str, Any] = field(default_factory=dict)
     new_codes: list[str] = field(default_factory=list)
     generation: int = 0
+    prev: int | None = None
     retired: list[str] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
     communities: list[str] = field(default_factory=list)
@@ -170,6 +181,12 @@ def _closing(conn: Connection, ch: _Change) -> None:
         "SELECT code, parent_code, name, responsible_body FROM area WHERE level = 'grid' "
         "AND generation_high IS NULL AND code = ANY(:c)"), {"c": ch.closed}).all()}
     missing = [c for c in ch.closed if c not in ch.current]
+    gone = set(conn.execute(text("SELECT code FROM retired_code WHERE code = ANY(:c)"),
+                            {"c": missing}).scalars()) if missing else set()
+    if gone:  # e.g. a concurrent change retired it (it held the district lock first)
+        raise Conflict("grids already retired", [Problem(
+            reason="this grid was retired by an earlier change", field="code", feature=c)
+            for c in sorted(gone)])
     if missing:
         raise NotFound("grids not current", [Problem(reason="no such current grid",
                                                       field="code", feature=c) for c in missing])
@@ -188,6 +205,7 @@ def _numbering(conn: Connection, ch: _Change) -> None:
         for i, c in zip(idx, codes, strict=True):
             ch.create[i]["code"] = c
     ch.new_codes = [str(c["code"]) for c in ch.create]
+    _derive_names(ch.create)
     retire_set = set(ch.retire)  # O(1) tests
     clash = conn.execute(text(
         "SELECT code FROM retired_code WHERE code = ANY(:c) UNION "
@@ -201,14 +219,13 @@ def _numbering(conn: Connection, ch: _Change) -> None:
 
 def _versions(conn: Connection, ch: _Change) -> None:
     """The new generation: close the old versions, insert the new ones, retire codes."""
-    gen = conn.execute(text(
-        "INSERT INTO generation (kind, note, effective_from) VALUES "
-        "(:k, :n, coalesce(CAST(:ef AS timestamptz), now())) RETURNING id"),
-        {"k": f"planning:{ch.operation}", "n": ch.note or ch.operation,
-         "ef": ch.effective_from}).scalar_one()
-    ch.generation = int(gen)
-    prev = conn.execute(text("SELECT max(id) FROM generation WHERE id < :g"),
-                        {"g": gen}).scalar_one()
+    districts = sorted({d for c in [*ch.closed, *ch.new_codes] if (d := district_of(str(c)))})
+    gen = new_generation(conn, kind=f"planning:{ch.operation}", note=ch.note or ch.operation,
+                         effective_from=ch.effective_from, author=ch.author,
+                         districts=districts or None)
+    ch.generation = gen
+    prev = ch.prev = conn.execute(text("SELECT max(id) FROM generation WHERE id < :g"),
+                                  {"g": gen}).scalar_one()
     if ch.closed:
         conn.execute(text(
             "UPDATE area SET generation_high = :prev WHERE level = 'grid' "
@@ -238,6 +255,69 @@ def _versions(conn: Connection, ch: _Change) -> None:
         conn.execute(text(
             "INSERT INTO retired_code (code, level, generation_id) "
             "SELECT unnest(CAST(:c AS text[])), 'grid', :g"), {"c": ch.retired, "g": gen})
+
+
+def _derive_names(create: list[dict[str, Any]]) -> None:
+    """Names for new grids that have none: ``source_name`` (the grid they come from) with
+    之1, 之2 ... in code (DB11) order when it yields several, else ``网格NNN``."""
+    count: dict[str, int] = {}
+    for item in create:
+        if not item.get("name") and item.get("source_name"):
+            count[item["source_name"]] = count.get(item["source_name"], 0) + 1
+    seen: dict[str, int] = {}
+    for item in sorted(create, key=lambda it: str(it["code"])):
+        src = item.get("source_name")
+        if item.get("name") or not src:
+            continue
+        seen[src] = seen.get(src, 0) + 1
+        item["name"] = src if count[src] == 1 else f"{src}之{seen[src]}"
+
+
+TEAM_SQL = """
+WITH src AS (
+    SELECT DISTINCT ON (n.code) n.code AS new_code, o.code AS old_code
+    FROM area n JOIN area o ON o.level = 'grid' AND o.code = ANY(:closed)
+         AND o.generation_high = :prev AND ST_Intersects(n.geom, o.geom)
+    WHERE n.level = 'grid' AND n.generation_low = :g AND n.code = ANY(:new)
+    ORDER BY n.code, ST_Area(ST_Intersection(n.geom, o.geom)) DESC
+), copied AS (
+    INSERT INTO grid_team_member (grid_code, role, name, phone)
+    SELECT s.new_code, m.role, m.name, m.phone FROM src s
+    JOIN grid_team_member m ON m.grid_code = s.old_code
+    WHERE NOT EXISTS (SELECT 1 FROM grid_team_member x WHERE x.grid_code = s.new_code)
+    ORDER BY s.new_code, m.id
+)
+SELECT new_code, old_code FROM src
+"""
+
+
+def _teams(conn: Connection, ch: _Change) -> None:
+    """New grids carry the 2+5+N team of the closed grid they overlap most (copied: the old
+    grid keeps its team while it is in force, e.g. until a scheduled change takes effect)."""
+    new = [c for c in ch.new_codes if c not in set(ch.closed)]
+    if not new or not ch.closed:
+        return
+    ch.team_from = dict(conn.execute(text(TEAM_SQL), {
+        "closed": ch.closed, "prev": ch.prev, "g": ch.generation, "new": new}).all())
+
+
+def _grid_report(conn: Connection, ch: _Change) -> dict[str, dict[str, Any]]:
+    """Per new grid: name, responsible body, where its team came from, the 2+5+N rule."""
+    new = sorted(c for c in ch.new_codes if c not in set(ch.closed))
+    if not new:
+        return {}
+    rows = conn.execute(text(
+        "SELECT a.code, a.name, a.responsible_body, coalesce(t.leaders, 0) AS leaders, "
+        "coalesce(t.cadres, 0) AS cadres, coalesce(t.officer_roles, 0) AS officer_roles, "
+        "coalesce(t.workers, 0) AS workers, coalesce(t.complete_2_5_n, false) AS complete "
+        "FROM area a LEFT JOIN grid_team_summary t ON t.grid_code = a.code "
+        "WHERE a.level = 'grid' AND a.generation_low = :g AND a.code = ANY(:c)"),
+        {"g": ch.generation, "c": new}).mappings()
+    return {r["code"]: {"name": r["name"], "responsible_body": r["responsible_body"],
+                        "team_from": ch.team_from.get(r["code"]),
+                        "team": {"leaders": r["leaders"], "cadres": r["cadres"],
+                                 "officer_roles": r["officer_roles"], "workers": r["workers"],
+                                 "complete_2_5_n": r["complete"]}} for r in rows}
 
 
 def _buildings_follow(conn: Connection, ch: _Change) -> None:
@@ -297,17 +377,18 @@ def _checked(conn: Connection, ch: _Change) -> None:
     ch.result = ChangeResult(generation=ch.generation, operation=ch.operation,
                              created=sorted(c for c in ch.new_codes if c not in closed_set),
                              retired=ch.retired, changed=sorted(ch.replace),
-                             buildings_moved=ch.moved, warnings=[w.as_dict() for w in warnings])
+                             buildings_moved=ch.moved, warnings=[w.as_dict() for w in warnings],
+                             grids=_grid_report(conn, ch))
 
 
 def _recorded(conn: Connection, ch: _Change) -> None:
     """The change's row in ``planning_change`` (its parameters and summary)."""
     assert ch.result is not None
     conn.execute(text(
-        "INSERT INTO planning_change (generation_id, operation, params, summary) "
-        "VALUES (:g, :o, CAST(:p AS jsonb), CAST(:s AS jsonb))"),
+        "INSERT INTO planning_change (generation_id, operation, params, summary, actor) "
+        "VALUES (:g, :o, CAST(:p AS jsonb), CAST(:s AS jsonb), :a)"),
         {"g": ch.generation, "o": ch.operation, "p": json.dumps(ch.params, default=str),
-         "s": json.dumps(ch.result.as_dict(), default=str)})
+         "s": json.dumps(ch.result.as_dict(), default=str), "a": default_actor(ch.author)})
     log.info("planning %s: generation %s, created %s, retired %s, changed %s, moved %d",
              ch.operation, ch.generation, ch.result.created, ch.retired, ch.result.changed,
              ch.moved)
@@ -315,17 +396,18 @@ def _recorded(conn: Connection, ch: _Change) -> None:
 
 # The steps of a change, in order; any may refuse it (the caller's savepoint rolls back).
 STEPS: tuple[Callable[[Connection, _Change], None], ...] = (
-    _closing, _numbering, _versions, _buildings_follow, _reassignments, _checked, _recorded,
+    _closing, _numbering, _versions, _teams, _buildings_follow, _reassignments, _checked,
+    _recorded,
 )
 
 
 def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: list[str],
            create: list[dict[str, Any]], reassign: dict[str, str], params: dict[str, Any],
            effective_from: datetime | None, settings: PlanningSettings,
-           note: str | None) -> ChangeResult:
+           note: str | None, author: str | None) -> ChangeResult:
     """Run the ``STEPS`` of one change; the result of an accepted one."""
     ch = _Change(operation, replace, retire, create, reassign, params, effective_from, settings,
-                 note)
+                 note, author)
     for step in STEPS:
         step(conn, ch)
     assert ch.result is not None

@@ -282,7 +282,8 @@ def draft_partition(conn: Connection, community: str, *,
 
 def accept_draft(conn: Connection, community: str, grids: gpd.GeoDataFrame | dict[str, Any], *,
                  effective_from: datetime | None = None,
-                 settings: PlanningSettings | None = None) -> ChangeResult:
+                 settings: PlanningSettings | None = None,
+                 author: str | None = None) -> ChangeResult:
     """Accept a draft (GeoDataFrame or GeoJSON FeatureCollection) as one change of
     ``community``: its grids replace the community's, with new DB11 codes."""
     if isinstance(grids, dict):
@@ -298,4 +299,4 @@ def accept_draft(conn: Connection, community: str, grids: gpd.GeoDataFrame | dic
     grids["code"] = None
     grids["parent_code"] = community
     return import_grid_layer(conn, grids, community=community, effective_from=effective_from,
-                             settings=settings)
+                             settings=settings, author=author)

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.core.errors import InvalidInput, Problem
+from geo.data.generations import lock_districts
 from geo.planning.changes import ChangeResult, apply_change, community_code, current_grid
 from geo.planning.geometry import as_geom, to_multipolygons
 from geo.planning.settings import PlanningSettings
@@ -25,11 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def split_grid(conn: Connection, code: str, line: Any, *, effective_from: datetime | None = None,
-               settings: PlanningSettings | None = None) -> ChangeResult:
+               settings: PlanningSettings | None = None,
+               author: str | None = None) -> ChangeResult:
     """Split grid ``code`` along ``line`` (EPSG:4326 LineString crossing it) into new grids.
 
     The old code is retired; the pieces get new DB11 codes.
     """
+    lock_districts(conn, [code])  # read under the district lock (see geo.data.generations)
     g = current_grid(conn, code)
     ln = as_geom(line, "line")
     if ln.geom_type not in ("LineString", "MultiLineString"):
@@ -40,20 +43,22 @@ def split_grid(conn: Connection, code: str, line: Any, *, effective_from: dateti
         raise InvalidInput(f"the line does not cut grid {code} in two",
                            [Problem(reason="line must cross the grid from edge to edge",
                                     field="line", feature=code)])
-    create = [{"parent_code": g["parent_code"], "geometry": p,
+    create = [{"parent_code": g["parent_code"], "geometry": p, "source_name": g["name"],
                "responsible_body": g["responsible_body"]} for p in parts]
     return apply_change(conn, "split", retire=[code], create=create,
                         params={"code": code, "line": ln.wkt}, effective_from=effective_from,
-                        settings=settings)
+                        settings=settings, author=author)
 
 
 def merge_grids(conn: Connection, codes: list[str], *, effective_from: datetime | None = None,
-                settings: PlanningSettings | None = None) -> ChangeResult:
+                settings: PlanningSettings | None = None,
+               author: str | None = None) -> ChangeResult:
     """Merge adjacent grids of one community into one new grid (new DB11 code; old retired)."""
     codes = list(dict.fromkeys(codes))
     if len(codes) < 2:
         raise InvalidInput("merge needs two or more grids",
                            [Problem(reason="give at least two codes", field="codes")])
+    lock_districts(conn, codes)
     grids = [current_grid(conn, c) for c in codes]
     parents = {g["parent_code"] for g in grids}
     if len(parents) > 1:
@@ -67,36 +72,40 @@ def merge_grids(conn: Connection, codes: list[str], *, effective_from: datetime 
             field="codes")])
     return apply_change(conn, "merge", retire=codes, create=[{
         "parent_code": grids[0]["parent_code"], "geometry": union,
+        "source_name": "、".join(g["name"] for g in grids),
         "responsible_body": grids[0]["responsible_body"]}], params={"codes": codes},
-        effective_from=effective_from, settings=settings)
+        effective_from=effective_from, settings=settings, author=author)
 
 
 def reshape_grids(conn: Connection, geometries: dict[str, Any], *,
                   effective_from: datetime | None = None,
-                  settings: PlanningSettings | None = None) -> ChangeResult:
+                  settings: PlanningSettings | None = None,
+               author: str | None = None) -> ChangeResult:
     """Move boundaries: replace the geometry of grids (codes kept, new versions written)."""
     if not geometries:
         raise InvalidInput("nothing to reshape", [Problem(reason="empty", field="geometries")])
     return apply_change(conn, "reshape", replace=dict(geometries),
                         params={"codes": sorted(geometries)}, effective_from=effective_from,
-                        settings=settings)
+                        settings=settings, author=author)
 
 
 def reassign_buildings(conn: Connection, assignments: dict[str, str], *,
                        effective_from: datetime | None = None,
-                       settings: PlanningSettings | None = None) -> ChangeResult:
+                       settings: PlanningSettings | None = None,
+               author: str | None = None) -> ChangeResult:
     """Reassign buildings ({building code: grid code}) within their community."""
     if not assignments:
         raise InvalidInput("nothing to reassign", [Problem(reason="empty", field="assignments")])
     return apply_change(conn, "reassign", reassign=assignments,
                         params={"assignments": assignments}, effective_from=effective_from,
-                        settings=settings)
+                        settings=settings, author=author)
 
 
 def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *,
                       community: str | None = None, layer: str | None = None,
                       effective_from: datetime | None = None,
-                      settings: PlanningSettings | None = None) -> ChangeResult:
+                      settings: PlanningSettings | None = None,
+               author: str | None = None) -> ChangeResult:
     """Import a redrawn grid layer (Shapefile/GPKG/GeoJSON or a GeoDataFrame) as one change.
 
     Scope: one ``community`` (the file's grids of it replace its grids) or the whole district.
@@ -125,6 +134,7 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
     if len(dup):
         raise InvalidInput("duplicate codes", [Problem(reason="code appears twice",
                                                        field="code", feature=c) for c in dup])
+    lock_districts(conn, [community, *gdf["parent_code"].dropna().astype(str)])
     scope = "AND parent_code = :comm" if community else ""
     cur = gpd.read_postgis(text(
         "SELECT code, parent_code, name, responsible_body, geom FROM area WHERE level = 'grid' "
@@ -149,7 +159,7 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
                         params={"community": community, "features": len(gdf),
                                 "source": str(source) if not isinstance(source, gpd.GeoDataFrame)
                                 else "dataframe"},
-                        effective_from=effective_from, settings=settings)
+                        effective_from=effective_from, settings=settings, author=author)
 
 
 def read_grid_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFrame:
@@ -170,6 +180,12 @@ def read_grid_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFr
             reason=str(exc), field="file", feature=path.name)]) from exc
     if len(names) == 1 and (layer is None or layer == names[0] or path.suffix != ".gpkg"):
         return read_file(path, layer="grid")["grid"]
+    if want not in names:  # a data office's name for it: 'grids', '网格'
+        from geo.data.io import layer_key
+
+        alias = [n for n in names if layer_key(n) == want]
+        if len(alias) == 1:
+            return read_file(path, layers=[want])[want]
     if want not in names:
         raise InvalidInput(f"no layer '{want}' in {path.name}", [Problem(
             reason=f"the file's layers are {', '.join(names) or 'none'}", field="layer",
