@@ -28,7 +28,7 @@ REFERENCE = ("area", "generation", "lookup_change", "grid_team_member", "compoun
              "spatial_ref_sys")
 # stay on the coordinator only (not joined with the distributed tables)
 LOCAL = ("alembic_version", "service_circle", "site_suggestion", "building_move", "walk_node",
-         "walk_edge", "barrier")
+         "walk_edge", "barrier", "audit_log", "rate_counter")
 
 
 @dataclass(frozen=True)
