@@ -19,7 +19,7 @@
   let asked = 0;  // a slower, older answer never overwrites a newer one
   async function runs() {
     const mine = ++asked;
-    const list = await api("GET", "/v1/circles/runs?limit=20");
+    const list = (await api("GET", "/v1/circles/runs?limit=20")).items;  // a page
     if (mine !== asked) return list;
     document.querySelector("#runs tbody").replaceChildren(...list.map((r) => el("tr", {},
       el("td", {}, String(r.id)), el("td", {}, M.run_kinds[r.kind] || r.kind),

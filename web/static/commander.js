@@ -138,7 +138,7 @@
     try {
       const [team, list] = await Promise.all([
         api("GET", `/v1/console/grids/${g.code}/team`),
-        api("GET", `/v1/incidents?grid=${g.code}&limit=200`)]);
+        api("GET", `/v1/incidents?grid=${g.code}&limit=200`).then((p) => p.items)]);
       list.sort(WG.bySla);
       drill.replaceChildren(
         el("h2", {}, `${T("grid")}：${team.name || ""}（${team.code}）`),

@@ -9,7 +9,7 @@
 
   async function load() {
     const q = OPEN.map((s) => "status=" + s).join("&");
-    const list = await api("GET", `/v1/incidents?${q}&limit=500`);
+    const list = (await api("GET", `/v1/incidents?${q}&limit=500`)).items;  // a page
     list.sort(WG.bySla);
     const t = today();
     const due = list.filter((c) => day(c.resolve_due) <= t || (c.status === "reported" && day(c.checkin_due) <= t));

@@ -48,7 +48,7 @@
 
   const STEPS = ["reported", "checked_in", "consulting", "in_progress", "feedback", "rated", "closed"];
   async function mine() {
-    const list = await api("GET", "/v1/incidents?limit=100");
+    const list = (await api("GET", "/v1/incidents?limit=100")).items;  // a page
     document.getElementById("mine").replaceChildren(...(list.length ? list.map((c) =>
       el("li", {}, el("button", { type: "button", class: "case-row", "data-id": c.id, onclick: () => openCase(c.id) },
         el("b", {}, c.category_name_zh), ` #${c.id} · ${status(c.status)} `,
