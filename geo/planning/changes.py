@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,10 @@ from geo.planning.settings import PlanningSettings
 
 log = logging.getLogger(__name__)
 
+# Set by ``geo.planning.preview.dry_run``: the change runs its every step, is described, and is
+# rolled back (the checks' errors are reported, not raised).
+DRY_RUN: ContextVar[bool] = ContextVar("planning_dry_run", default=False)
+
 
 @dataclass
 class ChangeResult:
@@ -46,6 +51,7 @@ class ChangeResult:
     changed: list[str] = field(default_factory=list)
     buildings_moved: int = 0
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    preview: dict[str, Any] | None = None  # a dry run's would-be state (geo.planning.preview)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -130,7 +136,10 @@ def apply_change(
     except Exception:
         sp.rollback()
         raise
-    sp.commit()
+    if DRY_RUN.get():
+        sp.rollback()
+    else:
+        sp.commit()
     return result
 
 
@@ -160,6 +169,7 @@ class _Change:
     touched: list[str] = field(default_factory=list)
     communities: list[str] = field(default_factory=list)
     moved: int = 0
+    errors: list[Problem] = field(default_factory=list)
     result: ChangeResult | None = None
 
 
@@ -290,7 +300,8 @@ def _checked(conn: Connection, ch: _Change) -> None:
     """Check the affected communities; refuse on any error, keep the warnings."""
     checked = sorted(set(ch.touched) - set(ch.retired))
     errors, warnings = check_communities(conn, ch.communities, checked, ch.settings)
-    if errors:
+    ch.errors = errors
+    if errors and not DRY_RUN.get():
         raise InvalidInput(f"refused {ch.operation}: {len(errors)} check(s) failed; "
                            "nothing was written", errors)
     closed_set = set(ch.closed)
@@ -329,4 +340,8 @@ def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: li
     for step in STEPS:
         step(conn, ch)
     assert ch.result is not None
+    if DRY_RUN.get():
+        from geo.planning.preview import describe
+
+        ch.result.preview = describe(conn, ch)
     return ch.result
