@@ -26,8 +26,11 @@ def explode_units(units: Any, buildings: Any) -> Any:
     from ``buildings`` (points with ``households``) by location, centroids ``x``, ``y`` (m):
     a strip cut between buildings can come out in two pieces, and a grid made of it would not
     be contiguous."""
-    parts = units[["geometry"]].explode(index_parts=False).reset_index(drop=True)
-    parts = parts[parts.geometry.area > 0].reset_index(drop=True)
+    valid = units[["geometry"]].copy()
+    valid["geometry"] = shapely.make_valid(valid.geometry.values)  # strips may self-touch
+    parts = valid.explode(index_parts=False).reset_index(drop=True)
+    parts = parts[parts.geom_type.eq("Polygon") & (parts.geometry.area > 0)].reset_index(
+        drop=True)
     geoms = parts.geometry.values
     pt, part = shapely.STRtree(geoms).query(buildings.geometry.values, predicate="intersects")
     first = np.unique(pt, return_index=True)[1]  # a building on a shared edge counts once
