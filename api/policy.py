@@ -119,6 +119,11 @@ POLICY: dict[str, Rule] = {
     "planning_draft": PLANNERS,
     "planning_accept_draft": PLANNERS,
     "planning_diff": ANALYSTS,
+    "planning_preview_split": PLANNERS,
+    "planning_preview_merge": PLANNERS,
+    "planning_preview_reshape": PLANNERS,
+    "planning_preview_reassign": PLANNERS,
+    "planning_preview_accept_draft": PLANNERS,
     # OGC API Features and Tiles (/ogc): metadata is open; reading needs a user (the handler
     # admits residents and department staff to the incidents only, scoped) or an "ogc" key;
     # edits of grids are planning changes

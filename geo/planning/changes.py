@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,10 @@ from geo.planning.settings import PlanningSettings
 
 log = logging.getLogger(__name__)
 
+# Set by ``geo.planning.preview.dry_run``: the change runs its every step, is described, and is
+# rolled back (the checks' errors are reported, not raised).
+DRY_RUN: ContextVar[bool] = ContextVar("planning_dry_run", default=False)
+
 
 @dataclass
 class ChangeResult:
@@ -50,6 +55,7 @@ class ChangeResult:
     buildings_moved: int = 0
     warnings: list[dict[str, Any]] = field(default_factory=list)
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preview: dict[str, Any] | None = None  # a dry run's would-be state (geo.planning.preview)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -138,7 +144,10 @@ def apply_change(
     except Exception:
         sp.rollback()
         raise
-    sp.commit()
+    if DRY_RUN.get():
+        sp.rollback()
+    else:
+        sp.commit()
     return result
 
 
@@ -171,6 +180,7 @@ class _Change:
     touched: list[str] = field(default_factory=list)
     communities: list[str] = field(default_factory=list)
     moved: int = 0
+    errors: list[Problem] = field(default_factory=list)
     result: ChangeResult | None = None
 
 
@@ -370,7 +380,8 @@ def _checked(conn: Connection, ch: _Change) -> None:
     """Check the affected communities; refuse on any error, keep the warnings."""
     checked = sorted(set(ch.touched) - set(ch.retired))
     errors, warnings = check_communities(conn, ch.communities, checked, ch.settings)
-    if errors:
+    ch.errors = errors
+    if errors and not DRY_RUN.get():
         raise InvalidInput(f"refused {ch.operation}: {len(errors)} check(s) failed; "
                            "nothing was written", errors)
     closed_set = set(ch.closed)
@@ -411,4 +422,8 @@ def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: li
     for step in STEPS:
         step(conn, ch)
     assert ch.result is not None
+    if DRY_RUN.get():
+        from geo.planning.preview import describe
+
+        ch.result.preview = describe(conn, ch)
     return ch.result

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.core.errors import InvalidInput, NotFound, Problem
+from geo.planning.balance import explode_units, recom_refine, unit_neighbors
 from geo.planning.changes import ChangeResult
 from geo.planning.geometry import metric_srid, to_multipolygon
 from geo.planning.operations import import_grid_layer
@@ -220,7 +221,7 @@ def draft_partition(conn: Connection, community: str, *,
     layouts = []  # (units, households, Rook neighbours, floors) per unit size
     for size in dict.fromkeys((settings.draft_unit_households,
                                round(settings.draft_unit_households * 4 / 3))):
-        units = draft_units(blocks, bld, size)
+        units = explode_units(draft_units(blocks, bld, size), bld)
         hh_units = units["households"].to_numpy().astype(float)
         total = int(hh_units.sum())
         floors: list[int] = []
@@ -258,7 +259,9 @@ def draft_partition(conn: Connection, community: str, *,
         if labels is None or (labels <= 0).any():  # unassigned units (floor not reachable)
             continue
         neighbors = {int(a): [int(b) for b in bs] for a, bs in w.neighbors.items()}
-        labels = rebalance(labels, neighbors, hh_units, lo, hi)
+        labels = recom_refine(rebalance(labels, neighbors, hh_units, lo, hi),
+                              unit_neighbors(units.geometry.values), hh_units, lo, hi,
+                              seed=seed + r)
         sc = _score(np.bincount(labels, weights=hh_units)[np.unique(labels)], lo, hi)
         if best is None or sc < best[0]:
             best = (sc, labels, i)

@@ -30,7 +30,7 @@ class PlanningSettings(WanggeSettings):
     containment_tolerance_m2: float = _shared("containment_tolerance_m2")
     numbering_row_m: float = Field(default=150.0, description="DB11 numbering: height (m) of "
                                    "the north→south rows new codes are numbered in.")
-    draft_ratio: float = Field(default=1.5, description="Draft partition: stop searching once "
+    draft_ratio: float = Field(default=1.2, description="Draft partition: stop searching once "
                                "every grid keeps the balance rule and the largest is at most "
                                "this × the smallest, by households.")
     draft_unit_households: int = Field(default=30, description="Draft partition: street "
