@@ -1,4 +1,4 @@
-"""The audit trail: who changed what and when, in the ``audit_log`` table (migration 0015).
+"""The audit trail: who changed what and when, in the ``audit_log`` table (migration 0014).
 
 Recorded in the caller's transaction (a refused change leaves no entry): routing-table and SLA
 edits, user and API-key changes, 督办 (urges). Planning changes are audited by their

@@ -12,7 +12,7 @@ goes through ``new_generation``:
   change with ``clock_timestamp()`` (not the transaction's start), so a later generation never
   has a smaller id or an earlier date than one committed before it.
 * **Scheduled changes.** A generation whose ``effective_from`` is in the future is *scheduled*:
-  the view ``area_current`` (migration 0015) and the lookup answer from
+  the view ``area_current`` (migration 0014) and the lookup answer from
   ``generation_at(clock_timestamp())`` until that instant. A new change may not be dated before
   the latest generation, whether it names a date or not (undated = now, refused while a change
   is scheduled).

@@ -1,6 +1,6 @@
 """Locate a report by a postal address (门牌地址): the point of the building with that address.
 
-Addresses match with case and white space ignored (the expression index of migration 0016);
+Addresses match with case and white space ignored (the expression index of migration 0012);
 the answer is the building's location in EPSG:4326 (lon, lat degrees).
 """
 

@@ -1,7 +1,7 @@
 """Per-building walking distances per coverage run; analysis runs queue with progress.
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-02
 
 ``building_coverage`` gains, for coverage runs computed from network distances, each
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0011"
-down_revision = "0013"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """A city, not a district: province and city areas, per-district imports, the city level.
 
-Revision ID: 0010
-Revises: 0008
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-02
 
 * ``area.level`` gains ``province`` (2 digits) and ``city`` (4 digits: 市, 州, 盟) above the
@@ -18,8 +18,8 @@ Create Date: 2026-12-02
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0016"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

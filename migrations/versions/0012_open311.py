@@ -1,7 +1,7 @@
 """Open311 GeoReport v2 in full: a request's media_url, and building addresses.
 
-Revision ID: 0016
-Revises: 0012
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-02
 
 ``incident.media_url`` keeps the photo URL an Open311 client posts (GeoReport ``media_url``);
@@ -13,7 +13,7 @@ an expression index on that normalised form.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
+revision = "0012"
 down_revision = "0011"
 branch_labels = None
 depends_on = None

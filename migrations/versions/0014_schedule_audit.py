@@ -1,7 +1,7 @@
 """Scheduled boundary changes answer from the generation in force now; an audit trail.
 
-Revision ID: 0015
-Revises: 0008
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-02
 
 * ``area_current`` becomes the areas of the generation *in force now* (``generation_at(now())``),
@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0015"
-down_revision = "0010"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
