@@ -9,19 +9,15 @@ from typing import Any
 import numpy as np
 import shapely
 from shapely.geometry import shape
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from geo.core.errors import InvalidInput, NotFound, Problem
+from geo.core.errors import InvalidInput, Problem
+from geo.data.crs import district_metric_srid
 
 
-def metric_srid(conn: Connection) -> int:
-    srid = conn.execute(text(
-        "SELECT metric_srid FROM area WHERE level = 'district' AND generation_high IS NULL "
-        "LIMIT 1")).scalar()
-    if srid is None:
-        raise NotFound("no current district: load a district first")
-    return int(srid)
+def metric_srid(conn: Connection, district_code: str | None = None) -> int:
+    """The metric SRID planning measures in: the district's (``geo.data.crs``, one helper)."""
+    return district_metric_srid(conn, district_code)
 
 
 def as_geom(value: Any, what: str) -> Any:
