@@ -118,6 +118,24 @@ class StatsCollection(FeatureCollection[StepStats]):
     """``StepStats`` per area as features of the current area geometry (null for departments)."""
 
 
+class Rollup(BaseModel):
+    """``StepStats`` rolled up per city and per district."""
+
+    city: list[StepStats] = Field(description="One entry per city.")
+    district: list[StepStats] = Field(description="One entry per district.")
+
+
+class SuperviseOut(BaseModel):
+    """One case supervised by the city (市委督单), as written to its history."""
+
+    history_id: int
+    incident_id: int
+    action: str = Field(description="Always supervise.")
+    level: str = Field(description="Who supervises: city.")
+    district: str | None = Field(description="The case's district code.")
+    overdue: bool = Field(description="Whether the case was past its resolution deadline.")
+
+
 class TransitionOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 

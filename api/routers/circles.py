@@ -110,6 +110,52 @@ class CircleProperties(BaseModel):
     tier_min: float | None = Field(description="The same as minutes of walking.")
 
 
+class KindDistance(BaseModel):
+    distance_m: float = Field(description="Walking distance to the nearest station (m).")
+    minutes: float = Field(description="The same as minutes of walking.")
+    station_id: int | None = Field(description="The nearest station of this kind.")
+
+
+class DistanceProperties(BaseModel):
+    code: str = Field(description="Building code.")
+    grid_code: str | None
+    residents: int
+    covered: bool = Field(description="Whether the building is covered in this run.")
+    kinds: dict[str, KindDistance | None] = Field(
+        description="Per station kind: the nearest station, or null when none within the "
+        "run's limit.")
+
+
+class TierCompleteness(BaseModel):
+    distance_m: float = Field(description="Walking distance of this life-circle tier (m).")
+    residents_served: int = Field(description="Residents reaching every required kind.")
+    share_served: float | None = Field(description="residents_served / residents (0-1).")
+    kind_shares: dict[str, float | None] = Field(
+        description="Per required kind: share of residents reaching it (0-1).")
+    missing_kinds: list[str] = Field(description="Required kinds below the gap share.")
+
+
+class AreaCompleteness(BaseModel):
+    code: str = Field(description="Area code.")
+    residents: int
+    tiers: dict[str, TierCompleteness] = Field(description="Per tier (minutes of walking).")
+
+
+class SiteProperties(BaseModel):
+    method: str = Field(description="mclp or greedy.")
+    rank: int = Field(description="Order in which the site was chosen (1 first).")
+    node_id: int | None = Field(description="Walk network node of the site.")
+    gain_residents: float = Field(description="Residents newly covered by this site.")
+    cumulative_residents: float = Field(
+        description="Residents covered by this site and the ones ranked before.")
+
+
+class SitingResult(BaseModel):
+    run_id: int
+    summary: dict[str, Any] | None = Field(description="The run's summary.")
+    sites: FeatureCollection[SiteProperties] = Field(description="Suggested sites (points).")
+
+
 class UncoveredProperties(BaseModel):
     code: str
     name: str | None
@@ -217,6 +263,7 @@ def uncovered(
 
 
 @router.get("/coverage/{run_id}/distances", operation_id="get_building_distances",
+            response_model=FeatureCollection[DistanceProperties],
             summary="Each building's walking distance (m, minutes) to the nearest station of "
             "every kind (distance coverage runs).",
             response_description="RFC 7946 FeatureCollection of building points; properties "
@@ -232,6 +279,7 @@ def building_distances(
 
 
 @router.get("/coverage/{run_id}/completeness", operation_id="get_life_circle_completeness",
+            response_model=list[AreaCompleteness],
             summary="Life-circle completeness (GB 50180-2018): share of residents within 5/10/15 "
             "minutes of every required kind, and the kinds each area lacks.")
 def life_circle_completeness(
@@ -253,7 +301,7 @@ def create_siting(
     return _queue(request, response, conn, "siting", body.model_dump())
 
 
-@router.get("/siting/{run_id}", operation_id="get_siting_run",
+@router.get("/siting/{run_id}", operation_id="get_siting_run", response_model=SitingResult,
             summary="A siting run's suggested sites.",
             response_description="{run_id, summary, sites: FeatureCollection of points with "
             "method, rank, gain_residents, cumulative_residents}")

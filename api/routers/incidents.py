@@ -26,8 +26,10 @@ from api.incident_schemas import (
     OverdueIncident,
     PhotoOut,
     RerouteOut,
+    Rollup,
     StatsCollection,
     StepStats,
+    SuperviseOut,
     TransitionOut,
     UrgeOut,
 )
@@ -234,7 +236,7 @@ def escalate_incidents(request: Request, principal: Principal = Depends(current_
 
 
 @router.post("/incidents/supervise", operation_id="supervise_overdue_incidents",
-             response_model=list[dict[str, Any]],
+             response_model=list[SuperviseOut],
              summary="市委督单: the city command centre supervises every overdue case of its "
              "districts (403 below city level)")
 def supervise_overdue_incidents(request: Request,
@@ -244,7 +246,7 @@ def supervise_overdue_incidents(request: Request,
                                  scope=scope_of(request))
 
 
-@router.get("/incidents/rollup", operation_id="incident_rollup", response_model=dict[str, Any],
+@router.get("/incidents/rollup", operation_id="incident_rollup", response_model=Rollup,
             summary="Statistics rolled up per district and per city")
 def incident_rollup(request: Request, start: datetime | None = None,
                     end: datetime | None = None,
@@ -253,7 +255,7 @@ def incident_rollup(request: Request, start: datetime | None = None,
 
 
 @router.post("/incidents/{incident_id}/supervise", operation_id="supervise_incident",
-             response_model=dict[str, Any],
+             response_model=SuperviseOut,
              summary="市委督单: the city command centre supervises one case of any district")
 def supervise_incident(incident_id: int, body: NoteIn, request: Request,
                        principal: Principal = Depends(current_principal)) -> Any:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 
 import anyio
 from fastapi import APIRouter, FastAPI, Request, Response
+from pydantic import BaseModel, Field
 
 from api.dependencies import file_report
 from api.georeport import FORMATS, Open311Route, PathCORS, answer, error_answer, fmt_of
@@ -42,8 +43,71 @@ SPEC = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-12-02T00:00:00Z"  # when this endpoint's behaviour last changed
 MAX_PAGE_SIZE = 1000
 MAX_RADIUS_M = 50_000.0
-XML_JSON = {200: {"content": {"application/json": {}, "text/xml": {}},
+
+
+class Endpoint(BaseModel):
+    specification: str = Field(description="The specification's URL (GeoReport v2).")
+    url: str = Field(description="The endpoint's base URL.")
+    changeset: str = Field(description="When its behaviour last changed (ISO 8601).")
+    type: str = Field(description="production, test, ...")
+    formats: list[str] = Field(description="Media types it answers in.")
+
+
+class Discovery(BaseModel):
+    changeset: str = Field(description="When this endpoint's behaviour last changed (ISO 8601).")
+    contact: str
+    key_service: str = Field(description="How to get an api_key.")
+    endpoints: list[Endpoint]
+
+
+class Service(BaseModel):
+    service_code: str = Field(description="The incident category code.")
+    service_name: str
+    description: str
+    metadata: bool = Field(description="Whether the service has extra attributes (never).")
+    type: str = Field(description="realtime.")
+    keywords: str
+    group: str
+
+
+class ServiceDefinition(BaseModel):
+    service_code: str
+    attributes: list[dict[str, Any]] = Field(description="Extra attributes (none).")
+
+
+class ServiceRequest(BaseModel):
+    service_request_id: str
+    status: str = Field(description="open or closed.")
+    status_notes: str | None
+    service_name: str
+    service_code: str
+    description: str | None
+    agency_responsible: str = Field(description="The departments responsible.")
+    service_notice: str
+    requested_datetime: str | None = Field(description="When reported (ISO 8601, UTC).")
+    updated_datetime: str | None = Field(description="Last change (ISO 8601, UTC).")
+    expected_datetime: str | None = Field(description="Resolution deadline (ISO 8601, UTC).")
+    address: str | None
+    address_id: str | None = Field(description="Always null.")
+    zipcode: str | None = Field(description="Always null.")
+    lat: float | None = Field(description="Latitude (WGS 84 degrees).")
+    long: float | None = Field(description="Longitude (WGS 84 degrees).")
+    media_url: str | None
+
+
+class CreatedRequest(BaseModel):
+    service_request_id: str
+    service_notice: str = Field(description="Received, or the case it was merged into.")
+    account_id: str | None = Field(description="Always null.")
+
+
+def _xml_json(model: Any) -> dict[int | str, dict[str, Any]]:
+    """A 200 answered in JSON (documented by ``model``) or XML, as the path's extension says."""
+    return {200: {"model": model, "content": {"application/json": {}, "text/xml": {}},
                   "description": "JSON or XML, as the path's extension says."}}
+
+
+XML_JSON = _xml_json(list[ServiceRequest])
 
 
 def install_cors(app: FastAPI) -> None:
@@ -138,7 +202,8 @@ def _whole(q: Any, field: str, default: int) -> int:
     return int(raw)
 
 
-@router.get("/discovery.{fmt}", operation_id="open311_discovery", responses=XML_JSON,
+@router.get("/discovery.{fmt}", operation_id="open311_discovery",
+            responses=_xml_json(Discovery),
             summary="GeoReport v2 discovery: the endpoint, its specification and formats")
 def discovery(fmt: str, request: Request) -> Response:
     fmt = _fmt(fmt)
@@ -152,7 +217,8 @@ def discovery(fmt: str, request: Request) -> Response:
                        "formats": ["text/xml", "application/json"]}]})
 
 
-@router.get("/v2/services.{fmt}", operation_id="open311_services", responses=XML_JSON,
+@router.get("/v2/services.{fmt}", operation_id="open311_services",
+            responses=_xml_json(list[Service]),
             summary="GeoReport v2 service list: the incident categories")
 def services(fmt: str, request: Request) -> Response:
     fmt = _fmt(fmt)
@@ -167,7 +233,7 @@ def services(fmt: str, request: Request) -> Response:
 
 
 @router.get("/v2/services/{service_code}.{fmt}", operation_id="open311_service_definition",
-            responses=XML_JSON,
+            responses=_xml_json(ServiceDefinition),
             summary="GeoReport v2 service definition (no extra attributes: metadata is false)")
 def service_definition(service_code: str, fmt: str, request: Request) -> Response:
     fmt = _fmt(fmt)
@@ -276,7 +342,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 @router.post("/v2/requests.{fmt}", operation_id="open311_post_request", status_code=201,
-             responses={201: XML_JSON[200]},
+             responses={201: _xml_json(list[CreatedRequest])[200]},
              summary="GeoReport v2: create a service request (form or JSON body): api_key, "
              "service_code, lat/long or an address_string of a known building, description, "
              "media_url, ...")

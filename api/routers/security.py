@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Path, Request
@@ -91,6 +92,56 @@ class NewApiKey(BaseModel):
                                   description="The area of a key with a role.")
 
 
+class UserAccount(BaseModel):
+    id: int
+    username: str
+    role: str
+    area_code: str | None = Field(None, description="The area the account works in.")
+    department_id: int | None = None
+    active: bool
+    created_at: datetime
+    disabled_at: datetime | None = None
+    tokens_valid_after: datetime | None = Field(
+        None, description="Tokens issued before this instant are refused.")
+
+
+class UserActive(BaseModel):
+    id: int
+    username: str
+    active: bool
+
+
+class TokensRevoked(BaseModel):
+    id: int
+    username: str
+    tokens_valid_after: datetime | None = Field(
+        None, description="Tokens issued before this instant are refused.")
+
+
+class ApiKeyInfo(BaseModel):
+    name: str
+    key_prefix: str = Field(description="The key's first characters.")
+    scopes: list[str]
+    role: str | None = None
+    area_code: str | None = None
+    rate_per_minute: int = Field(description="Requests allowed per minute.")
+    created_at: datetime
+    rotated_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class ApiKeyRevoked(BaseModel):
+    name: str
+    revoked_at: datetime
+
+
+class RotatedApiKey(BaseModel):
+    name: str
+    api_key: str = Field(description="The new key: shown this once, stored only as a hash.")
+    scopes: list[str]
+    role: str | None = None
+
+
 @router.post("/token", response_model=Token, operation_id="issue_token",
              summary="OAuth2 password flow: exchange username and password for a JWT")
 def token(
@@ -156,7 +207,7 @@ def make_api_key(
     return {"name": body.name, "api_key": key, "scopes": body.scopes, "role": body.role}
 
 
-@router.get("/users", operation_id="list_users", response_model=list[dict[str, Any]],
+@router.get("/users", operation_id="list_users", response_model=list[UserAccount],
             summary="List accounts (admin); never their passwords")
 def users(conn: Connection = CONNECTION) -> Any:
     return accounts.list_users(conn)
@@ -166,7 +217,7 @@ Username = Annotated[str, Path(max_length=64)]
 
 
 @router.post("/users/{username}/disable", operation_id="disable_user",
-             response_model=dict[str, Any],
+             response_model=UserActive,
              summary="Disable an account (admin); its tokens stop working at once")
 def disable(username: Username, request: Request, conn: Connection = CONNECTION) -> Any:
     out = accounts.set_active(conn, username, False)
@@ -175,7 +226,7 @@ def disable(username: Username, request: Request, conn: Connection = CONNECTION)
 
 
 @router.post("/users/{username}/enable", operation_id="enable_user",
-             response_model=dict[str, Any], summary="Enable a disabled account (admin)")
+             response_model=UserActive, summary="Enable a disabled account (admin)")
 def enable(username: Username, request: Request, conn: Connection = CONNECTION) -> Any:
     out = accounts.set_active(conn, username, True)
     forget_credentials(request.app)
@@ -183,7 +234,7 @@ def enable(username: Username, request: Request, conn: Connection = CONNECTION) 
 
 
 @router.post("/users/{username}/revoke-tokens", operation_id="revoke_user_tokens",
-             response_model=dict[str, Any],
+             response_model=TokensRevoked,
              summary="Refuse every token issued to an account so far (admin)")
 def revoke_user_tokens(username: Username, request: Request,
                        conn: Connection = CONNECTION) -> Any:
@@ -192,14 +243,14 @@ def revoke_user_tokens(username: Username, request: Request,
     return out
 
 
-@router.get("/api-keys", operation_id="list_api_keys", response_model=list[dict[str, Any]],
+@router.get("/api-keys", operation_id="list_api_keys", response_model=list[ApiKeyInfo],
             summary="List API keys (admin): name, first characters, scopes, role, state")
 def api_keys(conn: Connection = CONNECTION) -> Any:
     return accounts.list_api_keys(conn)
 
 
 @router.post("/api-keys/{name}/revoke", operation_id="revoke_api_key",
-             response_model=dict[str, Any], summary="Revoke an API key (admin)")
+             response_model=ApiKeyRevoked, summary="Revoke an API key (admin)")
 def revoke_key(name: Annotated[str, Path(max_length=64)], request: Request,
                conn: Connection = CONNECTION) -> Any:
     out = accounts.revoke_api_key(conn, name)
@@ -208,7 +259,7 @@ def revoke_key(name: Annotated[str, Path(max_length=64)], request: Request,
 
 
 @router.post("/api-keys/{name}/rotate", operation_id="rotate_api_key",
-             response_model=dict[str, Any],
+             response_model=RotatedApiKey,
              summary="Give an API key a new value (admin); the old one stops; shown once")
 def rotate_key(name: Annotated[str, Path(max_length=64)], request: Request,
                conn: Connection = CONNECTION) -> Any:
