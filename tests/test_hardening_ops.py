@@ -96,9 +96,10 @@ def _georeport(r, status: int) -> None:
 
 
 def test_open311_401_and_429_are_in_the_georeport_error_format(open311):
-    """Today: {"error": ..., "detail": ...} from the access policy and the rate limiter."""
+    """Today: {"error": ..., "detail": ...} from the access policy and the rate limiter. A
+    missing api_key is GeoReport v2's 403 ("api_key was not provided or is invalid")."""
     client, key = open311
-    _georeport(client.post("/open311/v2/requests.json", data={"service_code": "rubbish"}), 401)
+    _georeport(client.post("/open311/v2/requests.json", data={"service_code": "rubbish"}), 403)
     client.get("/open311/v2/services.json", params={"api_key": key})
     _georeport(client.post("/open311/v2/requests.json",
                            data={"api_key": key, "service_code": "rubbish", "lat": "26.05",

@@ -30,7 +30,8 @@ LEVELS = {"district": "区", "street": "街道", "community": "社区", "grid": 
           "department": "部门"}
 RUN_KINDS = {"circles": "服务圈", "coverage": "覆盖分析", "siting": "选址建议"}
 SITING_METHODS = {"mclp": "最大覆盖模型", "greedy": "贪心算法"}
-RUN_STATUS = {"running": "运行中", "finished": "已完成", "failed": "失败", "done": "已完成"}
+RUN_STATUS = {"queued": "排队中", "running": "运行中", "finished": "已完成", "failed": "失败",
+              "done": "已完成"}
 
 TEXT = {
     "app": "网格化社会治理控制台",

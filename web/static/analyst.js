@@ -80,18 +80,29 @@
     }
   }
 
+  // A run is queued (202) and computed in the background: poll it, showing its progress.
   async function start(kind, body, url) {
     const p = document.getElementById("progress");
-    p.textContent = `${M.run_kinds[kind]}：${M.run_status.running}…`;
+    const label = (r) => `${M.run_kinds[kind]}：${M.run_status[r.status] || r.status}` +
+      ` ${Math.round(100 * (r.progress || 0))}%`;
+    p.textContent = `${M.run_kinds[kind]}：${M.run_status.queued || M.run_status.running}…`;
     const t0 = performance.now();
-    const tick = setInterval(() => { p.textContent = `${M.run_kinds[kind]}：${M.run_status.running} ${((performance.now() - t0) / 1000).toFixed(0)} s`; runs().catch(() => {}); }, 2000);
     try {
-      await api("POST", url, body);
-      clearInterval(tick);
+      let run = await api("POST", url, body);
+      while (!["done", "finished", "failed"].includes(run.status)) {
+        await new Promise((ok) => setTimeout(ok, 1000));
+        run = await api("GET", `/v1/circles/runs/${run.id}`);
+        p.textContent = `${label(run)}（${((performance.now() - t0) / 1000).toFixed(0)} s）`;
+        runs().catch(() => {});
+      }
+      if (run.status === "failed") {
+        p.textContent = `${M.run_kinds[kind]}：${M.run_status.failed || run.status}` +
+          `${run.summary && run.summary.error ? "：" + run.summary.error : ""}`;
+        return;
+      }
       p.textContent = `${M.run_kinds[kind]}：${M.run_status.done}（${((performance.now() - t0) / 1000).toFixed(1)} s）`;
       await showLatest(await runs());
     } catch (e) { p.textContent = problemText(e); }
-    finally { clearInterval(tick); }
   }
   document.getElementById("start-circles").addEventListener("click", () => start("circles", {}, "/v1/circles/runs"));
   document.getElementById("start-coverage").addEventListener("click", () => start("coverage", {}, "/v1/circles/coverage"));
