@@ -19,11 +19,11 @@ import httpx
 import pytest
 from PIL import Image
 from sqlalchemy import text
+from test_scoping import AREA_SQL
 
 from api.main import create_app
 from geo.auth.service import AuthSettings
 from geo.core.db import make_engine
-from tests.test_scoping import AREA_SQL
 
 HOLD_S = 2.0
 

@@ -15,9 +15,9 @@ import pytest
 import shapely
 from shapely.geometry import mapping
 from sqlalchemy import text
+from test_planning_api import C1, api, city_template, grids, split_line  # noqa: F401
 
 from geo.planning import PlanningSettings
-from tests.test_planning_api import C1, api, city_template, grids, split_line  # noqa: F401
 
 FUTURE = "2031-01-01T00:00:00+08:00"
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import text
-
-from tests.test_scoping import W1A, World, new_case, status_of, world  # noqa: F401
+from test_scoping import W1A, World, new_case, status_of, world  # noqa: F401
 
 TO_FEEDBACK = ("checked_in", "consulting", "in_progress", "feedback")
 
@@ -67,8 +66,9 @@ def test_sla_below_one_working_hour_refused(world: World) -> None:
 
 
 def test_district_wide_settings_need_a_district_area_and_are_audited(world: World) -> None:
+    from test_scoping import AUTH
+
     from geo.auth.service import create_user
-    from tests.test_scoping import AUTH
 
     r = world.client.put("/v1/incident-categories/noise/departments", json={"departments": [
         "sanitation"]}, headers=world.headers["planner"])  # a street-level planner
