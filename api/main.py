@@ -90,6 +90,10 @@ def create_app(
         listener = start_lookup_listener(app.state.engine) if ScaleSettings().lookup_listen \
             else None
         yield
+        for module in ROUTERS:  # e.g. the analysis runner of this engine stops with the app
+            shutdown = getattr(module, "on_shutdown", None)
+            if shutdown:
+                shutdown(app)
         if listener:
             listener.stop()
         app.state.rate_limiter.close()

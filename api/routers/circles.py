@@ -23,12 +23,17 @@ from api.schemas import FeatureCollection, GeoJSONAnswer
 from geo.circles.build import circles_geojson
 from geo.circles.completeness import completeness
 from geo.circles.coverage import coverage_by_level, distances_geojson, uncovered_geojson
-from geo.circles.queue import check_request, enqueue, runner_for
+from geo.circles.queue import check_request, enqueue, runner_for, stop_runner
 from geo.circles.runs import CircleSettings, count_runs, get_run, list_runs
 from geo.circles.siting import sites
 
 router = APIRouter(prefix="/v1/circles", tags=["circles"], route_class=PolicyRoute)
 circle_settings = AppSettings(CircleSettings, "circle_settings")
+
+
+def on_shutdown(app: Any) -> None:
+    """The engine's analysis runner stops with the app (a queued run waits for the next)."""
+    stop_runner(app.state.engine)
 
 
 def on_startup(app: Any) -> None:
