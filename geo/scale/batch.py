@@ -32,9 +32,8 @@ from sqlalchemy import Engine
 from geo.core.codes import street_of
 from geo.core.errors import InvalidInput, Problem
 from geo.data.coords import normalise_crs, to_wgs84
+from geo.lookup.files import coordinate_columns  # the single-process command's column rule
 
-LON_NAMES = ("lon", "lng", "longitude", "x")
-LAT_NAMES = ("lat", "latitude", "y")
 HILBERT_LEVEL = 16
 OUT_COLUMNS = ("grid_code", "community_code", "street_code", "lookup_status")
 
@@ -54,18 +53,6 @@ def dask_client(address: str | None = None, *, workers: int = 2,
                       processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client
-
-
-def coordinate_columns(columns: list[str]) -> tuple[str, str]:
-    """The lon and lat column names (as the single-process command recognises them)."""
-    lower = {c.lower(): c for c in columns}
-    lon = next((lower[c] for c in LON_NAMES if c in lower), None)
-    lat = next((lower[c] for c in LAT_NAMES if c in lower), None)
-    if lon is None or lat is None:
-        raise InvalidInput("CSV needs lon and lat columns",
-                           [Problem(reason="column missing", field="lon" if lon is None
-                                    else "lat")])
-    return lon, lat
 
 
 def _wgs84(part: pd.DataFrame, lon: str, lat: str, crs: str) -> tuple[np.ndarray, np.ndarray]:
