@@ -182,12 +182,7 @@ async def resolve_principal(request: Request) -> Principal:
     settings: AuthSettings = request.app.state.auth_settings
     token = _bearer_token(request)
     if token:
-        principal = principal_from_token(token, settings)
-        await _still_valid(request, principal, settings)
-        per_minute = (settings.resident_rate_per_minute if principal.role == "resident"
-                      else settings.user_rate_per_minute)
-        _count(request, f"user:{principal.name}", per_minute)
-        return principal
+        return await _signed_in(request, principal_from_token(token, settings), settings)
     basic = basic_credentials(request)
     if basic is not None:
         return await basic_principal(request, basic[0], basic[1], settings)
@@ -210,7 +205,19 @@ async def resolve_principal(request: Request) -> Principal:
         principal, per_minute = await verified_key(request, key, settings)
         _count(request, principal.name, per_minute)
         return principal
-    return session_principal(request, settings) or ANONYMOUS
+    session = session_principal(request, settings)
+    return await _signed_in(request, session, settings) if session is not None else ANONYMOUS
+
+
+async def _signed_in(request: Request, principal: Principal, settings: AuthSettings) -> Principal:
+    """A user of a token, sent as a bearer or the console's session cookie alike: refused when
+    the account is disabled or its tokens revoked; counted against the user's (or the
+    stricter resident's) rate."""
+    await _still_valid(request, principal, settings)
+    per_minute = (settings.resident_rate_per_minute if principal.role == "resident"
+                  else settings.user_rate_per_minute)
+    _count(request, f"user:{principal.name}", per_minute)
+    return principal
 
 
 # ---------------------------------------------------------------- the console's session cookie

@@ -362,3 +362,20 @@ def test_demo_people_sign_in_to_their_views(world: Any) -> None:
         assert me["role"] == role and path.endswith(f"next={me['home']}")
         assert client.get(me["home"]).status_code == 200
     client.cookies.clear()
+
+
+def test_a_disabled_accounts_session_cookie_stops_working(world: Any) -> None:
+    """The cookie carries the same token as a bearer: disabling the account ends it too."""
+    from api.security import forget_credentials
+    from geo.auth.accounts import set_active
+
+    client, eng, _ = world
+    with eng.begin() as c:
+        create_user(c, "gone", PASSWORD, "resident", settings=AUTH)
+    _session(client, "gone")
+    assert client.get("/v1/auth/me").json()["name"] == "gone"
+    with eng.begin() as c:
+        set_active(c, "gone", False)
+    forget_credentials(client.app)
+    assert client.get("/v1/auth/me").status_code == 401
+    client.cookies.clear()
