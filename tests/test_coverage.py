@@ -18,11 +18,11 @@ from geo.circles.build import build_circles
 from geo.circles.coverage import (
     coverage_by_level,
     export_uncovered,
-    kind_shares,
     run_coverage,
     uncovered_geojson,
 )
 from geo.circles.runs import CircleSettings
+from geo.circles.shares import kind_shares
 
 X0, Y0 = ORIGIN_M
 TO_M = Transformer.from_crs(4326, 32650, always_xy=True)

@@ -553,7 +553,7 @@ def test_api_pages_in_browser(browser, city_engine) -> None:
             r = client.get(path)
             assert r.status_code == 200, r.text[:500]
             assert r.headers["content-type"].startswith("text/html")
-        assert client.get("/maps/grids?within=12").status_code == 422
+        assert client.get("/maps/grids?within=123").status_code == 422  # no level has 3 digits
         spec = client.get("/openapi.json").json()["paths"]
         assert spec["/maps/grids"]["get"]["operationId"] == "map_grids"
 
@@ -605,8 +605,8 @@ def test_cli_writes_standalone_pages(city_engine, tmp_path: Path, monkeypatch) -
         # Every grid of the fixture is in the page's data.
         for g in _grids()["code"]:
             assert f'"{g}"' in page
-    res = runner.invoke(app, ["map", "grids", "--within", "12", "--out", str(tmp_path / "x.html")])
-    assert res.exit_code == 1 and "6, 9 or 12 digits" in res.output
+    res = runner.invoke(app, ["map", "grids", "--within", "123", "--out", str(tmp_path / "x.html")])
+    assert res.exit_code == 1 and "2, 4, 6, 9 or 12 digits" in res.output
 
 
 @pytest.mark.parametrize("ttl, sees_rename", [(3600, False), (0, True)])

@@ -126,14 +126,16 @@ def register(body: RegisterIn, request: Request,
     return {"id": uid, "username": body.username, "role": "resident"}
 
 
-Within = Query(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
-               description="Only this area (6-15 digit code), narrowed to the caller's own.")
+Within = Query(None, pattern=r"^[0-9]{2}([0-9]{2}([0-9]{2}([0-9]{3}){0,3})?)?$",
+               description="Only this area (a 2-digit province, 4-digit city or 6-15 digit "
+               "code), narrowed to the caller's own.")
 
 
 @router.get("/counts", operation_id="console_counts", response_model=list[dict[str, Any]],
             summary="Open cases by SLA state (green/amber/red) and cases closed in the last "
-            "30 days, per street, community, grid or department")
-def counts(request: Request, by: Literal["street", "community", "grid", "department"] = "street",
+            "30 days, per city, district, street, community, grid or department")
+def counts(request: Request,
+           by: Literal["city", "district", "street", "community", "grid", "department"] = "street",
            within: str | None = Within, conn: Connection = CONNECTION) -> Any:
     return dashboard.counts(conn, by=by, scope=scope_of(request),
                             within=area_within(request, within))
@@ -159,9 +161,9 @@ def points(request: Request, since: datetime | None = None, within: str | None =
 
 
 @router.get("/basemap/{level}", operation_id="console_basemap", response_model=dict[str, Any],
-            summary="Street, community or grid boundaries of the caller's area, simplified for "
-            "display (GeoJSON, WGS 84, 5 decimals)")
-def basemap(level: Literal["street", "community", "grid"], request: Request,
+            summary="District, street, community or grid boundaries of the caller's area, "
+            "simplified for display (GeoJSON, WGS 84, 5 decimals)")
+def basemap(level: Literal["district", "street", "community", "grid"], request: Request,
             within: str | None = Within) -> Response:
     area = area_within(request, within)
     key = (level, area)

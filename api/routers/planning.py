@@ -197,6 +197,8 @@ class GenerationOut(BaseModel):
     created_at: datetime = Field(description="When it was written.")
     author: str | None = Field(description="Who made it (user:NAME or api_key:NAME).")
     note: str | None = Field(description="Free text note.")
+    districts: list[str] | None = Field(
+        None, description="The 6-digit district codes it changed (null: not recorded).")
     scheduled: bool = Field(description="True while effective_from is in the future.")
     in_force: bool = Field(description="True for the generation in force now.")
     operation: str | None = Field(description="The planning operation, if any.")

@@ -33,6 +33,7 @@ from geo.circles.runs import (
     metric_srid,
     read_copy,
 )
+from geo.circles.shares import kind_shares_summary
 from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
 
@@ -146,7 +147,7 @@ def run_coverage(
     summary = _totals(conn, run_id)
     summary["join_s"] = round(join_s, 3)
     summary["write_s"] = round(write_s, 3)
-    summary["kind_shares"] = kind_shares(conn, settings)
+    summary.update(kind_shares_summary(conn, settings))
     finish_run(conn, run_id, summary, params, cr)
     return run_id
 
@@ -198,7 +199,7 @@ def _distance_coverage(
     summary.update({k: round(v, 3) for k, v in timings.items()})
     summary["distances_s"] = round(t1 - t0, 3)
     summary["write_s"] = round(time.perf_counter() - t1, 3)
-    summary["kind_shares"] = kind_shares(conn, settings)
+    summary.update(kind_shares_summary(conn, settings))
     finish_run(conn, run_id, summary, params)
     return run_id
 
@@ -256,57 +257,6 @@ def coverage_by_level(
             round(d["residents_covered"] / d["residents"], 4) if d["residents"] else None
         )
         out.append(d)
-    return out
-
-
-def kind_shares(conn: Connection, settings: CircleSettings) -> list[dict[str, Any]]:
-    """For each station kind, the share of communities and of streets holding one, vs targets.
-
-    A station belongs to its ``community_code``, or, lacking one, to the community it lies in.
-    """
-    rows = conn.execute(
-        text(
-            """
-            WITH sc AS (
-                SELECT s.kind, coalesce(s.community_code, a.code) AS community
-                FROM station s LEFT JOIN area_current a
-                  ON s.community_code IS NULL AND a.level = 'community'
-                 AND ST_Intersects(a.geom, s.location)
-            ), n AS (
-                SELECT count(*) FILTER (WHERE level = 'community') AS communities,
-                       count(*) FILTER (WHERE level = 'street') AS streets
-                FROM area_current
-            )
-            SELECT k.code AS kind,
-                   count(DISTINCT sc.community) FILTER (WHERE sc.community IN
-                       (SELECT code FROM area_current WHERE level = 'community'))
-                     AS communities_with,
-                   count(DISTINCT left(sc.community, 9)) FILTER (WHERE left(sc.community, 9) IN
-                       (SELECT code FROM area_current WHERE level = 'street')) AS streets_with,
-                   max(n.communities) AS communities, max(n.streets) AS streets
-            FROM station_kind k LEFT JOIN sc ON sc.kind = k.code CROSS JOIN n
-            GROUP BY k.code ORDER BY k.code
-            """
-        )
-    ).mappings()
-    out = []
-    for r in rows:
-        c, s = int(r["communities"] or 0), int(r["streets"] or 0)
-        target = settings.kind_targets.get(r["kind"], {})
-        cs = round(r["communities_with"] / c, 4) if c else None
-        ss = round(r["streets_with"] / s, 4) if s else None
-        item = {
-            "kind": r["kind"], "communities_with": int(r["communities_with"]), "communities": c,
-            "community_share": cs, "streets_with": int(r["streets_with"]), "streets": s,
-            "street_share": ss,
-        }
-        if target:
-            item["community_target"] = target.get("community")
-            item["street_target"] = target.get("street")
-            item["meets_targets"] = bool(
-                (cs or 0) >= target.get("community", 0) and (ss or 0) >= target.get("street", 0)
-            )
-        out.append(item)
     return out
 
 

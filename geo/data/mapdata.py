@@ -24,7 +24,6 @@ from geo.core.codes import level_of, street_of
 from geo.core.errors import InvalidInput, Problem
 from geo.data.crs import metres_to_degrees
 
-AREA_LEVELS = ("district", "street", "community", "grid")
 CLOSED_STATUSES = ("resolved", "closed", "rejected", "cancelled", "archived", "duplicate")
 # Steps of the incident loop (0004) in which the case is still being worked on.
 WORKING_STATUSES = ("reported", "checked_in", "consulting", "in_progress")
@@ -62,10 +61,11 @@ def _has_table(conn: Connection, table: str) -> bool:
 
 
 def _check_prefix(code: str | None) -> None:
-    if code is not None and (not code.isdigit() or level_of(code) not in AREA_LEVELS):
+    if code is not None and (not code.isdigit() or level_of(code) is None):
         raise InvalidInput(
-            "area code must be 6, 9 or 12 digits (or a 15-digit grid)",
-            [Problem(reason="not a district, street, community or grid code", field="within")],
+            "area code must be 2, 4, 6, 9 or 12 digits (or a 15-digit grid)",
+            [Problem(reason="not a province, city, district, street, community or grid code",
+                     field="within")],
         )
 
 

@@ -19,7 +19,8 @@ from geo.core.errors import InvalidInput, NotFound, Problem
 from geo.incidents.cases import scope_where
 
 TZ = "Asia/Shanghai"
-LEVELS = {"street": "i.street_code", "community": "i.community_code", "grid": "i.grid_code"}
+LEVELS = {"city": "left(i.district_code, 4)", "district": "i.district_code",
+          "street": "i.street_code", "community": "i.community_code", "grid": "i.grid_code"}
 # 2+5+N (DESIGN.md): one leader, one responsible cadre, the five officers, N >= 1 workers.
 OFFICERS = ("community_police", "urban_management", "market_supervisor", "judicial_mediator",
             "community_medic")
@@ -39,10 +40,11 @@ def _where(scope: Scope, params: dict[str, Any], within: str | None) -> list[str
 def counts(conn: Connection, *, by: str = "street", scope: Scope = EVERYTHING,
            within: str | None = None, closed_days: int = 30,
            now: datetime | None = None) -> list[dict[str, Any]]:
-    """Per street / community / grid / department: open cases by SLA state (green, amber, red)
-    and cases closed in the last ``closed_days`` days, with the area's or department's name."""
+    """Per city / district / street / community / grid / department: open cases by SLA state
+    (green, amber, red) and cases closed in the last ``closed_days`` days, with the area's or
+    department's name."""
     if by not in (*LEVELS, "department"):
-        raise InvalidInput("by is street, community, grid or department",
+        raise InvalidInput("by is city, district, street, community, grid or department",
                            [Problem(reason=f"unknown '{by}'", field="by")])
     now = now or datetime.now(UTC)
     params: dict[str, Any] = {"now": now, "since": now - timedelta(days=closed_days)}

@@ -8,7 +8,10 @@
   const m = WG.map("map");
   const cases = new Map(); // id -> {row}
   let since = null;
-  let countsBy = "street";
+  // A city's or province's commander (or one with no area) looks at districts first.
+  const AREA = document.body.dataset.area || "";
+  const WIDE = AREA.length <= 4;
+  let countsBy = WIDE ? "district" : "street";
   // Clusters by Supercluster (tens of thousands of cases in tens of ms); each cluster carries
   // its worst SLA state and how many of its cases are overdue, and is coloured by the worst.
   const index = new Supercluster({
@@ -174,8 +177,8 @@
     WG.mark("start");
     await Promise.all([
       // A district's grids are drawn from zoom 14; a street's or community's at once.
-      WG.basemap(m, ["grid", "community", "street"], openGrid,
-        (document.body.dataset.area || "").length >= 9 ? [] : ["grid"])
+      WG.basemap(m, WIDE ? ["grid", "community", "street", "district"] : ["grid", "community", "street"],
+        openGrid, AREA.length >= 9 ? [] : WIDE ? ["grid", "community"] : ["grid"])
         .then((base) => { window.commander.base = base; WG.mark("basemap"); WG.buildings(m); }),
       poll().then(() => WG.mark("points")), counts().then(() => WG.mark("counts")),
       trend().then(() => WG.mark("trend"))]);

@@ -99,6 +99,7 @@ const WG = (() => {
     return m;
   }
   const LEVEL_STYLE = {
+    district: { color: "#1b2631", weight: 3.5, fill: false },
     street: { color: "#34495e", weight: 2.5, fill: false },
     community: { color: "#7f8c8d", weight: 1.2, dashArray: "4 3", fill: false },
     grid: { color: "#2c7fb8", weight: 0.8, fillColor: "#dbe9f6", fillOpacity: 0.35 },
@@ -127,7 +128,7 @@ const WG = (() => {
     const got = await Promise.all(now.map((l) => api("GET", "/v1/console/basemap/" + l)));
     mark("basemap-fetched");
     now.forEach((level, i) => { out[level] = draw(level, got[i]); });
-    const any = out.grid || out.community || out.street;
+    const any = out.grid || out.community || out.street || out.district;
     if (any && any.getLayers().length) m.fitBounds(any.getBounds(), { padding: [10, 10] });
     for (const level of lazy) {
       let loading = null;
