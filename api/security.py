@@ -33,7 +33,12 @@ from api.bodies import JsonGuardMiddleware
 from api.dependencies import pooled_connection
 from api.errors import answer
 from geo.auth.accounts import token_still_valid, user_state
-from geo.auth.limits import SharedRateLimiter
+from geo.auth.limits import (
+    SharedRateLimiter,
+    failed_logins,
+    record_failed_login,
+    seconds_left,
+)
 from geo.auth.service import (
     ANONYMOUS,
     AuthSettings,
@@ -360,16 +365,38 @@ async def basic_principal(request: Request, username: str, password: str,
     if hit and hit[0] > now:
         return hit[1]
     principal = await anyio.to_thread.run_sync(
-        _authenticate, request.app.state.engine, username, password)
+        password_sign_in, request.app.state.engine, username, password,
+        client_address(request), settings)
     if len(cache) > 10_000:
         cache.clear()
     cache[digest] = (now + settings.api_key_cache_seconds, principal, 0)
     return principal
 
 
-def _authenticate(engine: Engine, username: str, password: str) -> Principal:
+def client_address(request: Request) -> str:
+    """The client's address, as the failed sign-in throttle counts it."""
+    return request.client.host if request.client else "unknown"
+
+
+def password_sign_in(engine: Engine, username: str, password: str, address: str,
+                     settings: AuthSettings) -> Principal:
+    """A username and password checked under the failed sign-in throttle (``/v1/auth/token``
+    and HTTP Basic alike): 429 while the account or the address has had too many failures in
+    ``login_window_seconds`` (``geo.auth.limits``, shared by every worker); a failure is
+    counted (committed on its own) and answers 401."""
+    window = settings.login_window_seconds
     with engine.connect() as conn:
-        return authenticate(conn, username, password)
+        by_account, by_address = failed_logins(conn, username, address, window)
+        if by_account >= settings.login_failures_per_account \
+                or by_address >= settings.login_failures_per_address:
+            raise RateLimited(seconds_left(window), "too many failed sign-ins")
+        try:
+            return authenticate(conn, username, password)
+        except Unauthenticated as exc:
+            failure = exc
+    with engine.begin() as conn:
+        record_failed_login(conn, username, address, window)
+    raise failure
 
 
 def install_security(app: FastAPI, max_body_bytes: int, auth_settings: AuthSettings) -> None:

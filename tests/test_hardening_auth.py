@@ -74,6 +74,40 @@ def test_failed_sign_ins_are_throttled_per_address(engine):
         assert _login(client, "admin", "admin password").status_code == 429
 
 
+def _basic(user: str, password: str) -> dict:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_basic_auth_password_guesses_are_throttled_like_the_token_route(engine):
+    """Today: HTTP Basic checked passwords without counting failures (unlimited guesses).
+    The same per-account and per-address limits and store as /v1/auth/token; 429 answers are
+    GeoReport errors on Open311 paths."""
+    with _client(engine, login_failures_per_account=3, login_failures_per_address=6) as client:
+        for _ in range(3):
+            r = client.get("/v1/auth/me", headers=_basic("li", "a wrong guess"))
+            assert r.status_code == 401, r.text
+        r = client.get("/v1/auth/me", headers=_basic("li", "li's password"))
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0, r.text
+        assert _login(client, "li", "li's password").status_code == 429  # one shared count
+        assert client.get("/v1/auth/me", headers=_basic("wang", "wang's password")).json()[
+            "name"] == "wang"  # other accounts unaffected
+        for i in range(3):  # the address's count reaches 6 across other usernames
+            r = client.get("/open311/v2/requests.json", headers=_basic(f"nobody{i}", "guess"))
+            assert r.status_code == 403, r.text  # GeoReport's answer to bad credentials
+        r = client.get("/open311/v2/requests.json", headers=_basic("admin", "admin password"))
+        assert r.status_code == 429, r.text
+        body = r.json()
+        assert isinstance(body, list) and body[0]["code"] == 429 and body[0]["description"]
+    with engine.connect() as c:  # counted in the shared store (rate_counter), not in memory
+        from sqlalchemy import text
+
+        counts = dict(c.execute(text("SELECT bucket, count FROM rate_counter "
+                                     "WHERE bucket LIKE 'login-%'")).all())
+    assert counts["login-user:li"] == 3 and counts["login-addr:testclient"] == 6
+
+
 def test_unknown_and_known_users_cost_one_password_verification_each(engine, monkeypatch):
     """Today: an unknown username answered in 6 ms and a known one in 160 ms (argon2), which
     told which usernames exist. Now both verify one argon2 hash."""

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings
@@ -23,6 +23,7 @@ from api.schemas import FeatureCollection
 from api.uploads import saved_upload
 from geo import planning
 from geo.data.generations import list_generations
+from geo.planning.choices import NAME_MAX, TEAM_MAX
 
 AreaCode = Annotated[str, StringConstraints(max_length=64)]
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
@@ -37,29 +38,63 @@ class ChangeOut(BaseModel):
     buildings_moved: int = Field(description="Buildings whose grid changed.")
     warnings: list[dict[str, Any]] = Field(description="Balance-rule warnings (warn mode).")
     grids: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per new grid: name and responsible body (derived "
-        "from the grid it comes from), team_from (the grid whose 2+5+N team it carries) and "
-        "the team rule (leaders, cadres, officer_roles, workers, complete_2_5_n).")
+        default_factory=dict, description="Per new grid: name and responsible body (chosen in "
+        "the body's grids, else derived from the grid it comes from), team_from (the grid "
+        "whose 2+5+N team it carries by default) and the team rule of its team as written "
+        "(leaders, cadres, officer_roles, workers, complete_2_5_n).")
+
+
+class NewGridIn(BaseModel):
+    """What the caller chooses for one grid the change creates (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=NAME_MAX, description="The grid's name (no "
+                             "control characters; unique within the community, else 409). "
+                             "Default: derived from the grid it comes from (名称之1, 之2 ...).")
+    responsible_body: str | None = Field(None, max_length=NAME_MAX, description="Default: the "
+                                         "responsible body of the grid it comes from.")
+    team: list[int] | None = Field(None, max_length=TEAM_MAX, description=(
+        "grid_team_member ids of the closed grid(s)' 2+5+N team that go to this grid (the "
+        "preview lists them as parent_team). A member named for some new grids goes only to "
+        "those; members named nowhere stay with the default: every new grid gets a copy of "
+        "the team of the closed grid it overlaps most. An id not on that team → 422."))
+
+
+GridChoices = Annotated[dict[AreaCode, NewGridIn] | None, Field(
+    None, max_length=1000, description="Per new grid code (the codes the preview showed: DB11 "
+    "numbering is deterministic for the same state): name, responsible body, team. A code "
+    "the change does not create → 409 预览已过期 (stale preview), nothing written.")]
 
 
 class ChangeIn(BaseModel):
     effective_from: datetime | None = Field(
         None, description="When the change takes effect (ISO 8601); default now.")
 
+    def choices(self) -> dict[str, dict[str, Any]] | None:
+        """The ``grids`` field as plain dicts (only what was given), or None."""
+        chosen = getattr(self, "grids", None)
+        if not chosen:
+            return None
+        return {k: v.model_dump(exclude_none=True) for k, v in chosen.items()}
+
 
 class SplitIn(ChangeIn):
     code: str = Field(description="Grid code (15 digits) to split.", max_length=15)
     line: Geometry = Field(description="GeoJSON LineString (WGS 84) crossing the grid.")
+    grids: GridChoices = None
 
 
 class MergeIn(ChangeIn):
     codes: list[AreaCode] = Field(description="Adjacent grid codes of one community.",
                                   max_length=MAX_LIST_ITEMS)
+    grids: GridChoices = None
 
 
 class ReshapeIn(ChangeIn):
     geometries: dict[str, Geometry] = Field(
         description="{grid code: GeoJSON Polygon/MultiPolygon (WGS 84)}.", max_length=1000)
+    grids: GridChoices = None
 
 
 class ReassignIn(ChangeIn):
@@ -71,6 +106,7 @@ class AcceptIn(ChangeIn):
     community: str = Field(description="Community code (12 digits) the draft partitions.",
                            max_length=15)
     draft: FeatureCollectionIn = Field(description="The draft's GeoJSON FeatureCollection.")
+    grids: GridChoices = None
 
 
 class BuildingMove(BaseModel):
@@ -130,7 +166,7 @@ def split(body: SplitIn, request: Request,
           settings: Settings = Depends(planning_settings)) -> ChangeOut:
     require_area(request, body.code)
     return _out(planning.split_grid(conn, body.code, body.line,
-                                    effective_from=body.effective_from,
+                                    effective_from=body.effective_from, grids=body.choices(),
                                     settings=settings, author=_author(request)))
 
 
@@ -142,7 +178,8 @@ def merge(body: MergeIn, request: Request,
     for code in body.codes:
         require_area(request, code, field="codes")
     return _out(planning.merge_grids(conn, body.codes, effective_from=body.effective_from,
-                                     settings=settings, author=_author(request)))
+                                     grids=body.choices(), settings=settings,
+                                     author=_author(request)))
 
 
 @router.post("/reshape", operation_id="planning_reshape", response_model=ChangeOut,
@@ -152,7 +189,7 @@ def reshape(body: ReshapeIn, request: Request,
             settings: Settings = Depends(planning_settings)) -> ChangeOut:
     for code in body.geometries:
         require_area(request, code, field="geometries")
-    return _out(planning.reshape_grids(conn, body.geometries,
+    return _out(planning.reshape_grids(conn, body.geometries, grids=body.choices(),
                                        effective_from=body.effective_from,
                                        settings=settings, author=_author(request)))
 
@@ -240,4 +277,5 @@ def accept(body: AcceptIn, request: Request,
     require_area(request, body.community, field="community")
     return _out(planning.accept_draft(conn, body.community, body.draft,
                                       effective_from=body.effective_from,
+                                      grids_chosen=body.choices(),
                                       settings=settings, author=_author(request)))

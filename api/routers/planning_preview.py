@@ -43,6 +43,20 @@ class PreviewGrid(BaseModel):
     buildings: int
     status: str = Field(description="created, changed (reshaped) or touched (its buildings "
                         "change).")
+    team_from: str | None = Field(None, description="New grid: the closed grid whose team it "
+                                  "carries by default.")
+    team: dict[str, Any] | None = Field(None, description="New grid: the 2+5+N rule of the "
+                                        "team it would get (leaders, cadres, officer_roles, "
+                                        "workers, complete_2_5_n).")
+
+
+class TeamMember(BaseModel):
+    id: int = Field(description="grid_team_member id: what grids.{code}.team lists.")
+    grid_code: str = Field(description="The closed grid whose team the member is on.")
+    name: str
+    role: str = Field(description="grid_leader, responsible_cadre, community_police, "
+                      "urban_management, market_supervisor, judicial_mediator, "
+                      "community_medic, grid_worker or volunteer.")
 
 
 class PreviewProblem(BaseModel):
@@ -67,6 +81,8 @@ class PreviewOut(BaseModel):
     retired: list[str]
     changed: list[str]
     buildings_moved: int
+    parent_team: list[TeamMember] = Field(description="The 2+5+N team members of the grids the "
+                                          "change closes (offer them for grids.{code}.team).")
     grids: FeatureCollection[PreviewGrid] = Field(description="The would-be grids.")
     problems: FeatureCollection[PreviewProblem] = Field(
         description="Every problem of the checks, located (Point, WGS 84).")
@@ -77,7 +93,7 @@ class PreviewOut(BaseModel):
 def split(body: SplitIn, request: Request, conn: Connection = CONNECTION,
           settings: Settings = Depends(planning_settings)) -> dict[str, Any]:
     require_area(request, body.code)
-    return dry_run(planning.split_grid, conn, body.code, body.line,
+    return dry_run(planning.split_grid, conn, body.code, body.line, grids=body.choices(),
                    effective_from=body.effective_from, settings=settings)
 
 
@@ -88,7 +104,7 @@ def merge(body: MergeIn, request: Request, conn: Connection = CONNECTION,
     for code in body.codes:
         require_area(request, code, field="codes")
     return dry_run(planning.merge_grids, conn, body.codes, effective_from=body.effective_from,
-                   settings=settings)
+                   grids=body.choices(), settings=settings)
 
 
 @router.post("/reshape", operation_id="planning_preview_reshape", response_model=PreviewOut,
@@ -97,7 +113,7 @@ def reshape(body: ReshapeIn, request: Request, conn: Connection = CONNECTION,
             settings: Settings = Depends(planning_settings)) -> dict[str, Any]:
     for code in body.geometries:
         require_area(request, code, field="geometries")
-    return dry_run(planning.reshape_grids, conn, body.geometries,
+    return dry_run(planning.reshape_grids, conn, body.geometries, grids=body.choices(),
                    effective_from=body.effective_from, settings=settings)
 
 
@@ -120,4 +136,5 @@ def accept(body: AcceptIn, request: Request, conn: Connection = CONNECTION,
            settings: Settings = Depends(planning_settings)) -> dict[str, Any]:
     require_area(request, body.community, field="community")
     return dry_run(planning.accept_draft, conn, body.community, body.draft,
-                   effective_from=body.effective_from, settings=settings)
+                   grids_chosen=body.choices(), effective_from=body.effective_from,
+                   settings=settings)

@@ -11,19 +11,21 @@ from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION
 from api.policy import PolicyRoute, caller
-from api.security import RateLimited, current_principal, forget_credentials
+from api.security import (
+    client_address,
+    current_principal,
+    forget_credentials,
+    password_sign_in,
+)
 from geo.auth import accounts
-from geo.auth.limits import failed_logins, record_failed_login, seconds_left
 from geo.auth.service import (
     AuthSettings,
     Principal,
-    authenticate,
     create_api_key,
     create_user,
     issue_token,
     new_api_key,
 )
-from geo.core.errors import Unauthenticated
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=PolicyRoute)
 
@@ -147,23 +149,10 @@ class RotatedApiKey(BaseModel):
 def token(
     request: Request,
     form: PasswordForm = Depends(),
-    conn: Connection = CONNECTION,
 ) -> Token:
     settings: AuthSettings = request.app.state.auth_settings
-    engine = request.app.state.engine
-    address = request.client.host if request.client else "unknown"
-    window = settings.login_window_seconds
-    with engine.connect() as c:
-        by_account, by_address = failed_logins(c, form.username, address, window)
-    if by_account >= settings.login_failures_per_account \
-            or by_address >= settings.login_failures_per_address:
-        raise RateLimited(seconds_left(window), "too many failed sign-ins")
-    try:
-        principal = authenticate(conn, form.username, form.password)
-    except Unauthenticated:
-        with engine.begin() as c:  # kept although this request's transaction rolls back
-            record_failed_login(c, form.username, address, window)
-        raise
+    principal = password_sign_in(request.app.state.engine, form.username, form.password,
+                                 client_address(request), settings)
     return Token(access_token=issue_token(principal, settings))
 
 

@@ -32,6 +32,7 @@ from geo.core.codes import community_of, district_of
 from geo.core.errors import Conflict, InvalidInput, NotFound, Problem
 from geo.data.generations import lock_districts, new_generation
 from geo.planning.checks import check_communities
+from geo.planning.choices import apply_choices, check_names, parent_team, team_assignment
 from geo.planning.geometry import as_geom, to_multipolygon
 from geo.planning.numbering import allocate_codes
 from geo.planning.settings import PlanningSettings
@@ -112,12 +113,15 @@ def apply_change(
     settings: PlanningSettings | None = None,
     note: str | None = None,
     author: str | None = None,
+    grids: dict[str, dict[str, Any]] | None = None,
 ) -> ChangeResult:
     """Write one change as a new generation, check it, keep it or roll it back.
 
     ``replace``: {grid code: new geometry}; ``retire``: grid codes closed and retired;
     ``create``: [{code?, parent_code, geometry, name?, responsible_body?}] (codes allocated by
     DB11 where missing); ``reassign``: {building code: grid code}. Geometry EPSG:4326.
+    ``grids``: the caller's {new grid code: {name, responsible_body, team}} (see
+    ``geo.planning.choices``: a code the change does not create → 409, nothing written).
     Runs in a SAVEPOINT of the caller's transaction: refused → nothing written. Serialised per
     district (``geo.data.generations.lock_districts``: the checks run under the lock, against
     any concurrent change's committed result); ``author`` is recorded as who made the change.
@@ -134,8 +138,9 @@ def apply_change(
         raise NotFound("no generation yet: load a district first")
     sp = conn.begin_nested()
     try:
-        result = _write(conn, operation, replace, retire, create, reassign, params or {},
-                        effective_from, settings, note, author)
+        result = _write(conn, _Change(operation, replace, retire, create, reassign,
+                                      params or {}, effective_from, settings, note, author,
+                                      choices=dict(grids or {})))
     except IntegrityError as exc:  # a constraint the checks did not foresee: 409, not 500
         sp.rollback()
         first = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
@@ -170,7 +175,10 @@ class _Change:
     settings: PlanningSettings
     note: str | None
     author: str | None = None
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    renames: dict[str, dict[str, Any]] = field(default_factory=dict)
     team_from: dict[str, str] = field(default_factory=dict)
+    parent_team: list[dict[str, Any]] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
     current: dict[str, Any] = field(default_factory=dict)
     new_codes: list[str] = field(default_factory=list)
@@ -215,7 +223,9 @@ def _numbering(conn: Connection, ch: _Change) -> None:
         for i, c in zip(idx, codes, strict=True):
             ch.create[i]["code"] = c
     ch.new_codes = [str(c["code"]) for c in ch.create]
+    apply_choices(ch)
     _derive_names(ch.create)
+    check_names(conn, ch)
     retire_set = set(ch.retire)  # O(1) tests
     clash = conn.execute(text(
         "SELECT code FROM retired_code WHERE code = ANY(:c) UNION "
@@ -242,8 +252,9 @@ def _versions(conn: Connection, ch: _Change) -> None:
             "AND generation_high IS NULL AND code = ANY(:c)"), {"prev": prev, "c": ch.closed})
     rows = []
     for code, geom in ch.replace.items():
-        c = ch.current[code]
-        rows.append({"code": code, "parent": c[1], "name": c[2], "rb": c[3],
+        c, chosen = ch.current[code], ch.renames.get(code, {})
+        rows.append({"code": code, "parent": c[1], "name": chosen.get("name") or c[2],
+                     "rb": chosen.get("responsible_body") or c[3],
                      "wkb": to_multipolygon(as_geom(geom, f"geometry of {code}")).wkb})
     for item in ch.create:
         rows.append({"code": str(item["code"]), "parent": item["parent_code"],
@@ -283,32 +294,40 @@ def _derive_names(create: list[dict[str, Any]]) -> None:
         item["name"] = src if count[src] == 1 else f"{src}之{seen[src]}"
 
 
+SOURCE_SQL = """
+SELECT DISTINCT ON (n.code) n.code AS new_code, o.code AS old_code
+FROM area n JOIN area o ON o.level = 'grid' AND o.code = ANY(:closed)
+     AND o.generation_high = :prev AND ST_Intersects(n.geom, o.geom)
+WHERE n.level = 'grid' AND n.generation_low = :g AND n.code = ANY(:new)
+ORDER BY n.code, ST_Area(ST_Intersection(n.geom, o.geom)) DESC
+"""
+
 TEAM_SQL = """
-WITH src AS (
-    SELECT DISTINCT ON (n.code) n.code AS new_code, o.code AS old_code
-    FROM area n JOIN area o ON o.level = 'grid' AND o.code = ANY(:closed)
-         AND o.generation_high = :prev AND ST_Intersects(n.geom, o.geom)
-    WHERE n.level = 'grid' AND n.generation_low = :g AND n.code = ANY(:new)
-    ORDER BY n.code, ST_Area(ST_Intersection(n.geom, o.geom)) DESC
-), copied AS (
-    INSERT INTO grid_team_member (grid_code, role, name, phone)
-    SELECT s.new_code, m.role, m.name, m.phone FROM src s
-    JOIN grid_team_member m ON m.grid_code = s.old_code
-    WHERE NOT EXISTS (SELECT 1 FROM grid_team_member x WHERE x.grid_code = s.new_code)
-    ORDER BY s.new_code, m.id
-)
-SELECT new_code, old_code FROM src
+INSERT INTO grid_team_member (grid_code, role, name, phone)
+SELECT t.code, m.role, m.name, m.phone
+FROM unnest(CAST(:codes AS text[]), CAST(:ids AS bigint[])) AS t(code, id)
+JOIN grid_team_member m ON m.id = t.id
+WHERE NOT EXISTS (SELECT 1 FROM grid_team_member x WHERE x.grid_code = t.code)
+ORDER BY t.code, m.id
 """
 
 
 def _teams(conn: Connection, ch: _Change) -> None:
-    """New grids carry the 2+5+N team of the closed grid they overlap most (copied: the old
-    grid keeps its team while it is in force, e.g. until a scheduled change takes effect)."""
-    new = [c for c in ch.new_codes if c not in set(ch.closed)]
-    if not new or not ch.closed:
-        return
-    ch.team_from = dict(conn.execute(text(TEAM_SQL), {
-        "closed": ch.closed, "prev": ch.prev, "g": ch.generation, "new": new}).all())
+    """New grids carry the 2+5+N team of the closed grid they overlap most, or the members
+    the caller chose (``geo.planning.choices.team_assignment``): copied, so the old grid keeps
+    its team while it is in force (e.g. until a scheduled change takes effect)."""
+    closed = set(ch.closed)
+    new = [c for c in ch.new_codes if c not in closed]
+    chosen = {str(it["code"]): it["team"] for it in ch.create
+              if it.get("team") is not None and str(it["code"]) not in closed}
+    ch.parent_team = parent_team(conn, ch.closed)
+    if ch.closed and new:
+        ch.team_from = dict(conn.execute(text(SOURCE_SQL), {
+            "closed": ch.closed, "prev": ch.prev, "g": ch.generation, "new": new}).all())
+    pairs = team_assignment(new, ch.team_from, chosen, ch.parent_team)
+    if pairs:
+        conn.execute(text(TEAM_SQL), {"codes": [p[0] for p in pairs],
+                                      "ids": [p[1] for p in pairs]})
 
 
 def _grid_report(conn: Connection, ch: _Change) -> dict[str, dict[str, Any]]:
@@ -412,13 +431,8 @@ STEPS: tuple[Callable[[Connection, _Change], None], ...] = (
 )
 
 
-def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: list[str],
-           create: list[dict[str, Any]], reassign: dict[str, str], params: dict[str, Any],
-           effective_from: datetime | None, settings: PlanningSettings,
-           note: str | None, author: str | None) -> ChangeResult:
+def _write(conn: Connection, ch: _Change) -> ChangeResult:
     """Run the ``STEPS`` of one change; the result of an accepted one."""
-    ch = _Change(operation, replace, retire, create, reassign, params, effective_from, settings,
-                 note, author)
     for step in STEPS:
         step(conn, ch)
     assert ch.result is not None

@@ -286,9 +286,11 @@ def draft_partition(conn: Connection, community: str, *,
 def accept_draft(conn: Connection, community: str, grids: gpd.GeoDataFrame | dict[str, Any], *,
                  effective_from: datetime | None = None,
                  settings: PlanningSettings | None = None,
-                 author: str | None = None) -> ChangeResult:
+                 author: str | None = None,
+                 grids_chosen: dict[str, dict[str, Any]] | None = None) -> ChangeResult:
     """Accept a draft (GeoDataFrame or GeoJSON FeatureCollection) as one change of
-    ``community``: its grids replace the community's, with new DB11 codes."""
+    ``community``: its grids replace the community's, with new DB11 codes.
+    ``grids_chosen``: names, bodies and teams of the new grids (``geo.planning.choices``)."""
     if isinstance(grids, dict):
         try:
             grids = gpd.GeoDataFrame.from_features(grids.get("features") or [], crs=4326)
@@ -302,4 +304,4 @@ def accept_draft(conn: Connection, community: str, grids: gpd.GeoDataFrame | dic
     grids["code"] = None
     grids["parent_code"] = community
     return import_grid_layer(conn, grids, community=community, effective_from=effective_from,
-                             settings=settings, author=author)
+                             settings=settings, author=author, grids=grids_chosen)

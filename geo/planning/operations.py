@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def split_grid(conn: Connection, code: str, line: Any, *, effective_from: datetime | None = None,
                settings: PlanningSettings | None = None,
-               author: str | None = None) -> ChangeResult:
+                author: str | None = None,
+                grids: dict[str, dict[str, Any]] | None = None) -> ChangeResult:
     """Split grid ``code`` along ``line`` (EPSG:4326 LineString crossing it) into new grids.
 
     The old code is retired; the pieces get new DB11 codes.
@@ -47,52 +48,54 @@ def split_grid(conn: Connection, code: str, line: Any, *, effective_from: dateti
                "responsible_body": g["responsible_body"]} for p in parts]
     return apply_change(conn, "split", retire=[code], create=create,
                         params={"code": code, "line": ln.wkt}, effective_from=effective_from,
-                        settings=settings, author=author)
+                        settings=settings, author=author, grids=grids)
 
 
 def merge_grids(conn: Connection, codes: list[str], *, effective_from: datetime | None = None,
                 settings: PlanningSettings | None = None,
-               author: str | None = None) -> ChangeResult:
+                author: str | None = None,
+                grids: dict[str, dict[str, Any]] | None = None) -> ChangeResult:
     """Merge adjacent grids of one community into one new grid (new DB11 code; old retired)."""
     codes = list(dict.fromkeys(codes))
     if len(codes) < 2:
         raise InvalidInput("merge needs two or more grids",
                            [Problem(reason="give at least two codes", field="codes")])
     lock_districts(conn, codes)
-    grids = [current_grid(conn, c) for c in codes]
-    parents = {g["parent_code"] for g in grids}
+    old = [current_grid(conn, c) for c in codes]
+    parents = {g["parent_code"] for g in old}
     if len(parents) > 1:
         raise InvalidInput("grids of different communities", [
             Problem(reason=f"in community {g['parent_code']}", field="codes", feature=g["code"])
-            for g in grids])
-    union = shapely.union_all([g["geom"] for g in grids]).buffer(0)
+            for g in old])
+    union = shapely.union_all([g["geom"] for g in old]).buffer(0)
     if union.geom_type != "Polygon":
         raise InvalidInput("grids are not adjacent", [Problem(
             reason=f"their union has {len(getattr(union, 'geoms', [union]))} separate parts",
             field="codes")])
     return apply_change(conn, "merge", retire=codes, create=[{
-        "parent_code": grids[0]["parent_code"], "geometry": union,
-        "source_name": "、".join(g["name"] for g in grids),
-        "responsible_body": grids[0]["responsible_body"]}], params={"codes": codes},
-        effective_from=effective_from, settings=settings, author=author)
+        "parent_code": old[0]["parent_code"], "geometry": union,
+        "source_name": "、".join(g["name"] for g in old),
+        "responsible_body": old[0]["responsible_body"]}], params={"codes": codes},
+        effective_from=effective_from, settings=settings, author=author, grids=grids)
 
 
 def reshape_grids(conn: Connection, geometries: dict[str, Any], *,
                   effective_from: datetime | None = None,
                   settings: PlanningSettings | None = None,
-               author: str | None = None) -> ChangeResult:
+                author: str | None = None,
+                grids: dict[str, dict[str, Any]] | None = None) -> ChangeResult:
     """Move boundaries: replace the geometry of grids (codes kept, new versions written)."""
     if not geometries:
         raise InvalidInput("nothing to reshape", [Problem(reason="empty", field="geometries")])
     return apply_change(conn, "reshape", replace=dict(geometries),
                         params={"codes": sorted(geometries)}, effective_from=effective_from,
-                        settings=settings, author=author)
+                        settings=settings, author=author, grids=grids)
 
 
 def reassign_buildings(conn: Connection, assignments: dict[str, str], *,
                        effective_from: datetime | None = None,
                        settings: PlanningSettings | None = None,
-               author: str | None = None) -> ChangeResult:
+                       author: str | None = None) -> ChangeResult:
     """Reassign buildings ({building code: grid code}) within their community."""
     if not assignments:
         raise InvalidInput("nothing to reassign", [Problem(reason="empty", field="assignments")])
@@ -105,7 +108,8 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
                       community: str | None = None, layer: str | None = None,
                       effective_from: datetime | None = None,
                       settings: PlanningSettings | None = None,
-               author: str | None = None) -> ChangeResult:
+                author: str | None = None,
+                grids: dict[str, dict[str, Any]] | None = None) -> ChangeResult:
     """Import a redrawn grid layer (Shapefile/GPKG/GeoJSON or a GeoDataFrame) as one change.
 
     Scope: one ``community`` (the file's grids of it replace its grids) or the whole district.
@@ -159,7 +163,8 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
                         params={"community": community, "features": len(gdf),
                                 "source": str(source) if not isinstance(source, gpd.GeoDataFrame)
                                 else "dataframe"},
-                        effective_from=effective_from, settings=settings, author=author)
+                        effective_from=effective_from, settings=settings, author=author,
+                        grids=grids)
 
 
 def read_grid_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFrame:

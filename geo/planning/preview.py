@@ -51,22 +51,27 @@ def problem_feature(p: Problem, *, severity: str) -> dict[str, Any]:
 def describe(conn: Connection, ch: _Change) -> dict[str, Any]:
     """The would-be state of change ``ch`` (called inside its savepoint, before rollback):
     the grids it creates or changes with households, residents and buildings; the new codes in
-    DB11 order; the retired codes; every check's problem located, with its figure."""
+    DB11 order; the retired codes; the team members of the grids it closes (id, grid_code,
+    name, role: what ``grids.{code}.team`` may list); every check's problem located."""
     closed = set(ch.closed)
     created = sorted(c for c in ch.new_codes if c not in closed)
     shown = sorted((set(ch.touched) - set(ch.retired)) | set(created))
     feats = []
+    report = ch.result.grids if ch.result else {}
     for r in conn.execute(text(GRIDS_SQL), {"codes": shown}).mappings():
         status = ("created" if r["code"] in created else
                   "changed" if r["code"] in ch.replace else "touched")
         feats.append({"type": "Feature", "geometry": json.loads(r["geojson"]), "properties": {
             "code": r["code"], "parent_code": r["parent_code"], "name": r["name"],
             "responsible_body": r["responsible_body"], "households": r["households"],
-            "residents": r["residents"], "buildings": r["buildings"], "status": status}})
+            "residents": r["residents"], "buildings": r["buildings"], "status": status,
+            "team_from": report.get(r["code"], {}).get("team_from"),
+            "team": report.get(r["code"], {}).get("team")}})
     warnings = [Problem(**w) for w in (ch.result.warnings if ch.result else [])]
     problems = ([problem_feature(p, severity="error") for p in ch.errors]
                 + [problem_feature(p, severity="warning") for p in warnings])
     return {"accepted": not ch.errors, "codes": created, "retired": list(ch.retired),
+            "parent_team": ch.parent_team,
             "grids": {"type": "FeatureCollection", "features": feats},
             "problems": {"type": "FeatureCollection", "features": problems}}
 
