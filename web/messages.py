@@ -96,6 +96,7 @@ PLANNER = {
     "warning": "提醒", "m2": "平方米", "by": "相差", "preview_first": "请先预览",
     "pick_grid": "请先点击一个网格", "community_pick": "社区",
     "grid_seq": "网格", "no_draft": "尚未生成草案", "accept": "采纳草案",
+    "team_rule": "2+5+N 队伍",
 }
 PROBLEM_CHECKS = {
     "inside_community": "超出社区范围", "overlap": "网格重叠", "gap": "网格间空隙",

@@ -145,7 +145,7 @@ def grid_team(conn: Connection, grid_code: str) -> dict[str, Any]:
     if grid is None:
         raise NotFound(f"grid {grid_code} does not exist")
     members = [dict(r) for r in conn.execute(
-        text("SELECT id, role, name, phone FROM grid_team_member WHERE grid_code = :c"
+        text("SELECT role, name, phone FROM grid_team_member WHERE grid_code = :c"
              " ORDER BY role, name"), {"c": grid_code}).mappings()]
     have: dict[str, int] = {}
     for m in members:

@@ -227,7 +227,7 @@
     try {
       const p = await api("POST", `/v1/planning/preview/${route}`, payload);
       S.preview = p; S.body = b;
-      await showPreview(p);
+      showPreview(p);
     } catch (err) {
       S.preview = null;
       $("result").replaceChildren(el("p", { class: "error", role: "alert" }, problemText(err)));
@@ -257,38 +257,22 @@
       if (coords) {
         marker = L.circleMarker(DRAW.ll(coords), { radius: 9, color: p.severity === "warning" ? "#f4a300" : "#d7263d",
           weight: 3, fillOpacity: 0.4, className: "problem-marker" }).addTo(overlay);
-        marker.bindPopup(`<b>${checkName(p)}</b><br>${escapeHtml(p.reason)}<br>${escapeHtml(figure(p))}`);
+        marker.bindPopup(`<b>${escapeHtml(checkName(p))}</b>${p.feature ? "（" + escapeHtml(p.feature) + "）" : ""}<br>${escapeHtml(figure(p) || p.reason)}`);
         marker.feature = f;
       }
       items.push(el("li", { class: p.severity === "warning" ? "warning" : "error" },
         marker ? el("button", { type: "button", class: "link", onclick: () => {
-          m.panTo(marker.getLatLng()); marker.openPopup(); } }, text) : text,
-        el("div", { class: "hint" }, p.reason)));
+          m.panTo(marker.getLatLng()); marker.openPopup(); }, title: p.reason }, text) : el("span", { title: p.reason }, text)));
     }
     return items;
   }
   function escapeHtml(s) { return String(s || "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c])); }
 
-  // The parent grids' 2+5+N members: from the preview when the server lists them, else each
-  // retired grid's team.
-  async function parentTeam(p) {
-    const listed = p.team_members || p.parent_team || p.members;
-    if (Array.isArray(listed)) return listed;
-    const out = [];
-    for (const code of p.retired || []) {
-      try {
-        const t = await api("GET", `/v1/console/grids/${code}/team`, undefined, { noRedirect: true });
-        for (const mb of t.members) out.push(Object.assign({ grid_code: code }, mb));
-      } catch (e) { /* a grid without a team */ }
-    }
-    return out;
-  }
-
   function suggestName(code) {
     return `${S.communityName}第${Number(code.slice(-3))}${T("grid_seq")}`;
   }
 
-  async function showPreview(p) {
+  function showPreview(p) {
     const box = $("result");
     L.geoJSON(p.grids, { style: () => PREVIEW, interactive: false }).addTo(overlay);
     for (const f of p.grids.features) {
@@ -307,7 +291,8 @@
         el("td", {}, isNew ? el("input", { type: "text", class: "grid-body", "aria-label": `${T("responsible_body")} ${g.code}`,
           value: g.responsible_body || "", maxlength: 64 }) : g.responsible_body || ""),
         el("td", { class: "households" }, num(g.households)), el("td", {}, num(g.residents)),
-        el("td", {}, num(g.buildings)));
+        el("td", {}, num(g.buildings)),
+        el("td", {}, g.team ? (g.team.complete_2_5_n ? T("team_complete") : T("team_gaps")) : "—"));
     });
     const probs = drawProblems(p.problems.features);
     const errors = p.problems.features.filter((f) => f.properties.severity === "error").length;
@@ -317,12 +302,12 @@
       el("h2", {}, T("new_grids")),
       el("div", { class: "table-wrap" }, el("table", { id: "preview-grids" },
         el("thead", {}, el("tr", {}, [T("id"), T("status"), T("grid_name"), T("responsible_body"),
-          T("households"), T("residents"), T("buildings")].map((h) => el("th", { scope: "col" }, h)))),
+          T("households"), T("residents"), T("buildings"), T("team_rule")].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, rows))),
       el("h2", {}, `${T("problems")}（${p.problems.features.length}）`),
       probs.length ? el("ul", { id: "problems", class: "compact problems" }, probs) : el("p", { id: "problems" }, T("no_problems")),
     ];
-    const members = p.created.length ? await parentTeam(p) : [];
+    const members = p.created.length ? p.parent_team || [] : [];
     if (members.length) {
       parts.push(el("h2", {}, T("team_assign")), el("div", { class: "table-wrap" }, el("table", { id: "team" },
         el("tbody", {}, members.map((mb, i) => el("tr", { "data-member": mb.id === undefined ? "" : mb.id },
@@ -346,11 +331,12 @@
     for (const tr of document.querySelectorAll("#preview-grids tbody tr")) {
       const name = tr.querySelector(".grid-name");
       if (!name) continue;
-      out[tr.dataset.code] = { name: name.value.trim(), responsible_body: tr.querySelector(".grid-body").value.trim(), team: [] };
+      const body = tr.querySelector(".grid-body").value.trim();
+      out[tr.dataset.code] = Object.assign({ name: name.value.trim() || null }, body ? { responsible_body: body } : {});
     }
     for (const tr of document.querySelectorAll("#team tr")) {
       const to = tr.querySelector("select").value;
-      if (to && out[to] && tr.dataset.member) out[to].team.push(Number(tr.dataset.member));
+      if (to && out[to]) (out[to].team = out[to].team || []).push(Number(tr.dataset.member));
     }
     return out;
   }
@@ -359,7 +345,9 @@
     if (!S.preview || !S.body) { toast(T("preview_first"), true); return; }
     const [route, payload] = S.body;
     const when = $("effective").value;
-    const out = Object.assign({}, payload, { grids: completion() });
+    const out = Object.assign({}, payload);
+    const chosen = completion();
+    if (Object.keys(chosen).length) out.grids = chosen;
     if (when) out.effective_from = `${when}T00:00:00+08:00`;
     try {
       const r = await api("POST", `/v1/planning/${route}`, out);
