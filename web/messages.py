@@ -74,6 +74,37 @@ TEXT = {
     "home": "首页", "run_kind": "任务类型", "docs": "接口文档", "escalation_level": "处置层级",
     "urge_count": "督办次数", "deadline": "时限", "cst": "北京时间",
 }
+# The planner's map editor (规划编辑).
+PLANNER = {
+    "planner": "网格规划编辑", "planner_history": "版本历史与对比",
+    "mode_split": "拆分网格", "mode_reshape": "调整边界", "mode_merge": "合并网格",
+    "mode_reassign": "调整楼栋", "mode_draft": "平衡草案",
+    "hint_split": "先点击要拆分的网格，再在地图上依次点击画出穿过网格的分割线，然后点“预览”。",
+    "hint_reshape": "点击一个网格显示其顶点，拖动共用边界上的顶点：相邻网格随之移动，然后预览。",
+    "hint_merge": "点击选择两个或以上相邻网格，然后点“预览”。",
+    "hint_reassign": "选择目标网格，再点击要调整的楼栋，然后点“预览”。",
+    "hint_draft": "生成本社区的户数均衡草案，可拖动草案顶点调整，预览后采纳。",
+    "make_draft": "生成草案", "draft_ratio": "最大/最小户数比",
+    "target_grid": "目标网格", "preview": "预览", "reset": "重新开始",
+    "save": "保存", "save_on": "生效日期（留空为立即生效）",
+    "can_save": "检查通过，可以保存", "refused": "检查未通过，不能保存",
+    "problems": "问题", "no_problems": "没有问题", "new_grids": "调整后的网格",
+    "new_grid": "新网格", "grid_name": "网格名称", "responsible_body": "责任主体",
+    "team_assign": "网格队伍分配", "member": "成员", "goes_to": "分配到",
+    "keep_default": "按默认分配", "saved": "已保存，版本", "scheduled": "已排期，生效于",
+    "selected": "已选择", "line_points": "分割线节点", "status_created": "新建",
+    "status_changed": "边界调整", "status_touched": "楼栋变动", "buildings": "楼栋",
+    "warning": "提醒", "m2": "平方米", "by": "相差", "preview_first": "请先预览",
+    "pick_grid": "请先点击一个网格", "community_pick": "社区",
+    "grid_seq": "网格", "no_draft": "尚未生成草案", "accept": "采纳草案",
+    "team_rule": "2+5+N 队伍",
+}
+PROBLEM_CHECKS = {
+    "inside_community": "超出社区范围", "overlap": "网格重叠", "gap": "网格间空隙",
+    "building_in_one_grid": "楼栋不在唯一网格内", "balance": "户数超出150–500",
+    "team": "队伍不足2+5+N",
+}
+TEXT.update(PLANNER)
 
 
 def catalogue() -> dict[str, Any]:
@@ -81,7 +112,8 @@ def catalogue() -> dict[str, Any]:
     return {
         "text": TEXT, "roles": ROLES, "status": dict(inc.STEPS_ZH), "sla": SLA,
         "actions": ACTIONS, "team_roles": TEAM_ROLES, "levels": LEVELS,
-        "run_kinds": RUN_KINDS, "run_status": RUN_STATUS, "methods": SITING_METHODS,
+        "checks": PROBLEM_CHECKS, "run_kinds": RUN_KINDS, "run_status": RUN_STATUS,
+        "methods": SITING_METHODS,
         # The state machine, for offering only the steps a case may take next.
         "transitions": [[f, t, a] for (f, t), a in inc.TRANSITIONS.items()],
     }

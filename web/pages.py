@@ -40,6 +40,7 @@ PAGES: dict[str, tuple[str, str, frozenset[str] | None]] = {
     "department": ("desk.html", "department", frozenset({"department_staff"})),
     "resident": ("resident.html", "resident", frozenset({"resident"})),
     "analyst": ("analyst.html", "analyst", frozenset({"planner", "commander"})),
+    "planner": ("planner.html", "planner", frozenset({"planner"})),
 }
 # The views offered in the header, by role.
 NAV = {role: [p for p, (_, _, roles) in PAGES.items()
