@@ -112,6 +112,7 @@ def apply_change(
     settings: PlanningSettings | None = None,
     note: str | None = None,
     author: str | None = None,
+    revive: dict[str, int] | None = None,
 ) -> ChangeResult:
     """Write one change as a new generation, check it, keep it or roll it back.
 
@@ -121,6 +122,8 @@ def apply_change(
     Runs in a SAVEPOINT of the caller's transaction: refused → nothing written. Serialised per
     district (``geo.data.generations.lock_districts``: the checks run under the lock, against
     any concurrent change's committed result); ``author`` is recorded as who made the change.
+    ``revive``: {code: generation that retired it}, codes an undo brings back (their
+    ``retired_code`` rows are removed in the same savepoint; see ``geo.planning.history``).
     """
     settings = settings or PlanningSettings()
     replace = replace or {}
@@ -135,7 +138,7 @@ def apply_change(
     sp = conn.begin_nested()
     try:
         result = _write(conn, operation, replace, retire, create, reassign, params or {},
-                        effective_from, settings, note, author)
+                        effective_from, settings, note, author, dict(revive or {}))
     except IntegrityError as exc:  # a constraint the checks did not foresee: 409, not 500
         sp.rollback()
         first = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
@@ -170,6 +173,7 @@ class _Change:
     settings: PlanningSettings
     note: str | None
     author: str | None = None
+    revive: dict[str, int] = field(default_factory=dict)
     team_from: dict[str, str] = field(default_factory=dict)
     closed: list[str] = field(default_factory=list)
     current: dict[str, Any] = field(default_factory=dict)
@@ -200,6 +204,19 @@ def _closing(conn: Connection, ch: _Change) -> None:
     if missing:
         raise NotFound("grids not current", [Problem(reason="no such current grid",
                                                       field="code", feature=c) for c in missing])
+
+
+def _reviving(conn: Connection, ch: _Change) -> None:
+    """An undo brings back the codes the undone change retired: exactly those, each only if the
+    generation named retired it (the never-reuse rule is about *other* grids taking a code)."""
+    for code, gen in sorted(ch.revive.items()):
+        gone = conn.execute(text(
+            "DELETE FROM retired_code WHERE code = :c AND generation_id = :g RETURNING code"),
+            {"c": code, "g": gen}).first()
+        if gone is None:
+            raise Conflict("a code to bring back was not retired by that change", [Problem(
+                reason=f"code {code} was not retired by generation {gen}", field="code",
+                feature=code)])
 
 
 def _numbering(conn: Connection, ch: _Change) -> None:
@@ -407,7 +424,7 @@ def _recorded(conn: Connection, ch: _Change) -> None:
 
 # The steps of a change, in order; any may refuse it (the caller's savepoint rolls back).
 STEPS: tuple[Callable[[Connection, _Change], None], ...] = (
-    _closing, _numbering, _versions, _teams, _buildings_follow, _reassignments, _checked,
+    _closing, _reviving, _numbering, _versions, _teams, _buildings_follow, _reassignments, _checked,
     _recorded,
 )
 
@@ -415,10 +432,11 @@ STEPS: tuple[Callable[[Connection, _Change], None], ...] = (
 def _write(conn: Connection, operation: str, replace: dict[str, Any], retire: list[str],
            create: list[dict[str, Any]], reassign: dict[str, str], params: dict[str, Any],
            effective_from: datetime | None, settings: PlanningSettings,
-           note: str | None, author: str | None) -> ChangeResult:
+           note: str | None, author: str | None,
+           revive: dict[str, int] | None = None) -> ChangeResult:
     """Run the ``STEPS`` of one change; the result of an accepted one."""
     ch = _Change(operation, replace, retire, create, reassign, params, effective_from, settings,
-                 note, author)
+                 note, author, dict(revive or {}))
     for step in STEPS:
         step(conn, ch)
     assert ch.result is not None
