@@ -96,9 +96,10 @@ def new_generation(conn: Connection, *, kind: str, note: str | None,
 
 def list_generations(conn: Connection, *, limit: int = 200) -> list[dict[str, Any]]:
     """Committed generations, newest first: id, kind, effective_from, created_at, author, note,
-    whether scheduled (not yet in force) and the planning change's summary (if any)."""
+    whether scheduled (not yet in force), the districts it changed and the planning change's
+    summary (if any)."""
     rows = conn.execute(text(
-        "SELECT g.id, g.kind, g.effective_from, g.created_at, g.author, g.note, "
+        "SELECT g.id, g.kind, g.effective_from, g.created_at, g.author, g.note, g.districts, "
         "g.effective_from > clock_timestamp() AS scheduled, "
         "g.id = generation_at(clock_timestamp()) AS in_force, "
         "p.operation, p.summary FROM generation g "
