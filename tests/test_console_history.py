@@ -115,10 +115,11 @@ def _drawn(person: Person) -> dict[str, list[str]]:
         for (const k in out) out[k].sort(); return out; }""")
 
 
-def _confirm(person: Person, words: str) -> None:
+def _confirm(person: Person, words: str, shot: str) -> None:
     dialog = person.page.locator("dialog#confirm")
     dialog.wait_for(state="visible")
     assert words in dialog.inner_text()
+    person.shot(shot)
     person.page.get_by_role("button", name="确定").click()
 
 
@@ -161,8 +162,8 @@ def test_history_page_schedule_cancel_undo(site: Site, browser: Any) -> None:
     assert site.lookup(west.x, west.y) == code  # today's grid answers until tomorrow
 
     # cancel the scheduled split
-    row.get_by_role("button", name="取消此计划").click()
-    _confirm(planner, f"取消第 {gen} 版")
+    row.get_by_role("button", name="取消计划").click()
+    _confirm(planner, f"取消第 {gen} 版", "history-confirm-cancel")
     page.wait_for_selector(f"#generations tr[data-id='{gen}']", state="detached")
     assert site.rows("SELECT id FROM generation WHERE id = :g", g=gen) == []
     assert set(site.grids()) == set(before)
@@ -177,8 +178,8 @@ def test_history_page_schedule_cancel_undo(site: Site, browser: Any) -> None:
     page.reload()
     planner.ready()
     page.locator(f"#generations tr[data-id='{gen2}']").get_by_role(
-        "button", name="撤销此次变更").click()
-    _confirm(planner, f"撤销第 {gen2} 版")
+        "button", name="撤销").click()
+    _confirm(planner, f"撤销第 {gen2} 版", "history-confirm-undo")
     page.wait_for_function("g => Number(document.querySelector('#generations tbody tr')"
                            ".dataset.id) > g", arg=gen2)
     undo = site.rows("SELECT max(id) FROM generation")[0][0]

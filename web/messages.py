@@ -82,7 +82,8 @@ TEXT = {
     "past": "历史", "from_gen": "对比起点", "to_gen": "对比终点", "compare": "比较",
     "diff": "版本差异", "change": "变化", "code": "编码", "from_grid": "原网格",
     "to_grid": "新网格", "by": "方式", "by_location": "随边界", "by_assignment": "指定归属",
-    "undo": "撤销此次变更", "cancel_change": "取消此计划", "confirm": "确定", "dismiss": "返回",
+    "undo": "撤销", "cancel_change": "取消计划", "from_short": "起点", "to_short": "终点",
+    "confirm": "确定", "dismiss": "返回",
     "confirm_undo": "撤销第 {id} 版（{op}）？将生成一个新版本，恢复此前的网格边界和编码，"
                     "楼栋归属一并恢复。",
     "confirm_cancel": "取消第 {id} 版（{op}，计划于 {date} 生效）？此计划将被删除，"

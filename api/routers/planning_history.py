@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from api.dependencies import CONNECTION
 from api.policy import PolicyRoute, require_area
 from api.routers.planning import ChangeOut, Settings, _author, _out, planning_settings
+from api.schemas import FeatureCollection
 from geo import planning
 from geo.planning import history
 
@@ -42,6 +43,19 @@ class CancelOut(BaseModel):
     buildings_restored: int = Field(description="Buildings given back their previous grid.")
     analysis_runs_repointed: list[int] = Field(
         description="Analysis runs that named it, now naming the generation in force.")
+
+
+class DiffFeatureProperties(BaseModel):
+    change: str = Field(description="added, removed, changed (the later version), "
+                        "changed_before (the earlier version) or moved (a building).")
+    code: str = Field(description="Grid code, or building code for a moved building.")
+    name: str | None = Field(None, description="Grid or building name.")
+    generation: int | None = Field(None, description="The generation whose version is shown "
+                                   "(grids).")
+    from_: str | None = Field(None, alias="from", description="Moved building: grid before.")
+    to: str | None = Field(None, description="Moved building: grid after.")
+    by: str | None = Field(None, description="Moved building: location (a boundary moved) or "
+                           "assignment (reassigned).")
 
 
 def _scope(request: Request, conn: Connection, generation: int) -> None:
@@ -75,6 +89,8 @@ def cancel(request: Request, conn: Connection = CONNECTION,
 
 
 @router.get("/diff/features", operation_id="planning_diff_features",
+            response_model=FeatureCollection[DiffFeatureProperties], response_model_by_alias=True,
+            response_model_exclude_none=True,
             summary="The diff of two generations as GeoJSON (WGS 84): grids added, removed, "
             "changed (before and after), buildings moved (points).")
 def diff_features(conn: Connection = CONNECTION,

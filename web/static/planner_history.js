@@ -64,9 +64,11 @@
       if (canEdit && planningChange(g) && latestOfItsDistricts(g)) {
         if (g.scheduled) {
           buttons.push(el("button", { type: "button", class: "cancel", "data-id": g.id,
+            title: fill(T("confirm_cancel"), { id: g.id, op: opName(g), date: time(g.effective_from) }),
             onclick: () => cancel(g) }, T("cancel_change")));
         } else {
           buttons.push(el("button", { type: "button", class: "undo", "data-id": g.id,
+            title: fill(T("confirm_undo"), { id: g.id, op: opName(g) }),
             onclick: () => undo(g) }, T("undo")));
         }
       }
