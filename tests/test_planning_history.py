@@ -209,3 +209,45 @@ def test_undo_refusals_write_nothing(api):
     refused(client.post("/v1/planning/undo", json={"generation": r.json()["generation"]},
                         headers=h["planner_in"]), 409, "cancel")
     assert snapshot(eng) == mid
+
+
+def test_undo_a_scheduled_change_on_a_later_date_and_the_cli(api):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    client, eng, h = api
+    code = C2 + "004"
+    old, _, line, west = split_line(eng, code)
+    when = datetime.now(UTC) + timedelta(days=1)
+    r = client.post("/v1/planning/split", headers=h["planner_in"], json={
+        "code": code, "line": mapping(line), "effective_from": when.isoformat()})
+    assert r.status_code == 200, r.text
+    gen, created = r.json()["generation"], r.json()["created"]
+    later = (when + timedelta(days=30)).isoformat()
+    r = client.post("/v1/planning/undo", json={"generation": gen, "effective_from": later},
+                    headers=h["planner_in"])
+    assert r.status_code == 200, r.text
+    undo = r.json()["generation"]
+    gens = {g["id"]: g for g in client.get("/v1/planning/generations",
+                                           headers=h["admin"]).json()}
+    assert gens[gen]["scheduled"] and gens[undo]["scheduled"]
+    assert lookup_code(client, h, west) == code  # today's grid, before either date
+    with eng.connect() as c:  # at each date, the grids of that date (PostGIS, by generation)
+        at = {g: set(c.execute(text(
+            "SELECT code FROM area WHERE level = 'grid' AND generation_low <= :g AND "
+            "coalesce(generation_high, 2147483647) >= :g AND code = ANY(:c)"),
+            {"g": g, "c": [code, *created]}).scalars()) for g in (gen, undo)}
+    assert at == {gen: set(created), undo: {code}}
+    env = {"WANGGE_DATABASE_URL": eng.url.render_as_string(hide_password=False),
+           "WANGGE_BALANCE_MODE": "warn"}
+    runner = CliRunner()
+    r = runner.invoke(app, ["grid", "cancel", str(gen)], env=env)
+    assert r.exit_code == 1 and str(undo) in r.output, r.output  # built on: cancel that first
+    r = runner.invoke(app, ["grid", "cancel", str(undo)], env=env)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["grid", "cancel", str(gen)], env=env)
+    assert r.exit_code == 0, r.output
+    assert code in grids(eng) and grids(eng)[code].symmetric_difference(old).area < 1.0
+    r = runner.invoke(app, ["grid", "undo", "1"], env=env)
+    assert r.exit_code == 1 and "data load" in r.output, r.output
