@@ -251,3 +251,20 @@ def test_undo_a_scheduled_change_on_a_later_date_and_the_cli(api):
     assert code in grids(eng) and grids(eng)[code].symmetric_difference(old).area < 1.0
     r = runner.invoke(app, ["grid", "undo", "1"], env=env)
     assert r.exit_code == 1 and "data load" in r.output, r.output
+
+
+def test_two_undos_at_once_one_wins(api):
+    from test_planning_schedule import _at_once
+
+    client, eng, h = api
+    for code in (C1 + "009", C1 + "010", C1 + "011"):
+        _, _, line, _ = split_line(eng, code)
+        r = client.post("/v1/planning/split", headers=h["planner_in"],
+                        json={"code": code, "line": mapping(line)})
+        assert r.status_code == 200, r.text
+        gen = r.json()["generation"]
+        answers = _at_once(client, [("/v1/planning/undo", {"generation": gen}, h["planner_in"])
+                                    for _ in range(2)])
+        assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+        assert code in grids(eng)
+    assert_sound(eng, [C1])
