@@ -121,6 +121,7 @@ POLICY: dict[str, Rule] = {
     "planning_diff": ANALYSTS,
     "planning_diff_features": ANALYSTS,
     "planning_undo": PLANNERS,
+    "planning_preview_undo": PLANNERS,
     "planning_cancel_generation": PLANNERS,
     "planning_preview_split": PLANNERS,
     "planning_preview_merge": PLANNERS,

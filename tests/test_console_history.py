@@ -115,10 +115,11 @@ def _drawn(person: Person) -> dict[str, list[str]]:
         for (const k in out) out[k].sort(); return out; }""")
 
 
-def _confirm(person: Person, words: str, shot: str) -> None:
+def _confirm(person: Person, shot: str, *words: str) -> None:
     dialog = person.page.locator("dialog#confirm")
     dialog.wait_for(state="visible")
-    assert words in dialog.inner_text()
+    for w in words:
+        assert w in dialog.inner_text(), (w, dialog.inner_text())
     person.shot(shot)
     person.page.get_by_role("button", name="确定").click()
 
@@ -163,7 +164,7 @@ def test_history_page_schedule_cancel_undo(site: Site, browser: Any) -> None:
 
     # cancel the scheduled split
     row.get_by_role("button", name="取消计划").click()
-    _confirm(planner, f"取消第 {gen} 版", "history-confirm-cancel")
+    _confirm(planner, "history-confirm-cancel", f"取消第 {gen} 版")
     page.wait_for_selector(f"#generations tr[data-id='{gen}']", state="detached")
     assert site.rows("SELECT id FROM generation WHERE id = :g", g=gen) == []
     assert set(site.grids()) == set(before)
@@ -179,7 +180,8 @@ def test_history_page_schedule_cancel_undo(site: Site, browser: Any) -> None:
     planner.ready()
     page.locator(f"#generations tr[data-id='{gen2}']").get_by_role(
         "button", name="撤销").click()
-    _confirm(planner, f"撤销第 {gen2} 版", "history-confirm-undo")
+    _confirm(planner, "history-confirm-undo", f"撤销第 {gen2} 版",
+             f"恢复网格：{code}", "规则检查：通过")  # the undo's dry run
     page.wait_for_function("g => Number(document.querySelector('#generations tbody tr')"
                            ".dataset.id) > g", arg=gen2)
     undo = site.rows("SELECT max(id) FROM generation")[0][0]

@@ -131,6 +131,16 @@ def test_undo_a_split_restores_the_grids_with_their_codes(api):
     assert lookup_code(client, h, west, set(created)) in created
     refused(client.post("/v1/planning/undo", json={"generation": gen},
                         headers=h["planner_out"]), 403)
+    mid = snapshot(eng)
+    p = client.post("/v1/planning/preview/undo", json={"generation": gen},
+                    headers=h["planner_in"])
+    assert p.status_code == 200, p.text
+    assert p.json()["accepted"] and p.json()["codes"] == [code]
+    assert sorted(p.json()["retired"]) == sorted(created)
+    shown = {f["properties"]["code"]: utm(shape(f["geometry"]))
+             for f in p.json()["grids"]["features"]}
+    assert shown[code].symmetric_difference(old).area < 1.0
+    assert snapshot(eng) == mid  # nothing written by the preview
     r = client.post("/v1/planning/undo", json={"generation": gen}, headers=h["planner_in"])
     assert r.status_code == 200, r.text
     undo = r.json()

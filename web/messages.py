@@ -91,7 +91,8 @@ TEXT = {
     "undone": "已撤销，新版本", "cancelled": "已取消计划版本", "edit_grids": "编辑网格",
     "created_n": "新增", "retired_n": "注销", "changed_n": "变更", "moved_n": "楼栋",
     "data_load": "数据导入", "no_diff": "两个版本之间没有变化", "read_only": "只读",
-    "pick_two": "选择两个版本后点击“比较”",
+    "pick_two": "选择两个版本后点击“比较”", "restores": "恢复网格", "retires": "注销编码",
+    "checks": "规则检查", "checks_pass": "通过",
 }
 
 

@@ -18,9 +18,11 @@ from sqlalchemy.engine import Connection
 from api.dependencies import CONNECTION
 from api.policy import PolicyRoute, require_area
 from api.routers.planning import ChangeOut, Settings, _author, _out, planning_settings
+from api.routers.planning_preview import PreviewOut
 from api.schemas import FeatureCollection
 from geo import planning
 from geo.planning import history
+from geo.planning.preview import dry_run
 
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
 
@@ -73,6 +75,16 @@ def undo(body: UndoIn, request: Request, conn: Connection = CONNECTION,
     return _out(history.undo_generation(conn, body.generation,
                                         effective_from=body.effective_from, settings=settings,
                                         author=_author(request)))
+
+
+@router.post("/preview/undo", operation_id="planning_preview_undo", response_model=PreviewOut,
+             summary="Preview an undo (dry run: nothing written): the grids it would restore, "
+             "the codes it would retire, the checks.")
+def preview_undo(body: UndoIn, request: Request, conn: Connection = CONNECTION,
+                 settings: Settings = Depends(planning_settings)) -> dict[str, Any]:
+    _scope(request, conn, body.generation)
+    return dry_run(history.undo_generation, conn, body.generation,
+                   effective_from=body.effective_from, settings=settings)
 
 
 @router.delete("/generations/{generation}", operation_id="planning_cancel_generation",

@@ -127,8 +127,21 @@
     root.dataset.compared = q;
   }
 
+  // What the undo would do, from its dry run (nothing written): grids back, codes retired, checks.
+  async function undoPreview(g) {
+    try {
+      const p = await api("POST", "/v1/planning/preview/undo", { generation: g.id });
+      const list = (xs) => (xs.length ? xs.join("、") : "—");
+      const problems = p.problems.features.filter((f) => f.properties.severity === "error");
+      return `\n${T("restores")}：${list(p.codes.concat(p.changed))}；${T("retires")}：${list(p.retired)}；` +
+        `${T("moved_n")} ${p.buildings_moved}；${T("checks")}：` +
+        (p.accepted ? T("checks_pass") : problems.map((f) => f.properties.reason).join("；"));
+    } catch (e) { return `\n${problemText(e)}`; }
+  }
+
   async function undo(g) {
-    if (!(await ask(fill(T("confirm_undo"), { id: g.id, op: opName(g) })))) return;
+    const preview = await undoPreview(g);
+    if (!(await ask(fill(T("confirm_undo"), { id: g.id, op: opName(g) }) + preview))) return;
     try {
       const res = await api("POST", "/v1/planning/undo", { generation: g.id });
       toast(`${T("undone")} ${res.generation}`);
