@@ -23,6 +23,7 @@ from api.routers import (
     ogc,
     open311,
     planning,
+    planning_history,
     planning_preview,
     security,
 )
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 # Routes are matched one by one in this order (FastAPI's matching is linear and costs ~10 µs a
 # route), so the hot paths come first: lookups, then reports. No two routers share a path.
 ROUTERS = (lookup, open311, incidents, layers, circles, maps, planning,
-           planning_preview, security, ogc, console)
+           planning_history, planning_preview, security, ogc, console)
 
 
 def create_app(

@@ -1,4 +1,5 @@
-"""CLI commands for planning: ``wangge grid split|merge|reshape|reassign|import|diff|draft|accept``.
+"""CLI commands for planning: ``wangge grid split|merge|reshape|reassign|import|diff|draft|accept``
+and ``wangge grid undo|cancel`` (the history of a district's grids).
 
 Geometry files are GeoJSON (a geometry, Feature or FeatureCollection) or WKT, in WGS 84 (lon,
 lat). Each accepted change prints the new generation as JSON; a refused one prints what failed,
@@ -18,7 +19,8 @@ from cli.common import connection, domain_errors, print_json
 from geo.core.errors import InvalidInput, Problem
 
 grid_app = typer.Typer(help="Redraw grids (网格): split, merge, reshape, reassign, import a "
-                       "layer, diff generations, draft a partition.", no_args_is_help=True)
+                       "layer, diff generations, draft a partition, undo or cancel a change.",
+                       no_args_is_help=True)
 
 EFFECTIVE = typer.Option(None, "--effective-from", help="When the change takes effect "
                          "(ISO 8601, e.g. 2026-01-01); default now.")
@@ -152,6 +154,37 @@ def diff_cmd(
 
     with connection() as conn:
         print_json(diff_generations(conn, from_generation, to_generation))
+
+
+@grid_app.command("undo")
+@domain_errors
+def undo_cmd(
+    generation: int = typer.Argument(..., help="The latest planning change of its district."),
+    effective_from: datetime | None = EFFECTIVE,
+) -> None:
+    """Undo a change: a new generation restoring the grids (with their previous codes) as they
+    were before it; the codes it created stay retired."""
+    from geo.planning.history import undo_generation
+
+    with connection() as conn:
+        res = undo_generation(conn, generation, effective_from=effective_from,
+                              settings=_settings())
+    _done(res)
+
+
+@grid_app.command("cancel")
+@domain_errors
+def cancel_cmd(
+    generation: int = typer.Argument(..., help="A scheduled change not yet in force."),
+) -> None:
+    """Cancel a scheduled change (removed whole; recorded in the audit log)."""
+    from geo.planning import refresh_lookup
+    from geo.planning.history import cancel_generation
+
+    with connection() as conn:
+        out = cancel_generation(conn, generation)
+    refresh_lookup()
+    print_json(out)
 
 
 @grid_app.command("draft")

@@ -30,6 +30,11 @@ LEVELS = {"district": "区", "street": "街道", "community": "社区", "grid": 
           "department": "部门"}
 RUN_KINDS = {"circles": "服务圈", "coverage": "覆盖分析", "siting": "选址建议"}
 SITING_METHODS = {"mclp": "最大覆盖模型", "greedy": "贪心算法"}
+OPERATIONS = {"split": "拆分", "merge": "合并", "reshape": "调整边界", "reassign": "调整楼栋归属",
+              "import": "导入图层", "undo": "撤销", "create": "新建",
+              "retire": "撤销网格"}
+CHANGES = {"added": "新增", "removed": "删除", "changed": "边界变更", "changed_before": "变更前",
+           "moved": "楼栋迁移"}
 RUN_STATUS = {"queued": "排队中", "running": "运行中", "finished": "已完成", "failed": "失败",
               "done": "已完成"}
 
@@ -73,10 +78,26 @@ TEXT = {
     "time": "时间", "action": "操作", "grid_worker_steps": "可办理的步骤",
     "home": "首页", "run_kind": "任务类型", "docs": "接口文档", "escalation_level": "处置层级",
     "urge_count": "督办次数", "deadline": "时限", "cst": "北京时间",
+    "planner_history": "边界历史", "generations": "边界版本", "effective": "生效时间",
+    "author": "操作人", "summary": "摘要", "scheduled": "待生效", "in_force": "现行",
+    "past": "历史", "from_gen": "对比起点", "to_gen": "对比终点", "compare": "比较",
+    "diff": "版本差异", "change": "变化", "code": "编码", "from_grid": "原网格",
+    "to_grid": "新网格", "by": "方式", "by_location": "随边界", "by_assignment": "指定归属",
+    "undo": "撤销", "cancel_change": "取消计划", "from_short": "起点", "to_short": "终点",
+    "confirm": "确定", "dismiss": "返回",
+    "confirm_undo": "撤销第 {id} 版（{op}）？将生成一个新版本，恢复此前的网格边界和编码，"
+                    "楼栋归属一并恢复。",
+    "confirm_cancel": "取消第 {id} 版（{op}，计划于 {date} 生效）？此计划将被删除，"
+                      "网格保持现状。取消操作会记入审计日志。",
+    "undone": "已撤销，新版本", "cancelled": "已取消计划版本", "edit_grids": "编辑网格",
+    "created_n": "新增", "retired_n": "注销", "changed_n": "变更", "moved_n": "楼栋",
+    "data_load": "数据导入", "no_diff": "两个版本之间没有变化", "read_only": "只读",
+    "pick_two": "选择两个版本后点击“比较”", "restores": "恢复网格", "retires": "注销编码",
+    "checks": "规则检查", "checks_pass": "通过",
 }
 # The planner's map editor (规划编辑).
 PLANNER = {
-    "planner": "网格规划编辑", "planner_history": "版本历史与对比",
+    "planner": "网格规划编辑",
     "mode_split": "拆分网格", "mode_reshape": "调整边界", "mode_merge": "合并网格",
     "mode_reassign": "调整楼栋", "mode_draft": "平衡草案",
     "hint_split": "先点击要拆分的网格，再在地图上依次点击画出穿过网格的分割线，然后点“预览”。",
@@ -114,6 +135,8 @@ def catalogue() -> dict[str, Any]:
         "actions": ACTIONS, "team_roles": TEAM_ROLES, "levels": LEVELS,
         "checks": PROBLEM_CHECKS, "run_kinds": RUN_KINDS, "run_status": RUN_STATUS,
         "methods": SITING_METHODS,
+        "run_kinds": RUN_KINDS, "run_status": RUN_STATUS, "methods": SITING_METHODS,
+        "operations": OPERATIONS, "changes": CHANGES,
         # The state machine, for offering only the steps a case may take next.
         "transitions": [[f, t, a] for (f, t), a in inc.TRANSITIONS.items()],
     }

@@ -23,13 +23,14 @@ from api.routers.console import HOME
 from api.security import session_principal
 from geo.auth.service import Principal
 from maps import assets
-from web.messages import ROLES, catalogue, t
+from web.messages import CHANGES, ROLES, catalogue, t
 
 HERE = Path(__file__).resolve().parent
 STATIC_URL = "/console/static"
 VENDOR_URL = "/static/vendor"
 _env = Environment(loader=FileSystemLoader(HERE / "templates"),
                    autoescape=select_autoescape(["html"]))
+_env.globals["changes"] = CHANGES  # the diff's legend (边界历史)
 
 # page -> (template, title key, roles admitted besides admin; None: anyone, signed in or not)
 PAGES: dict[str, tuple[str, str, frozenset[str] | None]] = {
@@ -41,6 +42,8 @@ PAGES: dict[str, tuple[str, str, frozenset[str] | None]] = {
     "resident": ("resident.html", "resident", frozenset({"resident"})),
     "analyst": ("analyst.html", "analyst", frozenset({"planner", "commander"})),
     "planner": ("planner.html", "planner", frozenset({"planner"})),
+    "planner_history": ("planner_history.html", "planner_history",
+                        frozenset({"planner", "commander"})),
 }
 # The views offered in the header, by role.
 NAV = {role: [p for p, (_, _, roles) in PAGES.items()

@@ -238,6 +238,8 @@ class GenerationOut(BaseModel):
         None, description="The 6-digit district codes it changed (null: not recorded).")
     scheduled: bool = Field(description="True while effective_from is in the future.")
     in_force: bool = Field(description="True for the generation in force now.")
+    districts: list[str] | None = Field(
+        None, description="The 6-digit district codes it changed (None: unknown).")
     operation: str | None = Field(description="The planning operation, if any.")
     summary: dict[str, Any] | None = Field(
         description="The planning change's summary (created, retired, changed, moved).")

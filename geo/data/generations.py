@@ -96,7 +96,7 @@ def new_generation(conn: Connection, *, kind: str, note: str | None,
 
 def list_generations(conn: Connection, *, limit: int = 200) -> list[dict[str, Any]]:
     """Committed generations, newest first: id, kind, effective_from, created_at, author, note,
-    the districts it changed, whether scheduled (not yet in force) and the planning change's
+    whether scheduled (not yet in force), the districts it changed and the planning change's
     summary (if any)."""
     rows = conn.execute(text(
         "SELECT g.id, g.kind, g.effective_from, g.created_at, g.author, g.note, g.districts, "

@@ -10,13 +10,14 @@ are measured in m² in the district's metric CRS (UTM). The rooms:
 - ``checks``: ``check_communities`` (containment, overlap, gaps, buildings, balance);
 - ``numbering``: ``allocate_codes`` (DB11 codes);
 - ``drafts``: ``draft_partition`` (spopt max-p over street blocks), ``accept_draft``;
-- ``diff``: ``diff_generations``, ``refresh_lookup``;
+- ``diff``: ``diff_generations``, ``diff_features`` (the diff for a map), ``refresh_lookup``;
+- ``history``: ``undo_generation``, ``cancel_generation`` (scheduled, not yet in force);
 - ``geometry``: input geometries as MultiPolygons, the metric SRID.
 """
 
 from geo.planning.changes import ChangeResult, apply_change, building_grids
 from geo.planning.checks import check_communities
-from geo.planning.diff import diff_generations, refresh_lookup
+from geo.planning.diff import diff_features, diff_generations, refresh_lookup
 from geo.planning.drafts import (
     Draft,
     accept_draft,
@@ -45,6 +46,7 @@ __all__ = [
     "apply_change",
     "building_grids",
     "check_communities",
+    "diff_features",
     "diff_generations",
     "draft_partition",
     "draft_units",

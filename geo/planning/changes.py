@@ -114,6 +114,7 @@ def apply_change(
     note: str | None = None,
     author: str | None = None,
     grids: dict[str, dict[str, Any]] | None = None,
+    revive: dict[str, int] | None = None,
 ) -> ChangeResult:
     """Write one change as a new generation, check it, keep it or roll it back.
 
@@ -125,6 +126,8 @@ def apply_change(
     Runs in a SAVEPOINT of the caller's transaction: refused → nothing written. Serialised per
     district (``geo.data.generations.lock_districts``: the checks run under the lock, against
     any concurrent change's committed result); ``author`` is recorded as who made the change.
+    ``revive``: {code: generation that retired it}, codes an undo brings back (their
+    ``retired_code`` rows are removed in the same savepoint; see ``geo.planning.history``).
     """
     settings = settings or PlanningSettings()
     replace = replace or {}
@@ -140,7 +143,7 @@ def apply_change(
     try:
         result = _write(conn, _Change(operation, replace, retire, create, reassign,
                                       params or {}, effective_from, settings, note, author,
-                                      choices=dict(grids or {})))
+                                      choices=dict(grids or {}), revive=dict(revive or {})))
     except IntegrityError as exc:  # a constraint the checks did not foresee: 409, not 500
         sp.rollback()
         first = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
@@ -177,6 +180,7 @@ class _Change:
     author: str | None = None
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
     renames: dict[str, dict[str, Any]] = field(default_factory=dict)
+    revive: dict[str, int] = field(default_factory=dict)
     team_from: dict[str, str] = field(default_factory=dict)
     parent_team: list[dict[str, Any]] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
@@ -208,6 +212,19 @@ def _closing(conn: Connection, ch: _Change) -> None:
     if missing:
         raise NotFound("grids not current", [Problem(reason="no such current grid",
                                                       field="code", feature=c) for c in missing])
+
+
+def _reviving(conn: Connection, ch: _Change) -> None:
+    """An undo brings back the codes the undone change retired: exactly those, each only if the
+    generation named retired it (the never-reuse rule is about *other* grids taking a code)."""
+    for code, gen in sorted(ch.revive.items()):
+        gone = conn.execute(text(
+            "DELETE FROM retired_code WHERE code = :c AND generation_id = :g RETURNING code"),
+            {"c": code, "g": gen}).first()
+        if gone is None:
+            raise Conflict("a code to bring back was not retired by that change", [Problem(
+                reason=f"code {code} was not retired by generation {gen}", field="code",
+                feature=code)])
 
 
 def _numbering(conn: Connection, ch: _Change) -> None:
@@ -426,7 +443,7 @@ def _recorded(conn: Connection, ch: _Change) -> None:
 
 # The steps of a change, in order; any may refuse it (the caller's savepoint rolls back).
 STEPS: tuple[Callable[[Connection, _Change], None], ...] = (
-    _closing, _numbering, _versions, _teams, _buildings_follow, _reassignments, _checked,
+    _closing, _reviving, _numbering, _versions, _teams, _buildings_follow, _reassignments, _checked,
     _recorded,
 )
 

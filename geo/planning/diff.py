@@ -3,6 +3,7 @@ after a committed change."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import text
@@ -69,3 +70,34 @@ def diff_generations(conn: Connection, g1: int, g2: int) -> dict[str, Any]:
 def refresh_lookup(conn: Connection | None = None) -> None:
     """Ask the in-process lookup index to rebuild on next use (after a committed change)."""
     invalidate_index()
+
+
+def diff_features(conn: Connection, g1: int, g2: int) -> dict[str, Any]:
+    """The diff of ``diff_generations`` as an RFC 7946 FeatureCollection (WGS 84) for a map:
+    grids added (their ``g2`` version), removed (their ``g1`` version), changed (``changed`` the
+    ``g2`` version, ``changed_before`` the ``g1`` one), and each moved building as a Point
+    (``moved``, with from/to grid codes). Properties: change, code, name, generation."""
+    d = diff_generations(conn, g1, g2)
+    valid = ("level = 'grid' AND generation_low <= :g "
+             "AND coalesce(generation_high, 2147483647) >= :g AND code = ANY(:c)")
+    want = [(g2, d["grids_added"], "added"), (g1, d["grids_removed"], "removed"),
+            (g2, d["grids_changed"], "changed"), (g1, d["grids_changed"], "changed_before")]
+    feats: list[dict[str, Any]] = []
+    for gen, codes, change in want:
+        if not codes:
+            continue
+        for code, name, gj in conn.execute(text(
+                f"SELECT code, name, ST_AsGeoJSON(geom) FROM area WHERE {valid} "
+                "ORDER BY code"), {"g": gen, "c": codes}):
+            feats.append({"type": "Feature", "geometry": json.loads(gj), "properties": {
+                "change": change, "code": code, "name": name, "generation": gen}})
+    moves = {m["building"]: m for m in d["buildings_moved"]}
+    if moves:
+        for code, name, gj in conn.execute(text(
+                "SELECT code, name, ST_AsGeoJSON(location) FROM building "
+                "WHERE code = ANY(:c) ORDER BY code"), {"c": list(moves)}):
+            m = moves[code]
+            feats.append({"type": "Feature", "geometry": json.loads(gj), "properties": {
+                "change": "moved", "code": code, "name": name, "from": m["from"],
+                "to": m["to"], "by": m["by"]}})
+    return {"type": "FeatureCollection", "features": feats}
