@@ -385,6 +385,38 @@ def test_area_scope_and_basic_credentials(client, city, tmp_path) -> None:
                       headers=basic("x", keys["plain"])).status_code == 403
 
 
+def test_a_cached_tile_is_served_only_as_the_policy_admits(client, city) -> None:
+    """Cached tiles are answered before routing, but by the same rules: no credentials 401, a
+    key without the ogc scope or a resident 403, a planner of another area gets the tile of
+    their own reach (empty here), and every hit counts against the key's rate (429)."""
+    eng = city[1]
+    code = rows(eng, "SELECT min(code) FROM area_current WHERE level = 'grid' AND code LIKE :p",
+                p=STREET + "%")[0][0]
+    c = _stored(eng, code).representative_point()
+    t = morecantile.tms.get("WebMercatorQuad").tile(c.x, c.y, 16)
+    url = f"/ogc/collections/grids/tiles/WebMercatorQuad/16/{t.y}/{t.x}"
+    cache = client.app.state.tile_cache
+    first = client.get(url, headers=who("commander"))
+    hits = cache.hits
+    again = client.get(url, headers=who("commander"))
+    assert first.status_code == again.status_code == 200 and first.content
+    assert again.content == first.content and cache.hits == hits + 1  # from the cache
+    assert again.headers["etag"] == first.headers["etag"]
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=basic("commander", "wrong")).status_code == 401
+    assert client.get(url, headers=basic("x", city[3]["plain"])).status_code == 403
+    assert client.get(url, headers=who("resident")).status_code == 403
+    other = client.get(url, headers=who("planner_out"))
+    assert other.status_code == 200 and other.content == b""  # no grid of street 002 there
+    inside = client.get(url, headers=who("planner_in"))
+    assert inside.status_code == 200 and inside.content == first.content
+    with eng.begin() as conn:
+        slow = create_api_key(conn, f"slow-{uuid.uuid4().hex[:6]}", scopes=("ogc",),
+                              rate_per_minute=2)
+    answers = [client.get(url, headers=basic("gis", slow)).status_code for _ in range(5)]
+    assert answers[:2] == [200, 200] and 429 in answers  # (a minute may turn in between)
+
+
 def test_generation_and_date_parameters(client, city) -> None:
     eng = city[1]
     gens = rows(eng, "SELECT id, effective_from FROM generation ORDER BY id")
