@@ -11,6 +11,7 @@ import base64
 import json
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from api.main import create_app
 from geo.auth.service import AuthSettings, create_api_key, create_user
 from geo.core.db import make_engine
 from geo.data.store import write_layers
-from geo.incidents import IncidentSettings, report
+from geo.incidents import IncidentSettings, report, transition
 from geo.ogc.collections import COLLECTIONS
 from geo.planning import PlanningSettings
 from geo.samples.synth import generate_city
@@ -531,6 +532,14 @@ def test_incident_tiles_follow_a_status_change(edit_api, tmp_path) -> None:
     assert _mvt_statuses(after.content, tmp_path)[iid] == "checked_in"
     assert client.get(url, headers={**who("commander"), "If-None-Match": after.headers[
         "etag"]}).status_code == 304
+    # a step taken by another process (not through this app) shows within about a second
+    with eng.begin() as c:
+        transition(c, iid, "consulting", actor="elsewhere", settings=IncidentSettings())
+    deadline, seen = time.monotonic() + 10, None
+    while seen != "consulting" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen = _mvt_statuses(client.get(url, headers=who("commander")).content, tmp_path)[iid]
+    assert seen == "consulting"
 
 
 def _neighbours(eng) -> tuple[str, str]:

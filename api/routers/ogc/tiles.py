@@ -2,7 +2,7 @@
 
 Tiles honour the caller's reach (area, incident scope) and the items parameters (generation,
 run, tier, datetime, filter); cached per process until a new generation, incident, incident
-step (``incident_history``) or run, seen within ``VERSION_TTL_S`` (at once after a write
+step (``incident_history``) or run, seen within about ``VERSION_TTL_S`` (at once after a write
 through this process). Each tile carries an ``ETag`` (a hash of its bytes): ``If-None-Match``
 answers 304.
 
@@ -14,6 +14,8 @@ else (a miss, a refusal, a stale version) goes on to the route, which answers it
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 from typing import Any
@@ -39,6 +41,7 @@ from geo.ogc.tiles import (
     version,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/ogc", tags=["ogc"], route_class=PolicyRoute)
 VERSION_TTL_S = 1.0
 TMS_ID = "WebMercatorQuad"
@@ -95,8 +98,10 @@ async def _cached(request: Request, collection_id: str, z: str, row: str,
     data version, or anything refused: the route refuses it the same way, mapped to HTTP)."""
     state = request.app.state
     held = getattr(state, "tile_version", None)
-    if held is None or held[0] <= time.monotonic():
+    if held is None:
         return None
+    if held[0] <= time.monotonic():
+        _refresh(state)  # asked again in the background; meanwhile the held one serves
     try:
         if state.auth_settings.enforce_access:
             await enforce_policy(request, "ogc_tile")
@@ -231,15 +236,38 @@ async def get_tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int,
 
 
 async def _version(request: Request) -> tuple:
-    """The data version tiles depend on (``geo.ogc.tiles.version``), asked at most once every
-    ``VERSION_TTL_S`` per process: another worker's change shows within that. A version read
-    while a write went through (``tile_writes`` moved) is used but not kept."""
+    """The data version tiles depend on (``geo.ogc.tiles.version``), asked again once it is
+    ``VERSION_TTL_S`` old, by one background task while the held one still serves (no burst
+    of requests all asking the database at once): another worker's change shows within about
+    that. After a write through this process there is none held: it is asked at once."""
     state = request.app.state
     held = getattr(state, "tile_version", None)
-    now = time.monotonic()
-    if held is not None and held[0] > now:
-        return held[1]
+    if held is None:
+        return await _ask_version(state)
+    if held[0] <= time.monotonic():
+        _refresh(state)
+    return held[1]
+
+
+def _refresh(state: Any) -> None:
+    """Start asking the data version again, unless that is under way."""
+    task = getattr(state, "tile_refresh", None)
+    if task is None or task.done():
+        task = state.tile_refresh = asyncio.get_running_loop().create_task(_ask_version(state))
+        task.add_done_callback(_failed)
+
+
+def _failed(task: asyncio.Task) -> None:
+    """A refresh that failed (the database away) is said in the log; the next tries again."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("tile data version not refreshed: %s", task.exception())
+
+
+async def _ask_version(state: Any) -> tuple:
+    """Ask the database for the data version and hold it for ``VERSION_TTL_S``; a version
+    read while a write went through (``tile_writes`` moved) is used but not held."""
     writes = getattr(state, "tile_writes", 0)
+    now = time.monotonic()
 
     def ask() -> tuple:
         with state.engine.connect() as conn:
