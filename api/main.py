@@ -115,6 +115,7 @@ def create_app(
     app.state.db_settings = db_settings
     app.state.api_settings = api_settings
     install_error_handlers(app)
+    ogc.install(app)  # first: the innermost layer, inside the request id and body limits
     install_security(app, api_settings.max_body_bytes, auth_settings)
     open311.install_cors(app)
     for module in ROUTERS:

@@ -72,6 +72,13 @@ class Page(BaseModel):
     links: list[dict[str, str]] = Field(description="self, and next/prev when there are more.")
 
 
+def feature_page(request: Request, fc: dict[str, Any], limit: int,
+                 offset: int) -> dict[str, Any]:
+    """A FeatureCollection (with its ``total``) as a page: offset, limit and links added."""
+    return {**fc, "offset": offset, "limit": limit,
+            "links": page_links(request, offset, limit, fc["total"])}
+
+
 def page(request: Request, items: list[dict[str, Any]], total: int, limit: int,
          offset: int) -> dict[str, Any]:
     """A ``Page`` answer."""

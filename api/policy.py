@@ -180,10 +180,13 @@ def admits(rule: Rule, principal: Principal) -> bool:
 
 
 async def enforce_policy(request: Request, operation: str | None) -> None:
-    """Resolve the caller into ``request.state.principal`` and admit them to ``operation`` by
-    ``POLICY``, or raise 401/403."""
-    principal = await resolve_principal(request)
-    request.state.principal = principal
+    """Resolve the caller into ``request.state.principal`` (once a request: a layer in front
+    of the routing may have resolved and counted them already) and admit them to ``operation``
+    by ``POLICY``, or raise 401/403."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        principal = await resolve_principal(request)
+        request.state.principal = principal
     rule = POLICY.get(operation or "")
     if rule is None:
         raise Forbidden(f"operation '{operation}' is not open to anyone")

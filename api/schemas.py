@@ -37,6 +37,15 @@ class FeatureCollection(BaseModel, Generic[P]):
     features: list[Feature[P]]
 
 
+class FeaturePage(FeatureCollection[P], Generic[P]):
+    """One page of an RFC 7946 FeatureCollection, paged like every list (``api.paging``)."""
+
+    total: int = Field(description="Features matching the query, on every page.")
+    offset: int = Field(description="Index of this page's first feature.")
+    limit: int = Field(description="Most features a page holds.")
+    links: list[dict[str, str]] = Field(description="self, and next/prev when there are more.")
+
+
 class AnyProperties(BaseModel, extra="allow"):
     """Properties that vary by layer (the layer's columns)."""
 

@@ -158,3 +158,48 @@ def test_analysis_reads_are_scoped_to_the_callers_area(client):
                   params={"within": "350104002"}).json()["features"] == []
     assert tc.get(f"/v1/circles/runs/{run['id']}/circles",
                   params={"within": "350104002"}).json()["features"] == []
+
+
+def _all_pages(tc, path: str, limit: int, **params) -> tuple[list[dict], list[dict]]:
+    """Follow the next links of a paged FeatureCollection: (every page, every feature)."""
+    pages = [tc.get(path, params={"limit": limit, **params}).json()]
+    while (nxt := [lk["href"] for lk in pages[-1]["links"] if lk["rel"] == "next"]):
+        pages.append(tc.get(nxt[0]).json())
+    return pages, [f for p in pages for f in p["features"]]
+
+
+def test_circles_and_coverage_collections_page_with_a_total(client):
+    """The circles, uncovered and distances collections page like every list: a total on each
+    page and next links that, followed, give every row once (checked against the tables);
+    a limit past the maximum is a 400 naming the field, never a quiet cut."""
+    app, tc = client
+    _as_planner(tc)
+    run = _wait(tc, tc.post("/v1/circles/runs", json={"tiers_m": [200, 300, 500]}).json()["id"])
+    cov = _wait(tc, tc.post("/v1/circles/coverage", json={"tier_m": 300}).json()["id"])
+    ucov = _wait(tc, tc.post("/v1/circles/coverage", json={
+        "method": "circles", "circles_run_id": run["id"], "tier_m": 300}).json()["id"])
+    with app.state.engine.connect() as c:
+        circle_ids = c.execute(text("SELECT id FROM service_circle WHERE run_id = :r"),
+                               {"r": run["id"]}).scalars().all()
+        building_ids = c.execute(text("SELECT id FROM building")).scalars().all()
+        uncovered_ids = c.execute(text(
+            "SELECT building_id FROM building_coverage WHERE run_id = :r AND NOT covered"),
+            {"r": ucov["id"]}).scalars().all()
+    assert len(circle_ids) == 3 and len(building_ids) == 3 and uncovered_ids
+    for path, expected in ((f"/v1/circles/runs/{run['id']}/circles", circle_ids),
+                           (f"/v1/circles/coverage/{cov['id']}/distances", building_ids),
+                           (f"/v1/circles/coverage/{ucov['id']}/uncovered", uncovered_ids)):
+        pages, feats = _all_pages(tc, path, 2)
+        assert all(p["total"] == len(expected) for p in pages), path
+        assert len(pages) == -(-len(expected) // 2)
+        assert sorted(f["id"] for f in feats) == sorted(expected), path
+        assert all(len(p["features"]) <= 2 and p["limit"] == 2 for p in pages)
+        past = tc.get(path, params={"limit": 2, "offset": 10}).json()
+        assert past["features"] == [] and past["total"] == len(expected)
+    for path, most in ((f"/v1/circles/runs/{run['id']}/circles", 100_000),
+                       (f"/v1/circles/coverage/{ucov['id']}/uncovered", 1_000_000),
+                       (f"/v1/circles/coverage/{cov['id']}/distances", 100_000)):
+        too_many = tc.get(path, params={"limit": most + 1})
+        assert too_many.status_code == 400, path
+        assert too_many.json()["problems"][0]["field"] == "limit"
+        assert tc.get(path, params={"offset": -1}).status_code == 400

@@ -11,6 +11,7 @@ import base64
 import json
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import shapely
 from fastapi.testclient import TestClient
-from pyproj import Transformer
+from pyproj import Geod, Transformer
 from shapely.geometry import box, mapping, shape
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -28,7 +29,7 @@ from api.main import create_app
 from geo.auth.service import AuthSettings, create_api_key, create_user
 from geo.core.db import make_engine
 from geo.data.store import write_layers
-from geo.incidents import IncidentSettings, report
+from geo.incidents import IncidentSettings, report, transition
 from geo.ogc.collections import COLLECTIONS
 from geo.planning import PlanningSettings
 from geo.samples.synth import generate_city
@@ -259,6 +260,92 @@ def test_cql2_text_and_json_agree_with_sql_on_the_rows(client, city) -> None:
     assert set(q["properties"]) == {"geometry", *COLLECTIONS["buildings"].properties}
 
 
+def _ids(client, collection: str, params: dict) -> set:
+    r = client.get(f"/ogc/collections/{collection}/items", headers=who("commander"),
+                   params={**params, "limit": 10000})
+    assert r.status_code == 200, (params, r.text)
+    assert r.json()["numberMatched"] == r.json()["numberReturned"]
+    return {f["id"] for f in r.json()["features"]}
+
+
+def test_cql2_spatial_operators_agree_with_shapely(client, city) -> None:
+    """Every CQL2 spatial operator, in text and in JSON, selects the grids shapely selects
+    from the stored geometries (the literals are shapely's WKT / GeoJSON of them)."""
+    eng = city[1]
+    grids = {c: shapely.from_wkb(bytes(w)) for c, w in rows(
+        eng, "SELECT code, ST_AsBinary(geom) FROM area_current WHERE level = 'grid'")}
+    x0, y0, x1, y1 = shapely.bounds(shapely.union_all(list(grids.values())))
+    part = box(x0, y0, x0 + (x1 - x0) * 0.55, y0 + (y1 - y0) * 0.45)
+    line = shapely.LineString([(x0 - 0.01, y0 + (y1 - y0) * 0.37),
+                               (x1 + 0.01, y0 + (y1 - y0) * 0.61)])
+    one = sorted(grids)[5]
+    inside = grids[one].representative_point()
+    cases = [("S_INTERSECTS", part, lambda g: g.intersects(part)),
+             ("S_WITHIN", part, lambda g: g.within(part)),
+             ("S_DISJOINT", part, lambda g: g.disjoint(part)),
+             ("S_OVERLAPS", part, lambda g: g.overlaps(part)),
+             ("S_CONTAINS", inside, lambda g: g.contains(inside)),
+             ("S_CROSSES", line, lambda g: g.crosses(line)),
+             ("S_TOUCHES", grids[one], lambda g: g.touches(grids[one])),
+             ("S_EQUALS", grids[one], lambda g: g.equals(grids[one]))]
+    for op, literal, test in cases:
+        want = {c for c, g in grids.items() if test(g)}
+        assert want and want != set(grids) or op in ("S_EQUALS", "S_CONTAINS"), op
+        assert _ids(client, "grids", {"filter": f"{op}(geometry, {literal.wkt})"}) == want, op
+        as_json = {"op": op.lower(), "args": [{"property": "geometry"}, mapping(literal)]}
+        assert _ids(client, "grids", {"filter": json.dumps(as_json),
+                                      "filter-lang": "cql2-json"}) == want, op
+
+
+def test_cql2_dwithin_in_metres_on_the_spheroid(client, city) -> None:
+    """S_DWITHIN / S_BEYOND (text and JSON, metres or another unit) select what pyproj's
+    geodesic distances (buildings) and shapely in the UTM zone (grids) select; a bad distance
+    or unit is a 400 naming the filter."""
+    eng = city[1]
+    geod = Geod(ellps="WGS84")
+    pts = rows(eng, "SELECT code, ST_X(location), ST_Y(location) FROM building")
+    lon0, lat0 = float(np.median([p[1] for p in pts])), float(np.median([p[2] for p in pts]))
+    d = {c: geod.inv(lon0, lat0, x, y)[2] for c, x, y in pts}
+    # a radius midway between two buildings at least a metre apart in distance: none on the edge
+    ds = sorted(d.values())
+    r = next((a + b) / 2 for a, b in zip(ds[len(ds) // 4:], ds[len(ds) // 4 + 1:], strict=False)
+             if b - a > 1.0)
+    near = {c for c, v in d.items() if v <= r}
+    assert near and len(near) < len(pts)
+    point = f"POINT({lon0!r} {lat0!r})"
+    geo_point = {"type": "Point", "coordinates": [lon0, lat0]}
+    for params in ({"filter": f"S_DWITHIN(geometry, {point}, {r})"},
+                   {"filter": f"S_DWITHIN(geometry, {point}, {r / 1000}, kilometers)"},
+                   {"filter": f"s_dwithin(geometry, {point}, {r / 0.3048}, 'feet')"},
+                   {"filter-lang": "cql2-json", "filter": json.dumps({"op": "s_dwithin", "args": [
+                       {"property": "geometry"}, geo_point, r]})},
+                   {"filter-lang": "cql2-json", "filter": json.dumps({"op": "and", "args": [
+                       {"op": "s_dwithin", "args": [{"property": "geometry"}, geo_point,
+                                                    r / 1852, "nautical miles"]},
+                       {"op": ">=", "args": [{"property": "households"}, 0]}]})}):
+        assert _ids(client, "buildings", params) == near, params
+    assert _ids(client, "buildings", {"filter": f"S_BEYOND(geometry, {point}, {r})"}) \
+        == set(d) - near
+    # polygons: the distance from the point to each grid, in the UTM zone (scale ~1e-3)
+    to_utm = Transformer.from_crs(4326, UTM, always_xy=True)
+    px, py = to_utm.transform(lon0, lat0)
+    gd = {c: shapely.transform(shapely.from_wkb(bytes(w)), lambda a: np.column_stack(
+        to_utm.transform(a[:, 0], a[:, 1]))).distance(shapely.Point(px, py))
+        for c, w in rows(eng, "SELECT code, ST_AsBinary(geom) FROM area_current "
+                              "WHERE level = 'grid'")}
+    r = 400.0
+    sure = {c for c, v in gd.items() if v < r * 0.995}
+    maybe = {c for c, v in gd.items() if r * 0.995 <= v <= r * 1.005}
+    got = _ids(client, "grids", {"filter": f"S_DWITHIN(geometry, {point}, {r})"})
+    assert sure and sure <= got <= sure | maybe and len(got) < len(gd)
+    for bad in (f"S_DWITHIN(geometry, {point}, 100, parsecs)",
+                f"S_DWITHIN(geometry, {point}, -5)", f"S_DWITHIN(geometry, {point}, 'far')",
+                f"S_DWITHIN(households, {point}, 100)"):
+        r400 = client.get("/ogc/collections/buildings/items", headers=who("commander"),
+                          params={"filter": bad})
+        assert r400.status_code == 400 and r400.json()["problems"][0]["field"] == "filter", bad
+
+
 # ------------------------------------------------------------------ scoping and credentials
 
 
@@ -297,6 +384,38 @@ def test_area_scope_and_basic_credentials(client, city, tmp_path) -> None:
     assert by_key.status_code == 200 and by_key.json()["numberMatched"] == 24
     assert client.get("/ogc/collections/grids/items",
                       headers=basic("x", keys["plain"])).status_code == 403
+
+
+def test_a_cached_tile_is_served_only_as_the_policy_admits(client, city) -> None:
+    """Cached tiles are answered before routing, but by the same rules: no credentials 401, a
+    key without the ogc scope or a resident 403, a planner of another area gets the tile of
+    their own reach (empty here), and every hit counts against the key's rate (429)."""
+    eng = city[1]
+    code = rows(eng, "SELECT min(code) FROM area_current WHERE level = 'grid' AND code LIKE :p",
+                p=STREET + "%")[0][0]
+    c = _stored(eng, code).representative_point()
+    t = morecantile.tms.get("WebMercatorQuad").tile(c.x, c.y, 16)
+    url = f"/ogc/collections/grids/tiles/WebMercatorQuad/16/{t.y}/{t.x}"
+    cache = client.app.state.tile_cache
+    first = client.get(url, headers=who("commander"))
+    hits = cache.hits
+    again = client.get(url, headers=who("commander"))
+    assert first.status_code == again.status_code == 200 and first.content
+    assert again.content == first.content and cache.hits == hits + 1  # from the cache
+    assert again.headers["etag"] == first.headers["etag"]
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=basic("commander", "wrong")).status_code == 401
+    assert client.get(url, headers=basic("x", city[3]["plain"])).status_code == 403
+    assert client.get(url, headers=who("resident")).status_code == 403
+    other = client.get(url, headers=who("planner_out"))
+    assert other.status_code == 200 and other.content == b""  # no grid of street 002 there
+    inside = client.get(url, headers=who("planner_in"))
+    assert inside.status_code == 200 and inside.content == first.content
+    with eng.begin() as conn:
+        slow = create_api_key(conn, f"slow-{uuid.uuid4().hex[:6]}", scopes=("ogc",),
+                              rate_per_minute=2)
+    answers = [client.get(url, headers=basic("gis", slow)).status_code for _ in range(5)]
+    assert answers[:2] == [200, 200] and 429 in answers  # (a minute may turn in between)
 
 
 def test_generation_and_date_parameters(client, city) -> None:
@@ -375,6 +494,52 @@ def edit_api(city):
         yield tc, eng
     eng.dispose()
     _drop(admin, copy)
+
+
+def _mvt_statuses(data: bytes, tmp_path: Path) -> dict[int, str]:
+    """{incident id: status} of an incidents MVT tile, read by GDAL's MVT driver."""
+    path = tmp_path / f"{uuid.uuid4().hex}.mvt"
+    path.write_bytes(data)
+    out = subprocess.run(["ogrinfo", "-ro", "-al", "-q", "-oo", "CLIP=NO", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    ids = [int(x.split("=")[1]) for x in out.splitlines() if x.strip().startswith("id (")]
+    statuses = [x.split("=")[1].strip() for x in out.splitlines()
+                if x.strip().startswith("status (")]
+    assert len(ids) == len(statuses)
+    return dict(zip(ids, statuses, strict=True))
+
+
+@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="needs gdal-bin")
+def test_incident_tiles_follow_a_status_change(edit_api, tmp_path) -> None:
+    """A case moved a step shows its new status in the next tile, under a new ETag; the old
+    ETag no longer answers 304, the new one does."""
+    client, eng = edit_api
+    (iid, x, y), *_ = rows(eng, "SELECT id, ST_X(location), ST_Y(location) FROM incident "
+                                "WHERE status = 'reported' ORDER BY id")
+    t = morecantile.tms.get("WebMercatorQuad").tile(x, y, 16)
+    url = f"/ogc/collections/incidents/tiles/WebMercatorQuad/16/{t.y}/{t.x}"
+    first = client.get(url, headers=who("commander"))
+    assert first.status_code == 200 and _mvt_statuses(first.content, tmp_path)[iid] == "reported"
+    etag = first.headers["etag"]
+    again = client.get(url, headers={**who("commander"), "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    r = client.post(f"/v1/incidents/{iid}/transitions", json={"to": "checked_in"},
+                    headers=who("commander"))
+    assert r.status_code == 200, r.text
+    assert rows(eng, "SELECT status FROM incident WHERE id = :i", i=iid)[0][0] == "checked_in"
+    after = client.get(url, headers={**who("commander"), "If-None-Match": etag})
+    assert after.status_code == 200 and after.headers["etag"] != etag
+    assert _mvt_statuses(after.content, tmp_path)[iid] == "checked_in"
+    assert client.get(url, headers={**who("commander"), "If-None-Match": after.headers[
+        "etag"]}).status_code == 304
+    # a step taken by another process (not through this app) shows within about a second
+    with eng.begin() as c:
+        transition(c, iid, "consulting", actor="elsewhere", settings=IncidentSettings())
+    deadline, seen = time.monotonic() + 10, None
+    while seen != "consulting" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen = _mvt_statuses(client.get(url, headers=who("commander")).content, tmp_path)[iid]
+    assert seen == "consulting"
 
 
 def _neighbours(eng) -> tuple[str, str]:

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, AppSettings
-from api.paging import Page, Paging, page
+from api.paging import Page, Paging, feature_page, page
 from api.policy import PolicyRoute, area_within, caller
-from api.schemas import FeatureCollection, GeoJSONAnswer
+from api.schemas import FeatureCollection, FeaturePage, GeoJSONAnswer
 from geo.circles.build import circles_geojson
 from geo.circles.completeness import completeness
 from geo.circles.coverage import coverage_by_level, distances_geojson, uncovered_geojson
@@ -218,17 +218,19 @@ def run(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
 
 
 @router.get("/runs/{run_id}/circles", operation_id="get_circles",
-            response_model=FeatureCollection[CircleProperties],
-            summary="A circles run's polygons as a GeoJSON FeatureCollection.",
+            response_model=FeaturePage[CircleProperties],
+            summary="A circles run's polygons as a GeoJSON FeatureCollection, paged.",
             response_description="RFC 7946 FeatureCollection; properties station_id, "
-            "station_code, kind, tier_m, tier_min.")
+            "station_code, kind, tier_m, tier_min; total, offset, limit and next/prev links.")
 def circles(
     run_id: int, request: Request, tier_m: float | None = None,
-    limit: int = Query(10000, ge=1, le=100000), within: str | None = WITHIN,
+    paging: tuple[int, int] = Depends(Paging(10_000, 100_000)), within: str | None = WITHIN,
     conn: Connection = CONNECTION,
 ) -> GeoJSONAnswer:
-    return GeoJSONAnswer(circles_geojson(conn, run_id, tier_m=tier_m, limit=limit,
-                                         within=area_within(request, within)))
+    limit, offset = paging
+    fc = circles_geojson(conn, run_id, tier_m=tier_m, limit=limit, offset=offset,
+                         within=area_within(request, within))
+    return GeoJSONAnswer(feature_page(request, fc, limit, offset))
 
 
 @router.post("/coverage", operation_id="create_coverage_run", response_model=Run,
@@ -256,31 +258,38 @@ def coverage_summary(
 
 
 @router.get("/coverage/{run_id}/uncovered", operation_id="get_uncovered_buildings",
-            response_model=FeatureCollection[UncoveredProperties],
-            summary="Buildings no circle covers, as a GeoJSON FeatureCollection of points.",
+            response_model=FeaturePage[UncoveredProperties],
+            summary="Buildings no circle covers, as a GeoJSON FeatureCollection of points, "
+            "paged.",
             response_description="RFC 7946 FeatureCollection; properties code, name, "
-            "grid_code, residents, households.")
+            "grid_code, residents, households; total, offset, limit and next/prev links.")
 def uncovered(
-    run_id: int, request: Request, limit: int = Query(100000, ge=1, le=1000000),
+    run_id: int, request: Request,
+    paging: tuple[int, int] = Depends(Paging(100_000, 1_000_000)),
     within: str | None = WITHIN, conn: Connection = CONNECTION,
 ) -> GeoJSONAnswer:
-    return GeoJSONAnswer(uncovered_geojson(conn, run_id, limit, area_within(request, within)))
+    limit, offset = paging
+    fc = uncovered_geojson(conn, run_id, limit, area_within(request, within), offset)
+    return GeoJSONAnswer(feature_page(request, fc, limit, offset))
 
 
 @router.get("/coverage/{run_id}/distances", operation_id="get_building_distances",
-            response_model=FeatureCollection[DistanceProperties],
+            response_model=FeaturePage[DistanceProperties],
             summary="Each building's walking distance (m, minutes) to the nearest station of "
             "every kind (distance coverage runs).",
             response_description="RFC 7946 FeatureCollection of building points; properties "
             "code, grid_code, residents, covered, kinds: {kind: {distance_m, minutes, "
-            "station_id} or null when none within the run's limit}.")
+            "station_id} or null when none within the run's limit}; total, offset, limit and "
+            "next/prev links.")
 def building_distances(
-    run_id: int, request: Request, limit: int = Query(10000, ge=1, le=100000),
+    run_id: int, request: Request,
+    paging: tuple[int, int] = Depends(Paging(10_000, 100_000)),
     within: str | None = WITHIN, conn: Connection = CONNECTION,
 ) -> GeoJSONAnswer:
+    limit, offset = paging
     speed = _settings(request).walking_speed_m_per_min
-    return GeoJSONAnswer(distances_geojson(conn, run_id, speed, limit,
-                                           area_within(request, within)))
+    fc = distances_geojson(conn, run_id, speed, limit, area_within(request, within), offset)
+    return GeoJSONAnswer(feature_page(request, fc, limit, offset))
 
 
 @router.get("/coverage/{run_id}/completeness", operation_id="get_life_circle_completeness",

@@ -207,9 +207,9 @@ def export(run_id: int, what: Literal["circles", "uncovered", "sites"],
            tier_m: float | None = Query(None, gt=0, le=100_000),
            conn: Connection = CONNECTION) -> Response:
     if what == "circles":
-        fc = circles_geojson(conn, run_id, tier_m=tier_m, limit=100_000)
+        fc = circles_geojson(conn, run_id, tier_m=tier_m)  # the whole run: a file
     elif what == "uncovered":
-        fc = uncovered_geojson(conn, run_id, 1_000_000)
+        fc = uncovered_geojson(conn, run_id)
         names = dashboard.area_names(conn, sorted({
             c for f in fc["features"] for c in (f["properties"].get("grid_code"),) if c}))
         for f in fc["features"]:

@@ -429,14 +429,20 @@ def build_circles(
 
 
 def circles_geojson(
-    conn: Connection, run_id: int, *, tier_m: float | None = None, limit: int = 10000,
-    within: str | None = None,
+    conn: Connection, run_id: int, *, tier_m: float | None = None, limit: int | None = None,
+    within: str | None = None, offset: int = 0,
 ) -> dict[str, Any]:
     """The run's circles (of stations whose community code starts with ``within``, if given)
-    as an RFC 7946 FeatureCollection (lon, lat, WGS 84)."""
+    as an RFC 7946 FeatureCollection (lon, lat, WGS 84), ordered by id: ``limit`` of them from
+    ``offset`` (None: all), with ``total``, how many match."""
     from geo.circles.runs import get_run
 
     get_run(conn, run_id, "circles")
+    params = {"r": run_id, "t": tier_m, "n": limit, "o": offset, "w": within}
+    matching = (
+        " FROM service_circle sc JOIN station s2 ON s2.id = sc.station_id"
+        " WHERE sc.run_id = :r AND (CAST(:t AS float8) IS NULL OR sc.tier_m = :t)"
+        " AND (CAST(:w AS text) IS NULL OR s2.community_code LIKE :w || '%')")
     fc: dict[str, Any] = conn.execute(
         text(
             "SELECT json_build_object('type', 'FeatureCollection', 'features', "
@@ -444,13 +450,12 @@ def circles_geojson(
             "  'geometry', ST_AsGeoJSON(c.geom, 6)::json,"
             "  'properties', json_build_object('station_id', c.station_id,"
             "   'station_code', s.code, 'kind', s.kind, 'tier_m', c.tier_m,"
-            "   'tier_min', c.tier_min))), '[]'::json))"
-            " FROM (SELECT sc.* FROM service_circle sc JOIN station s2 ON s2.id = sc.station_id"
-            "   WHERE sc.run_id = :r AND (CAST(:t AS float8) IS NULL OR sc.tier_m = :t)"
-            "   AND (CAST(:w AS text) IS NULL OR s2.community_code LIKE :w || '%')"
-            "   ORDER BY sc.id LIMIT :n) c"
+            "   'tier_min', c.tier_min)) ORDER BY c.id), '[]'::json))"
+            f" FROM (SELECT sc.* {matching}"
+            "   ORDER BY sc.id LIMIT :n OFFSET :o) c"
             " JOIN station s ON s.id = c.station_id"
         ),
-        {"r": run_id, "t": tier_m, "n": limit, "w": within},
+        params,
     ).scalar_one()
+    fc["total"] = conn.execute(text(f"SELECT count(*) {matching}"), params).scalar_one()
     return fc

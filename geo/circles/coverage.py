@@ -265,28 +265,39 @@ SELECT b.id, b.code, b.name, b.grid_code, b.residents, b.households, b.location 
 FROM building_coverage bc JOIN building b ON b.id = bc.building_id
 WHERE bc.run_id = :r AND NOT bc.covered
   AND (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%')
-ORDER BY b.id LIMIT :n
+ORDER BY b.id LIMIT :n OFFSET :o
 """
 
 
 def uncovered_geojson(
-    conn: Connection, run_id: int, limit: int = 100_000, within: str | None = None
+    conn: Connection, run_id: int, limit: int | None = None, within: str | None = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """Uncovered buildings (in area ``within``, if given) as an RFC 7946 FeatureCollection
-    (points, lon/lat WGS 84)."""
+    (points, lon/lat WGS 84), ordered by id: ``limit`` of them from ``offset`` (None: all),
+    with ``total``, how many match."""
     get_run(conn, run_id, "coverage")
+    params = {"r": run_id, "n": limit, "o": offset, "w": within}
     fc: dict[str, Any] = conn.execute(
         text(
             "SELECT json_build_object('type', 'FeatureCollection', 'features',"
             " coalesce(json_agg(json_build_object('type', 'Feature', 'id', u.id,"
             "  'geometry', ST_AsGeoJSON(u.geometry, 7)::json, 'properties',"
             "  json_build_object('code', u.code, 'name', u.name, 'grid_code', u.grid_code,"
-            "   'residents', u.residents, 'households', u.households))), '[]'::json))"
+            "   'residents', u.residents, 'households', u.households)) ORDER BY u.id),"
+            " '[]'::json))"
             f" FROM ({UNCOVERED_SQL}) u"
         ),
-        {"r": run_id, "n": limit, "w": within},
+        params,
     ).scalar_one()
+    fc["total"] = _count(conn, UNCOVERED_SQL, params)
     return fc
+
+
+def _count(conn: Connection, sql: str, params: dict[str, Any]) -> int:
+    """How many rows ``sql`` (one of the ``*_SQL`` queries) matches, without its paging."""
+    return conn.execute(text(f"SELECT count(*) FROM ({sql}) q"),
+                        {**params, "n": None, "o": 0}).scalar_one()
 
 
 def export_uncovered(conn: Connection, run_id: int, path: Path) -> int:
@@ -296,7 +307,7 @@ def export_uncovered(conn: Connection, run_id: int, path: Path) -> int:
     get_run(conn, run_id, "coverage")
     gdf = gpd.read_postgis(
         text(UNCOVERED_SQL), conn, geom_col="geometry",
-        params={"r": run_id, "n": 10**9, "w": None}
+        params={"r": run_id, "n": None, "o": 0, "w": None}
     )
     suffix = Path(path).suffix.lower()
     if suffix == ".gpkg":
@@ -313,13 +324,15 @@ SELECT b.id, b.code, b.grid_code, b.residents, b.location AS geometry, bc.covere
        bc.distance_m, bc.nearest_station_ids
 FROM building_coverage bc JOIN building b ON b.id = bc.building_id
 WHERE bc.run_id = :r AND (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%')
-ORDER BY b.id LIMIT :n
+ORDER BY b.id LIMIT :n OFFSET :o
 """
 
 
-def distances_frame(conn: Connection, run_id: int, limit: int = 10**9,
-                    within: str | None = None) -> tuple[list[str], pd.DataFrame]:
-    """A distance coverage run's per-building distances: the kinds, and one row per building
+def distances_frame(conn: Connection, run_id: int, limit: int | None = None,
+                    within: str | None = None, offset: int = 0,
+                    ) -> tuple[list[str], pd.DataFrame]:
+    """A distance coverage run's per-building distances (``limit`` buildings by id from
+    ``offset``; None: all): the kinds, and one row per building
     (id, code, grid_code, residents, lon, lat, covered, then ``<kind>_m`` metres and
     ``<kind>_station`` nearest station id per kind; NaN: none within the run's limit)."""
     run = get_run(conn, run_id, "coverage")
@@ -330,7 +343,7 @@ def distances_frame(conn: Connection, run_id: int, limit: int = 10**9,
     rows = conn.execute(text(
         "SELECT d.id, d.code, d.grid_code, d.residents, ST_X(d.geometry), ST_Y(d.geometry),"
         f" d.covered, d.distance_m, d.nearest_station_ids FROM ({DISTANCES_SQL}) d"),
-        {"r": run_id, "n": limit, "w": within}).all()
+        {"r": run_id, "n": limit, "o": offset, "w": within}).all()
     df = pd.DataFrame([r[:7] for r in rows],
                       columns=["id", "code", "grid_code", "residents", "lon", "lat", "covered"])
     for i, k in enumerate(kinds):
@@ -342,10 +355,12 @@ def distances_frame(conn: Connection, run_id: int, limit: int = 10**9,
 
 
 def distances_geojson(conn: Connection, run_id: int, speed_m_per_min: float,
-                      limit: int = 100_000, within: str | None = None) -> dict[str, Any]:
+                      limit: int | None = None, within: str | None = None,
+                      offset: int = 0) -> dict[str, Any]:
     """Buildings with their walking distance (m and minutes) to the nearest station of every
-    kind, as an RFC 7946 FeatureCollection of points (lon, lat WGS 84)."""
-    kinds, df = distances_frame(conn, run_id, limit, within)
+    kind, as an RFC 7946 FeatureCollection of points (lon, lat WGS 84): ``limit`` by id from
+    ``offset`` (None: all), with ``total``, how many match."""
+    kinds, df = distances_frame(conn, run_id, limit, within, offset)
     feats = []
     for r in df.itertuples(index=False):
         d = r._asdict()
@@ -360,4 +375,5 @@ def distances_geojson(conn: Connection, run_id: int, speed_m_per_min: float,
                 "station_id": None if pd.isna(st) else int(st)}
         feats.append({"type": "Feature", "id": int(d["id"]), "properties": props,
                       "geometry": {"type": "Point", "coordinates": [d["lon"], d["lat"]]}})
-    return {"type": "FeatureCollection", "features": feats}
+    total = _count(conn, DISTANCES_SQL, {"r": run_id, "w": within})
+    return {"type": "FeatureCollection", "features": feats, "total": total}

@@ -5,17 +5,31 @@ with generations, runs and access scopes that an ORM-model backend does not know
 must be queryables (columns of the collection, quoted identifiers from the registry, never from
 the request); every literal becomes a bind parameter; geometry literals are GeoJSON, read in the
 filter's CRS (``filter-crs``) by ``ST_GeomFromGeoJSON``.
+
+Spatial predicates: ``S_INTERSECTS``, ``S_DISJOINT``, ``S_CONTAINS``, ``S_WITHIN``,
+``S_TOUCHES``, ``S_CROSSES``, ``S_OVERLAPS``, ``S_EQUALS`` (PostGIS, on the stored WGS 84
+geometry), and the distance predicates ``S_DWITHIN`` / ``S_BEYOND`` (not in CQL2 1.0; the
+form of the CQL2 drafts and ECQL, which pygeofilter's AST has):
+``S_DWITHIN(geometry, POINT(119.3 26.08), 500)`` in text, ``{"op": "s_dwithin", "args":
+[{"property": "geometry"}, {"type": "Point", ...}, 500]}`` in JSON, an optional fourth argument
+naming the unit (``meters``, the default; ``kilometers``, ``feet``, ``statute miles``,
+``nautical miles``). Distances are on the WGS 84 spheroid (PostGIS ``geography``), in metres.
+pygeofilter 0.4's CQL2 parsers lack these two: the text grammar is pygeofilter's own with one
+rule added, and the JSON walk hands every other node to pygeofilter.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, datetime
 from typing import Any
 
+import pygeofilter.parsers
+from lark import Lark, v_args
 from pygeofilter import ast, values
-from pygeofilter.parsers.cql2_json import parse as parse_json
-from pygeofilter.parsers.cql2_text import parse as parse_text
+from pygeofilter.parsers.cql2_json.parser import walk_cql_json
+from pygeofilter.parsers.cql2_text.parser import CQLTransformer
 
 from geo.core.errors import Problem
 from geo.ogc.crs import BadParameter, Crs, geometry_in
@@ -27,6 +41,68 @@ _SQL_TYPE = {"string": "text", "integer": "bigint", "number": "float", "boolean"
 _SPATIAL = {"INTERSECTS": "ST_Intersects", "DISJOINT": "ST_Disjoint", "CONTAINS": "ST_Contains",
             "WITHIN": "ST_Within", "TOUCHES": "ST_Touches", "CROSSES": "ST_Crosses",
             "OVERLAPS": "ST_Overlaps", "EQUALS": "ST_Equals"}
+# metres in one unit of an S_DWITHIN / S_BEYOND distance
+UNITS_M = {"meters": 1.0, "metres": 1.0, "m": 1.0, "kilometers": 1000.0, "km": 1000.0,
+           "feet": 0.3048, "statute miles": 1609.344, "nautical miles": 1852.0}
+_DISTANCE_RULE = (
+    '?spatial_predicate: _distance_spatial_predicate_func "(" expression "," expression ","'
+    ' expression ["," expression] ")" -> distance_spatial_predicate\n'
+    '                  | _binary_spatial_predicate_func')
+
+
+@v_args(meta=False, inline=True)
+class _Transformer(CQLTransformer):
+    """pygeofilter's CQL2 text transformer, with S_DWITHIN / S_BEYOND."""
+
+    def distance_spatial_predicate(self, op: Any, lhs: Any, rhs: Any, distance: Any,
+                                   units: Any = "meters") -> ast.Node:
+        cls = ast.DistanceWithin if str(op).upper() == "S_DWITHIN" else ast.DistanceBeyond
+        if isinstance(units, ast.Attribute):  # a bare word: meters, kilometers...
+            units = units.name
+        return cls(lhs, rhs, distance, units)
+
+
+def _text_parser() -> Lark:
+    """pygeofilter's CQL2 text grammar plus the distance predicates (one added rule)."""
+    folder = os.path.dirname(pygeofilter.parsers.__file__)
+    with open(os.path.join(folder, "cql2_text", "grammar.lark"), encoding="utf-8") as f:
+        grammar = f.read()
+    anchor = "?spatial_predicate: _binary_spatial_predicate_func"
+    assert anchor in grammar, "pygeofilter's CQL2 grammar changed"
+    grammar = grammar.replace(anchor, _DISTANCE_RULE, 1) + (
+        '\n!_distance_spatial_predicate_func: "S_DWITHIN"i | "S_BEYOND"i\n')
+    return Lark(grammar, parser="lalr", maybe_placeholders=False, transformer=_Transformer(),
+                import_paths=[folder])
+
+
+_TEXT = _text_parser()
+
+
+def parse_text(value: str) -> ast.Node:
+    """A CQL2 text filter (with S_DWITHIN / S_BEYOND) as pygeofilter's AST."""
+    return _TEXT.parse(value)
+
+
+def parse_json(node: Any) -> Any:
+    """A CQL2 JSON filter (with ``s_dwithin`` / ``s_beyond``) as pygeofilter's AST: logic
+    and distance nodes here, every other node by pygeofilter's own walk."""
+    if isinstance(node, dict) and node.get("op") in ("and", "or", "not", "s_dwithin",
+                                                     "s_beyond"):
+        op, args = node["op"], node.get("args")
+        if not isinstance(args, list) or not args:
+            raise ValueError(f"'{op}' needs a list of arguments")
+        if op == "not":
+            return ast.Not(parse_json(args[0]))
+        if op in ("and", "or"):
+            return (ast.And if op == "and" else ast.Or).from_items(
+                *[parse_json(a) for a in args])
+        if len(args) not in (3, 4):
+            raise ValueError(f"'{op}' takes a geometry, a geometry, a distance and an "
+                             "optional unit")
+        cls = ast.DistanceWithin if op == "s_dwithin" else ast.DistanceBeyond
+        return cls(parse_json(args[0]), parse_json(args[1]), args[2],
+                   args[3] if len(args) == 4 else "meters")
+    return walk_cql_json(node)
 
 
 def parse_filter(value: str | dict[str, Any], lang: str | None) -> ast.Node:
@@ -96,6 +172,11 @@ class SqlFilter:
         if isinstance(node, ast.IsNull):
             neg = " NOT" if node.not_ else ""
             return f"({self.value(node.lhs)} IS{neg} NULL)"
+        if isinstance(node, ast.SpatialDistancePredicate):
+            within = (f"ST_DWithin(geography(ST_Transform({self.geom(node.lhs)}, 4326)), "
+                      f"geography(ST_Transform({self.geom(node.rhs)}, 4326)), "
+                      f"{self.bind(self.metres(node.distance, node.units))})")
+            return within if isinstance(node, ast.DistanceWithin) else f"(NOT {within})"
         if isinstance(node, ast.SpatialComparisonPredicate):
             fn = _SPATIAL.get(node.op.name)
             if fn is None:
@@ -115,6 +196,20 @@ class SqlFilter:
         if isinstance(node, bool | ast.Attribute):
             return self.value(node)
         raise self.unsupported(type(node).__name__)
+
+    @staticmethod
+    def metres(distance: Any, units: Any) -> float:
+        """An S_DWITHIN distance in metres; 400 unless a finite number >= 0 in a known unit."""
+        unit = str(units).strip().lower()
+        if unit not in UNITS_M:
+            raise BadParameter("unknown distance unit", [Problem(
+                reason=f"'{units}': use one of {', '.join(UNITS_M)}", field="filter")])
+        if isinstance(distance, bool) or not isinstance(distance, int | float) \
+                or not 0 <= distance < float("inf"):
+            raise BadParameter("bad distance", [Problem(
+                reason="the distance of S_DWITHIN / S_BEYOND is a number >= 0",
+                field="filter")])
+        return float(distance) * UNITS_M[unit]
 
     def type_of(self, node: Any) -> str | None:
         """SQL type of an attribute operand (literals compared with it are cast to it)."""

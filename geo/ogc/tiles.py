@@ -4,13 +4,15 @@ The tile matrix set is morecantile's WebMercatorQuad; the tile itself is PostGIS
 (``ST_TileEnvelope``, ``ST_AsMVTGeom``, ``ST_AsMVT``). Polygons and lines are simplified to
 a quarter of a tile unit at each zoom before clipping, and below z13 tiles use 512 units instead
 of 4096 and carry only each feature's identifier (code or id), so a whole city of grids stays
-light at low zooms. Tiles are cached in process memory under a version token
-(newest generation, newest incident, newest analysis run): a new generation or a new incident
-makes every older tile unreachable.
+light at low zooms. Tiles are cached in process memory with their ETag (a hash of the bytes)
+under a version token (newest generation, incident, incident step and analysis run): a new
+generation, a new incident or an incident's step (a status change is a row of the append-only
+``incident_history``) makes every older tile unreachable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -46,10 +48,11 @@ def check_tile(z: int, x: int, y: int) -> None:
 
 
 def version(conn: Connection) -> tuple[Any, ...]:
-    """What a cached tile depends on: newest generation, incident and analysis run ids."""
+    """What a cached tile depends on: newest generation, incident, incident step (every change
+    of a case appends to ``incident_history``) and analysis run ids."""
     return tuple(conn.execute(text(
         "SELECT (SELECT max(id) FROM generation), (SELECT max(id) FROM incident), "
-        "(SELECT max(id) FROM analysis_run)")).one())
+        "(SELECT max(id) FROM incident_history), (SELECT max(id) FROM analysis_run)")).one())
 
 
 def tile(conn: Connection, c: Collection, q: ItemQuery, z: int, x: int, y: int) -> bytes:
@@ -86,18 +89,25 @@ def tile(conn: Connection, c: Collection, q: ItemQuery, z: int, x: int, y: int) 
     return bytes(data or b"")
 
 
+def etag_of(data: bytes) -> str:
+    """A strong HTTP ETag of a tile's bytes (BLAKE2b, 96 bits)."""
+    return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+
+
 class TileCache:
-    """A byte-bounded LRU of tiles; keys carry the version token, so stale tiles age out."""
+    """A byte-bounded LRU of tiles and their ETags; keys carry the version token, so stale
+    tiles age out."""
 
     def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._tiles: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._tiles: OrderedDict[tuple[Any, ...], tuple[bytes, str]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple[Any, ...]) -> bytes | None:
+    def get(self, key: tuple[Any, ...]) -> tuple[bytes, str] | None:
+        """(tile, ETag) under ``key``, or None."""
         with self._lock:
             data = self._tiles.get(key)
             if data is None:
@@ -107,15 +117,18 @@ class TileCache:
             self.hits += 1
             return data
 
-    def put(self, key: tuple[Any, ...], data: bytes) -> None:
+    def put(self, key: tuple[Any, ...], data: bytes) -> tuple[bytes, str]:
+        """Keep ``data`` under ``key``; (tile, ETag) as kept."""
+        entry = (data, etag_of(data))
         with self._lock:
             if key in self._tiles:
-                return
-            self._tiles[key] = data
+                return self._tiles[key]
+            self._tiles[key] = entry
             self._bytes += len(data) + 200
             while self._bytes > self.max_bytes and self._tiles:
-                _, old = self._tiles.popitem(last=False)
+                _, (old, _tag) = self._tiles.popitem(last=False)
                 self._bytes -= len(old) + 200
+        return entry
 
 
 def tilejson(c: Collection, tiles_url: str, bounds: list[float] | None) -> dict[str, Any]:

@@ -15,3 +15,8 @@ router.include_router(features.router)
 
 def on_startup(app: Any) -> None:
     tiles.on_startup(app)
+
+
+def install(app: Any) -> None:
+    """Cached tiles answered before routing (``tiles.TileHits``)."""
+    tiles.install(app)

@@ -266,7 +266,6 @@ def _settings(request: Request) -> planning.PlanningSettings:
 def _changed(request: Request, res: planning.ChangeResult, status: int,
              location: str | None = None) -> Response:
     planning.refresh_lookup()
-    request.app.state.tile_version = None  # this process's tiles follow its own edits at once
     headers = {"X-Generation": str(res.generation)}
     if location:
         headers["Location"] = location

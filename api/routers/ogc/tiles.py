@@ -1,22 +1,33 @@
 """OGC API Tiles: WebMercatorQuad vector tiles (MVT) of the collections, and TileJSON.
 
 Tiles honour the caller's reach (area, incident scope) and the items parameters (generation,
-run, tier, datetime, filter); cached per process until a new generation, incident or run
-(seen within ``VERSION_TTL_S``).
+run, tier, datetime, filter); cached per process until a new generation, incident, incident
+step (``incident_history``) or run, seen within about ``VERSION_TTL_S`` (at once after a write
+through this process). Each tile carries an ``ETag`` (a hash of its bytes): ``If-None-Match``
+answers 304.
+
+A cached tile is answered by ``TileHits``, a pure ASGI layer in front of the routing: the same
+policy (``enforce_policy``), collection and tile checks as the route, then the cache, without
+FastAPI's route matching and parameter solving (three quarters of a hit's cost). Anything
+else (a miss, a refusal, a stale version) goes on to the route, which answers it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import time
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.engine import Connection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.dependencies import get_connection
-from api.policy import PolicyRoute, area_within, scope_of
+from api.policy import PolicyRoute, area_within, enforce_policy, scope_of
 from api.routers.ogc.common import MVT, collection_for, extent_of, item_query, link, url
 from geo.core.errors import NotFound, Problem
 from geo.ogc.collections import Collection
@@ -30,14 +41,93 @@ from geo.ogc.tiles import (
     version,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/ogc", tags=["ogc"], route_class=PolicyRoute)
 VERSION_TTL_S = 1.0
 TMS_ID = "WebMercatorQuad"
 TMS_URI = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
+TILE_PATH = re.compile(r"/ogc/collections/([^/]+)/tiles/WebMercatorQuad/(\d{1,2})/(\d{1,8})/"
+                       r"(\d{1,8})")
+CACHE_CONTROL = "private, no-cache"  # kept, but asked again each time: a 304 when unchanged
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def on_startup(app: Any) -> None:
     app.state.tile_cache = TileCache()
+    app.state.tile_version = None
+    app.state.tile_writes = 0
+
+
+def install(app: FastAPI) -> None:
+    """Put ``TileHits`` in front of the routing (inside the request-id and body layers)."""
+    app.add_middleware(TileHits)
+
+
+class TileHits:
+    """Pure ASGI: answers a GET of a cached tile before routing; after any write request
+    (POST, PUT, PATCH, DELETE) forgets the data version, so this process's tiles follow its
+    own changes at once (a new generation, an incident reported or moved a step)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in READS:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                state = scope["app"].state
+                state.tile_writes = getattr(state, "tile_writes", 0) + 1
+                state.tile_version = None
+            return
+        match = TILE_PATH.fullmatch(scope["path"])
+        if match is not None and scope["method"] == "GET":
+            response = await _cached(Request(scope, receive), *match.groups())
+            if response is not None:
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _cached(request: Request, collection_id: str, z: str, row: str,
+                  col: str) -> Response | None:
+    """The answer from the cache (200 or 304), or None: the route answers (a miss, a stale
+    data version, or anything refused: the route refuses it the same way, mapped to HTTP)."""
+    state = request.app.state
+    held = getattr(state, "tile_version", None)
+    if held is None:
+        return None
+    if held[0] <= time.monotonic():
+        _refresh(state)  # asked again in the background; meanwhile the held one serves
+    try:
+        if state.auth_settings.enforce_access:
+            await enforce_policy(request, "ogc_tile")
+        c = _tiled(request, collection_id)
+        check_tile(int(z), int(col), int(row))
+    except Exception:  # the route says why, in its error format
+        return None
+    hit = state.tile_cache.get(_key(request, c, int(z), int(col), int(row), held[1]))
+    return None if hit is None else _answer(request, *hit)
+
+
+def _key(request: Request, c: Collection, z: int, col: int, row: int,
+         token: tuple) -> tuple:
+    """A tile's cache key: what it shows and to whom (data version, area, scope, query)."""
+    return (c.id, z, col, row, token, area_within(request, None), scope_of(request),
+            request.scope.get("query_string", b""))  # as sent: parsing it cost a fifth of a hit
+
+
+def _answer(request: Request, data: bytes, etag: str) -> Response:
+    """The tile, or 304 when the client holds it already (``If-None-Match``)."""
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    held = request.headers.get("if-none-match")
+    if held is not None and (held.strip() == "*" or etag in {
+            tag.strip().removeprefix("W/") for tag in held.split(",")}):
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=MVT, headers=headers)
 
 
 def _tiled(request: Request, collection_id: str) -> Collection:
@@ -125,17 +215,15 @@ def tile_json(collectionId: str, tileMatrixSetId: str, request: Request,
             responses={200: {"content": {MVT: {}}}})
 async def get_tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int,
                    tileRow: int, tileCol: int, request: Request) -> Response:
-    """A cached tile is answered without the database; a miss is built in a worker thread on a
-    pooled connection (queued like every route's, ``connection_slots``)."""
+    """A cached tile is answered by ``TileHits`` before routing; a miss is built here in a
+    worker thread on a pooled connection (queued like every route's, ``connection_slots``)."""
     c = _tiled(request, collectionId)
     _matrix_set(tileMatrixSetId)
     check_tile(tileMatrix, tileCol, tileRow)
     cache: TileCache = request.app.state.tile_cache
-    key = (c.id, tileMatrix, tileCol, tileRow, await _version(request),
-           area_within(request, None), scope_of(request),
-           str(sorted(request.query_params.multi_items())))
-    data = cache.get(key)
-    if data is None:
+    key = _key(request, c, tileMatrix, tileCol, tileRow, await _version(request))
+    hit = cache.get(key)
+    if hit is None:
         def build() -> bytes:
             with request.app.state.engine.begin() as conn:
                 q = item_query(request, conn, c, paged=False)
@@ -143,18 +231,43 @@ async def get_tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int,
 
         async with request.app.state.connection_slots:
             data = await to_thread.run_sync(build)
-        cache.put(key, data)
-    return Response(data, media_type=MVT, headers={"Cache-Control": "private, max-age=60"})
+        hit = cache.put(key, data)
+    return _answer(request, *hit)
 
 
 async def _version(request: Request) -> tuple:
-    """The data version tiles depend on (``geo.ogc.tiles.version``), asked at most once every
-    ``VERSION_TTL_S`` per process: a new generation or incident shows within that."""
+    """The data version tiles depend on (``geo.ogc.tiles.version``), asked again once it is
+    ``VERSION_TTL_S`` old, by one background task while the held one still serves (no burst
+    of requests all asking the database at once): another worker's change shows within about
+    that. After a write through this process there is none held: it is asked at once."""
     state = request.app.state
     held = getattr(state, "tile_version", None)
+    if held is None:
+        return await _ask_version(state)
+    if held[0] <= time.monotonic():
+        _refresh(state)
+    return held[1]
+
+
+def _refresh(state: Any) -> None:
+    """Start asking the data version again, unless that is under way."""
+    task = getattr(state, "tile_refresh", None)
+    if task is None or task.done():
+        task = state.tile_refresh = asyncio.get_running_loop().create_task(_ask_version(state))
+        task.add_done_callback(_failed)
+
+
+def _failed(task: asyncio.Task) -> None:
+    """A refresh that failed (the database away) is said in the log; the next tries again."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("tile data version not refreshed: %s", task.exception())
+
+
+async def _ask_version(state: Any) -> tuple:
+    """Ask the database for the data version and hold it for ``VERSION_TTL_S``; a version
+    read while a write went through (``tile_writes`` moved) is used but not held."""
+    writes = getattr(state, "tile_writes", 0)
     now = time.monotonic()
-    if held is not None and held[0] > now:
-        return held[1]
 
     def ask() -> tuple:
         with state.engine.connect() as conn:
@@ -162,5 +275,6 @@ async def _version(request: Request) -> tuple:
 
     async with state.connection_slots:
         token = await to_thread.run_sync(ask)
-    state.tile_version = (now + VERSION_TTL_S, token)
+    if getattr(state, "tile_writes", 0) == writes:
+        state.tile_version = (now + VERSION_TTL_S, token)
     return token
