@@ -135,7 +135,6 @@ def catalogue() -> dict[str, Any]:
         "actions": ACTIONS, "team_roles": TEAM_ROLES, "levels": LEVELS,
         "checks": PROBLEM_CHECKS, "run_kinds": RUN_KINDS, "run_status": RUN_STATUS,
         "methods": SITING_METHODS,
-        "run_kinds": RUN_KINDS, "run_status": RUN_STATUS, "methods": SITING_METHODS,
         "operations": OPERATIONS, "changes": CHANGES,
         # The state machine, for offering only the steps a case may take next.
         "transitions": [[f, t, a] for (f, t), a in inc.TRANSITIONS.items()],
