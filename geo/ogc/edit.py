@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from geo import planning
 from geo.core.errors import InvalidInput, NotFound, Problem
 from geo.data.crs import polygonal
-from geo.planning.choices import TEAM_MAX, clean_text
+from geo.planning.choices import clean_team, clean_text
 
 
 def _geometry(feature: dict[str, Any], srid: int, latlon: bool) -> Any:
@@ -97,13 +97,8 @@ def chosen_properties(props: dict[str, Any]) -> dict[str, Any]:
         if props.get(key) is not None:
             out[key] = clean_text(props[key], key)
             out["chosen"] = True
-    team = props.get("team")
-    if team is not None:
-        if not isinstance(team, list) or len(team) > TEAM_MAX or not all(
-                isinstance(m, int) and not isinstance(m, bool) for m in team):
-            raise InvalidInput("team is a list of member ids", [Problem(
-                reason=f"a list of at most {TEAM_MAX} grid_team_member ids", field="team")])
-        out["team"] = list(dict.fromkeys(team))
+    if props.get("team") is not None:
+        out["team"] = clean_team(props["team"], "team")
     return out
 
 
