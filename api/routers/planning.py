@@ -23,10 +23,11 @@ from api.schemas import FeatureCollection
 from api.uploads import saved_upload
 from geo import planning
 from geo.data.generations import list_generations
-from geo.data.names import parse_pairs
+from geo.data.names import MAX_PAIR_CHARS, MAX_PAIRS, parse_pairs
 from geo.planning.choices import NAME_MAX, TEAM_MAX
 
 AreaCode = Annotated[str, StringConstraints(max_length=64)]
+Pair = Annotated[str, StringConstraints(max_length=MAX_PAIR_CHARS)]  # OURS=THEIRS
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
 
 
@@ -225,11 +226,12 @@ def import_layer(request: Request, file: UploadFile = File(..., description="The
                  layer: str | None = Form(None, description="Layer to read (default 'grid', "
                                           "'grids', '网格' or the file's only layer).",
                                           max_length=64),
-                 layer_map: list[str] | None = Form(
-                     None, alias="map", description="grid=THEIRS: the file's name of the grid "
-                     "layer, e.g. grid=网格 (the same as layer)."),
-                 field_map: list[str] | None = Form(
-                     None, alias="field", description="OURS=THEIRS, repeatable: the file's "
+                 layer_map: list[Pair] | None = Form(
+                     None, alias="map", max_length=MAX_PAIRS, description="grid=THEIRS: the "
+                     "file's name of the grid layer, e.g. grid=网格 (the same as layer)."),
+                 field_map: list[Pair] | None = Form(
+                     None, alias="field", max_length=MAX_PAIRS, description="OURS=THEIRS, "
+                     "repeatable: the file's "
                      "name of a field, e.g. code=WGBH. Common names (WGBM, WGMC, SQBM, 网格编码"
                      " ...) are read without one; what was renamed is reported in source."),
                  snap: float | None = Form(
