@@ -12,39 +12,52 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from geo.core.embedded import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    import socket
+def stop(server: Any) -> None:
+    """SIGTERM a server's whole process group (its workers too) and wait for it."""
+    import signal
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:  # already gone
+        pass
+    server.wait(timeout=30)
 
 
 @contextmanager
 def uvicorn_server(env: dict[str, str], *, workers: int = 1,
-                   extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+                   extra_args: tuple[str, ...] = (),
+                   start_seconds: float = 120.0) -> Iterator[str]:
     """The API under uvicorn on a free localhost port with ``env``; yields its base URL once
-    ``/v1/ping`` answers, and stops every worker on exit."""
-    import signal
+    ``/v1/ping`` answers, and stops every worker on exit. RuntimeError (with the end of its
+    stderr) if it exits or does not answer within ``start_seconds``."""
     import subprocess
     import sys
+    import tempfile
 
     import httpx
 
     port = free_port()
+    log = tempfile.TemporaryFile()  # not a pipe: a long run's warnings never block it
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host",
          "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
          "--no-access-log", *extra_args],
-        cwd=ROOT, env=env, start_new_session=True)
+        cwd=ROOT, env=env, start_new_session=True, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
+        deadline = time.monotonic() + start_seconds
+        while True:
+            if server.poll() is not None or time.monotonic() > deadline:
+                stop(server)
+                log.seek(0)
+                tail = log.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"uvicorn did not start on {base}: {tail}")
             try:
                 if httpx.get(base + "/v1/ping", timeout=1).status_code == 200:
                     break
@@ -52,8 +65,8 @@ def uvicorn_server(env: dict[str, str], *, workers: int = 1,
                 time.sleep(0.2)
         yield base
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
+        log.close()
 
 
 def machine_info() -> dict[str, Any]:

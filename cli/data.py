@@ -10,14 +10,31 @@ from cli.common import connection, domain_errors
 
 
 def pairs(items: list[str] | None, option: str) -> dict[str, str]:
-    """``["grid=网格", ...]`` as ``{"grid": "网格"}``; a malformed item is a usage error."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        ours, sep, theirs = item.partition("=")
-        if not sep or not ours.strip() or not theirs.strip():
-            raise typer.BadParameter(f"{item!r}: expected OURS=THEIRS", param_hint=option)
-        out[ours.strip()] = theirs.strip()
-    return out
+    """``["grid=网格", ...]`` as ``{"grid": "网格"}`` (``geo.data.names.parse_pairs``); a
+    malformed item is a usage error."""
+    from geo.core.errors import InvalidInput
+    from geo.data.names import parse_pairs
+
+    try:
+        return parse_pairs(items, option)
+    except InvalidInput as exc:
+        raise typer.BadParameter("; ".join(p.reason for p in exc.problems),
+                                 param_hint=option) from exc
+
+
+def report_read(renamed: list[dict], snapped: list[dict]) -> None:
+    """Print the layers and fields read under another name, and what snapping moved."""
+    for r in renamed:
+        typer.echo(f"read layer {r['from']} as {r['layer']}" if "from" in r else
+                   f"read field {r['field']} of {r['layer']} as {r['as']}")
+    for m in snapped:
+        typer.echo(f"snapped {m['layer']} {m['code']} to {m['parent']}: "
+                   f"moved up to {m['moved_m']} m")
+
+
+MAP_HELP = "OURS=THEIRS: the file's name of a layer, e.g. grid=网格 (repeatable)."
+FIELD_HELP = "OURS=THEIRS: the file's name of a field, e.g. code=WGBH (repeatable; common " \
+    "names such as WGBM, WGMC, SQBM are read without one)."
 
 
 def register(app: typer.Typer) -> None:
@@ -32,12 +49,8 @@ def register(app: typer.Typer) -> None:
             "(district, street, community, grid, building, station, walk_edge, ...)."),
         repair: bool = typer.Option(False, "--repair",
                                     help="Fix invalid geometry with shapely make_valid."),
-        layer_map: list[str] | None = typer.Option(
-            None, "--map", help="OURS=THEIRS: the file's name of a layer, e.g. grid=网格 "
-            "(repeatable)."),
-        field_map: list[str] | None = typer.Option(
-            None, "--field", help="OURS=THEIRS: the file's name of a field, e.g. code=WGBM "
-            "(repeatable)."),
+        layer_map: list[str] | None = typer.Option(None, "--map", help=MAP_HELP),
+        field_map: list[str] | None = typer.Option(None, "--field", help=FIELD_HELP),
         snap: float | None = typer.Option(
             None, "--snap", help="Snap streets, communities and grids to their parent's "
             "boundary within this many metres (e.g. 0.5); what moved is printed."),
@@ -47,15 +60,14 @@ def register(app: typer.Typer) -> None:
         from geo.data.io import import_file
 
         moved: list[dict] = []
+        renamed: list[dict] = []
         with connection() as conn:
             generation = import_file(conn, path, layer=layer, repair=repair, progress=True,
                                      settings=DataSettings(),
                                      layer_map=pairs(layer_map, "--map"),
                                      field_map=pairs(field_map, "--field"),
-                                     snap_m=snap, snapped=moved)
-        for m in moved:
-            typer.echo(f"snapped {m['layer']} {m['code']} to {m['parent']}: "
-                       f"moved up to {m['moved_m']} m")
+                                     snap_m=snap, snapped=moved, renamed=renamed)
+        report_read(renamed, moved)
         typer.echo(f"imported {path} as generation {generation}")
 
     @app.command("export")

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from cli.common import connection, domain_errors, print_json
+from cli.data import FIELD_HELP, MAP_HELP, pairs, report_read
 from geo.core.errors import InvalidInput, Problem
 
 grid_app = typer.Typer(help="Redraw grids (网格): split, merge, reshape, reassign, import a "
@@ -130,7 +131,13 @@ def import_cmd(
     file: Path = typer.Argument(..., exists=True, help="GeoPackage, Shapefile or GeoJSON."),
     community: str | None = typer.Option(None, "--community", help="Replace only this "
                                          "community's grids (default: the whole district)."),
-    layer: str | None = typer.Option(None, "--layer", help="Layer to read (default 'grid')."),
+    layer: str | None = typer.Option(None, "--layer", help="Layer to read (default 'grid', "
+                                     "'grids', '网格' or the file's only layer)."),
+    layer_map: list[str] | None = typer.Option(None, "--map", help=MAP_HELP),
+    field_map: list[str] | None = typer.Option(None, "--field", help=FIELD_HELP),
+    snap: float | None = typer.Option(
+        None, "--snap", min=0, help="Snap grids to their community's boundary within this many "
+        "metres (e.g. 0.5); what moved is printed."),
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
     """Import a redrawn grid layer as ONE change: unchanged grids are kept, changed ones get new
@@ -139,7 +146,10 @@ def import_cmd(
 
     with connection() as conn:
         res = import_grid_layer(conn, file, community=community, layer=layer,
+                                layer_map=pairs(layer_map, "--map"),
+                                field_map=pairs(field_map, "--field"), snap_m=snap,
                                 effective_from=effective_from, settings=_settings())
+    report_read(res.source.get("renamed", []), res.source.get("snapped", []))
     _done(res)
 
 

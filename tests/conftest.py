@@ -10,8 +10,20 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from factories import (
+    CASES,
+    PLANNING_AUTH,
+    SCOPED_AREA_SQL,
+    SCOPING_AUTH,
+    USERS,
+    WARN,
+    S,
+    World,
+    locator,
+)
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection, make_url
 
@@ -92,6 +104,94 @@ def conn(engine: Engine) -> Iterator[Connection]:
             yield connection
         finally:
             tx.rollback()
+
+
+# ---------------------------------------------------------------- shared worlds (factories.py)
+
+@pytest.fixture(scope="module")
+def city_template(fresh_database):
+    """The synthetic planning city (factories.py), written once per module; its users."""
+    from geo.auth.service import create_user
+    from geo.data.store import write_layers
+    from geo.samples.synth import generate_city
+
+    url = fresh_database()
+    eng = make_engine(url)
+    with eng.begin() as c:
+        write_layers(c, generate_city(grids=24, buildings=24 * 30, stations=4, seed=5,
+                                      team=False), kind="synth")
+        for name, role, area in (("planner_in", "planner", S),
+                                 ("planner_out", "planner", "350104002"),
+                                 ("admin", "admin", None)):
+            create_user(c, name, f"{name}-password", role, area_code=area, settings=PLANNING_AUTH)
+    eng.dispose()
+    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    yield url, admin
+    admin.dispose()
+
+
+@pytest.fixture
+def api(city_template):
+    """(client, engine, headers by user) on a private copy of the city."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    url, admin = city_template
+    name = f"wangge_plan_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(url).database}"'))
+    eng = make_engine(make_url(url).set(database=name).render_as_string(hide_password=False))
+    app = create_app(engine=eng, auth_settings=PLANNING_AUTH)
+    app.state.planning_settings = WARN
+    with TestClient(app, raise_server_exceptions=False) as client:
+        headers = {}
+        for who in ("planner_in", "planner_out", "admin"):
+            r = client.post("/v1/auth/token", data={"username": who,
+                                                     "password": f"{who}-password"})
+            headers[who] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        yield client, eng, headers
+    eng.dispose()
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def scoped_world(fresh_database: Any) -> Iterator[World]:
+    """The scoped district (tests/factories.py) with its users signed in and its four cases
+    filed, all overdue; access enforced."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from geo.auth.service import create_user
+
+    eng = make_engine(fresh_database(), pool_size=4)
+    user_ids = {}
+    with eng.begin() as c:
+        c.exec_driver_sql(SCOPED_AREA_SQL)
+        deps = dict(c.execute(text("SELECT code, id FROM department")).all())
+        for name, (role, area, dep) in USERS.items():
+            user_ids[name] = create_user(c, name, f"{name}-password", role, area_code=area,
+                                         department_id=deps.get(dep), settings=SCOPING_AUTH)
+    app = create_app(engine=eng, auth_settings=SCOPING_AUTH)
+    app.state.incident_locator = locator
+    with TestClient(app, raise_server_exceptions=False) as client:
+        headers = {}
+        for name in USERS:
+            r = client.post("/v1/auth/token",
+                            data={"username": name, "password": f"{name}-password"})
+            headers[name] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        w = World(client, eng, headers, {}, user_ids)
+        for letter, cat, lon, lat, who in CASES:
+            r = w.post(who, "/v1/incidents", {"category": cat, "lon": lon, "lat": lat})
+            assert r.status_code == 201, r.text
+            w.ids[letter] = r.json()["id"]
+        with eng.begin() as c:  # all four overdue (red), for the overdue lists
+            c.execute(text("UPDATE incident SET amber_at = now() - interval '2 hours',"
+                           " resolve_due = now() - interval '1 hour' WHERE id = ANY(:i)"),
+                      {"i": list(w.ids.values())})
+        yield w
+    eng.dispose()
 
 
 # Tests of other concerns call the API without credentials; the access policy itself is tested

@@ -160,3 +160,38 @@ def test_import_snap_reports_what_moved(fresh_database, tmp_path) -> None:
                          {"c": code}).scalar()
     eng.dispose()
     assert abs(xmax - east) < 1e-9  # back on the community's edge
+
+
+def test_grid_import_takes_map_field_and_snap(fresh_database, tmp_path) -> None:
+    """Issue 15 item 14 on ``wangge grid import``: the same ``--map``/``--field``/``--snap``
+    as ``wangge import`` (one helper); WGMC is read as the name without a mapping."""
+    import numpy as np
+    from shapely.geometry import box
+
+    url = fresh_database()
+    env = {"WANGGE_DATABASE_URL": url, "WANGGE_SLIVER_WIDTH_M": "0"}
+    assert runner.invoke(app, ["import", str(SAMPLES / "sample_city.gpkg")],
+                         env=env).exit_code == 0
+    gdf = pyogrio.read_dataframe(SAMPLES / "sample_city.gpkg", layer="grid")
+    x0, y0, x1, y1 = gdf.geometry.iloc[0].bounds
+    dlon = 0.3 / (111_320 * np.cos(np.radians((y0 + y1) / 2)))
+    gdf.loc[0, "geometry"] = box(x0, y0, x1 + dlon, y1)  # 0.3 m out of its community
+    code = str(gdf["code"].iloc[0])
+    gdf["name"] = [f"第二版{i}" for i in range(len(gdf))]
+    office = tmp_path / "office.gpkg"
+    pyogrio.write_dataframe(gdf.rename(columns={"code": "BIANHAO", "name": "WGMC"}), office,
+                           layer="第二版网格", driver="GPKG")
+    mapped = ["grid", "import", str(office), "--map", "grid=第二版网格", "--field",
+              "code=BIANHAO"]
+    r = runner.invoke(app, mapped, env=env)
+    assert r.exit_code == 1 and "outside community" in r.output, r.output  # not snapped
+    r = runner.invoke(app, [*mapped, "--snap", "0.5"], env=env)
+    assert r.exit_code == 0, r.output
+    assert f"snapped grid {code}" in r.output and "read field WGMC of grid as name" in r.output
+    assert '"created": []' in r.output and '"retired": []' in r.output  # codes read: BIANHAO
+    eng = create_engine(url)
+    with eng.connect() as c:
+        xmax = c.execute(text("SELECT ST_XMax(geom) FROM area WHERE code = :c "
+                              "AND generation_high IS NULL"), {"c": code}).scalar()
+    eng.dispose()
+    assert abs(xmax - x1) < 1e-9  # back on the community's edge

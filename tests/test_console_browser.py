@@ -12,7 +12,6 @@ leaving localhost. Screenshots: tests/artifacts/console-*.png.
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 import time
@@ -32,6 +31,7 @@ from sqlalchemy import text
 from api.main import create_app
 from geo.auth.service import AuthSettings, create_user
 from geo.core.db import make_engine
+from geo.core.embedded import free_port
 from geo.data.store import write_layers
 from geo.samples.synth import generate_city
 from maps import assets
@@ -55,12 +55,6 @@ def _png(rgb: tuple[int, int, int] = (200, 40, 40), size: int = 8) -> bytes:
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Site:
@@ -104,7 +98,7 @@ def site(fresh_database: Any) -> Iterator[Site]:
         for name, (role, area, dep) in users.items():
             create_user(c, name, PASSWORD, role, area_code=area, department_id=dep, settings=AUTH)
     app = create_app(engine=eng, auth_settings=AUTH)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from factories import SCOPED_AREA_SQL
 from PIL import Image
 from sqlalchemy import text
-from test_scoping import AREA_SQL
 
 from api.main import create_app
 from geo.auth.service import AuthSettings
@@ -32,7 +32,7 @@ HOLD_S = 2.0
 def service(fresh_database):
     eng = make_engine(fresh_database(), pool_size=4)
     with eng.begin() as c:
-        c.exec_driver_sql(AREA_SQL)
+        c.exec_driver_sql(SCOPED_AREA_SQL)
     app = create_app(engine=eng, auth_settings=AuthSettings(enforce_access=False))
     yield app, eng
     eng.dispose()

@@ -9,9 +9,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,8 +19,10 @@ import pytest
 from shapely import Point
 from sqlalchemy import text
 
+from bench.common import uvicorn_server
 from geo.core import embedded
 from geo.core.db import make_engine, migrate
+from geo.core.embedded import free_port
 from geo.core.settings import DatabaseSettings
 from geo.data.store import write_layers
 from geo.samples.synth import generate_city
@@ -31,18 +30,12 @@ from geo.samples.synth import generate_city
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def private_cluster():
     if os.environ.get("WANGGE_DATABASE_URL"):
         pytest.skip("needs the embedded cluster to restart it")
     state = Path("/tmp") / f"wangge-fault-{os.getpid()}"
-    settings = DatabaseSettings(state_dir=state, db_port=_free_port())
+    settings = DatabaseSettings(state_dir=state, db_port=free_port())
     embedded.start(settings)
     url = embedded.url(settings)
     migrate(url)
@@ -59,27 +52,9 @@ def private_cluster():
 @pytest.fixture(scope="module")
 def service(private_cluster):
     settings, url, city = private_cluster
-    port = _free_port()
     env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_ENFORCE_ACCESS": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
-         "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/v1/ping", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("uvicorn did not start: " + proc.stderr.read().decode()[-2000:])
-    yield base
-    proc.terminate()
-    proc.wait(timeout=20)
+    with uvicorn_server(env, start_seconds=60) as base:
+        yield base
 
 
 def _points_inside(city, n: int, seed: int) -> list[tuple[float, float]]:

@@ -609,6 +609,41 @@ def test_post_carves_a_new_grid_and_a_refused_post_writes_nothing(edit_api) -> N
     assert _state(eng) == before
 
 
+def test_post_checks_the_new_grid_s_name_and_team_like_a_planning_change(edit_api) -> None:
+    """Issue 15 item 13 on OGC Part 4: a POSTed grid's name is checked (control characters
+    422, a sibling's name 409) and ``team`` takes members of the trimmed sibling's team."""
+    client, eng = edit_api
+    a, b = _neighbours(eng)
+    ga = _stored(eng, a)
+    c = ga.centroid
+    piece = box(c.x - 0.0004, c.y - 0.0003, c.x + 0.0004, c.y + 0.0003).intersection(ga)
+    with eng.begin() as conn:
+        conn.execute(text("DELETE FROM grid_team_member WHERE grid_code = :g"), {"g": a})
+        leader, worker = (conn.execute(text(
+            "INSERT INTO grid_team_member (grid_code, role, name) VALUES (:g, :r, :n) "
+            "RETURNING id"), {"g": a, "r": r, "n": n}).scalar_one()
+            for r, n in (("grid_leader", "组长"), ("grid_worker", "网格员")))
+    sibling = rows(eng, "SELECT name FROM area_current WHERE code = :c", c=b)[0][0]
+    before = _state(eng)
+    for props, status, word in (({"name": "坏\n名"}, 422, "U+000A"), ({"name": sibling}, 409,
+                                                                      sibling),
+                                ({"name": "新网格", "team": [leader, 10**12]}, 422, "10000000")):
+        feature = {"type": "Feature", "properties": {"parent_code": a[:12], **props},
+                   "geometry": mapping(piece)}
+        r = client.post("/ogc/collections/grids/items", json=feature, headers=who("planner_in"))
+        assert r.status_code == status and word in r.text, (props, r.text)
+    assert _state(eng) == before
+    feature = {"type": "Feature", "properties": {"parent_code": a[:12], "name": "新网格",
+                                                 "team": [worker]}, "geometry": mapping(piece)}
+    r = client.post("/ogc/collections/grids/items", json=feature, headers=who("planner_in"))
+    assert r.status_code == 201, r.text
+    new = r.json()["created"][0]
+    # one new grid: the chosen worker and, by default, the members named nowhere (the leader)
+    assert sorted(rows(eng, "SELECT role, name FROM grid_team_member WHERE grid_code = :g",
+                       g=new)) == [("grid_leader", "组长"), ("grid_worker", "网格员")]
+    assert rows(eng, "SELECT name FROM area_current WHERE code = :c", c=new)[0][0] == "新网格"
+
+
 def test_post_a_layer_merges_two_grids_and_tiles_follow_the_new_generation(edit_api,
                                                                            tmp_path) -> None:
     client, eng = edit_api

@@ -8,18 +8,15 @@ with httpx and read with xmltodict (georeport's own XML parser).
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import xmltodict
-from test_incidents import AREA_SQL
+from factories import AREA_SQL
 
+from bench.common import uvicorn_server
 from geo.auth.service import create_api_key
 from geo.core.db import make_engine
 
@@ -31,12 +28,6 @@ georeport = pytest.importorskip("georeport")
 PHOTO = "https://img.example.cn/open311/pothole-0042.jpg"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def service(fresh_database: Any) -> Iterator[tuple[str, str]]:
     url = fresh_database()
@@ -45,27 +36,10 @@ def service(fresh_database: Any) -> Iterator[tuple[str, str]]:
         c.exec_driver_sql(AREA_SQL)
         key = create_api_key(c, "civicbot", scopes=("open311",))
     eng.dispose()
-    port = _free_port()
     env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_ENFORCE_ACCESS": "true",
            "WANGGE_JWT_SECRET": "open311-clients-" + "x" * 32}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
-         "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/v1/ping", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("uvicorn did not start: " + (proc.stderr.read() or b"").decode()[-2000:])
-    yield base, key
-    proc.terminate()
-    proc.wait(timeout=20)
+    with uvicorn_server(env, start_seconds=60) as base:
+        yield base, key
 
 
 def _civicbot(base: str) -> Any:

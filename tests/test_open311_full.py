@@ -13,10 +13,10 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
+from factories import AREA_SQL
 from fastapi.testclient import TestClient
 from pyproj import Geod
 from sqlalchemy import create_engine
-from test_incidents import AREA_SQL
 
 from api.main import create_app
 from geo.auth.service import AuthSettings, create_api_key

@@ -8,153 +8,35 @@ Every expectation is computed independently with shapely from the database rows 
 from __future__ import annotations
 
 import io
-import uuid
 from datetime import UTC, datetime
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from fastapi.testclient import TestClient
-from pyproj import Transformer
+from factories import (  # noqa: F401
+    C1,
+    C2,
+    PLANNING_AUTH,
+    RULE,
+    TO_UTM,
+    TO_WGS,
+    UTM,
+    WARN,
+    S,
+    assert_sound,
+    buildings,
+    community_geom,
+    grids,
+    refused,
+    snapshot,
+    split_line,
+    utm,
+    wgs,
+)
 from shapely.geometry import LineString, mapping
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 from typer.testing import CliRunner
-
-from api.main import create_app
-from geo.auth.service import AuthSettings, create_user
-from geo.core.db import make_engine
-from geo.data.store import write_layers
-from geo.planning import PlanningSettings
-from geo.samples.synth import generate_city
-
-AUTH = AuthSettings(jwt_secret="planning-test-" + "x" * 32, enforce_access=True)
-STREET = "350104001"
-C1, C2 = STREET + "001", STREET + "002"
-UTM = 32650
-TO_UTM = Transformer.from_crs(4326, UTM, always_xy=True)
-TO_WGS = Transformer.from_crs(UTM, 4326, always_xy=True)
-WARN = PlanningSettings(balance_mode="warn")
-RULE = PlanningSettings()
-
-
-def utm(g):
-    return shapely.transform(g, lambda xy: np.column_stack(TO_UTM.transform(xy[:, 0], xy[:, 1])))
-
-
-def wgs(g):
-    return shapely.transform(g, lambda xy: np.column_stack(TO_WGS.transform(xy[:, 0], xy[:, 1])))
-
-
-@pytest.fixture(scope="module")
-def city_template(fresh_database):
-    url = fresh_database()
-    eng = make_engine(url)
-    with eng.begin() as c:
-        write_layers(c, generate_city(grids=24, buildings=24 * 30, stations=4, seed=5,
-                                      team=False), kind="synth")
-        for name, role, area in (("planner_in", "planner", STREET),
-                                 ("planner_out", "planner", "350104002"),
-                                 ("admin", "admin", None)):
-            create_user(c, name, f"{name}-password", role, area_code=area, settings=AUTH)
-    eng.dispose()
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    yield url, admin
-    admin.dispose()
-
-
-@pytest.fixture
-def api(city_template):
-    """(client, engine, headers by user) on a private copy of the city."""
-    url, admin = city_template
-    name = f"wangge_plan_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(url).database}"'))
-    eng = make_engine(make_url(url).set(database=name).render_as_string(hide_password=False))
-    app = create_app(engine=eng, auth_settings=AUTH)
-    app.state.planning_settings = WARN
-    with TestClient(app, raise_server_exceptions=False) as client:
-        headers = {}
-        for who in ("planner_in", "planner_out", "admin"):
-            r = client.post("/v1/auth/token", data={"username": who,
-                                                     "password": f"{who}-password"})
-            headers[who] = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        yield client, eng, headers
-    eng.dispose()
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-# -- independent reads ----------------------------------------------------------------------
-
-
-def grids(eng, community: str | None = None) -> dict[str, shapely.Geometry]:
-    """Current grids {code: geometry in UTM}."""
-    with eng.connect() as c:
-        rows = c.execute(text(
-            "SELECT code, ST_AsBinary(geom) FROM area WHERE level = 'grid' AND "
-            "generation_high IS NULL AND (CAST(:c AS text) IS NULL OR parent_code = :c)"),
-            {"c": community}).all()
-    return {code: utm(shapely.from_wkb(bytes(w))) for code, w in rows}
-
-
-def community_geom(eng, code: str) -> shapely.Geometry:
-    with eng.connect() as c:
-        w = c.execute(text("SELECT ST_AsBinary(geom) FROM area WHERE level = 'community' AND "
-                           "code = :c AND generation_high IS NULL"), {"c": code}).scalar()
-    return utm(shapely.from_wkb(bytes(w)))
-
-
-def buildings(eng) -> gpd.GeoDataFrame:
-    with eng.connect() as c:
-        b = gpd.read_postgis(text("SELECT code, grid_code, households, location FROM building"),
-                             c, geom_col="location")
-    return b.to_crs(UTM)
-
-
-def snapshot(eng) -> tuple:
-    with eng.connect() as c:
-        return tuple(tuple(c.execute(text(sql)).all()) for sql in (
-            "SELECT id, code, generation_low, generation_high, md5(ST_AsEWKB(geom)::text) "
-            "FROM area ORDER BY id", "SELECT code, grid_code FROM building ORDER BY code",
-            "SELECT id FROM generation ORDER BY id", "SELECT code FROM retired_code ORDER BY 1",
-            "SELECT count(*) FROM building_move"))
-
-
-def assert_sound(eng, communities: list[str]) -> None:
-    """Shapely: grids tile each community (no gap, no overlap > 1 m²), every building lies in
-    exactly one grid and is assigned to it."""
-    cur = grids(eng)
-    codes = list(cur)
-    geoms = np.asarray(list(cur.values()), dtype=object)
-    for comm in communities:
-        mine = [g for c, g in cur.items() if c.startswith(comm)]
-        assert shapely.union_all(mine).symmetric_difference(community_geom(eng, comm)).area < 1.0
-    tree = shapely.STRtree(geoms)
-    a, b = tree.query(geoms, predicate="intersects")
-    keep = a < b
-    assert shapely.area(shapely.intersection(geoms[a[keep]], geoms[b[keep]])).max() < 1.0
-    bl = buildings(eng)
-    hit_b, hit_g = tree.query(bl.geometry.values, predicate="intersects")
-    assert (np.bincount(hit_b, minlength=len(bl)) == 1).all()
-    assert (np.asarray(codes)[hit_g[np.argsort(hit_b)]] == bl["grid_code"].to_numpy()).all()
-
-
-def split_line(eng, code: str):
-    """The grid (UTM), x of its centroid, a north-south line through it (WGS 84) and a point
-    (WGS 84) in its western half."""
-    old = grids(eng)[code]
-    cx = old.centroid.x
-    line = wgs(LineString([(cx, old.bounds[1] - 20), (cx, old.bounds[3] + 20)]))
-    return old, cx, line, wgs(shapely.Point((old.bounds[0] + cx) / 2, old.centroid.y))
-
-
-def refused(r, status: int, *words: str) -> None:
-    assert r.status_code == status, r.text
-    for w in words:
-        assert w in r.text, (w, r.text)
-
 
 # -- operations -----------------------------------------------------------------------------
 

@@ -8,17 +8,15 @@ import networkx as nx
 import numpy as np
 import pytest
 import shapely
-from shapely.geometry import box, shape
-from test_planning_api import (  # noqa: F401 (fixtures)
+from factories import (
     C1,
     C2,
     RULE,
-    api,
     buildings,
-    city_template,
     community_geom,
     utm,
 )
+from shapely.geometry import box, shape
 
 from geo.planning.balance import recom_refine, unit_neighbors
 
@@ -60,7 +58,7 @@ def test_recom_refine_balances_and_keeps_regions_contiguous():
 
 
 @pytest.mark.parametrize("community", [C1, C2])
-def test_draft_of_synthetic_city_within_1_20(api, community):  # noqa: F811
+def test_draft_of_synthetic_city_within_1_20(api, community):
     client, eng, h = api
     client.app.state.planning_settings = RULE
     r = client.get(f"/v1/planning/draft/{community}", headers=h["planner_in"])

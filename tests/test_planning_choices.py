@@ -1,20 +1,19 @@
 """Issue 15 item 13 over HTTP: the caller chooses the new grids' names, responsible body and
 which members of the parent grid's 2+5+N team go where (``grids`` in the change bodies).
 
-The synthetic city of ``test_planning_api``. Expected teams are computed here from the rule
+The synthetic city of ``factories``. Expected teams are computed here from the rule
 (chosen members + members named nowhere) over the ids read back from the database; counts are
 read from ``grid_team_member`` rows, never from the answer.
 """
 
-# ruff: noqa: F811  (the fixtures are imported by name)
 from __future__ import annotations
 
 import json
 from collections import Counter
 
+from factories import C1, C2, snapshot, split_line
 from shapely.geometry import mapping
 from sqlalchemy import text
-from test_planning_api import C1, C2, api, city_template, snapshot, split_line  # noqa: F401
 
 TEAM = [("grid_leader", "组长"), ("responsible_cadre", "干部"), ("community_police", "民警"),
         ("urban_management", "城管"), ("market_supervisor", "市监"), ("judicial_mediator", "调解"),

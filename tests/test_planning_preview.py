@@ -1,21 +1,18 @@
 """Dry runs of planning changes over HTTP (the preview routes) on the synthetic city.
 
-Fixtures and independent reads come from test_planning_api (a private copy of the city per
-test). Expectations are computed with shapely from the database rows (UTM 50N, m²), never from
+Fixtures (conftest.py) and independent reads (factories.py): a private copy of the city per
+test. Expectations are computed with shapely from the database rows (UTM 50N, m²), never from
 the figures the preview returned; "nothing written" is a snapshot of every planning table.
 """
 
 from __future__ import annotations
 
 import shapely
-from shapely.geometry import mapping, shape
-from test_planning_api import (  # noqa: F401 (fixtures)
+from factories import (
     C1,
     C2,
     RULE,
-    api,
     buildings,
-    city_template,
     community_geom,
     grids,
     snapshot,
@@ -23,9 +20,10 @@ from test_planning_api import (  # noqa: F401 (fixtures)
     utm,
     wgs,
 )
+from shapely.geometry import mapping, shape
 
 
-def test_preview_split_writes_nothing_and_matches_the_real_split(api):  # noqa: F811
+def test_preview_split_writes_nothing_and_matches_the_real_split(api):
     client, eng, h = api
     code = C1 + "005"
     old, _cx, line, west_pt = split_line(eng, code)
@@ -58,7 +56,7 @@ def test_preview_split_writes_nothing_and_matches_the_real_split(api):  # noqa: 
     assert any(now[c].contains(utm(west_pt)) for c in p["codes"])
 
 
-def test_refused_preview_locates_each_problem_with_its_figure(api):  # noqa: F811
+def test_refused_preview_locates_each_problem_with_its_figure(api):
     client, eng, h = api
     code = C2 + "004"
     old = grids(eng)[code]
@@ -92,7 +90,7 @@ def test_refused_preview_locates_each_problem_with_its_figure(api):  # noqa: F81
     assert real.status_code == 422 and snapshot(eng) == before
 
 
-def test_preview_merge_and_balance_rule(api):  # noqa: F811
+def test_preview_merge_and_balance_rule(api):
     client, eng, h = api
     a, b = C2 + "001", C2 + "002"
     bl = buildings(eng)

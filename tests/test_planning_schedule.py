@@ -1,10 +1,10 @@
 """Scheduled boundary changes, serialised planning changes and their audit trail, over HTTP.
 
-Issue 15 items 1-3. The same synthetic city as ``test_planning_api`` (its fixtures). Expected
-grids are read back from the database (or computed with shapely), never taken from the answers.
+Issue 15 items 1-3. The synthetic planning city of ``factories`` (the ``api`` fixture of
+conftest). Expected grids are read back from the database (or computed with shapely), never
+taken from the answers.
 """
 
-# ruff: noqa: F811  (the fixtures of test_planning_api are imported by name)
 from __future__ import annotations
 
 import threading
@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import shapely
+from factories import C1, grids, split_line
 from shapely.geometry import mapping
 from sqlalchemy import text
-from test_planning_api import C1, api, city_template, grids, split_line  # noqa: F401
 
 from geo.planning import PlanningSettings
 

@@ -17,7 +17,8 @@ import pytest
 import shapely
 from factories import AREAS_GEN1, C1, G11, G12, seed_hand_made
 
-from geo.scale.proxy import WorkerPool, free_port
+from geo.core.embedded import free_port
+from geo.scale.proxy import WorkerPool
 from geo.scale.settings import ScaleSettings
 
 pytestmark = pytest.mark.skipif(not Path("/usr/sbin/haproxy").exists(),

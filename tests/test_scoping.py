@@ -21,70 +21,37 @@ The expected rows below come from this table, not from the code under test.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from itertools import count
 from typing import Any
 
 import geopandas as gpd
 import pytest
-from factories import tiny_png
-from fastapi.testclient import TestClient
-from shapely.geometry import Point, box
-from sqlalchemy import Engine, event, text
+from factories import (  # noqa: F401
+    CASES,
+    DISTRICT,
+    E2,
+    SCOPED_AREA_SQL,
+    SCOPED_GRIDS,
+    SCOPING_AUTH,
+    STREET1,
+    STREET2,
+    USERS,
+    W1A,
+    W1B,
+    Located,
+    World,
+    locator,
+    new_case,
+    status_of,
+    tiny_png,
+)
+from shapely.geometry import box
+from sqlalchemy import event, text
 
-from api.main import create_app
 from geo import incidents as inc
-from geo.auth.service import AuthSettings, Scope, create_user, refuse_import_outside
-from geo.core.db import make_engine
+from geo.auth.service import Scope, refuse_import_outside
 from geo.core.errors import Forbidden
 from geo.data import mapdata
 
-AUTH = AuthSettings(jwt_secret="scoping-test-" + "y" * 32, enforce_access=True)
-DISTRICT, STREET1, STREET2 = "350104", "350104001", "350104002"
-W1A, W1B, E2 = "350104001001001", "350104001001002", "350104002001001"
-GRIDS = {W1A: box(119.300, 26.04, 119.305, 26.06), W1B: box(119.305, 26.04, 119.31, 26.06),
-         E2: box(119.31, 26.04, 119.32, 26.06)}
-
-AREA_SQL = """
-INSERT INTO generation (id, kind, effective_from) VALUES (1, 'import', now() - interval '1 day');
-SELECT setval(pg_get_serial_sequence('generation', 'id'), 1);
-INSERT INTO area (level, code, parent_code, name, geom, generation_low, responsible_body,
-                  metric_srid) VALUES
- ('district', '350104', NULL, '仓山区', ST_Multi(ST_MakeEnvelope(119.30, 26.04, 119.32, 26.06,
-   4326)), 1, NULL, 32650),
- ('street', '350104001', '350104', '西街道', ST_Multi(ST_MakeEnvelope(119.30, 26.04, 119.31,
-   26.06, 4326)), 1, NULL, NULL),
- ('street', '350104002', '350104', '东街道', ST_Multi(ST_MakeEnvelope(119.31, 26.04, 119.32,
-   26.06, 4326)), 1, NULL, NULL),
- ('community', '350104001001', '350104001', '西社区', ST_Multi(ST_MakeEnvelope(119.30, 26.04,
-   119.31, 26.06, 4326)), 1, NULL, NULL),
- ('community', '350104002001', '350104002', '东社区', ST_Multi(ST_MakeEnvelope(119.31, 26.04,
-   119.32, 26.06, 4326)), 1, NULL, NULL),
- ('grid', '350104001001001', '350104001001', '西一网格', ST_Multi(ST_MakeEnvelope(119.300, 26.04,
-   119.305, 26.06, 4326)), 1, '西社区居委会', NULL),
- ('grid', '350104001001002', '350104001001', '西二网格', ST_Multi(ST_MakeEnvelope(119.305, 26.04,
-   119.31, 26.06, 4326)), 1, '西社区居委会', NULL),
- ('grid', '350104002001001', '350104002001', '东一网格', ST_Multi(ST_MakeEnvelope(119.31, 26.04,
-   119.32, 26.06, 4326)), 1, '东社区居委会', NULL);
-"""
-
-# username -> (role, area, department code)
-USERS = {
-    "resident1": ("resident", None, None),
-    "resident2": ("resident", None, None),
-    "gridworker": ("grid_worker", W1A, None),
-    "commander": ("commander", STREET1, None),
-    "planner": ("planner", STREET1, None),
-    "water": ("department_staff", None, "water"),
-    "sanitation": ("department_staff", None, "sanitation"),
-    "admin": ("admin", None, None),
-}
-# (case, category, lon, lat, reporter)
-CASES = [("A", "rubbish", 119.302, 26.045, "resident1"),
-         ("B", "sewer_blocked", 119.307, 26.045, "resident2"),
-         ("C", "pipe_burst", 119.315, 26.045, "resident1"),
-         ("D", "rubbish", 119.316, 26.055, "admin")]
 # What each role reaches, from the table in the module docstring.
 EXPECTED = {
     "resident1": {"A", "C"},
@@ -99,91 +66,10 @@ EXPECTED = {
 STAFF = ("gridworker", "commander", "water", "sanitation", "admin")
 
 
-@dataclass
-class Located:
-    lon: float
-    lat: float
-    district: dict
-    street: dict
-    community: dict
-    grid: dict | None
-    boundary_distance_m: float = 100.0
-
-
-def locator(conn: Any, lon: float, lat: float, *, crs: str = "wgs84", at: Any = None) -> Located:
-    """Stand-in for the point lookup over the hand-made grids (shapely)."""
-    code = next((c for c, g in GRIDS.items() if g.contains(Point(lon, lat))), None)
-    part = (lambda n: {"code": code[:n]}) if code else (lambda n: None)
-    return Located(lon, lat, part(6), part(9), part(12), part(15))
-
-
-@dataclass
-class World:
-    client: TestClient
-    engine: Engine
-    headers: dict[str, dict[str, str]]
-    ids: dict[str, int]  # case letter -> incident id
-    user_ids: dict[str, int]
-
-    def letters(self, rows: list[dict[str, Any]]) -> set[str]:
-        by_id = {v: k for k, v in self.ids.items()}
-        return {by_id.get(r["id"], f"#{r['id']}") for r in rows}
-
-    def get(self, who: str, url: str, **kw: Any) -> Any:
-        return self.client.get(url, headers=self.headers[who], **kw)
-
-    def post(self, who: str, url: str, body: dict | None = None, **kw: Any) -> Any:
-        return self.client.post(url, headers=self.headers[who], json=body, **kw)
-
-
-_spot = count()
-
-
 @pytest.fixture(scope="module")
-def world(fresh_database: Any) -> Iterator[World]:
-    eng = make_engine(fresh_database(), pool_size=4)
-    user_ids = {}
-    with eng.begin() as c:
-        c.exec_driver_sql(AREA_SQL)
-        deps = dict(c.execute(text("SELECT code, id FROM department")).all())
-        for name, (role, area, dep) in USERS.items():
-            user_ids[name] = create_user(c, name, f"{name}-password", role, area_code=area,
-                                         department_id=deps.get(dep), settings=AUTH)
-    app = create_app(engine=eng, auth_settings=AUTH)
-    app.state.incident_locator = locator
-    with TestClient(app, raise_server_exceptions=False) as client:
-        headers = {}
-        for name in USERS:
-            r = client.post("/v1/auth/token",
-                            data={"username": name, "password": f"{name}-password"})
-            headers[name] = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        w = World(client, eng, headers, {}, user_ids)
-        for letter, cat, lon, lat, who in CASES:
-            r = w.post(who, "/v1/incidents", {"category": cat, "lon": lon, "lat": lat})
-            assert r.status_code == 201, r.text
-            w.ids[letter] = r.json()["id"]
-        with eng.begin() as c:  # all four overdue (red), for the overdue lists
-            c.execute(text("UPDATE incident SET amber_at = now() - interval '2 hours',"
-                           " resolve_due = now() - interval '1 hour' WHERE id = ANY(:i)"),
-                      {"i": list(w.ids.values())})
-        yield w
-    eng.dispose()
-
-
-def new_case(w: World, who: str, grid: str, category: str = "noise") -> int:
-    """A fresh case in ``grid`` at a spot no other test uses (no duplicate linking)."""
-    x0, y0, x1, _ = GRIDS[grid].bounds
-    n = next(_spot)
-    r = w.post(who, "/v1/incidents", {"category": category, "lon": (x0 + x1) / 2,
-                                      "lat": y0 + 0.0005 + 0.0008 * n})
-    assert r.status_code == 201 and r.json()["status"] == "reported", r.text
-    return r.json()["id"]
-
-
-def status_of(w: World, incident_id: int) -> str:
-    with w.engine.connect() as c:
-        return c.execute(text("SELECT status FROM incident WHERE id = :i"),
-                         {"i": incident_id}).scalar_one()
+def world(scoped_world: World) -> World:
+    """This module's copy of the scoped district (the ``scoped_world`` fixture, conftest.py)."""
+    return scoped_world
 
 
 # ---------------------------------------------------------------- reads
@@ -394,7 +280,7 @@ def _grid_upload(*features: tuple[str, Any]) -> bytes:
 
 
 def test_planner_import_refuses_features_outside_their_street(world: World) -> None:
-    body = _grid_upload((W1A, GRIDS[W1A]), (E2, GRIDS[E2]))
+    body = _grid_upload((W1A, SCOPED_GRIDS[W1A]), (E2, SCOPED_GRIDS[E2]))
     r = world.client.post("/v1/layers/import", headers=world.headers["planner"],
                           files={"file": ("grids.geojson", body, "application/geo+json")},
                           data={"layer": "grid"})
@@ -409,7 +295,8 @@ def test_planner_import_refuses_features_outside_their_street(world: World) -> N
 
 def test_import_scope_check(world: World) -> None:
     """Features inside, layer holding only the area: admitted; otherwise refused by name."""
-    frame = gpd.GeoDataFrame({"code": [W1A, W1B]}, geometry=[GRIDS[W1A], GRIDS[W1B]], crs=4326)
+    frame = gpd.GeoDataFrame({"code": [W1A, W1B]},
+                             geometry=[SCOPED_GRIDS[W1A], SCOPED_GRIDS[W1B]], crs=4326)
     walk = gpd.GeoDataFrame({"name": ["far"]}, geometry=[box(120, 27, 120.1, 27.1)], crs=4326)
     with world.engine.connect() as c:
         refuse_import_outside(c, {"grid": frame}, DISTRICT)  # the district holds every grid

@@ -1,16 +1,23 @@
 """The workflow's rules and the audit trail over HTTP (issue 15 items 3 and 9).
 
-The hand-made district of ``test_scoping`` (its ``world`` fixture: users of every role, access
-enforced). Expected actors and statuses come from who sent each request here.
+The scoped district of ``factories`` (the ``scoped_world`` fixture of conftest: users of
+every role, access enforced). Expected actors and statuses come from who sent each request here.
 """
 
-# ruff: noqa: F811  (the fixture of test_scoping is imported by name)
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from factories import SCOPING_AUTH, W1A, World, new_case, status_of
 from sqlalchemy import text
-from test_scoping import W1A, World, new_case, status_of, world  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def world(scoped_world: World) -> World:
+    """This module's copy of the scoped district (the ``scoped_world`` fixture, conftest.py)."""
+    return scoped_world
+
 
 TO_FEEDBACK = ("checked_in", "consulting", "in_progress", "feedback")
 
@@ -66,8 +73,6 @@ def test_sla_below_one_working_hour_refused(world: World) -> None:
 
 
 def test_district_wide_settings_need_a_district_area_and_are_audited(world: World) -> None:
-    from test_scoping import AUTH
-
     from geo.auth.service import create_user
 
     r = world.client.put("/v1/incident-categories/noise/departments", json={"departments": [
@@ -78,7 +83,7 @@ def test_district_wide_settings_need_a_district_area_and_are_audited(world: Worl
     assert r.status_code == 403, r.text
     with world.engine.begin() as c:
         create_user(c, "planner_district", "planner-district-pw", "planner", area_code="350104",
-                    settings=AUTH)
+                    settings=SCOPING_AUTH)
     tok = world.client.post("/v1/auth/token", data={"username": "planner_district",
                                                      "password": "planner-district-pw"})
     h = {"Authorization": f"Bearer {tok.json()['access_token']}"}

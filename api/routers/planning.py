@@ -23,9 +23,11 @@ from api.schemas import FeatureCollection
 from api.uploads import saved_upload
 from geo import planning
 from geo.data.generations import list_generations
+from geo.data.names import MAX_PAIR_CHARS, MAX_PAIRS, parse_pairs
 from geo.planning.choices import NAME_MAX, TEAM_MAX
 
 AreaCode = Annotated[str, StringConstraints(max_length=64)]
+Pair = Annotated[str, StringConstraints(max_length=MAX_PAIR_CHARS)]  # OURS=THEIRS
 router = APIRouter(prefix="/v1/planning", tags=["planning"], route_class=PolicyRoute)
 
 
@@ -42,6 +44,13 @@ class ChangeOut(BaseModel):
         "the body's grids, else derived from the grid it comes from), team_from (the grid "
         "whose 2+5+N team it carries by default) and the team rule of its team as written "
         "(leaders, cadres, officer_roles, workers, complete_2_5_n).")
+    source: dict[str, Any] = Field(
+        default_factory=dict, description="An import: how the file was read: renamed (the "
+        "layer and fields read under another name: {layer, from} or {layer, field, as}) and "
+        "snapped (grids moved onto their community's boundary: {code, parent, moved_m}).")
+
+
+MAX_SNAP_M = 50.0  # a snap distance larger than this is a mistake, not a sliver
 
 
 class NewGridIn(BaseModel):
@@ -214,16 +223,31 @@ def import_layer(request: Request, file: UploadFile = File(..., description="The
                  community: str | None = Form(None, description="Limit to this community "
                                               "(required for a planner with an area).",
                                               max_length=15),
-                 layer: str | None = Form(None, description="Layer to read (default 'grid').",
+                 layer: str | None = Form(None, description="Layer to read (default 'grid', "
+                                          "'grids', '网格' or the file's only layer).",
                                           max_length=64),
+                 layer_map: list[Pair] | None = Form(
+                     None, alias="map", max_length=MAX_PAIRS, description="grid=THEIRS: the "
+                     "file's name of the grid layer, e.g. grid=网格 (the same as layer)."),
+                 field_map: list[Pair] | None = Form(
+                     None, alias="field", max_length=MAX_PAIRS, description="OURS=THEIRS, "
+                     "repeatable: the file's "
+                     "name of a field, e.g. code=WGBH. Common names (WGBM, WGMC, SQBM, 网格编码"
+                     " ...) are read without one; what was renamed is reported in source."),
+                 snap: float | None = Form(
+                     None, ge=0, le=MAX_SNAP_M, allow_inf_nan=False, description="Snap grids to "
+                     "their community's boundary within this many metres (e.g. 0.5); what "
+                     "moved is reported in source.snapped."),
                  effective_from: datetime | None = Form(None, description="ISO 8601."),
                  conn: Connection = CONNECTION,
                  settings: Settings = Depends(planning_settings)) -> ChangeOut:
     require_area(request, community, field="community")
+    maps = {"layer_map": parse_pairs(layer_map, "map"),
+            "field_map": parse_pairs(field_map, "field")}
     with saved_upload(file, find=(".shp",)) as path:
         res = planning.import_grid_layer(conn, path, community=community, layer=layer,
-                                         effective_from=effective_from,
-                                         settings=settings, author=_author(request))
+                                         snap_m=snap, effective_from=effective_from,
+                                         settings=settings, author=_author(request), **maps)
     return _out(res)
 
 

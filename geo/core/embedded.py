@@ -70,9 +70,11 @@ def _chown_to_runner(path: Path) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now (the one helper for it: the cluster,
+    the scale proxy's workers, benchmarks and tests)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -85,7 +87,7 @@ def _port(settings: DatabaseSettings) -> int:
     _, _, _, port_file = _paths(settings)
     if port_file.exists():
         return int(port_file.read_text().strip())
-    port = settings.db_port or _free_port()
+    port = settings.db_port or free_port()
     port_file.parent.mkdir(parents=True, exist_ok=True)
     port_file.write_text(f"{port}\n")
     return port

@@ -29,6 +29,7 @@ from geo.auth.service import LAYER_AREA_COLUMN, code_prefix_sql
 from geo.core.errors import InvalidInput, NotFound, Problem, UnknownCRS
 from geo.core.settings import DataSettings
 from geo.data.crs import to_wgs84
+from geo.data.names import field_aliases, layer_key
 from geo.data.validate import AREA_LEVELS, LAYERS, validate_layers
 
 log = logging.getLogger(__name__)
@@ -97,26 +98,10 @@ def _normalise(gdf: gpd.GeoDataFrame, layer: str) -> gpd.GeoDataFrame:
     return gdf
 
 
-# Layer names as data offices give them (plural, Chinese) -> wangge's layer names.
-LAYER_ALIASES: dict[str, str] = {
-    **{f"{n}s": n for n in ("district", "street", "community", "grid", "compound", "building",
-                            "station", "barrier")},
-    "communities": "community", "grid_teams": "grid_team", "walk_edges": "walk_edge",
-    "区": "district", "区县": "district", "街道": "street", "乡镇街道": "street",
-    "社区": "community", "村居": "community", "网格": "grid", "网格员": "grid_team",
-    "网格团队": "grid_team", "小区": "compound", "楼栋": "building", "建筑": "building",
-    "建筑物": "building", "站点": "station", "服务站": "station", "障碍": "barrier",
-}
-
-
-def layer_key(name: str) -> str:
-    """wangge's layer name for a file's layer name (``grids``, ``网格`` -> ``grid``)."""
-    return LAYER_ALIASES.get(name.strip().lower(), name)
-
-
 def read_file(path: str | Path, layers: list[str] | None = None, *,
               layer: str | None = None, layer_map: dict[str, str] | None = None,
-              field_map: dict[str, str] | None = None) -> dict[str, gpd.GeoDataFrame]:
+              field_map: dict[str, str] | None = None,
+              renamed: list[dict[str, Any]] | None = None) -> dict[str, gpd.GeoDataFrame]:
     """Read ``path`` into ``{layer name: GeoDataFrame}`` in the file's own CRS.
 
     GeoPackages give their layer names; a Shapefile/GeoJSON gives its file stem unless ``layer``
@@ -124,6 +109,9 @@ def read_file(path: str | Path, layers: list[str] | None = None, *,
     gives every readable file in it. ``layers`` keeps only those names. ``layer_map`` ({our
     layer: the file's layer}, e.g. ``{"grid": "网格"}``) and ``field_map`` ({our field: the
     file's field}, e.g. ``{"code": "WGBM"}``, every layer) name what the file calls otherwise.
+    Common data-office field names (``WGBM``, ``SQMC`` ...: ``geo.data.names``) are read
+    without a mapping; every layer or field read under another name is appended to ``renamed``
+    (``{"layer", "from"}`` for a layer, ``{"layer", "field", "as"}`` for a field).
     """
     own_layer = {theirs: ours for ours, theirs in (layer_map or {}).items()}
     own_field = {theirs: ours for ours, theirs in (field_map or {}).items()}
@@ -155,7 +143,9 @@ def read_file(path: str | Path, layers: list[str] | None = None, *,
                 raise InvalidInput(f"cannot read layer {name} of {f.name}",
                                    [Problem(reason=str(exc), field="layer", feature=name)]
                                    ) from exc
-            gdf = _normalise(gdf.rename(columns=own_field), key)
+            if key != name and renamed is not None:
+                renamed.append({"layer": key, "from": name})
+            gdf = _normalise(field_aliases(gdf.rename(columns=own_field), key, renamed), key)
             if key in result:
                 gdf = pd.concat([result[key], gdf.to_crs(result[key].crs)
                                  if gdf.crs and result[key].crs else gdf], ignore_index=True)
@@ -188,6 +178,7 @@ def import_file(
     field_map: dict[str, str] | None = None,
     snap_m: float | None = None,
     snapped: list[dict[str, Any]] | None = None,
+    renamed: list[dict[str, Any]] | None = None,
 ) -> int:
     """Read, reproject to EPSG:4326, validate everything, then write in ``conn``'s transaction.
 
@@ -195,12 +186,14 @@ def import_file(
     generation id. ``layer`` names the single layer of a Shapefile/GeoJSON whose file stem is not
     a layer name; ``layer_map`` / ``field_map`` as in ``read_file``. ``snap_m`` snaps streets,
     communities and grids to their parent's boundary within that many metres
-    (``geo.data.snap``); what moved is appended to ``snapped``.
+    (``geo.data.snap``); what moved is appended to ``snapped``, the layers and fields read
+    under another name to ``renamed``.
     """
     settings = settings or DataSettings()
     stages = tqdm(total=3, desc="import", unit="stage", disable=not progress)
     stages.set_postfix_str("read")
-    data = read_file(path, layers, layer=layer, layer_map=layer_map, field_map=field_map)
+    data = read_file(path, layers, layer=layer, layer_map=layer_map, field_map=field_map,
+                     renamed=renamed)
     total = sum(len(g) for g in data.values())
     stages.update(1)
     stages.set_postfix_str(f"reproject+validate {total} features")

@@ -2,6 +2,8 @@
 
 - POST a grid (Feature, geometry in the content CRS, ``parent_code`` its community): a new grid;
   the sibling grids it overlaps give up that ground (a reshape of them in the same change).
+  Its ``name``, ``responsible_body`` and ``team`` (member ids of those siblings' 2+5+N teams)
+  are checked as a planning change's ``grids`` choices are.
 - PUT / PATCH a grid's geometry: the grid is redrawn; siblings it now overlaps give up that
   ground. Name and responsible body are kept (a PATCH of other properties is refused).
 - POST a FeatureCollection: a new grid layer (of ``community``, or the district) replacing the
@@ -28,6 +30,7 @@ from sqlalchemy.engine import Connection
 from geo import planning
 from geo.core.errors import InvalidInput, NotFound, Problem
 from geo.data.crs import polygonal
+from geo.planning.choices import clean_team, clean_text
 
 
 def _geometry(feature: dict[str, Any], srid: int, latlon: bool) -> Any:
@@ -85,6 +88,20 @@ def _current(conn: Connection, code: str) -> str:
     return str(parent)
 
 
+def chosen_properties(props: dict[str, Any]) -> dict[str, Any]:
+    """A POSTed grid's ``name``, ``responsible_body`` and ``team`` (member ids of the trimmed
+    siblings' teams), checked as a change's ``grids`` choices are (``geo.planning.choices``):
+    422 on bad text or ids, and a chosen name must be unique in the community (409)."""
+    out: dict[str, Any] = {}
+    for key in ("name", "responsible_body"):
+        if props.get(key) is not None:
+            out[key] = clean_text(props[key], key)
+            out["chosen"] = True
+    if props.get("team") is not None:
+        out["team"] = clean_team(props["team"], "team")
+    return out
+
+
 def create_grid(conn: Connection, feature: dict[str, Any], *, srid: int, latlon: bool,
                 author: str | None, settings: planning.PlanningSettings) -> planning.ChangeResult:
     """POST: a new grid in community ``properties.parent_code``; overlapped siblings shrink."""
@@ -96,11 +113,10 @@ def create_grid(conn: Connection, feature: dict[str, Any], *, srid: int, latlon:
             reason="properties.parent_code must be a 12-digit community code",
             field="parent_code")])
     replace = _siblings_trimmed(conn, community, geom, None)
-    res = planning.apply_change(conn, "create", replace=replace, create=[{
-        "parent_code": community, "geometry": geom, "name": props.get("name"),
-        "responsible_body": props.get("responsible_body")}],
-        params={"community": community, "trimmed": sorted(replace)}, settings=settings,
-        note="OGC API Features: create")
+    item = {"parent_code": community, "geometry": geom, **chosen_properties(props)}
+    res = planning.apply_change(conn, "create", replace=replace, create=[item],
+                                params={"community": community, "trimmed": sorted(replace)},
+                                settings=settings, note="OGC API Features: create")
     _author(conn, res.generation, author)
     return res
 

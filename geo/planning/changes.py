@@ -57,6 +57,7 @@ class ChangeResult:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)
     preview: dict[str, Any] | None = None  # a dry run's would-be state (geo.planning.preview)
+    source: dict[str, Any] = field(default_factory=dict)  # an import: how the file was read
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

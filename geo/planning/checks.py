@@ -1,36 +1,45 @@
 """The checks of a change, in PostGIS on the affected communities only (GiST indexes; never a
 whole-district pass): each grid inside its community, no overlap with a sibling, no gap in the
 community's cover, every building in exactly one grid, households per grid within the balance
-rule. Areas in m² in the district's metric CRS (UTM); points lon/lat (EPSG:4326).
+rule. Areas in m² in the district's metric CRS (UTM); points lon/lat (EPSG:4326). A part
+outside, overlap or gap over its m² tolerance is measured without its slivers thinner than
+``sliver_width_m`` (the rule imports use: ``geo.data.rules.beyond_slivers``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.core.errors import Problem
+from geo.data.rules import beyond_slivers
 from geo.planning.geometry import metric_srid
 from geo.planning.settings import PlanningSettings
 
 CONTAIN_SQL = """
-SELECT g.code, c.code AS community,
-       ST_Area(ST_Transform(ST_Difference(g.geom, c.geom), :srid)) AS m2,
-       ST_X(ST_PointOnSurface(ST_Difference(g.geom, c.geom))) AS lon,
-       ST_Y(ST_PointOnSurface(ST_Difference(g.geom, c.geom))) AS lat
+SELECT g.code, c.code AS community, ST_Area(d.metric) AS m2,
+       CASE WHEN ST_Area(d.metric) > :ctol THEN ST_AsBinary(d.metric) END AS metric,
+       ST_X(ST_PointOnSurface(d.part)) AS lon, ST_Y(ST_PointOnSurface(d.part)) AS lat
 FROM area g LEFT JOIN area c ON c.level = 'community' AND c.code = g.parent_code
      AND c.generation_high IS NULL
+     LEFT JOIN LATERAL (SELECT ST_Difference(g.geom, c.geom) AS part,
+                        ST_Transform(ST_Difference(g.geom, c.geom), :srid) AS metric) d ON true
 WHERE g.level = 'grid' AND g.generation_high IS NULL AND g.code = ANY(:codes)
 """
 
 OVERLAP_SQL = """
-SELECT g.code, s.code AS other,
-       ST_Area(ST_Transform(ST_Intersection(g.geom, s.geom), :srid)) AS m2,
-       ST_X(ST_PointOnSurface(ST_Intersection(g.geom, s.geom))) AS lon,
-       ST_Y(ST_PointOnSurface(ST_Intersection(g.geom, s.geom))) AS lat
+SELECT g.code, s.code AS other, ST_Area(d.metric) AS m2,
+       CASE WHEN ST_Area(d.metric) > :otol THEN ST_AsBinary(d.metric) END AS metric,
+       ST_X(ST_PointOnSurface(d.part)) AS lon, ST_Y(ST_PointOnSurface(d.part)) AS lat
 FROM area g JOIN area s ON s.level = 'grid' AND s.generation_high IS NULL
      AND s.parent_code = g.parent_code AND s.code <> g.code AND ST_Intersects(g.geom, s.geom)
      AND NOT (s.code = ANY(:codes) AND s.code < g.code)
+     CROSS JOIN LATERAL (SELECT ST_Intersection(g.geom, s.geom) AS part,
+                         ST_Transform(ST_Intersection(g.geom, s.geom), :srid) AS metric) d
 WHERE g.level = 'grid' AND g.generation_high IS NULL AND g.code = ANY(:codes)
   AND NOT ST_Touches(g.geom, s.geom)
 """
@@ -45,6 +54,8 @@ WITH u AS (
     GROUP BY c.code, c.geom
 )
 SELECT code, ST_Area(ST_Transform(gap, :srid)) AS m2,
+       CASE WHEN ST_Area(ST_Transform(gap, :srid)) > :gtol
+            THEN ST_AsBinary(ST_Transform(gap, :srid)) END AS metric,
        ST_X(ST_PointOnSurface(gap)) AS lon, ST_Y(ST_PointOnSurface(gap)) AS lat
 FROM u WHERE NOT ST_IsEmpty(gap)
 """
@@ -77,6 +88,15 @@ GROUP BY a.code, a.geom
 """
 
 
+def _measured(row: Any, tolerance_m2: float, width_m: float) -> float:
+    """The row's m², not counting slivers thinner than ``width_m`` once it is over the
+    tolerance (``geo.data.rules.beyond_slivers``, the rule imports use)."""
+    if row["m2"] <= tolerance_m2 or row["metric"] is None:
+        return float(row["m2"])
+    part = np.array([shapely.from_wkb(bytes(row["metric"]))], dtype=object)
+    return float(beyond_slivers(part, tolerance_m2, width_m)[0])
+
+
 def check_communities(conn: Connection, communities: list[str], grids: list[str],
                       settings: PlanningSettings) -> tuple[list[Problem], list[Problem]]:
     """Check the CURRENT state of ``communities`` (and the ``grids`` changed in them).
@@ -86,30 +106,37 @@ def check_communities(conn: Connection, communities: list[str], grids: list[str]
     srid = metric_srid(conn)
     errors: list[Problem] = []
     warnings: list[Problem] = []
-    p = {"codes": grids, "comms": communities, "srid": srid}
+    p = {"codes": grids, "comms": communities, "srid": srid,
+         "ctol": settings.containment_tolerance_m2, "otol": settings.overlap_tolerance_m2,
+         "gtol": settings.gap_tolerance_m2}
+    width = settings.sliver_width_m
     for r in conn.execute(text(CONTAIN_SQL), p).mappings():
         if r["community"] is None:
             errors.append(Problem(reason="parent community does not exist", field="parent_code",
                                   feature=r["code"]))
-        elif r["m2"] > settings.containment_tolerance_m2:
+        elif (m2 := _measured(r, settings.containment_tolerance_m2, width)) \
+                > settings.containment_tolerance_m2:
             errors.append(Problem(
-                reason=f"grid lies {r['m2']:.1f} m² outside community {r['community']}",
+                reason=f"grid lies {m2:.1f} m² outside community {r['community']} (slivers "
+                f"thinner than {width} m not counted)",
                 field="geometry", feature=r["code"],
-                detail={"check": "inside_community", "m2": round(r["m2"], 2),
+                detail={"check": "inside_community", "m2": round(m2, 2),
                         "lon": r["lon"], "lat": r["lat"]}))
     for r in conn.execute(text(OVERLAP_SQL), p).mappings():
-        if r["m2"] > settings.overlap_tolerance_m2:
+        if (m2 := _measured(r, settings.overlap_tolerance_m2, width)) \
+                > settings.overlap_tolerance_m2:
             errors.append(Problem(
-                reason=f"grid overlaps sibling {r['other']} by {r['m2']:.1f} m²",
+                reason=f"grid overlaps sibling {r['other']} by {m2:.1f} m²",
                 field="geometry", feature=r["code"],
-                detail={"check": "overlap", "other": r["other"], "m2": round(r["m2"], 2),
+                detail={"check": "overlap", "other": r["other"], "m2": round(m2, 2),
                         "lon": r["lon"], "lat": r["lat"]}))
     for r in conn.execute(text(GAP_SQL), p).mappings():
-        if r["m2"] > settings.gap_tolerance_m2:
+        if (m2 := _measured(r, settings.gap_tolerance_m2, width)) > settings.gap_tolerance_m2:
             errors.append(Problem(
-                reason=f"community cover leaves a gap of {r['m2']:.1f} m²",
+                reason=f"community cover leaves a gap of {m2:.1f} m² (slivers thinner than "
+                f"{width} m not counted)",
                 field="geometry", feature=r["code"],
-                detail={"check": "gap", "m2": round(r["m2"], 2), "lon": r["lon"],
+                detail={"check": "gap", "m2": round(m2, 2), "lon": r["lon"],
                         "lat": r["lat"]}))
     for r in conn.execute(text(BUILDING_SQL), p).mappings():
         n = len(r["grids"])

@@ -51,6 +51,16 @@ def clean_text(value: Any, field: str) -> str:
     return value.strip()
 
 
+def clean_team(team: Any, field: str) -> list[int]:
+    """Chosen team member ids, checked: a list of at most ``TEAM_MAX`` integers (422 naming
+    ``field`` otherwise); duplicates dropped."""
+    if not isinstance(team, list) or len(team) > TEAM_MAX or not all(
+            isinstance(m, int) and not isinstance(m, bool) for m in team):
+        raise InvalidInput("team is a list of member ids", [Problem(
+            reason=f"a list of at most {TEAM_MAX} grid_team_member ids", field=field)])
+    return list(dict.fromkeys(team))
+
+
 def apply_choices(ch: _Change) -> None:
     """Merge ``ch.choices`` into the new grids (``ch.create`` items, codes allocated) and the
     redrawn ones (``ch.renames``). Stale keys → 409; bad text or a team on a redrawn grid →
@@ -85,13 +95,7 @@ def apply_choices(ch: _Change) -> None:
                 target[key] = clean_text(choice[key], f"grids.{code}.{key}")
                 target["chosen"] = True
         if choice.get("team") is not None:
-            team = choice["team"]
-            if not isinstance(team, list) or len(team) > TEAM_MAX or not all(
-                    isinstance(m, int) and not isinstance(m, bool) for m in team):
-                raise InvalidInput("team is a list of member ids", [Problem(
-                    reason=f"a list of at most {TEAM_MAX} grid_team_member ids",
-                    field=f"grids.{code}.team", feature=code)])
-            target["team"] = list(dict.fromkeys(team))
+            target["team"] = clean_team(choice["team"], f"grids.{code}.team")
 
 
 def check_names(conn: Connection, ch: _Change) -> None:

@@ -106,17 +106,25 @@ def reassign_buildings(conn: Connection, assignments: dict[str, str], *,
 
 def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *,
                       community: str | None = None, layer: str | None = None,
+                      layer_map: dict[str, str] | None = None,
+                      field_map: dict[str, str] | None = None, snap_m: float | None = None,
                       effective_from: datetime | None = None,
                       settings: PlanningSettings | None = None,
-                author: str | None = None,
-                grids: dict[str, dict[str, Any]] | None = None) -> ChangeResult:
+                      author: str | None = None,
+                      grids: dict[str, dict[str, Any]] | None = None) -> ChangeResult:
     """Import a redrawn grid layer (Shapefile/GPKG/GeoJSON or a GeoDataFrame) as one change.
 
     Scope: one ``community`` (the file's grids of it replace its grids) or the whole district.
     Grids whose code and geometry are unchanged are carried over; changed ones get new versions;
     current grids in scope missing from the file are retired; rows without a code get DB11 codes.
+    ``layer``/``layer_map``/``field_map`` as ``read_grid_layer``; ``snap_m`` snaps each grid's
+    vertices within that many metres of its community's boundary onto it
+    (``geo.data.snap``). ``result.source`` reports the layer and fields read under another
+    name (``renamed``) and what snapping moved (``snapped``).
     """
-    gdf = source if isinstance(source, gpd.GeoDataFrame) else read_grid_layer(source, layer)
+    renamed: list[dict[str, Any]] = []
+    gdf = source if isinstance(source, gpd.GeoDataFrame) else read_grid_layer(
+        source, layer, layer_map=layer_map, field_map=field_map, renamed=renamed)
     if gdf.crs is None:
         raise InvalidInput("the layer has no CRS", [Problem(reason="missing CRS", field="crs")])
     gdf = gdf.to_crs(4326)
@@ -139,6 +147,7 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
         raise InvalidInput("duplicate codes", [Problem(reason="code appears twice",
                                                        field="code", feature=c) for c in dup])
     lock_districts(conn, [community, *gdf["parent_code"].dropna().astype(str)])
+    gdf, snapped = _snap_to_communities(conn, gdf, snap_m) if snap_m else (gdf, [])
     scope = "AND parent_code = :comm" if community else ""
     cur = gpd.read_postgis(text(
         "SELECT code, parent_code, name, responsible_body, geom FROM area WHERE level = 'grid' "
@@ -159,40 +168,75 @@ def import_grid_layer(conn: Connection, source: str | Path | gpd.GeoDataFrame, *
                for _, r in gdf[gdf["code"].isna()].iterrows()]
     log.info("import: %d unchanged, %d reshaped, %d new, %d retired", len(common) - len(replace),
              len(replace), len(create), len(retire))
-    return apply_change(conn, "import", replace=replace, retire=retire, create=create,
-                        params={"community": community, "features": len(gdf),
-                                "source": str(source) if not isinstance(source, gpd.GeoDataFrame)
-                                else "dataframe"},
-                        effective_from=effective_from, settings=settings, author=author,
-                        grids=grids)
+    read = {"renamed": renamed, "snapped": snapped}
+    res = apply_change(conn, "import", replace=replace, retire=retire, create=create,
+                       params={"community": community, "features": len(gdf),
+                               "source": Path(source).name if not isinstance(
+                                   source, gpd.GeoDataFrame) else "dataframe", **read},
+                       effective_from=effective_from, settings=settings, author=author,
+                       grids=grids)
+    res.source = read
+    return res
 
 
-def read_grid_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFrame:
-    """The grid layer of a file: ``layer`` if named (it must exist), else the layer called
-    'grid', else the file's only layer. In the file's own CRS."""
+def _snap_to_communities(conn: Connection, gdf: gpd.GeoDataFrame, metres: float,
+                         ) -> tuple[gpd.GeoDataFrame, list[dict[str, Any]]]:
+    """``gdf`` (EPSG:4326) with each grid's vertices within ``metres`` of its current
+    community's boundary moved onto it (``geo.data.snap.snap_children``); what moved."""
+    from geo.data.snap import snap_children
+
+    comms = gpd.read_postgis(text(
+        "SELECT code, geom FROM area WHERE level = 'community' AND generation_high IS NULL "
+        "AND code = ANY(:c)"), conn, geom_col="geom",
+        params={"c": sorted(set(gdf["parent_code"].dropna().astype(str)))}, crs=4326)
+    layers = {"grid": gdf, "community": comms}
+    moved = snap_children(layers, metres)
+    log.info("import: snapped %d grids to their community's boundary (within %s m)",
+             len(moved), metres)
+    return layers["grid"], moved
+
+
+def read_grid_layer(path: str | Path, layer: str | None = None, *,
+                    layer_map: dict[str, str] | None = None,
+                    field_map: dict[str, str] | None = None,
+                    renamed: list[dict[str, Any]] | None = None) -> gpd.GeoDataFrame:
+    """The grid layer of a file, in the file's own CRS: the layer ``layer`` (or
+    ``layer_map["grid"]``) names, which must exist; else the layer called 'grid' or a common
+    name for it ('grids', '网格': ``geo.data.names``); else the file's only layer. Fields are
+    read as ``geo.data.io.read_file`` reads them (``field_map``, the common data-office names
+    such as WGBM); what was read under another name is appended to ``renamed``."""
     import pyogrio
 
     from geo.data.io import read_file
+    from geo.data.names import layer_key
 
     path = Path(path)
-    want = layer or "grid"
+    other = sorted(set(layer_map or {}) - {"grid"})
+    if other:
+        raise InvalidInput("a grid import reads one layer", [Problem(
+            reason=f"only grid=... can be mapped, not {o}", field="map", feature=o)
+            for o in other])
+    want = layer or (layer_map or {}).get("grid")
+    kw: dict[str, Any] = {"field_map": field_map, "renamed": renamed}
     if path.is_dir() or not path.exists():  # read_file names the missing file
-        return read_file(path, layers=[want])[want]
+        return read_file(path, layers=["grid"], layer_map={"grid": want} if want else None,
+                         **kw)["grid"]
     try:
         names = [row[0] for row in pyogrio.list_layers(path)]
     except Exception as exc:  # pyogrio raises DataSourceError and friends
         raise InvalidInput(f"cannot read {path.name}", [Problem(
             reason=str(exc), field="file", feature=path.name)]) from exc
-    if len(names) == 1 and (layer is None or layer == names[0] or path.suffix != ".gpkg"):
-        return read_file(path, layer="grid")["grid"]
-    if want not in names:  # a data office's name for it: 'grids', '网格'
-        from geo.data.io import layer_key
-
-        alias = [n for n in names if layer_key(n) == want]
-        if len(alias) == 1:
-            return read_file(path, layers=[want])[want]
-    if want not in names:
-        raise InvalidInput(f"no layer '{want}' in {path.name}", [Problem(
-            reason=f"the file's layers are {', '.join(names) or 'none'}", field="layer",
-            feature=want)])
-    return read_file(path, layers=[want])[want]
+    if len(names) == 1 and (want is None or want == names[0] or path.suffix != ".gpkg"):
+        return read_file(path, layer="grid", **kw)["grid"]
+    if want is not None:
+        if want not in names:
+            raise InvalidInput(f"no layer '{want}' in {path.name}", [Problem(
+                reason=f"the file's layers are {', '.join(names) or 'none'}", field="layer",
+                feature=want)])
+        return read_file(path, layers=["grid"], layer_map={"grid": want}, **kw)["grid"]
+    grid_like = [n for n in names if layer_key(n) == "grid"]
+    if len(grid_like) != 1:
+        raise InvalidInput(f"which layer of {path.name} holds the grids?", [Problem(
+            reason=f"the file's layers are {', '.join(names) or 'none'}: name one "
+            "(layer, or map grid=NAME)", field="layer", feature="grid")])
+    return read_file(path, layers=["grid"], **kw)["grid"]

@@ -28,6 +28,7 @@ class PlanningSettings(WanggeSettings):
     gap_tolerance_m2: float = _shared("gap_tolerance_m2")
     overlap_tolerance_m2: float = _shared("overlap_tolerance_m2")
     containment_tolerance_m2: float = _shared("containment_tolerance_m2")
+    sliver_width_m: float = _shared("sliver_width_m")
     numbering_row_m: float = Field(default=150.0, description="DB11 numbering: height (m) of "
                                    "the north→south rows new codes are numbered in.")
     draft_ratio: float = Field(default=1.2, description="Draft partition: stop searching once "

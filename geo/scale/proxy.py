@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from geo.core.embedded import free_port
 from geo.core.errors import InvalidInput, Problem, WanggeError
 from geo.scale.settings import ScaleSettings
 
@@ -35,12 +35,6 @@ TEMPLATE = Path(__file__).with_name("haproxy.cfg.tmpl")
 
 class ProxyError(WanggeError):
     """HAProxy or a worker could not be started."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def render_config(*, bind_host: str, bind_port: int, worker_ports: list[int], run_dir: Path,
