@@ -280,6 +280,7 @@ def test_pages_are_gated_by_role(world: Any) -> None:
         "http://www.w3.org", "")
     _session(client, "cmd")
     assert client.get("/console/analyst").status_code == 200
+    assert client.get("/console/planner").status_code == 403  # the map editor: planners only
     assert client.get("/console/nothing").status_code == 404
     client.cookies.clear()
 

@@ -70,7 +70,7 @@
         bubblingMouseEvents: true }, style)).addTo(base);
       const info = S.draft ? S.draft.props[key] : S.grids[key];
       layer.bindTooltip(S.draft ? `${T("new_grid")} ${Number(key) + 1} · ${num(info.households)} ${T("households")}`
-        : `${info.name}（${key}）· ${num(info.households)} ${T("households")}`, { sticky: true });
+        : `${escapeHtml(info.name)}（${key}）· ${num(info.households)} ${T("households")}`, { sticky: true });
       S.layers[key] = layer;
     });
     drawBuildings();
