@@ -165,7 +165,7 @@
     compare().catch((e) => toast(problemText(e), true)));
 
   (async () => {
-    await WG.basemap(m, ["grid", "community", "street"]);
+    await WG.basemap(m, ["community", "street"], null, ["grid"]);  // grids from zoom 14 on
     await list();
     await compare();
     WG.ready();
