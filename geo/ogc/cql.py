@@ -173,10 +173,7 @@ class SqlFilter:
             neg = " NOT" if node.not_ else ""
             return f"({self.value(node.lhs)} IS{neg} NULL)"
         if isinstance(node, ast.SpatialDistancePredicate):
-            within = (f"ST_DWithin(geography(ST_Transform({self.geom(node.lhs)}, 4326)), "
-                      f"geography(ST_Transform({self.geom(node.rhs)}, 4326)), "
-                      f"{self.bind(self.metres(node.distance, node.units))})")
-            return within if isinstance(node, ast.DistanceWithin) else f"(NOT {within})"
+            return self.distance(node)
         if isinstance(node, ast.SpatialComparisonPredicate):
             fn = _SPATIAL.get(node.op.name)
             if fn is None:
@@ -196,6 +193,26 @@ class SqlFilter:
         if isinstance(node, bool | ast.Attribute):
             return self.value(node)
         raise self.unsupported(type(node).__name__)
+
+    def distance(self, node: ast.SpatialDistancePredicate) -> str:
+        """S_DWITHIN / S_BEYOND: ``ST_DWithin`` on geography (WGS 84 spheroid, metres). Against
+        a literal, S_DWITHIN first keeps the rows in the literal's box grown by the distance
+        (degrees of latitude at least 110,574 m, of longitude 111,319 m x cos(latitude)), so
+        that the geometry index serves."""
+        m = self.bind(self.metres(node.distance, node.units))
+        lhs, rhs = self.geom(node.lhs), self.geom(node.rhs)
+        within = f"ST_DWithin(geography({lhs}), geography({rhs}), {m})"
+        if not isinstance(node, ast.DistanceWithin):
+            return f"(NOT {within})"
+        columns = (isinstance(node.lhs, ast.Attribute), isinstance(node.rhs, ast.Attribute))
+        if columns not in ((True, False), (False, True)):
+            return within
+        column, literal = (lhs, rhs) if columns[0] else (rhs, lhs)
+        lat = (f"LEAST(89.0, GREATEST(abs(ST_YMin({literal})), abs(ST_YMax({literal}))) + "
+               f"{m} / 110574.0)")
+        grown = (f"ST_Expand({literal}, {m} / (111319.0 * cos(radians({lat}))) * 1.01, "
+                 f"{m} / 110574.0 * 1.01)")
+        return f"({column} && {grown} AND {within})"
 
     @staticmethod
     def metres(distance: Any, units: Any) -> float:
