@@ -66,42 +66,53 @@ def one_draft(eng: Engine, community: str, settings: planning.PlanningSettings,
             "buildings_in_one_grid": bool((per_building == 1).all()),
             "households_preserved": int(hh.sum()) == int(b["households"].sum()),
             "contiguous": contiguous(polys, comm, srid), "links": draft.links,
-            "largest_unit": draft.largest_unit}
+            "largest_unit": draft.largest_unit,
+            "why": why_not(community, b["households"].to_numpy(), settings)}
 
 
-def why_not(row: dict[str, Any], settings: planning.PlanningSettings) -> dict[str, Any]:
-    """The numbers that keep a community above the target: for each grid count k, the lower
-    bound on largest/smallest from its largest indivisible unit, and the households a grid must
-    hold under the rule (the total minus k-1 full grids, up to the maximum)."""
-    total, big = sum(row["households"]), row["largest_unit"]
-    lo, hi = settings.households_min, settings.households_max
+def subset_sums(values: np.ndarray, cap: int) -> np.ndarray:
+    """Which totals 0..``cap`` some subset of the integers ``values`` adds up to."""
+    ok = np.zeros(cap + 1, bool)
+    ok[0] = True
+    for v in (int(x) for x in values):
+        if 0 < v <= cap:
+            ok[v:] |= ok[: cap + 1 - v].copy()
+    return ok
+
+
+def why_not(community: str, households: np.ndarray,
+            settings: planning.PlanningSettings) -> dict[str, Any]:
+    """Whether any partition can reach the target, from the buildings alone (indivisible;
+    streets and contiguity ignored, so a 'no' is a proof): for each grid count k, the grid
+    holding the largest building must hold S households with S in [max(largest, total − (k−1)
+    × max), min(max, target × total / (k − 1 + target))] (the others must keep the rule, and
+    its smallest neighbour has at most (total − S)/(k − 1)); S − largest must be a sum of other
+    buildings."""
+    hh = np.sort(np.asarray(households, int))[::-1]
+    total, big = int(hh.sum()), int(hh[0])
+    lo, hi, target = settings.households_min, settings.households_max, settings.draft_ratio
     out = {}
     for k in grid_counts(total, lo, hi):
-        out[str(k)] = {"ratio_bound": round(bound_of(big, total, k), 3),
-                       "grid_households": [max(lo, math.ceil(total - (k - 1) * hi)), hi]}
-    return {"community": row["community"], "households": total, "largest_unit": big,
-            "ratio": row["ratio"], "by_grid_count": out}
-
-
-def unreachable(row: dict[str, Any], settings: planning.PlanningSettings) -> bool:
-    """True when no grid count leaves room for the target: each k's bound exceeds it, or the
-    rule leaves a grid a window narrower than one unit (``draft_unit_households``)."""
-    for v in why_not(row, settings)["by_grid_count"].values():
-        lo, hi = v["grid_households"]
-        if v["ratio_bound"] <= settings.draft_ratio and hi - lo >= settings.draft_unit_households:
-            return False
-    return True
+        s_lo = max(big, lo, math.ceil(total - (k - 1) * hi), math.ceil(total / k / target))
+        s_hi = min(hi, math.floor(target * total / (k - 1 + target))) if k > 1 else total
+        sums = subset_sums(hh[1:], max(s_hi - big, 0))
+        ok = [s for s in range(s_lo, s_hi + 1) if sums[s - big]]
+        out[str(k)] = {"largest_grid_households": [s_lo, s_hi], "possible": len(ok) > 0,
+                       "ratio_bound": round(bound_of(big, total, k), 3)}
+    return {"community": community, "households": total, "largest_building": big,
+            "by_grid_count": out,
+            "reachable": any(v["possible"] for v in out.values())}
 
 
 def dataset(eng: Engine, communities: list[str], settings: planning.PlanningSettings,
             srid: int) -> dict[str, Any]:
     """Both methods over ``communities``: worst ratio (all, and over those that can reach the
-    target), times, and every draft."""
+    target: ``why_not``), times, and every draft."""
     out: dict[str, Any] = {"communities": len(communities)}
     for method in METHODS:
         rows = [one_draft(eng, c, settings, method, srid) for c in communities]
-        hard = [r for r in rows if unreachable(r, settings)]
-        ok = [r for r in rows if r not in hard]
+        hard = [r for r in rows if not r["why"]["reachable"]]
+        ok = [r for r in rows if r["why"]["reachable"]]
         out[method] = {
             "worst_ratio": max(r["ratio"] for r in rows),
             "worst_ratio_balanceable": max((r["ratio"] for r in ok), default=None),
@@ -113,8 +124,8 @@ def dataset(eng: Engine, communities: list[str], settings: planning.PlanningSett
             "total_s": round(sum(r["s"] for r in rows), 1),
             "median_s": round(statistics.median(r["s"] for r in rows), 2),
             "max_s": max(r["s"] for r in rows),
-            "cannot_reach": [why_not(r, settings) for r in hard],
-            "drafts": rows,
+            "cannot_reach": [{**r["why"], "ratio": r["ratio"]} for r in hard],
+            "drafts": [{k: v for k, v in r.items() if k != "why"} for r in rows],
         }
         print(f"  {method}: worst {out[method]['worst_ratio']} (balanceable "
               f"{out[method]['worst_ratio_balanceable']}), {out[method]['total_s']} s",

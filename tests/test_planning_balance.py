@@ -187,5 +187,23 @@ def test_draft_of_demo_within_1_20_contiguous_and_deterministic(demo_engine, com
             part = shapely.intersection(shapely.make_valid(g), piece.buffer(0.05)).buffer(0.05)
             assert part.area < 1.0 or len(getattr(part, "geoms", [part])) == 1
     assert draft.grids["households"].tolist() == again.grids["households"].tolist()
-    assert all(a.equals(b) for a, b in zip(draft.grids.geometry, again.grids.geometry,
-                                           strict=True))
+    assert draft.grids.geometry.is_valid.all()
+    assert draft.grids.geometry.to_wkb().tolist() == again.grids.geometry.to_wkb().tolist()
+
+
+def test_why_not_proves_350104001003_cannot_reach_1_20():
+    """The demo's 350104001003 by its 28 buildings (households, from the demo): 4 grids must
+    each hold 499-500 under the 150-500 rule, but the 481-household building can only gain
+    5 + 2 + 2 (22 would make 503); 5 or more grids leave the others below 481 / 1.2."""
+    from bench.planning_draft import subset_sums, why_not
+
+    demo = [481, 199, 149, 135, 132, 103, 92, 80, 74, 68, 67, 58, 51, 51, 40, 40, 38, 34, 27,
+            25, 24, 22, 5, 2, 2, 0, 0, 0]
+    assert sum(demo) == 1999
+    assert np.flatnonzero(subset_sums([5, 2, 2, 22], 30)).tolist() == [
+        0, 2, 4, 5, 7, 9, 22, 24, 26, 27, 29]
+    w = why_not("350104001003", np.array(demo), PlanningSettings())
+    assert not w["reachable"]
+    assert w["by_grid_count"]["4"]["largest_grid_households"] == [499, 500]
+    # one building fewer of 481 and one of 481 - 19 = 462 more: reachable again
+    assert why_not("x", np.array([462, *demo[1:], 19]), PlanningSettings())["reachable"]

@@ -26,12 +26,16 @@ def explode_units(units: Any, buildings: Any) -> Any:
     """Units (GeoDataFrame, metric CRS) split into their single polygons, households recounted
     from ``buildings`` (points with ``households``) by location, centroids ``x``, ``y`` (m):
     a strip cut between buildings can come out in two pieces, and a grid made of it would not
-    be contiguous. Slivers join a neighbour (``absorb_slivers``)."""
+    be contiguous. Slivers join a neighbour (``absorb_slivers``); ``core`` keeps each unit
+    without them, for adjacency (a sliver would join units through a zero-width spike)."""
     valid = units[["geometry"]].copy()
     valid["geometry"] = shapely.make_valid(valid.geometry.values)  # strips may self-touch
     parts = valid.explode(index_parts=False).reset_index(drop=True)
     parts = parts[parts.geom_type.eq("Polygon") & (parts.geometry.area > 0)]
-    parts = gpd.GeoDataFrame(geometry=absorb_slivers(parts.geometry.values), crs=units.crs)
+    thin = slivers(parts.geometry.values)
+    core = parts.geometry.values[~thin] if not thin.all() else parts.geometry.values
+    parts = gpd.GeoDataFrame({"core": core}, geometry=absorb_slivers(parts.geometry.values),
+                             crs=units.crs)
     geoms = parts.geometry.values
     pt, part = shapely.STRtree(geoms).query(buildings.geometry.values, predicate="intersects")
     first = np.unique(pt, return_index=True)[1]  # a building on a shared edge counts once

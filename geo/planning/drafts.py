@@ -142,6 +142,35 @@ def draft_units(blocks: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
     return units
 
 
+def grid_shapes(geoms: Any, labels: np.ndarray, *, snap_m: float = 0.05,
+                speck_m2: float = 0.01) -> list[Any]:
+    """One MultiPolygon per region of ``labels`` (sorted): the union of its units (metric CRS)
+    plus the float gaps between units (under ``snap_m`` wide, where strips meet along Voronoi
+    edges), each gap given to the region it shares most boundary with. The units are kept
+    whole: an inward buffer would also cut a grid's narrow necks."""
+    g = np.asarray(geoms, dtype=object)
+    base = np.asarray([shapely.union_all(g[labels == r]) for r in np.unique(labels)],
+                      dtype=object)
+    whole = shapely.union_all(shapely.buffer(g, snap_m, join_style="mitre")).buffer(
+        -snap_m, join_style="mitre")
+    gaps = polygonal(shapely.make_valid(shapely.difference(whole, shapely.union_all(base))))
+    extra: list[list[Any]] = [[] for _ in base]
+    if gaps is not None:
+        tree = shapely.STRtree(base)
+        for gap in shapely.get_parts(gaps):
+            near = tree.query(gap, predicate="dwithin", distance=snap_m)
+            if len(near):
+                shared = shapely.length(shapely.intersection(shapely.boundary(base[near]),
+                                                             shapely.buffer(gap, snap_m)))
+                extra[int(near[int(np.argmax(shared))])].append(gap)
+    out = []
+    for b, e in zip(base, extra, strict=True):
+        parts = shapely.get_parts(polygonal(shapely.make_valid(shapely.union_all([b, *e]))))
+        big = parts[shapely.area(parts) >= speck_m2]  # specks: zero-width spikes made valid
+        out.append(to_multipolygon(shapely.MultiPolygon(list(big if len(big) else parts))))
+    return out
+
+
 def refine(method: str) -> Callable[..., np.ndarray]:
     """The refinement step by name: 'flips' (``geo.planning.flips.local_search``, the default)
     or 'recom' (``geo.planning.recom.recom_search``, GerryChain)."""
@@ -185,8 +214,8 @@ def draft_partition(conn: Connection, community: str, *,
     lo, hi, target = settings.households_min, settings.households_max, settings.draft_ratio
     units = explode_units(draft_units(blocks, bld, settings.draft_unit_households), bld)
     hh = units["households"].to_numpy().astype(float)
-    neighbors = unit_neighbors(units.geometry.values)
-    links = link_components(units.geometry.values, neighbors)
+    neighbors = unit_neighbors(units["core"].values)
+    links = link_components(units["core"].values, neighbors)
     counts = sorted(grid_counts(hh.sum(), lo, hi) if len(units) > 1 else [1],
                     key=lambda k: (ratio_bound(hh, k) > target, k))
     cands = [(k, r) for k in counts for r in range(tries)]
@@ -202,12 +231,10 @@ def draft_partition(conn: Connection, community: str, *,
         if progress is not None:
             progress(n + 1, len(cands))
     labels = best[1] if best is not None else np.zeros(len(units), int)
-    geoms = units.geometry.values
-    # strips meet along Voronoi edges: close the float gaps ``unit_neighbors`` allows (±5 cm)
-    shapes = [to_multipolygon(polygonal(shapely.make_valid(shapely.union_all(shapely.buffer(
-        geoms[labels == r], 0.05, join_style="mitre")).buffer(-0.05, join_style="mitre"))))
-        for r in np.unique(labels)]
-    merged = gpd.GeoSeries(shapes, crs=units.crs).to_crs(4326)
+    shapes = grid_shapes(units.geometry.values, labels)
+    merged = gpd.GeoSeries(shapes, crs=units.crs).to_crs(4326)  # reprojected: valid again
+    merged = gpd.GeoSeries([to_multipolygon(polygonal(shapely.make_valid(g)))
+                            for g in merged.values], crs=4326)
     grids = gpd.GeoDataFrame({"code": None, "parent_code": community,
                               "name": [f"草案{i + 1}" for i in range(len(shapes))],
                               "responsible_body": "居民委员会",
