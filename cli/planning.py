@@ -204,13 +204,13 @@ def draft_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the draft's grids to this "
                                     "GeoJSON file (default: print the summary only)."),
 ) -> None:
-    """Propose household-balanced grids following streets (spopt max-p); nothing is written
-    to the database. Accept it with ``wangge grid accept``."""
+    """Propose household-balanced grids following streets (street blocks: spanning-tree seed
+    and boundary-flip local search); nothing is written. Accept it with ``wangge grid accept``."""
     from tqdm import tqdm
 
     from geo.planning import draft_partition
 
-    with tqdm(desc="draft (max-p solves)", unit="solve") as bar, connection() as conn:
+    with tqdm(desc="draft (tries)", unit="try") as bar, connection() as conn:
 
         def tick(done: int, total: int) -> None:
             bar.total = total

@@ -150,6 +150,10 @@ class DraftOut(FeatureCollection[DraftGridProperties]):
     ratio: float = Field(description="Largest over smallest households of a proposed grid.")
     blocks: int = Field(description="Street blocks of the community.")
     units: int = Field(description="Blocks cut between buildings (the draft's building blocks).")
+    method: str = Field(description="The refinement used: 'flips' (local search) or 'recom'.")
+    largest_unit: int = Field(description="Households of the largest indivisible unit.")
+    ratio_bound: float = Field(description="No partition into the grid counts tried can have a "
+                               "lower largest/smallest (from the largest unit).")
 
 
 planning_settings = AppSettings(planning.PlanningSettings, "planning_settings")
@@ -288,13 +292,14 @@ def diff(conn: Connection = CONNECTION,
 
 
 @router.get("/draft/{community}", operation_id="planning_draft", response_model=DraftOut,
-            summary="Propose household-balanced grids following streets (spopt max-p).")
+            summary="Propose household-balanced grids following streets (local search).")
 def draft(community: str, request: Request,
           conn: Connection = CONNECTION,
           settings: Settings = Depends(planning_settings)) -> dict[str, Any]:
     require_area(request, community, field="community")
     d = planning.draft_partition(conn, community, settings=settings)
-    return {**d.as_geojson(), "ratio": d.ratio, "blocks": d.blocks, "units": d.units}
+    return {**d.as_geojson(), "ratio": d.ratio, "blocks": d.blocks, "units": d.units,
+            "method": d.method, "largest_unit": d.largest_unit, "ratio_bound": d.ratio_bound}
 
 
 @router.post("/draft/accept", operation_id="planning_accept_draft", response_model=ChangeOut,

@@ -9,7 +9,8 @@ are measured in m² in the district's metric CRS (UTM). The rooms:
 - ``changes``: ``apply_change``, the one writer (a change as a new generation);
 - ``checks``: ``check_communities`` (containment, overlap, gaps, buildings, balance);
 - ``numbering``: ``allocate_codes`` (DB11 codes);
-- ``drafts``: ``draft_partition`` (spopt max-p over street blocks), ``accept_draft``;
+- ``drafts``: ``draft_partition`` (street blocks, spanning-tree seed + refinement in ``flips``
+  or ``recom``), ``accept_draft``; ``balance``: the units graph and the score;
 - ``diff``: ``diff_generations``, ``diff_features`` (the diff for a map), ``refresh_lookup``;
 - ``history``: ``undo_generation``, ``cancel_generation`` (scheduled, not yet in force);
 - ``geometry``: input geometries as MultiPolygons, the metric SRID.
@@ -23,7 +24,6 @@ from geo.planning.drafts import (
     accept_draft,
     draft_partition,
     draft_units,
-    rebalance,
     street_blocks,
 )
 from geo.planning.numbering import allocate_codes
@@ -54,7 +54,6 @@ __all__ = [
     "merge_grids",
     "read_grid_layer",
     "reassign_buildings",
-    "rebalance",
     "refresh_lookup",
     "reshape_grids",
     "split_grid",

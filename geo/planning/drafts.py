@@ -1,4 +1,4 @@
-"""Draft partitions of a community (spopt max-p over street blocks), and accepting one.
+"""Draft partitions of a community (street blocks balanced by households), and accepting one.
 
 Units are street blocks (walk edges + the community boundary polygonized in PostGIS), cut between
 buildings into strips where a block holds many households; measured in the district's metric
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,8 +21,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.core.errors import InvalidInput, NotFound, Problem
-from geo.planning.balance import explode_units, recom_refine, unit_neighbors
+from geo.data.crs import polygonal
+from geo.planning.balance import (
+    explode_units,
+    grid_counts,
+    link_components,
+    ratio_bound,
+    score,
+    tree_partition,
+    unit_neighbors,
+)
 from geo.planning.changes import ChangeResult
+from geo.planning.flips import local_search
 from geo.planning.geometry import metric_srid, to_multipolygon
 from geo.planning.operations import import_grid_layer
 from geo.planning.settings import PlanningSettings
@@ -59,6 +68,10 @@ class Draft:
     blocks: int
     units: int
     ratio: float
+    method: str = "flips"
+    links: int = 0  # links joining detached pieces of the community (``link_components``)
+    largest_unit: int = 0  # households of the largest indivisible unit
+    ratio_bound: float = 1.0  # no partition into the tried grid counts can do better
 
     def as_geojson(self) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(self.grids.to_json(drop_id=True))
@@ -129,158 +142,110 @@ def draft_units(blocks: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
     return units
 
 
-def _score(sums: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
-    """(grids outside the balance rule, largest/smallest households): lower is better."""
-    out = int(((sums < lo) | (sums > hi)).sum())
-    return out, float(sums.max() / max(sums.min(), 1))
+def grid_shapes(geoms: Any, labels: np.ndarray, *, snap_m: float = 0.05,
+                speck_m2: float = 0.01) -> list[Any]:
+    """One MultiPolygon per region of ``labels`` (sorted): the union of its units (metric CRS)
+    plus the float gaps between units (under ``snap_m`` wide, where strips meet along Voronoi
+    edges), each gap given to the region it shares most boundary with. The units are kept
+    whole: an inward buffer would also cut a grid's narrow necks."""
+    g = np.asarray(geoms, dtype=object)
+    base = np.asarray([shapely.union_all(g[labels == r]) for r in np.unique(labels)],
+                      dtype=object)
+    whole = shapely.union_all(shapely.buffer(g, snap_m, join_style="mitre")).buffer(
+        -snap_m, join_style="mitre")
+    gaps = polygonal(shapely.make_valid(shapely.difference(whole, shapely.union_all(base))))
+    extra: list[list[Any]] = [[] for _ in base]
+    if gaps is not None:
+        tree = shapely.STRtree(base)
+        for gap in shapely.get_parts(gaps):
+            near = tree.query(gap, predicate="dwithin", distance=snap_m)
+            if len(near):
+                shared = shapely.length(shapely.intersection(shapely.boundary(base[near]),
+                                                             shapely.buffer(gap, snap_m)))
+                extra[int(near[int(np.argmax(shared))])].append(gap)
+    out = []
+    for b, e in zip(base, extra, strict=True):
+        parts = shapely.get_parts(polygonal(shapely.make_valid(shapely.union_all([b, *e]))))
+        big = parts[shapely.area(parts) >= speck_m2]  # specks: zero-width spikes made valid
+        out.append(to_multipolygon(shapely.MultiPolygon(list(big if len(big) else parts))))
+    return out
 
 
-def _connected_without(members: set[int], drop: int, neighbors: dict[int, list[int]]) -> bool:
-    rest = members - {drop}
-    if not rest:
-        return False
-    start = next(iter(rest))
-    seen, stack = {start}, [start]
-    while stack:
-        for j in neighbors[stack.pop()]:
-            if j in rest and j not in seen:
-                seen.add(j)
-                stack.append(j)
-    return len(seen) == len(rest)
+def refine(method: str) -> Callable[..., np.ndarray]:
+    """The refinement step by name: 'flips' (``geo.planning.flips.local_search``, the default)
+    or 'recom' (``geo.planning.recom.recom_search``, GerryChain)."""
+    if method == "recom":
+        from geo.planning.recom import recom_search
 
-
-def rebalance(labels: np.ndarray, neighbors: dict[int, list[int]], hh: np.ndarray, lo: int,
-              hi: int, *, max_moves: int = 1000) -> np.ndarray:
-    """Move boundary units between adjacent regions while that lowers ``_score``.
-
-    The polish after spopt's max-p (whose floor-only constraint lets regions overshoot): each
-    step takes the best single move of a unit to a neighbouring region that keeps its own region
-    contiguous and non-empty. Ties on ``_score`` are broken by the sum of squared households,
-    so surplus can flow through a chain of regions. Stops when no move improves. Returns new
-    labels.
-    """
-    labels = labels.copy()
-    regions = {int(r): set(np.flatnonzero(labels == r).tolist()) for r in np.unique(labels)}
-    sums = {r: float(hh[list(m)].sum()) for r, m in regions.items()}
-    keys = list(sums)
-    for _ in range(max_moves):
-        arr = np.array([sums[r] for r in keys])
-        cur = (*_score(arr, lo, hi), float((arr ** 2).sum()))
-        moves = []
-        for i, a in enumerate(labels):
-            if hh[i] == 0 and len(regions[int(a)]) > 1:
-                continue
-            for b in {int(labels[j]) for j in neighbors[i]} - {int(a)}:
-                trial = arr.copy()
-                trial[keys.index(int(a))] -= hh[i]
-                trial[keys.index(b)] += hh[i]
-                sc = (*_score(trial, lo, hi), float((trial ** 2).sum()))
-                if sc < cur:
-                    moves.append((sc, i, int(a), b))
-        moves.sort()
-        for _sc, i, a, b in moves:
-            if _connected_without(regions[a], i, neighbors):
-                regions[a].discard(i)
-                regions[b].add(i)
-                sums[a] -= hh[i]
-                sums[b] += hh[i]
-                labels[i] = b
-                break
-        else:
-            break
-    return labels
+        return recom_search
+    if method == "flips":
+        return local_search
+    raise InvalidInput(f"unknown draft method {method!r}", [Problem(
+        reason="expected 'flips' or 'recom'", field="method", feature=method)])
 
 
 def draft_partition(conn: Connection, community: str, *,
-                    settings: PlanningSettings | None = None, seed: int = 0, tries: int = 3,
+                    settings: PlanningSettings | None = None, seed: int = 0,
+                    method: str | None = None, tries: int = 3,
                     progress: Callable[[int, int], None] | None = None) -> Draft:
     """Propose grids for ``community`` balanced by households, following streets.
 
-    Units: street blocks (``street_blocks``), cut between buildings into strips of about
-    ``draft_unit_households`` (and, as a second layout, 4/3 of it) where a block holds more
-    (``draft_units``); adjacency a shared edge (libpysal Rook). spopt's ``MaxPHeuristic``
-    (households floor; homogeneity on unit centroids in metres, so regions stay compact) runs
-    over a sweep of floors from the balance rule and the community's total (``tries`` seeds,
-    each over both layouts), stopping early once a solution meets the rule and
-    ``draft_ratio``; each solution is polished by ``rebalance`` (single boundary moves) and the
-    one kept has the fewest grids outside the rule, then the smallest largest/smallest
-    household ratio. ``progress(done, total)`` is called after each solve.
-    Nothing is written: accept with ``accept_draft``.
+    Units: street blocks (``street_blocks``) cut between buildings into strips of about
+    ``draft_unit_households`` where a block holds more (``draft_units``), one polygon each;
+    neighbours share a boundary (``unit_neighbors``), detached pieces of the community are
+    joined to their nearest unit (``link_components``). For each number of grids k whose mean
+    keeps the balance rule (fewest first, those whose ``ratio_bound`` already exceeds
+    ``draft_ratio`` last), ``tries`` seeds: k contiguous regions by recursive spanning-tree
+    bisection (``tree_partition``), refined by ``method`` ('flips': boundary-unit local search,
+    the default; 'recom': GerryChain's ReCom). Stops at the first partition with every grid in
+    the rule and largest/smallest ≤ ``draft_ratio``, else keeps the best by ``score``.
+    Deterministic for a given ``seed``. ``progress(done, total)`` after each try. Nothing is
+    written: accept with ``accept_draft``.
     """
-    import libpysal
-    from spopt.region import MaxPHeuristic
-
     settings = settings or PlanningSettings()
+    method = method or settings.draft_method
+    step = refine(method)
     srid = metric_srid(conn)
     blocks = street_blocks(conn, community).to_crs(srid)
     bld = gpd.read_postgis(text(
         "SELECT b.households, b.location FROM building b JOIN area c ON c.level = 'community' "
         "AND c.code = :c AND c.generation_high IS NULL AND ST_Intersects(c.geom, b.location)"),
         conn, geom_col="location", params={"c": community}, crs=4326).to_crs(srid)
-    lo, hi = settings.households_min, settings.households_max
-    layouts = []  # (units, households, Rook neighbours, floors) per unit size
-    for size in dict.fromkeys((settings.draft_unit_households,
-                               round(settings.draft_unit_households * 4 / 3))):
-        units = explode_units(draft_units(blocks, bld, size), bld)
-        hh_units = units["households"].to_numpy().astype(float)
-        total = int(hh_units.sum())
-        floors: list[int] = []
-        if len(units) > 1 and total > hi:
-            kmin = max(1, int(np.ceil(total / hi)))
-            kmax = max(kmin, int(total // max(lo, 1)))
-            floors = [t for t in dict.fromkeys(
-                round(total / k * f) for f in (0.85, 0.75)
-                for k in range(kmin, min(kmax, kmin + 3) + 1)) if 0 < t <= total]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            w = libpysal.weights.Rook.from_dataframe(units, use_index=False,
-                                                     silence_warnings=True)
-        layouts.append((units, hh_units, w, floors))
-    cands = [(r, i, t) for r in range(tries) for i, lay in enumerate(layouts) for t in lay[3]]
-    best: tuple[tuple[int, float], np.ndarray, int] | None = None
-    for n, (r, i, t) in enumerate(cands):
-        if best is not None and best[0][0] == 0 and best[0][1] <= settings.draft_ratio:
-            break  # good enough: every grid in the rule and within the target ratio
-        units, hh_units, w, _ = layouts[i]
-        np.random.seed(seed + r)
-        model = MaxPHeuristic(units, w, ["x", "y"], "households", t, top_n=2,
-                              max_iterations_construction=5, max_iterations_sa=1)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.solve()
-        except Exception as exc:  # spopt raises on infeasible floors
-            log.debug("max-p floor %s failed: %s", t, exc)
-            labels = None
-        else:
-            labels = np.asarray(model.labels_)
+    lo, hi, target = settings.households_min, settings.households_max, settings.draft_ratio
+    units = explode_units(draft_units(blocks, bld, settings.draft_unit_households), bld)
+    hh = units["households"].to_numpy().astype(float)
+    neighbors = unit_neighbors(units["core"].values)
+    links = link_components(units["core"].values, neighbors)
+    counts = sorted(grid_counts(hh.sum(), lo, hi) if len(units) > 1 else [1],
+                    key=lambda k: (ratio_bound(hh, k) > target, k))
+    cands = [(k, r) for k in counts for r in range(tries)]
+    best: tuple[tuple[int, float, float], np.ndarray] | None = None
+    for n, (k, r) in enumerate(cands):
+        if best is not None and best[0][0] == 0 and best[0][1] <= target:
+            break  # every grid in the rule and within the target ratio
+        labels = tree_partition(neighbors, hh, k, np.random.default_rng(seed + r))
+        labels = step(labels, neighbors, hh, lo, hi, seed=seed + r, target=target)
+        sc = score(np.bincount(labels, weights=hh), lo, hi)
+        if best is None or sc < best[0]:
+            best = (sc, labels)
         if progress is not None:
             progress(n + 1, len(cands))
-        if labels is None or (labels <= 0).any():  # unassigned units (floor not reachable)
-            continue
-        neighbors = {int(a): [int(b) for b in bs] for a, bs in w.neighbors.items()}
-        labels = recom_refine(rebalance(labels, neighbors, hh_units, lo, hi),
-                              unit_neighbors(units.geometry.values), hh_units, lo, hi,
-                              seed=seed + r)
-        sc = _score(np.bincount(labels, weights=hh_units)[np.unique(labels)], lo, hi)
-        if best is None or sc < best[0]:
-            best = (sc, labels, i)
-    units = layouts[best[2] if best is not None else 0][0]
-    labels = best[1] if best is not None else np.ones(len(units), int)
-    units["region"] = labels
-    merged = units.dissolve(by="region", aggfunc={"households": "sum"}).reset_index()
-    # strips meet along Voronoi edges: close float slivers (±1 cm), keep polygons only
-    merged["geometry"] = shapely.make_valid(merged.geometry.buffer(0.01).buffer(-0.01).values)
-    merged["geometry"] = [to_multipolygon(g) for g in merged.geometry.values]
-    merged = merged.to_crs(4326)
+    labels = best[1] if best is not None else np.zeros(len(units), int)
+    shapes = grid_shapes(units.geometry.values, labels)
+    merged = gpd.GeoSeries(shapes, crs=units.crs).to_crs(4326)  # reprojected: valid again
+    merged = gpd.GeoSeries([to_multipolygon(polygonal(shapely.make_valid(g)))
+                            for g in merged.values], crs=4326)
     grids = gpd.GeoDataFrame({"code": None, "parent_code": community,
-                              "name": [f"草案{i + 1}" for i in range(len(merged))],
+                              "name": [f"草案{i + 1}" for i in range(len(shapes))],
                               "responsible_body": "居民委员会",
-                              "households": merged["households"].astype(int)},
-                             geometry=merged.geometry.values, crs=4326)
+                              "households": np.bincount(labels, weights=hh)[
+                                  np.unique(labels)].round().astype(int)},
+                             geometry=merged.values, crs=4326)
     sums = grids["households"].to_numpy()
     return Draft(community=community, grids=grids, blocks=len(blocks), units=len(units),
-                 ratio=float(sums.max() / max(sums.min(), 1)))
+                 ratio=float(sums.max() / max(sums.min(), 1)), method=method,
+                 links=len(links), largest_unit=int(hh.max()) if len(hh) else 0,
+                 ratio_bound=min(ratio_bound(hh, k) for k in counts))
 
 
 def accept_draft(conn: Connection, community: str, grids: gpd.GeoDataFrame | dict[str, Any], *,

@@ -34,6 +34,9 @@ class PlanningSettings(WanggeSettings):
     draft_ratio: float = Field(default=1.2, description="Draft partition: stop searching once "
                                "every grid keeps the balance rule and the largest is at most "
                                "this × the smallest, by households.")
+    draft_method: Literal["flips", "recom"] = Field(
+        default="flips", description="Draft partition: the refinement after the spanning-tree "
+        "seed: 'flips' (boundary-unit local search) or 'recom' (GerryChain's ReCom).")
     draft_unit_households: int = Field(default=30, description="Draft partition: street "
                                        "blocks holding more households are cut between "
                                        "buildings into strips of about this many.")
