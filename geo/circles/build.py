@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -37,12 +38,16 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from geo.circles.geometry import (
-    EdgeCoords,
-    edge_reach,
-    tier_intervals,
+from geo.circles.geometry import EdgeCoords
+from geo.circles.pool import (
+    CHUNK,
+    Job,
+    Network,
+    process_pool,
+    set_network,
+    station_chunks,
+    station_csv,
 )
-from geo.circles.pool import CHUNK, Chunk, Job, chunk_csv, process_pool
 from geo.circles.runs import CircleSettings, claim_run, finish_run, metric_srid, read_copy
 from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
@@ -112,7 +117,7 @@ WHERE d.node > 0 AND d.agg_cost + s.snap_m <= :reach
 OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"  # no bind values
 # the usable edges inside the batches' boxes, in the metric CRS
 EDGES_M_SQL = """
-SELECT e.id, e.source, e.target, ST_AsBinary(ST_Transform(e.geom, :srid)) AS wkb
+SELECT e.id, e.source, e.target, ST_AsHEXEWKB(ST_Transform(e.geom, {srid})) AS wkb
 FROM walk_edge e
 WHERE e.id IN (SELECT e2.id FROM walk_edge e2 JOIN _cs_batch b ON e2.geom && b.bbox)
   AND NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
@@ -281,11 +286,12 @@ def _polygons(
     """
     t0 = time.perf_counter()
     own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
-    erows = conn.execute(text(EDGES_M_SQL), {"srid": srid}).all()
-    ids = np.array([r[0] for r in erows], dtype=np.int64)
-    geoms = shapely.from_wkb([bytes(r[3]) for r in erows])
-    source = np.array([r[1] for r in erows], dtype=np.int64)
-    target = np.array([r[2] for r in erows], dtype=np.int64)
+    erows = read_copy(conn, EDGES_M_SQL.format(srid=int(srid)), ["id", "source", "target",
+                                                                   "wkb"])
+    ids = erows["id"].to_numpy(np.int64)
+    geoms = shapely.from_wkb(erows["wkb"].to_numpy())
+    source = erows["source"].to_numpy(np.int64)
+    target = erows["target"].to_numpy(np.int64)
     del erows
     coords = EdgeCoords.from_geoms(geoms)
     length = shapely.length(geoms)
@@ -297,59 +303,50 @@ def _polygons(
         ).scalar()
         barrier = bytes(barrier) if barrier is not None else None
     job = Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
-               settings.circle_buffer_m, settings.circle_quad_segs,
-               settings.walking_speed_m_per_min, barrier)
+              settings.circle_buffer_m, settings.circle_quad_segs,
+              settings.walking_speed_m_per_min, barrier)
     workers = max(1, settings.circle_parallel_workers)
     t = {"reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0, "polygon_s": 0.0,
          "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0, "buffer_cpu_s": 0.0,
-         "cut_cpu_s": 0.0, "store_cpu_s": 0.0}
+         "cut_cpu_s": 0.0, "store_cpu_s": 0.0, "pieces_cpu_s": 0.0}
     bar = tqdm(total=stations * len(tiers), desc="circles", unit="circle") if progress else None
     raw = driver_connection(conn)
     done_st = 0
-    with process_pool(workers, 2, stations * len(tiers)) as pool:
-        for members, dd in groups:
+    # the workers are forked after this: they inherit the network instead of receiving it
+    set_network(Network(coords, source, target, length, own, np.asarray(tiers, float)))
+    size = max(1, min(CHUNK // len(tiers), -(-stations // (4 * workers))))
+    pending: deque[Any] = deque()
+
+    def collect(block: bool) -> None:
+        while pending and (block or pending[0].done()):
+            csv, count, spent = pending.popleft().result()
+            tc = time.perf_counter()
+            with raw.cursor() as cur:
+                cur.copy_expert(COPY_SQL, io.StringIO(csv))
+            t["circles"] += count
+            t["copy_s"] += time.perf_counter() - tc
+            t["pieces"] += int(spent.pop("pieces"))
+            for k, v in spent.items():
+                t[k.replace("_s", "_cpu_s")] += v
+            if bar:
+                bar.update(count)
+
+    try:
+        with process_pool(workers, 2, stations * len(tiers)) as pool:
             t1 = time.perf_counter()
-            reach = edge_reach(dd, source, target)
-            done_st += len(members)
-            del dd
-            iv = tier_intervals(reach, own[own["station"].isin(members)], length, tiers)
-            del reach
-            xy, piece = coords.substrings(iv["edge"].to_numpy(), iv["lo"].to_numpy(),
-                                          iv["hi"].to_numpy())
-            key = iv[["station", "tier"]].to_numpy()
-            new = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) \
-                else np.zeros(0, bool)
-            circle = np.cumsum(new) - 1
-            first = np.nonzero(new)[0]
-            station = iv["station"].to_numpy()[first]
-            tier = np.asarray(tiers, dtype=float)[iv["tier"].to_numpy()[first]]
-            pieces = np.bincount(circle, minlength=len(first))
-            t["pieces"] += int(len(iv))
-            del iv, key
-            t2 = time.perf_counter()
-            t["pieces_s"] += t2 - t1
-            n = len(first)
-            size = max(1, min(CHUNK, -(-n // (4 * workers))))
-            jobs = []
-            for c0 in range(0, n, size):
-                c1 = min(c0 + size, n)
-                p0, p1 = np.searchsorted(circle, [c0, c1])
-                q0, q1 = np.searchsorted(piece, [p0, p1])
-                jobs.append(Chunk(xy[q0:q1], piece[q0:q1] - p0, circle[p0:p1] - c0, c1 - c0,
-                                   station[c0:c1], tier[c0:c1], pieces[c0:c1]))
-            for csv, count, spent in pool.map(chunk_csv, [job] * len(jobs), jobs):
-                tc = time.perf_counter()
-                with raw.cursor() as cur:
-                    cur.copy_expert(COPY_SQL, io.StringIO(csv))
-                t["circles"] += count
-                t["copy_s"] += time.perf_counter() - tc
-                for k, v in spent.items():
-                    t[k.replace("_s", "_cpu_s")] += v
-                if bar:
-                    bar.update(count)
-            if on_progress:
-                on_progress(done_st / max(stations, 1))
-            t["polygon_s"] += time.perf_counter() - t2
+            for members, dd in groups:
+                t2 = time.perf_counter()
+                for mem, part in station_chunks(members, dd, size):
+                    pending.append(pool.submit(station_csv, job, mem, part))
+                done_st += len(members)
+                t["pieces_s"] += time.perf_counter() - t2
+                collect(len(pending) > 8 * workers)  # bounds the memory held in results
+                if on_progress:
+                    on_progress(done_st / max(stations, 1))
+            collect(True)
+            t["polygon_s"] += time.perf_counter() - t1
+    finally:
+        set_network(None)
     if bar:
         bar.close()
     return t
