@@ -191,7 +191,7 @@ def _search(
     if settings.circle_search == "scipy":
         timings["search_s"] = 0.0
         timings["batches"] = len(batches)
-        return timings, _search_scipy(conn, reach, timings)
+        return timings, _search_scipy(conn, reach, srid, timings)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -216,53 +216,71 @@ def _search(
                                      ["station", "node", "d"]))])
 
 
-USABLE_SQL = (
-    "SELECT e.id, e.source, e.target, e.length_m FROM walk_edge e "
-    "WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)"
-)
+USABLE_SQL = """
+SELECT e.id, e.source, e.target, e.length_m, ST_XMin(g), ST_YMin(g), ST_XMax(g), ST_YMax(g)
+FROM walk_edge e CROSS JOIN LATERAL (SELECT ST_Transform(e.geom, {srid}) AS g) t
+WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
+"""
+STATION_XY_SQL = ("SELECT station_id, edge_id, fraction, snap_m, ST_X(geom_m), ST_Y(geom_m) "
+                  "FROM _cs_station ORDER BY batch_id, station_id")
 SEARCH_CHUNK = 32  # stations per scipy call (its answer is a dense stations x nodes matrix)
 SEARCH_GROUP = 400  # stations whose circles are built together (bounds the memory)
 
 
-def _search_scipy(conn: Connection, reach: float,
+def _search_scipy(conn: Connection, reach: float, srid: int,
                   timings: dict[str, float]) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
     """The same search as ``pgr_withPointsDD`` in memory: Dijkstra (scipy) over the usable
     edges (``length_m`` both ways) from one virtual node per snapped station, joined to its
     edge's ends by the snap distance plus the part of the edge; nodes within ``reach`` (m,
-    snap included). Yields station, node (walk node id), d (m) for ``SEARCH_GROUP`` stations
-    at a time (in batch order: near one another), adding its seconds to ``search_s``."""
+    snap included). Each call searches ``SEARCH_CHUNK`` stations (near one another: batch
+    order) on the edges whose box (metric CRS ``srid``) meets the stations' box grown by the
+    reach (1 % + 10 m spare for the projection's scale): a walk of ``reach`` metres never
+    leaves it, so the answer is the whole network's. Yields station, node (walk node id),
+    d (m) for ``SEARCH_GROUP`` stations at a time, adding its seconds to ``search_s``."""
     t0 = time.perf_counter()
     from scipy.sparse.csgraph import dijkstra
 
     from geo.circles.distances import sparse_graph
 
-    e = read_copy(conn, USABLE_SQL, ["id", "source", "target", "len"])
-    st = read_copy(conn, OWN_SQL + " ORDER BY batch_id, station_id",
-                   ["station", "edge", "frac", "snap"])
+    e = read_copy(conn, USABLE_SQL.format(srid=int(srid)),
+                  ["id", "source", "target", "len", "x0", "y0", "x1", "y1"])
+    st = read_copy(conn, STATION_XY_SQL, ["station", "edge", "frac", "snap", "x", "y"])
     m = len(e)
     ids, inv = np.unique(np.r_[e["source"].to_numpy(), e["target"].to_numpy()],
                          return_inverse=True)
-    n, ns = len(ids), len(st)
+    ns = len(st)
     u, v, ln = inv[:m], inv[m:], e["len"].to_numpy(float)
+    ex0, ey0, ex1, ey1 = (e[c].to_numpy(float) for c in ("x0", "y0", "x1", "y1"))
     k = pd.Index(e["id"].to_numpy()).get_indexer(st["edge"].to_numpy())
     frac, snap = st["frac"].to_numpy(float), st["snap"].to_numpy(float)
-    g = sparse_graph(np.r_[u, v, n + np.arange(ns), n + np.arange(ns)],
-                     np.r_[v, u, u[k], v[k]],
-                     np.r_[ln, ln, snap + frac * ln[k], snap + (1 - frac) * ln[k]], n + ns)
+    sx, sy = st["x"].to_numpy(float), st["y"].to_numpy(float)
     sid = st["station"].to_numpy(np.int64)
+    grow = reach * 1.01 + 10.0
     timings["search_s"] += time.perf_counter() - t0
     for g0 in range(0, ns, SEARCH_GROUP):
         t1 = time.perf_counter()
         parts = []
         for c0 in range(g0, min(g0 + SEARCH_GROUP, ns), SEARCH_CHUNK):
             c1 = min(c0 + SEARCH_CHUNK, ns, g0 + SEARCH_GROUP)
-            d = dijkstra(g, directed=True, indices=n + np.arange(c0, c1), limit=reach)[:, :n]
+            em = ((ex0 <= sx[c0:c1].max() + grow) & (ex1 >= sx[c0:c1].min() - grow)
+                  & (ey0 <= sy[c0:c1].max() + grow) & (ey1 >= sy[c0:c1].min() - grow))
+            loc, linv = np.unique(np.r_[u[em], v[em]], return_inverse=True)
+            me, nl, cs = int(em.sum()), len(loc), c1 - c0
+            lu, lv, ll = linv[:me], linv[me:], ln[em]
+            kk = k[c0:c1]
+            ok = em[kk]  # the station's own edge is in the box (unless it is beyond reach)
+            pos = (np.cumsum(em) - 1)[kk[ok]]
+            j = nl + np.nonzero(ok)[0]
+            g = sparse_graph(np.r_[lu, lv, j, j], np.r_[lv, lu, lu[pos], lv[pos]],
+                             np.r_[ll, ll, snap[c0:c1][ok] + frac[c0:c1][ok] * ll[pos],
+                                   snap[c0:c1][ok] + (1 - frac[c0:c1][ok]) * ll[pos]],
+                             nl + cs)
+            d = dijkstra(g, directed=True, indices=nl + np.arange(cs), limit=reach)[:, :nl]
             r, c = np.nonzero(d <= reach)
-            parts.append(pd.DataFrame({"station": sid[c0:c1][r], "node": ids[c],
+            parts.append(pd.DataFrame({"station": sid[c0:c1][r], "node": ids[loc[c]],
                                        "d": d[r, c]}))
         timings["search_s"] += time.perf_counter() - t1
         yield sid[g0:g0 + SEARCH_GROUP], pd.concat(parts, ignore_index=True)
-
 
 
 def _polygons(
