@@ -297,10 +297,12 @@ def _polygons(
     """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
 
     ``groups``: the search's answer, per group of stations (their ids, and station, node,
-    metres), so that memory stays bounded; ``stations`` in all. Pieces are built per group;
+    metres), so that memory stays bounded; ``stations`` in all. Pieces (per chunk of stations),
     polygons, the barrier cut and the transform to EPSG:4326 run over arrays in
     ``circle_parallel_workers`` processes while this one COPYs finished chunks in. Returns
-    wall seconds per phase and the workers' CPU seconds of merge, polygon ("buffer") and cut.
+    wall seconds per phase (``pieces_s``: splitting the search's answer into chunks;
+    ``polygon_s``: the rest of the loop, the search of the next group left out) and the
+    workers' CPU seconds of pieces, merge, polygon ("buffer"), cut and store.
     """
     t0 = time.perf_counter()
     own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
@@ -352,8 +354,16 @@ def _polygons(
     try:
         with process_pool(workers, 2, stations * len(tiers)) as pool:
             t1 = time.perf_counter()
-            for members, dd in groups:
+            searching = 0.0  # the search of the next group runs in this loop: not polygon time
+            it = iter(groups)
+            while True:
+                ts = time.perf_counter()
+                try:
+                    members, dd = next(it)
+                except StopIteration:
+                    break
                 t2 = time.perf_counter()
+                searching += t2 - ts
                 for mem, part in station_chunks(members, dd, size):
                     pending.append(pool.submit(station_csv, job, mem, part))
                 done_st += len(members)
@@ -362,7 +372,7 @@ def _polygons(
                 if on_progress:
                     on_progress(done_st / max(stations, 1))
             collect(True)
-            t["polygon_s"] += time.perf_counter() - t1
+            t["polygon_s"] += time.perf_counter() - t1 - searching - t["pieces_s"]
     finally:
         set_network(None)
     if bar:

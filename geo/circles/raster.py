@@ -5,8 +5,10 @@ All coordinates are metres in the district's metric CRS; cells belong to one glo
 
 For one circle (its reached pieces, partial edges already cut at the remaining budget):
 
-1. The pieces are sampled every ``cell / 2`` metres; each sample marks its cell as a seed and
-   the cell remembers the sample's exact coordinates.
+1. The pieces are sampled every ``cell`` metres or closer; each sample marks its cell as a
+   seed and the cell remembers the sample's exact coordinates (one per cell is kept, so denser
+   sampling buys nothing: the distance to the samples differs from the distance to the line
+   by the sagitta, ~(cell / 2)^2 / (2 * buffer), 0.1 m at 5 m cells and a 30 m buffer).
 2. A Euclidean feature transform (``scipy.ndimage.distance_transform_edt`` with indices) gives
    every cell of the circle's window its nearest seed cell; the field is the exact distance
    from the cell centre to that seed's sample, so the contour lands well inside a cell (the
@@ -89,7 +91,7 @@ def raster_polygons(
 ) -> np.ndarray:
     """MultiPolygons (m) of ``n`` circles from their pieces' vertices (``xy``, ``piece``) and
     each piece's circle (``circle``, sorted); an empty polygon where a circle has none."""
-    pts, pp = sample_lines(xy, piece, cell / 2)
+    pts, pp = sample_lines(xy, piece, cell)
     pc = circle[pp]
     bounds = np.searchsorted(pc, np.arange(n + 1))
     coords: list[np.ndarray] = []
