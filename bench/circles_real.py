@@ -41,9 +41,12 @@ def run_real(args: argparse.Namespace, engine_for: Callable[[str], Any]) -> dict
     engine = engine_for(REAL_DB)
     with engine.begin() as c:
         ensure_demo_loaded(c)
+    from bench.circles import LoadSampler
+
     s = CircleSettings()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     cpu0 = os.times()
-    with engine.begin() as c:
+    with LoadSampler(1.0) as load, engine.begin() as c:
         t0 = time.perf_counter()
         run = build_circles(c, s)
         wall = time.perf_counter() - t0
@@ -107,6 +110,8 @@ def run_real(args: argparse.Namespace, engine_for: Callable[[str], Any]) -> dict
         "real_verdict_pairs": total, "real_verdict_disagreements": total - agree,
         "real_disagreements_within_one_cell": near,
         "real_raster_cell_m": s.circle_raster_cell_m,
+        "real_load_avg_1_5_15_at_start": load_at_start,
+        "real_load_avg_1min_during_run": load.summary(),
         "real_load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 

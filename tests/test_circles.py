@@ -236,6 +236,50 @@ def test_round_buffer_is_the_round_capped_buffer():
     assert (shapely.area(shapely.difference(got, truth)) < 0.01).all()  # never outside
 
 
+def test_piece_index_near_is_dwithin_of_the_circle_lines():
+    """Which polygon parts have a reached piece within 1 m, asked of the flat vertex arrays
+    (first-vertex probe, then the pieces near the part's box), equals shapely's
+    ``dwithin(part, MultiLineString of the circle's pieces, 1.0)``: parts holding pieces,
+    parts 0.5 m and 1.5 m from one, parts of another circle's pieces only."""
+    from geo.circles.geometry import PieceIndex
+
+    rng = np.random.default_rng(1)
+    xy, piece, circle = [], [], []
+    p = 0
+    for c in range(3):
+        for _ in range(40):
+            k = int(rng.integers(2, 5))
+            xy.append(rng.uniform(0, 200, (1, 2)) + np.cumsum(rng.normal(0, 8, (k, 2)), axis=0))
+            piece += [p] * k
+            circle.append(c)
+            p += 1
+    pts, pc, cc = np.concatenate(xy), np.array(piece), np.array(circle)
+    idx = PieceIndex(pts, pc, cc, 3)
+    multi = shapely.multilinestrings(shapely.linestrings(pts, indices=pc), indices=cc)
+    parts, which = [], []
+    for c in range(3):
+        for _ in range(60):
+            x, y = rng.uniform(-20, 220, 2)
+            parts.append(shapely.box(x, y, x + rng.uniform(0.5, 15), y + rng.uniform(0.5, 15)))
+            which.append(c)
+        (ax, ay), (bx, by) = shapely.get_coordinates(multi[c].geoms[0])[:2]
+        mx, my = (ax + bx) / 2, (ay + by) / 2
+        nx_, ny_ = np.array([ay - by, bx - ax]) / np.hypot(bx - ax, by - ay)
+        for off in (0.5, 1.5):  # a small disc beside a piece, within 1 m or not
+            parts.append(shapely.Point(mx + (0.2 + off) * nx_, my + (0.2 + off) * ny_)
+                         .buffer(0.2))
+            which.append(c)
+        # a ring around a point of a piece: the piece crosses it, no vertex inside
+        parts.append(shapely.Point(mx, my).buffer(0.2).difference(
+            shapely.Point(mx, my).buffer(0.1)))
+        which.append(c)
+    parts, which = np.array(parts, dtype=object), np.array(which)
+    got = idx.near(parts, which)
+    want = shapely.dwithin(parts, multi[which], 1.0)
+    assert (got == want).all()
+    assert want.sum() > 10 and (~want).sum() > 10
+
+
 # --- the raster polygons against the exact buffer on the real demo network (Helsinki) -----------
 
 

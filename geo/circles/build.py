@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -37,12 +38,16 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from geo.circles.geometry import (
-    EdgeCoords,
-    edge_reach,
-    tier_intervals,
+from geo.circles.geometry import EdgeCoords
+from geo.circles.pool import (
+    CHUNK,
+    Job,
+    Network,
+    process_pool,
+    set_network,
+    station_chunks,
+    station_csv,
 )
-from geo.circles.pool import CHUNK, Chunk, Job, chunk_csv, process_pool
 from geo.circles.runs import CircleSettings, claim_run, finish_run, metric_srid, read_copy
 from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
@@ -112,7 +117,7 @@ WHERE d.node > 0 AND d.agg_cost + s.snap_m <= :reach
 OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"  # no bind values
 # the usable edges inside the batches' boxes, in the metric CRS
 EDGES_M_SQL = """
-SELECT e.id, e.source, e.target, ST_AsBinary(ST_Transform(e.geom, :srid)) AS wkb
+SELECT e.id, e.source, e.target, ST_AsHEXEWKB(ST_Transform(e.geom, {srid})) AS wkb
 FROM walk_edge e
 WHERE e.id IN (SELECT e2.id FROM walk_edge e2 JOIN _cs_batch b ON e2.geom && b.bbox)
   AND NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
@@ -186,7 +191,7 @@ def _search(
     if settings.circle_search == "scipy":
         timings["search_s"] = 0.0
         timings["batches"] = len(batches)
-        return timings, _search_scipy(conn, reach, timings)
+        return timings, _search_scipy(conn, reach, srid, timings)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -211,53 +216,71 @@ def _search(
                                      ["station", "node", "d"]))])
 
 
-USABLE_SQL = (
-    "SELECT e.id, e.source, e.target, e.length_m FROM walk_edge e "
-    "WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)"
-)
+USABLE_SQL = """
+SELECT e.id, e.source, e.target, e.length_m, ST_XMin(g), ST_YMin(g), ST_XMax(g), ST_YMax(g)
+FROM walk_edge e CROSS JOIN LATERAL (SELECT ST_Transform(e.geom, {srid}) AS g) t
+WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
+"""
+STATION_XY_SQL = ("SELECT station_id, edge_id, fraction, snap_m, ST_X(geom_m), ST_Y(geom_m) "
+                  "FROM _cs_station ORDER BY batch_id, station_id")
 SEARCH_CHUNK = 32  # stations per scipy call (its answer is a dense stations x nodes matrix)
 SEARCH_GROUP = 400  # stations whose circles are built together (bounds the memory)
 
 
-def _search_scipy(conn: Connection, reach: float,
+def _search_scipy(conn: Connection, reach: float, srid: int,
                   timings: dict[str, float]) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
     """The same search as ``pgr_withPointsDD`` in memory: Dijkstra (scipy) over the usable
     edges (``length_m`` both ways) from one virtual node per snapped station, joined to its
     edge's ends by the snap distance plus the part of the edge; nodes within ``reach`` (m,
-    snap included). Yields station, node (walk node id), d (m) for ``SEARCH_GROUP`` stations
-    at a time (in batch order: near one another), adding its seconds to ``search_s``."""
+    snap included). Each call searches ``SEARCH_CHUNK`` stations (near one another: batch
+    order) on the edges whose box (metric CRS ``srid``) meets the stations' box grown by the
+    reach (1 % + 10 m spare for the projection's scale): a walk of ``reach`` metres never
+    leaves it, so the answer is the whole network's. Yields station, node (walk node id),
+    d (m) for ``SEARCH_GROUP`` stations at a time, adding its seconds to ``search_s``."""
     t0 = time.perf_counter()
     from scipy.sparse.csgraph import dijkstra
 
     from geo.circles.distances import sparse_graph
 
-    e = read_copy(conn, USABLE_SQL, ["id", "source", "target", "len"])
-    st = read_copy(conn, OWN_SQL + " ORDER BY batch_id, station_id",
-                   ["station", "edge", "frac", "snap"])
+    e = read_copy(conn, USABLE_SQL.format(srid=int(srid)),
+                  ["id", "source", "target", "len", "x0", "y0", "x1", "y1"])
+    st = read_copy(conn, STATION_XY_SQL, ["station", "edge", "frac", "snap", "x", "y"])
     m = len(e)
     ids, inv = np.unique(np.r_[e["source"].to_numpy(), e["target"].to_numpy()],
                          return_inverse=True)
-    n, ns = len(ids), len(st)
+    ns = len(st)
     u, v, ln = inv[:m], inv[m:], e["len"].to_numpy(float)
+    ex0, ey0, ex1, ey1 = (e[c].to_numpy(float) for c in ("x0", "y0", "x1", "y1"))
     k = pd.Index(e["id"].to_numpy()).get_indexer(st["edge"].to_numpy())
     frac, snap = st["frac"].to_numpy(float), st["snap"].to_numpy(float)
-    g = sparse_graph(np.r_[u, v, n + np.arange(ns), n + np.arange(ns)],
-                     np.r_[v, u, u[k], v[k]],
-                     np.r_[ln, ln, snap + frac * ln[k], snap + (1 - frac) * ln[k]], n + ns)
+    sx, sy = st["x"].to_numpy(float), st["y"].to_numpy(float)
     sid = st["station"].to_numpy(np.int64)
+    grow = reach * 1.01 + 10.0
     timings["search_s"] += time.perf_counter() - t0
     for g0 in range(0, ns, SEARCH_GROUP):
         t1 = time.perf_counter()
         parts = []
         for c0 in range(g0, min(g0 + SEARCH_GROUP, ns), SEARCH_CHUNK):
             c1 = min(c0 + SEARCH_CHUNK, ns, g0 + SEARCH_GROUP)
-            d = dijkstra(g, directed=True, indices=n + np.arange(c0, c1), limit=reach)[:, :n]
+            em = ((ex0 <= sx[c0:c1].max() + grow) & (ex1 >= sx[c0:c1].min() - grow)
+                  & (ey0 <= sy[c0:c1].max() + grow) & (ey1 >= sy[c0:c1].min() - grow))
+            loc, linv = np.unique(np.r_[u[em], v[em]], return_inverse=True)
+            me, nl, cs = int(em.sum()), len(loc), c1 - c0
+            lu, lv, ll = linv[:me], linv[me:], ln[em]
+            kk = k[c0:c1]
+            ok = em[kk]  # the station's own edge is in the box (unless it is beyond reach)
+            pos = (np.cumsum(em) - 1)[kk[ok]]
+            j = nl + np.nonzero(ok)[0]
+            g = sparse_graph(np.r_[lu, lv, j, j], np.r_[lv, lu, lu[pos], lv[pos]],
+                             np.r_[ll, ll, snap[c0:c1][ok] + frac[c0:c1][ok] * ll[pos],
+                                   snap[c0:c1][ok] + (1 - frac[c0:c1][ok]) * ll[pos]],
+                             nl + cs)
+            d = dijkstra(g, directed=True, indices=nl + np.arange(cs), limit=reach)[:, :nl]
             r, c = np.nonzero(d <= reach)
-            parts.append(pd.DataFrame({"station": sid[c0:c1][r], "node": ids[c],
+            parts.append(pd.DataFrame({"station": sid[c0:c1][r], "node": ids[loc[c]],
                                        "d": d[r, c]}))
         timings["search_s"] += time.perf_counter() - t1
         yield sid[g0:g0 + SEARCH_GROUP], pd.concat(parts, ignore_index=True)
-
 
 
 def _polygons(
@@ -274,18 +297,21 @@ def _polygons(
     """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
 
     ``groups``: the search's answer, per group of stations (their ids, and station, node,
-    metres), so that memory stays bounded; ``stations`` in all. Pieces are built per group;
+    metres), so that memory stays bounded; ``stations`` in all. Pieces (per chunk of stations),
     polygons, the barrier cut and the transform to EPSG:4326 run over arrays in
     ``circle_parallel_workers`` processes while this one COPYs finished chunks in. Returns
-    wall seconds per phase and the workers' CPU seconds of merge, polygon ("buffer") and cut.
+    wall seconds per phase (``pieces_s``: splitting the search's answer into chunks;
+    ``polygon_s``: the rest of the loop, the search of the next group left out) and the
+    workers' CPU seconds of pieces, merge, polygon ("buffer"), cut and store.
     """
     t0 = time.perf_counter()
     own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
-    erows = conn.execute(text(EDGES_M_SQL), {"srid": srid}).all()
-    ids = np.array([r[0] for r in erows], dtype=np.int64)
-    geoms = shapely.from_wkb([bytes(r[3]) for r in erows])
-    source = np.array([r[1] for r in erows], dtype=np.int64)
-    target = np.array([r[2] for r in erows], dtype=np.int64)
+    erows = read_copy(conn, EDGES_M_SQL.format(srid=int(srid)), ["id", "source", "target",
+                                                                   "wkb"])
+    ids = erows["id"].to_numpy(np.int64)
+    geoms = shapely.from_wkb(erows["wkb"].to_numpy())
+    source = erows["source"].to_numpy(np.int64)
+    target = erows["target"].to_numpy(np.int64)
     del erows
     coords = EdgeCoords.from_geoms(geoms)
     length = shapely.length(geoms)
@@ -297,59 +323,58 @@ def _polygons(
         ).scalar()
         barrier = bytes(barrier) if barrier is not None else None
     job = Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
-               settings.circle_buffer_m, settings.circle_quad_segs,
-               settings.walking_speed_m_per_min, barrier)
+              settings.circle_buffer_m, settings.circle_quad_segs,
+              settings.walking_speed_m_per_min, barrier)
     workers = max(1, settings.circle_parallel_workers)
     t = {"reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0, "polygon_s": 0.0,
          "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0, "buffer_cpu_s": 0.0,
-         "cut_cpu_s": 0.0, "store_cpu_s": 0.0}
+         "cut_cpu_s": 0.0, "store_cpu_s": 0.0, "pieces_cpu_s": 0.0}
     bar = tqdm(total=stations * len(tiers), desc="circles", unit="circle") if progress else None
     raw = driver_connection(conn)
     done_st = 0
-    with process_pool(workers, 2, stations * len(tiers)) as pool:
-        for members, dd in groups:
+    # the workers are forked after this: they inherit the network instead of receiving it
+    set_network(Network(coords, source, target, length, own, np.asarray(tiers, float)))
+    size = max(1, min(CHUNK // len(tiers), -(-stations // (4 * workers))))
+    pending: deque[Any] = deque()
+
+    def collect(block: bool) -> None:
+        while pending and (block or pending[0].done()):
+            csv, count, spent = pending.popleft().result()
+            tc = time.perf_counter()
+            with raw.cursor() as cur:
+                cur.copy_expert(COPY_SQL, io.StringIO(csv))
+            t["circles"] += count
+            t["copy_s"] += time.perf_counter() - tc
+            t["pieces"] += int(spent.pop("pieces"))
+            for k, v in spent.items():
+                t[k.replace("_s", "_cpu_s")] += v
+            if bar:
+                bar.update(count)
+
+    try:
+        with process_pool(workers, 2, stations * len(tiers)) as pool:
             t1 = time.perf_counter()
-            reach = edge_reach(dd, source, target)
-            done_st += len(members)
-            del dd
-            iv = tier_intervals(reach, own[own["station"].isin(members)], length, tiers)
-            del reach
-            xy, piece = coords.substrings(iv["edge"].to_numpy(), iv["lo"].to_numpy(),
-                                          iv["hi"].to_numpy())
-            key = iv[["station", "tier"]].to_numpy()
-            new = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) \
-                else np.zeros(0, bool)
-            circle = np.cumsum(new) - 1
-            first = np.nonzero(new)[0]
-            station = iv["station"].to_numpy()[first]
-            tier = np.asarray(tiers, dtype=float)[iv["tier"].to_numpy()[first]]
-            pieces = np.bincount(circle, minlength=len(first))
-            t["pieces"] += int(len(iv))
-            del iv, key
-            t2 = time.perf_counter()
-            t["pieces_s"] += t2 - t1
-            n = len(first)
-            size = max(1, min(CHUNK, -(-n // (4 * workers))))
-            jobs = []
-            for c0 in range(0, n, size):
-                c1 = min(c0 + size, n)
-                p0, p1 = np.searchsorted(circle, [c0, c1])
-                q0, q1 = np.searchsorted(piece, [p0, p1])
-                jobs.append(Chunk(xy[q0:q1], piece[q0:q1] - p0, circle[p0:p1] - c0, c1 - c0,
-                                   station[c0:c1], tier[c0:c1], pieces[c0:c1]))
-            for csv, count, spent in pool.map(chunk_csv, [job] * len(jobs), jobs):
-                tc = time.perf_counter()
-                with raw.cursor() as cur:
-                    cur.copy_expert(COPY_SQL, io.StringIO(csv))
-                t["circles"] += count
-                t["copy_s"] += time.perf_counter() - tc
-                for k, v in spent.items():
-                    t[k.replace("_s", "_cpu_s")] += v
-                if bar:
-                    bar.update(count)
-            if on_progress:
-                on_progress(done_st / max(stations, 1))
-            t["polygon_s"] += time.perf_counter() - t2
+            searching = 0.0  # the search of the next group runs in this loop: not polygon time
+            it = iter(groups)
+            while True:
+                ts = time.perf_counter()
+                try:
+                    members, dd = next(it)
+                except StopIteration:
+                    break
+                t2 = time.perf_counter()
+                searching += t2 - ts
+                for mem, part in station_chunks(members, dd, size):
+                    pending.append(pool.submit(station_csv, job, mem, part))
+                done_st += len(members)
+                t["pieces_s"] += time.perf_counter() - t2
+                collect(len(pending) > 8 * workers)  # bounds the memory held in results
+                if on_progress:
+                    on_progress(done_st / max(stations, 1))
+            collect(True)
+            t["polygon_s"] += time.perf_counter() - t1 - searching - t["pieces_s"]
+    finally:
+        set_network(None)
     if bar:
         bar.close()
     return t

@@ -22,18 +22,27 @@ from geo.core.errors import InvalidInput, Problem
 LEVEL_LEN = {"district": 6, "street": 9, "community": 12, "grid": 15}
 
 SQL = """
-SELECT left(b.grid_code, :n) AS code, k.i AS idx,
-       sum(b.residents) AS residents,
-       coalesce(sum(b.residents) FILTER (WHERE bc.distance_m[k.i] <= :d), 0) AS reached,
-       coalesce(sum(b.residents) FILTER (WHERE (
-           SELECT bool_and(coalesce(bc.distance_m[j] <= :d, false))
-           FROM unnest(CAST(:idx AS int[])) AS j)), 0) AS served
+SELECT left(b.grid_code, :n) AS code, sum(b.residents) AS residents, {sums}
 FROM building_coverage bc
 JOIN building b ON b.id = bc.building_id
-CROSS JOIN unnest(CAST(:idx AS int[])) AS k(i)
 WHERE bc.run_id = :r AND (CAST(:within AS text) IS NULL OR b.grid_code LIKE :within || '%')
-GROUP BY 1, 2 ORDER BY 1, 2
+GROUP BY 1 ORDER BY 1
 """
+
+
+def _sums(tiers: list[tuple[list[int], bool]]) -> str:
+    """The SELECT list of one scan for every tier: residents served (every required kind within
+    ``:d<t>`` m) and, per required kind, residents within reach of it. Only integers (array
+    positions and tier numbers from this module) are written into the SQL."""
+    cols = []
+    for t, (idx, missing) in enumerate(tiers):
+        # kinds the run does not know are left out of "every kind", unless none is known
+        cond = " AND ".join(f"bc.distance_m[{int(i)}] <= :d{t}" for i in idx) or (
+            "FALSE" if missing else "TRUE")
+        cols.append(f"coalesce(sum(b.residents) FILTER (WHERE {cond}), 0) AS s{t}")
+        cols += [f"coalesce(sum(b.residents) FILTER (WHERE bc.distance_m[{int(i)}] <= :d{t}), 0)"
+                 f" AS r{t}_{int(i)}" for i in idx]
+    return ", ".join(cols)
 
 
 def completeness(
@@ -42,7 +51,7 @@ def completeness(
 ) -> list[dict[str, Any]]:
     """Per area of ``level`` (codes starting with ``within``, if given): residents, and per
     tier (minutes) the distance (m), the share of residents served, each required kind's share
-    and the kinds lacking."""
+    and the kinds lacking. One scan of the run's distances for all tiers."""
     if level not in LEVEL_LEN:
         raise InvalidInput("bad level", [Problem("district, street, community or grid",
                                                  field="level")])
@@ -51,39 +60,34 @@ def completeness(
     if kinds is None:
         raise InvalidInput("not a distance coverage run", [Problem(
             "completeness needs a coverage run with method=distance", field="run_id")])
-    areas: dict[str, dict[str, Any]] = {}
-    for minutes, dist in sorted(settings.life_circle_m.items(), key=lambda kv: float(kv[0])):
-        want = [k for k in settings.life_circle_kinds.get(minutes, []) if k in kinds]
-        missing_kinds = [k for k in settings.life_circle_kinds.get(minutes, []) if k not in kinds]
-        idx = [kinds.index(k) + 1 for k in want]
-        rows = conn.execute(text(SQL), {"n": LEVEL_LEN[level], "d": float(dist), "idx": idx,
-                                        "r": run_id, "within": within}).mappings().all() \
-            if idx else []
-        tiers: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            t = tiers.setdefault(r["code"], {"residents": int(r["residents"] or 0),
-                                            "served": int(r["served"]), "kinds": {}})
-            t["kinds"][kinds[r["idx"] - 1]] = int(r["reached"])
-        if not idx:  # no kind required (or none known): everyone is served
-            for row in conn.execute(text(
-                    "SELECT left(b.grid_code, :n), sum(b.residents) FROM building_coverage bc"
-                    " JOIN building b ON b.id = bc.building_id WHERE bc.run_id = :r AND"
-                    " (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%') GROUP BY 1"),
-                    {"n": LEVEL_LEN[level], "r": run_id, "w": within}):
-                res = int(row[1] or 0)
-                tiers[row[0]] = {"residents": res, "served": res if not missing_kinds else 0,
-                               "kinds": {}}
-        for code, t in tiers.items():
-            a = areas.setdefault(code, {"code": code, "residents": t["residents"], "tiers": {}})
-            res = t["residents"]
-            share = {k: (round(v / res, 4) if res else None) for k, v in t["kinds"].items()}
-            gap = settings.life_circle_gap_share
+    tiers = sorted(settings.life_circle_m.items(), key=lambda kv: float(kv[0]))
+    plan = []
+    for minutes, _ in tiers:
+        required = settings.life_circle_kinds.get(minutes, [])
+        plan.append(([kinds.index(k) + 1 for k in required if k in kinds],
+                     [k for k in required if k not in kinds]))
+    rows = conn.execute(
+        text(SQL.format(sums=_sums([(idx, bool(miss)) for idx, miss in plan]))),
+        {"n": LEVEL_LEN[level], "r": run_id, "within": within,
+         **{f"d{t}": float(dist) for t, (_, dist) in enumerate(tiers)}},
+    ).mappings().all()
+    gap = settings.life_circle_gap_share
+    out = []
+    for r in rows:
+        res = int(r["residents"] or 0)
+        a: dict[str, Any] = {"code": r["code"], "residents": res, "tiers": {}}
+        for t, ((minutes, dist), (idx, missing_kinds)) in enumerate(zip(tiers, plan,
+                                                                        strict=True)):
+            served = int(r[f"s{t}"])
+            share = {kinds[i - 1]: (round(int(r[f"r{t}_{i}"]) / res, 4) if res else None)
+                     for i in idx}
             a["tiers"][minutes] = {
                 "distance_m": float(dist),
-                "residents_served": t["served"],
-                "share_served": round(t["served"] / res, 4) if res else None,
+                "residents_served": served,
+                "share_served": round(served / res, 4) if res else None,
                 "kind_shares": share,
                 "missing_kinds": sorted([k for k, v in share.items() if (v or 0) < gap]
                                         + missing_kinds),
             }
-    return [areas[c] for c in sorted(areas)]
+        out.append(a)
+    return out

@@ -11,6 +11,7 @@ chunks of circles are buffered by threads of one process.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -232,10 +233,13 @@ def round_buffer(lines: np.ndarray, buffer_m: float, quad_segs: int) -> np.ndarr
     return band
 
 
-def cut_barrier(polys: np.ndarray, lines: np.ndarray, barrier: bytes) -> None:
+def cut_barrier(polys: np.ndarray, near_street: np.ndarray | Callable[
+        [np.ndarray, np.ndarray], np.ndarray], barrier: bytes) -> None:
     """In place: cut the barrier area out of the circles touching it and drop the parts with
-    no reached street (``lines``) within 1 m. Each circle is cut by the barrier parts inside
-    its box only (an STRtree query), the same result as the whole barrier, far cheaper."""
+    no reached street within 1 m. ``near_street``: each circle's reached lines (m), or a
+    function of (parts, circle index of each part) telling which parts have a reached street
+    within 1 m (``PieceIndex.near``). Each circle is cut by the barrier parts inside its box
+    only (an STRtree query), the same result as the whole barrier, far cheaper."""
     bar = shapely.from_wkb(barrier)
     shapely.prepare(bar)
     hit = np.nonzero(shapely.intersects(polys, bar))[0]
@@ -247,10 +251,64 @@ def cut_barrier(polys: np.ndarray, lines: np.ndarray, barrier: bytes) -> None:
     local = np.array([shapely.GeometryCollection()] * len(hit), dtype=object)
     present, rank = np.unique(qi, return_inverse=True)
     local[present] = shapely.multipolygons(parts_b[qj], indices=rank)
+    # the barrier inside each circle's box (+1 m) only: the overlay has fewer vertices to node
+    local = np.array([shapely.clip_by_rect(g, x0 - 1, y0 - 1, x1 + 1, y1 + 1)
+                      for g, (x0, y0, x1, y1) in zip(local, b, strict=True)], dtype=object)
+    bad = ~shapely.is_valid(local)  # clip_by_rect does not promise a valid result
+    local[bad] = shapely.make_valid(local[bad])
     rest = shapely.difference(polys[hit], local)
     parts, which = shapely.get_parts(rest, return_index=True)
-    keep = shapely.dwithin(parts, lines[hit][which], 1.0)
+    if callable(near_street):
+        keep = near_street(parts, hit[which])
+    else:
+        keep = shapely.dwithin(parts, near_street[hit][which], 1.0)
     polys[hit] = rest  # a circle with no part kept (none should be) keeps the cut circle
     present, rank = np.unique(which[keep], return_inverse=True)
     if len(present):
         polys[hit[present]] = shapely.multipolygons(parts[keep], indices=rank)
+
+
+@dataclass
+class PieceIndex:
+    """Reached pieces as flat vertex arrays (``xy`` m, ``piece`` per vertex, sorted) with
+    each piece's circle (``circle``, sorted) and box, to ask which polygon parts have a
+    reached street within 1 m without building a LineString per piece."""
+
+    xy: np.ndarray
+    piece: np.ndarray
+    circle: np.ndarray
+    n: int
+
+    def __post_init__(self) -> None:
+        self.vstart = np.searchsorted(self.piece, np.arange(len(self.circle) + 1))
+        self.cstart = np.searchsorted(self.circle, np.arange(self.n + 1))
+        v0 = self.vstart[:-1]
+        if len(v0):
+            self.lo = np.column_stack([np.minimum.reduceat(self.xy[:, k], v0) for k in (0, 1)])
+            self.hi = np.column_stack([np.maximum.reduceat(self.xy[:, k], v0) for k in (0, 1)])
+
+    def near(self, parts: np.ndarray, circle: np.ndarray, probe: int = 32) -> np.ndarray:
+        """For each polygon part (m) of circle ``circle[i]``: is a reached piece of that
+        circle within 1 m? The same answer as ``dwithin(part, circle's lines, 1.0)``: a part
+        holding the first vertex of some piece (up to ``probe`` pieces tried) is near one;
+        the others are measured against the pieces whose box lies within 1 m of theirs."""
+        keep = np.zeros(len(parts), bool)
+        bounds = shapely.bounds(parts)
+        shapely.prepare(parts)
+        for i, (part, c) in enumerate(zip(parts, circle, strict=True)):
+            p0, p1 = self.cstart[c], self.cstart[c + 1]
+            lo, hi = self.lo[p0:p1], self.hi[p0:p1]
+            b = bounds[i]
+            cand = p0 + np.nonzero((lo[:, 0] <= b[2] + 1) & (hi[:, 0] >= b[0] - 1)
+                                   & (lo[:, 1] <= b[3] + 1) & (hi[:, 1] >= b[1] - 1))[0]
+            if len(cand) == 0:
+                continue
+            first = self.xy[self.vstart[cand[:: max(1, len(cand) // probe)]]]
+            if shapely.contains_xy(part, first[:, 0], first[:, 1]).any():
+                keep[i] = True
+                continue
+            rows = np.concatenate([np.arange(self.vstart[k], self.vstart[k + 1]) for k in cand])
+            _, idx = np.unique(self.piece[rows], return_inverse=True)
+            lines = shapely.linestrings(self.xy[rows], indices=idx.ravel())
+            keep[i] = bool(shapely.dwithin(part, lines, 1.0).any())
+        return keep

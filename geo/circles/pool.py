@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import shapely
 from pyproj import Transformer
 
-from geo.circles.geometry import circle_polygons, cut_barrier
+from geo.circles.geometry import (
+    EdgeCoords,
+    PieceIndex,
+    circle_polygons,
+    cut_barrier,
+    edge_reach,
+    tier_intervals,
+)
 from geo.circles.raster import raster_polygons
 from geo.data.store import _ewkb, _multi_polygons
 
@@ -51,21 +60,97 @@ class Chunk:
     pieces: np.ndarray
 
 
+@dataclass
+class Network:
+    """The run's usable edges (vertex arrays in metres, end node ids, planar lengths), the
+    stations' snapped positions (station, edge index, frac, snap m) and the tiers (m): set in
+    the parent before the workers fork, so they inherit it rather than receive it."""
+
+    coords: EdgeCoords
+    source: np.ndarray
+    target: np.ndarray
+    length: np.ndarray
+    own: pd.DataFrame
+    tiers: np.ndarray
+
+
+_NETWORK: Network | None = None
+
+
+def set_network(net: Network | None) -> None:
+    """Make ``net`` the network that ``station_csv`` works on (None: forget it)."""
+    global _NETWORK
+    _NETWORK = net
+
+
+def station_chunks(members: np.ndarray, dd: pd.DataFrame,
+                   size: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+    """The search's answer (station, node, d) split into chunks of ``size`` stations of
+    ``members`` (in their order: near one another)."""
+    which = pd.Index(members).get_indexer(dd["station"].to_numpy()) // size
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(0, -(-len(members) // size) + 1))
+    for k in range(len(bounds) - 1):
+        rows = order[bounds[k]:bounds[k + 1]]
+        yield members[k * size:(k + 1) * size], dd.iloc[rows]
+
+
+def circle_pieces(net: Network, members: np.ndarray, dd: pd.DataFrame) -> Chunk:
+    """The reached pieces of every tier's circle of the stations ``members`` from the search's
+    answer for them (station, node, d m): partial edges cut at the remaining budget."""
+    reach = edge_reach(dd, net.source, net.target)
+    iv = tier_intervals(reach, net.own[net.own["station"].isin(members)], net.length,
+                        list(net.tiers))
+    xy, piece = net.coords.substrings(iv["edge"].to_numpy(), iv["lo"].to_numpy(),
+                                      iv["hi"].to_numpy())
+    key = iv[["station", "tier"]].to_numpy()
+    new = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) else np.zeros(0, bool)
+    circle = np.cumsum(new) - 1
+    first = np.nonzero(new)[0]
+    return Chunk(xy, piece, circle, len(first), iv["station"].to_numpy()[first],
+                 net.tiers[iv["tier"].to_numpy()[first]],
+                 np.bincount(circle, minlength=len(first)))
+
+
+def station_csv(job: Job, members: np.ndarray,
+                dd: pd.DataFrame) -> tuple[str, int, dict[str, float]]:
+    """``chunk_csv`` of the circles of stations ``members``, their pieces built here from the
+    search's answer (in a worker: from the network it inherited)."""
+    assert _NETWORK is not None, "set_network first"
+    t0 = time.process_time()
+    ch = circle_pieces(_NETWORK, members, dd)
+    spent_pieces = time.process_time() - t0
+    csv, count, spent = chunk_csv(job, ch)
+    spent["pieces_s"] = spent_pieces
+    spent["pieces"] = float(len(ch.circle))
+    return csv, count, spent
+
+
+def simplify(polys: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas-Peucker without topology checks (10x cheaper), those it leaves invalid (rare:
+    a narrow neck) simplified again with them."""
+    out: np.ndarray = shapely.simplify(polys, tolerance, preserve_topology=False)
+    bad = ~shapely.is_valid(out)
+    if bad.any():
+        out[bad] = shapely.simplify(polys[bad], tolerance)
+    return out
+
+
 def chunk_csv(job: Job, ch: Chunk) -> tuple[str, int, dict[str, float]]:
     """Polygons of one chunk of circles (raster contour or exact buffer, then the barrier
     cut), in EPSG:4326, as ``service_circle`` COPY rows; with the CPU seconds of each step."""
     clock = time.process_time
     t0 = clock()
-    lines = shapely.linestrings(ch.xy, indices=ch.piece)
-    multi = shapely.multilinestrings(lines, indices=ch.circle)
     if job.method == "exact":
+        lines = shapely.linestrings(ch.xy, indices=ch.piece)
+        multi = shapely.multilinestrings(lines, indices=ch.circle)
         polys, spent = circle_polygons(multi, job.buffer_m, job.quad_segs, job.barrier)
     else:
         polys = raster_polygons(ch.xy, ch.piece, ch.circle, ch.n, job.cell_m, job.buffer_m)
-        polys = shapely.simplify(polys, job.cell_m / 5)
+        polys = simplify(polys, job.cell_m / 5)
         t1 = clock()
         if job.barrier is not None:
-            cut_barrier(polys, multi, job.barrier)
+            cut_barrier(polys, PieceIndex(ch.xy, ch.piece, ch.circle, ch.n).near, job.barrier)
         spent = {"merge_s": 0.0, "buffer_s": t1 - t0, "cut_s": clock() - t1}
     t = clock()
     to_wgs = Transformer.from_crs(job.srid, 4326, always_xy=True)
@@ -91,6 +176,11 @@ class _Serial:
 
     def map(self, fn: Any, *its: Any) -> Any:
         return map(fn, *its)
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        f: Future[Any] = Future()
+        f.set_result(fn(*args))
+        return f
 
 
 def process_pool(workers: int, jobs: int, circles: int) -> Any:

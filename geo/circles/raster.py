@@ -5,8 +5,10 @@ All coordinates are metres in the district's metric CRS; cells belong to one glo
 
 For one circle (its reached pieces, partial edges already cut at the remaining budget):
 
-1. The pieces are sampled every ``cell / 2`` metres; each sample marks its cell as a seed and
-   the cell remembers the sample's exact coordinates.
+1. The pieces are sampled every ``cell`` metres or closer; each sample marks its cell as a
+   seed and the cell remembers the sample's exact coordinates (one per cell is kept, so denser
+   sampling buys nothing: the distance to the samples differs from the distance to the line
+   by the sagitta, ~(cell / 2)^2 / (2 * buffer), 0.1 m at 5 m cells and a 30 m buffer).
 2. A Euclidean feature transform (``scipy.ndimage.distance_transform_edt`` with indices) gives
    every cell of the circle's window its nearest seed cell; the field is the exact distance
    from the cell centre to that seed's sample, so the contour lands well inside a cell (the
@@ -39,20 +41,21 @@ def sample_lines(xy: np.ndarray, piece: np.ndarray, spacing: float) -> tuple[np.
         return np.zeros((0, 2)), np.zeros(0, np.int64)
     same = piece[1:] == piece[:-1]
     a, b, pc = xy[:-1][same], xy[1:][same], piece[:-1][same]
+    # a piece's last segment also gives its end point (t == 1)
+    last = np.r_[pc[1:] != pc[:-1], True] if len(pc) else np.zeros(0, bool)
     n = np.maximum(1, np.ceil(np.hypot(*(b - a).T) / spacing)).astype(np.int64)
-    rep = np.repeat(np.arange(len(a)), n)
-    t = (np.arange(len(rep)) - np.repeat(np.cumsum(n) - n, n)) / n[rep]
+    m = n + last
+    rep = np.repeat(np.arange(len(a)), m)
+    t = (np.arange(len(rep)) - np.repeat(np.cumsum(m) - m, m)) / n[rep]
     pts = a[rep] + t[:, None] * (b - a)[rep]
-    last = np.r_[np.nonzero(~same)[0], len(xy) - 1]  # each piece's last vertex
-    pts, pc = np.concatenate([pts, xy[last]]), np.concatenate([pc[rep], piece[last]])
-    order = np.argsort(pc, kind="stable")
-    return pts[order], pc[order]
+    return pts, pc[rep]
 
 
 def circle_field(pts: np.ndarray, cell: float, buffer_m: float) -> tuple[
         np.ndarray, np.ndarray, np.ndarray]:
     """Distance (m) from each cell centre of the circle's window to the nearest reached
-    sample ``pts`` (m), and the cell-centre x and y (m); cells of a global grid (origin 0)."""
+    sample ``pts`` (m), and the cell-centre x and y (m); cells of a global grid (origin 0).
+    The distances are computed in float32 from the window's corner (exact to ~1 mm)."""
     ii = np.floor(pts[:, 0] / cell).astype(np.int64)
     jj = np.floor(pts[:, 1] / cell).astype(np.int64)
     pad = int(math.ceil(buffer_m / cell)) + 2
@@ -60,14 +63,15 @@ def circle_field(pts: np.ndarray, cell: float, buffer_m: float) -> tuple[
     li, lj = ii - i0, jj - j0
     free = np.ones((j1 - j0, i1 - i0), bool)
     free[lj, li] = False
-    sx = np.empty(free.shape)
-    sy = np.empty(free.shape)
-    sx[lj, li] = pts[:, 0]
-    sy[lj, li] = pts[:, 1]
+    sx = np.empty(free.shape, np.float32)
+    sy = np.empty(free.shape, np.float32)
+    sx[lj, li] = pts[:, 0] - i0 * cell
+    sy[lj, li] = pts[:, 1] - j0 * cell
     fj, fi = ndimage.distance_transform_edt(free, return_distances=False, return_indices=True)
-    cx = (np.arange(i0, i1) + 0.5) * cell
-    cy = (np.arange(j0, j1) + 0.5) * cell
-    return np.hypot(cx[None, :] - sx[fj, fi], cy[:, None] - sy[fj, fi]), cx, cy
+    lx = ((np.arange(i1 - i0) + 0.5) * cell).astype(np.float32)
+    ly = ((np.arange(j1 - j0) + 0.5) * cell).astype(np.float32)
+    field = np.hypot(lx[None, :] - sx[fj, fi], ly[:, None] - sy[fj, fi])
+    return field, (np.arange(i0, i1) + 0.5) * cell, (np.arange(j0, j1) + 0.5) * cell
 
 
 def trace(field: np.ndarray, cx: np.ndarray, cy: np.ndarray,
@@ -87,7 +91,7 @@ def raster_polygons(
 ) -> np.ndarray:
     """MultiPolygons (m) of ``n`` circles from their pieces' vertices (``xy``, ``piece``) and
     each piece's circle (``circle``, sorted); an empty polygon where a circle has none."""
-    pts, pp = sample_lines(xy, piece, cell / 2)
+    pts, pp = sample_lines(xy, piece, cell)
     pc = circle[pp]
     bounds = np.searchsorted(pc, np.arange(n + 1))
     coords: list[np.ndarray] = []
