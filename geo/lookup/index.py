@@ -83,6 +83,9 @@ class LookupIndex(Lattice):
         district_geoms = shapely.from_wkb(self.district_wkb)
         self.district_geom = shapely.union_all(district_geoms)
         shapely.prepare(self.district_geom)
+        # the lattice covers the district too: a point known to lie in the district then lies
+        # in the lattice (``CityIndex`` skips the bounds test for such points)
+        self.lattice_cover = tuple(float(v) for v in shapely.bounds(self.district_geom))
         self.metric_srid = by_level["district"][0].metric_srid
         comm = by_level["community"]
         self.comm_codes = [r.code for r in sorted(comm, key=lambda r: r.code)]
