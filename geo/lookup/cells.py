@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from geo.lookup.kernel import cell_test
+
 
 @dataclass
 class CellEdges:
@@ -76,75 +78,40 @@ def build_cell_edges(edge_keys: np.ndarray, n_edges: int, e_grid: np.ndarray,
     return CellEdges(rx, ry, c_start, c_count, ce_edge, ce_j, ce_side, ref_in)
 
 
-CHUNK = 8192  # points per pass: the temporaries stay in the CPU cache
-
-
 def cell_lookup(t: CellEdges, e_xy: np.ndarray, b_start: np.ndarray, b_count: np.ndarray,
                 cand_grid: np.ndarray, x: np.ndarray, y: np.ndarray,
                 slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(grid, degenerate) per point in boundary cell ``slot``: the smallest candidate grid
-    holding it, -1 where none does; degenerate points need the full test. Points are taken in
-    slot order (neighbouring cells' tables are read together) and in cache-sized chunks."""
-    if slot.size <= CHUNK:
-        return _cell_lookup(t, e_xy, b_start, b_count, cand_grid, x, y, slot)
+    holding it, -1 where none does; degenerate points need the full test (compiled loop,
+    ``geo.lookup.kernel.cell_test``). Large batches go in slot order: neighbouring cells'
+    tables are then read together instead of one cache miss after another."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    slot = np.ascontiguousarray(slot, dtype=np.int64)
+    if slot.size <= SORT_ABOVE:
+        return _test(t, e_xy, b_start, b_count, cand_grid, x, y, slot)
     # sort values, not indices (about twice as fast): slot in the high bits, position low
     shift = int(slot.size).bit_length()
-    key = slot.astype(np.int64) << shift
+    key = slot << shift
     key |= np.arange(slot.size, dtype=np.int64)
     key.sort()
     order = key & ((1 << shift) - 1)
     del key
-    out = np.empty(slot.size, dtype=np.int64)
-    degenerate = np.empty(slot.size, dtype=bool)
-    for i in range(0, slot.size, CHUNK):
-        sel = order[i:i + CHUNK]
-        out[sel], degenerate[sel] = _cell_lookup(t, e_xy, b_start, b_count, cand_grid,
-                                                 x[sel], y[sel], slot[sel])
+    got, bad = _test(t, e_xy, b_start, b_count, cand_grid, x[order], y[order], slot[order])
+    out = np.empty_like(got)
+    degenerate = np.empty_like(bad)
+    out[order] = got
+    degenerate[order] = bad
     return out, degenerate
 
 
-def _cell_lookup(t: CellEdges, e_xy: np.ndarray, b_start: np.ndarray, b_count: np.ndarray,
-                cand_grid: np.ndarray, x: np.ndarray, y: np.ndarray,
-                slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(grid, degenerate) per point in boundary cell ``slot``: the smallest candidate grid
-    holding it, -1 where none does; degenerate points need the full test."""
-    pt, row = segments(t.c_start[slot], t.c_count[slot].astype(np.int64))
-    px, py = x[pt], y[pt]
-    x1, y1, x2, y2 = e_xy[t.ce_edge[row]].T
-    o_p = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
-    sr = t.ce_side[row]
-    # p and r strictly on either side of the edge's line: does segment p r pass between a, b?
-    st = np.flatnonzero(o_p * sr < 0)
-    s = slot[pt[st]]
-    dx, dy = t.rx[s] - px[st], t.ry[s] - py[st]
-    sx, sy = px[st], py[st]
-    q_a = np.sign(dx * (y1[st] - sy) - dy * (x1[st] - sx))
-    q_b = np.sign(dx * (y2[st] - sy) - dy * (x2[st] - sx))
-    crossing = st[q_a * q_b < 0]
-    bad = st[(q_a == 0) | (q_b == 0)]
-    # points exactly on an edge's line: on the edge (then inside) when within its box
-    z = np.flatnonzero(o_p == 0)
-    zx, zy = px[z], py[z]
-    touching = z[(zx >= np.minimum(x1[z], x2[z])) & (zx <= np.maximum(x1[z], x2[z]))
-                 & (zy >= np.minimum(y1[z], y2[z])) & (zy <= np.maximum(y1[z], y2[z]))]
-    # one slot per (point, candidate): parity of the crossings and any touch
-    cnt = b_count[slot]
-    first = np.cumsum(cnt) - cnt
-    pair = first[pt] + t.ce_j[row]
-    n_pairs = int(first[-1] + cnt[-1]) if cnt.size else 0
-    flip = np.zeros(n_pairs, dtype=bool)
-    np.logical_xor.at(flip, pair[crossing], True)
-    p_pt, p_idx = segments(b_start[slot], cnt)
-    inside = t.ref_in[p_idx] != flip
-    inside[pair[touching]] = True
-    # candidates are sorted by grid within a cell: the first inside pair is the smallest code
-    hit = np.flatnonzero(inside)
-    hit_pt = p_pt[hit]
-    lead = np.ones(hit.size, dtype=bool)
-    np.not_equal(hit_pt[1:], hit_pt[:-1], out=lead[1:])
-    out = np.full(x.size, -1, dtype=np.int64)
-    out[hit_pt[lead]] = cand_grid[p_idx[hit[lead]]]
-    degenerate = np.zeros(x.size, dtype=bool)
-    degenerate[pt[bad]] = True
-    degenerate[pt[sr == 0]] = True
-    return out, degenerate
+SORT_ABOVE = 4096
+
+
+def _test(t: CellEdges, e_xy: np.ndarray, b_start: np.ndarray, b_count: np.ndarray,
+          cand_grid: np.ndarray, x: np.ndarray, y: np.ndarray,
+          slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    result: tuple[np.ndarray, np.ndarray] = cell_test(
+        x, y, slot, t.rx, t.ry, t.c_start, t.c_count, t.ce_edge, t.ce_j, t.ce_side, t.ref_in,
+        b_start, b_count, cand_grid, e_xy)
+    return result

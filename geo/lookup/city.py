@@ -29,6 +29,7 @@ import shapely
 from geo.core.codes import district_of
 from geo.lookup.cells import CellEdges, cell_lookup
 from geo.lookup.index import OK, LookupIndex
+from geo.lookup.kernel import city_labels, lattice_labels, parts_labels
 from geo.lookup.lattice import BOUNDARY, NONE, Lattice
 from geo.lookup.settings import LookupSettings
 
@@ -131,6 +132,8 @@ class CityIndex(LookupIndex):
         self.p_icy = np.array([p.inv_cy for p in self.parts])
         self.p_nx = np.array([p.nx for p in self.parts], dtype=np.int32)
         self.p_ny = np.array([p.ny for p in self.parts], dtype=np.int32)
+        self._kernel_parts = (self.p_x0, self.p_y0, self.p_icx, self.p_icy, self.p_nx,
+                              self.p_ny, self.l_off, self.labels_all)
         cells = sum(sizes)
         self.boundary_cell_share = float(
             sum(p.boundary_cell_share * p.labels.size for p in self.parts) / max(cells, 1))
@@ -168,21 +171,8 @@ class CityIndex(LookupIndex):
     # -- lookups -------------------------------------------------------------------------
     def _district_labels(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         dl = self.dl
-        with np.errstate(over="ignore", invalid="ignore"):
-            fx = lon - dl.x0
-            fx *= dl.inv_cx
-            ix = fx.astype(np.int32)
-            fx = lat - dl.y0
-            fx *= dl.inv_cy
-            iy = fx.astype(np.int32)
-        del fx
-        outside = ix.view(np.uint32) >= dl.nx
-        outside |= iy.view(np.uint32) >= dl.ny
-        iy *= dl.nx  # the district lattice is small (int32 cells)
-        iy += ix
-        np.putmask(iy, outside, 0)
-        lab: np.ndarray = dl.labels.take(iy)
-        np.putmask(lab, outside, NONE)
+        lab: np.ndarray = lattice_labels(lon, lat, dl.x0, dl.y0, dl.inv_cx, dl.inv_cy, dl.nx,
+                                         dl.ny, dl.labels)
         return lab
 
     def _in_districts(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -196,15 +186,15 @@ class CityIndex(LookupIndex):
         return inside
 
     def grid_index(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """Global grid index per WGS 84 point (code order), -1 where no grid holds it.
-
-        Every point is sent through its district's lattice in one vectorised pass (points in
-        no district's inner cell through district 0's, their answers replaced afterwards)."""
-        d = self._district_labels(lon, lat)
-        lab = self._labels_in(np.maximum(d, 0), lon, lat, check=False)
-        np.putmask(lab, d < 0, NONE)
-        out: np.ndarray = lab.astype(np.int64)
-        slow = np.flatnonzero(lab <= BOUNDARY)
+        """Global grid index per WGS 84 point (code order), -1 where no grid holds it: the
+        district lattice, then the district's lattice, in one compiled pass
+        (``geo.lookup.kernel``); boundary and district-border cells by exact tests."""
+        lon = np.ascontiguousarray(lon, dtype=np.float64)
+        lat = np.ascontiguousarray(lat, dtype=np.float64)
+        dl = self.dl
+        d, out = city_labels(lon, lat, dl.x0, dl.y0, dl.inv_cx, dl.inv_cy, dl.nx, dl.ny,
+                             dl.labels, *self._kernel_parts)
+        slow = np.flatnonzero(out <= BOUNDARY)
         if slow.size:
             out[slow] = self._boundary_cells(-2 - out[slow], lon[slow], lat[slow])
         border = np.flatnonzero(d <= BOUNDARY)
@@ -212,38 +202,8 @@ class CityIndex(LookupIndex):
             out[border] = self._on_district_border(-2 - d[border], lon[border], lat[border])
         return out
 
-    def _labels_in(self, d: np.ndarray, lon: np.ndarray, lat: np.ndarray, *,
-                   check: bool) -> np.ndarray:
-        """``labels_all`` entry of each point in district ``d`` (part index)'s lattice: a
-        global grid index, NONE, or -2 - slot of the part's boundary cell. Without ``check``
-        the points must lie in the district's bounds (the part lattice covers them)."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            fx = lon - self.p_x0.take(d)
-            fx *= self.p_icx.take(d)
-            ix = fx.astype(np.int32)  # NaN, inf and huge values become INT_MIN: outside
-            fx = lat - self.p_y0.take(d)
-            fx *= self.p_icy.take(d)
-            iy = fx.astype(np.int32)
-        del fx
-        nx = self.p_nx.take(d)
-        if check:
-            outside = ix.view(np.uint32) >= nx.view(np.uint32)
-            outside |= iy.view(np.uint32) >= self.p_ny.take(d).view(np.uint32)
-        iy *= nx  # a part's cells fit int32 (max_cells)
-        iy += ix
-        del ix, nx
-        cell = iy if self.l_off.dtype == np.int32 else iy.astype(np.int64)
-        cell += self.l_off.take(d)
-        if check:
-            np.putmask(cell, outside, 0)
-        # 'clip': points of no district (their answer replaced by the caller) stay in range
-        lab: np.ndarray = self.labels_all.take(cell, mode="clip")
-        if check:
-            np.putmask(lab, outside, NONE)
-        return lab
-
-    def _boundary_cells(self, slot: np.ndarray, lon: np.ndarray,
-                        lat: np.ndarray) -> np.ndarray:
+    def _boundary_cells(self, slot: np.ndarray, lon: np.ndarray, lat: np.ndarray,
+                        tree: bool = True) -> np.ndarray:
         """Global grid index of points in boundary cells (global ``slot``) of the districts'
         lattices: one edge test for all (``geo.lookup.cells``); degenerate points by their
         district's full test, points no candidate holds by the STRtree of all grids."""
@@ -257,8 +217,8 @@ class CityIndex(LookupIndex):
                 local = self.parts[k]._full_edge_lookup(lon[sel], lat[sel],
                                                         slot[sel] - self.s_off[k])
                 out[sel] = np.where(local >= 0, local + self.g_off[k], NONE)
-        none = np.flatnonzero((out < 0) & ~degenerate)
-        if none.size:
+        none = np.flatnonzero((out < 0) & ~degenerate) if tree else ()
+        if len(none):
             out[none] = self._tree_lookup(lon[none], lat[none])
         return out
 
@@ -273,16 +233,18 @@ class CityIndex(LookupIndex):
         cand = dl.cand_grid[np.repeat(dl.b_start[slot], cnt)
                             + (np.arange(pt.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))]
         px, py = lon[pt], lat[pt]
-        lab = self._labels_in(cand, px, py, check=True)
-        local = lab.astype(np.int64)
-        slow = np.flatnonzero(lab <= BOUNDARY)
+        local = parts_labels(px, py, cand.astype(np.int64), *self._kernel_parts)
+        slow = np.flatnonzero(local <= BOUNDARY)
         if slow.size:
-            local[slow] = self._boundary_cells(-2 - local[slow], px[slow], py[slow])
+            local[slow] = self._boundary_cells(-2 - local[slow], px[slow], py[slow],
+                                               tree=False)
         big = np.iinfo(np.int64).max
         out = np.full(slot.size, big, dtype=np.int64)
         hit = local >= 0
         np.minimum.at(out, pt[hit], local[hit])
-        out[out == big] = NONE
+        # held by no candidate district's grids: the STRtree of all grids decides
+        none = np.flatnonzero(out == big)
+        out[none] = self._tree_lookup(lon[none], lat[none])
         return out
 
     def locate_one(self, lon: float, lat: float) -> tuple[int, int]:

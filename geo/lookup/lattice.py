@@ -315,38 +315,13 @@ class Lattice:
         return out
 
     def _edge_lookup_one(self, x: float, y: float, slot: int) -> int:
-        """``_edge_lookup`` for one point in plain floats (the same operations as
-        ``geo.lookup.cells``, so the same answer); -1 when no candidate holds it or the point
-        is degenerate (the caller then takes the array path)."""
-        t = self.cells
-        rx, ry = float(t.rx[slot]), float(t.ry[slot])
-        s, n = int(self.b_start[slot]), int(self.b_count[slot])
-        flip = [False] * n
-        on = [False] * n
-        c0 = int(t.c_start[slot])
-        c1 = c0 + int(t.c_count[slot])
-        for e, j, sr in zip(t.ce_edge[c0:c1].tolist(), t.ce_j[c0:c1].tolist(),
-                            t.ce_side[c0:c1].tolist(), strict=True):
-            if sr == 0:
-                return -1
-            x1, y1, x2, y2 = self.e_xy[e].tolist()
-            o_p = (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1)
-            if o_p == 0:
-                if min(x1, x2) <= x <= max(x1, x2) and min(y1, y2) <= y <= max(y1, y2):
-                    on[j] = True
-            elif o_p * sr < 0:
-                dx, dy = rx - x, ry - y
-                q_a = dx * (y1 - y) - dy * (x1 - x)
-                q_b = dx * (y2 - y) - dy * (x2 - x)
-                if q_a == 0 or q_b == 0:
-                    return -1
-                if (q_a > 0) != (q_b > 0):
-                    flip[j] = not flip[j]
-        ref = t.ref_in[s:s + n].tolist()
-        for j, g in enumerate(self.cand_grid[s:s + n].tolist()):
-            if on[j] or ref[j] != flip[j]:
-                return int(g)
-        return -1
+        """``_edge_lookup`` for one point (the same compiled test, so the same answer); -1
+        when no candidate holds it or the point is degenerate (the caller then takes the
+        array path)."""
+        out, degenerate = cell_lookup(self.cells, self.e_xy, self.b_start, self.b_count,
+                                      self.cand_grid, np.array([x]), np.array([y]),
+                                      np.array([slot], dtype=np.int64))
+        return -1 if degenerate[0] else int(out[0])
 
     def _tree_lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Grid index (smallest code wins) of each point by the STRtree, -1 where none."""
