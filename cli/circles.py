@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
     def circles(
         tiers: list[float] | None = typer.Option(
             None, "--tier", help="Tier in metres of walking (repeatable); default 300/500/1000."),
-        clip: str | None = typer.Option(None, "--clip", help="community, street or none."),
+        clip: str | None = typer.Option(
+            None, "--clip", help="community, street, district or none."),
         polygons: str | None = typer.Option(
             None, "--polygons", help="raster (default: contour on a grid) or exact (buffer)."),
     ) -> None:

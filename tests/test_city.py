@@ -193,21 +193,9 @@ def test_city_lookup_agrees_with_postgis_on_100000_points(city_db):
     invalidate_index(keep_previous=False)
     res = locate_batch(eng, lon, lat)
     assert isinstance(res["index"], CityIndex)
-    with eng.begin() as conn:
-        conn.execute(text("CREATE TEMP TABLE pts (i int, geom geometry(Point, 4326))"))
-        conn.execute(text(
-            "INSERT INTO pts SELECT i - 1, ST_SetSRID(ST_MakePoint(x, y), 4326) "
-            "FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[])) "
-            "WITH ORDINALITY AS t(x, y, i)"),
-            {"x": lon.tolist(), "y": lat.tolist()})
-        rows = conn.execute(text(
-            "SELECT p.i, min(a.code) FROM pts p JOIN area_current a ON a.level = 'grid' "
-            "AND ST_Contains(a.geom, p.geom) GROUP BY p.i")).all()
-    expected = np.full(n, None, dtype=object)
-    for i, code in rows:
-        expected[i] = code
+    expected = _postgis_holder(eng, lon, lat, "ST_Contains")
     got = res["grid_code"]
-    assert len(rows) > n * 0.5  # most points fall in a grid, some between or beyond
+    assert (expected != None).sum() > n * 0.5  # noqa: E711  (most in a grid, some beyond)
     assert (got == expected).all(), np.flatnonzero(got != expected)[:10]
     # a point in no grid: no_grid inside a district (shapely on the stored districts), else
     # outside_district
@@ -218,6 +206,54 @@ def test_city_lookup_agrees_with_postgis_on_100000_points(city_db):
     assert (~in_district).any()  # the synthetic grids tile their districts: no no_grid here
     # every district answers some points
     assert {c[:6] for c in got[got != None]} == {"350102", "350103", "350104"}  # noqa: E711
+
+
+def _postgis_holder(eng, lon: np.ndarray, lat: np.ndarray, predicate: str) -> np.ndarray:
+    """The smallest code of the current grids holding each point by PostGIS ``predicate``."""
+    with eng.begin() as conn:
+        conn.execute(text("CREATE TEMP TABLE pts (i int, geom geometry(Point, 4326)) "
+                          "ON COMMIT DROP"))
+        conn.execute(text(
+            "INSERT INTO pts SELECT i - 1, ST_SetSRID(ST_MakePoint(x, y), 4326) "
+            "FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[])) "
+            "WITH ORDINALITY AS t(x, y, i)"),
+            {"x": lon.tolist(), "y": lat.tolist()})
+        rows = conn.execute(text(
+            f"SELECT p.i, min(a.code) FROM pts p JOIN area_current a ON a.level = 'grid' "
+            f"AND {predicate}(a.geom, p.geom) GROUP BY p.i")).all()
+    expected = np.full(lon.size, None, dtype=object)
+    for i, code in rows:
+        expected[i] = code
+    return expected
+
+
+def test_city_lookup_on_vertices_and_edges_agrees_with_postgis(city_db):
+    """Points on the stored grids' vertices (exactly on their boundary), on their edges and
+    just beside them, across the 3-district city: the grid holding each (closed polygon,
+    smallest code) equals PostGIS ``ST_Intersects``; points beside an edge agree with
+    ``ST_Contains`` (they are off every boundary)."""
+    eng = city_db
+    with eng.connect() as conn:
+        grids = shapely.from_wkb([bytes(w) for w in conn.execute(text(
+            "SELECT ST_AsBinary(geom) FROM area_current WHERE level = 'grid'")).scalars()])
+    rng = np.random.default_rng(61)
+    xy, ring = shapely.get_coordinates(shapely.boundary(grids), return_index=True)
+    same = np.flatnonzero(ring[1:] == ring[:-1])
+    seg = same[rng.choice(same.size, 4_000)]
+    a, b = xy[seg], xy[seg + 1]
+    vertices = a
+    t = rng.uniform(0.05, 0.95, (seg.size, 1))
+    on_edge = a + t * (b - a)
+    normal = np.column_stack((a[:, 1] - b[:, 1], b[:, 0] - a[:, 0]))
+    normal /= np.hypot(normal[:, 0], normal[:, 1])[:, None]
+    beside = on_edge + normal * rng.choice((-1e-7, 1e-7), (seg.size, 1))  # ~1 cm off
+    invalidate_index(keep_previous=False)
+    for pts, predicate in ((vertices, "ST_Intersects"), (on_edge, "ST_Intersects"),
+                           (beside, "ST_Contains")):
+        got = locate_batch(eng, pts[:, 0], pts[:, 1])["grid_code"]
+        want = _postgis_holder(eng, pts[:, 0], pts[:, 1], predicate)
+        assert (want != None).mean() > 0.9  # noqa: E711
+        assert (got == want).all(), (predicate, np.flatnonzero(got != want)[:10])
 
 
 def city_db_districts(eng) -> np.ndarray:

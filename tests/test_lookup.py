@@ -306,3 +306,30 @@ def test_failed_background_refresh_waits_for_the_next_interval(hand_made, monkey
                 t.join(timeout=10)
         time.sleep(0.002)
     assert len(calls) == 1
+
+
+def test_cell_test_known_answers():
+    """The boundary-cell test on hand-made tables: one cell centred on (0, 0) inside grid 7,
+    crossed by grid 7's edges x = 1 (from y = -1 to 1) and y = 1 (from x = 1 to -1)."""
+    from geo.lookup.kernel import cell_test
+
+    e_xy = np.array([[1.0, -1.0, 1.0, 1.0], [1.0, 1.0, -1.0, 1.0]])
+    # per row the side of the edge the centre lies on: the sign of the cross product
+    side = np.sign([(x2 - x1) * (0 - y1) - (y2 - y1) * (0 - x1) for x1, y1, x2, y2 in e_xy])
+    pts = np.array([
+        (0.5, 0.2),   # same side as the centre of both edges: inside
+        (1.5, 0.0),   # across x = 1: outside
+        (1.0, 0.0),   # on the edge x = 1: inside (a grid holds its closed polygon)
+        (1.0, 1.0),   # on the vertex: inside
+        (0.0, 1.5),   # across y = 1: outside
+        (2.0, 2.0),   # the segment to the centre passes through the vertex (1, 1): degenerate
+    ])
+    one = np.zeros(1, dtype=np.int64)
+    out, degenerate = cell_test(
+        pts[:, 0].copy(), pts[:, 1].copy(), np.zeros(len(pts), dtype=np.int64),
+        np.zeros(1), np.zeros(1), one, np.array([2], dtype=np.int32),
+        np.array([0, 1], dtype=np.int32), np.array([0, 0], dtype=np.int32),
+        side.astype(np.int8), np.array([True]), one, np.array([1], dtype=np.int64),
+        np.array([7], dtype=np.int32), e_xy)
+    assert degenerate.tolist() == [False] * 5 + [True]
+    assert out[:5].tolist() == [7, -1, 7, 7, -1]

@@ -67,8 +67,9 @@ class RunPage(Page):
 class CirclesRequest(BaseModel):
     tiers_m: list[float] | None = Field(None, description="Network distances (m); default "
                                         "from settings (300, 500, 1000).", max_length=20)
-    clip: Literal["community", "street", "none"] | None = Field(
-        None, description="Clip circles to the station's community or street.")
+    clip: Literal["community", "street", "district", "none"] | None = Field(
+        None, description="Clip circles to the station's community, street or district; "
+        "none (default): the whole walking network, across district borders.")
 
 
 class CoverageRequest(BaseModel):

@@ -134,7 +134,8 @@ UPDATE service_circle c
 SET geom = ST_Multi(ST_CollectionExtract(ST_Intersection(c.geom, a.geom), 3))
 FROM _cs_station s, area_current a
 WHERE c.run_id = :run AND s.station_id = c.station_id AND a.level = :level
-  AND a.code = left(s.community_code, CASE WHEN :level = 'street' THEN 9 ELSE 12 END);
+  AND a.code = left(s.community_code,
+                   CASE :level WHEN 'district' THEN 6 WHEN 'street' THEN 9 ELSE 12 END);
 DELETE FROM service_circle WHERE run_id = :run AND ST_IsEmpty(geom);
 """
 COPY_SQL = ("COPY service_circle (run_id, station_id, tier_m, tier_min, reached_pieces, geom)"
@@ -154,9 +155,11 @@ def check_tiers(tiers: list[float]) -> list[float]:
 
 
 def check_clip(clip: str | None) -> str | None:
-    """'community', 'street' or None (also for '' and 'none'); InvalidInput otherwise."""
-    if clip not in (None, "", "none", "community", "street"):
-        raise InvalidInput("bad clip", [Problem("must be community, street or none", "clip")])
+    """'community', 'street', 'district' or None (also for '' and 'none': the circle follows
+    the whole walking network, across district borders); InvalidInput otherwise."""
+    if clip not in (None, "", "none", "community", "street", "district"):
+        raise InvalidInput("bad clip", [Problem("must be community, street, district or none",
+                                                "clip")])
     return None if clip in ("", "none") else clip
 
 
@@ -387,7 +390,8 @@ def station_reach(
 
     The same snapping and search as the circles; {station_id: {node_id: metres}}.
     """
-    _, groups = _search(conn, settings, reach_m, station_ids, metric_srid(conn), False)
+    _, groups = _search(conn, settings, reach_m, station_ids, metric_srid(conn, station_ids),
+                        False)
     out: dict[int, dict[int, float]] = {}
     for _, dd in groups:
         for sid, node, d in dd.itertuples(index=False):
@@ -424,7 +428,7 @@ def build_circles(
     params["polygon_method"] = settings.circle_polygon_method
     params["raster_cell_m"] = settings.circle_raster_cell_m
     run_id = claim_run(conn, run_id, "circles", params)
-    srid = metric_srid(conn)
+    srid = metric_srid(conn, station_ids)
     timings, groups = _search(conn, settings, max(tiers), station_ids, srid, progress)
     snapped = conn.execute(text("SELECT count(*) FROM _cs_station")).scalar_one()
     if on_progress:

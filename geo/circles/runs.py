@@ -66,7 +66,8 @@ class CircleSettings(WanggeSettings):
         "street are cut off); walk edges crossing them count only if crossing/bridge/tunnel.",
     )
     circle_clip: str | None = Field(
-        default=None, description="Clip circles to the station's 'community' or 'street', or not."
+        default=None, description="Clip circles to the station's 'community', 'street' or "
+        "'district', or not (the whole walking network, across district borders)."
     )
     coverage_tier_m: float = Field(
         default=300.0, description="Tier (m) whose circles define coverage (5-minute circle)."
@@ -112,9 +113,18 @@ class CircleSettings(WanggeSettings):
     )
 
 
-def metric_srid(conn: Connection) -> int:
-    """The district's metric SRID, or the UTM zone of the walk network's and stations' centre
-    when no district stores one."""
+def metric_srid(conn: Connection, station_ids: list[int] | None = None) -> int:
+    """The metric SRID of the district holding most of the stations (``station_ids``, else
+    all): a city's districts may lie in different UTM zones. Else the first district's, else
+    the UTM zone of the walk network's and stations' centre when no district stores one."""
+    srid = conn.execute(text(
+        "SELECT d.metric_srid FROM station s JOIN area_current d ON d.level = 'district' "
+        "AND d.code = s.district_code WHERE d.metric_srid IS NOT NULL "
+        "AND (CAST(:ids AS bigint[]) IS NULL OR s.id = ANY(CAST(:ids AS bigint[]))) "
+        "GROUP BY d.metric_srid ORDER BY count(*) DESC, d.metric_srid LIMIT 1"),
+        {"ids": list(station_ids) if station_ids else None}).scalar()
+    if srid is not None:
+        return int(srid)
     try:
         return district_metric_srid(conn)
     except NotFound:

@@ -2,7 +2,7 @@
 
 ``geo.data.validate.validate_layers`` runs them; each adds what it finds to a ``Collector``.
 Geometries are EPSG:4326; areas are measured in m² through the caller's ``metric`` transform
-(the district's UTM zone).
+(each area in its own district's UTM zone, ``geo.data.zones``).
 """
 
 from __future__ import annotations
@@ -233,7 +233,8 @@ def hierarchy_rules(conn: Connection | None, layers: dict[str, gpd.GeoDataFrame]
         if len(idx):
             # Difference in the storage CRS (exact for shared edges), area in metres.
             parents = np.array([parent_geom[pcodes[i]] for i in idx], dtype=object)
-            sticking = beyond_slivers(metric(shapely.difference(geoms[idx], parents)),
+            sticking = beyond_slivers(metric(shapely.difference(geoms[idx], parents),
+                                             [codes[i] for i in idx]),
                                       settings.containment_tolerance_m2, settings.sliver_width_m)
             for i, a in zip(idx, sticking, strict=True):
                 if a > settings.containment_tolerance_m2:
@@ -256,7 +257,8 @@ def hierarchy_rules(conn: Connection | None, layers: dict[str, gpd.GeoDataFrame]
         a, b = a[same], b[same]
         if not len(a):
             continue
-        areas = beyond_slivers(metric(shapely.intersection(gm[a], gm[b])),
+        areas = beyond_slivers(metric(shapely.intersection(gm[a], gm[b]),
+                                      [codes[sidx[x]] for x in a]),
                                settings.overlap_tolerance_m2, settings.sliver_width_m)
         for x, y, ar in zip(a, b, areas, strict=True):
             if ar > settings.overlap_tolerance_m2:

@@ -42,6 +42,7 @@ from geo.data.rules import (
     hierarchy_rules,
     value_rules,
 )
+from geo.data.zones import Metric, crossing_rules, district_table
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +136,15 @@ class _Check:
     metric_srid: int | None = None
     district_code: str | None = None
     to_metric: Transformer | None = None
+    metric_of: Metric | None = None  # per district (issue 16), set with ``to_metric``
+    district_geoms: dict[str, Any] = field(default_factory=dict)
 
-    def metric(self, arr: np.ndarray) -> np.ndarray:
-        """WGS 84 geometries in the district's metric CRS (``to_metric`` must be set)."""
-        to_metric = self.to_metric
-        assert to_metric is not None
-        out: np.ndarray = shapely.transform(arr, lambda xy: np.column_stack(
-            to_metric.transform(xy[:, 0], xy[:, 1])))
-        return out
+    def metric(self, arr: np.ndarray, codes: Any = None) -> np.ndarray:
+        """WGS 84 geometries in metres: each in its district's metric CRS when ``codes``
+        (area codes, one per geometry) are given, else in the first district's
+        (``to_metric`` must be set)."""
+        assert self.metric_of is not None
+        return self.metric_of(arr, codes)
 
     def mask(self, name: str) -> np.ndarray:
         return self.valid_mask.get(name, np.zeros(0, bool))
@@ -290,6 +292,8 @@ def _district(ck: _Check) -> None:
         ck.metric_srid = _metric_srid_of(ck)
     if ck.metric_srid:
         ck.to_metric = Transformer.from_crs(4326, ck.metric_srid, always_xy=True)
+        srids, ck.district_geoms = district_table(ck.conn, dl, ck.valid_mask.get("district"))
+        ck.metric_of = Metric(ck.metric_srid, srids)
 
 
 def _metric_srid_of(ck: _Check) -> int | None:
@@ -409,10 +413,17 @@ def _hierarchy_step(ck: _Check) -> None:
         hierarchy_rules(ck.conn, ck.layers, ck.valid_mask, ck.metric, ck.settings, ck.out)
 
 
+def _crossing_step(ck: _Check) -> None:
+    """No grid crossing the boundary of its district (each measured in its district's CRS)."""
+    if ck.metric_of is not None:
+        crossing_rules(ck.layers, ck.valid_mask, ck.district_geoms, ck.metric_of, ck.settings,
+                       ck.out)
+
+
 # The rules, in order: each reads and extends the state of the run.
 RULES: tuple[Callable[[_Check], None], ...] = (
     _known_layers, _derived, _fields_and_values, _geometry, _district, _placement, _duplicate_codes,
-    _codes_step, _hierarchy_step,
+    _codes_step, _hierarchy_step, _crossing_step,
 )
 
 

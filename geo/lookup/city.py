@@ -27,7 +27,9 @@ import numpy as np
 import shapely
 
 from geo.core.codes import district_of
+from geo.lookup.cells import CellEdges, cell_lookup
 from geo.lookup.index import OK, LookupIndex
+from geo.lookup.kernel import city_labels, lattice_labels, parts_labels
 from geo.lookup.lattice import BOUNDARY, NONE, Lattice
 from geo.lookup.settings import LookupSettings
 
@@ -100,6 +102,7 @@ class CityIndex(LookupIndex):
         self.district_geom = shapely.union_all(d_geoms)
         shapely.prepare(self.district_geom)
         self.metric_srid = self.parts[0].metric_srid
+        self.tree = shapely.STRtree(self.grid_geoms)  # all grids: the exact fallback
         self.dl = DistrictLattice(d_codes, d_geoms, len(self.grid_codes), settings)
         self._stack_parts()
         self.incremental = any(p.incremental for p in self.parts)
@@ -108,36 +111,68 @@ class CityIndex(LookupIndex):
         self.build_s = time.perf_counter() - t0
 
     def _stack_parts(self) -> None:
-        """The districts' lattice labels in one array (each part's ``labels`` becomes a view
-        into it) and per-district lattice parameters, for gathers by district index."""
+        """The districts' lattice labels in one array holding *global* grid indices (boundary
+        cells keep their part's slot, -2 - slot), and per-district lattice parameters, for
+        gathers by district index."""
         sizes = [p.labels.size for p in self.parts]
         wide = sum(sizes) >= 2**31
         self.l_off = np.cumsum([0] + sizes[:-1]).astype(np.int64 if wide else np.int32)
         self.labels_all = np.concatenate([p.labels for p in self.parts])
-        for p, off, n in zip(self.parts, self.l_off, sizes, strict=True):
-            p.labels = self.labels_all[off:off + n]
+        s_off = np.cumsum([0] + [p.b_cells.size for p in self.parts]).astype(np.int64)
+        self.s_off = s_off
+        for off, n, g, s in zip(self.l_off, sizes, self.g_off, s_off,
+                                strict=False):
+            view = self.labels_all[off:off + n]
+            view[view >= 0] += np.int32(g)
+            view[view <= BOUNDARY] -= np.int32(s)  # -2 - (global slot)
+        self._stack_boundaries()
         self.p_x0 = np.array([p.x0 for p in self.parts])
         self.p_y0 = np.array([p.y0 for p in self.parts])
         self.p_icx = np.array([p.inv_cx for p in self.parts])
         self.p_icy = np.array([p.inv_cy for p in self.parts])
         self.p_nx = np.array([p.nx for p in self.parts], dtype=np.int32)
         self.p_ny = np.array([p.ny for p in self.parts], dtype=np.int32)
+        self._kernel_parts = (self.p_x0, self.p_y0, self.p_icx, self.p_icy, self.p_nx,
+                              self.p_ny, self.l_off, self.labels_all)
         cells = sum(sizes)
         self.boundary_cell_share = float(
             sum(p.boundary_cell_share * p.labels.size for p in self.parts) / max(cells, 1))
-        self.nbytes = int(sum(p.nbytes for p in self.parts) + self.dl.nbytes)
+        self.nbytes = int(sum(p.nbytes for p in self.parts) + self.dl.nbytes
+                          + self.labels_all.nbytes + self.cells.nbytes + self.e_xy.nbytes
+                          + self.cand_grid.nbytes + self.b_start.nbytes * 2)
+
+    def _stack_boundaries(self) -> None:
+        """The parts' boundary-cell tables in one set (global slots, candidates, edges), so
+        the points in boundary cells of every district are answered in one pass."""
+        parts = self.parts
+
+        def off(sizes: list[int]) -> np.ndarray:
+            return np.cumsum([0] + sizes[:-1]).astype(np.int64)
+
+        pair_off = off([p.cand_grid.size for p in parts])
+        row_off = off([p.cells.ce_edge.size for p in parts])
+        e_off = off([p.e_xy.shape[0] for p in parts])
+        cat = np.concatenate
+        self.e_xy = cat([p.e_xy for p in parts])
+        self.b_start = cat([p.b_start + o for p, o in zip(parts, pair_off, strict=True)])
+        self.b_count = cat([p.b_count for p in parts])
+        self.cand_grid = cat([p.cand_grid + np.int32(g)
+                              for p, g in zip(parts, self.g_off, strict=False)])
+        self.cells = CellEdges(
+            rx=cat([p.cells.rx for p in parts]), ry=cat([p.cells.ry for p in parts]),
+            c_start=cat([p.cells.c_start + o for p, o in zip(parts, row_off, strict=True)]),
+            c_count=cat([p.cells.c_count for p in parts]),
+            ce_edge=cat([p.cells.ce_edge + np.int32(o)
+                         for p, o in zip(parts, e_off, strict=True)]),
+            ce_j=cat([p.cells.ce_j for p in parts]),
+            ce_side=cat([p.cells.ce_side for p in parts]),
+            ref_in=cat([p.cells.ref_in for p in parts]))
 
     # -- lookups -------------------------------------------------------------------------
     def _district_labels(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         dl = self.dl
-        with np.errstate(over="ignore", invalid="ignore"):
-            ix = ((lon - dl.x0) * dl.inv_cx).astype(np.int32)
-            iy = ((lat - dl.y0) * dl.inv_cy).astype(np.int32)
-        outside = (ix.view(np.uint32) >= dl.nx) | (iy.view(np.uint32) >= dl.ny)
-        cell = iy.astype(np.int64) * dl.nx + ix
-        np.putmask(cell, outside, 0)
-        lab: np.ndarray = dl.labels[cell]
-        np.putmask(lab, outside, NONE)
+        lab: np.ndarray = lattice_labels(lon, lat, dl.x0, dl.y0, dl.inv_cx, dl.inv_cy, dl.nx,
+                                         dl.ny, dl.labels)
         return lab
 
     def _in_districts(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -151,72 +186,65 @@ class CityIndex(LookupIndex):
         return inside
 
     def grid_index(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """Global grid index per WGS 84 point (code order), -1 where no grid holds it."""
-        d = self._district_labels(lon, lat)
-        out = np.full(lon.size, NONE, dtype=np.int64)
-        inner = np.flatnonzero(d >= 0)
-        if inner.size:
-            out[inner] = self._in_district(d[inner], lon[inner], lat[inner])
+        """Global grid index per WGS 84 point (code order), -1 where no grid holds it: the
+        district lattice, then the district's lattice, in one compiled pass
+        (``geo.lookup.kernel``); boundary and district-border cells by exact tests."""
+        lon = np.ascontiguousarray(lon, dtype=np.float64)
+        lat = np.ascontiguousarray(lat, dtype=np.float64)
+        dl = self.dl
+        d, out = city_labels(lon, lat, dl.x0, dl.y0, dl.inv_cx, dl.inv_cy, dl.nx, dl.ny,
+                             dl.labels, *self._kernel_parts)
+        slow = np.flatnonzero(out <= BOUNDARY)
+        if slow.size:
+            out[slow] = self._boundary_cells(-2 - out[slow], lon[slow], lat[slow])
         border = np.flatnonzero(d <= BOUNDARY)
         if border.size:
             out[border] = self._on_district_border(-2 - d[border], lon[border], lat[border])
         return out
 
-    def _in_district(self, d: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """Grid index of points known to lie in district ``d`` (part index) each."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            fx = lon - self.p_x0.take(d)
-            fx *= self.p_icx.take(d)
-            fy = lat - self.p_y0.take(d)
-            fy *= self.p_icy.take(d)
-            ix = fx.astype(np.int32)  # NaN, inf and huge values become INT_MIN: outside
-            iy = fy.astype(np.int32)
-        del fx, fy
-        nx = self.p_nx.take(d)
-        outside = ix.view(np.uint32) >= nx.view(np.uint32)
-        outside |= iy.view(np.uint32) >= self.p_ny.take(d).view(np.uint32)
-        iy *= nx  # a part's cells fit int32 (max_cells)
-        iy += ix
-        cell = iy.astype(self.l_off.dtype)
-        cell += self.l_off.take(d)
-        np.putmask(cell, outside, 0)
-        lab = self.labels_all.take(cell)
-        np.putmask(lab, outside, NONE)
-        out: np.ndarray = lab.astype(np.int64)
-        inside = lab >= 0
-        out[inside] += self.g_off.take(d[inside])
-        slow = np.flatnonzero(lab <= BOUNDARY)
-        if slow.size:
-            ds = d[slow]
-            order = np.argsort(ds, kind="stable")
-            bounds = np.flatnonzero(np.diff(ds[order])) + 1
-            for grp in np.split(order, bounds):
-                k = int(ds[grp[0]])
-                idx = slow[grp]
-                local = self.parts[k]._edge_lookup(lon[idx], lat[idx], -2 - out[idx])
-                out[idx] = np.where(local >= 0, local + self.g_off[k], NONE)
+    def _boundary_cells(self, slot: np.ndarray, lon: np.ndarray, lat: np.ndarray,
+                        tree: bool = True) -> np.ndarray:
+        """Global grid index of points in boundary cells (global ``slot``) of the districts'
+        lattices: one edge test for all (``geo.lookup.cells``); degenerate points by their
+        district's full test, points no candidate holds by the STRtree of all grids."""
+        out, degenerate = cell_lookup(self.cells, self.e_xy, self.b_start, self.b_count,
+                                      self.cand_grid, lon, lat, slot)
+        redo = np.flatnonzero(degenerate)
+        if redo.size:
+            k_of = np.searchsorted(self.s_off, slot[redo], side="right") - 1
+            for k in np.unique(k_of).tolist():
+                sel = redo[k_of == k]
+                local = self.parts[k]._full_edge_lookup(lon[sel], lat[sel],
+                                                        slot[sel] - self.s_off[k])
+                out[sel] = np.where(local >= 0, local + self.g_off[k], NONE)
+        none = np.flatnonzero((out < 0) & ~degenerate) if tree else ()
+        if len(none):
+            out[none] = self._tree_lookup(lon[none], lat[none])
         return out
 
     def _on_district_border(self, slot: np.ndarray, lon: np.ndarray,
                             lat: np.ndarray) -> np.ndarray:
         """Grid index of points in border cells of the district lattice: each candidate
-        district's index is asked; the smallest global index (smallest code) wins."""
+        district's lattice is asked (all pairs in one pass); the smallest global index
+        (smallest code) wins."""
         dl = self.dl
         cnt = dl.b_count[slot]
         pt = np.repeat(np.arange(slot.size), cnt)
         cand = dl.cand_grid[np.repeat(dl.b_start[slot], cnt)
                             + (np.arange(pt.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))]
+        px, py = lon[pt], lat[pt]
+        local = parts_labels(px, py, cand.astype(np.int64), *self._kernel_parts)
+        slow = np.flatnonzero(local <= BOUNDARY)
+        if slow.size:
+            local[slow] = self._boundary_cells(-2 - local[slow], px[slow], py[slow],
+                                               tree=False)
         big = np.iinfo(np.int64).max
         out = np.full(slot.size, big, dtype=np.int64)
-        order = np.argsort(cand, kind="stable")
-        bounds = np.flatnonzero(np.diff(cand[order])) + 1
-        for grp in np.split(order, bounds) if order.size else ():
-            k = int(cand[grp[0]])
-            p = pt[grp]
-            local = self.parts[k].grid_index(lon[p], lat[p])
-            hit = local >= 0
-            np.minimum.at(out, p[hit], local[hit] + self.g_off[k])
-        out[out == big] = NONE
+        hit = local >= 0
+        np.minimum.at(out, pt[hit], local[hit])
+        # held by no candidate district's grids: the STRtree of all grids decides
+        none = np.flatnonzero(out == big)
+        out[none] = self._tree_lookup(lon[none], lat[none])
         return out
 
     def locate_one(self, lon: float, lat: float) -> tuple[int, int]:

@@ -25,7 +25,8 @@ import shapely
 
 from geo.core.codes import prefix_at, street_of
 from geo.core.errors import NotFound, Problem
-from geo.lookup.lattice import BOUNDARY, NONE, Lattice
+from geo.lookup.kernel import lattice_labels
+from geo.lookup.lattice import BOUNDARY, Lattice
 from geo.lookup.settings import LookupSettings
 
 # Status codes of a batch lookup, one per point.
@@ -83,6 +84,9 @@ class LookupIndex(Lattice):
         district_geoms = shapely.from_wkb(self.district_wkb)
         self.district_geom = shapely.union_all(district_geoms)
         shapely.prepare(self.district_geom)
+        # the lattice covers the district too: a point known to lie in the district then lies
+        # in the lattice (``CityIndex`` skips the bounds test for such points)
+        self.lattice_cover = tuple(float(v) for v in shapely.bounds(self.district_geom))
         self.metric_srid = by_level["district"][0].metric_srid
         comm = by_level["community"]
         self.comm_codes = [r.code for r in sorted(comm, key=lambda r: r.code)]
@@ -104,21 +108,10 @@ class LookupIndex(Lattice):
     # -- lookups -------------------------------------------------------------------------
     def grid_index(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Grid index per WGS 84 point (order of ``grid_codes``), -1 where no grid holds it."""
-        with np.errstate(over="ignore"):
-            fx = lon - self.x0
-            fx *= self.inv_cx
-            fy = lat - self.y0
-            fy *= self.inv_cy
-        with np.errstate(invalid="ignore"):
-            ix = fx.astype(np.int32)  # NaN, inf and huge values become INT_MIN: outside
-            iy = fy.astype(np.int32)
-        outside = ix.view(np.uint32) >= self.nx
-        outside |= iy.view(np.uint32) >= self.ny
-        iy *= self.nx
-        iy += ix
-        np.putmask(iy, outside, 0)
-        out = self.labels[iy]
-        np.putmask(out, outside, NONE)
+        lon = np.ascontiguousarray(lon, dtype=np.float64)
+        lat = np.ascontiguousarray(lat, dtype=np.float64)
+        out: np.ndarray = lattice_labels(lon, lat, self.x0, self.y0, self.inv_cx, self.inv_cy,
+                                         self.nx, self.ny, self.labels)
         slow = np.flatnonzero(out <= BOUNDARY)
         if slow.size:
             out[slow] = self._edge_lookup(lon[slow], lat[slow], -2 - out[slow])

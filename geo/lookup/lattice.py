@@ -18,6 +18,7 @@ import numpy as np
 import shapely
 from scipy import ndimage
 
+from geo.lookup.cells import CellEdges, build_cell_edges, cell_lookup
 from geo.lookup.settings import LookupSettings
 
 NONE, BOUNDARY = -1, -2
@@ -50,12 +51,18 @@ class Lattice:
     e_y2: np.ndarray
     e_start: np.ndarray
     e_count: np.ndarray
+    e_grid: np.ndarray
+    cells: CellEdges
     boundary_cell_share: float
     nbytes: int
 
     def _build_lattice(self, settings: LookupSettings) -> None:
         n = len(self.grid_codes)
         minx, miny, maxx, maxy = shapely.total_bounds(self.grid_geoms)
+        cover = getattr(self, "lattice_cover", None)
+        if cover is not None:  # also cover these bounds (a district's: see CityIndex)
+            minx, miny = min(minx, cover[0]), min(miny, cover[1])
+            maxx, maxy = max(maxx, cover[2]), max(maxy, cover[3])
         pad_x = (maxx - minx) * 1e-6 + 1e-9
         pad_y = (maxy - miny) * 1e-6 + 1e-9
         minx, miny, maxx, maxy = minx - pad_x, miny - pad_y, maxx + pad_x, maxy + pad_y
@@ -74,10 +81,11 @@ class Lattice:
         self.inv_cx = float(1.0 / cx)
         self.inv_cy = float(1.0 / cy)
         self._build_edges()
-        self._set_boundary(self._boundary_keys(np.arange(n)))
+        edge_keys = self._edge_keys(np.arange(n))
+        self._set_boundary(self._grid_keys(edge_keys))
         labels = np.empty(ny * nx, dtype=np.int32)
         self._label_window(labels, 0, nx, 0, ny)
-        self._finish_lattice(labels)
+        self._finish_lattice(labels, edge_keys)
 
     def _incremental_plan(self, prev: Lattice | None, settings: LookupSettings
                           ) -> tuple[tuple[float, float, float, float], np.ndarray] | None:
@@ -147,7 +155,7 @@ class Lattice:
         box = shapely.box(self.x0 + cx0 / self.inv_cx, self.y0 + cy0 / self.inv_cy,
                           self.x0 + cx1 / self.inv_cx, self.y0 + cy1 / self.inv_cy)
         near = np.sort(self.tree.query(box))
-        fresh = self._boundary_keys(near)
+        fresh = self._grid_keys(self._edge_keys(near))
         cells = fresh // n
         col, row = cells % nx, cells // nx
         fresh = fresh[(col >= cx0) & (col < cx1) & (row >= cy0) & (row < cy1)]
@@ -155,7 +163,7 @@ class Lattice:
         keys.sort()
         self._set_boundary(keys)
         self._label_window(labels, cx0, cx1, cy0, cy1)
-        self._finish_lattice(labels)
+        self._finish_lattice(labels, self._edge_keys(np.arange(n)))
 
     def _build_edges(self) -> None:
         """Every grid's boundary edges (all rings), grouped by grid: the exact fallback test."""
@@ -170,23 +178,29 @@ class Lattice:
         # ``tolist`` for the single-point paths); the column views serve the array paths.
         self.e_xy = np.column_stack((xy[:-1][same][order], xy[1:][same][order]))
         self.e_x1, self.e_y1, self.e_x2, self.e_y2 = self.e_xy.T
+        self.e_grid = e_grid[order].astype(np.int32)
         counts = np.bincount(e_grid, minlength=n)
         self.e_start = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
         self.e_count = counts.astype(np.int64)
 
-    def _boundary_keys(self, grids: np.ndarray) -> np.ndarray:
-        """Sorted distinct ``cell * n_grids + grid`` for every cell the boundary of each of
+    def _grid_keys(self, edge_keys: np.ndarray) -> np.ndarray:
+        """Sorted distinct ``cell * n_grids + grid`` from ``_edge_keys``."""
+        n_edges = max(self.e_grid.size, 1)
+        keys = edge_keys // n_edges * len(self.grid_codes) + self.e_grid[edge_keys % n_edges]
+        return _sorted_distinct(keys)
+
+    def _edge_keys(self, grids: np.ndarray) -> np.ndarray:
+        """Sorted distinct ``cell * n_edges + edge`` for every cell each boundary edge of
         ``grids`` (indices) passes through."""
-        n, nx, ny = len(self.grid_codes), self.nx, self.ny
+        nx, ny = self.nx, self.ny
+        n_edges = max(self.e_grid.size, 1)
         cnt = self.e_count[grids]
         edge = (np.repeat(self.e_start[grids], cnt)
                 + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)))
-        seg_grid = np.repeat(grids, cnt)
         ax = (self.e_x1[edge] - self.x0) * self.inv_cx
         ay = (self.e_y1[edge] - self.y0) * self.inv_cy
         bx = (self.e_x2[edge] - self.x0) * self.inv_cx
         by = (self.e_y2[edge] - self.y0) * self.inv_cy
-        del edge
         length = np.maximum(np.abs(bx - ax), np.abs(by - ay))
         pieces = np.maximum(1, np.ceil(length / 0.45)).astype(np.int64)
         seg = np.repeat(np.arange(ax.size), pieces)
@@ -203,18 +217,13 @@ class Lattice:
         lo_y = np.clip(np.floor(np.minimum(py0, py1) - eps), 0, ny - 1).astype(np.int64)
         hi_y = np.clip(np.floor(np.maximum(py0, py1) + eps), 0, ny - 1).astype(np.int64)
         del px0, px1, py0, py1
-        piece_grid = seg_grid[seg].astype(np.int64)
+        piece_edge = edge[seg]
+        del edge
         keys = np.concatenate([
-            (cy * nx + cx) * n + piece_grid for cx in (lo_x, hi_x) for cy in (lo_y, hi_y)
+            (cy * nx + cx) * n_edges + piece_edge for cx in (lo_x, hi_x) for cy in (lo_y, hi_y)
         ])
-        del lo_x, hi_x, lo_y, hi_y, piece_grid, seg
-        # sort + mask, since numpy 2's hashing np.unique took 30 s on 32 M keys here where
-        # sorting takes 1 s
-        keys.sort()
-        distinct = np.empty(keys.size, dtype=bool)
-        distinct[:1] = True
-        np.not_equal(keys[1:], keys[:-1], out=distinct[1:])
-        return keys[distinct]
+        del lo_x, hi_x, lo_y, hi_y, piece_edge, seg
+        return _sorted_distinct(keys)
 
     def _set_boundary(self, keys: np.ndarray) -> None:
         """Boundary cells and their candidate grids (CSR) from sorted keys."""
@@ -245,15 +254,35 @@ class Lattice:
         view = labels.reshape(self.ny, nx)[cy0:cy1, cx0:cx1]
         view[sub] = comp_label[comp[sub]]
 
-    def _finish_lattice(self, labels: np.ndarray) -> None:
+    def _finish_lattice(self, labels: np.ndarray, edge_keys: np.ndarray) -> None:
         # A boundary cell holds -(2 + its slot in b_cells): no search at lookup time.
         labels[self.b_cells] = -2 - np.arange(self.b_cells.size, dtype=np.int32)
         self.labels = labels
         self.boundary_cell_share = float(self.b_cells.size / labels.size)
+        col, row = self.b_cells % self.nx, self.b_cells // self.nx
+        centre = (self.x0 + (col + 0.5) / self.inv_cx, self.y0 + (row + 0.5) / self.inv_cy)
+        self.cells = build_cell_edges(
+            edge_keys, max(self.e_grid.size, 1), self.e_grid, self.e_xy, self.grid_geoms,
+            len(self.grid_codes), self.b_cells, self.b_start, self.b_count, self.cand_grid,
+            centre)
         self.nbytes = int(labels.nbytes + self.cand_grid.nbytes + self.b_cells.nbytes * 3
-                          + self.e_xy.nbytes)
+                          + self.e_xy.nbytes + self.cells.nbytes)
 
     def _edge_lookup(self, x: np.ndarray, y: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Grid index of points in boundary cells by the edges through their cell
+        (``geo.lookup.cells``); degenerate points by ``_full_edge_lookup``, points no candidate
+        holds by the STRtree."""
+        out, degenerate = cell_lookup(self.cells, self.e_xy, self.b_start, self.b_count,
+                                      self.cand_grid, x, y, slot)
+        redo = np.flatnonzero(degenerate)
+        if redo.size:
+            out[redo] = self._full_edge_lookup(x[redo], y[redo], slot[redo])
+        none = np.flatnonzero((out < 0) & ~degenerate)
+        if none.size:
+            out[none] = self._tree_lookup(x[none], y[none])
+        return out
+
+    def _full_edge_lookup(self, x: np.ndarray, y: np.ndarray, slot: np.ndarray) -> np.ndarray:
         """Grid index of points in boundary cells: an exact even-odd test (points on an edge
         count as inside) against the grids whose boundary crosses the cell; smallest code wins.
         Points no candidate holds go to the STRtree (overlapping grids, or none: -1)."""
@@ -286,22 +315,13 @@ class Lattice:
         return out
 
     def _edge_lookup_one(self, x: float, y: float, slot: int) -> int:
-        """``_edge_lookup`` for one point in plain floats (the same operations, so the same
-        answer); -1 when no candidate holds it (the caller then takes the array path)."""
-        s = int(self.b_start[slot])
-        cands: list[int] = sorted(self.cand_grid[s:s + int(self.b_count[slot])].tolist())
-        for g in cands:
-            es = int(self.e_start[g])
-            odd = False
-            for x1, y1, x2, y2 in self.e_xy[es:es + int(self.e_count[g])].tolist():
-                if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
-                    odd = not odd
-                if (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1) == 0 \
-                        and min(x1, x2) <= x <= max(x1, x2) and min(y1, y2) <= y <= max(y1, y2):
-                    return g  # on an edge counts as inside
-            if odd:
-                return g
-        return -1
+        """``_edge_lookup`` for one point (the same compiled test, so the same answer); -1
+        when no candidate holds it or the point is degenerate (the caller then takes the
+        array path)."""
+        out, degenerate = cell_lookup(self.cells, self.e_xy, self.b_start, self.b_count,
+                                      self.cand_grid, np.array([x]), np.array([y]),
+                                      np.array([slot], dtype=np.int64))
+        return -1 if degenerate[0] else int(out[0])
 
     def _tree_lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Grid index (smallest code wins) of each point by the STRtree, -1 where none."""
@@ -313,3 +333,13 @@ class Lattice:
         out[out == np.iinfo(np.int64).max] = NONE
         return out
 
+
+
+def _sorted_distinct(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int64 array (sorted in place). Sort + mask: numpy 2's
+    hashing ``np.unique`` took 30 s on 32 M keys here where sorting takes 1 s."""
+    keys.sort()
+    distinct = np.empty(keys.size, dtype=bool)
+    distinct[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=distinct[1:])
+    return keys[distinct]

@@ -14,7 +14,9 @@ class LookupSettings(WanggeSettings):
         default=1600,
         description="Target lattice cells per grid (more: fewer tree queries, more RAM).",
     )
-    max_cells: int = Field(default=16_000_000, description="Most lattice cells per index.")
+    max_cells: int = Field(
+        default=32_000_000, description="Most lattice cells per index (a city: all its districts"
+        " together, 4 bytes a cell, twice).")
     check_interval_ms: int = Field(
         default=500, description="HTTP: check for a new generation at most this often (ms)."
     )

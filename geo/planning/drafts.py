@@ -20,6 +20,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.core.codes import district_of
 from geo.core.errors import InvalidInput, NotFound, Problem
 from geo.data.crs import polygonal
 from geo.planning.balance import (
@@ -83,7 +84,7 @@ def street_blocks(conn: Connection, community: str) -> gpd.GeoDataFrame:
 
     Columns: households (buildings by location), x, y (centroid, metres), geometry (EPSG:4326).
     """
-    srid = metric_srid(conn)
+    srid = metric_srid(conn, district_of(community))
     rows = conn.execute(text(BLOCKS_SQL), {"c": community, "srid": srid}).mappings().all()
     if not rows:
         raise NotFound(f"community {community} has no blocks (is it current?)",
@@ -205,7 +206,7 @@ def draft_partition(conn: Connection, community: str, *,
     settings = settings or PlanningSettings()
     method = method or settings.draft_method
     step = refine(method)
-    srid = metric_srid(conn)
+    srid = metric_srid(conn, district_of(community))
     blocks = street_blocks(conn, community).to_crs(srid)
     bld = gpd.read_postgis(text(
         "SELECT b.households, b.location FROM building b JOIN area c ON c.level = 'community' "

@@ -16,6 +16,7 @@ from pyproj import Transformer
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.core.codes import district_of
 from geo.core.errors import Conflict, Problem
 from geo.planning.geometry import metric_srid
 from geo.planning.settings import PlanningSettings
@@ -39,7 +40,7 @@ def allocate_codes(conn: Connection, community: str, geoms: list[Any],
     if top + len(geoms) > 999:
         raise Conflict(f"community {community} has no free grid numbers left",
                        [Problem(reason=f"{top} used, {len(geoms)} needed", feature=community)])
-    srid = metric_srid(conn)
+    srid = metric_srid(conn, district_of(community))
     tr = Transformer.from_crs(4326, srid, always_xy=True)
     cent = shapely.centroid(np.asarray(geoms, dtype=object))
     x, y = tr.transform(shapely.get_x(cent), shapely.get_y(cent))
