@@ -16,8 +16,10 @@ failover never touches the development cluster.
 4. ``dask_points_per_s_{1,2}_workers``: ``lookup_file_dask`` (spatial partitions) over
    ``--points`` CSV points on a LocalCluster of 1 and 2 worker processes (cluster start-up
    excluded). The issue's 100,000,000 points are scaled down on this shared 2-core machine.
-5. With ``--incidents N``: incidents bulk-generated to N (bench.incidents.bulk_fill) on the
-   promoted primary, and the overdue / per-grid statistics queries timed there.
+5. With ``--incidents N``: N incidents bulk-generated month by month into the monthly
+   partitions (bench.incidents.bulk_fill_months) on the promoted primary, and the overdue /
+   per-grid statistics queries timed there (their EXPLAIN ANALYZE in
+   bench/results/scale_incident_plans.txt).
 
     .venv/bin/python -m bench.scale --points 2000000 --seconds 10 [--incidents 20000000]
 """
@@ -253,10 +255,11 @@ def main() -> None:
         if "standby" not in skip:
             figures.update(replication_and_failover(url, points, args.seconds))
         if args.incidents:
-            from bench.incidents import bulk_fill, time_queries
+            from bench.incidents import bulk_fill_months, explain_queries, time_queries
 
-            bulk_fill(url, args.incidents)
+            bulk_fill_months(url, args.incidents)
             figures["incident_queries"] = time_queries(url, repeat=5)
+            explain_queries(url, RESULTS_DIR / "scale_incident_plans.txt")
             figures.update(incidents=figures["incident_queries"]["incidents"],
                            overdue_query_ms=figures["incident_queries"]["overdue_query_ms"],
                            grid_stats_query_ms=figures["incident_queries"][
