@@ -70,6 +70,9 @@ def test_rows_of_a_case_land_in_its_month(db: Engine) -> None:
         assert _where(c, "incident_photo", id=photo) == {"incident_photo_y2025m03"}
         old = _report(c, datetime(2024, 6, 1, tzinfo=UTC), lon=119.315)  # no such month made
         assert _where(c, "incident", id=old.id) == {"incident_default"}
+        with pytest.raises(Conflict):  # that month can no longer be made over its rows
+            parts.ensure_partitions(c, start=date(2024, 6, 1))
+        assert _where(c, "incident", id=old.id) == {"incident_default"}
         # id alone still finds a case, with its history, from any month
         assert inc.get(c, first.id)["history"][0]["action"] == "report"
         tx.rollback()
