@@ -15,6 +15,7 @@ month not made yet, so a report never fails for want of a partition.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -175,10 +176,11 @@ def _refuse_open(conn: Connection, months: list[dict]) -> None:
 
 def _dump(engine: Engine, names: list[str], path: Path) -> Path:
     url = make_url(engine.url).set(drivername="postgresql")
+    env = {**os.environ, "PGPASSWORD": url.password or ""}  # not on the command line
     cmd = [_pg_dump(), "--format=custom", f"--file={path}",
-           f"--dbname={url.render_as_string(hide_password=False)}"]
+           f"--dbname={url.set(password=None).render_as_string(hide_password=False)}"]
     cmd += [f"--table={ARCHIVE_SCHEMA}.{n}" for n in names]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0:
         raise DatabaseUnavailable("pg_dump failed: the month stays detached in "
                                   f"{ARCHIVE_SCHEMA}", [Problem(reason=res.stderr.strip()[:500],
