@@ -59,8 +59,8 @@ class Site:
             "WHERE level = 'grid' AND generation_high IS NULL")}
 
     def lookup(self, lon: float, lat: float, expect: set[str] | None = None) -> str:
-        """The grid the HTTP lookup answers; with ``expect``, wait up to 5 s for one of them."""
-        for _ in range(50):
+        """The grid the HTTP lookup answers; with ``expect``, wait up to 15 s for one of them."""
+        for _ in range(150):
             code = self.api("GET", "/v1/lookup", params={"lon": lon, "lat": lat}).json()[
                 "grid"]["code"]
             if expect is None or code in expect:

@@ -32,9 +32,9 @@ from test_planning_api import (  # noqa: F401
 
 
 def lookup_code(client, h, pt, expect: set[str] | None = None) -> str:
-    """The grid the HTTP lookup answers at ``pt``; with ``expect``, wait (up to 5 s) for one of
+    """The grid the HTTP lookup answers at ``pt``; with ``expect``, wait (up to 15 s) for one of
     those (the lookup re-checks the generation in force in the background)."""
-    for _ in range(50):
+    for _ in range(150):
         r = client.get("/v1/lookup", params={"lon": pt.x, "lat": pt.y}, headers=h["admin"])
         assert r.status_code == 200, r.text
         code = r.json()["grid"]["code"]
