@@ -296,8 +296,8 @@ def uncovered_geojson(
 
 def _count(conn: Connection, sql: str, params: dict[str, Any]) -> int:
     """How many rows ``sql`` (one of the ``*_SQL`` queries) matches, without its paging."""
-    return conn.execute(text(f"SELECT count(*) FROM ({sql}) q"),
-                        {**params, "n": None, "o": 0}).scalar_one()
+    return int(conn.execute(text(f"SELECT count(*) FROM ({sql}) q"),
+                            {**params, "n": None, "o": 0}).scalar_one())
 
 
 def export_uncovered(conn: Connection, run_id: int, path: Path) -> int:

@@ -22,6 +22,7 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection, make_url
@@ -79,7 +80,7 @@ def ensure_partitions(conn: Connection, *, ahead: int = 12, start: date | None =
                        [Problem(reason=str(exc.orig).splitlines()[0], field="start")]) from exc
 
 
-def monthly_partitions(conn: Connection) -> list[dict]:
+def monthly_partitions(conn: Connection) -> list[dict[str, Any]]:
     """Every month of ``incident``: month (YYYY-MM), table name, estimated rows."""
     rows = conn.execute(text(
         "SELECT c.relname, greatest(c.reltuples, 0)::bigint FROM pg_inherits h"
@@ -163,7 +164,7 @@ def archive(engine: Engine, before: str, *, dump_dir: Path | None = None,
     return done
 
 
-def _refuse_open(conn: Connection, months: list[dict]) -> None:
+def _refuse_open(conn: Connection, months: list[dict[str, Any]]) -> None:
     problems = []
     for m in months:
         n = conn.execute(text(f'SELECT count(*) FROM "{m["table"]}" WHERE is_open')).scalar_one()

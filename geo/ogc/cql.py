@@ -51,7 +51,7 @@ _DISTANCE_RULE = (
 
 
 @v_args(meta=False, inline=True)
-class _Transformer(CQLTransformer):
+class _Transformer(CQLTransformer):  # type: ignore[misc]
     """pygeofilter's CQL2 text transformer, with S_DWITHIN / S_BEYOND."""
 
     def distance_spatial_predicate(self, op: Any, lhs: Any, rhs: Any, distance: Any,

@@ -117,7 +117,7 @@ def undo_generation(conn: Connection, gen: int, *, effective_from: datetime | No
         raise Conflict(f"grids of generation {gen} were changed since", [Problem(
             reason="a later change closed this grid", field="generation", feature=c)
             for c in stale])
-    back = dict(conn.execute(text(
+    back: dict[str, str] = dict(conn.execute(text(
         "SELECT DISTINCT ON (building_code) building_code, from_grid FROM building_move "
         "WHERE generation_id = :g AND from_grid IS NOT NULL ORDER BY building_code, id"),
         {"g": gen}).all())

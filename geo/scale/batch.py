@@ -177,7 +177,7 @@ def _categories(index: Any) -> dict[str, list[str]]:
     parents = [index.grid_info[i]["parent_code"] for i in range(len(index.grid_codes))]
     return {"grid_code": list(index.grid_codes),
             "community_code": sorted({c for c in parents if c}),
-            "street_code": sorted({street_of(c) for c in parents if c}),
+            "street_code": sorted({s for c in parents if c and (s := street_of(c))}),
             "lookup_status": [STATUS_NAMES[i] for i in range(max(STATUS_NAMES) + 1)]}
 
 
@@ -188,7 +188,7 @@ def _slots(index: Any, cats: dict[str, list[str]]) -> dict[str, np.ndarray]:
     return {"grid_code": np.r_[np.arange(len(index.grid_codes)), -1].astype(np.int32),
             "community_code": np.asarray([where["community_code"].get(c, -1) for c in parents]
                                          + [-1], dtype=np.int32),
-            "street_code": np.asarray([where["street_code"].get(street_of(c), -1) if c else -1
+            "street_code": np.asarray([where["street_code"].get(street_of(c) or "", -1) if c else -1
                                        for c in parents] + [-1], dtype=np.int32)}
 
 
@@ -247,7 +247,7 @@ def lookup_parquet_dask(client: Any, engine: Engine, src: Path, dst: Path, *,
         lambda p: pd.DataFrame([np.bincount(p["lookup_status"].cat.codes, minlength=k)],
                                columns=[str(i) for i in range(k)]),
         meta={str(i): "int64" for i in range(k)}).sum()
-    _, counted = dask.compute(write, counts)  # one pass: written and counted
+    _, counted = dask.compute(write, counts)  # type: ignore[attr-defined]  # one pass: written and counted
     n = int(counted.sum())
     if n == 0:
         raise InvalidInput("the file holds no points", [Problem(reason="empty", field="SRC")])
