@@ -233,7 +233,7 @@ def test_city_commander_console_shows_districts_in_chromium(city: dict[str, Any]
 
     import uvicorn
 
-    from bench.common import free_port
+    from geo.core.embedded import free_port
 
     chromium = "/usr/bin/chromium"
     if not Path(chromium).exists():

@@ -25,11 +25,12 @@ import shapely
 import uvicorn
 from shapely.geometry import LineString, mapping
 from sqlalchemy import text
-from test_console_browser import AUTH, DESKTOP, PASSWORD, Person, _free_port, browser  # noqa: F401
+from test_console_browser import AUTH, DESKTOP, PASSWORD, Person, browser  # noqa: F401
 
 from api.main import create_app
 from geo.auth.service import create_user
 from geo.core.db import make_engine
+from geo.core.embedded import free_port
 from geo.data.store import write_layers
 from geo.planning import PlanningSettings
 from geo.samples.synth import generate_city
@@ -81,7 +82,7 @@ def site(fresh_database: Any) -> Iterator[Site]:
             create_user(c, name, PASSWORD, role, area_code=district, settings=AUTH)
     app = create_app(engine=eng, auth_settings=AUTH)
     app.state.planning_settings = PlanningSettings(balance_mode="warn")
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

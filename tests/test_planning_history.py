@@ -5,23 +5,18 @@ shapely in UTM 50N (m²) against the rows read back from the database before the
 against what the planning code answered.
 """
 
-# ruff: noqa: F811  (the fixtures of test_planning_api are imported by name)
+
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
 
 import shapely
-from shapely.geometry import mapping, shape
-from sqlalchemy import text
-from test_planning_api import (  # noqa: F401
+from factories import (
     C1,
     C2,
-    _moved_boundary,
-    api,
     assert_sound,
     buildings,
-    city_template,
     grids,
     refused,
     snapshot,
@@ -29,6 +24,9 @@ from test_planning_api import (  # noqa: F401
     utm,
     wgs,
 )
+from shapely.geometry import mapping, shape
+from sqlalchemy import text
+from test_planning_api import _moved_boundary
 
 
 def lookup_code(client, h, pt, expect: set[str] | None = None) -> str:
