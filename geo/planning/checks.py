@@ -1,9 +1,9 @@
 """The checks of a change, in PostGIS on the affected communities only (GiST indexes; never a
 whole-district pass): each grid inside its community, no overlap with a sibling, no gap in the
 community's cover, every building in exactly one grid, households per grid within the balance
-rule, and no grid crossing the boundary of its district. The checks run per district, areas
-in m² in *that* district's metric CRS (UTM; a city's districts may lie in different zones);
-points lon/lat (EPSG:4326).
+rule, and no grid crossing the boundary of its district. Areas in m² in the metric CRS of the
+change's district (UTM; a city's districts may lie in different zones); points lon/lat
+(EPSG:4326).
 """
 
 from __future__ import annotations
@@ -100,27 +100,11 @@ def check_communities(conn: Connection, communities: list[str], grids: list[str]
                       settings: PlanningSettings) -> tuple[list[Problem], list[Problem]]:
     """Check the CURRENT state of ``communities`` (and the ``grids`` changed in them).
 
-    Returns (errors, warnings). Runs per district, measuring in m² in its metric CRS.
+    Returns (errors, warnings), in m² in the metric CRS of the change's district (a change
+    stays within one community, so one district).
     """
-    errors: list[Problem] = []
-    warnings: list[Problem] = []
-    by_district: dict[str, tuple[list[str], list[str]]] = {}
-    for c in communities:
-        by_district.setdefault(district_of(c) or "", ([], []))[0].append(c)
-    for g in grids:
-        by_district.setdefault(district_of(g) or "", ([], []))[1].append(g)
-    for district in sorted(by_district):
-        comms, codes = by_district[district]
-        e, w = _check_district(conn, district, comms, codes, settings)
-        errors += e
-        warnings += w
-    return errors, warnings
-
-
-def _check_district(conn: Connection, district: str, communities: list[str], grids: list[str],
-                    settings: PlanningSettings) -> tuple[list[Problem], list[Problem]]:
-    """``check_communities`` within one district (its metric CRS)."""
-    srid = metric_srid(conn, district or None)
+    district = next((d for d in map(district_of, [*communities, *grids]) if d), None)
+    srid = metric_srid(conn, district)
     errors: list[Problem] = []
     warnings: list[Problem] = []
     p = {"codes": grids, "comms": communities, "srid": srid, "district": district}
