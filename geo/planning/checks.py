@@ -1,11 +1,10 @@
 """The checks of a change, in PostGIS on the affected communities only (GiST indexes; never a
 whole-district pass): each grid inside its community, no overlap with a sibling, no gap in the
 community's cover, every building in exactly one grid, households per grid within the balance
-rule, and no grid crossing the boundary of its district. The checks run per district, areas
-in m² in *that* district's metric CRS (UTM; a city's districts may lie in different zones);
-points lon/lat (EPSG:4326). A part outside, overlap or gap over its m² tolerance is measured
-without its slivers thinner than ``sliver_width_m`` (the rule imports use:
-``geo.data.rules.beyond_slivers``).
+rule, and no grid crossing the boundary of its district. Areas in m² in the metric CRS of the
+change's district (UTM; a city's districts may lie in different zones); points lon/lat
+(EPSG:4326). A part outside, overlap or gap over its m² tolerance is measured without its
+slivers thinner than ``sliver_width_m`` (the rule imports use: ``geo.data.rules.beyond_slivers``).
 """
 
 from __future__ import annotations
@@ -84,16 +83,17 @@ WHERE coalesce(cardinality(h.grids), 0) <> 1
 
 # the part of each grid outside its own district, and the districts it reaches into
 CROSS_SQL = """
-SELECT g.code, d.code AS district,
-       ST_Area(ST_Transform(ST_Difference(g.geom, d.geom), :srid)) AS m2,
-       ST_X(ST_PointOnSurface(ST_Difference(g.geom, d.geom))) AS lon,
-       ST_Y(ST_PointOnSurface(ST_Difference(g.geom, d.geom))) AS lat,
+SELECT g.code, d.code AS district, ST_Area(x.metric) AS m2,
+       CASE WHEN ST_Area(x.metric) > :ctol THEN ST_AsBinary(x.metric) END AS metric,
+       ST_X(ST_PointOnSurface(x.part)) AS lon, ST_Y(ST_PointOnSurface(x.part)) AS lat,
        (SELECT array_agg(o.code ORDER BY o.code) FROM area o
         WHERE o.level = 'district' AND o.generation_high IS NULL AND o.code <> d.code
           AND ST_Intersects(o.geom, g.geom)
           AND ST_Area(ST_Intersection(o.geom, g.geom)) > 0) AS into
 FROM area g JOIN area d ON d.level = 'district' AND d.code = :district
      AND d.generation_high IS NULL
+     CROSS JOIN LATERAL (SELECT ST_Difference(g.geom, d.geom) AS part,
+                         ST_Transform(ST_Difference(g.geom, d.geom), :srid) AS metric) x
 WHERE g.level = 'grid' AND g.generation_high IS NULL AND g.code = ANY(:codes)
   AND NOT ST_CoveredBy(g.geom, d.geom)
 """
@@ -120,27 +120,11 @@ def check_communities(conn: Connection, communities: list[str], grids: list[str]
                       settings: PlanningSettings) -> tuple[list[Problem], list[Problem]]:
     """Check the CURRENT state of ``communities`` (and the ``grids`` changed in them).
 
-    Returns (errors, warnings). Runs per district, measuring in m² in its metric CRS.
+    Returns (errors, warnings), in m² in the metric CRS of the change's district (a change
+    stays within one community, so one district).
     """
-    errors: list[Problem] = []
-    warnings: list[Problem] = []
-    by_district: dict[str, tuple[list[str], list[str]]] = {}
-    for c in communities:
-        by_district.setdefault(district_of(c) or "", ([], []))[0].append(c)
-    for g in grids:
-        by_district.setdefault(district_of(g) or "", ([], []))[1].append(g)
-    for district in sorted(by_district):
-        comms, codes = by_district[district]
-        e, w = _check_district(conn, district, comms, codes, settings)
-        errors += e
-        warnings += w
-    return errors, warnings
-
-
-def _check_district(conn: Connection, district: str, communities: list[str], grids: list[str],
-                    settings: PlanningSettings) -> tuple[list[Problem], list[Problem]]:
-    """``check_communities`` within one district (its metric CRS)."""
-    srid = metric_srid(conn, district or None)
+    district = next((d for d in map(district_of, [*communities, *grids]) if d), None)
+    srid = metric_srid(conn, district)
     errors: list[Problem] = []
     warnings: list[Problem] = []
     p = {"codes": grids, "comms": communities, "srid": srid, "district": district,
@@ -148,14 +132,15 @@ def _check_district(conn: Connection, district: str, communities: list[str], gri
          "gtol": settings.gap_tolerance_m2}
     width = settings.sliver_width_m
     for r in conn.execute(text(CROSS_SQL), p).mappings():
-        if r["m2"] > settings.containment_tolerance_m2:
+        if (m2 := _measured(r, settings.containment_tolerance_m2, width)) \
+                > settings.containment_tolerance_m2:
             into = list(r["into"] or [])
             errors.append(Problem(
                 reason=f"grid crosses the boundary of its district {r['district']}"
                 + (f" into district {', '.join(into)}" if into else "")
-                + f": {r['m2']:.1f} m² lies outside it",
+                + f": {m2:.1f} m² lies outside it (slivers thinner than {width} m not counted)",
                 field="geometry", feature=r["code"],
-                detail={"check": "inside_district", "m2": round(r["m2"], 2), "into": into,
+                detail={"check": "inside_district", "m2": round(m2, 2), "into": into,
                         "lon": r["lon"], "lat": r["lat"]}))
     for r in conn.execute(text(CONTAIN_SQL), p).mappings():
         if r["community"] is None:
