@@ -37,12 +37,18 @@ def expected(eng) -> tuple[dict[str, str], dict[str, int]]:
 
 
 def answered(client, eng, h) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
-    """(building layer's grid per building, OGC grid statistics' households per grid,
+    """(building layer's grid per building (the same in the OGC buildings and in the layer
+    scoped to community C1), OGC grid statistics' households per grid,
     the grid map's households per grid)."""
     r = client.get("/v1/layers/building", params={"limit": 10000}, headers=h["admin"])
     assert r.status_code == 200, r.text
     assert r.json()["total"] <= 10000
     layer = {f["properties"]["code"]: f["properties"]["grid_code"] for f in r.json()["features"]}
+    r = client.get("/v1/layers/building", params={"limit": 10000, "within": C1},
+                   headers=h["admin"])  # scoped by a range on grid_code: the grid in force
+    assert r.status_code == 200, r.text
+    assert {f["properties"]["code"]: f["properties"]["grid_code"]
+            for f in r.json()["features"]} == {b: g for b, g in layer.items() if g.startswith(C1)}
     r = client.get("/ogc/collections/buildings/items", params={"limit": 10000},
                    headers=h["admin"])
     assert r.status_code == 200, r.text
