@@ -91,3 +91,33 @@ def test_scheduled_split_moves_no_building_before_its_instant(api):
     assert sum(where1[b] != where0[b] for b in where0) == moved
     assert set(r.json()["created"]) <= set(hh1) and code not in hh1
     assert answered(client, eng, h) == (where1, hh1, hh1)
+
+
+def test_stacked_scheduled_moves_answer_the_grid_of_each_instant(conn):
+    """Hand-made: building b1 moved A→B by one scheduled change and B→C by a later one
+    (``building`` holds C), b2 given its first grid X; the view answers A then B then C, and
+    b2 no grid until its change is in force."""
+    a, b, c, x = (f"35010400100100{i}" for i in range(1, 5))
+    conn.execute(text(
+        "INSERT INTO building (code, location, households, grid_code) VALUES "
+        "('b1', ST_SetSRID(ST_MakePoint(119.3, 26.05), 4326), 10, :c), "
+        "('b2', ST_SetSRID(ST_MakePoint(119.3, 26.06), 4326), 20, :x), "
+        "('b3', ST_SetSRID(ST_MakePoint(119.3, 26.07), 4326), 30, :a)"), {"a": a, "c": c, "x": x})
+    gens = [conn.execute(text(
+        "INSERT INTO generation (effective_from, kind) VALUES "
+        "(clock_timestamp() + make_interval(days => :d), 'change') RETURNING id"),
+        {"d": d}).scalar() for d in (-1, 1, 2)]
+    conn.execute(text(
+        "INSERT INTO building_move (generation_id, building_code, from_grid, to_grid) VALUES "
+        "(:g1, 'b1', :a, :b), (:g1, 'b2', NULL, :x), (:g2, 'b1', :b, :c)"),
+        {"g1": gens[1], "g2": gens[2], "a": a, "b": b, "c": c, "x": x})
+
+    def now() -> dict[str, str | None]:
+        return dict(conn.execute(text("SELECT code, grid_code FROM building_now")).all())
+
+    assert now() == {"b1": a, "b2": None, "b3": a}
+    for gen, want in ((gens[1], {"b1": b, "b2": x, "b3": a}),
+                      (gens[2], {"b1": c, "b2": x, "b3": a})):
+        conn.execute(text("UPDATE generation SET effective_from = clock_timestamp() "
+                          "- interval '1 second' WHERE id = :g"), {"g": gen})
+        assert now() == want
