@@ -24,7 +24,7 @@ LEVEL_LEN = {"district": 6, "street": 9, "community": 12, "grid": 15}
 SQL = """
 SELECT left(b.grid_code, :n) AS code, sum(b.residents) AS residents, {sums}
 FROM building_coverage bc
-JOIN building b ON b.id = bc.building_id
+JOIN building_now b ON b.id = bc.building_id
 WHERE bc.run_id = :r AND (CAST(:within AS text) IS NULL OR b.grid_code LIKE :within || '%')
 GROUP BY 1 ORDER BY 1
 """

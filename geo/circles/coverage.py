@@ -244,7 +244,7 @@ def coverage_by_level(
             " coalesce(sum(b.residents) FILTER (WHERE bc.covered), 0) AS residents_covered,"
             " sum(b.households) AS households,"
             " coalesce(sum(b.households) FILTER (WHERE bc.covered), 0) AS households_covered"
-            " FROM building_coverage bc JOIN building b ON b.id = bc.building_id"
+            " FROM building_coverage bc JOIN building_now b ON b.id = bc.building_id"
             " WHERE bc.run_id = :r AND (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%')"
             " GROUP BY 1 ORDER BY 1"
         ),
@@ -262,7 +262,7 @@ def coverage_by_level(
 
 UNCOVERED_SQL = """
 SELECT b.id, b.code, b.name, b.grid_code, b.residents, b.households, b.location AS geometry
-FROM building_coverage bc JOIN building b ON b.id = bc.building_id
+FROM building_coverage bc JOIN building_now b ON b.id = bc.building_id
 WHERE bc.run_id = :r AND NOT bc.covered
   AND (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%')
 ORDER BY b.id LIMIT :n OFFSET :o
@@ -322,7 +322,7 @@ def export_uncovered(conn: Connection, run_id: int, path: Path) -> int:
 DISTANCES_SQL = """
 SELECT b.id, b.code, b.grid_code, b.residents, b.location AS geometry, bc.covered,
        bc.distance_m, bc.nearest_station_ids
-FROM building_coverage bc JOIN building b ON b.id = bc.building_id
+FROM building_coverage bc JOIN building_now b ON b.id = bc.building_id
 WHERE bc.run_id = :r AND (CAST(:w AS text) IS NULL OR b.grid_code LIKE :w || '%')
 ORDER BY b.id LIMIT :n OFFSET :o
 """

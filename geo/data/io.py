@@ -252,7 +252,7 @@ LAYER_SQL: dict[str, tuple[str, str | None, str]] = {
                   "grid_code, role, name"),
     "building": ("SELECT code, name, households, residents, floors, grid_code, "
                  "ST_AsBinary(COALESCE(ST_Multi(footprint), location)) AS geom "
-                 "FROM building WHERE true", "COALESCE(footprint, location)", "code"),
+                 "FROM building_now WHERE true", "COALESCE(footprint, location)", "code"),
     "station": ("SELECT code, name, kind, community_code, ST_AsBinary(location) AS geom "
                 "FROM station WHERE true", "location", "code"),
     "walk_edge": ("SELECT id, source, target, length_m, road_class, is_crossing, name, "

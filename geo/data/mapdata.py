@@ -88,7 +88,7 @@ def grids_for_map(
             WHERE level = 'grid' AND (CAST(:within AS text) IS NULL OR code LIKE :within || '%')
         ), hh AS (
             SELECT b.grid_code, sum(b.households)::int AS households, count(*)::int AS buildings
-            FROM building b JOIN g ON g.code = b.grid_code GROUP BY b.grid_code
+            FROM building_now b JOIN g ON g.code = b.grid_code GROUP BY b.grid_code
         ), team AS (
             SELECT t.grid_code, json_agg(json_build_object('role', t.role, 'name', t.name,
                    'phone', t.phone) ORDER BY t.role, t.id) AS team
@@ -150,7 +150,7 @@ def uncovered_buildings(
         )
     _check_prefix(within)
     sql = """
-        SELECT b.code, b.households, b.grid_code, b.location AS geometry FROM building b
+        SELECT b.code, b.households, b.grid_code, b.location AS geometry FROM building_now b
         WHERE (CAST(:within AS text) IS NULL OR b.grid_code LIKE :within || '%')
           AND NOT EXISTS (
             SELECT 1 FROM station s
@@ -223,7 +223,7 @@ def uncovered_from_run(
     _check_prefix(within)
     sql = """
         SELECT b.code, b.households, b.grid_code, b.location AS geometry
-        FROM building_coverage bc JOIN building b ON b.id = bc.building_id
+        FROM building_coverage bc JOIN building_now b ON b.id = bc.building_id
         WHERE bc.run_id = :run AND NOT bc.covered
           AND (CAST(:within AS text) IS NULL OR b.grid_code LIKE :within || '%')
         ORDER BY b.code

@@ -65,7 +65,7 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
                "MultiPolygon", "code", generations=True, editable=True),
     Collection("buildings", "楼栋", "Buildings (location points) with households and grid.",
                "(SELECT code AS fid, code, name, households, residents, floors, grid_code, "
-               "location AS geom FROM building)",
+               "location AS geom FROM building_now)",
                {"code": "string", "name": "string", "households": "integer",
                 "residents": "integer", "floors": "integer", "grid_code": "string"},
                "Point", "grid_code", min_zoom=14),
@@ -97,7 +97,7 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
                "with whether a service circle covers them.",
                "(SELECT b.code AS fid, b.code, b.households, b.grid_code, bc.covered, "
                "bc.run_id, b.location AS geom FROM building_coverage bc "
-               "JOIN building b ON b.id = bc.building_id WHERE bc.run_id = :run)",
+               "JOIN building_now b ON b.id = bc.building_id WHERE bc.run_id = :run)",
                {"code": "string", "households": "integer", "grid_code": "string",
                 "covered": "boolean", "run_id": "integer"}, "Point", "grid_code",
                run_kind="coverage", tiles=False),
@@ -105,7 +105,7 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
                "the newest) found outside every service circle.",
                "(SELECT b.code AS fid, b.code, b.households, b.grid_code, bc.run_id, "
                "b.location AS geom FROM building_coverage bc "
-               "JOIN building b ON b.id = bc.building_id "
+               "JOIN building_now b ON b.id = bc.building_id "
                "WHERE bc.run_id = :run AND NOT bc.covered)",
                {"code": "string", "households": "integer", "grid_code": "string",
                 "run_id": "integer"}, "Point", "grid_code", run_kind="coverage", tiles=False),
@@ -125,7 +125,7 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
                "g.geom FROM area_current g "
                "LEFT JOIN (SELECT grid_code, count(*)::int AS buildings, "
                "sum(households)::int AS households, sum(residents)::int AS residents "
-               "FROM building GROUP BY grid_code) b ON b.grid_code = g.code "
+               "FROM building_now GROUP BY grid_code) b ON b.grid_code = g.code "
                "LEFT JOIN (SELECT st.code AS grid, count(*)::int AS stations FROM station s "
                "JOIN area_current st ON st.level = 'grid' AND ST_Intersects(st.geom, s.location)"
                " GROUP BY st.code) s ON s.grid = g.code "
