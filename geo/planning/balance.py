@@ -96,7 +96,8 @@ def slivers(geoms: Any, *, min_area_m2: float = 1.0, min_width_m: float = 0.2) -
     ``min_width_m`` on average (2 × area / perimeter)."""
     g = np.asarray(geoms, dtype=object)
     area, length = shapely.area(g), shapely.length(g)
-    return (area < min_area_m2) | (2 * area / np.maximum(length, 1e-9) < min_width_m)
+    thin: np.ndarray = (area < min_area_m2) | (2 * area / np.maximum(length, 1e-9) < min_width_m)
+    return thin
 
 
 def link_components(geoms: Any, neighbors: dict[int, list[int]]) -> list[tuple[int, int]]:

@@ -76,4 +76,4 @@ def recom_search(labels: np.ndarray, neighbors: dict[int, list[int]], hh: np.nda
                 sc = metric(part)
                 if sc < best_score:
                     best, best_score = part, sc
-    return np.array([int(best.assignment[i]) for i in range(len(hh))])
+    return np.array([int(best.assignment[i]) for i in range(len(hh))])  # type: ignore[call-overload]

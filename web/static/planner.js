@@ -239,7 +239,7 @@
     const bits = [];
     if (p.m2 !== null && p.m2 !== undefined) bits.push(`${num(Math.round(p.m2 * 10) / 10)} ${T("m2")}`);
     if (p.households !== null && p.households !== undefined) bits.push(`${num(p.households)} ${T("households")}`);
-    if (p.by !== null && p.by !== undefined) bits.push(`${T("by")} ${num(p.by)} ${T("households")}`);
+    if (p.by !== null && p.by !== undefined) bits.push(`${T("off_by")} ${num(p.by)} ${T("households")}`);
     if (p.other) bits.push(p.other);
     if (p.grids && p.grids.length) bits.push(p.grids.join("、"));
     return bits.join(" · ");
@@ -351,12 +351,12 @@
     if (when) out.effective_from = `${when}T00:00:00+08:00`;
     try {
       const r = await api("POST", `/v1/planning/${route}`, out);
-      toast(when ? `${T("scheduled")} ${when}` : `${T("saved")} ${r.generation}`);
+      toast(when ? `${T("scheduled_for")} ${when}` : `${T("saved")} ${r.generation}`);
       document.body.dataset.saved = String(r.generation);
       S.draft = null;
       await loadCommunity();
       $("result").replaceChildren(el("p", { class: "ok", role: "status" },
-        when ? `${T("scheduled")} ${when}（${r.created.join("、")}）` : `${T("saved")} ${r.generation}：${r.created.concat(r.changed).join("、")}`));
+        when ? `${T("scheduled_for")} ${when}（${r.created.join("、")}）` : `${T("saved")} ${r.generation}：${r.created.concat(r.changed).join("、")}`));
     } catch (err) {
       toast(problemText(err), true);
       drawProblems((err.body && err.body.problems) || []);

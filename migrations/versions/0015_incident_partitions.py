@@ -1,6 +1,6 @@
 """Incidents partitioned by month of reporting; history and photos partitioned alongside.
 
-Revision ID: 0020
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-02
 
@@ -25,7 +25,7 @@ Create Date: 2026-12-02
 
 from alembic import op
 
-revision = "0020"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
