@@ -21,6 +21,8 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 
+from geo.data.crs import polygonal
+
 
 def explode_units(units: Any, buildings: Any) -> Any:
     """Units (GeoDataFrame, metric CRS) split into their single polygons, households recounted
@@ -29,8 +31,10 @@ def explode_units(units: Any, buildings: Any) -> Any:
     be contiguous. Slivers join a neighbour (``absorb_slivers``); ``core`` keeps each unit
     without them, for adjacency (a sliver would join units through a zero-width spike)."""
     valid = units[["geometry"]].copy()
-    valid["geometry"] = shapely.make_valid(valid.geometry.values)  # strips may self-touch
-    parts = valid.explode(index_parts=False).reset_index(drop=True)
+    # strips may self-touch; make_valid may then nest a MultiPolygon in a GeometryCollection,
+    # which one explode level would drop (a gap in the draft's cover)
+    valid["geometry"] = [polygonal(g) for g in shapely.make_valid(valid.geometry.values)]
+    parts = valid[valid.geometry.notna()].explode(index_parts=False).reset_index(drop=True)
     parts = parts[parts.geom_type.eq("Polygon") & (parts.geometry.area > 0)]
     thin = slivers(parts.geometry.values)
     core = parts.geometry.values[~thin] if not thin.all() else parts.geometry.values

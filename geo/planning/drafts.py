@@ -50,13 +50,22 @@ lines AS (
     UNION ALL SELECT ST_Boundary(c.geom) FROM c
 ),
 noded AS (SELECT ST_UnaryUnion(ST_Collect(ST_CollectionExtract(g, 2))) AS g FROM lines),
-blocks AS (SELECT (ST_Dump(ST_Polygonize(g))).geom AS geom FROM noded)
+faces AS (SELECT (ST_Dump(ST_Polygonize(g))).geom AS geom FROM noded),
+kept AS (SELECT f.geom FROM faces f, c WHERE ST_Within(ST_PointOnSurface(f.geom), c.geom)),
+-- what polygonizing missed (a face whose point fell on the boundary, a nested ring) is a
+-- block too, so the draft covers the whole community
+rest AS (
+    SELECT (ST_Dump(ST_CollectionExtract(ST_Difference(c.geom, coalesce(
+        (SELECT ST_Union(geom) FROM kept), ST_GeomFromText('POLYGON EMPTY', 4326))), 3))).geom
+    FROM c),
+blocks AS (SELECT geom FROM kept
+           UNION ALL SELECT geom FROM rest WHERE ST_Area(ST_Transform(geom, :srid)) > 1.0)
 SELECT ST_AsBinary(b.geom) AS wkb,
        ST_X(ST_Transform(ST_Centroid(b.geom), :srid)) AS x,
        ST_Y(ST_Transform(ST_Centroid(b.geom), :srid)) AS y,
        (SELECT coalesce(sum(bd.households), 0) FROM building bd
         WHERE ST_Intersects(b.geom, bd.location)) AS households
-FROM blocks b, c WHERE ST_Within(ST_PointOnSurface(b.geom), c.geom)
+FROM blocks b
 """
 
 
