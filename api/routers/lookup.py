@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -89,7 +90,12 @@ def on_startup(app: FastAPI) -> None:
     settings = lk.LookupSettings()
     app.state.lookup_settings = settings
     try:
-        lk.get_index(app.state.engine, settings=settings)
+        index = lk.get_index(app.state.engine, settings=settings)
+        # run the compiled kernels once (numba loads or compiles them on first use: seconds)
+        # so that a (re)started worker answers its first lookups at once
+        lon, lat = np.array([0.0, 180.0]), np.array([0.0, 90.0])
+        index.grid_index(lon, lat)
+        index.locate_one(0.0, 0.0)
     except WanggeError as exc:
         log.info("lookup index not built at start-up: %s", exc.message)
     except Exception as exc:  # a missing schema must not stop the app
