@@ -1,7 +1,7 @@
 """Buildings answer the grid in force now: the view ``building_now``.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-02
 
 A planning change moves buildings (``building.grid_code``) when it is saved, also when it is
@@ -24,8 +24,8 @@ with ``grid_code`` the grid in force now.
 
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
