@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
 
-from api.dependencies import get_connection
+from api.dependencies import CONNECTION
 from api.geojson import MAX_VERTICES, GeoJSONBody
 from api.policy import PolicyRoute, caller, require_area
 from api.routers.ogc.common import (
@@ -164,7 +164,7 @@ def _collection(request: Request, c: Collection, utm: int,
 
 
 @router.get("/collections", operation_id="ogc_collections", summary="The collections")
-def collections(request: Request, conn: Connection = Depends(get_connection)) -> dict[str, Any]:
+def collections(request: Request, conn: Connection = CONNECTION) -> dict[str, Any]:
     utm = utm_of(request, conn)
     return {"links": [link(url(request, "/collections"), "self", "application/json")],
             "collections": [_collection(request, c, utm, extent_of(request, conn, c))
@@ -174,7 +174,7 @@ def collections(request: Request, conn: Connection = Depends(get_connection)) ->
 @router.get("/collections/{collectionId}", operation_id="ogc_collection",
             summary="One collection")
 def collection(collectionId: str, request: Request,
-               conn: Connection = Depends(get_connection)) -> dict[str, Any]:
+               conn: Connection = CONNECTION) -> dict[str, Any]:
     c = collection_for(request, collectionId)
     return _collection(request, c, utm_of(request, conn), extent_of(request, conn, c))
 
@@ -202,7 +202,7 @@ def queryables(collectionId: str, request: Request) -> JSONResponse:
 @router.get("/collections/{collectionId}/items", operation_id="ogc_items",
             summary="Features of a collection: bbox, datetime, filter (CQL2), crs, paging")
 def items(collectionId: str, request: Request,
-          conn: Connection = Depends(get_connection)) -> Response:
+          conn: Connection = CONNECTION) -> Response:
     c = collection_for(request, collectionId)
     q = item_query(request, conn, c)
     if q.limit > MAX_LIMIT or q.limit < 1:
@@ -227,7 +227,7 @@ def items(collectionId: str, request: Request,
 @router.get("/collections/{collectionId}/items/{featureId}", operation_id="ogc_item",
             summary="One feature")
 def item(collectionId: str, featureId: str, request: Request,
-         conn: Connection = Depends(get_connection)) -> Response:
+         conn: Connection = CONNECTION) -> Response:
     c = collection_for(request, collectionId)
     q = item_query(request, conn, c, paged=False)
     feature = json.loads(one(conn, c, q, featureId))
@@ -284,7 +284,7 @@ FEATURE = Body(..., media_type=GEOJSON, description="A GeoJSON Feature (Content-
              responses={422: {"description": "Refused by the planning checks; nothing written"}})
 def create_item(collectionId: str, request: Request,
                 feature: GeoJSONBody = FEATURE,
-                conn: Connection = Depends(get_connection)) -> Response:
+                conn: Connection = CONNECTION) -> Response:
     _editable(request, collectionId)
     srid, latlon = _content_crs(request, conn)
     if feature.get("type") == "FeatureCollection":  # a new grid layer
@@ -307,7 +307,7 @@ def create_item(collectionId: str, request: Request,
             responses={422: {"description": "Refused by the planning checks; nothing written"}})
 def replace_item(collectionId: str, featureId: str, request: Request,
                  feature: GeoJSONBody = FEATURE,
-                 conn: Connection = Depends(get_connection)) -> Response:
+                 conn: Connection = CONNECTION) -> Response:
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")
     srid, latlon = _content_crs(request, conn)
@@ -322,7 +322,7 @@ def replace_item(collectionId: str, featureId: str, request: Request,
 def update_item(collectionId: str, featureId: str, request: Request,
                 feature: GeoJSONBody = Body(..., media_type="application/merge-patch+json",
                                             json_schema_extra={"x-max-vertices": MAX_VERTICES}),
-                conn: Connection = Depends(get_connection)) -> Response:
+                conn: Connection = CONNECTION) -> Response:
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")
     srid, latlon = _content_crs(request, conn)
@@ -336,7 +336,7 @@ def update_item(collectionId: str, featureId: str, request: Request,
                status_code=204, summary="Retire a grid (refused if it leaves a gap)",
                responses={422: {"description": "Refused by the planning checks"}})
 def delete_item(collectionId: str, featureId: str, request: Request,
-                conn: Connection = Depends(get_connection)) -> Response:
+                conn: Connection = CONNECTION) -> Response:
     _editable(request, collectionId)
     require_area(request, featureId, field="featureId")
     res = edit.delete_grid(conn, featureId, author=_author(request),

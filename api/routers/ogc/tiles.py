@@ -21,12 +21,12 @@ import time
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.dependencies import get_connection
+from api.dependencies import CONNECTION
 from api.policy import PolicyRoute, area_within, enforce_policy, scope_of
 from api.routers.ogc.common import MVT, collection_for, extent_of, item_query, link, url
 from geo.core.errors import NotFound, Problem
@@ -204,7 +204,7 @@ def tileset(collectionId: str, tileMatrixSetId: str, request: Request) -> dict[s
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json",
             operation_id="ogc_tilejson", summary="TileJSON 3.0 of a collection's tiles")
 def tile_json(collectionId: str, tileMatrixSetId: str, request: Request,
-              conn: Connection = Depends(get_connection)) -> dict[str, Any]:
+              conn: Connection = CONNECTION) -> dict[str, Any]:
     c = _tiled(request, collectionId)
     _matrix_set(tileMatrixSetId)
     return tilejson(c, _template(request, c), extent_of(request, conn, c))
