@@ -12,6 +12,10 @@ Coordinates are lon, lat in WGS 84.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -331,3 +335,26 @@ def status_of(w: World, incident_id: int) -> str:
                          {"i": incident_id}).scalar_one()
 
 
+
+
+@contextmanager
+def served(app: Any) -> Iterator[str]:
+    """``app`` under uvicorn in a thread on a free localhost port; yields its base URL once it
+    has started, and stops it on exit (browser tests drive it with Chromium)."""
+    import uvicorn
+
+    from geo.core.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -14,6 +14,7 @@ from typing import Any
 import geopandas as gpd
 import pytest
 import shapely
+from factories import served
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -228,12 +229,7 @@ def test_ogc_collections_serve_every_district(city: dict[str, Any]) -> None:
 def test_city_commander_console_shows_districts_in_chromium(city: dict[str, Any]) -> None:
     """A city commander's command view in real Chromium: the three districts' boundaries on the
     map and the counts per district (区县) first."""
-    import threading
     from pathlib import Path
-
-    import uvicorn
-
-    from geo.core.embedded import free_port
 
     chromium = "/usr/bin/chromium"
     if not Path(chromium).exists():
@@ -241,42 +237,30 @@ def test_city_commander_console_shows_districts_in_chromium(city: dict[str, Any]
     from playwright.sync_api import sync_playwright
 
     app = create_app(engine=city["engine"], auth_settings=AUTH)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium,
-                                        args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.goto(f"{base}/console/login")
-            page.get_by_label("用户名").first.fill("city_commander")
-            page.get_by_label("密码", exact=True).first.fill("city_commander-password")
-            page.get_by_role("button", name="登录").click()
-            page.wait_for_url(lambda url: "/console/login" not in url)
-            page.goto(f"{base}/console/commander")
-            try:
-                page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-            except Exception as exc:
-                raise AssertionError(f"commander view not ready: {errors}") from exc
-            drawn = page.evaluate(
-                "() => window.commander.base.district.getLayers()"
-                ".map((l) => l.feature.properties.code).sort()")
-            assert drawn == list(DISTRICTS)
-            tab = page.locator(".tabs [data-by='district']")
-            assert tab.get_attribute("aria-selected") == "true" and tab.inner_text() == "区县"
-            Path("tests/artifacts").mkdir(exist_ok=True)
-            page.screenshot(path="tests/artifacts/city-commander.png", full_page=True)
-            assert errors == [], errors
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with served(app) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.goto(f"{base}/console/login")
+        page.get_by_label("用户名").first.fill("city_commander")
+        page.get_by_label("密码", exact=True).first.fill("city_commander-password")
+        page.get_by_role("button", name="登录").click()
+        page.wait_for_url(lambda url: "/console/login" not in url)
+        page.goto(f"{base}/console/commander")
+        try:
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        except Exception as exc:
+            raise AssertionError(f"commander view not ready: {errors}") from exc
+        drawn = page.evaluate(
+            "() => window.commander.base.district.getLayers()"
+            ".map((l) => l.feature.properties.code).sort()")
+        assert drawn == list(DISTRICTS)
+        tab = page.locator(".tabs [data-by='district']")
+        assert tab.get_attribute("aria-selected") == "true" and tab.inner_text() == "区县"
+        Path("tests/artifacts").mkdir(exist_ok=True)
+        page.screenshot(path="tests/artifacts/city-commander.png", full_page=True)
+        assert errors == [], errors
+        browser.close()

@@ -13,7 +13,6 @@ leaving localhost. Screenshots: tests/artifacts/console-*.png.
 from __future__ import annotations
 
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -25,13 +24,12 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import shapely
-import uvicorn
+from factories import served
 from sqlalchemy import text
 
 from api.main import create_app
 from geo.auth.service import AuthSettings, create_user
 from geo.core.db import make_engine
-from geo.core.embedded import free_port
 from geo.data.store import write_layers
 from geo.samples.synth import generate_city
 from maps import assets
@@ -98,18 +96,9 @@ def site(fresh_database: Any) -> Iterator[Site]:
         for name, (role, area, dep) in users.items():
             create_user(c, name, PASSWORD, role, area_code=area, department_id=dep, settings=AUTH)
     app = create_app(engine=eng, auth_settings=AUTH)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield Site(f"http://127.0.0.1:{port}", eng, city,
-               {"code": grid["code"], "name": grid["name"], "geom": grid.geometry}, users)
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as base:
+        yield Site(base, eng, city,
+                   {"code": grid["code"], "name": grid["name"], "geom": grid.geometry}, users)
     eng.dispose()
 
 

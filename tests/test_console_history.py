@@ -12,7 +12,6 @@ the page read-only. Screenshots: tests/artifacts/console-history-*.png.
 # ruff: noqa: F811  (the browser fixture of test_console_browser is imported by name)
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import shapely
-import uvicorn
+from factories import served
 from shapely.geometry import LineString, mapping
 from sqlalchemy import text
 from test_console_browser import AUTH, DESKTOP, PASSWORD, Person, browser  # noqa: F401
@@ -30,7 +29,6 @@ from test_console_browser import AUTH, DESKTOP, PASSWORD, Person, browser  # noq
 from api.main import create_app
 from geo.auth.service import create_user
 from geo.core.db import make_engine
-from geo.core.embedded import free_port
 from geo.data.store import write_layers
 from geo.planning import PlanningSettings
 from geo.samples.synth import generate_city
@@ -82,17 +80,8 @@ def site(fresh_database: Any) -> Iterator[Site]:
             create_user(c, name, PASSWORD, role, area_code=district, settings=AUTH)
     app = create_app(engine=eng, auth_settings=AUTH)
     app.state.planning_settings = PlanningSettings(balance_mode="warn")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield Site(f"http://127.0.0.1:{port}", eng)
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as base:
+        yield Site(base, eng)
     eng.dispose()
 
 
