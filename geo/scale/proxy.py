@@ -42,10 +42,14 @@ def render_config(*, bind_host: str, bind_port: int, worker_ports: list[int], ru
     """The HAProxy configuration text for workers on ``127.0.0.1:<worker_ports>``."""
     servers = "\n".join(f"    server w{i} 127.0.0.1:{p} check"
                         for i, p in enumerate(worker_ports, 1))
+    write_servers = "\n".join(f"    server w{i} 127.0.0.1:{p} track workers/w{i} maxconn 500 "
+                              "observe layer7 error-limit 1 on-error mark-down"
+                              for i, p in enumerate(worker_ports, 1))
     return Template(TEMPLATE.read_text()).substitute(
         pidfile=run_dir / "haproxy.pid", stats_socket=run_dir / "haproxy.sock",
         bind_host=bind_host, bind_port=bind_port, balance=balance, check_ms=f"{check_ms}ms",
-        fast_ms=f"{max(100, check_ms // 2)}ms", servers=servers)
+        fast_ms=f"{max(100, check_ms // 2)}ms", servers=servers,
+        write_servers=write_servers)
 
 
 @dataclass
