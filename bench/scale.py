@@ -6,7 +6,8 @@ embedded primary, standby and bench database (a synthetic district, bench.incide
 failover never touches the development cluster.
 
 1. ``rps_1_worker`` / ``rps_2_workers``: ``wrk`` GETs /v1/lookup through HAProxy in front of
-   ``wangge proxy``'s WorkerPool of 1, then 2 uvicorn workers (same point, keep-alive).
+   ``wangge proxy``'s WorkerPool of 1, then 2 uvicorn workers (2,000 points inside the grids in
+   turn, keep-alive), with the CPU microseconds per request of the workers, HAProxy and wrk.
 2. A synchronous standby is made (pg_basebackup + slot); report threads file reports (the
    domain call the API makes; commit = acknowledgement) while ``pg_stat_replication``'s
    ``replay_lag`` is sampled every 20 ms: ``standby_lag_ms_p99``.
@@ -45,7 +46,31 @@ def _settings():
     return DatabaseSettings()
 
 
-def lookup_rps(url: str, point: tuple[float, float], seconds: int, connections: int) -> dict:
+LOOKUP_LUA = """
+local points = {%s}
+local i = 0
+request = function()
+  i = i %% #points + 1
+  local p = points[i]
+  return wrk.format("GET", string.format("/v1/lookup?lon=%%.7f&lat=%%.7f", p[1], p[2]))
+end
+"""
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lookup_rps(url: str, points: list[tuple[float, float]], seconds: int,
+               connections: int) -> dict:
+    """wrk GETs /v1/lookup through HAProxy to 1, then 2 workers, cycling through ``points``
+    (hotline calls come from everywhere, not one address); with the CPU each part used per
+    request (workers, HAProxy, wrk: on 2 cores they share them, which bounds the ratio)."""
+    import resource
+    import tempfile
+
     import httpx
 
     from geo.auth.service import create_api_key
@@ -57,6 +82,9 @@ def lookup_rps(url: str, point: tuple[float, float], seconds: int, connections: 
         key = create_api_key(c, "bench-scale", scopes=("lookup",), rate_per_minute=10**9)
     eng.dispose()
     headers = {"X-API-Key": key}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(LOOKUP_LUA % ", ".join(f"{{{x:.7f},{y:.7f}}}" for x, y in points))
+        lua = f.name
 
     env = {"WANGGE_DATABASE_URL": url, "WANGGE_JWT_SECRET": "b" * 64,
            "WANGGE_POOL_SIZE": "4"}
@@ -64,15 +92,27 @@ def lookup_rps(url: str, point: tuple[float, float], seconds: int, connections: 
     for n in (1, 2):
         with WorkerPool(n, host="127.0.0.1", port=free_port(), env=env,
                         state_dir=_settings().state_dir) as pool:
-            target = (f"http://127.0.0.1:{pool.port}/v1/lookup?lon={point[0]:.6f}"
-                      f"&lat={point[1]:.6f}")
-            httpx.get(target, headers=headers, timeout=30).raise_for_status()
-            run_wrk(target, seconds=2, connections=connections, threads=2, headers=headers)
-            res = run_wrk(target, seconds=seconds, connections=connections, threads=2,
-                          headers=headers)
+            base = f"http://127.0.0.1:{pool.port}"
+            for x, y in points[:20]:
+                httpx.get(f"{base}/v1/lookup", params={"lon": x, "lat": y}, headers=headers,
+                          timeout=30).raise_for_status()
+            run_wrk(base + "/", seconds=2, connections=connections, threads=1,
+                    headers=headers, lua_script=lua)
+            pids = {"workers": [w.proc.pid for w in pool.workers if w.proc],
+                    "haproxy": [pool.haproxy.pid] if pool.haproxy else []}
+            cpu0 = {k: sum(_cpu_s(p) for p in v) for k, v in pids.items()}
+            wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            res = run_wrk(base + "/", seconds=seconds, connections=connections, threads=1,
+                          headers=headers, lua_script=lua)
+            wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = {k: sum(_cpu_s(p) for p in v) - cpu0[k] for k, v in pids.items()}
+        cpu["wrk"] = wrk1.ru_utime + wrk1.ru_stime - wrk0.ru_utime - wrk0.ru_stime
         res.pop("raw")
+        res["cpu_us_per_request"] = {k: round(1e6 * v / max(res["requests"], 1), 1)
+                                     for k, v in cpu.items()}
         out[n] = res
         print(n, "worker(s):", res)
+    os.unlink(lua)
     return out
 
 
@@ -241,7 +281,7 @@ def main() -> None:
         points = sample_points(url, 2000)
         figures["grids"] = args.grids
         if "rps" not in skip:
-            rps = lookup_rps(url, points[0], args.seconds, args.connections)
+            rps = lookup_rps(url, points, args.seconds, args.connections)
             figures.update(rps_1_worker=rps[1]["rps"], rps_2_workers=rps[2]["rps"],
                            rps_ratio=round(rps[2]["rps"] / rps[1]["rps"], 2),
                            wrk={str(k): v for k, v in rps.items()})
