@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,3 +198,18 @@ def scoped_world(fresh_database: Any) -> Iterator[World]:
 # Tests of other concerns call the API without credentials; the access policy itself is tested
 # with enforcement on (tests/test_access.py passes AuthSettings(enforce_access=True)).
 os.environ.setdefault("WANGGE_ENFORCE_ACCESS", "false")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium under Playwright (headless; skipped where it is not installed)."""
+    from browsers import CHROME_ARGS, CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        yield b
+        b.close()

@@ -358,3 +358,14 @@ def served(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def moved_boundary(cur, a: str, b: str, metres: float):
+    """Move the shared (roughly north-south) edge of west grid ``a`` and east grid ``b``
+    ``metres`` east: cut their union with a vertical line. Returns new a, new b, area moved."""
+    union = cur[a].union(cur[b])
+    x = cur[a].boundary.intersection(cur[b].boundary).centroid.x + metres
+    minx, miny, maxx, maxy = union.bounds
+    new_a = union.intersection(shapely.box(minx - 1, miny - 1, x, maxy + 1))
+    new_b = union.intersection(shapely.box(x, miny - 1, maxx + 1, maxy + 1))
+    return new_a, new_b, new_a.area - cur[a].area

@@ -17,31 +17,21 @@ import time
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import pytest
 import shapely
+from browsers import AUTH, DESKTOP, PASSWORD, PHONE, Person
 from factories import served
 from sqlalchemy import text
 
 from api.main import create_app
-from geo.auth.service import AuthSettings, create_user
+from geo.auth.service import create_user
 from geo.core.db import make_engine
 from geo.data.store import write_layers
 from geo.samples.synth import generate_city
 from maps import assets
-
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run", "--disable-sync"]
-AUTH = AuthSettings(jwt_secret="console-test-" + "z" * 32, enforce_access=True)
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 820}
-PASSWORD = "console-password"
 
 
 def _png(rgb: tuple[int, int, int] = (200, 40, 40), size: int = 8) -> bytes:
@@ -100,65 +90,6 @@ def site(fresh_database: Any) -> Iterator[Site]:
         yield Site(base, eng, city,
                    {"code": grid["code"], "name": grid["name"], "geom": grid.geometry}, users)
     eng.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        yield b
-        b.close()
-
-
-def _local(url: str) -> bool:
-    u = urlparse(url)
-    return u.scheme in ("data", "about", "blob") or u.hostname in ("127.0.0.1", "localhost")
-
-
-class Person:
-    """One person's browser context: records console errors and every request's URL."""
-
-    def __init__(self, browser: Any, site: Site, user: str | None, viewport: dict) -> None:
-        self.site, self.user = site, user
-        self.ctx = browser.new_context(viewport=viewport, locale="zh-CN",
-                                       timezone_id="Asia/Shanghai")
-        self.page = self.ctx.new_page()
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-
-    def sign_in(self) -> None:
-        self.page.goto(f"{self.site.base}/console/login")
-        self.page.get_by_label("用户名").first.fill(self.user or "")
-        self.page.get_by_label("密码", exact=True).first.fill(PASSWORD)
-        self.page.get_by_role("button", name="登录").click()
-        self.page.wait_for_url("**/console/*")
-        self.ready()
-
-    def ready(self) -> None:
-        try:
-            self.page.wait_for_selector("body[data-ready='1']", timeout=20_000)
-        except Exception as exc:
-            raise AssertionError(f"{self.page.url} not ready: {self.errors}") from exc
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
-
-    def check(self, allowed_errors: tuple[str, ...] = ()) -> None:
-        errors = [e for e in self.errors if not any(a in e for a in allowed_errors)]
-        outside = [u for u in self.requests if not _local(u)]
-        assert outside == [], outside
-        assert errors == [], errors
-
-    def close(self) -> None:
-        self.ctx.close()
 
 
 def _pick(person: Person, map_id: str, lon: float, lat: float) -> None:

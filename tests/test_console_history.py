@@ -9,7 +9,6 @@ Chinese confirmation; a split saved now is undone from the page and the grids co
 the page read-only. Screenshots: tests/artifacts/console-history-*.png.
 """
 
-# ruff: noqa: F811  (the browser fixture of test_console_browser is imported by name)
 from __future__ import annotations
 
 import time
@@ -21,10 +20,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import shapely
+from browsers import AUTH, DESKTOP, PASSWORD, Person
 from factories import served
 from shapely.geometry import LineString, mapping
 from sqlalchemy import text
-from test_console_browser import AUTH, DESKTOP, PASSWORD, Person, browser  # noqa: F401
 
 from api.main import create_app
 from geo.auth.service import create_user

@@ -11,13 +11,13 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from browsers import is_local
 from pyproj import Geod
 from shapely.geometry import Point, box
 from sqlalchemy import text
@@ -30,15 +30,6 @@ from maps.grid_map import NETWORKS, balance_status, grid_map
 from maps.incident_map import incident_map
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROME_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 X0, Y0, STEP = 119.30, 26.05, 0.004  # 2 x 3 grids of ~400 m x 445 m near Fuzhou
 
@@ -369,26 +360,6 @@ def test_incidents_for_map_overdue(city_engine) -> None:
 # --------------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        yield b
-        b.close()
-
-
-LOCAL_SCHEMES = ("file", "data", "about", "blob")
-
-
-def _is_local(url: str) -> bool:
-    u = urlparse(url)
-    return u.scheme in LOCAL_SCHEMES or u.hostname in ("localhost", "127.0.0.1", "::1")
-
-
 class Page:
     """A page opened in Chromium with console errors and requests recorded."""
 
@@ -426,7 +397,7 @@ class Page:
         self.page.screenshot(path=str(ARTIFACTS / f"{self.name}.png"))
         self.page.close()
         assert not self.errors, self.errors
-        outside = [u for u in self.requests if not _is_local(u)]
+        outside = [u for u in self.requests if not is_local(u)]
         assert not outside, outside
 
 
@@ -561,7 +532,7 @@ def test_api_pages_in_browser(browser, city_engine) -> None:
 
         def serve(route) -> None:
             url = route.request.url
-            if not _is_local(url):
+            if not is_local(url):
                 route.abort()
                 return
             resp = client.get(url)

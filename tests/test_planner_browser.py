@@ -16,13 +16,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import geopandas as gpd
 import httpx
 import pytest
 import shapely
 import shapely.ops
+from browsers import is_local
 from shapely.geometry import LineString, Point, shape
 from sqlalchemy import text
 
@@ -33,9 +33,6 @@ from geo.samples.demo import load_demo
 from maps import assets
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run", "--disable-sync"]
 PASSWORD = "planner-password"
 UTM = 32650
 RULE = (150, 500)
@@ -101,29 +98,22 @@ def demo(fresh_database: Any) -> Iterator[Demo]:
 
 
 @pytest.fixture(scope="module")
-def planner(demo: Demo) -> Iterator[Any]:
+def planner(demo: Demo, browser: Any) -> Iterator[Any]:
     """The planner's signed-in page on the editor; fails on console errors or outside requests."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN",
-                                  timezone_id="Asia/Shanghai")
-        page = ctx.new_page()
-        page.errors, page.outside = [], []
-        page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        page.on("request", lambda r: urlparse(r.url).hostname not in ("127.0.0.1", None)
-                and page.outside.append(r.url))
-        page.goto(f"{demo.base}/console/login")
-        page.get_by_label("用户名").first.fill("planner")
-        page.get_by_label("密码", exact=True).first.fill(PASSWORD)
-        page.get_by_role("button", name="登录").click()
-        page.wait_for_url(lambda u: "/console/" in u and "/console/login" not in u)
-        yield page
-        browser.close()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN",
+                              timezone_id="Asia/Shanghai")
+    page = ctx.new_page()
+    page.errors, page.outside = [], []
+    page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("request", lambda r: not is_local(r.url) and page.outside.append(r.url))
+    page.goto(f"{demo.base}/console/login")
+    page.get_by_label("用户名").first.fill("planner")
+    page.get_by_label("密码", exact=True).first.fill(PASSWORD)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_url(lambda u: "/console/" in u and "/console/login" not in u)
+    yield page
+    ctx.close()
 
 
 def _open(page: Any, demo: Demo, community: str, mode: str) -> None:

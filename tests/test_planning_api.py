@@ -28,6 +28,7 @@ from factories import (  # noqa: F401
     buildings,
     community_geom,
     grids,
+    moved_boundary,
     refused,
     snapshot,
     split_line,
@@ -93,22 +94,11 @@ def test_merge_on_synthetic_city(api):
     assert_sound(eng, [C2])
 
 
-def _moved_boundary(cur, a: str, b: str, metres: float):
-    """Move the shared (roughly north-south) edge of west grid ``a`` and east grid ``b``
-    ``metres`` east: cut their union with a vertical line. Returns new a, new b, area moved."""
-    union = cur[a].union(cur[b])
-    x = cur[a].boundary.intersection(cur[b].boundary).centroid.x + metres
-    minx, miny, maxx, maxy = union.bounds
-    new_a = union.intersection(shapely.box(minx - 1, miny - 1, x, maxy + 1))
-    new_b = union.intersection(shapely.box(x, miny - 1, maxx + 1, maxy + 1))
-    return new_a, new_b, new_a.area - cur[a].area
-
-
 def test_reshape_on_synthetic_city(api):
     client, eng, h = api
     a, b = C1 + "001", C1 + "002"
     cur = grids(eng)
-    new_a, new_b, strip_m2 = _moved_boundary(cur, a, b, 25.0)
+    new_a, new_b, strip_m2 = moved_boundary(cur, a, b, 25.0)
     before = snapshot(eng)
     only_a = {"geometries": {a: mapping(wgs(new_a))}}
     refused(client.post("/v1/planning/reshape", json=only_a, headers=h["planner_out"]), 403, a)

@@ -18,6 +18,7 @@ from factories import (
     assert_sound,
     buildings,
     grids,
+    moved_boundary,
     refused,
     snapshot,
     split_line,
@@ -26,7 +27,6 @@ from factories import (
 )
 from shapely.geometry import mapping, shape
 from sqlalchemy import text
-from test_planning_api import _moved_boundary
 
 
 def lookup_code(client, h, pt, expect: set[str] | None = None) -> str:
@@ -172,7 +172,7 @@ def test_undo_a_reshape_and_a_reassign(api):
     client, eng, h = api
     a, b = C2 + "001", C2 + "002"
     cur = grids(eng)
-    new_a, new_b, _ = _moved_boundary(cur, a, b, 25.0)
+    new_a, new_b, _ = moved_boundary(cur, a, b, 25.0)
     r = client.post("/v1/planning/reshape", headers=h["planner_in"], json={
         "geometries": {a: mapping(wgs(new_a)), b: mapping(wgs(new_b))}})
     assert r.status_code == 200, r.text
