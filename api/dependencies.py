@@ -1,10 +1,11 @@
-"""FastAPI dependencies: a connection per request, the app's settings, and filing reports."""
+"""FastAPI dependencies: a connection per request (the primary's, or a read-only one that a hot
+standby may serve), the app's settings, and filing reports."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 from anyio import CapacityLimiter, to_thread
@@ -12,12 +13,13 @@ from fastapi import Depends, Request
 from pydantic_settings import BaseSettings
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
+from starlette.types import Scope
 
+from api.read_routing import wrote_recently
 from geo.incidents import ReportResult
 
 
-@asynccontextmanager
-async def pooled_connection(state: Any) -> AsyncIterator[Connection]:
+def pooled_connection(state: Any) -> AbstractAsyncContextManager[Connection]:
     """A connection of the app (``state`` is ``app.state``) in one transaction, committed when
     the block ends normally and rolled back when it raises. The one way the API opens one
     (handlers through ``CONNECTION``; the API-key check and map builds directly).
@@ -28,8 +30,29 @@ async def pooled_connection(state: Any) -> AsyncIterator[Connection]:
     to finish, and everything waited for the pool timeout (150 concurrent requests on a
     4-connection pool: 120 answers 500 after 30 s).
     """
-    async with state.connection_slots:
-        conn = await to_thread.run_sync(_begin, state.engine)
+    return _held(state.connection_slots, _begin, state.engine)
+
+
+def read_connection(state: Any, scope: Scope | None = None
+                    ) -> AbstractAsyncContextManager[Connection]:
+    """A connection for read-only work in one READ ONLY transaction, on ``state.read_engine``:
+    a hot standby when one is configured (``WANGGE_READ_DATABASE_URL`` or ``wangge db start
+    --standby``), else the primary's engine itself. Queued like ``pooled_connection`` (on
+    ``state.read_connection_slots``, the standby pool's own limiter; the primary's when they
+    are one engine). The request's ``scope``, when given, sends a caller who wrote a moment ago
+    to the primary (``api.read_routing``). A standby replays the primary's WAL a little behind
+    it: use this only where another caller's change may show that much later
+    (docs/operations/scale.md)."""
+    if scope is not None and wrote_recently(scope):
+        return _held(state.connection_slots, _begin_read, state.engine)
+    return _held(read_slots(state), _begin_read, read_engine(state))
+
+
+@asynccontextmanager
+async def _held(slots: CapacityLimiter, begin: Callable[[Engine], Connection],
+                engine: Engine) -> AsyncIterator[Connection]:
+    async with slots:
+        conn = await to_thread.run_sync(begin, engine)
         try:
             yield conn
         except BaseException:
@@ -44,15 +67,48 @@ async def get_connection(request: Request) -> AsyncIterator[Connection]:
         yield conn
 
 
+async def get_read_connection(request: Request) -> AsyncIterator[Connection]:
+    """Dependency: a read-only connection (``read_connection``); use it as ``READ_CONNECTION``."""
+    async with read_connection(request.app.state, request.scope) as conn:
+        yield conn
+
+
 # The one way a handler gets a connection: ``conn: Connection = CONNECTION``. Scoped to the
 # handler ("function"), so the transaction commits (or rolls back) before the response is sent:
 # a 2xx always means the change is durable, and the caller's next request sees it.
 CONNECTION: Any = Depends(get_connection, scope="function")
 
+# Read-only routes that may be answered from a hot standby: ``conn: Connection =
+# READ_CONNECTION``. Never for a read that must see the caller's own just-committed write.
+READ_CONNECTION: Any = Depends(get_read_connection, scope="function")
+
+
+def read_engine(state: Any) -> Engine:
+    """The engine for read-only work: the standby's, else (none configured) the primary's."""
+    engine: Engine = getattr(state, "read_engine", None) or state.engine
+    return engine
+
+
+def read_slots(state: Any) -> CapacityLimiter:
+    """The limiter of ``read_engine``'s pool (``connection_slots`` when it is the primary's)."""
+    slots: CapacityLimiter = getattr(state, "read_connection_slots", None) \
+        or state.connection_slots
+    return slots
+
 
 def _begin(engine: Engine) -> Connection:
     conn = engine.connect()
     conn.begin()
+    return conn
+
+
+def _begin_read(engine: Engine) -> Connection:
+    conn = _begin(engine)
+    try:
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    except BaseException:
+        _end(conn, False)
+        raise
     return conn
 
 

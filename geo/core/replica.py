@@ -23,7 +23,11 @@ import logging
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import Connection
 
 from geo.core import embedded
 from geo.core.errors import DatabaseUnavailable, InvalidInput, Problem
@@ -114,6 +118,39 @@ def wait_caught_up(settings: DatabaseSettings, timeout: float = 30.0) -> float:
             return time.monotonic() - t0
         time.sleep(0.01)
     raise DatabaseUnavailable(f"the standby did not reach {target} within {timeout} s")
+
+
+def wait_replayed(primary: Engine, standby: Engine, *, timeout: float = 10.0) -> bool:
+    """Wait until ``standby`` has replayed everything ``primary`` has written so far (its WAL
+    position now): then a read there sees every commit made before the call. True once it has
+    (at once when ``standby`` is no standby: the same server, or a promoted one); False after
+    ``timeout`` seconds."""
+    if standby is primary:
+        return True
+    with primary.connect() as c:
+        target = c.execute(text("SELECT pg_current_wal_lsn()::text")).scalar()
+    deadline = time.monotonic() + timeout
+    with standby.connect() as c:
+        while True:
+            done = c.execute(text(
+                "SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= "
+                "CAST(:lsn AS pg_lsn)"), {"lsn": target}).scalar()
+            c.rollback()  # a fresh snapshot on the next turn
+            if done:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+
+def replay_horizon(conn: Connection) -> tuple[bool, datetime | None]:
+    """(is ``conn`` a standby, the commit time of the last transaction it replayed): every
+    transaction the primary committed up to that instant is visible on it. (False, None) on a
+    primary; (True, None) on a standby that has replayed no transaction since it started."""
+    row = conn.execute(text(
+        "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
+        "THEN pg_last_xact_replay_timestamp() END")).one()
+    return bool(row[0]), row[1]
 
 
 def promote(settings: DatabaseSettings, *, timeout: float = 60.0) -> embedded.ClusterStatus:
