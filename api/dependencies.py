@@ -4,6 +4,8 @@ standby may serve), the app's settings, and filing reports."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, TypeVar
@@ -13,10 +15,14 @@ from fastapi import Depends, Request
 from pydantic_settings import BaseSettings
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from starlette.types import Scope
 
 from api.read_routing import wrote_recently
 from geo.incidents import ReportResult
+
+log = logging.getLogger(__name__)
+READ_RETRY_S = 5.0  # a standby that did not answer is asked again after this many seconds
 
 
 def pooled_connection(state: Any) -> AbstractAsyncContextManager[Connection]:
@@ -30,29 +36,30 @@ def pooled_connection(state: Any) -> AbstractAsyncContextManager[Connection]:
     to finish, and everything waited for the pool timeout (150 concurrent requests on a
     4-connection pool: 120 answers 500 after 30 s).
     """
-    return _held(state.connection_slots, _begin, state.engine)
+    return _held(state.connection_slots, lambda: _begin(state.engine))
 
 
 def read_connection(state: Any, scope: Scope | None = None
                     ) -> AbstractAsyncContextManager[Connection]:
-    """A connection for read-only work in one READ ONLY transaction, on ``state.read_engine``:
+    """A connection for read-only work in one READ ONLY transaction, on ``read_engine(state)``:
     a hot standby when one is configured (``WANGGE_READ_DATABASE_URL`` or ``wangge db start
     --standby``), else the primary's engine itself. Queued like ``pooled_connection`` (on
     ``state.read_connection_slots``, the standby pool's own limiter; the primary's when they
     are one engine). The request's ``scope``, when given, sends a caller who wrote a moment ago
-    to the primary (``api.read_routing``). A standby replays the primary's WAL a little behind
-    it: use this only where another caller's change may show that much later
-    (docs/operations/scale.md)."""
+    to the primary (``api.read_routing``); a standby that does not answer sends everyone there
+    for ``READ_RETRY_S`` (after ``wangge db promote`` it is gone). A standby replays the
+    primary's WAL a little behind it: use this only where another caller's change may show
+    that much later (docs/operations/scale.md)."""
     if scope is not None and wrote_recently(scope):
-        return _held(state.connection_slots, _begin_read, state.engine)
-    return _held(read_slots(state), _begin_read, read_engine(state))
+        return _held(state.connection_slots, lambda: _begin_read(state.engine))
+    return _held(read_slots(state), lambda: _begin_read_or_primary(state))
 
 
 @asynccontextmanager
-async def _held(slots: CapacityLimiter, begin: Callable[[Engine], Connection],
-                engine: Engine) -> AsyncIterator[Connection]:
+async def _held(slots: CapacityLimiter, begin: Callable[[], Connection]
+                ) -> AsyncIterator[Connection]:
     async with slots:
-        conn = await to_thread.run_sync(begin, engine)
+        conn = await to_thread.run_sync(begin)
         try:
             yield conn
         except BaseException:
@@ -84,8 +91,11 @@ READ_CONNECTION: Any = Depends(get_read_connection, scope="function")
 
 
 def read_engine(state: Any) -> Engine:
-    """The engine for read-only work: the standby's, else (none configured) the primary's."""
+    """The engine for read-only work: the standby's, else (none configured, or it did not
+    answer within the last ``READ_RETRY_S``) the primary's."""
     engine: Engine = getattr(state, "read_engine", None) or state.engine
+    if engine is not state.engine and getattr(state, "read_down_until", 0.0) > time.monotonic():
+        return state.engine  # type: ignore[no-any-return]
     return engine
 
 
@@ -110,6 +120,21 @@ def _begin_read(engine: Engine) -> Connection:
         _end(conn, False)
         raise
     return conn
+
+
+def _begin_read_or_primary(state: Any) -> Connection:
+    """``_begin_read`` on ``read_engine(state)``; when a standby does not answer, note it
+    (``state.read_down_until``) and begin on the primary instead."""
+    engine = read_engine(state)
+    try:
+        return _begin_read(engine)
+    except OperationalError as exc:
+        if engine is state.engine:
+            raise
+        state.read_down_until = time.monotonic() + READ_RETRY_S
+        log.warning("the read database does not answer (%s): read-only work goes to the "
+                    "primary for %.0f s", str(exc).splitlines()[0][:200], READ_RETRY_S)
+        return _begin_read(state.engine)
 
 
 def _end(conn: Connection, commit: bool) -> None:

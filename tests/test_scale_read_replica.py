@@ -254,5 +254,12 @@ def test_the_api_reads_from_a_streaming_standby(standby) -> None:
                 assert time.monotonic() < deadline, "the report never reached the standby"
                 time.sleep(0.05)
             assert stats() == _per_grid(sb) == {G11: 1}
+            # the standby is lost (or promoted away): read-only work goes to the primary
+            embedded.stop(replica.standby_settings(standby), mode="immediate")
+            r = client.post("/v1/incidents", headers=A, json={
+                "category": "noise", "lon": lon, "lat": lat, "description": "no standby"})
+            assert r.status_code == 201, r.text
+            assert stats() == _per_grid(app.state.engine) == {G11: 2}
+            assert client.get("/ogc/collections/grids/items", headers=B).status_code == 200
     finally:
         sb.dispose()
