@@ -12,7 +12,6 @@ paused, and is once replay resumes. Expectations are SQL on each database, never
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from types import SimpleNamespace
@@ -21,7 +20,7 @@ import anyio
 import morecantile
 import pytest
 from anyio import CapacityLimiter, to_thread
-from factories import G11, seed_hand_made
+from factories import G11, seeded_cluster
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -31,8 +30,7 @@ from api.dependencies import read_connection
 from api.main import create_app
 from geo.auth.service import AuthSettings
 from geo.core import embedded, replica
-from geo.core.db import make_engine, migrate
-from geo.core.settings import DatabaseSettings
+from geo.core.db import make_engine
 from geo.data.store import write_layers
 from geo.incidents import IncidentSettings, report
 from geo.samples.synth import generate_city
@@ -188,17 +186,9 @@ def test_a_report_lands_in_the_primary_and_its_caller_reads_the_primary(pair) ->
 
 @pytest.fixture(scope="module")
 def standby():
-    state = DatabaseSettings().state_dir.resolve() / f"r5-{uuid.uuid4().hex[:8]}"
-    settings = DatabaseSettings(database_url=None, read_database_url=None, db_port=0,
-                                state_dir=state)
-    embedded.start(settings)
-    migrate(embedded.url(settings))
-    seed_hand_made(embedded.url(settings)).dispose()
-    replica.create_standby(settings, synchronous=False)
-    yield settings
-    embedded.stop(replica.standby_settings(settings), mode="immediate")
-    embedded.stop(settings, mode="immediate")
-    shutil.rmtree(state, ignore_errors=True)
+    with seeded_cluster("r5") as settings:
+        replica.create_standby(settings, synchronous=False)
+        yield settings
 
 
 def test_the_api_reads_from_a_streaming_standby(standby) -> None:
