@@ -7,7 +7,10 @@ lands in the primary only, and its caller's next reads go to the primary (read-y
 (b) A real streaming hot standby (``geo.core.replica``) with the API started from settings
 (``WANGGE_READ_DATABASE_URL`` = the standby): OGC items, a tile and statistics come from it; a
 report filed through the API is not seen by other callers while the standby's replay is
-paused, and is once replay resumes. Expectations are SQL on each database, never the API.
+paused, and is once replay resumes; a grid renamed on the primary reaches the lookup index
+(built from the standby) through the listener only once the standby has replayed it; the
+standby stopped under the API, reads go to the primary. Expectations are SQL on each database,
+never the API.
 """
 
 from __future__ import annotations
@@ -191,7 +194,9 @@ def standby():
         yield settings
 
 
-def test_the_api_reads_from_a_streaming_standby(standby) -> None:
+def test_the_api_reads_from_a_streaming_standby(standby, monkeypatch) -> None:
+    monkeypatch.setenv("WANGGE_LOOKUP_LISTEN", "true")  # grid changes reach the index by NOTIFY
+    monkeypatch.setenv("WANGGE_CHECK_INTERVAL_MS", "600000")  # and not by the version poll
     primary_url, standby_url = embedded.url(standby), replica.standby_url(standby)
     assert standby_url is not None and standby_url != primary_url
     settings = standby.model_copy(update={"database_url": primary_url,
@@ -244,6 +249,31 @@ def test_the_api_reads_from_a_streaming_standby(standby) -> None:
                 assert time.monotonic() < deadline, "the report never reached the standby"
                 time.sleep(0.05)
             assert stats() == _per_grid(sb) == {G11: 1}
+
+            def grid_name() -> str:
+                got = client.get("/v1/lookup", params={"lon": lon, "lat": lat}, headers=B)
+                assert got.status_code == 200, got.text
+                return str(got.json()["grid"]["name"])
+
+            # a grid renamed on the primary: the listener hears it there, waits until the
+            # standby has replayed it, and only then rebuilds the index from the standby
+            old, new = grid_name(), f"R5-{uuid.uuid4().hex[:6]}"
+            assert old == grids[G11]
+            with sb.connect() as c:
+                c.execute(text("SELECT pg_wal_replay_pause()"))
+            try:
+                with app.state.engine.begin() as c:
+                    c.execute(text("UPDATE area SET name = :n WHERE code = :g"),
+                              {"n": new, "g": G11})
+                time.sleep(1.0)
+                assert grid_name() == old  # not replayed yet: the old index answers
+            finally:
+                with sb.connect() as c:
+                    c.execute(text("SELECT pg_wal_replay_resume()"))
+            deadline = time.monotonic() + 15
+            while grid_name() != new:
+                assert time.monotonic() < deadline, "the index never saw the renamed grid"
+                time.sleep(0.05)
             # the standby is lost (or promoted away): read-only work goes to the primary
             embedded.stop(replica.standby_settings(standby), mode="immediate")
             r = client.post("/v1/incidents", headers=A, json={
