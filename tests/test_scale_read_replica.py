@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from types import SimpleNamespace
 
 import anyio
@@ -240,6 +241,13 @@ def test_the_api_reads_from_a_streaming_standby(standby, monkeypatch) -> None:
                                   headers=B).status_code == 404
                 assert client.get(f"/ogc/collections/incidents/items/{rid}",
                                   headers=A).status_code == 200  # its writer: the primary
+                # the command map's refresh: the next `since` is what the standby has
+                # replayed, not the clock, so the case not yet replayed is asked for again
+                points = client.get("/v1/console/points", headers=B).json()
+                assert rid not in {row[0] for row in points["rows"]}
+                updated = _one(app.state.engine,
+                               "SELECT updated_at FROM incident WHERE id = :i", i=rid)[0]
+                assert datetime.fromisoformat(points["now"]) < updated
             finally:
                 with sb.connect() as c:
                     c.execute(text("SELECT pg_wal_replay_resume()"))
@@ -249,6 +257,9 @@ def test_the_api_reads_from_a_streaming_standby(standby, monkeypatch) -> None:
                 assert time.monotonic() < deadline, "the report never reached the standby"
                 time.sleep(0.05)
             assert stats() == _per_grid(sb) == {G11: 1}
+            later = client.get("/v1/console/points", params={"since": points["now"]},
+                               headers=B).json()
+            assert rid in {row[0] for row in later["rows"]}
 
             def grid_name() -> str:
                 got = client.get("/v1/lookup", params={"lon": lon, "lat": lat}, headers=B)

@@ -165,7 +165,7 @@ def points(request: Request, since: datetime | None = None, within: str | None =
 def _horizon(request: Request, conn: Connection, since: datetime | None) -> datetime | None:
     """The ``now`` for the command map's next ``since``: None (the server's clock) on the
     primary; on a standby the commit time of the last transaction it replayed, since what it
-    shows is complete only up to there (or ``since`` again before it has replayed any)."""
+    shows is complete only up to there (``geo.core.replica.replay_horizon``)."""
     if conn.engine is request.app.state.engine:
         return None
     standby, replayed = replay_horizon(conn)

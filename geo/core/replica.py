@@ -144,12 +144,12 @@ def wait_replayed(primary: Engine, standby: Engine, *, timeout: float = 10.0) ->
 
 
 def replay_horizon(conn: Connection) -> tuple[bool, datetime | None]:
-    """(is ``conn`` a standby, the commit time of the last transaction it replayed): every
-    transaction the primary committed up to that instant is visible on it. (False, None) on a
-    primary; (True, None) on a standby that has replayed no transaction since it started."""
+    """(is ``conn`` a standby, the commit time of the last transaction it replayed, or, before
+    it has replayed any, the time of the checkpoint its replay started from): every transaction
+    the primary committed up to that instant is visible on it. (False, None) on a primary."""
     row = conn.execute(text(
-        "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
-        "THEN pg_last_xact_replay_timestamp() END")).one()
+        "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN coalesce("
+        "pg_last_xact_replay_timestamp(), (pg_control_checkpoint()).checkpoint_time) END")).one()
     return bool(row[0]), row[1]
 
 
