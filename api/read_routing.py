@@ -12,7 +12,7 @@ noted while the app has no standby (``read_engine is engine``).
 
 Across several workers this holds only for the worker that took the write; a strict guarantee
 for every worker is synchronous replication with ``synchronous_commit = remote_apply``
-(docs/operations/scale.md).
+(``wangge db start --standby --sync --apply``; docs/operations/scale.md).
 """
 
 from __future__ import annotations

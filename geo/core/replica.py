@@ -8,7 +8,8 @@ through a physical replication slot (WAL is kept until the standby has it), star
 
 Synchronous replication: the primary's ``synchronous_standby_names`` names the standby's
 ``application_name`` (:data:`STANDBY_NAME`), so a commit (an acknowledged report) returns only
-once the standby has flushed its WAL (``synchronous_commit = on``).
+once the standby has flushed its WAL (``synchronous_commit = on``), or, with ``apply``, once it
+has applied it (``remote_apply``: then reads on the standby see every acknowledged write).
 
 Promotion (``promote``) makes the standby the primary *in place of the old one*: the old
 primary is stopped (if it still runs), the standby is promoted (``pg_ctl promote``), stopped,
@@ -49,10 +50,15 @@ def _sql(settings: DatabaseSettings, sql: str) -> str:
     return embedded.psql(settings, sql).strip()
 
 
-def set_synchronous(settings: DatabaseSettings, on: bool) -> None:
-    """Make the primary's commits wait for the standby (``on``) or not; reloads the primary."""
+def set_synchronous(settings: DatabaseSettings, on: bool, *, apply: bool = False) -> None:
+    """Make the primary's commits wait for the standby (``on``) or not; reloads the primary.
+    ``apply`` (with ``on``): wait until the standby has *applied* the commit
+    (``synchronous_commit = remote_apply``), not only flushed it, so that whatever a client was
+    told is committed is visible to reads on the standby at once, from any worker."""
     value = f"'{STANDBY_NAME}'" if on else "''"
     _sql(settings, f"ALTER SYSTEM SET synchronous_standby_names = {value}")
+    _sql(settings, "ALTER SYSTEM SET synchronous_commit = 'remote_apply'" if on and apply
+         else "ALTER SYSTEM RESET synchronous_commit")
     _sql(settings, "SELECT pg_reload_conf()")
 
 
