@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from api.dependencies import connection_slots
 from api.errors import install_error_handlers
 from api.policy import document_policy
+from api.read_routing import ReadYourWrites
 from api.routers import (
     circles,
     console,
@@ -50,9 +51,13 @@ def create_app(
     api_settings: ApiSettings | None = None,
     *,
     engine: Engine | None = None,
+    read_engine: Engine | None = None,
     auth_settings: AuthSettings | None = None,
 ) -> FastAPI:
-    """Build the app. Pass ``engine`` to reuse one (tests); else one is made from settings."""
+    """Build the app. Pass ``engine`` to reuse one (tests); else one is made from settings.
+    Read-only work (``api.dependencies.READ_CONNECTION``) goes to ``read_engine`` (a standby;
+    tests), else to ``WANGGE_READ_DATABASE_URL`` or the embedded standby when ``engine`` is
+    made from settings, else to the primary's engine."""
     db_settings = db_settings or DatabaseSettings()
     api_settings = api_settings or ApiSettings()
     auth_settings = auth_settings or AuthSettings()
@@ -66,9 +71,11 @@ def create_app(
         url = None if engine else resolve_url(db_settings)
         app.state.engine = engine or make_engine(url, pool_size=db_settings.pool_size)
         # read-only work may go to a hot standby (WANGGE_READ_DATABASE_URL); writes never do
-        read_url = resolve_read_url(db_settings) if url else None
-        app.state.read_engine = make_engine(read_url, pool_size=db_settings.pool_size) \
-            if read_url and read_url != url else app.state.engine
+        read_url = resolve_read_url(db_settings) if url and read_engine is None else None
+        owns_read = read_url is not None and read_url != url
+        app.state.read_engine = read_engine or app.state.engine
+        if read_url is not None and owns_read:
+            app.state.read_engine = make_engine(read_url, pool_size=db_settings.pool_size)
         for module in ROUTERS:
             startup = getattr(module, "on_startup", None)
             if startup:
@@ -87,9 +94,15 @@ def create_app(
             app.state.engine, incident_settings, threads=writers,
             max_batch=incident_settings.report_batch_max)
         app.state.connection_slots = connection_slots(app.state.engine, reserved=writers + 2)
+        # a standby's pool has no report writers: two connections kept for the lookup's and
+        # the tiles' background refreshes
+        app.state.read_connection_slots = app.state.connection_slots \
+            if app.state.read_engine is app.state.engine \
+            else connection_slots(app.state.read_engine, reserved=2)
         app.state.rate_limiter.start(app.state.engine)  # rate counts shared between workers
-        listener = start_lookup_listener(app.state.engine) if ScaleSettings().lookup_listen \
-            else None
+        # LISTEN on the primary (a standby gets no NOTIFY); the index is built from the standby
+        listener = start_lookup_listener(app.state.engine, app.state.read_engine) \
+            if ScaleSettings().lookup_listen else None
         yield
         for module in ROUTERS:  # e.g. the analysis runner of this engine stops with the app
             shutdown = getattr(module, "on_shutdown", None)
@@ -99,7 +112,7 @@ def create_app(
             listener.stop()
         app.state.rate_limiter.close()
         app.state.report_writer.close()
-        if app.state.read_engine is not app.state.engine:
+        if owns_read:
             app.state.read_engine.dispose()
         if owns_engine:
             app.state.engine.dispose()
@@ -116,6 +129,7 @@ def create_app(
     app.state.api_settings = api_settings
     install_error_handlers(app)
     ogc.install(app)  # first: the innermost layer, inside the request id and body limits
+    app.add_middleware(ReadYourWrites)  # a caller's reads after its write: the primary
     install_security(app, api_settings.max_body_bytes, auth_settings)
     open311.install_cors(app)
     for module in ROUTERS:

@@ -18,6 +18,9 @@ def start(
                                  "streaming hot standby of it (see geo/core/replica.py)."),
     synchronous: bool = typer.Option(None, "--sync/--async", help="With --standby: commits "
                                      "wait for the standby (synchronous_standby_names)."),
+    apply: bool = typer.Option(False, "--apply", help="With --sync: commits wait until the "
+                               "standby has applied them (synchronous_commit = remote_apply), "
+                               "so reads there see every acknowledged write."),
 ) -> None:
     """Initialise (first time) and start the embedded cluster. Idempotent."""
     settings = DatabaseSettings()
@@ -28,7 +31,7 @@ def start(
 
         sb = replica.create_standby(settings)
         if synchronous is not None:
-            replica.set_synchronous(settings, synchronous)
+            replica.set_synchronous(settings, synchronous, apply=apply)
         typer.echo(f"standby on 127.0.0.1:{sb.port} (pid {sb.pid}, data {sb.pgdata}); "
                    f"WANGGE_READ_DATABASE_URL={replica.standby_url(settings)}")
         for r in replica.replication_state(settings):

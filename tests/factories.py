@@ -369,3 +369,30 @@ def moved_boundary(cur, a: str, b: str, metres: float):
     new_a = union.intersection(shapely.box(minx - 1, miny - 1, x, maxy + 1))
     new_b = union.intersection(shapely.box(x, miny - 1, maxx + 1, maxy + 1))
     return new_a, new_b, new_a.area - cur[a].area
+
+
+@contextmanager
+def seeded_cluster(prefix: str) -> Iterator[Any]:
+    """A private embedded primary (migrated, ``seed_hand_made``) in a state directory beside the
+    session's (the postgres user can enter it; pytest's tmp is root's); yields its
+    ``DatabaseSettings``; stops it and any standby of it (immediate) and removes it on exit."""
+    import shutil
+    import uuid
+
+    from geo.core import embedded, replica
+    from geo.core.db import migrate
+    from geo.core.settings import DatabaseSettings
+
+    state = DatabaseSettings().state_dir.resolve() / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    settings = DatabaseSettings(database_url=None, read_database_url=None, db_port=0,
+                                state_dir=state)
+    embedded.start(settings)
+    try:
+        url = embedded.url(settings)
+        migrate(url)
+        seed_hand_made(url).dispose()
+        yield settings
+    finally:
+        embedded.stop(replica.standby_settings(settings), mode="immediate")
+        embedded.stop(settings, mode="immediate")
+        shutil.rmtree(state, ignore_errors=True)

@@ -5,36 +5,24 @@ report is there exactly once."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
 
 import pytest
-from factories import seed_hand_made
+from factories import seeded_cluster
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from geo import incidents as inc
 from geo.core import embedded, replica
-from geo.core.db import make_engine, migrate, resolve_read_url
-from geo.core.settings import DatabaseSettings
+from geo.core.db import make_engine, resolve_read_url
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    # beside the session's cluster (the postgres user can enter it; pytest's tmp is root's)
-    state = DatabaseSettings().state_dir.resolve() / f"replica-{uuid.uuid4().hex[:8]}"
-    settings = DatabaseSettings(database_url=None, read_database_url=None, db_port=0,
-                                state_dir=state)
-    embedded.start(settings)
-    url = embedded.url(settings)
-    migrate(url)
-    seed_hand_made(url).dispose()
-    yield settings
-    embedded.stop(replica.standby_settings(settings), mode="immediate")
-    embedded.stop(settings, mode="immediate")
-    shutil.rmtree(state, ignore_errors=True)
+    with seeded_cluster("replica") as settings:
+        yield settings
 
 
 def _report(eng, token: str) -> int:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import CONNECTION, AppSettings
+from api.dependencies import CONNECTION, READ_CONNECTION, AppSettings
 from api.paging import Page, Paging, feature_page, page
 from api.policy import PolicyRoute, area_within, caller
 from api.schemas import FeatureCollection, FeaturePage, GeoJSONAnswer
@@ -205,7 +205,7 @@ def runs(
     request: Request,
     kind: Literal["circles", "coverage", "siting"] | None = None,
     paging: tuple[int, int] = Depends(Paging(100, 1000)),
-    conn: Connection = CONNECTION,
+    conn: Connection = READ_CONNECTION,
 ) -> dict[str, Any]:
     limit, offset = paging
     return page(request, list_runs(conn, kind, limit, offset), count_runs(conn, kind), limit,
@@ -214,7 +214,7 @@ def runs(
 
 @router.get("/runs/{run_id}", operation_id="get_analysis_run", response_model=Run,
             summary="One run: parameters, times, status, progress, summary.")
-def run(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
+def run(run_id: int, conn: Connection = READ_CONNECTION) -> dict[str, Any]:
     return get_run(conn, run_id)
 
 
@@ -226,7 +226,7 @@ def run(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
 def circles(
     run_id: int, request: Request, tier_m: float | None = None,
     paging: tuple[int, int] = Depends(Paging(10_000, 100_000)), within: str | None = WITHIN,
-    conn: Connection = CONNECTION,
+    conn: Connection = READ_CONNECTION,
 ) -> GeoJSONAnswer:
     limit, offset = paging
     fc = circles_geojson(conn, run_id, tier_m=tier_m, limit=limit, offset=offset,
@@ -252,7 +252,7 @@ def coverage_summary(
     run_id: int, request: Request,
     level: Literal["grid", "community", "street", "district", "city"] = "community",
     within: str | None = WITHIN,
-    conn: Connection = CONNECTION,
+    conn: Connection = READ_CONNECTION,
 ) -> dict[str, Any]:
     return {"run": get_run(conn, run_id, "coverage"),
             "levels": coverage_by_level(conn, run_id, level, area_within(request, within))}
@@ -267,7 +267,7 @@ def coverage_summary(
 def uncovered(
     run_id: int, request: Request,
     paging: tuple[int, int] = Depends(Paging(100_000, 1_000_000)),
-    within: str | None = WITHIN, conn: Connection = CONNECTION,
+    within: str | None = WITHIN, conn: Connection = READ_CONNECTION,
 ) -> GeoJSONAnswer:
     limit, offset = paging
     fc = uncovered_geojson(conn, run_id, limit, area_within(request, within), offset)
@@ -285,7 +285,7 @@ def uncovered(
 def building_distances(
     run_id: int, request: Request,
     paging: tuple[int, int] = Depends(Paging(10_000, 100_000)),
-    within: str | None = WITHIN, conn: Connection = CONNECTION,
+    within: str | None = WITHIN, conn: Connection = READ_CONNECTION,
 ) -> GeoJSONAnswer:
     limit, offset = paging
     speed = _settings(request).walking_speed_m_per_min
@@ -300,7 +300,7 @@ def building_distances(
 def life_circle_completeness(
     run_id: int, request: Request,
     level: Literal["district", "street", "community", "grid"] = "community",
-    within: str | None = WITHIN, conn: Connection = CONNECTION,
+    within: str | None = WITHIN, conn: Connection = READ_CONNECTION,
 ) -> list[dict[str, Any]]:
     return completeness(conn, _settings(request), run_id, level, area_within(request, within))
 
@@ -320,5 +320,5 @@ def create_siting(
             summary="A siting run's suggested sites.",
             response_description="{run_id, summary, sites: FeatureCollection of points with "
             "method, rank, gain_residents, cumulative_residents}")
-def get_siting(run_id: int, conn: Connection = CONNECTION) -> dict[str, Any]:
+def get_siting(run_id: int, conn: Connection = READ_CONNECTION) -> dict[str, Any]:
     return sites(conn, run_id)

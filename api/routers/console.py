@@ -14,7 +14,7 @@ import json
 import tempfile
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import CONNECTION
+from api.dependencies import CONNECTION, READ_CONNECTION, read_engine
 from api.policy import PolicyRoute, area_within, require_area, scope_of
 from api.security import (
     CSRF_COOKIE,
@@ -39,6 +39,7 @@ from geo.circles.build import circles_geojson
 from geo.circles.coverage import uncovered_geojson
 from geo.circles.siting import sites
 from geo.core.errors import InvalidInput, Problem, Unauthenticated
+from geo.core.replica import replay_horizon
 from geo.data import mapdata
 from geo.incidents import dashboard
 from maps.base import feature_collection
@@ -136,7 +137,7 @@ Within = Query(None, pattern=r"^[0-9]{2}([0-9]{2}([0-9]{2}([0-9]{3}){0,3})?)?$",
             "30 days, per city, district, street, community, grid or department")
 def counts(request: Request,
            by: Literal["city", "district", "street", "community", "grid", "department"] = "street",
-           within: str | None = Within, conn: Connection = CONNECTION) -> Any:
+           within: str | None = Within, conn: Connection = READ_CONNECTION) -> Any:
     return dashboard.counts(conn, by=by, scope=scope_of(request),
                             within=area_within(request, within))
 
@@ -144,7 +145,7 @@ def counts(request: Request,
 @router.get("/trend", operation_id="console_trend", response_model=list[dict[str, Any]],
             summary="Cases reported and closed per day (China Standard Time)")
 def trend(request: Request, days: int = Query(30, ge=1, le=366), within: str | None = Within,
-          conn: Connection = CONNECTION) -> Any:
+          conn: Connection = READ_CONNECTION) -> Any:
     return dashboard.trend(conn, days=days, scope=scope_of(request),
                            within=area_within(request, within))
 
@@ -153,11 +154,24 @@ def trend(request: Request, days: int = Query(30, ge=1, le=366), within: str | N
             summary="The command map's incidents (open and recently closed), compact rows; "
             "with `since`, only those changed after it")
 def points(request: Request, since: datetime | None = None, within: str | None = Within,
-           conn: Connection = CONNECTION) -> Response:
+           conn: Connection = READ_CONNECTION) -> Response:
     found = dashboard.map_points(conn, scope=scope_of(request), since=since,
-                                 within=area_within(request, within))
+                                 within=area_within(request, within),
+                                 now=_horizon(request, conn, since))
     # tens of thousands of rows: orjson straight to bytes (the generic encoder took ~0.5 s)
     return Response(orjson.dumps(found), media_type="application/json")
+
+
+def _horizon(request: Request, conn: Connection, since: datetime | None) -> datetime | None:
+    """The ``now`` for the command map's next ``since``: None (the server's clock) on the
+    primary; on a standby the commit time of the last transaction it replayed, since what it
+    shows is complete only up to there (``geo.core.replica.replay_horizon``)."""
+    if conn.engine is request.app.state.engine:
+        return None
+    standby, replayed = replay_horizon(conn)
+    if not standby:
+        return None
+    return min(replayed, datetime.now(UTC)) if replayed is not None else since
 
 
 @router.get("/basemap/{level}", operation_id="console_basemap", response_model=dict[str, Any],
@@ -173,7 +187,7 @@ def basemap(level: Literal["district", "street", "community", "grid"], request: 
     with _basemap_lock:
         hit = cache.get(key)
         if hit is None or hit[0] < time.monotonic():
-            with request.app.state.engine.connect() as conn:
+            with read_engine(request.app.state).connect() as conn:
                 gdf = mapdata.areas_for_map(conn, level, within=area, simplify_m=3.0)
             body = orjson.dumps(feature_collection(gdf, ["code", "name"], decimals=5))
             if len(cache) > 64:
@@ -186,7 +200,7 @@ def basemap(level: Literal["district", "street", "community", "grid"], request: 
 @router.get("/grids/{code}/team", operation_id="console_grid_team",
             response_model=dict[str, Any],
             summary="A grid's 2+5+N team, with the gaps against the rule")
-def grid_team(code: str, request: Request, conn: Connection = CONNECTION) -> Any:
+def grid_team(code: str, request: Request, conn: Connection = READ_CONNECTION) -> Any:
     if not (len(code) == 15 and code.isdigit()):
         raise InvalidInput("a grid code is 15 digits", [Problem(reason="bad code", field="code")])
     require_area(request, code)
@@ -195,7 +209,7 @@ def grid_team(code: str, request: Request, conn: Connection = CONNECTION) -> Any
 
 @router.get("/station-kinds", operation_id="console_station_kinds",
             response_model=list[dict[str, Any]], summary="Station kinds with Chinese names")
-def station_kinds(conn: Connection = CONNECTION) -> Any:
+def station_kinds(conn: Connection = READ_CONNECTION) -> Any:
     return dashboard.station_kinds(conn)
 
 
@@ -205,7 +219,7 @@ def station_kinds(conn: Connection = CONNECTION) -> Any:
 def export(run_id: int, what: Literal["circles", "uncovered", "sites"],
            format: Literal["gpkg", "geojson", "csv"] = "geojson",
            tier_m: float | None = Query(None, gt=0, le=100_000),
-           conn: Connection = CONNECTION) -> Response:
+           conn: Connection = READ_CONNECTION) -> Response:
     if what == "circles":
         fc = circles_geojson(conn, run_id, tier_m=tier_m)  # the whole run: a file
     elif what == "uncovered":

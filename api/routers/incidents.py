@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.engine import Connection
 
-from api.dependencies import CONNECTION, AppSettings, file_report
+from api.dependencies import CONNECTION, READ_CONNECTION, AppSettings, file_report
 from api.incident_schemas import (
     Category,
     Department,
@@ -217,7 +217,7 @@ def overdue_incidents(request: Request, street: str | None = None, grid: str | N
             response_model=StatsCollection | list[StepStats])
 def incident_stats(request: Request, by: str = "grid", street: str | None = None,
                    start: datetime | None = None, end: datetime | None = None,
-                   format: str = "geojson", conn: Connection = CONNECTION) -> Any:
+                   format: str = "geojson", conn: Connection = READ_CONNECTION) -> Any:
     require_overlap(request, street=street)
     kw = {"by": by, "street": street, "start": start, "end": end, "scope": scope_of(request)}
     if format == "json":
@@ -250,7 +250,7 @@ def supervise_overdue_incidents(request: Request,
             summary="Statistics rolled up per district and per city")
 def incident_rollup(request: Request, start: datetime | None = None,
                     end: datetime | None = None,
-                    conn: Connection = CONNECTION) -> Any:
+                    conn: Connection = READ_CONNECTION) -> Any:
     return inc.rollup(conn, start=start, end=end, scope=scope_of(request))
 
 

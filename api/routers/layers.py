@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from api.dependencies import CONNECTION, AppSettings
+from api.dependencies import CONNECTION, READ_CONNECTION, AppSettings
 from api.paging import check_page, page_links
 from api.policy import PolicyRoute, area_within
 from api.schemas import GeoJSONAnswer
@@ -95,7 +95,7 @@ def get_layer(
     layer: str,
     request: Request,
     q: LayerQuery = Depends(),
-    conn: Connection = CONNECTION,
+    conn: Connection = READ_CONNECTION,
 ) -> dict[str, Any]:
     # read_layer has no offset or count: the whole match is read and one page cut from it
     gdf = read_layer(conn, layer, bbox=q.bbox, generation=q.generation,

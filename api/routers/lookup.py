@@ -2,6 +2,8 @@
 
 The hot path never queries the database per point: the in-process index (``geo.lookup``)
 answers, and its version is re-read at most every ``LookupSettings.check_interval_ms``. The
+index is built (and its version read) from ``app.state.read_engine``: a hot standby when one
+is configured, else the primary. The
 answer is assembled from pre-serialised JSON fragments (orjson). Lookups are public (no key).
 """
 
@@ -19,6 +21,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.dependencies import read_engine
 from api.policy import PolicyRoute
 from geo import lookup as lk
 from geo.core.errors import InvalidInput, PayloadTooLarge, Problem, WanggeError
@@ -90,7 +93,7 @@ def on_startup(app: FastAPI) -> None:
     settings = lk.LookupSettings()
     app.state.lookup_settings = settings
     try:
-        index = lk.get_index(app.state.engine, settings=settings)
+        index = lk.get_index(read_engine(app.state), settings=settings)
         # run the compiled kernels once (numba loads or compiles them on first use: seconds)
         # so that a (re)started worker answers its first lookups at once
         lon, lat = np.array([0.0, 180.0]), np.array([0.0, 90.0])
@@ -148,7 +151,7 @@ async def lookup_point(request: Request) -> Response:
     x = lk.parse_coordinate(lon, "lon")
     y = lk.parse_coordinate(lat, "lat")
     state = request.app.state
-    settings, engine = state.lookup_settings, state.engine
+    settings, engine = state.lookup_settings, read_engine(state)
     wx, wy, name = lk.lookup_coordinates(x, y, crs)
     if at is not None:  # a dated index may need a query or a build: off the event loop
         index = await run_in_threadpool(lk.get_index, engine, at=at, settings=settings)
@@ -201,7 +204,7 @@ async def lookup_batch(
     # the version check, a rebuild after a grid change (~2 s at 10,000 grids) and the points
     # run in a worker thread: the event loop never waits on the database
     res = await run_in_threadpool(
-        lk.locate_batch, request.app.state.engine, lon, lat, crs=name, at=at,
+        lk.locate_batch, read_engine(request.app.state), lon, lat, crs=name, at=at,
         max_staleness_ms=0 if at else settings.check_interval_ms, settings=settings)
     index = res["index"]
     entries = lk.batch_entries(index, res["grid_index"], res["status"])

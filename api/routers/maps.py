@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Connection
 
-from api.dependencies import AppSettings, pooled_connection
+from api.dependencies import AppSettings, read_connection
 from api.policy import PolicyRoute, area_within
 from geo.core.settings import DataSettings
 from geo.data import mapdata
@@ -55,7 +55,7 @@ async def _page(request: Request, key: tuple[object, ...],
     state = request.app.state
 
     async def built() -> str:
-        async with pooled_connection(state) as conn:
+        async with read_connection(state) as conn:  # a standby's, when there is one
             return await anyio.to_thread.run_sync(build, conn)
 
     if ttl <= 0 or not hasattr(state, "map_pages"):

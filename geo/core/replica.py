@@ -8,7 +8,8 @@ through a physical replication slot (WAL is kept until the standby has it), star
 
 Synchronous replication: the primary's ``synchronous_standby_names`` names the standby's
 ``application_name`` (:data:`STANDBY_NAME`), so a commit (an acknowledged report) returns only
-once the standby has flushed its WAL (``synchronous_commit = on``).
+once the standby has flushed its WAL (``synchronous_commit = on``), or, with ``apply``, once it
+has applied it (``remote_apply``: then reads on the standby see every acknowledged write).
 
 Promotion (``promote``) makes the standby the primary *in place of the old one*: the old
 primary is stopped (if it still runs), the standby is promoted (``pg_ctl promote``), stopped,
@@ -23,7 +24,11 @@ import logging
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import Connection
 
 from geo.core import embedded
 from geo.core.errors import DatabaseUnavailable, InvalidInput, Problem
@@ -45,10 +50,15 @@ def _sql(settings: DatabaseSettings, sql: str) -> str:
     return embedded.psql(settings, sql).strip()
 
 
-def set_synchronous(settings: DatabaseSettings, on: bool) -> None:
-    """Make the primary's commits wait for the standby (``on``) or not; reloads the primary."""
+def set_synchronous(settings: DatabaseSettings, on: bool, *, apply: bool = False) -> None:
+    """Make the primary's commits wait for the standby (``on``) or not; reloads the primary.
+    ``apply`` (with ``on``): wait until the standby has *applied* the commit
+    (``synchronous_commit = remote_apply``), not only flushed it, so that whatever a client was
+    told is committed is visible to reads on the standby at once, from any worker."""
     value = f"'{STANDBY_NAME}'" if on else "''"
     _sql(settings, f"ALTER SYSTEM SET synchronous_standby_names = {value}")
+    _sql(settings, "ALTER SYSTEM SET synchronous_commit = 'remote_apply'" if on and apply
+         else "ALTER SYSTEM RESET synchronous_commit")
     _sql(settings, "SELECT pg_reload_conf()")
 
 
@@ -114,6 +124,39 @@ def wait_caught_up(settings: DatabaseSettings, timeout: float = 30.0) -> float:
             return time.monotonic() - t0
         time.sleep(0.01)
     raise DatabaseUnavailable(f"the standby did not reach {target} within {timeout} s")
+
+
+def wait_replayed(primary: Engine, standby: Engine, *, timeout: float = 10.0) -> bool:
+    """Wait until ``standby`` has replayed everything ``primary`` has written so far (its WAL
+    position now): then a read there sees every commit made before the call. True once it has
+    (at once when ``standby`` is no standby: the same server, or a promoted one); False after
+    ``timeout`` seconds."""
+    if standby is primary:
+        return True
+    with primary.connect() as c:
+        target = c.execute(text("SELECT pg_current_wal_lsn()::text")).scalar()
+    deadline = time.monotonic() + timeout
+    with standby.connect() as c:
+        while True:
+            done = c.execute(text(
+                "SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= "
+                "CAST(:lsn AS pg_lsn)"), {"lsn": target}).scalar()
+            c.rollback()  # a fresh snapshot on the next turn
+            if done:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+
+def replay_horizon(conn: Connection) -> tuple[bool, datetime | None]:
+    """(is ``conn`` a standby, the commit time of the last transaction it replayed, or, before
+    it has replayed any, the time of the checkpoint its replay started from): every transaction
+    the primary committed up to that instant is visible on it. (False, None) on a primary."""
+    row = conn.execute(text(
+        "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN coalesce("
+        "pg_last_xact_replay_timestamp(), (pg_control_checkpoint()).checkpoint_time) END")).one()
+    return bool(row[0]), row[1]
 
 
 def promote(settings: DatabaseSettings, *, timeout: float = 60.0) -> embedded.ClusterStatus:

@@ -11,7 +11,10 @@ finds the new index without having waited for it, and workers can poll rarely
 
 A lost connection (database restart, failover) is retried every ``retry_s`` seconds; after a
 reconnect the index is invalidated once, since notifications sent meanwhile were lost.
-NOTIFY is not delivered to hot standbys: the listener always connects to the primary.
+NOTIFY is not delivered to hot standbys: the listener always connects to the primary. When the
+index is built from a standby (``read_engine``), a notification first waits until the standby
+has replayed the primary's WAL as of that moment (``geo.core.replica.wait_replayed``), so that
+the rebuild sees the change that was notified, not the version before it.
 """
 
 from __future__ import annotations
@@ -31,12 +34,20 @@ log = logging.getLogger(__name__)
 CHANNEL = "wangge_lookup"
 
 
-def _default_refresh(engine: Engine) -> Callable[[], None]:
+def _default_refresh(engine: Engine, read_engine: Engine | None = None) -> Callable[[], None]:
+    """Invalidate the index and rebuild it in the background from ``read_engine`` (default
+    ``engine``), once that has replayed the primary's WAL as of the notification."""
+    source = read_engine or engine
+
     def refresh() -> None:
         from geo import lookup
+        from geo.core.replica import wait_replayed
 
+        if not wait_replayed(engine, source):
+            log.warning("the standby lags more than 10 s: the lookup index is rebuilt from it "
+                        "anyway (the next check of its version catches up)")
         lookup.invalidate_index()
-        lookup.get_index(engine, background=True)
+        lookup.get_index(source, background=True)
 
     return refresh
 
@@ -49,10 +60,10 @@ class LookupListener:
     """
 
     def __init__(self, engine: Engine, *, on_change: Callable[[], None] | None = None,
-                 retry_s: float = 1.0) -> None:
+                 retry_s: float = 1.0, read_engine: Engine | None = None) -> None:
         self.dsn = engine.url.set(drivername="postgresql").render_as_string(
             hide_password=False)
-        self.on_change = on_change or _default_refresh(engine)
+        self.on_change = on_change or _default_refresh(engine, read_engine)
         self.retry_s = retry_s
         self.changes = 0
         self.listening = threading.Event()
@@ -116,8 +127,11 @@ class LookupListener:
             self._fire()
 
 
-def start_lookup_listener(engine: Engine) -> LookupListener | None:
-    """Start the listener for ``engine``'s database; None when it is not PostgreSQL."""
+def start_lookup_listener(engine: Engine, read_engine: Engine | None = None
+                          ) -> LookupListener | None:
+    """Start the listener for ``engine``'s database (the primary); the index it refreshes is
+    the one built from ``read_engine`` (a standby; default ``engine``). None when it is not
+    PostgreSQL."""
     if engine.url.get_backend_name() != "postgresql":
         return None
-    return LookupListener(engine).start()
+    return LookupListener(engine, read_engine=read_engine).start()

@@ -24,5 +24,9 @@ class ScaleSettings(WanggeSettings):
         "ports.")
     health_interval_ms: int = Field(
         default=500, description="HAProxy checks GET /v1/ping on each worker this often (ms).")
+    read_after_write_s: float = Field(
+        default=2.0, ge=0, description="After a caller's write (POST, PUT, PATCH, DELETE) "
+        "through this process, its read-only requests read the primary, not the standby, for "
+        "this many seconds (read-your-writes while the standby replays); 0 turns it off.")
     restart_delay_s: float = Field(
         default=0.5, description="A dead worker is restarted after this many seconds.")

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
 
-from api.dependencies import CONNECTION
+from api.dependencies import CONNECTION, READ_CONNECTION
 from api.geojson import MAX_VERTICES, GeoJSONBody
 from api.policy import PolicyRoute, caller, require_area
 from api.routers.ogc.common import (
@@ -164,7 +164,7 @@ def _collection(request: Request, c: Collection, utm: int,
 
 
 @router.get("/collections", operation_id="ogc_collections", summary="The collections")
-def collections(request: Request, conn: Connection = CONNECTION) -> dict[str, Any]:
+def collections(request: Request, conn: Connection = READ_CONNECTION) -> dict[str, Any]:
     utm = utm_of(request, conn)
     return {"links": [link(url(request, "/collections"), "self", "application/json")],
             "collections": [_collection(request, c, utm, extent_of(request, conn, c))
@@ -174,7 +174,7 @@ def collections(request: Request, conn: Connection = CONNECTION) -> dict[str, An
 @router.get("/collections/{collectionId}", operation_id="ogc_collection",
             summary="One collection")
 def collection(collectionId: str, request: Request,
-               conn: Connection = CONNECTION) -> dict[str, Any]:
+               conn: Connection = READ_CONNECTION) -> dict[str, Any]:
     c = collection_for(request, collectionId)
     return _collection(request, c, utm_of(request, conn), extent_of(request, conn, c))
 
@@ -202,7 +202,7 @@ def queryables(collectionId: str, request: Request) -> JSONResponse:
 @router.get("/collections/{collectionId}/items", operation_id="ogc_items",
             summary="Features of a collection: bbox, datetime, filter (CQL2), crs, paging")
 def items(collectionId: str, request: Request,
-          conn: Connection = CONNECTION) -> Response:
+          conn: Connection = READ_CONNECTION) -> Response:
     c = collection_for(request, collectionId)
     q = item_query(request, conn, c)
     if q.limit > MAX_LIMIT or q.limit < 1:
@@ -227,7 +227,7 @@ def items(collectionId: str, request: Request,
 @router.get("/collections/{collectionId}/items/{featureId}", operation_id="ogc_item",
             summary="One feature")
 def item(collectionId: str, featureId: str, request: Request,
-         conn: Connection = CONNECTION) -> Response:
+         conn: Connection = READ_CONNECTION) -> Response:
     c = collection_for(request, collectionId)
     q = item_query(request, conn, c, paged=False)
     feature = json.loads(one(conn, c, q, featureId))

@@ -26,8 +26,9 @@ from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.dependencies import CONNECTION
+from api.dependencies import READ_CONNECTION, read_connection, read_engine, read_slots
 from api.policy import PolicyRoute, area_within, enforce_policy, scope_of
+from api.read_routing import wrote_recently
 from api.routers.ogc.common import MVT, collection_for, extent_of, item_query, link, url
 from geo.core.errors import NotFound, Problem
 from geo.ogc.collections import Collection
@@ -98,7 +99,7 @@ async def _cached(request: Request, collection_id: str, z: str, row: str,
     data version, or anything refused: the route refuses it the same way, mapped to HTTP)."""
     state = request.app.state
     held = getattr(state, "tile_version", None)
-    if held is None:
+    if held is None or wrote_recently(request.scope):  # its own change: the route asks
         return None
     if held[0] <= time.monotonic():
         _refresh(state)  # asked again in the background; meanwhile the held one serves
@@ -204,7 +205,7 @@ def tileset(collectionId: str, tileMatrixSetId: str, request: Request) -> dict[s
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json",
             operation_id="ogc_tilejson", summary="TileJSON 3.0 of a collection's tiles")
 def tile_json(collectionId: str, tileMatrixSetId: str, request: Request,
-              conn: Connection = CONNECTION) -> dict[str, Any]:
+              conn: Connection = READ_CONNECTION) -> dict[str, Any]:
     c = _tiled(request, collectionId)
     _matrix_set(tileMatrixSetId)
     return tilejson(c, _template(request, c), extent_of(request, conn, c))
@@ -224,15 +225,17 @@ async def get_tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int,
     key = _key(request, c, tileMatrix, tileCol, tileRow, await _version(request))
     hit = cache.get(key)
     if hit is None:
-        def build() -> bytes:
-            with request.app.state.engine.begin() as conn:
-                q = item_query(request, conn, c, paged=False)
-                return tile(conn, c, q, tileMatrix, tileCol, tileRow)
-
-        async with request.app.state.connection_slots:
-            data = await to_thread.run_sync(build)
+        async with read_connection(request.app.state, request.scope) as conn:
+            data = await to_thread.run_sync(_build, request, conn, c, tileMatrix, tileCol,
+                                            tileRow)
         hit = cache.put(key, data)
     return _answer(request, *hit)
+
+
+def _build(request: Request, conn: Connection, c: Collection, z: int, col: int,
+           row: int) -> bytes:
+    q = item_query(request, conn, c, paged=False)
+    return tile(conn, c, q, z, col, row)
 
 
 async def _version(request: Request) -> tuple:
@@ -241,6 +244,8 @@ async def _version(request: Request) -> tuple:
     of requests all asking the database at once): another worker's change shows within about
     that. After a write through this process there is none held: it is asked at once."""
     state = request.app.state
+    if wrote_recently(request.scope):  # a caller's own change: the primary's version, not held
+        return await _ask_version(state, primary=True)
     held = getattr(state, "tile_version", None)
     if held is None:
         return await _ask_version(state)
@@ -263,18 +268,20 @@ def _failed(task: asyncio.Task) -> None:
         log.warning("tile data version not refreshed: %s", task.exception())
 
 
-async def _ask_version(state: Any) -> tuple:
-    """Ask the database for the data version and hold it for ``VERSION_TTL_S``; a version
-    read while a write went through (``tile_writes`` moved) is used but not held."""
+async def _ask_version(state: Any, *, primary: bool = False) -> tuple:
+    """Ask the database (the standby if any; ``primary``: the primary) for the data version
+    and hold it for ``VERSION_TTL_S``; a version read while a write went through
+    (``tile_writes`` moved), or from the primary, is used but not held."""
     writes = getattr(state, "tile_writes", 0)
     now = time.monotonic()
+    engine = state.engine if primary else read_engine(state)
 
     def ask() -> tuple:
-        with state.engine.connect() as conn:
+        with engine.connect() as conn:
             return version(conn)
 
-    async with state.connection_slots:
+    async with state.connection_slots if primary else read_slots(state):
         token = await to_thread.run_sync(ask)
-    if getattr(state, "tile_writes", 0) == writes:
+    if not primary and getattr(state, "tile_writes", 0) == writes:
         state.tile_version = (now + VERSION_TTL_S, token)
     return token
