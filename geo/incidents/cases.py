@@ -79,9 +79,10 @@ def add_history(conn: Connection, incident_id: int, action: str, from_status: st
                 detail: dict[str, Any] | None = None, at: datetime | None = None) -> int:
     """Append one history row of a case; its id."""
     return int(conn.execute(
-        text("INSERT INTO incident_history (incident_id, action, from_status, to_status, actor,"
-             " note, detail, at) VALUES (:i, :a, :f, :t, :ac, :n, CAST(:d AS jsonb),"
-             " coalesce(:at, clock_timestamp())) RETURNING id"),
+        text("INSERT INTO incident_history (incident_id, incident_reported_at, action,"
+             " from_status, to_status, actor, note, detail, at) SELECT i.id, i.reported_at,"
+             " :a, :f, :t, :ac, :n, CAST(:d AS jsonb), coalesce(:at, clock_timestamp())"
+             " FROM incident i WHERE i.id = :i RETURNING id"),
         {"i": incident_id, "a": action, "f": from_status, "t": to_status, "ac": actor,
          "n": note, "d": json.dumps(detail or {}, default=str), "at": at},
     ).scalar_one())
