@@ -71,7 +71,7 @@ def on_startup(app: FastAPI) -> None:
 
 
 def ensure_months_ahead(engine: Any) -> None:
-    """Keep 12 monthly partitions of cases ahead (migration 0015); a failure is logged, not
+    """Keep 12 monthly partitions of cases ahead (migration 0016); a failure is logged, not
     fatal: reports then land in the default partition until the months are made."""
     from geo.incidents.partitions import ensure_partitions
 

@@ -2,7 +2,7 @@
 
 ``incident`` is partitioned by ``reported_at``, ``incident_history`` and ``incident_photo`` by
 their case's ``incident_reported_at``, into the same calendar months (UTC), named
-``<table>_yYYYYmMM`` (migration 0015). ``incident_default`` and its siblings catch rows of a
+``<table>_yYYYYmMM`` (migration 0016). ``incident_default`` and its siblings catch rows of a
 month not made yet, so a report never fails for want of a partition.
 
 - ``ensure_partitions``: the months from ``start`` (default: this one) to ``ahead`` months from

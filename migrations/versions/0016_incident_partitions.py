@@ -1,7 +1,7 @@
 """Incidents partitioned by month of reporting; history and photos partitioned alongside.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-02
 
 * ``incident`` becomes ``PARTITION BY RANGE (reported_at)``, one partition per calendar month
@@ -25,8 +25,8 @@ Create Date: 2026-12-02
 
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
