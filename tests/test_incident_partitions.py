@@ -136,3 +136,36 @@ def test_archive_detaches_old_months_whole(db: Engine, tmp_path: Any) -> None:
                          {"i": apr}).scalar() == 0
     r = CliRunner().invoke(app, ["incident", "archive", "--before", "25-4"], env=env)
     assert r.exit_code == 1 and "before" in r.output
+
+
+def test_months_ahead_take_no_lock_when_they_exist(db: Engine) -> None:
+    """The start-up step runs no DDL when the months exist: it finishes while another session
+    holds ACCESS EXCLUSIVE on ``incident`` (a CREATE ... PARTITION OF would wait); a missing
+    month is made by it once the lock is gone."""
+    import threading
+
+    assert parts.ensure_months_ahead(db) == 0
+    holder = db.connect()
+    tx = holder.begin()
+    holder.execute(text("LOCK TABLE incident IN ACCESS EXCLUSIVE MODE"))
+    made: list[int] = []
+    t = threading.Thread(target=lambda: made.append(parts.ensure_months_ahead(db)),
+                         daemon=True)
+    t.start()
+    t.join(10)
+    finished = not t.is_alive()
+    tx.rollback()
+    holder.close()
+    t.join(30)
+    assert finished and made == [0]
+    last = datetime.now(UTC).date().replace(day=1)
+    for _ in range(13):  # the month after the 12 the migration made
+        last = (last + timedelta(days=32)).replace(day=1)
+    suffix = f"_y{last.year:04d}m{last.month:02d}"
+    with db.connect() as c:
+        assert parts.missing_months(c, ahead=13) == [f"incident{suffix}",
+                                                     f"incident_history{suffix}",
+                                                     f"incident_photo{suffix}"]
+    assert parts.ensure_months_ahead(db, ahead=13) == 3
+    with db.connect() as c:
+        assert parts.missing_months(c, ahead=13) == []

@@ -9,7 +9,6 @@ set_incident_routing, set_incident_sla, list_departments.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -46,8 +45,6 @@ from geo.core.codes import level_of
 from geo.core.errors import Forbidden, InvalidInput, Problem
 from geo.data.photos import PHOTO_HEADERS, photo_content_type
 
-log = logging.getLogger(__name__)
-
 
 class IncidentPage(Page):
     """A page of cases."""
@@ -67,19 +64,6 @@ router = APIRouter(prefix="/v1", tags=["incidents"], route_class=PolicyRoute)
 def on_startup(app: FastAPI) -> None:
     if not hasattr(app.state, "incident_settings"):
         app.state.incident_settings = inc.IncidentSettings()
-    ensure_months_ahead(app.state.engine)
-
-
-def ensure_months_ahead(engine: Any) -> None:
-    """Keep 12 monthly partitions of cases ahead (migration 0016); a failure is logged, not
-    fatal: reports then land in the default partition until the months are made."""
-    from geo.incidents.partitions import ensure_partitions
-
-    try:
-        with engine.begin() as conn:
-            ensure_partitions(conn, ahead=12)
-    except Exception as exc:  # an unmigrated or read-only database must not stop the app
-        log.warning("incident partitions not made at start-up: %s", exc)
 
 
 incident_settings = AppSettings(inc.IncidentSettings, "incident_settings")

@@ -6,7 +6,13 @@ their case's ``incident_reported_at``, into the same calendar months (UTC), name
 month not made yet, so a report never fails for want of a partition.
 
 - ``ensure_partitions``: the months from ``start`` (default: this one) to ``ahead`` months from
-  now, for the three tables (the API does this at start-up; ``wangge incident partitions``);
+  now, for the three tables (``wangge incident partitions``);
+- ``ensure_months_ahead``: the same, once, in the process that starts the service (``wangge
+  serve``, the ``wangge proxy`` supervisor before its workers, ``wangge db migrate``,
+  ``wangge demo-load``), never in an API worker: ``CREATE TABLE ... PARTITION OF`` locks
+  ``incident`` and would queue every report of the other workers behind a restarting one. It
+  first checks the months in the catalogue (``to_regclass``, no lock) and runs no DDL when they
+  all exist;
 - ``archive``: detach every month before ``before`` (history and photos first, then the cases),
   move the three tables into the schema ``wangge_archive`` and, with ``dump_dir``, write them
   with ``pg_dump`` (custom format) and drop them. A month that still holds open cases is
@@ -15,6 +21,7 @@ month not made yet, so a report never fails for want of a partition.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -29,6 +36,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 
 from geo.core.errors import Conflict, DatabaseUnavailable, InvalidInput, Problem, WanggeError
+
+log = logging.getLogger(__name__)
 
 TABLES = ("incident_photo", "incident_history", "incident")  # detach order: children first
 ARCHIVE_SCHEMA = "wangge_archive"
@@ -78,6 +87,35 @@ def ensure_partitions(conn: Connection, *, ahead: int = 12, start: date | None =
         raise Conflict("the default partition already holds cases of a month to be made: "
                        "move them out first (see docs/operations/scale.md)",
                        [Problem(reason=str(exc.orig).splitlines()[0], field="start")]) from exc
+
+
+def missing_months(conn: Connection, *, ahead: int = 12,
+                   now: datetime | None = None) -> list[str]:
+    """The partitions (of the three tables) from this month to ``ahead`` months on that do not
+    exist yet; a catalogue lookup (``to_regclass``) that takes no lock on ``incident``."""
+    today = (now or datetime.now(UTC)).date().replace(day=1)
+    names = [f"{t}_y{m.year:04d}m{m.month:02d}" for m in
+             (_add_months(today, k) for k in range(ahead + 1))
+             for t in ("incident", "incident_history", "incident_photo")]
+    rows = conn.execute(text("SELECT n FROM unnest(CAST(:names AS text[])) AS n"
+                             " WHERE to_regclass('public.' || n) IS NULL"), {"names": names})
+    return [r[0] for r in rows]
+
+
+def ensure_months_ahead(engine: Engine, *, ahead: int = 12) -> int:
+    """Make the missing months up to ``ahead`` from now, skipping every DDL (and lock) when
+    none is missing; tables made. For the process that starts the service, not its workers.
+    A failure (an unmigrated or read-only database) is logged, not raised: reports then land
+    in the default partition until the months are made."""
+    try:
+        with engine.connect() as conn:
+            if not missing_months(conn, ahead=ahead):
+                return 0
+        with engine.begin() as conn:
+            return ensure_partitions(conn, ahead=ahead)
+    except Exception as exc:  # must never stop the service from starting
+        log.warning("incident partitions not made: %s", exc)
+        return 0
 
 
 def monthly_partitions(conn: Connection) -> list[dict[str, Any]]:
