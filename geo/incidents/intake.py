@@ -181,7 +181,11 @@ def _file_located(conn: Connection, items: Sequence[tuple[Mapping[str, Any], Any
     nothing and gets its error in its place; database errors propagate."""
     keys = [_lock_key(args["category"], found) for args, found in items]
     if any(keys):
-        _REPORT_LOCKS.execute(conn, {"keys": sorted({k for k in keys if k})})
+        # and one per grid of a batch: the roll-up's trigger (migration 0017) locks the grid's
+        # row of the day, so batches take those in one order (no deadlock between them)
+        grids = {f"rollup:{g}" for g in (_code(getattr(f, "grid", None)) for _, f in items)
+                 if g} if len(items) > 1 else set()
+        _REPORT_LOCKS.execute(conn, {"keys": sorted({k for k in keys if k} | grids)})
     cats = {r.code: r for r in _REPORT_CATEGORIES.execute(
         conn, {"codes": sorted({args["category"] for args, _ in items})})}
     out: list[ReportResult | WanggeError] = []
