@@ -116,6 +116,10 @@ def test_archive_detaches_old_months_whole(db: Engine, tmp_path: Any) -> None:
         assert c.execute(text("SELECT count(*) FROM wangge_archive.incident_history_y2025m03"
                               )).scalar() == 2
         assert [m["month"] for m in parts.monthly_partitions(c)][0] == "2025-04"
+        for by in ("grid", "street"):  # the archived days left the daily roll-up too
+            assert inc.stats(c, by=by) == inc.stats(c, by=by, rollup=False)
+        assert c.execute(text("SELECT coalesce(sum(incidents), 0) FROM incident_grid_day"
+                              " WHERE day < '2025-04-01'")).scalar() == 0
     with db.begin() as c:  # the service goes on: a new report, and April closed
         assert _report(c, datetime.now(UTC), lon=119.318).status == "reported"
         _close(c, [apr])

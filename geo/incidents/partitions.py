@@ -14,9 +14,10 @@ month not made yet, so a report never fails for want of a partition.
   first checks the months in the catalogue (``to_regclass``, no lock) and runs no DDL when they
   all exist;
 - ``archive``: detach every month before ``before`` (history and photos first, then the cases),
-  move the three tables into the schema ``wangge_archive`` and, with ``dump_dir``, write them
-  with ``pg_dump`` (custom format) and drop them. A month that still holds open cases is
-  refused unless ``include_open``.
+  take its days out of the daily roll-up ``incident_grid_day`` (migration 0017; statistics
+  then match the cases still attached), move the three tables into the schema
+  ``wangge_archive`` and, with ``dump_dir``, write them with ``pg_dump`` (custom format) and
+  drop them. A month that still holds open cases is refused unless ``include_open``.
 """
 
 from __future__ import annotations
@@ -190,6 +191,9 @@ def archive(engine: Engine, before: str, *, dump_dir: Path | None = None,
             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {ARCHIVE_SCHEMA}"))
             for parent, part in zip(TABLES, names, strict=True):
                 _detach(conn, parent, part)
+            first = parse_month(m["month"], "before")  # the month's days leave the roll-up
+            conn.execute(text("DELETE FROM incident_grid_day WHERE day >= :a AND day < :b"),
+                         {"a": first, "b": _add_months(first, 1)})
         item = ArchivedMonth(m["month"], incidents=counts[2], history=counts[1],
                              photos=counts[0], tables=[f"{ARCHIVE_SCHEMA}.{n}" for n in names])
         if dump_dir is not None:

@@ -20,9 +20,9 @@ from sqlalchemy.engine import Connection
 DISTRIBUTION_COLUMN = "district_code"
 
 # distributed by district_code, colocated with incident: a district's cases, their history
-# and photos, its buildings and their coverage rows live in one shard group
-DISTRIBUTED = ("incident", "incident_history", "incident_photo", "building",
-               "building_coverage")
+# and photos, their daily roll-up, its buildings and their coverage rows live in one shard group
+DISTRIBUTED = ("incident", "incident_history", "incident_photo", "incident_grid_day",
+               "building", "building_coverage")
 # small, read everywhere, joined with the distributed tables: a copy on every node
 REFERENCE = ("area", "generation", "lookup_change", "grid_team_member", "compound", "station",
              "station_kind", "incident_category", "department", "category_department",
