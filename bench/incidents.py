@@ -196,7 +196,7 @@ def bulk_fill(url: str, target: int, chunk: int = 250_000) -> None:
     now = datetime.now(UTC)
     t0 = now - timedelta(days=3 * 365)
     span = (now - timedelta(hours=1) - t0).total_seconds()
-    with eng.begin() as c:  # the monthly partitions of those years (migration 0020)
+    with eng.begin() as c:  # the monthly partitions of those years (migration 0016)
         from geo.incidents.partitions import ensure_partitions
 
         ensure_partitions(c, start=t0.date(), ahead=12)
@@ -320,7 +320,7 @@ def time_queries(url: str, repeat: int, baseline_max: int = 1_000_000) -> dict:
                 c, lambda: inc.stats(c, by="grid", now=now), 1)
         res["overdue_speedup_vs_seqscan"] = round(res["overdue_seqscan_ms"]
                                                   / max(res["overdue_query_ms"], 1e-3), 1)
-        sizes = dict(c.execute(text(  # summed over the monthly partitions (migration 0020)
+        sizes = dict(c.execute(text(  # summed over the monthly partitions (migration 0016)
             "SELECT relname, (SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(oid))"
             " FROM pg_class WHERE relname IN"
             " ('incident', 'ix_incident_reported_brin', 'ix_incident_open_street_due',"

@@ -1,4 +1,4 @@
-"""Monthly partitions of cases, history and photos (migration 0020, geo.incidents.partitions):
+"""Monthly partitions of cases, history and photos (migration 0016, geo.incidents.partitions):
 rows land in their month, months are made ahead, old months are detached (and dumped)."""
 
 from __future__ import annotations

@@ -355,7 +355,7 @@ def test_scoped_lists_use_indexes_not_a_table_scan(world: World) -> None:
     with world.engine.connect() as c, c.begin() as tx:
         c.execute(text(BULK_SQL), {"uid": uid})
         c.exec_driver_sql("ANALYZE incident")
-        # incident is partitioned by month (migration 0020): a partition's index counts as
+        # incident is partitioned by month (migration 0016): a partition's index counts as
         # its parent's ix_ index, and only a scan of a month holding rows is a table scan
         parent_of = dict(c.execute(text(
             "SELECT h.inhrelid::regclass::text, h.inhparent::regclass::text FROM pg_inherits h"
