@@ -321,7 +321,8 @@ def time_queries(url: str, repeat: int, baseline_max: int = 1_000_000) -> dict:
         res["overdue_speedup_vs_seqscan"] = round(res["overdue_seqscan_ms"]
                                                   / max(res["overdue_query_ms"], 1e-3), 1)
         sizes = dict(c.execute(text(  # summed over the monthly partitions (migration 0016)
-            "SELECT relname, (SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(oid))"
+            "SELECT relname, coalesce((SELECT sum(pg_relation_size(relid))"
+            " FROM pg_partition_tree(oid)), pg_relation_size(oid))"
             " FROM pg_class WHERE relname IN"
             " ('incident', 'ix_incident_reported_brin', 'ix_incident_open_street_due',"
             " 'ix_incident_grid_time', 'ix_incident_street_time', 'ix_incident_open_geog',"

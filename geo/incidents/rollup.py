@@ -5,6 +5,8 @@ transaction) holds per street, UTC day and grid the counts, ratings and the hour
 of the cases reported that day. ``stats`` answers the whole UTC days of [start, end] from it
 and the hours at either end (a part of a day) from ``incident`` itself, so the answer equals the
 raw query's exactly (medians too: the roll-up keeps every step's hours, not a summary).
+A grid's medians are one sort of its values (the days' arrays concatenated, then
+``percentile_cont`` over them), not a sort of every value of the street by grid.
 ``overdue`` depends on the time of asking, so it is counted from the open cases (the partial
 covering index ``ix_incident_open_street_due``). Departments (an array per case) and a
 reporter's scope are not in the roll-up: ``usable`` says when it answers.
@@ -98,22 +100,17 @@ WITH u AS (
     UNION ALL
     SELECT {raw_key}, {', '.join(RAW_COUNTS)}, {', '.join(f'ARRAY[{e}]' for _, _, e in STEPS)}
     FROM incident i WHERE {' AND '.join(raw)}
-), c AS (
-    SELECT key, {', '.join(f'sum({c})::bigint AS {c}' for c in COUNTS)} FROM u GROUP BY key
-), m AS (
-    SELECT u.key, {', '.join(
-        f'percentile_cont(0.5) WITHIN GROUP (ORDER BY v.h) FILTER (WHERE v.k = {n}) AS {name}'
-        for n, (_, name, _) in enumerate(STEPS))}
-    FROM u CROSS JOIN LATERAL ({' UNION ALL '.join(
-        f'SELECT {n}, unnest(u.{a})' for n, (a, _, _) in enumerate(STEPS))}) AS v(k, h)
-    GROUP BY u.key
+), g AS (
+    SELECT key, {', '.join(f'sum({c})::bigint AS {c}' for c in COUNTS)},
+           {', '.join(f'wangge_array_cat({a}) AS {a}' for a, _, _ in STEPS)}
+    FROM u GROUP BY key
 )
-SELECT c.key, c.incidents, c.open, c.closed, c.duplicates,
-       {', '.join(f'm.{name}' for _, name, _ in STEPS)},
-       (c.rating_sum::numeric / nullif(c.rating_n, 0))::float AS satisfaction_mean,
-       c.satisfied_n::float / nullif(c.rating_n, 0)::float AS satisfied_share
-FROM c LEFT JOIN m ON m.key IS NOT DISTINCT FROM c.key
-WHERE c.incidents > 0 ORDER BY c.key"""
+SELECT key, incidents, open, closed, duplicates,
+       {', '.join(f'(SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY h) FROM unnest(g.{a}) h)'
+                  f' AS {name}' for a, name, _ in STEPS)},
+       (rating_sum::numeric / nullif(rating_n, 0))::float AS satisfaction_mean,
+       satisfied_n::float / nullif(rating_n, 0)::float AS satisfied_share
+FROM g WHERE incidents > 0 ORDER BY key"""
     rows = [dict(r) for r in conn.execute(text(sql), params).mappings()]
     over = ["i.is_open", "i.resolve_due <= :now", *common]
     over += [c for c, v in (("i.reported_at >= :start", start), ("i.reported_at <= :end", end))

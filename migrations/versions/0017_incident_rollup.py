@@ -17,6 +17,8 @@ expressions as the raw query, so the roll-up gives the same numbers.
   none of the columns read does nothing). A code absent is stored as '' (a key column).
 * ``wangge_incident_rollup_rebuild()``: the table made again from ``incident`` (after a bulk
   load that attached filled partitions: ATTACH fires no trigger); the migration runs it.
+* ``wangge_array_cat(float8[])``: an aggregate concatenating arrays (a grid's step hours over
+  the days asked for, whose median is then one sort of that grid's values).
 * Rows whose cases all went (archive) keep ``incidents = 0`` until a rebuild: readers skip them.
 """
 
@@ -125,6 +127,10 @@ $$
 """
 
 
+ARRAY_CAT = ("CREATE AGGREGATE wangge_array_cat(float8[]) (sfunc = array_cat,"
+             " stype = float8[], initcond = '{}')")
+
+
 def upgrade() -> None:
     op.execute(f"""
         CREATE TABLE incident_grid_day (
@@ -141,6 +147,7 @@ def upgrade() -> None:
                "(UTC day of reported_at), kept by the trigger incident_rollup (migration 0017)'")
     op.execute("CREATE INDEX ix_incident_grid_day_day ON incident_grid_day (day)")
     op.execute(ARRAY_LESS)
+    op.execute(ARRAY_CAT)
     op.execute(TRIGGER_FUNCTION)
     op.execute(REBUILD_FUNCTION)
     op.execute(f"CREATE TRIGGER incident_rollup AFTER INSERT OR DELETE OR UPDATE OF"
@@ -153,5 +160,6 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER incident_rollup ON incident")
     op.execute("DROP FUNCTION wangge_incident_rollup_rebuild()")
     op.execute("DROP FUNCTION wangge_incident_rollup()")
+    op.execute("DROP AGGREGATE wangge_array_cat(float8[])")
     op.execute("DROP FUNCTION wangge_array_less(float8[], float8)")
     op.execute("DROP TABLE incident_grid_day")
