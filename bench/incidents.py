@@ -196,6 +196,10 @@ def bulk_fill(url: str, target: int, chunk: int = 250_000) -> None:
     now = datetime.now(UTC)
     t0 = now - timedelta(days=3 * 365)
     span = (now - timedelta(hours=1) - t0).total_seconds()
+    with eng.begin() as c:  # the monthly partitions of those years (migration 0016)
+        from geo.incidents.partitions import ensure_partitions
+
+        ensure_partitions(c, start=t0.date(), ahead=12)
     lo = blo = have + 1
     with tqdm(total=target - have, desc=f"incidents → {target:,}", unit="row") as bar:
         while lo <= target:
@@ -208,6 +212,68 @@ def bulk_fill(url: str, target: int, chunk: int = 250_000) -> None:
     with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.execute(text("VACUUM ANALYZE incident"))
     eng.dispose()
+
+
+def bulk_fill_months(url: str, target: int) -> None:
+    """Fill an empty ``incident`` with ``target`` SQL-generated cases over the last 3 years, a
+    month at a time the way a bulk load into a partitioned table is done: the month is
+    written into a plain table without indexes, which then replaces the empty monthly
+    partition (ATTACH PARTITION builds its indexes in one sorted pass each)."""
+    from geo.incidents.partitions import ensure_partitions
+
+    eng = make_engine(url)
+    now = datetime.now(UTC)
+    t0 = now - timedelta(days=3 * 365)
+    span = (now - timedelta(hours=1) - t0).total_seconds()
+    with eng.begin() as c:
+        if c.execute(text("SELECT count(*) FROM incident")).scalar():
+            raise SystemExit("bulk_fill_months fills an empty incident table")
+        ensure_partitions(c, start=t0.date(), ahead=12)
+    month = t0.date().replace(day=1)
+    insert = BULK_SQL.replace("INSERT INTO incident (", "INSERT INTO bulk_month (").replace(
+        "ELSE 'feedback' END AS st FROM s) x",
+        "ELSE 'feedback' END AS st FROM s) x WHERE rep >= :ma AND rep < :mb")
+    with tqdm(total=target, desc=f"incidents → {target:,} (by month)", unit="row") as bar:
+        while month <= now.date():
+            nxt = (month + timedelta(days=32)).replace(day=1)
+            a = datetime(month.year, month.month, 1, tzinfo=UTC)
+            b = datetime(nxt.year, nxt.month, 1, tzinfo=UTC)
+            lo = max(1, int((a - t0).total_seconds() / span * target) - 2)
+            hi = min(target, int((b - t0).total_seconds() / span * target) + 2)
+            name = f"incident_y{month.year:04d}m{month.month:02d}"
+            with eng.begin() as c:
+                c.execute(text("CREATE TABLE bulk_month (LIKE incident INCLUDING DEFAULTS"
+                               " INCLUDING GENERATED INCLUDING CONSTRAINTS)"))
+                if lo <= hi:
+                    c.execute(text(insert), {"t0": t0, "blo": 1, "bn": target, "span": span,
+                                             "lo": lo, "hi": hi, "ma": a, "mb": b})
+                n = c.execute(text("SELECT count(*) FROM bulk_month")).scalar()
+                c.execute(text(f"ALTER TABLE incident DETACH PARTITION {name}"))
+                c.execute(text(f"DROP TABLE {name}"))
+                c.execute(text(f"ALTER TABLE bulk_month RENAME TO {name}"))
+                c.execute(text(f"ALTER TABLE incident ATTACH PARTITION {name}"
+                               " FOR VALUES FROM (:a) TO (:b)".replace(":a", f"'{a.isoformat()}'")
+                               .replace(":b", f"'{b.isoformat()}'")))
+            bar.update(n)
+            month = nxt
+    with eng.begin() as c:
+        c.execute(text("SELECT setval('incident_id_seq', :n)"), {"n": target})
+    rebuild_rollup(eng)
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("VACUUM ANALYZE incident"))
+        c.execute(text("VACUUM ANALYZE incident_grid_day"))
+    eng.dispose()
+
+
+def rebuild_rollup(eng) -> float:
+    """ATTACH PARTITION fires no trigger: the daily roll-up (migration 0017) is made again
+    from the filled table; seconds taken."""
+    t = time.perf_counter()
+    with eng.begin() as c:
+        rows = c.execute(text("SELECT wangge_incident_rollup_rebuild()")).scalar()
+    took = time.perf_counter() - t
+    print(f"roll-up rebuilt: {rows:,} rows in {took:.1f} s")
+    return took
 
 
 def _median_ms(conn, fn, repeat: int) -> float:
@@ -235,6 +301,9 @@ def time_queries(url: str, repeat: int, baseline_max: int = 1_000_000) -> dict:
         res["grid_stats_rows"] = len(inc.stats(c, by="grid", street=street, start=start, now=now))
         res["grid_stats_query_ms"] = _median_ms(
             c, lambda: inc.stats(c, by="grid", street=street, start=start, now=now), repeat)
+        res["grid_stats_raw_query_ms"] = _median_ms(  # the same numbers from incident alone
+            c, lambda: inc.stats(c, by="grid", street=street, start=start, now=now,
+                                 rollup=False), max(1, repeat // 2))
         res["grid_stats_geojson_ms"] = _median_ms(
             c, lambda: inc.stats_geojson(c, by="grid", street=street, start=start, now=now),
             repeat)
@@ -251,15 +320,49 @@ def time_queries(url: str, repeat: int, baseline_max: int = 1_000_000) -> dict:
                 c, lambda: inc.stats(c, by="grid", now=now), 1)
         res["overdue_speedup_vs_seqscan"] = round(res["overdue_seqscan_ms"]
                                                   / max(res["overdue_query_ms"], 1e-3), 1)
-        sizes = dict(c.execute(text(
-            "SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relname IN"
+        sizes = dict(c.execute(text(  # summed over the monthly partitions (migration 0016)
+            "SELECT relname, coalesce((SELECT sum(pg_relation_size(relid))"
+            " FROM pg_partition_tree(oid)), pg_relation_size(oid))"
+            " FROM pg_class WHERE relname IN"
             " ('incident', 'ix_incident_reported_brin', 'ix_incident_open_street_due',"
-            " 'ix_incident_grid_time', 'ix_incident_street_time', 'ix_incident_open_geog')"
+            " 'ix_incident_grid_time', 'ix_incident_street_time', 'ix_incident_open_geog',"
+            " 'incident_grid_day')"
         )).all())
-        res["relation_mb"] = {k: round(v / 2**20, 2) for k, v in sizes.items()}
+        res["relation_mb"] = {k: round(float(v) / 2**20, 2) for k, v in sizes.items()}
     eng.dispose()
     print(res)
     return res
+
+
+def explain_queries(url: str, path: Path) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of the exact statements ``overdue`` and ``stats`` (by grid,
+    last 30 days) send for the street with most open cases, written to ``path``."""
+    from sqlalchemy import event
+
+    eng = make_engine(url)
+    sent: list[tuple[str, object]] = []
+    event.listen(eng, "before_cursor_execute",
+                 lambda _c, _cur, stmt, params, _ctx, _many: sent.append((stmt, params)))
+    now = datetime.now(UTC)
+    with eng.connect() as c:
+        street = c.execute(text("SELECT street_code FROM incident WHERE is_open"
+                                " GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")).scalar()
+        sent.clear()
+        inc.overdue(c, street=street, now=now, limit=1000)
+        inc.stats(c, by="grid", street=street, start=now - timedelta(days=30), now=now)
+        inc.stats(c, by="grid", street=street, start=now - timedelta(days=30), now=now,
+                  rollup=False)
+        queries = list(sent)
+        out = []
+        names = ("overdue", "grid_stats (roll-up + partial days)", "grid_stats overdue count",
+                 "grid_stats raw (reference)")
+        for name, (stmt, params) in zip(names, queries, strict=True):
+            cur = c.connection.dbapi_connection.cursor()
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + stmt, params)
+            out.append(f"-- {name}\n{stmt}\n-- {params}\n"
+                       + "\n".join(r[0] for r in cur.fetchall()))
+    eng.dispose()
+    path.write_text("\n\n".join(out) + "\n")
 
 
 def main() -> None:

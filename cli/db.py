@@ -77,7 +77,17 @@ def url() -> None:
 @db_app.command("migrate")
 def migrate_cmd(revision: str = typer.Argument("head", help="Alembic revision.")) -> None:
     """Apply the Alembic migrations up to REVISION."""
-    migrate(resolve_url(DatabaseSettings()), revision)
+    from cli.common import prepare_incident_months
+    from geo.core.db import make_engine
+
+    url = resolve_url(DatabaseSettings())
+    migrate(url, revision)
+    if revision == "head":
+        eng = make_engine(url, pool_size=1)
+        try:
+            prepare_incident_months(eng)
+        finally:
+            eng.dispose()
     typer.echo(f"schema at {revision}")
 
 

@@ -1,14 +1,16 @@
 """CLI commands for incidents: ``wangge incident report|show|transition|list|overdue|stats|
-escalate|urge|reroute|route|sla``."""
+escalate|urge|reroute|route|sla|partitions|archive``."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from cli.common import connection, domain_errors, print_json
+from cli.common import connection, domain_errors, engine, print_json
 
 incident_app = typer.Typer(help="Incidents: the six-step loop (六步接办) from report to rating.",
                            no_args_is_help=True)
@@ -189,6 +191,43 @@ def sla(category: str = typer.Argument(..., help="Category code."),
 
     with connection() as conn:
         print_json(inc.set_sla(conn, category, checkin_workdays=checkin, resolve_workdays=resolve))
+
+
+@incident_app.command("partitions")
+@domain_errors
+def partitions(
+    ahead: int = typer.Option(12, "--ahead", help="Months to make ahead of the current one."),
+    start: str | None = typer.Option(None, "--from", help="Also make the months from YYYY-MM "
+                                     "(e.g. before importing old cases)."),
+) -> None:
+    """Make the monthly partitions of cases, history and photos ahead; list the months."""
+    from geo.incidents import partitions as parts
+
+    first = parts.parse_month(start, "from") if start else None
+    with connection() as conn:
+        made = parts.ensure_partitions(conn, ahead=ahead, start=first)
+        months = parts.monthly_partitions(conn)
+    print_json({"tables_made": made, "months": months})
+
+
+@incident_app.command("archive")
+@domain_errors
+def archive(
+    before: str = typer.Option(..., "--before", help="Detach every month before YYYY-MM."),
+    dump: Path | None = typer.Option(None, "--dump", help="pg_dump the detached months into "
+                                     "this folder, then drop them."),
+    include_open: bool = typer.Option(False, "--include-open",
+                                      help="Archive months that still hold open cases."),
+) -> None:
+    """Detach old months of cases (with their history and photos) for archive."""
+    from geo.incidents import partitions as parts
+
+    eng = engine()
+    try:
+        done = parts.archive(eng, before, dump_dir=dump, include_open=include_open)
+    finally:
+        eng.dispose()
+    print_json([asdict(m) for m in done])
 
 
 def register(app: typer.Typer) -> None:

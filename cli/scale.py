@@ -42,8 +42,10 @@ def proxy(
 @scale_app.command("lookup-file")
 @domain_errors
 def lookup_file(
-    src: Path = typer.Argument(..., exists=True, dir_okay=False,
-                               help="CSV with lon and lat columns (WGS 84, or --crs)."),
+    src: Path = typer.Argument(..., exists=True,
+                               help="CSV with lon and lat columns (WGS 84, or --crs), or "
+                               "Parquet (a file or a folder of parts; numeric lon/lat; "
+                               "the fast path for hundreds of millions of points)."),
     dst: Path = typer.Argument(..., help="Output CSV or Parquet (by extension)."),
     dask: str = typer.Option("local", "--dask", help="Scheduler address (tcp://host:8786), or "
                              "'local' for a LocalCluster on this machine."),
@@ -51,8 +53,9 @@ def lookup_file(
     crs: str = typer.Option("wgs84", "--crs", help="wgs84 | gcj02 | bd09 | cgcs2000"),
     at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
     blocksize: str = typer.Option("64MB", "--blocksize", help="CSV bytes per partition."),
-    spatial: bool = typer.Option(True, "--spatial/--file-order", help="Partition the points "
-                                 "spatially (Hilbert patches), or keep the file's blocks."),
+    spatial: bool = typer.Option(True, "--spatial/--file-order", help="CSV: partition the "
+                                 "points spatially (Hilbert patches), or keep the file's "
+                                 "blocks. Parquet keeps its parts."),
 ) -> None:
     """`wangge lookup-file` on a Dask cluster: same columns and rows as the single process."""
     from geo.core.db import make_engine, resolve_read_url

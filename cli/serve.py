@@ -16,8 +16,15 @@ def serve(
     workers: int = typer.Option(1, help="uvicorn worker processes."),
 ) -> None:
     """Serve the API, with OpenAPI docs at /docs."""
+    from cli.common import engine, prepare_incident_months
+
     os.environ.setdefault("WANGGE_LOOKUP_LISTEN", "true")  # each worker LISTENs for changes
     settings = ApiSettings()
+    eng = engine(create=True)  # start and migrate the database once, before the workers
+    try:
+        prepare_incident_months(eng)  # months ahead made here, not by each worker
+    finally:
+        eng.dispose()
     uvicorn.run(
         "api.main:create_app",
         factory=True,

@@ -30,6 +30,6 @@ def test_check_sees_a_key_without_the_distribution_column(conn):
     conn.execute(text("ALTER TABLE incident_history ADD COLUMN district_code varchar(6) "
                       "NOT NULL DEFAULT '350104'"))
     conn.execute(text("ALTER TABLE incident_history DROP CONSTRAINT incident_history_pkey CASCADE, "
-                      "ADD PRIMARY KEY (district_code, id)"))
+                      "ADD PRIMARY KEY (district_code, id, incident_reported_at)"))
     after = {str(c) for c in citus.check_plan(conn) if c.table == "incident_history"}
     assert not any("pkey" in c or "add_column" in c for c in after), after

@@ -355,14 +355,23 @@ def test_scoped_lists_use_indexes_not_a_table_scan(world: World) -> None:
     with world.engine.connect() as c, c.begin() as tx:
         c.execute(text(BULK_SQL), {"uid": uid})
         c.exec_driver_sql("ANALYZE incident")
+        # incident is partitioned by month (migration 0016): a partition's index counts as
+        # its parent's ix_ index, and only a scan of a month holding rows is a table scan
+        parent_of = dict(c.execute(text(
+            "SELECT h.inhrelid::regclass::text, h.inhparent::regclass::text FROM pg_inherits h"
+            " JOIN pg_class p ON p.oid = h.inhparent WHERE p.relkind = 'I'")).all())
+        full = {t for t, n in c.execute(text(
+            "SELECT tableoid::regclass::text, count(*) FROM incident GROUP BY 1")).all() if n}
         for scope in SCOPES:
             if scope.reporter_user_id is not None:
                 scope = Scope(reporter_user_id=uid)
             for name, fn, kw in (("list", inc.list_incidents, {"limit": 100}),
                                  ("overdue", inc.overdue, {"level": "amber"})):
                 plan = _plans(c, lambda conn, fn=fn, kw=kw, s=scope: fn(conn, scope=s, **kw))
-                indexes = sorted({w for line in plan for w in line.split() if w[:3] == "ix_"})
-                scans[(scope, name)] = (indexes, any("Seq Scan on incident i" in line
-                                                     for line in plan))
+                words = [w for line in plan for w in line.split()]
+                indexes = sorted({parent_of.get(w, w) for w in words
+                                  if parent_of.get(w, w)[:3] == "ix_"})
+                scans[(scope, name)] = (indexes, any(
+                    f"Seq Scan on {t} " in line for line in plan for t in full))
         tx.rollback()
     assert [k for k, (indexes, seq) in scans.items() if seq or not indexes] == [], scans

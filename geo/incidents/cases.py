@@ -56,14 +56,16 @@ def in_scope(conn: Connection, incident_id: int, scope: Scope, *, lock: bool = F
     """The case row (id, status, rating, ...) if ``scope`` reaches it; else NotFound/Forbidden.
 
     One query: the row and whether the scope holds it, so a case outside the scope is told
-    apart from a missing one (and ``FOR UPDATE`` locks it when ``lock``).
+    apart from a missing one (and ``FOR NO KEY UPDATE`` locks it when ``lock``: a report
+    filing a twin of it, which checks its key with KEY SHARE, is not held behind the lock; a
+    wait there formed a deadlock with the roll-up row of the day, migration 0017).
     """
     params: dict[str, Any] = {"i": incident_id}
     inside = " AND ".join(scope_where(scope, params)) or "true"
     row = conn.execute(
         text("SELECT id, status, rating, escalation_level, department_ids, category_code,"
              f" reported_at, ({inside}) AS in_scope FROM incident i WHERE id = :i"
-             + (" FOR UPDATE" if lock else "")),
+             + (" FOR NO KEY UPDATE" if lock else "")),
         params,
     ).first()
     if row is None or (not row.in_scope and scope.hides):
@@ -79,9 +81,10 @@ def add_history(conn: Connection, incident_id: int, action: str, from_status: st
                 detail: dict[str, Any] | None = None, at: datetime | None = None) -> int:
     """Append one history row of a case; its id."""
     return int(conn.execute(
-        text("INSERT INTO incident_history (incident_id, action, from_status, to_status, actor,"
-             " note, detail, at) VALUES (:i, :a, :f, :t, :ac, :n, CAST(:d AS jsonb),"
-             " coalesce(:at, clock_timestamp())) RETURNING id"),
+        text("INSERT INTO incident_history (incident_id, incident_reported_at, action,"
+             " from_status, to_status, actor, note, detail, at) SELECT i.id, i.reported_at,"
+             " :a, :f, :t, :ac, :n, CAST(:d AS jsonb), coalesce(:at, clock_timestamp())"
+             " FROM incident i WHERE i.id = :i RETURNING id"),
         {"i": incident_id, "a": action, "f": from_status, "t": to_status, "ac": actor,
          "n": note, "d": json.dumps(detail or {}, default=str), "at": at},
     ).scalar_one())

@@ -88,7 +88,7 @@ _REPORT = PreparedStatement("wangge_report", """
           AND ST_DWithin(i.location::geography, pt.g::geography, :r)
     ),
     dup AS (
-        SELECT id FROM near WHERE reported_at >= :since ORDER BY metres LIMIT 1
+        SELECT id, reported_at FROM near WHERE reported_at >= :since ORDER BY metres LIMIT 1
     ),
     ins AS (
         INSERT INTO incident (category_code, description, address, location, input_crs,
@@ -103,20 +103,21 @@ _REPORT = PreparedStatement("wangge_report", """
                   ORDER BY d.id), :src, :rn, :rc, :rd, :uid, :now, :now, :cd, :amb, :rdue,
             CASE WHEN dup.id IS NULL THEN NULL ELSE CAST(:now AS timestamptz) END, :mu
         FROM pt LEFT JOIN dup ON true
-        RETURNING id, status, duplicate_of, department_ids
+        RETURNING id, reported_at, status, duplicate_of, department_ids
     ),
     h1 AS (
-        INSERT INTO incident_history (incident_id, action, from_status, to_status,
-            actor, note, detail, at)
-        SELECT id, 'report', NULL, status, :actor,
+        INSERT INTO incident_history (incident_id, incident_reported_at, action, from_status,
+            to_status, actor, note, detail, at)
+        SELECT id, reported_at, 'report', NULL, status, :actor,
             CASE WHEN duplicate_of IS NULL THEN :d ELSE 'duplicate of #' || duplicate_of
             END, CAST(:detail AS jsonb), :now FROM ins
     ),
     h2 AS (
-        INSERT INTO incident_history (incident_id, action, actor, note, detail, at)
-        SELECT duplicate_of, 'duplicate_linked', :actor, 'report #' || id || ' linked',
-            jsonb_build_object('duplicate_id', id), :now
-        FROM ins WHERE duplicate_of IS NOT NULL
+        INSERT INTO incident_history (incident_id, incident_reported_at, action, actor, note,
+            detail, at)
+        SELECT ins.duplicate_of, dup.reported_at, 'duplicate_linked', :actor,
+            'report #' || ins.id || ' linked', jsonb_build_object('duplicate_id', ins.id), :now
+        FROM ins JOIN dup ON dup.id = ins.duplicate_of
     )
     SELECT id, status, duplicate_of, department_ids FROM ins
 """)
@@ -180,7 +181,11 @@ def _file_located(conn: Connection, items: Sequence[tuple[Mapping[str, Any], Any
     nothing and gets its error in its place; database errors propagate."""
     keys = [_lock_key(args["category"], found) for args, found in items]
     if any(keys):
-        _REPORT_LOCKS.execute(conn, {"keys": sorted({k for k in keys if k})})
+        # and one per grid of a batch: the roll-up's trigger (migration 0017) locks the grid's
+        # row of the day, so batches take those in one order (no deadlock between them)
+        grids = {f"rollup:{g}" for g in (_code(getattr(f, "grid", None)) for _, f in items)
+                 if g} if len(items) > 1 else set()
+        _REPORT_LOCKS.execute(conn, {"keys": sorted({k for k in keys if k} | grids)})
     cats = {r.code: r for r in _REPORT_CATEGORIES.execute(
         conn, {"codes": sorted({args["category"] for args, _ in items})})}
     out: list[ReportResult | WanggeError] = []

@@ -40,8 +40,9 @@ def attach_photo(conn: Connection, incident_id: int, data: bytes, content_type: 
         if not ok:
             raise NotFound(f"history entry {history_id} is not part of incident {incident_id}")
     return int(conn.execute(
-        text("INSERT INTO incident_photo (incident_id, history_id, content_type, size_bytes,"
-             " data) VALUES (:i, :h, :ct, :s, :d) RETURNING id"),
+        text("INSERT INTO incident_photo (incident_id, incident_reported_at, history_id,"
+             " content_type, size_bytes, data) SELECT i.id, i.reported_at, :h, :ct, :s, :d"
+             " FROM incident i WHERE i.id = :i RETURNING id"),
         {"i": incident_id, "h": history_id, "ct": content_type, "s": len(data), "d": data},
     ).scalar_one())
 

@@ -118,9 +118,11 @@ def lookup_file_dask(client: Any, engine: Engine, src: Path, dst: Path, *,
 
     from geo import lookup
 
+    if src.suffix.lower() == ".parquet":
+        return lookup_parquet_dask(client, engine, src, dst, crs=crs, at=at)
     if src.suffix.lower() != ".csv":
-        raise InvalidInput("the Dask lookup reads CSV", [Problem(reason="use a .csv file",
-                                                                 field="SRC")])
+        raise InvalidInput("the Dask lookup reads CSV or Parquet",
+                           [Problem(reason="use a .csv or .parquet file", field="SRC")])
     ext = dst.suffix.lower()
     if ext not in (".csv", ".parquet"):
         raise InvalidInput("unknown output format",
@@ -166,3 +168,87 @@ def lookup_file_dask(client: Any, engine: Engine, src: Path, dst: Path, *,
     else:
         out.to_parquet(str(dst), write_index=False)
     return n, ok
+
+
+def _categories(index: Any) -> dict[str, list[str]]:
+    """The categories of the four lookup columns (the same in every partition)."""
+    from geo.lookup import STATUS_NAMES
+
+    parents = [index.grid_info[i]["parent_code"] for i in range(len(index.grid_codes))]
+    return {"grid_code": list(index.grid_codes),
+            "community_code": sorted({c for c in parents if c}),
+            "street_code": sorted({s for c in parents if c and (s := street_of(c))}),
+            "lookup_status": [STATUS_NAMES[i] for i in range(max(STATUS_NAMES) + 1)]}
+
+
+def _slots(index: Any, cats: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """Per grid index (and a last slot for none): the category code of each column."""
+    parents = [index.grid_info[i]["parent_code"] for i in range(len(index.grid_codes))]
+    where = {k: {c: i for i, c in enumerate(v)} for k, v in cats.items()}
+    return {"grid_code": np.r_[np.arange(len(index.grid_codes)), -1].astype(np.int32),
+            "community_code": np.asarray([where["community_code"].get(c, -1) for c in parents]
+                                         + [-1], dtype=np.int32),
+            "street_code": np.asarray([where["street_code"].get(street_of(c) or "", -1) if c else -1
+                                       for c in parents] + [-1], dtype=np.int32)}
+
+
+def _lookup_typed(part: pd.DataFrame, lon: str, lat: str, crs: str, index: Any,
+                  cats: dict[str, list[str]], slots: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A block of typed rows with the four lookup columns appended as categoricals: numbers
+    in, numbers out (no text is parsed or written per point)."""
+    x, y = _wgs84(part, lon, lat, crs)
+    gi, status = index.classify(x, y)
+    slot = np.where(gi >= 0, gi, len(index.grid_codes))
+    out = {k: pd.Categorical.from_codes(slots[k][slot], categories=cats[k])
+           for k in ("grid_code", "community_code", "street_code")}
+    out["lookup_status"] = pd.Categorical.from_codes(status.astype(np.int32),
+                                                     categories=cats["lookup_status"])
+    return part.assign(**out)
+
+
+def lookup_frame(frame: pd.DataFrame, index: Any, crs: str = "wgs84") -> pd.DataFrame:
+    """One process's version of a block of ``lookup_parquet_dask``: ``frame`` with the four
+    lookup columns appended (categoricals), by ``index``."""
+    lon, lat = coordinate_columns(list(frame.columns))
+    cats = _categories(index)
+    return _lookup_typed(frame, lon, lat, normalise_crs(crs), index, cats, _slots(index, cats))
+
+
+def lookup_parquet_dask(client: Any, engine: Engine, src: Path, dst: Path, *,
+                        crs: str = "wgs84", at: date | str | None = None) -> tuple[int, int]:
+    """Look up every point of Parquet ``src`` (a file or a directory of parts, with numeric
+    lon/lat columns in ``crs``) on the cluster; write Parquet ``dst`` with the input columns
+    and ``grid_code``, ``community_code``, ``street_code``, ``lookup_status`` (dictionary
+    encoded), the rows in the input's order. Each block is classified where it is read with
+    the broadcast index: no shuffle, since every worker holds the whole index (with one index
+    per district, blocks would first be grouped by district). Returns (points, in a grid)."""
+    import dask
+    import dask.dataframe as dd
+
+    from geo import lookup
+
+    if dst.suffix.lower() != ".parquet":
+        raise InvalidInput("a Parquet input is written as Parquet",
+                           [Problem(reason="use a .parquet output", field="DST")])
+    name = normalise_crs(crs)
+    with engine.connect() as conn:
+        index = lookup.get_index(conn, at=at)
+    points = dd.read_parquet(str(src))
+    lon, lat = coordinate_columns(list(points.columns))
+    cats = _categories(index)
+    [shared] = client.scatter([index], broadcast=True)
+    meta = points._meta.assign(**{k: pd.Categorical([], categories=v)
+                                  for k, v in cats.items()})
+    out = points.map_partitions(_lookup_typed, lon, lat, name, shared, cats,
+                                _slots(index, cats), meta=meta)
+    write = out.to_parquet(str(dst), write_index=False, compute=False)
+    k = len(cats["lookup_status"])
+    counts = out.map_partitions(  # per block, then summed: no shuffle
+        lambda p: pd.DataFrame([np.bincount(p["lookup_status"].cat.codes, minlength=k)],
+                               columns=[str(i) for i in range(k)]),
+        meta={str(i): "int64" for i in range(k)}).sum()
+    _, counted = dask.compute(write, counts)  # type: ignore[attr-defined]  # one pass: written and counted
+    n = int(counted.sum())
+    if n == 0:
+        raise InvalidInput("the file holds no points", [Problem(reason="empty", field="SRC")])
+    return n, int(counted[str(lookup.OK)])

@@ -6,6 +6,8 @@ and ``pg_constraint``) and lists what must change before ``create_distributed_ta
 run: every table classified, the distribution column present and NOT NULL, every primary key
 and unique constraint of a distributed table containing it, every foreign key between
 distributed tables carrying it, and no foreign key from a reference table to a distributed one.
+The monthly partitions of a partitioned table (``incident_y2026m12``...) are left out: Citus
+distributes the partitioned parent and its partitions follow, so only parents are checked.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from sqlalchemy.engine import Connection
 DISTRIBUTION_COLUMN = "district_code"
 
 # distributed by district_code, colocated with incident: a district's cases, their history
-# and photos, its buildings and their coverage rows live in one shard group
-DISTRIBUTED = ("incident", "incident_history", "incident_photo", "building",
-               "building_coverage")
+# and photos, their daily roll-up, its buildings and their coverage rows live in one shard group
+DISTRIBUTED = ("incident", "incident_history", "incident_photo", "incident_grid_day",
+               "building", "building_coverage")
 # small, read everywhere, joined with the distributed tables: a copy on every node
 REFERENCE = ("area", "generation", "lookup_change", "grid_team_member", "compound", "station",
              "station_kind", "incident_category", "department", "category_department",
@@ -46,7 +48,8 @@ def _columns(conn: Connection) -> dict[str, dict[str, bool]]:
         "SELECT c.table_name, c.column_name, c.is_nullable = 'YES' FROM "
         "information_schema.columns c JOIN information_schema.tables t USING "
         "(table_schema, table_name) WHERE c.table_schema = 'public' "
-        "AND t.table_type = 'BASE TABLE'")).all()
+        "AND t.table_type = 'BASE TABLE' AND NOT (SELECT relispartition FROM pg_class "
+        "WHERE oid = to_regclass(quote_ident(c.table_name)))")).all()
     out: dict[str, dict[str, bool]] = {}
     for table, column, nullable in rows:
         out.setdefault(table, {})[column] = bool(nullable)
@@ -62,7 +65,8 @@ def _constraints(conn: Connection) -> list[tuple[str, str, str, list[str], str |
         "FROM pg_constraint co JOIN pg_class cl ON cl.oid = co.conrelid "
         "JOIN pg_namespace n ON n.oid = cl.relnamespace "
         "LEFT JOIN pg_class rf ON rf.oid = co.confrelid "
-        "WHERE n.nspname = 'public' AND co.contype IN ('p', 'u', 'f')")).all()
+        "WHERE n.nspname = 'public' AND co.contype IN ('p', 'u', 'f') "
+        "AND NOT cl.relispartition")).all()
     return [(t, name, kind, list(cols), ref) for t, name, kind, cols, ref in rows]
 
 

@@ -131,9 +131,25 @@ class WorkerPool:
             time.sleep(0.1)
         raise ProxyError(f"{url} did not answer within {timeout:.0f} s (logs in {self.run_dir})")
 
+    def _prepare_database(self) -> None:
+        """Months of incident partitions made here, once, before any worker starts: a worker
+        never runs DDL at start-up (it would lock ``incident`` and queue the reports of the
+        other workers behind a restarting one)."""
+        from geo.core.db import make_engine, resolve_url
+        from geo.core.settings import DatabaseSettings
+        from geo.incidents.partitions import ensure_months_ahead
+
+        url = self.env.get("WANGGE_DATABASE_URL") or resolve_url(DatabaseSettings())
+        eng = make_engine(url, pool_size=1)
+        try:
+            ensure_months_ahead(eng)
+        finally:
+            eng.dispose()
+
     def start(self, timeout: float = 60.0) -> WorkerPool:
         """Start every worker, wait until each answers /v1/ping, then start HAProxy."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_database()
         try:
             for w in self.workers:
                 self._spawn(w)
