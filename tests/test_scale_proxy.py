@@ -142,13 +142,14 @@ def test_killed_worker_costs_at_most_its_in_flight_requests(pool):
         t.join(15)
     assert len(results["get"]) > 50 and len(results["post"]) > 5, {
         k: len(v) for k, v in results.items()}
-    # Only the requests the dead worker held can fail: each client has one request at a time,
-    # so at most one error per client, and only for a request sent before the worker was gone
-    # (a GET it held is retried on the other worker unless its answer had begun; a POST is never
-    # re-sent, it may have been filed). Anything sent after it was gone must succeed.
+    # Only the requests the dead worker held can fail. A GET it held is retried on the other
+    # worker, so no lookup fails. A POST is never re-sent (it may have been filed), so a report
+    # it held fails: one in flight at the kill, or one sent while the dead worker's kernel still
+    # accepted connections (a large process is torn down for tens of ms after SIGKILL, its
+    # sockets last); HAProxy takes the worker out at its first failure. Anything sent after the
+    # dead worker stopped accepting must succeed.
+    assert results["get_err"] == [], (started_err, dead_at, results)
     assert all(sent <= dead_at for _, sent in started_err), (started_err, dead_at, results)
-    names = [n for n, _ in started_err]
-    assert len(names) == len(set(names)), (started_err, dead_at, results)
     # the supervisor restarted it and HAProxy put it back
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
