@@ -396,3 +396,20 @@ def seeded_cluster(prefix: str) -> Iterator[Any]:
         embedded.stop(replica.standby_settings(settings), mode="immediate")
         embedded.stop(settings, mode="immediate")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def posts_at_once(client, calls) -> list:
+    """Send the requests at the same instant (a barrier), each from its own thread."""
+    barrier = threading.Barrier(len(calls))
+    out: list = [None] * len(calls)
+
+    def run(i, path, body, headers):
+        barrier.wait()
+        out[i] = client.post(path, json=body, headers=headers)
+
+    threads = [threading.Thread(target=run, args=(i, *c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out

@@ -101,20 +101,14 @@ def test_civicbot_json_and_georeport_xml(service: tuple[str, str]) -> None:
 
 
 @pytest.mark.browser
-def test_browser_on_another_origin_posts(service: tuple[str, str]) -> None:
+def test_browser_on_another_origin_posts(service: tuple[str, str], browser: Any) -> None:
     """Chromium on a page of another origin (a second local HTTP server, another port) posts a
     JSON request (preflighted) and a form to the service and reads the answers: real CORS."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from pathlib import Path
-
-    from test_maps import CHROME_ARGS, CHROMIUM
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed")
-    from playwright.sync_api import sync_playwright
 
     base, key = service
+
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body = "<html><body>小程序</body></html>".encode()
@@ -130,28 +124,26 @@ def test_browser_on_another_origin_posts(service: tuple[str, str]) -> None:
     other = ThreadingHTTPServer(("127.0.0.1", 0), Page)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     origin = f"http://127.0.0.1:{other.server_address[1]}"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{origin}/report")
-            result = page.evaluate("""async ([base, key, photo]) => {
-                const json = await fetch(base + '/open311/v2/requests.json', {
-                    method: 'POST', headers: {'Content-Type': 'application/json'},
-                    body: JSON.stringify({api_key: key, service_code: 'parking', lat: 26.055,
-                                          long: 119.318, media_url: photo})});
-                const form = await fetch(base + '/open311/v2/requests.json', {
-                    method: 'POST', body: new URLSearchParams({api_key: key,
-                        service_code: 'noise', lat: '26.041', long: '119.301'})});
-                const list = await fetch(base + '/open311/v2/requests.json?page_size=1');
-                return {origin: location.origin, json: [json.status, await json.json()],
-                        form: [form.status, await form.json()],
-                        total: list.headers.get('X-Total-Count'),
-                        link: list.headers.get('Link')};
-            }""", [base, key, PHOTO])
-        finally:
-            browser.close()
-            other.shutdown()
+    page = browser.new_page()
+    try:
+        page.goto(f"{origin}/report")
+        result = page.evaluate("""async ([base, key, photo]) => {
+            const json = await fetch(base + '/open311/v2/requests.json', {
+                method: 'POST', headers: {'Content-Type': 'application/json'},
+                body: JSON.stringify({api_key: key, service_code: 'parking', lat: 26.055,
+                                      long: 119.318, media_url: photo})});
+            const form = await fetch(base + '/open311/v2/requests.json', {
+                method: 'POST', body: new URLSearchParams({api_key: key,
+                    service_code: 'noise', lat: '26.041', long: '119.301'})});
+            const list = await fetch(base + '/open311/v2/requests.json?page_size=1');
+            return {origin: location.origin, json: [json.status, await json.json()],
+                    form: [form.status, await form.json()],
+                    total: list.headers.get('X-Total-Count'),
+                    link: list.headers.get('Link')};
+        }""", [base, key, PHOTO])
+    finally:
+        page.close()
+        other.shutdown()
     assert result["origin"] == origin != base
     assert result["json"][0] == 201 and result["form"][0] == 201
     rid = result["json"][1][0]["service_request_id"]

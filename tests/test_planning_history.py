@@ -19,6 +19,7 @@ from factories import (
     buildings,
     grids,
     moved_boundary,
+    posts_at_once,
     refused,
     snapshot,
     split_line,
@@ -262,7 +263,6 @@ def test_undo_a_scheduled_change_on_a_later_date_and_the_cli(api):
 
 
 def test_two_undos_at_once_one_wins(api):
-    from test_planning_schedule import _at_once
 
     client, eng, h = api
     for code in (C1 + "009", C1 + "010", C1 + "011"):
@@ -271,7 +271,7 @@ def test_two_undos_at_once_one_wins(api):
                         json={"code": code, "line": mapping(line)})
         assert r.status_code == 200, r.text
         gen = r.json()["generation"]
-        answers = _at_once(client, [("/v1/planning/undo", {"generation": gen}, h["planner_in"])
+        answers = posts_at_once(client, [("/v1/planning/undo", {"generation": gen}, h["planner_in"])
                                     for _ in range(2)])
         assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
         assert code in grids(eng)

@@ -7,13 +7,12 @@ taken from the answers.
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import shapely
-from factories import C1, grids, split_line
+from factories import C1, grids, posts_at_once, split_line
 from shapely.geometry import mapping
 from sqlalchemy import text
 
@@ -94,23 +93,6 @@ def test_scheduled_change_takes_effect_at_its_instant_without_restart(api):
     assert west_code in layer and code not in layer
 
 
-def _at_once(client, calls) -> list:
-    """Send the requests at the same instant (a barrier), each from its own thread."""
-    barrier = threading.Barrier(len(calls))
-    out: list = [None] * len(calls)
-
-    def run(i, path, body, headers):
-        barrier.wait()
-        out[i] = client.post(path, json=body, headers=headers)
-
-    threads = [threading.Thread(target=run, args=(i, *c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
-
-
 def _households(eng, grid: str) -> int:
     with eng.connect() as c:
         return int(c.execute(text("SELECT coalesce(sum(households), 0) FROM building "
@@ -135,7 +117,7 @@ def test_concurrent_reassigns_never_both_break_the_rule(api):
     b1, b2 = d[1], d[2]
     gens: list[int] = []
     for _ in range(20):
-        answers = _at_once(client, [
+        answers = posts_at_once(client, [
             ("/v1/planning/reassign", {"assignments": {b: target}}, h["planner_in"])
             for b in (b1, b2)])
         codes = sorted(a.status_code for a in answers)
@@ -158,7 +140,7 @@ def test_concurrent_splits_in_one_community_never_500(api):
     for _ in range(20):
         cur = sorted(c for c in grids(eng, C1))
         pair = cur[:2]
-        answers = _at_once(client, [
+        answers = posts_at_once(client, [
             ("/v1/planning/split", {"code": code, "line": mapping(split_line(eng, code)[2])},
              h["planner_in"]) for code in pair])
         assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
