@@ -14,12 +14,15 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from cli.main import app
 from geo.circles.build import BLOCKED_SQL
 from geo.circles.coverage import run_coverage
 from geo.circles.distances import building_distances
 from geo.circles.runs import CircleSettings, metric_srid
 from geo.core.db import make_engine
+from geo.core.errors import InvalidInput
 from geo.data.store import write_layers
 from geo.samples.city import generate_districts
 from geo.scale.batch import dask_client
@@ -106,20 +109,37 @@ def test_small_halo_loses_walks(city: tuple[str, Any], client: Any) -> None:
 
 
 def test_dask_coverage_run_stores_the_same_rows(city: tuple[str, Any], client: Any) -> None:
+    """``wangge coverage --dask --scheduler ADDR`` (the fixture's cluster) stores the rows a
+    single-process coverage run stores; so does ``run_coverage(dask_client=...)``."""
     url, eng = city
     with eng.begin() as conn:
         one = run_coverage(conn, SETTINGS, method="distance", tier_m=500)
     with eng.begin() as conn:
         spread = run_coverage(conn, SETTINGS, method="distance", tier_m=500,
                               dask_client=client, dask_url=url)
+    r = CliRunner().invoke(app, ["coverage", "--tier", "500", "--dask", "--scheduler",
+                                 client.scheduler.address],
+                           env={"WANGGE_DATABASE_URL": url, "WANGGE_DISTANCE_LIMIT_M": "600"})
+    assert r.exit_code == 0, r.output
+    cli_run = int(r.output.split("coverage run ")[1].split(":")[0])
     sql = text("SELECT building_id, covered, station_ids, kinds, distance_m,"
                " nearest_station_ids FROM building_coverage WHERE run_id = :r"
                " ORDER BY building_id")
     with eng.connect() as conn:
         a = conn.execute(sql, {"r": one}).all()
         b = conn.execute(sql, {"r": spread}).all()
-        summary = conn.execute(text("SELECT summary FROM analysis_run WHERE id = :r"),
-                               {"r": spread}).scalar_one()
-    assert len(a) == len(b) == 3000
-    assert a == b
-    assert summary["dask_partitions"] >= 3
+        c = conn.execute(sql, {"r": cli_run}).all()
+        summaries = dict(conn.execute(text(
+            "SELECT id, summary FROM analysis_run WHERE id = ANY(:r)"),
+            {"r": [spread, cli_run]}).all())
+    assert len(a) == 3000 and any(row[1] for row in a) and not all(row[1] for row in a)
+    assert a == b == c
+    assert summaries[spread]["dask_partitions"] >= 3
+    assert summaries[cli_run]["dask_partitions"] >= 3
+
+
+def test_dask_needs_the_distance_method(city: tuple[str, Any], client: Any) -> None:
+    url, eng = city
+    with eng.begin() as conn, pytest.raises(InvalidInput) as err:
+        run_coverage(conn, SETTINGS, method="circles", dask_client=client)
+    assert err.value.problems[0].field == "dask"

@@ -128,6 +128,9 @@ def run_coverage(
     tier = float(tier_m if tier_m is not None else settings.coverage_tier_m)
     if not 0 < tier <= 5000:
         raise InvalidInput("bad tier", [Problem("tier_m must be in (0, 5000]", field="tier_m")])
+    if dask_client is not None and method != "distance":
+        raise InvalidInput("Dask computes distances", [Problem(
+            "a Dask run needs method=distance", field="dask")])
     if method == "distance":
         return _distance_coverage(conn, settings, tier, run_id, on_progress,
                                   dask_client, dask_url)

@@ -10,7 +10,7 @@ from geo.core.settings import WanggeSettings
 
 
 class ScaleSettings(WanggeSettings):
-    """Workers behind HAProxy and the lookup listener."""
+    """Workers behind HAProxy, the lookup listener and the Dask scheduler."""
 
     lookup_listen: bool = Field(
         default=False,
@@ -26,3 +26,6 @@ class ScaleSettings(WanggeSettings):
         default=500, description="HAProxy checks GET /v1/ping on each worker this often (ms).")
     restart_delay_s: float = Field(
         default=0.5, description="A dead worker is restarted after this many seconds.")
+    dask_scheduler: str | None = Field(
+        default=None, description="Dask scheduler address (tcp://host:8786) for "
+        "`wangge coverage --dask`; unset: a LocalCluster of `--workers` processes.")
