@@ -143,3 +143,19 @@ def test_dask_needs_the_distance_method(city: tuple[str, Any], client: Any) -> N
     with eng.begin() as conn, pytest.raises(InvalidInput) as err:
         run_coverage(conn, SETTINGS, method="circles", dask_client=client)
     assert err.value.problems[0].field == "dask"
+
+
+def test_partition_far_from_every_edge(city: tuple[str, Any]) -> None:
+    """A partition whose halo holds no walk edge: none within reach for every kind."""
+    import pandas as pd
+
+    from geo.scale.distances import partition_distances
+
+    url, eng = city
+    _, _, _, kinds, srid = _single(eng)
+    far = pd.DataFrame({"id": [1, 2], "x": [100_000.0, 100_050.0], "y": [100.0, 100.0]})
+    out = partition_distances(far, url, srid, kinds, LIMIT_M, 300.0,
+                              list(SETTINGS.circle_barrier_kinds), 630.0)
+    assert out["edges"].tolist() == [0, 0]
+    assert np.isinf(out[[f"d{k}" for k in range(len(kinds))]].to_numpy()).all()
+    assert (out[[f"n{k}" for k in range(len(kinds))]].to_numpy() == -1).all()

@@ -116,13 +116,12 @@ def partition_distances(part: pd.DataFrame, url: str, srid: int, kinds: list[str
     with _engine(url).connect() as conn:
         edges_sql = cte + EDGES_SQL.format(srid=int(srid),
                                            where=" AND e.geom && (SELECT edges FROM box)")
-        net = load_network(conn, srid, edges_sql, params) if _any_edge(conn, edges_sql,
-                                                                         params) else None
+        net = load_network(conn, srid, edges_sql, params)
         stations = read_copy(conn, cte + STATIONS_SQL.format(
             srid=int(srid), where="WHERE s.location && (SELECT stations FROM box) "),
             ["id", "kind", "x", "y"], params)
         conn.rollback()
-    if net is None:
+    if len(net.u) == 0:  # no walk edge near: nothing within reach (an empty tree cannot snap)
         dist = np.full((len(part), len(kinds)), np.inf)
         near = np.full((len(part), len(kinds)), -1, np.int64)
     else:
@@ -131,14 +130,8 @@ def partition_distances(part: pd.DataFrame, url: str, srid: int, kinds: list[str
     for k in range(len(kinds)):
         out[f"d{k}"] = dist[:, k]
         out[f"n{k}"] = near[:, k].astype(np.int64)
-    out["edges"] = np.full(len(part), 0 if net is None else len(net.u), np.int64)
+    out["edges"] = np.full(len(part), len(net.u), np.int64)
     return pd.DataFrame(out, index=part.index)
-
-
-def _any_edge(conn: Any, edges_sql: str, params: dict[str, Any]) -> bool:
-    """Whether the partition's box holds a usable edge (an empty network cannot snap)."""
-    probe = read_copy(conn, f"SELECT 1 FROM ({edges_sql}) q LIMIT 1", ["one"], params)
-    return not probe.empty
 
 
 def building_distances_dask(
