@@ -217,7 +217,7 @@ def dask_rate(url: str, n: int, work: Path) -> dict:
     return out
 
 
-def dask_distances(partition_buildings: int = 20_000) -> dict:
+def dask_distances(partition_buildings: int = 100_000) -> dict:
     """Per-building distances to every kind on the dense circles city (bench.circles'
     ``wangge_bench_circles_dense`` in the development cluster: the Helsinki network tiled,
     500,000 buildings, 5,000 stations; loaded if missing): the single process, then
@@ -288,7 +288,7 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of: rps,standby,dask,distances")
     ap.add_argument("--only-distances", action="store_true",
                     help="only the Dask distances (dense circles city); update scale.json")
-    ap.add_argument("--partition-buildings", type=int, default=20_000,
+    ap.add_argument("--partition-buildings", type=int, default=100_000,
                     help="Dask distances: buildings per partition at most")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))

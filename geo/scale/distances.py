@@ -6,7 +6,8 @@ same ids, distances and nearest stations), computed partition by partition on th
 1. **Partitions**: the buildings (ids and doors in the metric CRS ``srid``, read once by the
    caller's process) are cut by district (``building.district_code``), and a district of more
    than ``max_buildings`` into compact tiles along a Hilbert curve (dask-geopandas
-   ``hilbert_distance`` over the buildings' bounds): one Dask partition per tile.
+   ``hilbert_distance`` over the buildings' bounds): one task per tile, its buildings
+   scattered to the workers (not embedded in the scheduler's graph).
 2. **Halo**: each partition's worker reads from PostgreSQL (COPY, bind parameters) the usable
    walk edges meeting its buildings' box grown by ``halo_m + snap_max_m`` and the stations in
    the box grown by ``halo_m``; the barrier rule (``BLOCKED_SELECT``) is evaluated on the
@@ -136,7 +137,7 @@ def partition_distances(part: pd.DataFrame, url: str, srid: int, kinds: list[str
 
 def building_distances_dask(
     client: Any, url: str, srid: int, kinds: list[str], limit_m: float, snap_max_m: float,
-    barrier_kinds: list[str], *, halo_m: float | None = None, max_buildings: int = 20_000,
+    barrier_kinds: list[str], *, halo_m: float | None = None, max_buildings: int = 100_000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """``building_distances``'s answer (building ids, distances in m with inf for none within
     ``limit_m``, nearest station ids with -1 for none, and timings) computed on the cluster of
@@ -159,19 +160,22 @@ def building_distances_dask(
                 {"network_fetch_s": 0.0, "partitions": 0.0})
     gdf = gpd.GeoDataFrame(b, geometry=gpd.points_from_xy(b["x"], b["y"]), crs=int(srid))
     spread = dask_geopandas.from_geopandas(gdf, npartitions=max(1, n // max_buildings))
-    hilbert = spread.hilbert_distance(total_bounds=tuple(gdf.total_bounds),
-                                      level=HILBERT_LEVEL).compute().to_numpy()
-    b["_part"] = partition_numbers(b["district"].to_numpy(), hilbert, max_buildings)
-    parts = int(b["_part"].max()) + 1
+    hilbert = spread.hilbert_distance(  # here: the points are here, shipping them costs more
+        total_bounds=tuple(gdf.total_bounds), level=HILBERT_LEVEL).compute(
+        scheduler="sync").to_numpy()
+    part = partition_numbers(b["district"].to_numpy(), hilbert, max_buildings)
+    parts = int(part.max()) + 1
     t1 = time.perf_counter()
-    by_part = b.drop(columns=["district"]).sort_values("_part", kind="stable")
-    frame = gpd.GeoDataFrame(by_part.set_index("_part"), crs=int(srid),
-                             geometry=gpd.points_from_xy(by_part["x"], by_part["y"]))
-    tiles = dask_geopandas.from_geopandas(frame, npartitions=parts, sort=True).repartition(
-        divisions=[*range(parts), parts - 1])
-    found = tiles.map_partitions(
-        partition_distances, url, int(srid), list(kinds), float(limit_m), float(snap_max_m),
-        list(barrier_kinds), halo, meta=_meta(kinds)).compute()
+    order = np.argsort(part, kind="stable")
+    cuts = np.searchsorted(part[order], np.arange(1, parts))
+    xy = b[["id", "x", "y"]]
+    frames = [xy.iloc[i] for i in np.split(order, cuts)]
+    # the tiles go straight to the workers (scatter), not through the scheduler's graph
+    futures = client.map(partition_distances, client.scatter(frames), url=url, srid=int(srid),
+                         kinds=list(kinds), limit_m=float(limit_m),
+                         snap_max_m=float(snap_max_m), barrier_kinds=list(barrier_kinds),
+                         halo_m=halo)
+    found = pd.concat(client.gather(futures), ignore_index=True)
     t2 = time.perf_counter()
     found = found.set_index("id").reindex(b["id"].to_numpy())
     if found.index.hasnans or found["edges"].isna().any():
@@ -179,7 +183,6 @@ def building_distances_dask(
     dist = found[[f"d{k}" for k in range(len(kinds))]].to_numpy(float)
     near = found[[f"n{k}" for k in range(len(kinds))]].to_numpy(np.int64)
     timings = {"partition_s": t1 - t0, "search_s": t2 - t1, "partitions": float(parts),
-               "halo_m": halo, "halo_edges": float(found["edges"].groupby(
-                   b["_part"].to_numpy()).first().sum()),
+               "halo_m": halo, "halo_edges": float(found["edges"].groupby(part).first().sum()),
                "workers": float(len(client.scheduler_info().get("workers", {})))}
     return b["id"].to_numpy(np.int64), dist, near, timings
