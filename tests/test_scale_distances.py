@@ -109,17 +109,18 @@ def test_small_halo_loses_walks(city: tuple[str, Any], client: Any) -> None:
 
 
 def test_dask_coverage_run_stores_the_same_rows(city: tuple[str, Any], client: Any) -> None:
-    """``wangge coverage --dask --scheduler ADDR`` (the fixture's cluster) stores the rows a
-    single-process coverage run stores; so does ``run_coverage(dask_client=...)``."""
+    """``wangge coverage --dask`` on the scheduler of WANGGE_DASK_SCHEDULER (the fixture's
+    cluster) stores the rows a single-process coverage run stores; so does
+    ``run_coverage(dask_client=...)``."""
     url, eng = city
     with eng.begin() as conn:
         one = run_coverage(conn, SETTINGS, method="distance", tier_m=500)
     with eng.begin() as conn:
         spread = run_coverage(conn, SETTINGS, method="distance", tier_m=500,
                               dask_client=client, dask_url=url)
-    r = CliRunner().invoke(app, ["coverage", "--tier", "500", "--dask", "--scheduler",
-                                 client.scheduler.address],
-                           env={"WANGGE_DATABASE_URL": url, "WANGGE_DISTANCE_LIMIT_M": "600"})
+    r = CliRunner().invoke(app, ["coverage", "--tier", "500", "--dask"],
+                           env={"WANGGE_DATABASE_URL": url, "WANGGE_DISTANCE_LIMIT_M": "600",
+                                "WANGGE_DASK_SCHEDULER": client.scheduler.address})
     assert r.exit_code == 0, r.output
     cli_run = int(r.output.split("coverage run ")[1].split(":")[0])
     sql = text("SELECT building_id, covered, station_ids, kinds, distance_m,"
