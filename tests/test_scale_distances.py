@@ -110,8 +110,9 @@ def test_small_halo_loses_walks(city: tuple[str, Any], client: Any) -> None:
 
 def test_dask_coverage_run_stores_the_same_rows(city: tuple[str, Any], client: Any) -> None:
     """``wangge coverage --dask`` on the scheduler of WANGGE_DASK_SCHEDULER (the fixture's
-    cluster) stores the rows a single-process coverage run stores; so does
-    ``run_coverage(dask_client=...)``."""
+    cluster), districts cut into tiles (WANGGE_DASK_PARTITION_BUILDINGS), stores the rows a
+    single-process coverage run stores; so does ``run_coverage(dask_client=...)`` with one
+    partition a district."""
     url, eng = city
     with eng.begin() as conn:
         one = run_coverage(conn, SETTINGS, method="distance", tier_m=500)
@@ -120,7 +121,8 @@ def test_dask_coverage_run_stores_the_same_rows(city: tuple[str, Any], client: A
                               dask_client=client, dask_url=url)
     r = CliRunner().invoke(app, ["coverage", "--tier", "500", "--dask"],
                            env={"WANGGE_DATABASE_URL": url, "WANGGE_DISTANCE_LIMIT_M": "600",
-                                "WANGGE_DASK_SCHEDULER": client.scheduler.address})
+                                "WANGGE_DASK_SCHEDULER": client.scheduler.address,
+                                "WANGGE_DASK_PARTITION_BUILDINGS": "400"})
     assert r.exit_code == 0, r.output
     cli_run = int(r.output.split("coverage run ")[1].split(":")[0])
     sql = text("SELECT building_id, covered, station_ids, kinds, distance_m,"
@@ -135,8 +137,8 @@ def test_dask_coverage_run_stores_the_same_rows(city: tuple[str, Any], client: A
             {"r": [spread, cli_run]}).all())
     assert len(a) == 3000 and any(row[1] for row in a) and not all(row[1] for row in a)
     assert a == b == c
-    assert summaries[spread]["dask_partitions"] >= 3
-    assert summaries[cli_run]["dask_partitions"] >= 3
+    assert summaries[spread]["dask_partitions"] == 3  # the districts (< 100,000 buildings)
+    assert summaries[cli_run]["dask_partitions"] >= 8  # districts cut into tiles of <= 400
 
 
 def test_dask_needs_the_distance_method(city: tuple[str, Any], client: Any) -> None:

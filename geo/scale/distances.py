@@ -137,14 +137,19 @@ def partition_distances(part: pd.DataFrame, url: str, srid: int, kinds: list[str
 
 def building_distances_dask(
     client: Any, url: str, srid: int, kinds: list[str], limit_m: float, snap_max_m: float,
-    barrier_kinds: list[str], *, halo_m: float | None = None, max_buildings: int = 100_000,
+    barrier_kinds: list[str], *, halo_m: float | None = None, max_buildings: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """``building_distances``'s answer (building ids, distances in m with inf for none within
     ``limit_m``, nearest station ids with -1 for none, and timings) computed on the cluster of
     ``client``; the workers read the database at ``url``. ``halo_m``: the partitions' halo
-    (default ``halo_for(limit_m)``; smaller loses walks)."""
+    (default ``halo_for(limit_m)``; smaller loses walks). ``max_buildings``: buildings a
+    partition at most (default ``WANGGE_DASK_PARTITION_BUILDINGS``)."""
     import dask_geopandas
     import geopandas as gpd
+
+    from geo.scale.settings import ScaleSettings
+
+    max_buildings = max_buildings or ScaleSettings().dask_partition_buildings
 
     halo = halo_for(limit_m) if halo_m is None else float(halo_m)
     t0 = time.perf_counter()

@@ -29,3 +29,7 @@ class ScaleSettings(WanggeSettings):
     dask_scheduler: str | None = Field(
         default=None, description="Dask scheduler address (tcp://host:8786) for "
         "`wangge coverage --dask`; unset: a LocalCluster of `--workers` processes.")
+    dask_partition_buildings: int = Field(
+        default=100_000, gt=0, description="Dask distances: a district of more buildings is "
+        "cut into tiles of at most this many (each reads its halo of network: fewer, larger "
+        "tiles read less in all, more tiles spread over more workers).")
