@@ -22,7 +22,14 @@ failover never touches the development cluster.
    per-grid statistics queries timed there (their EXPLAIN ANALYZE in
    bench/results/scale_incident_plans.txt).
 
+6. ``dask_distances_s_{1,2}_workers``: the per-building distances to every kind on the dense
+   circles city (bench.circles' ``wangge_bench_circles_dense`` in the development cluster,
+   run first) with ``building_distances_dask`` on a LocalCluster of 1 and 2 processes
+   (start-up excluded), next to ``single_process_distances_s`` of the same run, each checked
+   equal to the single process. ``--only-distances`` runs just this and updates scale.json.
+
     .venv/bin/python -m bench.scale --points 2000000 --seconds 10 [--incidents 20000000]
+    .venv/bin/python -m bench.scale --only-distances
 """
 
 from __future__ import annotations
@@ -267,6 +274,67 @@ def dask_rate(url: str, n: int, work: Path, chunk: int = 2_000_000) -> dict:
     return out
 
 
+def dask_distances(partition_buildings: int = 100_000) -> dict:
+    """Per-building distances to every kind on the dense circles city (bench.circles'
+    ``wangge_bench_circles_dense`` in the development cluster: the Helsinki network tiled,
+    500,000 buildings, 5,000 stations; loaded if missing): the single process, then
+    ``building_distances_dask`` on a LocalCluster of 1 and 2 processes (cluster start-up
+    excluded), each checked equal to the single process."""
+    from sqlalchemy import text
+
+    from bench.circles import _engine, load_city
+    from bench.circles_real import DENSE_DB
+    from geo.circles.build import BLOCKED_SQL
+    from geo.circles.distances import building_distances
+    from geo.circles.runs import CircleSettings, metric_srid
+    from geo.scale.batch import dask_client
+    from geo.scale.distances import building_distances_dask
+
+    eng = _engine(DENSE_DB)
+    load_city(eng, 2000, 500_000, 5_000, 0, network="helsinki")
+    s = CircleSettings()
+    with eng.connect() as c:
+        kinds = [r[0] for r in c.execute(text("SELECT code FROM station_kind ORDER BY 1"))]
+        srid = metric_srid(c)
+        edges = c.execute(text("SELECT count(*) FROM walk_edge")).scalar_one()
+        t0 = time.perf_counter()
+        c.execute(text(BLOCKED_SQL), {"kinds": list(s.circle_barrier_kinds)})
+        ids, dist, near, _ = building_distances(c, srid, kinds, s.distance_limit_m,
+                                                s.circle_snap_max_m)
+        single = time.perf_counter() - t0
+        c.rollback()
+    out: dict = {"dask_distances_city": f"dense circles city ({len(ids):,} buildings, "
+                 f"{edges:,} walk edges, {len(kinds)} kinds, limit {s.distance_limit_m:.0f} m)",
+                 "single_process_distances_s": round(single, 2)}
+    print("single process:", round(single, 2), "s")
+    url = eng.url.render_as_string(hide_password=False)
+    for workers in (1, 2):
+        key = f"dask_distances_s_{workers}_worker{'s' if workers > 1 else ''}"
+        with dask_client(workers=workers) as client:
+            t0 = time.perf_counter()
+            ids2, dist2, near2, tm = building_distances_dask(
+                client, url, srid, kinds, s.distance_limit_m, s.circle_snap_max_m,
+                list(s.circle_barrier_kinds), max_buildings=partition_buildings)
+            dt = time.perf_counter() - t0
+        reach = np.isfinite(dist)
+        same = bool((ids2 == ids).all() and (np.isfinite(dist2) == reach).all()
+                    and np.allclose(dist2[reach], dist[reach], rtol=0, atol=1e-6)
+                    and (near2 == near).all())
+        out[key] = round(dt, 2)
+        out[f"{key}_ratio_to_single"] = round(dt / single, 2)
+        out[f"{key}_equal_to_single"] = same
+        out["dask_distances_partitions"] = int(tm["partitions"])
+        out["dask_distances_halo_edges"] = int(tm["halo_edges"])
+        print(workers, "dask worker(s):", round(dt, 2), "s; equal:", same, tm)
+    eng.dispose()
+    return out
+
+
+def _load() -> str:
+    """The machine's load averages (1, 5, 15 min), as ``uptime`` prints them."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", type=int, default=852)
@@ -274,30 +342,43 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--points", type=int, default=2_000_000, help="Dask points (issue: 1e8)")
     ap.add_argument("--incidents", type=int, default=0, help="fill incidents to N (0: skip)")
-    ap.add_argument("--skip", default="", help="comma list of: rps,standby,dask")
+    ap.add_argument("--skip", default="", help="comma list of: rps,standby,dask,distances")
     ap.add_argument("--reuse-incidents", action="store_true",
                     help="time the incident queries on the database the last --incidents run "
                     "filled (migrated to head first); implies --skip rps,standby,dask")
+    ap.add_argument("--only-distances", action="store_true",
+                    help="only the Dask distances (dense circles city); update scale.json")
+    ap.add_argument("--partition-buildings", type=int, default=100_000,
+                    help="Dask distances: buildings per partition at most")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.reuse_incidents:
+        skip |= {"rps", "standby", "dask", "distances"}
+    previous = RESULTS_DIR / "scale.json"
+    distances: dict = {}
+    if "distances" not in skip:  # in the development cluster, before the bench's own
+        distances = dask_distances(args.partition_buildings)
+        if args.only_distances:
+            kept = {k: v for k, v in json.loads(previous.read_text()).items()
+                    if k != "machine"} if previous.exists() else {}
+            write_results("scale", {**kept, **distances, "dask_distances_load": _load()})
+            return
 
     base = Path(os.environ.get("WANGGE_STATE_DIR", ".wangge")).resolve()
     state = base / "bench-scale"
-    if args.reuse_incidents:
-        skip |= {"rps", "standby", "dask"}
-    else:
+    if not args.reuse_incidents:
         shutil.rmtree(state, ignore_errors=True)
     os.environ["WANGGE_STATE_DIR"] = str(state)
     os.environ.pop("WANGGE_DATABASE_URL", None)
     from bench.incidents import sample_points, setup_database
     from geo.core import embedded, replica
 
-    previous = RESULTS_DIR / "scale.json"
     kept = {k: v for k, v in json.loads(previous.read_text()).items() if k != "machine"} \
         if skip and previous.exists() else {}  # a partial run updates the last full one
     figures: dict = {**kept, "note": "one run on a shared 2-core machine with other "
                      "engineers' jobs (see load_average_*); the parts skipped (--skip) are "
                      "kept from the previous run"}
+    figures.update(distances)
     try:
         if args.reuse_incidents:  # the database the last --incidents run filled, migrated
             from sqlalchemy import text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -46,6 +47,13 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="Export uncovered buildings (.geojson or .gpkg; repeatable)."),
         distances: Path | None = typer.Option(
             None, "--distances", help="Export per-building distances (.csv, .geojson, .gpkg)."),
+        dask: bool = typer.Option(
+            False, "--dask", help="Compute the per-building distances on a Dask cluster "
+            "(partitions by district, with a halo of network): the same rows."),
+        workers: int = typer.Option(2, "--workers", help="With --dask: LocalCluster processes."),
+        scheduler: str | None = typer.Option(
+            None, "--scheduler", help="With --dask: scheduler address (tcp://host:8786); "
+            "default WANGGE_DASK_SCHEDULER, else a LocalCluster of --workers."),
     ) -> None:
         """Which buildings are covered; residents covered per level; station-kind shares; with
         distances, life-circle completeness (GB 50180) per level and the kinds missing."""
@@ -60,7 +68,12 @@ def register(app: typer.Typer) -> None:
 
         settings = CircleSettings()
         with connection() as conn:
-            rid = run_coverage(conn, settings, circles_run_id=run, tier_m=tier, method=method)
+            if dask:
+                rid = _coverage_on_dask(conn, settings, scheduler, workers, run=run, tier=tier,
+                                        method=method)
+            else:
+                rid = run_coverage(conn, settings, circles_run_id=run, tier_m=tier,
+                                   method=method)
             s = get_run(conn, rid)["summary"]
             typer.echo(
                 f"coverage run {rid}: {s['covered']}/{s['buildings']} buildings, "
@@ -117,6 +130,24 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {p['method']} #{p['rank']}: node {p['node_id']} ({lon:.6f}, {lat:.6f})"
                        f" +{p['gain_residents']:.0f} residents (total "
                        f"{p['cumulative_residents']:.0f})")
+
+
+def _coverage_on_dask(conn: Any, settings: Any, scheduler: str | None, workers: int, *,
+                      run: int | None, tier: float | None, method: str | None) -> int:
+    """``run_coverage`` with the distances on a Dask cluster (``scheduler``, else
+    WANGGE_DASK_SCHEDULER, else a LocalCluster of ``workers``) whose workers read the
+    database the read-only work uses (the standby when one runs)."""
+    from geo.circles.coverage import run_coverage
+    from geo.core.db import resolve_read_url
+    from geo.core.settings import DatabaseSettings
+    from geo.scale.batch import dask_client
+    from geo.scale.settings import ScaleSettings
+
+    address = scheduler or ScaleSettings().dask_scheduler
+    with dask_client(address, workers=workers) as client:
+        return run_coverage(conn, settings, circles_run_id=run, tier_m=tier, method=method,
+                            dask_client=client,
+                            dask_url=resolve_read_url(DatabaseSettings()))
 
 
 def _write_frame(df, path: Path) -> None:

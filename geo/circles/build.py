@@ -54,14 +54,18 @@ from geo.core.errors import InvalidInput, Problem
 
 log = logging.getLogger(__name__)
 
-BLOCKED_SQL = """
-CREATE TEMP TABLE _cs_blocked ON COMMIT DROP AS
+# the walk edges crossing a barrier of :kinds that are not a crossing, bridge or tunnel (the
+# WHERE clause ends the query: a caller may add ``AND ...`` on ``e``)
+BLOCKED_SELECT = """
 SELECT DISTINCT e.id AS edge_id
 FROM walk_edge e
 JOIN (SELECT ST_Subdivide(geom, 64) AS geom FROM barrier WHERE kind = ANY(:kinds)) b
   ON e.geom && b.geom AND ST_Crosses(e.geom, b.geom)
 WHERE NOT e.is_crossing
-  AND e.road_class NOT IN ('crossing', 'bridge', 'tunnel');
+  AND e.road_class NOT IN ('crossing', 'bridge', 'tunnel')
+"""
+BLOCKED_SQL = f"""
+CREATE TEMP TABLE _cs_blocked ON COMMIT DROP AS {BLOCKED_SELECT};
 CREATE UNIQUE INDEX ON _cs_blocked (edge_id);
 ANALYZE _cs_blocked;
 """

@@ -110,6 +110,8 @@ def run_coverage(
     method: str | None = None,
     run_id: int | None = None,
     on_progress: Callable[[float], None] | None = None,
+    dask_client: Any = None,
+    dask_url: str | None = None,
 ) -> int:
     """Cover every building at ``tier_m`` (m) and store one row per building; the run id.
 
@@ -117,6 +119,8 @@ def run_coverage(
     the nearest station of every kind (``geo.circles.distances``), a building being covered when
     a station of any kind is within the tier; "circles": building points in the circles of
     ``circles_run_id`` (default the latest circles run). ``run_id``: a queued run to fill.
+    ``dask_client``: compute the distances on that Dask cluster (``geo.scale.distances``),
+    its workers reading the database at ``dask_url`` (default this connection's); same rows.
     """
     method = method or ("circles" if circles_run_id else settings.coverage_method)
     if method not in ("distance", "circles"):
@@ -124,8 +128,12 @@ def run_coverage(
     tier = float(tier_m if tier_m is not None else settings.coverage_tier_m)
     if not 0 < tier <= 5000:
         raise InvalidInput("bad tier", [Problem("tier_m must be in (0, 5000]", field="tier_m")])
+    if dask_client is not None and method != "distance":
+        raise InvalidInput("Dask computes distances", [Problem(
+            "a Dask run needs method=distance", field="dask")])
     if method == "distance":
-        return _distance_coverage(conn, settings, tier, run_id, on_progress)
+        return _distance_coverage(conn, settings, tier, run_id, on_progress,
+                                  dask_client, dask_url)
     cr = circles_run_id or latest_run(conn, "circles")
     run = get_run(conn, cr, "circles")
     if tier not in [float(t) for t in run["params"].get("tiers_m", [])]:
@@ -170,9 +178,11 @@ def _totals(conn: Connection, run_id: int) -> dict[str, Any]:
 
 def _distance_coverage(
     conn: Connection, settings: CircleSettings, tier: float, run_id: int | None,
-    on_progress: Callable[[float], None] | None,
+    on_progress: Callable[[float], None] | None, dask_client: Any = None,
+    dask_url: str | None = None,
 ) -> int:
-    """Per-building distances to every kind, stored with the verdict at ``tier`` (m)."""
+    """Per-building distances to every kind, stored with the verdict at ``tier`` (m); on the
+    Dask cluster of ``dask_client`` if given."""
     from geo.circles.build import BLOCKED_SQL
     from geo.circles.distances import building_distances
 
@@ -183,11 +193,21 @@ def _distance_coverage(
               "barrier_kinds": settings.circle_barrier_kinds}
     run_id = claim_run(conn, run_id, "coverage", params, None)
     t0 = time.perf_counter()
-    conn.execute(text("DROP TABLE IF EXISTS _cs_blocked"))
-    conn.execute(text(BLOCKED_SQL), {"kinds": list(settings.circle_barrier_kinds)})
-    ids, dist, near, timings = building_distances(
-        conn, metric_srid(conn), kinds, settings.distance_limit_m, settings.circle_snap_max_m)
-    conn.execute(text("DROP TABLE IF EXISTS _cs_blocked"))
+    if dask_client is not None:
+        from geo.scale.distances import building_distances_dask
+
+        url = dask_url or conn.engine.url.render_as_string(hide_password=False)
+        ids, dist, near, timings = building_distances_dask(
+            dask_client, url, metric_srid(conn), kinds, settings.distance_limit_m,
+            settings.circle_snap_max_m, list(settings.circle_barrier_kinds))
+        timings = {f"dask_{k}": v for k, v in timings.items()}
+    else:
+        conn.execute(text("DROP TABLE IF EXISTS _cs_blocked"))
+        conn.execute(text(BLOCKED_SQL), {"kinds": list(settings.circle_barrier_kinds)})
+        ids, dist, near, timings = building_distances(
+            conn, metric_srid(conn), kinds, settings.distance_limit_m,
+            settings.circle_snap_max_m)
+        conn.execute(text("DROP TABLE IF EXISTS _cs_blocked"))
     if on_progress:
         on_progress(0.6)
     t1 = time.perf_counter()

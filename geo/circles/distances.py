@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,14 +71,17 @@ class Network:
 
 EDGES_SQL = """
 SELECT e.source, e.target, e.length_m, ST_AsHEXEWKB(ST_Transform(e.geom, {srid}))
-FROM walk_edge e WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
+FROM walk_edge e WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id){where}
 ORDER BY e.id
 """
 
 
-def load_network(conn: Connection, srid: int) -> Network:
-    """The usable edges (``_cs_blocked`` must exist) in the metric CRS ``srid``."""
-    df = read_copy(conn, EDGES_SQL.format(srid=int(srid)), ["source", "target", "len", "wkb"])
+def load_network(conn: Connection, srid: int, query: str | None = None,
+                 params: dict[str, Any] | None = None) -> Network:
+    """The usable edges (``_cs_blocked`` must exist) in the metric CRS ``srid``; ``query``:
+    ``EDGES_SQL`` with a condition (a partition's box) and its ``params``."""
+    sql = query or EDGES_SQL.format(srid=int(srid), where="")
+    df = read_copy(conn, sql, ["source", "target", "len", "wkb"], params)
     ids, inv = np.unique(np.r_[df["source"].to_numpy(), df["target"].to_numpy()],
                          return_inverse=True)
     n = len(df)
@@ -146,7 +150,7 @@ def nearest_by_kind(
 
 STATIONS_SQL = """
 SELECT s.id, s.kind, ST_X(ST_Transform(s.location, {srid})), ST_Y(ST_Transform(s.location, {srid}))
-FROM station s ORDER BY s.id
+FROM station s {where}ORDER BY s.id
 """
 BUILDINGS_SQL = """
 SELECT b.id, ST_X(ST_Transform(b.location, {srid})), ST_Y(ST_Transform(b.location, {srid}))
@@ -164,22 +168,39 @@ def building_distances(
     """
     t0 = time.perf_counter()
     net = load_network(conn, srid)
-    stations = read_copy(conn, STATIONS_SQL.format(srid=int(srid)), ["id", "kind", "x", "y"])
+    stations = read_copy(conn, STATIONS_SQL.format(srid=int(srid), where=""),
+                         ["id", "kind", "x", "y"])
     buildings = read_copy(conn, BUILDINGS_SQL.format(srid=int(srid)), ["id", "x", "y"])
+    t1 = time.perf_counter()
+    dist, near_id, timings = distances_on(net, stations, buildings["x"].to_numpy(float),
+                                          buildings["y"].to_numpy(float), kinds, limit_m,
+                                          snap_max_m)
+    timings = {"network_fetch_s": t1 - t0, **timings}
+    return buildings["id"].to_numpy(np.int64), dist, near_id, timings
+
+
+def distances_on(
+    net: Network, stations: pd.DataFrame, bx: np.ndarray, by: np.ndarray, kinds: list[str],
+    limit_m: float, snap_max_m: float,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Distances (m, inf: none within ``limit_m``; buildings, kinds) and nearest station ids
+    (-1: none) of the buildings at ``bx``/``by`` (m, the network's CRS) over ``net``, from
+    ``stations`` (id, kind, x, y in m), and the seconds of each step. The single process runs
+    it on the whole network, a Dask partition (``geo.scale.distances``) on its halo."""
     t1 = time.perf_counter()
     st = net.snap(stations["x"].to_numpy(float), stations["y"].to_numpy(float))
     keep = st.access <= snap_max_m
     st = Snapped(st.edge[keep], st.frac[keep], st.access[keep])
     sid = stations["id"].to_numpy(np.int64)[keep]
     skind = stations["kind"].to_numpy(str)[keep]
-    bd = net.snap(buildings["x"].to_numpy(float), buildings["y"].to_numpy(float))
+    bd = net.snap(bx, by)
     t2 = time.perf_counter()
     dist, near = nearest_by_kind(net, skind, st, bd, kinds, limit_m)
     near_id = np.where(near >= 0, sid[np.maximum(near, 0)] if len(sid) else -1, -1)
     t3 = time.perf_counter()
-    timings = {"network_fetch_s": t1 - t0, "snap_s": t2 - t1, "search_s": t3 - t2,
-               "edges": float(len(net.u)), "stations_used": float(len(sid))}
-    return buildings["id"].to_numpy(np.int64), dist, near_id, timings
+    timings = {"snap_s": t2 - t1, "search_s": t3 - t2, "edges": float(len(net.u)),
+               "stations_used": float(len(sid))}
+    return dist, near_id, timings
 
 
 def access_points(conn: Connection, srid: int) -> pd.DataFrame:

@@ -242,11 +242,16 @@ def latest_run(conn: Connection, kind: str, *, missing_ok: bool = False) -> int 
     return int(rid)
 
 
-def read_copy(conn: Connection, query: str, columns: list[str]) -> pd.DataFrame:
-    """Rows of ``query`` (no bind parameters) as a DataFrame, through ``COPY ... TO STDOUT``
-    in the caller's transaction (so temp tables are visible): ~10x faster than fetching rows."""
+def read_copy(conn: Connection, query: str, columns: list[str],
+              params: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Rows of ``query`` as a DataFrame, through ``COPY ... TO STDOUT`` in the caller's
+    transaction (so temp tables are visible): ~10x faster than fetching rows. ``params``: the
+    values of its ``:name`` bind parameters (bound by the driver, as ``execute`` does)."""
     buf = io.StringIO()
     with driver_connection(conn).cursor() as cur:
+        if params is not None:
+            query = cur.mogrify(str(text(query).compile(dialect=conn.dialect)),
+                                params).decode()
         cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buf)
     if buf.tell() == 0:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})

@@ -10,7 +10,7 @@ from geo.core.settings import WanggeSettings
 
 
 class ScaleSettings(WanggeSettings):
-    """Workers behind HAProxy and the lookup listener."""
+    """Workers behind HAProxy, the lookup listener and the Dask scheduler."""
 
     lookup_listen: bool = Field(
         default=False,
@@ -30,3 +30,10 @@ class ScaleSettings(WanggeSettings):
         "this many seconds (read-your-writes while the standby replays); 0 turns it off.")
     restart_delay_s: float = Field(
         default=0.5, description="A dead worker is restarted after this many seconds.")
+    dask_scheduler: str | None = Field(
+        default=None, description="Dask scheduler address (tcp://host:8786) for "
+        "`wangge coverage --dask`; unset: a LocalCluster of `--workers` processes.")
+    dask_partition_buildings: int = Field(
+        default=100_000, gt=0, description="Dask distances: a district of more buildings is "
+        "cut into tiles of at most this many (each reads its halo of network: fewer, larger "
+        "tiles read less in all, more tiles spread over more workers).")
