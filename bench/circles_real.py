@@ -56,8 +56,8 @@ def run_real(args: argparse.Namespace, engine_for: Callable[[str], Any]) -> dict
         from geo.circles.build import _search
 
         t0 = time.perf_counter()
-        pgr, groups = _search(c, CircleSettings(circle_search="pgrouting"), max(s.circle_tiers_m),
-                              None, metric_srid(c), False)
+        pgr, groups, _ = _search(c, CircleSettings(circle_search="pgrouting"),
+                                 max(s.circle_tiers_m), None, metric_srid(c), False)
         for _ in groups:
             pass
         pgr_search = time.perf_counter() - t0

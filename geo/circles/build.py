@@ -29,6 +29,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from geo.circles.pool import (
     station_csv,
 )
 from geo.circles.runs import CircleSettings, claim_run, finish_run, metric_srid, read_copy
+from geo.circles.seeds import EdgeSamples, warm
 from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
 
@@ -117,7 +119,7 @@ WHERE d.node > 0 AND d.agg_cost + s.snap_m <= :reach
 OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"  # no bind values
 # the usable edges inside the batches' boxes, in the metric CRS
 EDGES_M_SQL = """
-SELECT e.id, e.source, e.target, ST_AsHEXEWKB(ST_Transform(e.geom, {srid})) AS wkb
+SELECT e.id, e.source, e.target, NULL, ST_AsHEXEWKB(ST_Transform(e.geom, {srid})) AS wkb
 FROM walk_edge e
 WHERE e.id IN (SELECT e2.id FROM walk_edge e2 JOIN _cs_batch b ON e2.geom && b.bbox)
   AND NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
@@ -176,10 +178,11 @@ def _search(
     station_ids: list[int] | None,
     srid: int,
     progress: bool,
-) -> tuple[dict[str, float], Iterator[tuple[np.ndarray, pd.DataFrame]]]:
+) -> tuple[dict[str, float], Iterator[tuple[np.ndarray, pd.DataFrame]], Edges | None]:
     """Snap stations and search: per station, every node within ``reach`` (station, node,
     metres), with pgRouting (one call per batch, via ``_cs_dd``) or scipy in memory
-    (``circle_search``); and the seconds spent."""
+    (``circle_search``); the seconds spent; and the usable edges the scipy search read (in
+    the metric CRS ``srid``: the polygons reuse them), None with pgRouting."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     conn.execute(text(BLOCKED_SQL), {"kinds": list(settings.circle_barrier_kinds)})
@@ -192,9 +195,10 @@ def _search(
     timings["snap_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     if settings.circle_search == "scipy":
-        timings["search_s"] = 0.0
+        edges = Edges.fetch(conn, USABLE_SQL.format(srid=int(srid)))
+        timings["search_s"] = time.perf_counter() - t1
         timings["batches"] = len(batches)
-        return timings, _search_scipy(conn, reach, srid, timings)
+        return timings, _search_scipy(conn, edges, reach, timings), edges
     bar = None
     if progress:
         from tqdm import tqdm
@@ -216,27 +220,49 @@ def _search(
     everyone = read_copy(conn, OWN_SQL, ["station"] + ["edge", "frac", "snap"])["station"]
     return timings, iter([(everyone.to_numpy(np.int64),
                            read_copy(conn, "SELECT station_id, node, d FROM _cs_dd",
-                                     ["station", "node", "d"]))])
+                                     ["station", "node", "d"]))]), None
 
 
+# every usable edge, in the metric CRS (the scipy search and the polygons share it)
 USABLE_SQL = """
-SELECT e.id, e.source, e.target, e.length_m, ST_XMin(g), ST_YMin(g), ST_XMax(g), ST_YMax(g)
-FROM walk_edge e CROSS JOIN LATERAL (SELECT ST_Transform(e.geom, {srid}) AS g) t
+SELECT e.id, e.source, e.target, e.length_m, ST_AsHEXEWKB(ST_Transform(e.geom, {srid}))
+FROM walk_edge e
 WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
+ORDER BY e.id
 """
+
+
+@dataclass
+class Edges:
+    """Usable walk edges sorted by id: end node ids, ``length_m`` (the search's cost) and
+    the LineStrings in a metric CRS (m)."""
+
+    id: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
+    length_m: np.ndarray
+    geoms: np.ndarray
+
+    @classmethod
+    def fetch(cls, conn: Connection, query: str) -> Edges:
+        """From ``query``'s rows (id, source, target, length_m or NULL, hex EWKB), by id."""
+        e = read_copy(conn, query, ["id", "source", "target", "len", "wkb"])
+        return cls(e["id"].to_numpy(np.int64), e["source"].to_numpy(np.int64),
+                   e["target"].to_numpy(np.int64), e["len"].to_numpy(float),
+                   shapely.from_wkb(e["wkb"].to_numpy()))
 STATION_XY_SQL = ("SELECT station_id, edge_id, fraction, snap_m, ST_X(geom_m), ST_Y(geom_m) "
                   "FROM _cs_station ORDER BY batch_id, station_id")
 SEARCH_CHUNK = 32  # stations per scipy call (its answer is a dense stations x nodes matrix)
 SEARCH_GROUP = 400  # stations whose circles are built together (bounds the memory)
 
 
-def _search_scipy(conn: Connection, reach: float, srid: int,
+def _search_scipy(conn: Connection, e: Edges, reach: float,
                   timings: dict[str, float]) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
     """The same search as ``pgr_withPointsDD`` in memory: Dijkstra (scipy) over the usable
     edges (``length_m`` both ways) from one virtual node per snapped station, joined to its
     edge's ends by the snap distance plus the part of the edge; nodes within ``reach`` (m,
     snap included). Each call searches ``SEARCH_CHUNK`` stations (near one another: batch
-    order) on the edges whose box (metric CRS ``srid``) meets the stations' box grown by the
+    order) on the edges ``e`` whose box (metric CRS) meets the stations' box grown by the
     reach (1 % + 10 m spare for the projection's scale): a walk of ``reach`` metres never
     leaves it, so the answer is the whole network's. Yields station, node (walk node id),
     d (m) for ``SEARCH_GROUP`` stations at a time, adding its seconds to ``search_s``."""
@@ -245,16 +271,13 @@ def _search_scipy(conn: Connection, reach: float, srid: int,
 
     from geo.circles.distances import sparse_graph
 
-    e = read_copy(conn, USABLE_SQL.format(srid=int(srid)),
-                  ["id", "source", "target", "len", "x0", "y0", "x1", "y1"])
     st = read_copy(conn, STATION_XY_SQL, ["station", "edge", "frac", "snap", "x", "y"])
-    m = len(e)
-    ids, inv = np.unique(np.r_[e["source"].to_numpy(), e["target"].to_numpy()],
-                         return_inverse=True)
+    m = len(e.id)
+    ids, inv = np.unique(np.r_[e.source, e.target], return_inverse=True)
     ns = len(st)
-    u, v, ln = inv[:m], inv[m:], e["len"].to_numpy(float)
-    ex0, ey0, ex1, ey1 = (e[c].to_numpy(float) for c in ("x0", "y0", "x1", "y1"))
-    k = pd.Index(e["id"].to_numpy()).get_indexer(st["edge"].to_numpy())
+    u, v, ln = inv[:m], inv[m:], e.length_m
+    ex0, ey0, ex1, ey1 = shapely.bounds(e.geoms).T
+    k = np.searchsorted(e.id, st["edge"].to_numpy())
     frac, snap = st["frac"].to_numpy(float), st["snap"].to_numpy(float)
     sx, sy = st["x"].to_numpy(float), st["y"].to_numpy(float)
     sid = st["station"].to_numpy(np.int64)
@@ -296,6 +319,7 @@ def _polygons(
     groups: Iterable[tuple[np.ndarray, pd.DataFrame]],
     stations: int,
     on_progress: Callable[[float], None] | None = None,
+    edges: Edges | None = None,
 ) -> dict[str, float]:
     """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
 
@@ -303,19 +327,20 @@ def _polygons(
     metres), so that memory stays bounded; ``stations`` in all. Pieces (per chunk of stations),
     polygons, the barrier cut and the transform to EPSG:4326 run over arrays in
     ``circle_parallel_workers`` processes while this one COPYs finished chunks in. Returns
-    wall seconds per phase (``pieces_s``: splitting the search's answer into chunks;
+    wall seconds per phase (``jit_s``: numba's one-time start in a fresh process, ~0 after;
+    ``reach_fetch_s``: reading the network unless the search did, and its samples;
+    ``pieces_s``: splitting the search's answer into chunks;
     ``polygon_s``: the rest of the loop, the search of the next group left out) and the
     workers' CPU seconds of pieces, merge, polygon ("buffer"), cut and store.
     """
+    tj = time.perf_counter()
+    if settings.circle_polygon_method != "exact":
+        warm(settings.circle_raster_cell_m)
     t0 = time.perf_counter()
     own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
-    erows = read_copy(conn, EDGES_M_SQL.format(srid=int(srid)), ["id", "source", "target",
-                                                                   "wkb"])
-    ids = erows["id"].to_numpy(np.int64)
-    geoms = shapely.from_wkb(erows["wkb"].to_numpy())
-    source = erows["source"].to_numpy(np.int64)
-    target = erows["target"].to_numpy(np.int64)
-    del erows
+    if edges is None:
+        edges = Edges.fetch(conn, EDGES_M_SQL.format(srid=int(srid)))
+    ids, geoms, source, target = edges.id, edges.geoms, edges.source, edges.target
     coords = EdgeCoords.from_geoms(geoms)
     length = shapely.length(geoms)
     own["edge"] = np.searchsorted(ids, own["edge"].to_numpy())
@@ -329,14 +354,17 @@ def _polygons(
               settings.circle_buffer_m, settings.circle_quad_segs,
               settings.walking_speed_m_per_min, barrier)
     workers = max(1, settings.circle_parallel_workers)
-    t = {"reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0, "polygon_s": 0.0,
-         "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0, "buffer_cpu_s": 0.0,
-         "cut_cpu_s": 0.0, "store_cpu_s": 0.0, "pieces_cpu_s": 0.0}
+    t = {"jit_s": t0 - tj, "reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0,
+         "polygon_s": 0.0, "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0,
+         "buffer_cpu_s": 0.0, "cut_cpu_s": 0.0, "store_cpu_s": 0.0, "pieces_cpu_s": 0.0}
     bar = tqdm(total=stations * len(tiers), desc="circles", unit="circle") if progress else None
     raw = driver_connection(conn)
     done_st = 0
     # the workers are forked after this: they inherit the network instead of receiving it
-    set_network(Network(coords, source, target, length, own, np.asarray(tiers, float)))
+    samples = (None if settings.circle_polygon_method == "exact"
+               else EdgeSamples.build(coords, source, target, settings.circle_raster_cell_m))
+    set_network(Network(coords, source, target, length, own, np.asarray(tiers, float),
+                        samples))
     size = max(1, min(CHUNK // len(tiers), -(-stations // (4 * workers))))
     pending: deque[Any] = deque()
 
@@ -390,8 +418,8 @@ def station_reach(
 
     The same snapping and search as the circles; {station_id: {node_id: metres}}.
     """
-    _, groups = _search(conn, settings, reach_m, station_ids, metric_srid(conn, station_ids),
-                        False)
+    _, groups, _ = _search(conn, settings, reach_m, station_ids,
+                           metric_srid(conn, station_ids), False)
     out: dict[int, dict[int, float]] = {}
     for _, dd in groups:
         for sid, node, d in dd.itertuples(index=False):
@@ -429,12 +457,13 @@ def build_circles(
     params["raster_cell_m"] = settings.circle_raster_cell_m
     run_id = claim_run(conn, run_id, "circles", params)
     srid = metric_srid(conn, station_ids)
-    timings, groups = _search(conn, settings, max(tiers), station_ids, srid, progress)
+    timings, groups, edges = _search(conn, settings, max(tiers), station_ids, srid, progress)
     snapped = conn.execute(text("SELECT count(*) FROM _cs_station")).scalar_one()
     if on_progress:
         on_progress(0.05)
     timings.update(_polygons(conn, settings, tiers, srid, run_id, progress, groups, snapped,
-                             (lambda f: on_progress(0.05 + 0.9 * f)) if on_progress else None))
+                             (lambda f: on_progress(0.05 + 0.9 * f)) if on_progress else None,
+                             edges))
     if clip:
         t0 = time.perf_counter()
         conn.execute(text(CLIP_SQL), {"level": clip, "run": run_id})

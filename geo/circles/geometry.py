@@ -10,9 +10,11 @@ chunks of circles are buffered by threads of one process.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -166,8 +168,8 @@ def circle_polygons(
     With
     ``barrier`` (WKB of the barrier area, m), a circle touching it has the barrier area cut out
     and every part left with no reached street within 1 m dropped, so a buffer never jumps a
-    river. Thread-safe: the barrier is parsed and prepared per call. Returns the polygons and
-    the thread CPU seconds of each step (merge, buffer, cut).
+    river. The barrier is parsed and prepared once per process (``_barrier``). Returns the
+    polygons and the thread CPU seconds of each step (merge, buffer, cut).
     """
     clock = time.thread_time
     t0 = clock()
@@ -240,14 +242,12 @@ def cut_barrier(polys: np.ndarray, near_street: np.ndarray | Callable[
     function of (parts, circle index of each part) telling which parts have a reached street
     within 1 m (``PieceIndex.near``). Each circle is cut by the barrier parts inside its box
     only (an STRtree query), the same result as the whole barrier, far cheaper."""
-    bar = shapely.from_wkb(barrier)
-    shapely.prepare(bar)
+    bar, parts_b, tree = _barrier(barrier)
     hit = np.nonzero(shapely.intersects(polys, bar))[0]
     if len(hit) == 0:
         return
-    parts_b = shapely.get_parts(bar)
     b = shapely.bounds(polys[hit])
-    qi, qj = shapely.STRtree(parts_b).query(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
+    qi, qj = tree.query(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
     local = np.array([shapely.GeometryCollection()] * len(hit), dtype=object)
     present, rank = np.unique(qi, return_inverse=True)
     local[present] = shapely.multipolygons(parts_b[qj], indices=rank)
@@ -266,6 +266,19 @@ def cut_barrier(polys: np.ndarray, near_street: np.ndarray | Callable[
     present, rank = np.unique(which[keep], return_inverse=True)
     if len(present):
         polys[hit[present]] = shapely.multipolygons(parts[keep], indices=rank)
+
+
+SHIFT = 1e7  # m between circles in ``PieceIndex.near``'s tree (beyond any metric CRS extent)
+
+
+@functools.lru_cache(maxsize=2)
+def _barrier(barrier: bytes) -> tuple[Any, np.ndarray, shapely.STRtree]:
+    """The barrier (WKB) parsed and prepared, its parts and their STRtree: once per process
+    and run (a chunk's circles are cut in one thread; processes do not share it)."""
+    bar = shapely.from_wkb(barrier)
+    shapely.prepare(bar)
+    parts = shapely.get_parts(bar)
+    return bar, parts, shapely.STRtree(parts)
 
 
 @dataclass
@@ -290,25 +303,41 @@ class PieceIndex:
     def near(self, parts: np.ndarray, circle: np.ndarray, probe: int = 32) -> np.ndarray:
         """For each polygon part (m) of circle ``circle[i]``: is a reached piece of that
         circle within 1 m? The same answer as ``dwithin(part, circle's lines, 1.0)``: a part
-        holding the first vertex of some piece (up to ``probe`` pieces tried) is near one;
-        the others are measured against the pieces whose box lies within 1 m of theirs."""
+        holding the first vertex of some piece whose box lies within 1 m of its own (up to
+        ``probe`` such pieces tried) is near one; the others are measured against those
+        pieces. All parts at once: one STRtree of the pieces' boxes, each circle shifted
+        ``SHIFT`` m east of the previous one so that a query meets its own circle only."""
         keep = np.zeros(len(parts), bool)
-        bounds = shapely.bounds(parts)
+        if len(parts) == 0 or len(self.circle) == 0:
+            return keep
+        shift = self.circle * SHIFT
+        boxes = shapely.box(self.lo[:, 0] + shift, self.lo[:, 1], self.hi[:, 0] + shift,
+                            self.hi[:, 1])
+        b = shapely.bounds(parts)
+        off = np.asarray(circle) * SHIFT
+        qp, qk = shapely.STRtree(boxes).query(shapely.box(b[:, 0] - 1 + off, b[:, 1] - 1,
+                                                          b[:, 2] + 1 + off, b[:, 3] + 1))
+        if len(qp) == 0:
+            return keep
+        order = np.lexsort((qk, qp))
+        qp, qk = qp[order], qk[order]
+        first = np.searchsorted(qp, qp)  # each pair's part's first pair
+        count = np.bincount(qp, minlength=len(parts))[qp]
+        rank = np.arange(len(qp)) - first
+        pick = rank % np.maximum(1, count // probe) == 0
         shapely.prepare(parts)
-        for i, (part, c) in enumerate(zip(parts, circle, strict=True)):
-            p0, p1 = self.cstart[c], self.cstart[c + 1]
-            lo, hi = self.lo[p0:p1], self.hi[p0:p1]
-            b = bounds[i]
-            cand = p0 + np.nonzero((lo[:, 0] <= b[2] + 1) & (hi[:, 0] >= b[0] - 1)
-                                   & (lo[:, 1] <= b[3] + 1) & (hi[:, 1] >= b[1] - 1))[0]
-            if len(cand) == 0:
-                continue
-            first = self.xy[self.vstart[cand[:: max(1, len(cand) // probe)]]]
-            if shapely.contains_xy(part, first[:, 0], first[:, 1]).any():
-                keep[i] = True
-                continue
-            rows = np.concatenate([np.arange(self.vstart[k], self.vstart[k + 1]) for k in cand])
-            _, idx = np.unique(self.piece[rows], return_inverse=True)
-            lines = shapely.linestrings(self.xy[rows], indices=idx.ravel())
-            keep[i] = bool(shapely.dwithin(part, lines, 1.0).any())
+        pv = self.xy[self.vstart[qk[pick]]]
+        inside = shapely.contains_xy(parts[qp[pick]], pv[:, 0], pv[:, 1])
+        keep[qp[pick][inside]] = True
+        rest = ~keep[qp]
+        if rest.any():
+            qp, qk = qp[rest], qk[rest]
+            need, local = np.unique(qk, return_inverse=True)
+            cnt = self.vstart[need + 1] - self.vstart[need]
+            rows = np.arange(cnt.sum()) + np.repeat(self.vstart[need] - (np.cumsum(cnt) - cnt),
+                                                    cnt)
+            lines = shapely.linestrings(self.xy[rows], indices=np.repeat(np.arange(len(need)),
+                                                                         cnt))
+            near = shapely.dwithin(parts[qp], lines[local.ravel()], 1.0)
+            keep[qp[near]] = True
         return keep

@@ -5,6 +5,7 @@ EPSG:4326 out. ``geo.circles.build`` hands chunks to ``process_pool(...).map(chu
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from geo.circles.geometry import (
     tier_intervals,
 )
 from geo.circles.raster import raster_polygons
+from geo.circles.seeds import EdgeSamples, reached_pieces
 from geo.data.store import _ewkb, _multi_polygons
 
 CHUNK = 250  # circles per buffer task
@@ -58,6 +60,8 @@ class Chunk:
     station: np.ndarray
     tier: np.ndarray
     pieces: np.ndarray
+    start: np.ndarray | None = None  # circle k's points: xy[start[k]:start[k + 1]] (seeds)
+    corner: np.ndarray | None = None  # the points that are piece ends or edge vertices
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Network:
     length: np.ndarray
     own: pd.DataFrame
     tiers: np.ndarray
+    samples: EdgeSamples | None = None  # for the raster method (``geo.circles.seeds``)
 
 
 _NETWORK: Network | None = None
@@ -112,13 +117,40 @@ def circle_pieces(net: Network, members: np.ndarray, dd: pd.DataFrame) -> Chunk:
                  np.bincount(circle, minlength=len(first)))
 
 
+def circle_seeds(net: Network, members: np.ndarray, dd: pd.DataFrame) -> Chunk:
+    """The reached pieces of every tier's circle of the stations ``members`` as sampled
+    points (``geo.circles.seeds``): the same pieces as ``circle_pieces``, points at most a
+    cell apart along them, circle k's points ``start[k]:start[k + 1]``."""
+    es = net.samples
+    assert es is not None
+    pos = pd.Index(members).get_indexer(dd["station"].to_numpy())
+    node = dd["node"].to_numpy(np.int64)
+    k = np.minimum(np.searchsorted(es.nodes, node), len(es.nodes) - 1)
+    ok = (pos >= 0) & (es.nodes[k] == node)
+    order = np.argsort(pos[ok], kind="stable")
+    row_off = np.r_[0, np.cumsum(np.bincount(pos[ok], minlength=len(members)))]
+    own = net.own.set_index("station").reindex(members)
+    oe = own["edge"].to_numpy()
+
+    def c(a: np.ndarray, dtype: type = float) -> np.ndarray:  # the types ``seeds.warm`` loads
+        return np.require(a, dtype, ["C", "W"])
+
+    xy, corner, ppt, pcirc, cst, ctier, coff = reached_pieces(
+        c(row_off, np.int64), c(k[ok][order], np.int64), c(dd["d"].to_numpy(float)[ok][order]),
+        c(np.where(np.isnan(oe), -1, oe), np.int64), c(own["frac"].to_numpy(float)),
+        c(own["snap"].to_numpy(float)), es.su, es.sv, es.adj_off, es.adj, es.xy, es.s,
+        es.vertex, es.off, c(net.tiers, float))
+    return Chunk(xy, ppt, pcirc, len(cst), members[cst], net.tiers[ctier],
+                 np.bincount(pcirc, minlength=len(cst)), coff, corner)
+
+
 def station_csv(job: Job, members: np.ndarray,
                 dd: pd.DataFrame) -> tuple[str, int, dict[str, float]]:
     """``chunk_csv`` of the circles of stations ``members``, their pieces built here from the
     search's answer (in a worker: from the network it inherited)."""
     assert _NETWORK is not None, "set_network first"
     t0 = time.process_time()
-    ch = circle_pieces(_NETWORK, members, dd)
+    ch = (circle_pieces if job.method == "exact" else circle_seeds)(_NETWORK, members, dd)
     spent_pieces = time.process_time() - t0
     csv, count, spent = chunk_csv(job, ch)
     spent["pieces_s"] = spent_pieces
@@ -146,14 +178,17 @@ def chunk_csv(job: Job, ch: Chunk) -> tuple[str, int, dict[str, float]]:
         multi = shapely.multilinestrings(lines, indices=ch.circle)
         polys, spent = circle_polygons(multi, job.buffer_m, job.quad_segs, job.barrier)
     else:
-        polys = raster_polygons(ch.xy, ch.piece, ch.circle, ch.n, job.cell_m, job.buffer_m)
+        assert ch.start is not None
+        polys = raster_polygons(ch.xy, ch.start, job.cell_m, job.buffer_m)
         polys = simplify(polys, job.cell_m / 5)
         t1 = clock()
         if job.barrier is not None:
-            cut_barrier(polys, PieceIndex(ch.xy, ch.piece, ch.circle, ch.n).near, job.barrier)
+            c = ch.corner if ch.corner is not None else slice(None)
+            cut_barrier(polys, PieceIndex(ch.xy[c], ch.piece[c], ch.circle, ch.n).near,
+                        job.barrier)
         spent = {"merge_s": 0.0, "buffer_s": t1 - t0, "cut_s": clock() - t1}
     t = clock()
-    to_wgs = Transformer.from_crs(job.srid, 4326, always_xy=True)
+    to_wgs = _to_wgs84(job.srid)
     polys = shapely.transform(polys, lambda p: np.column_stack(to_wgs.transform(*p.T)))
     ok = np.nonzero(~shapely.is_empty(polys))[0]
     wkb = _ewkb(_multi_polygons(polys[ok]))
@@ -163,6 +198,12 @@ def chunk_csv(job: Job, ch: Chunk) -> tuple[str, int, dict[str, float]]:
         for i in range(len(ok)))
     spent["store_s"] = clock() - t
     return csv, len(ok), spent
+
+
+@functools.lru_cache(maxsize=4)
+def _to_wgs84(srid: int) -> Transformer:
+    """The run's CRS to EPSG:4326 (x = lon), made once per process (~ms each)."""
+    return Transformer.from_crs(srid, 4326, always_xy=True)
 
 
 class _Serial:
