@@ -18,9 +18,10 @@ Method (metres in the district's metric CRS, results stored in EPSG:4326):
    the distance field on a ``circle_raster_cell_m`` grid (``geo.circles.raster``), or
    (``circle_polygon_method=exact``) one shapely buffer of the line-merged pieces. Where a
    circle touches a barrier, the barrier area is cut out and any part left with no reached
-   piece in it is dropped: a circle never jumps a river. Steps 3-4 run in
-   ``circle_parallel_workers`` forked processes over chunks of circles while this process COPYs
-   finished chunks in. Optionally clipped to the station's community or street (SQL).
+   piece in it is dropped: a circle never jumps a river. Steps 3-4 run over small
+   chunks of circles in this process and ``circle_parallel_workers - 1`` forked helpers; this
+   process also COPYs finished chunks in. Optionally clipped to the station's community or
+   street (SQL).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from geo.circles.pool import (
     CHUNK,
     Job,
     Network,
-    process_pool,
+    helper_pool,
     set_network,
     station_chunks,
     station_csv,
@@ -309,6 +310,32 @@ def _search_scipy(conn: Connection, e: Edges, reach: float,
         yield sid[g0:g0 + SEARCH_GROUP], pd.concat(parts, ignore_index=True)
 
 
+def _network(conn: Connection, settings: CircleSettings, tiers: list[float], srid: int,
+             run_id: int, edges: Edges | None) -> tuple[Network, Job]:
+    """The usable edges (read here unless the search did), their raster samples, the
+    stations' snapped positions and the barrier (metric CRS ``srid``): what every chunk of
+    the run works on."""
+    own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
+    if edges is None:
+        edges = Edges.fetch(conn, EDGES_M_SQL.format(srid=int(srid)))
+    coords = EdgeCoords.from_geoms(edges.geoms)
+    own["edge"] = np.searchsorted(edges.id, own["edge"].to_numpy())
+    barrier = None
+    if settings.circle_barrier_kinds:
+        barrier = conn.execute(
+            text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
+        ).scalar()
+        barrier = bytes(barrier) if barrier is not None else None
+    job = Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
+              settings.circle_buffer_m, settings.circle_quad_segs,
+              settings.walking_speed_m_per_min, barrier)
+    samples = (None if settings.circle_polygon_method == "exact" else
+               EdgeSamples.build(coords, edges.source, edges.target,
+                                 settings.circle_raster_cell_m))
+    return Network(coords, edges.source, edges.target, shapely.length(edges.geoms), own,
+                   np.asarray(tiers, float), samples), job
+
+
 def _polygons(
     conn: Connection,
     settings: CircleSettings,
@@ -337,73 +364,69 @@ def _polygons(
     if settings.circle_polygon_method != "exact":
         warm(settings.circle_raster_cell_m)
     t0 = time.perf_counter()
-    own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
-    if edges is None:
-        edges = Edges.fetch(conn, EDGES_M_SQL.format(srid=int(srid)))
-    ids, geoms, source, target = edges.id, edges.geoms, edges.source, edges.target
-    coords = EdgeCoords.from_geoms(geoms)
-    length = shapely.length(geoms)
-    own["edge"] = np.searchsorted(ids, own["edge"].to_numpy())
-    barrier = None
-    if settings.circle_barrier_kinds:
-        barrier = conn.execute(
-            text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
-        ).scalar()
-        barrier = bytes(barrier) if barrier is not None else None
-    job = Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
-              settings.circle_buffer_m, settings.circle_quad_segs,
-              settings.walking_speed_m_per_min, barrier)
+    net, job = _network(conn, settings, tiers, srid, run_id, edges)
     workers = max(1, settings.circle_parallel_workers)
     t = {"jit_s": t0 - tj, "reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0,
          "polygon_s": 0.0, "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0,
          "buffer_cpu_s": 0.0, "cut_cpu_s": 0.0, "store_cpu_s": 0.0, "pieces_cpu_s": 0.0}
     bar = tqdm(total=stations * len(tiers), desc="circles", unit="circle") if progress else None
     raw = driver_connection(conn)
-    done_st = 0
-    # the workers are forked after this: they inherit the network instead of receiving it
-    samples = (None if settings.circle_polygon_method == "exact"
-               else EdgeSamples.build(coords, source, target, settings.circle_raster_cell_m))
-    set_network(Network(coords, source, target, length, own, np.asarray(tiers, float),
-                        samples))
-    size = max(1, min(CHUNK // len(tiers), -(-stations // (4 * workers))))
-    pending: deque[Any] = deque()
+    t["searching"] = t["done_st"] = 0.0
+    # the helpers are forked after this: they inherit the network instead of receiving it
+    set_network(net)
+    # small chunks: the last one to finish decides the wall time
+    size = max(1, min(CHUNK // len(tiers), -(-stations // (8 * workers))))
+    pending: deque[Any] = deque()  # the helper processes' chunks, in order
+
+    def store(result: tuple[str, int, dict[str, float]]) -> None:
+        csv, count, spent = result
+        tc = time.perf_counter()
+        with raw.cursor() as cur:
+            cur.copy_expert(COPY_SQL, io.StringIO(csv))
+        t["circles"] += count
+        t["copy_s"] += time.perf_counter() - tc
+        t["pieces"] += int(spent.pop("pieces"))
+        for k, v in spent.items():
+            t[k.replace("_s", "_cpu_s")] += v
+        if bar:
+            bar.update(count)
 
     def collect(block: bool) -> None:
         while pending and (block or pending[0].done()):
-            csv, count, spent = pending.popleft().result()
-            tc = time.perf_counter()
-            with raw.cursor() as cur:
-                cur.copy_expert(COPY_SQL, io.StringIO(csv))
-            t["circles"] += count
-            t["copy_s"] += time.perf_counter() - tc
-            t["pieces"] += int(spent.pop("pieces"))
-            for k, v in spent.items():
-                t[k.replace("_s", "_cpu_s")] += v
-            if bar:
-                bar.update(count)
+            store(pending.popleft().result())
+
+    def refill(it: Iterator[tuple[np.ndarray, pd.DataFrame]],
+               todo: deque[tuple[np.ndarray, pd.DataFrame]]) -> bool:
+        """The next group's chunks into ``todo`` (False: none left); the search of the group
+        runs here, timed apart (not polygon time)."""
+        ts = time.perf_counter()
+        members, dd = next(it, (None, None))
+        if members is None:
+            return False
+        t2 = time.perf_counter()
+        t["searching"] += t2 - ts
+        todo.extend(station_chunks(members, dd, size))
+        t["done_st"] += len(members)
+        t["pieces_s"] += time.perf_counter() - t2
+        if on_progress:
+            on_progress(t["done_st"] / max(stations, 1))
+        return True
 
     try:
-        with process_pool(workers, 2, stations * len(tiers)) as pool:
+        with helper_pool(workers, stations * len(tiers)) as pool:
             t1 = time.perf_counter()
-            searching = 0.0  # the search of the next group runs in this loop: not polygon time
             it = iter(groups)
-            while True:
-                ts = time.perf_counter()
-                try:
-                    members, dd = next(it)
-                except StopIteration:
-                    break
-                t2 = time.perf_counter()
-                searching += t2 - ts
-                for mem, part in station_chunks(members, dd, size):
-                    pending.append(pool.submit(station_csv, job, mem, part))
-                done_st += len(members)
-                t["pieces_s"] += time.perf_counter() - t2
-                collect(len(pending) > 8 * workers)  # bounds the memory held in results
-                if on_progress:
-                    on_progress(done_st / max(stations, 1))
+            todo: deque[tuple[np.ndarray, pd.DataFrame]] = deque()
+            while todo or refill(it, todo):
+                # keep each helper two chunks ahead; this process draws the next one itself
+                while pool is not None and todo and len(pending) < 2 * (workers - 1):
+                    pending.append(pool.submit(station_csv, job, *todo.popleft()))
+                collect(False)
+                if todo:
+                    store(station_csv(job, *todo.popleft()))
             collect(True)
-            t["polygon_s"] += time.perf_counter() - t1 - searching - t["pieces_s"]
+            t["polygon_s"] += time.perf_counter() - t1 - t["searching"] - t["pieces_s"]
+            del t["searching"], t["done_st"]
     finally:
         set_network(None)
     if bar:

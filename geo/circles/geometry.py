@@ -268,9 +268,6 @@ def cut_barrier(polys: np.ndarray, near_street: np.ndarray | Callable[
         polys[hit[present]] = shapely.multipolygons(parts[keep], indices=rank)
 
 
-SHIFT = 1e7  # m between circles in ``PieceIndex.near``'s tree (beyond any metric CRS extent)
-
-
 @functools.lru_cache(maxsize=2)
 def _barrier(barrier: bytes) -> tuple[Any, np.ndarray, shapely.STRtree]:
     """The barrier (WKB) parsed and prepared, its parts and their STRtree: once per process
@@ -303,41 +300,27 @@ class PieceIndex:
     def near(self, parts: np.ndarray, circle: np.ndarray, probe: int = 32) -> np.ndarray:
         """For each polygon part (m) of circle ``circle[i]``: is a reached piece of that
         circle within 1 m? The same answer as ``dwithin(part, circle's lines, 1.0)``: a part
-        holding the first vertex of some piece whose box lies within 1 m of its own (up to
-        ``probe`` such pieces tried) is near one; the others are measured against those
-        pieces. All parts at once: one STRtree of the pieces' boxes, each circle shifted
-        ``SHIFT`` m east of the previous one so that a query meets its own circle only."""
+        holding the first vertex of some piece (up to ``probe`` pieces tried) is near one;
+        the others are measured against the pieces whose box lies within 1 m of theirs."""
         keep = np.zeros(len(parts), bool)
-        if len(parts) == 0 or len(self.circle) == 0:
-            return keep
-        shift = self.circle * SHIFT
-        boxes = shapely.box(self.lo[:, 0] + shift, self.lo[:, 1], self.hi[:, 0] + shift,
-                            self.hi[:, 1])
-        b = shapely.bounds(parts)
-        off = np.asarray(circle) * SHIFT
-        qp, qk = shapely.STRtree(boxes).query(shapely.box(b[:, 0] - 1 + off, b[:, 1] - 1,
-                                                          b[:, 2] + 1 + off, b[:, 3] + 1))
-        if len(qp) == 0:
-            return keep
-        order = np.lexsort((qk, qp))
-        qp, qk = qp[order], qk[order]
-        first = np.searchsorted(qp, qp)  # each pair's part's first pair
-        count = np.bincount(qp, minlength=len(parts))[qp]
-        rank = np.arange(len(qp)) - first
-        pick = rank % np.maximum(1, count // probe) == 0
+        bounds = shapely.bounds(parts)
         shapely.prepare(parts)
-        pv = self.xy[self.vstart[qk[pick]]]
-        inside = shapely.contains_xy(parts[qp[pick]], pv[:, 0], pv[:, 1])
-        keep[qp[pick][inside]] = True
-        rest = ~keep[qp]
-        if rest.any():
-            qp, qk = qp[rest], qk[rest]
-            need, local = np.unique(qk, return_inverse=True)
-            cnt = self.vstart[need + 1] - self.vstart[need]
-            rows = np.arange(cnt.sum()) + np.repeat(self.vstart[need] - (np.cumsum(cnt) - cnt),
+        for i, (part, c) in enumerate(zip(parts, circle, strict=True)):
+            p0, p1 = self.cstart[c], self.cstart[c + 1]
+            lo, hi = self.lo[p0:p1], self.hi[p0:p1]
+            b = bounds[i]
+            cand = p0 + np.nonzero((lo[:, 0] <= b[2] + 1) & (hi[:, 0] >= b[0] - 1)
+                                   & (lo[:, 1] <= b[3] + 1) & (hi[:, 1] >= b[1] - 1))[0]
+            if len(cand) == 0:
+                continue
+            first = self.xy[self.vstart[cand[:: max(1, len(cand) // probe)]]]
+            if shapely.contains_xy(part, first[:, 0], first[:, 1]).any():
+                keep[i] = True
+                continue
+            cnt = self.vstart[cand + 1] - self.vstart[cand]
+            rows = np.arange(cnt.sum()) + np.repeat(self.vstart[cand] - (np.cumsum(cnt) - cnt),
                                                     cnt)
-            lines = shapely.linestrings(self.xy[rows], indices=np.repeat(np.arange(len(need)),
+            lines = shapely.linestrings(self.xy[rows], indices=np.repeat(np.arange(len(cand)),
                                                                          cnt))
-            near = shapely.dwithin(parts[qp], lines[local.ravel()], 1.0)
-            keep[qp[near]] = True
+            keep[i] = bool(shapely.dwithin(part, lines, 1.0).any())
         return keep

@@ -1,17 +1,17 @@
 """Polygons of chunks of circles in forked worker processes (raster contour or exact buffer,
 then the barrier cut), as ``service_circle`` COPY rows. Metres in the run's metric CRS in,
-EPSG:4326 out. ``geo.circles.build`` hands chunks to ``process_pool(...).map(chunk_csv, ...)``.
+EPSG:4326 out. ``geo.circles.build`` draws chunks itself and hands others to ``helper_pool``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -206,28 +206,17 @@ def _to_wgs84(srid: int) -> Transformer:
     return Transformer.from_crs(srid, 4326, always_xy=True)
 
 
-class _Serial:
-    """``pool.map`` in this process (one worker, or one chunk: no process worth forking)."""
-
-    def __enter__(self) -> _Serial:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, fn: Any, *its: Any) -> Any:
-        return map(fn, *its)
-
-    def submit(self, fn: Any, *args: Any) -> Future[Any]:
-        f: Future[Any] = Future()
-        f.set_result(fn(*args))
-        return f
-
-
-def process_pool(workers: int, jobs: int, circles: int) -> Any:
-    """Worker processes (forked: they inherit the imports, start in milliseconds) when there is
-    more than one worker and chunk and at least ``POOL_MIN_CIRCLES`` circles; the raster and
-    GEOS steps do not release the GIL, so threads would share one core."""
-    if workers <= 1 or jobs <= 1 or circles < POOL_MIN_CIRCLES:
-        return _Serial()
-    return ProcessPoolExecutor(min(workers, jobs), mp_context=multiprocessing.get_context("fork"))
+@contextlib.contextmanager
+def helper_pool(workers: int, circles: int) -> Iterator[ProcessPoolExecutor | None]:
+    """``workers - 1`` helper processes (forked: they inherit the imports and the network,
+    start in milliseconds) when there are at least ``POOL_MIN_CIRCLES`` circles; the caller
+    draws chunks too, so ``workers`` processes work. None: the caller draws them all. The raster
+    and GEOS steps do not release the GIL, so threads would share one core."""
+    if workers <= 1 or circles < POOL_MIN_CIRCLES:
+        yield None
+        return
+    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("fork"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
