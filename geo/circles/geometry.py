@@ -300,27 +300,44 @@ class PieceIndex:
     def near(self, parts: np.ndarray, circle: np.ndarray, probe: int = 32) -> np.ndarray:
         """For each polygon part (m) of circle ``circle[i]``: is a reached piece of that
         circle within 1 m? The same answer as ``dwithin(part, circle's lines, 1.0)``: a part
-        holding the first vertex of some piece (up to ``probe`` pieces tried) is near one;
-        the others are measured against the pieces whose box lies within 1 m of theirs."""
+        holding the first vertex of some piece (up to ``probe`` tried of those in its box:
+        one ``contains_xy`` call for all parts) is near one; the others are measured against
+        the pieces whose box lies within 1 m of theirs."""
         keep = np.zeros(len(parts), bool)
+        if len(parts) == 0 or len(self.circle) == 0:
+            return keep
         bounds = shapely.bounds(parts)
         shapely.prepare(parts)
-        for i, (part, c) in enumerate(zip(parts, circle, strict=True)):
+        first = self.xy[self.vstart[:-1]]
+        circle = np.asarray(circle)
+        order = np.argsort(circle, kind="stable")
+        cuts = np.searchsorted(circle[order], np.arange(self.n + 1))
+        who, what = [], []
+        for c in np.unique(circle):
+            idx = order[cuts[c]:cuts[c + 1]]
+            p0, p1 = self.cstart[c], self.cstart[c + 1]
+            fx, fy, b = first[p0:p1, 0], first[p0:p1, 1], bounds[idx]
+            row, col = np.nonzero((fx >= b[:, 0, None]) & (fx <= b[:, 2, None])
+                                  & (fy >= b[:, 1, None]) & (fy <= b[:, 3, None]))
+            cnt = np.bincount(row, minlength=len(idx))
+            rank = np.arange(len(row)) - (np.cumsum(cnt) - cnt)[row]
+            pick = rank % np.maximum(1, cnt // probe)[row] == 0
+            who.append(idx[row[pick]])
+            what.append(p0 + col[pick])
+        who_a, what_a = np.concatenate(who), np.concatenate(what)
+        keep[who_a[shapely.contains_xy(parts[who_a], first[what_a, 0], first[what_a, 1])]] = True
+        for i in np.nonzero(~keep)[0]:
+            c, b = circle[i], bounds[i]
             p0, p1 = self.cstart[c], self.cstart[c + 1]
             lo, hi = self.lo[p0:p1], self.hi[p0:p1]
-            b = bounds[i]
             cand = p0 + np.nonzero((lo[:, 0] <= b[2] + 1) & (hi[:, 0] >= b[0] - 1)
                                    & (lo[:, 1] <= b[3] + 1) & (hi[:, 1] >= b[1] - 1))[0]
             if len(cand) == 0:
-                continue
-            first = self.xy[self.vstart[cand[:: max(1, len(cand) // probe)]]]
-            if shapely.contains_xy(part, first[:, 0], first[:, 1]).any():
-                keep[i] = True
                 continue
             cnt = self.vstart[cand + 1] - self.vstart[cand]
             rows = np.arange(cnt.sum()) + np.repeat(self.vstart[cand] - (np.cumsum(cnt) - cnt),
                                                     cnt)
             lines = shapely.linestrings(self.xy[rows], indices=np.repeat(np.arange(len(cand)),
                                                                          cnt))
-            keep[i] = bool(shapely.dwithin(part, lines, 1.0).any())
+            keep[i] = bool(shapely.dwithin(parts[i], lines, 1.0).any())
         return keep
