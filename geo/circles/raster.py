@@ -5,12 +5,15 @@ All coordinates are metres in the district's metric CRS; cells belong to one glo
 
 For one circle (its reached pieces, partial edges already cut at the remaining budget):
 
-1. The pieces are sampled every ``cell`` metres or closer; each sample marks its cell as a
+1. The pieces come sampled every ``cell`` metres or closer (``geo.circles.seeds``, one
+   compiled loop from the search's answer); each sample marks its cell as a
    seed and the cell remembers the sample's exact coordinates (one per cell is kept, so denser
    sampling buys nothing: the distance to the samples differs from the distance to the line
    by the sagitta, ~(cell / 2)^2 / (2 * buffer), 0.1 m at 5 m cells and a 30 m buffer).
-2. A Euclidean feature transform (``scipy.ndimage.distance_transform_edt`` with indices) gives
-   every cell of the circle's window its nearest seed cell; the field is the exact distance
+2. An exact Euclidean feature transform (Felzenszwalb and Huttenlocher's separable lower
+   envelope, compiled with numba: half the time of ``scipy.ndimage.distance_transform_edt``
+   with indices, the same distances) gives every cell of the circle's window its nearest seed
+   cell; the field is the exact distance
    from the cell centre to that seed's sample, so the contour lands well inside a cell (the
    nearest-cell choice errs only to second order).
 3. ``contourpy`` traces the filled contour ``field <= buffer_m`` (marching squares, linear
@@ -30,7 +33,6 @@ import numba
 import numpy as np
 import shapely
 from contourpy import FillType, LineType, SerialContourGenerator, ZInterp
-from scipy import ndimage
 
 
 @numba.njit(cache=True, nogil=True)
@@ -58,25 +60,76 @@ def _seed_grid(pts: np.ndarray, cell: float, pad: int) -> tuple[int, int, np.nda
     return i0, j0, free, sx, sy
 
 
+_FAR = 1 << 40  # squared cells: no seed in the column
+
+
 @numba.njit(cache=True, nogil=True)
-def _field(fj: np.ndarray, fi: np.ndarray, sx: np.ndarray, sy: np.ndarray, i0: int, j0: int,
+def _columns(free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell, the squared distance (cells) to the nearest seed of its column and that
+    seed's row (``_FAR`` and -1 without one): two sweeps per column."""
+    h, w = free.shape
+    gv = np.empty((h, w), np.int64)
+    gr = np.empty((h, w), np.int32)
+    for i in range(w):
+        last = -1
+        for j in range(h):
+            if not free[j, i]:
+                last = j
+            gv[j, i] = (j - last) * (j - last) if last >= 0 else _FAR
+            gr[j, i] = last
+        last = -1
+        for j in range(h - 1, -1, -1):
+            if not free[j, i]:
+                last = j
+            if last >= 0 and (last - j) * (last - j) < gv[j, i]:
+                gv[j, i] = (last - j) * (last - j)
+                gr[j, i] = last
+    return gv, gr
+
+
+@numba.njit(cache=True, nogil=True)
+def _field(free: np.ndarray, sx: np.ndarray, sy: np.ndarray, i0: int, j0: int,
            cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distance (m) from each cell centre to its nearest seed cell's sample (computed in
-    float32 from the window's corner, exact to ~1 mm), and the cell centres' x and y (m)."""
-    h, w = fj.shape
-    field = np.empty((h, w))
+    """Distance (m) from each cell centre to the sample of its nearest seed cell, and the
+    cell centres' x and y (m). The nearest seed cell is exact (Felzenszwalb and
+    Huttenlocher's lower envelope of parabolas along each row over ``_columns``), the
+    distance to the sample computed in float32 from the window's corner (exact to ~1 mm)."""
+    h, w = free.shape
+    gv, gr = _columns(free)
+    field = np.full((h, w), np.inf)
     gx = np.empty((h, w))
     gy = np.empty((h, w))
+    v = np.empty(w, np.int64)
+    z = np.empty(w + 1)
     for j in range(h):
+        k = -1  # the envelope: parabolas v[0..k], v[r] lowest on [z[r], z[r + 1]]
+        for q in range(w):
+            if gv[j, q] >= _FAR:
+                continue
+            s = -np.inf
+            while k >= 0:
+                p = v[k]
+                s = ((gv[j, q] + q * q) - (gv[j, p] + p * p)) / (2.0 * (q - p))
+                if s > z[k]:
+                    break
+                k -= 1
+            k += 1
+            v[k] = q
+            z[k] = s if k > 0 else -np.inf
+            z[k + 1] = np.inf
         ly = np.float32((j + 0.5) * cell)
-        y = (j0 + j + 0.5) * cell
-        for i in range(w):
-            a, b = fj[j, i], fi[j, i]
-            dx = np.float32((i + 0.5) * cell) - sx[a, b]
+        r = 0
+        for q in range(w):
+            gx[j, q] = (i0 + q + 0.5) * cell
+            gy[j, q] = (j0 + j + 0.5) * cell
+            if k < 0:
+                continue
+            while z[r + 1] < q:
+                r += 1
+            a, b = gr[j, v[r]], v[r]
+            dx = np.float32((q + 0.5) * cell) - sx[a, b]
             dy = ly - sy[a, b]
-            field[j, i] = math.sqrt(dx * dx + dy * dy)
-            gx[j, i] = (i0 + i + 0.5) * cell
-            gy[j, i] = y
+            field[j, q] = math.sqrt(dx * dx + dy * dy)
     return field, gx, gy
 
 
@@ -87,8 +140,7 @@ def circle_field(pts: np.ndarray, cell: float, buffer_m: float) -> tuple[
     cells of a global grid (origin 0)."""
     pad = int(math.ceil(buffer_m / cell)) + 2
     i0, j0, free, sx, sy = _seed_grid(pts, cell, pad)
-    fj, fi = ndimage.distance_transform_edt(free, return_distances=False, return_indices=True)
-    return _field(fj, fi, sx, sy, i0, j0, cell)
+    return _field(free, sx, sy, i0, j0, cell)
 
 
 def trace(field: np.ndarray, gx: np.ndarray, gy: np.ndarray,
