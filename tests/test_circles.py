@@ -236,6 +236,38 @@ def test_seeds_are_the_pieces_sampled_every_cell():
     assert (new.circle[new.piece[new.start[:-1]]] == np.arange(new.n)).all()
 
 
+def test_raster_field_is_the_distance_to_the_nearest_seed_cells_sample():
+    """The compiled feature transform finds, for every cell, a seed cell as near as scipy's
+    ``distance_transform_edt`` does (ties may pick another, at the same distance), and the
+    field is the distance from the cell centre to that seed's sample; brute force checks the
+    nearest seed cell on a sample of cells."""
+    from scipy import ndimage
+
+    from geo.circles.raster import _seed_grid, circle_field
+
+    rng = np.random.default_rng(11)
+    cell = 5.0
+    for k in (1, 2, 40, 400):
+        pts = rng.uniform(0, 300, (k, 2)) + [701_234.5, 2_882_345.6]
+        field, gx, gy = circle_field(pts, cell, 30.0)
+        i0, j0, free, sx, sy = _seed_grid(pts, cell, 8)
+        fj, fi = ndimage.distance_transform_edt(free, return_distances=False,
+                                                return_indices=True)
+        jj, ii = np.indices(free.shape)
+        want_cells = (jj - fj) ** 2 + (ii - fi) ** 2
+        seeds = np.argwhere(~free)
+        for j, i in rng.integers(0, free.shape, (200, 2)):
+            brute = ((seeds - [j, i]) ** 2).sum(axis=1)
+            assert brute.min() == want_cells[j, i]
+            # the field's seed is one of the nearest seed cells; its sample is that cell's
+            near = seeds[brute == brute.min()]
+            nx_, ny_ = (s[near[:, 0], near[:, 1]].astype(float) for s in (sx, sy))
+            d = np.hypot(gx[j, i] - (i0 * cell + nx_), gy[j, i] - (j0 * cell + ny_))
+            assert np.isclose(d, field[j, i], atol=2e-3).any(), (k, j, i)
+        assert np.allclose(gx[0], (i0 + np.arange(free.shape[1]) + 0.5) * cell)
+        assert np.allclose(gy[:, 0], (j0 + np.arange(free.shape[0]) + 0.5) * cell)
+
+
 def test_edge_reach_is_the_min_over_both_ends():
     import pandas as pd
 
