@@ -326,18 +326,24 @@ class PieceIndex:
             what.append(p0 + col[pick])
         who_a, what_a = np.concatenate(who), np.concatenate(what)
         keep[who_a[shapely.contains_xy(parts[who_a], first[what_a, 0], first[what_a, 1])]] = True
+        # the rest: every piece whose box comes within 1 m of the part's, one dwithin call
+        who, what = [], []
         for i in np.nonzero(~keep)[0]:
             c, b = circle[i], bounds[i]
             p0, p1 = self.cstart[c], self.cstart[c + 1]
             lo, hi = self.lo[p0:p1], self.hi[p0:p1]
             cand = p0 + np.nonzero((lo[:, 0] <= b[2] + 1) & (hi[:, 0] >= b[0] - 1)
                                    & (lo[:, 1] <= b[3] + 1) & (hi[:, 1] >= b[1] - 1))[0]
-            if len(cand) == 0:
-                continue
-            cnt = self.vstart[cand + 1] - self.vstart[cand]
-            rows = np.arange(cnt.sum()) + np.repeat(self.vstart[cand] - (np.cumsum(cnt) - cnt),
+            who.append(np.full(len(cand), i))
+            what.append(cand)
+        if who and sum(len(w) for w in who):
+            who_a, what_a = np.concatenate(who), np.concatenate(what)
+            need, local = np.unique(what_a, return_inverse=True)
+            cnt = self.vstart[need + 1] - self.vstart[need]
+            rows = np.arange(cnt.sum()) + np.repeat(self.vstart[need] - (np.cumsum(cnt) - cnt),
                                                     cnt)
-            lines = shapely.linestrings(self.xy[rows], indices=np.repeat(np.arange(len(cand)),
+            lines = shapely.linestrings(self.xy[rows], indices=np.repeat(np.arange(len(need)),
                                                                          cnt))
-            keep[i] = bool(shapely.dwithin(parts[i], lines, 1.0).any())
+            near = shapely.dwithin(parts[who_a], lines[local.ravel()], 1.0)
+            keep[who_a[near]] = True
         return keep
