@@ -10,18 +10,20 @@ Method (metres in the district's metric CRS, results stored in EPSG:4326):
    edges inside the batch's box expanded by the largest tier (pgRouting reads its whole edge
    query every call, so the box keeps each call small). The walking budget of a station is the
    tier minus its snap distance.
-3. Reached pieces (numpy, ``geo.circles.geometry``): for every edge touching a reached node, the
-   part within the remaining budget from each end (the whole edge when the two parts meet),
-   plus the part of the station's own edge within the budget either side of the snapped point;
-   overlapping parts of one edge are united, so the pieces are disjoint and meet bit for bit.
+3. Reached pieces: for every edge touching a reached node, the part within the remaining
+   budget from each end (the whole edge when the two parts meet), plus the part of the
+   station's own edge within the budget either side of the snapped point; overlapping parts of
+   one edge are united, so the pieces are disjoint and meet bit for bit. Raster: one numba loop
+   gives them already sampled (``geo.circles.seeds``); exact: numpy (``geo.circles.geometry``).
+   The scipy search reads the usable edges with their geometry once; the polygons reuse them.
 4. The circle is every point within ``circle_buffer_m`` of the pieces: by default a contour of
    the distance field on a ``circle_raster_cell_m`` grid (``geo.circles.raster``), or
    (``circle_polygon_method=exact``) one shapely buffer of the line-merged pieces. Where a
    circle touches a barrier, the barrier area is cut out and any part left with no reached
-   piece in it is dropped: a circle never jumps a river. Steps 3-4 run over small
-   chunks of circles in this process and ``circle_parallel_workers - 1`` forked helpers; this
-   process also COPYs finished chunks in. Optionally clipped to the station's community or
-   street (SQL).
+   piece in it is dropped: a circle never jumps a river. Steps 3-4 run over small chunks of
+   circles in ``circle_parallel_workers`` forked processes while this one searches the next
+   group of stations and COPYs finished chunks in. Optionally clipped to the station's
+   community or street (SQL).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ from geo.circles.pool import (
     CHUNK,
     Job,
     Network,
-    helper_pool,
+    process_pool,
     set_network,
     station_chunks,
     station_csv,
@@ -413,17 +415,19 @@ def _polygons(
         return True
 
     try:
-        with helper_pool(workers, stations * len(tiers)) as pool:
+        with process_pool(workers, stations * len(tiers)) as pool:
             t1 = time.perf_counter()
             it = iter(groups)
             todo: deque[tuple[np.ndarray, pd.DataFrame]] = deque()
             while todo or refill(it, todo):
-                # keep each helper two chunks ahead; this process draws the next one itself
-                while pool is not None and todo and len(pending) < 2 * (workers - 1):
+                if pool is None:
+                    store(station_csv(job, *todo.popleft()))
+                    continue
+                # keep each worker two chunks ahead (bounds the memory held in results)
+                while todo:
+                    collect(len(pending) >= 2 * workers)
                     pending.append(pool.submit(station_csv, job, *todo.popleft()))
                 collect(False)
-                if todo:
-                    store(station_csv(job, *todo.popleft()))
             collect(True)
             t["polygon_s"] += time.perf_counter() - t1 - t["searching"] - t["pieces_s"]
             del t["searching"], t["done_st"]

@@ -1,6 +1,6 @@
 """Polygons of chunks of circles in forked worker processes (raster contour or exact buffer,
 then the barrier cut), as ``service_circle`` COPY rows. Metres in the run's metric CRS in,
-EPSG:4326 out. ``geo.circles.build`` draws chunks itself and hands others to ``helper_pool``.
+EPSG:4326 out. ``geo.circles.build`` hands chunks to ``process_pool`` (or draws them itself).
 """
 
 from __future__ import annotations
@@ -207,15 +207,17 @@ def _to_wgs84(srid: int) -> Transformer:
 
 
 @contextlib.contextmanager
-def helper_pool(workers: int, circles: int) -> Iterator[ProcessPoolExecutor | None]:
-    """``workers - 1`` helper processes (forked: they inherit the imports and the network,
-    start in milliseconds) when there are at least ``POOL_MIN_CIRCLES`` circles; the caller
-    draws chunks too, so ``workers`` processes work. None: the caller draws them all. The raster
-    and GEOS steps do not release the GIL, so threads would share one core."""
+def process_pool(workers: int, circles: int) -> Iterator[ProcessPoolExecutor | None]:
+    """``workers`` processes (forked: they inherit the imports, the network and numba's
+    loaded code, start in milliseconds) when there is more than one worker and at least
+    ``POOL_MIN_CIRCLES`` circles; None: the caller draws the chunks itself. The raster and GEOS
+    steps do not release the GIL, so threads would share one core. (The caller drawing chunks
+    too, with ``workers - 1`` helpers, measured no better: it stops feeding its helper while
+    it draws.)"""
     if workers <= 1 or circles < POOL_MIN_CIRCLES:
         yield None
         return
-    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     try:
         yield pool
     finally:
