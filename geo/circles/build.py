@@ -423,11 +423,11 @@ def _polygons(
                 if pool is None:
                     store(station_csv(job, *todo.popleft()))
                     continue
-                # keep each worker two chunks ahead (bounds the memory held in results)
+                # the whole group queued, so that the workers stay busy while this process
+                # searches the next one; at most 8 chunks per worker held (memory)
                 while todo:
-                    collect(len(pending) >= 2 * workers)
                     pending.append(pool.submit(station_csv, job, *todo.popleft()))
-                collect(False)
+                collect(len(pending) > 8 * workers)
             collect(True)
             t["polygon_s"] += time.perf_counter() - t1 - t["searching"] - t["pieces_s"]
             del t["searching"], t["done_st"]

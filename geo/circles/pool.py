@@ -212,8 +212,7 @@ def process_pool(workers: int, circles: int) -> Iterator[ProcessPoolExecutor | N
     loaded code, start in milliseconds) when there is more than one worker and at least
     ``POOL_MIN_CIRCLES`` circles; None: the caller draws the chunks itself. The raster and GEOS
     steps do not release the GIL, so threads would share one core. (The caller drawing chunks
-    too, with ``workers - 1`` helpers, measured no better: it stops feeding its helper while
-    it draws.)"""
+    too, with ``workers - 1`` helpers, measured no better: its helper waits while it draws.)"""
     if workers <= 1 or circles < POOL_MIN_CIRCLES:
         yield None
         return
