@@ -128,10 +128,15 @@ WHERE e.id IN (SELECT e2.id FROM walk_edge e2 JOIN _cs_batch b ON e2.geom && b.b
   AND NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
 ORDER BY e.id
 """
+# lines widened to 1 m: their union buffered once (~2x cheaper than uniting per-line buffers)
 BARRIER_SQL = """
-SELECT ST_AsBinary(ST_Union(CASE WHEN ST_Dimension(geom) = 2 THEN ST_Transform(geom, :srid)
-                   ELSE ST_Buffer(ST_Transform(geom, :srid), 0.5, 'quad_segs=1') END))
-FROM barrier WHERE kind = ANY(:kinds)
+SELECT ST_AsBinary(ST_Union(g)) FROM (
+  SELECT ST_Transform(geom, :srid) AS g FROM barrier
+  WHERE kind = ANY(:kinds) AND ST_Dimension(geom) = 2
+  UNION ALL
+  SELECT ST_Buffer(ST_Union(ST_Transform(geom, :srid)), 0.5, 'quad_segs=1') FROM barrier
+  WHERE kind = ANY(:kinds) AND ST_Dimension(geom) < 2
+) b
 """
 # circles are stored in EPSG:4326; clipping intersects them with the stored area there
 CLIP_SQL = """

@@ -23,6 +23,11 @@ The barrier rule is then applied to these polygons exactly as to the exact buffe
 (``geo.circles.geometry.cut_barrier``). The exact buffer of the pieces
 (``geo.circles.geometry.circle_polygons``) stays available (``circle_polygon_method=exact``); the
 tests and the bench measure IoU and building verdicts against it.
+
+Measured on the demo's 162 real circles (3.9 M cells): the feature transform and field 0.065 s
+CPU against 0.13 s for scipy's EDT alone plus 0.05 s for the gathers; the contour 0.03 s with
+the generator built directly (0.08 s through ``contour_generator``). Min IoU against the exact
+buffer 0.9769, building verdicts 99.82 % equal, as before (load 5-9).
 """
 
 from __future__ import annotations

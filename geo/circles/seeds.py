@@ -12,6 +12,10 @@ at most ``spacing`` m) are computed once per run (``EdgeSamples``, before the wo
 piece [lo, hi] is its two end points (interpolated) and the edge's samples strictly between.
 So consecutive points of a piece are at most ``spacing`` apart and lie on the edge: the points
 are both the raster's seeds and the piece's exact polyline (``PieceIndex`` takes them).
+
+Measured on the demo's 162 real circles (54 stations x 3 tiers, 870,191 points): 0.06-0.07 s
+CPU against 0.14-0.19 s for the pandas pipeline plus its sampling (load 5-9, same session).
+In a fresh process numba's first call costs 0.2-0.5 s once (``warm``, reported as ``jit_s``).
 """
 
 from __future__ import annotations
