@@ -191,7 +191,7 @@ def test_seeds_are_the_pieces_sampled_every_cell():
     import pandas as pd
 
     from geo.circles.geometry import EdgeCoords
-    from geo.circles.pool import Network, circle_pieces, circle_seeds
+    from geo.circles.pool import Network, circle_pieces, circle_seeds, station_chunks
     from geo.circles.seeds import EdgeSamples
 
     rng = np.random.default_rng(5)
@@ -219,7 +219,10 @@ def test_seeds_are_the_pieces_sampled_every_cell():
     tiers = np.array([120.0, 250.0, 400.0])
     net = Network(coords, source, target, shapely.length(geoms), own, tiers,
                   EdgeSamples.build(coords, source, target, 5.0))
-    new, old = circle_seeds(net, members, dd), circle_pieces(net, members, dd)
+    dd = dd.sample(frac=1.0, random_state=2)  # station_chunks groups the rows by station
+    ((mem, reach),) = station_chunks(members, dd, 3)
+    assert (mem == members).all()
+    new, old = circle_seeds(net, members, reach), circle_pieces(net, members, reach)
     assert new.n == old.n > 0
     assert (new.station == old.station).all() and (new.tier == old.tier).all()
     assert (new.pieces == old.pieces).all() and (new.circle == old.circle).all()

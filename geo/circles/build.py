@@ -47,6 +47,7 @@ from geo.circles.pool import (
     CHUNK,
     Job,
     Network,
+    Reach,
     process_pool,
     set_network,
     station_chunks,
@@ -403,7 +404,7 @@ def _polygons(
             store(pending.popleft().result())
 
     def refill(it: Iterator[tuple[np.ndarray, pd.DataFrame]],
-               todo: deque[tuple[np.ndarray, pd.DataFrame]]) -> bool:
+               todo: deque[tuple[np.ndarray, Reach]]) -> bool:
         """The next group's chunks into ``todo`` (False: none left); the search of the group
         runs here, timed apart (not polygon time)."""
         ts = time.perf_counter()
@@ -423,7 +424,7 @@ def _polygons(
         with process_pool(workers, stations * len(tiers)) as pool:
             t1 = time.perf_counter()
             it = iter(groups)
-            todo: deque[tuple[np.ndarray, pd.DataFrame]] = deque()
+            todo: deque[tuple[np.ndarray, Reach]] = deque()
             while todo or refill(it, todo):
                 if pool is None:
                     store(station_csv(job, *todo.popleft()))

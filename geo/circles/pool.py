@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -78,6 +79,13 @@ class Network:
     tiers: np.ndarray
     samples: EdgeSamples | None = None  # for the raster method (``geo.circles.seeds``)
 
+    def __post_init__(self) -> None:
+        o = self.own.sort_values("station")
+        self.own_station = o["station"].to_numpy(np.int64)
+        self.own_edge = o["edge"].to_numpy(np.int64)
+        self.own_frac = o["frac"].to_numpy(float)
+        self.own_snap = o["snap"].to_numpy(float)
+
 
 _NETWORK: Network | None = None
 
@@ -88,22 +96,33 @@ def set_network(net: Network | None) -> None:
     _NETWORK = net
 
 
+class Reach(NamedTuple):
+    """Part of the search's answer: station id, walk node id, network metres (arrays)."""
+
+    station: np.ndarray
+    node: np.ndarray
+    d: np.ndarray
+
+
 def station_chunks(members: np.ndarray, dd: pd.DataFrame,
-                   size: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+                   size: int) -> Iterator[tuple[np.ndarray, Reach]]:
     """The search's answer (station, node, d) split into chunks of ``size`` stations of
-    ``members`` (in their order: near one another)."""
-    which = pd.Index(members).get_indexer(dd["station"].to_numpy()) // size
-    order = np.argsort(which, kind="stable")
-    bounds = np.searchsorted(which[order], np.arange(0, -(-len(members) // size) + 1))
+    ``members`` (in their order: near one another), as plain arrays (cheap to pickle, no
+    pandas in the workers' hot path); each chunk's rows by station in ``members`` order."""
+    st = dd["station"].to_numpy(np.int64)
+    node, d = dd["node"].to_numpy(np.int64), dd["d"].to_numpy(float)
+    pos = pd.Index(members).get_indexer(st)
+    order = np.argsort(pos, kind="stable")
+    bounds = np.searchsorted(pos[order], np.arange(0, len(members) + size, size))
     for k in range(len(bounds) - 1):
         rows = order[bounds[k]:bounds[k + 1]]
-        yield members[k * size:(k + 1) * size], dd.iloc[rows]
+        yield members[k * size:(k + 1) * size], Reach(st[rows], node[rows], d[rows])
 
 
-def circle_pieces(net: Network, members: np.ndarray, dd: pd.DataFrame) -> Chunk:
+def circle_pieces(net: Network, members: np.ndarray, dd: Reach) -> Chunk:
     """The reached pieces of every tier's circle of the stations ``members`` from the search's
     answer for them (station, node, d m): partial edges cut at the remaining budget."""
-    reach = edge_reach(dd, net.source, net.target)
+    reach = edge_reach(pd.DataFrame(dd._asdict()), net.source, net.target)
     iv = tier_intervals(reach, net.own[net.own["station"].isin(members)], net.length,
                         list(net.tiers))
     xy, piece = net.coords.substrings(iv["edge"].to_numpy(), iv["lo"].to_numpy(),
@@ -117,35 +136,35 @@ def circle_pieces(net: Network, members: np.ndarray, dd: pd.DataFrame) -> Chunk:
                  np.bincount(circle, minlength=len(first)))
 
 
-def circle_seeds(net: Network, members: np.ndarray, dd: pd.DataFrame) -> Chunk:
+def circle_seeds(net: Network, members: np.ndarray, dd: Reach) -> Chunk:
     """The reached pieces of every tier's circle of the stations ``members`` as sampled
     points (``geo.circles.seeds``): the same pieces as ``circle_pieces``, points at most a
-    cell apart along them, circle k's points ``start[k]:start[k + 1]``."""
+    cell apart along them, circle k's points ``start[k]:start[k + 1]``. ``dd``'s rows come
+    grouped by station in ``members`` order (``station_chunks``)."""
     es = net.samples
     assert es is not None
-    pos = pd.Index(members).get_indexer(dd["station"].to_numpy())
-    node = dd["node"].to_numpy(np.int64)
-    k = np.minimum(np.searchsorted(es.nodes, node), len(es.nodes) - 1)
-    ok = (pos >= 0) & (es.nodes[k] == node)
-    order = np.argsort(pos[ok], kind="stable")
+    first = np.nonzero(np.r_[True, dd.station[1:] != dd.station[:-1]])[0][:len(dd.station)]
+    runs = np.diff(np.r_[first, len(dd.station)])
+    pos = np.repeat(pd.Index(members).get_indexer(dd.station[first]), runs)  # in members
+    k = np.minimum(np.searchsorted(es.nodes, dd.node), len(es.nodes) - 1)
+    ok = (es.nodes[k] == dd.node) & (pos >= 0)
     row_off = np.r_[0, np.cumsum(np.bincount(pos[ok], minlength=len(members)))]
-    own = net.own.set_index("station").reindex(members)
-    oe = own["edge"].to_numpy()
+    at = np.searchsorted(net.own_station, members)  # own rows sorted by station
+    oe, ofr, osn = net.own_edge[at], net.own_frac[at], net.own_snap[at]
 
     def c(a: np.ndarray, dtype: type = float) -> np.ndarray:  # the types ``seeds.warm`` loads
         return np.require(a, dtype, ["C", "W"])
 
     xy, corner, ppt, pcirc, cst, ctier, coff = reached_pieces(
-        c(row_off, np.int64), c(k[ok][order], np.int64), c(dd["d"].to_numpy(float)[ok][order]),
-        c(np.where(np.isnan(oe), -1, oe), np.int64), c(own["frac"].to_numpy(float)),
-        c(own["snap"].to_numpy(float)), es.su, es.sv, es.adj_off, es.adj, es.xy, es.s,
-        es.vertex, es.off, c(net.tiers, float))
+        c(row_off, np.int64), c(k[ok], np.int64), c(dd.d[ok]), c(oe, np.int64), c(ofr),
+        c(osn), es.su, es.sv, es.adj_off, es.adj, es.xy, es.s, es.vertex, es.off,
+        c(net.tiers, float))
     return Chunk(xy, ppt, pcirc, len(cst), members[cst], net.tiers[ctier],
                  np.bincount(pcirc, minlength=len(cst)), coff, corner)
 
 
 def station_csv(job: Job, members: np.ndarray,
-                dd: pd.DataFrame) -> tuple[str, int, dict[str, float]]:
+                dd: Reach) -> tuple[str, int, dict[str, float]]:
     """``chunk_csv`` of the circles of stations ``members``, their pieces built here from the
     search's answer (in a worker: from the network it inherited)."""
     assert _NETWORK is not None, "set_network first"
