@@ -24,6 +24,11 @@ Method (metres in the district's metric CRS, results stored in EPSG:4326):
    circles in ``circle_parallel_workers`` forked processes while this one searches the next
    group of stations and COPYs finished chunks in. Optionally clipped to the station's
    community or street (SQL).
+
+Measured (``bench.circles --runs real``, demo Helsinki, 162 circles): polygon phase / search
+2.52 at load 1.6 (5.3 at load 2.0 with another tenant on one core), 6.5 ms per circle with
+numba's one-time start (``jit_s`` 0.45 s); before this the ratio was 5.0-6.5 in the same
+session. Dense city, 15,000 circles: 43.7 s at load 1.8 (75 s before at load ~1).
 """
 from __future__ import annotations
 

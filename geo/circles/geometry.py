@@ -5,7 +5,9 @@ CRS; fractions are of an edge's planar length, as ``ST_LineSubstring`` takes the
 
 Measured on the bench city (``bench/circles.py``): GEOS 3.14 through shapely buffers the same
 linework ~1.3x faster than the GEOS 3.11 inside PostGIS, and shapely releases the GIL, so
-chunks of circles are buffered by threads of one process.
+chunks of circles are buffered by threads of one process. ``PieceIndex.near`` (the barrier
+rule's "street within 1 m" test): 0.086 s for the demo's 1,867 cut parts, one ``contains_xy``
+and one ``dwithin`` call for all of them (0.095 s part by part; same answers).
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """Polygons of chunks of circles in forked worker processes (raster contour or exact buffer,
 then the barrier cut), as ``service_circle`` COPY rows. Metres in the run's metric CRS in,
 EPSG:4326 out. ``geo.circles.build`` hands chunks to ``process_pool`` (or draws them itself).
+
+Workers' CPU on the demo's 162 real circles: 0.53-0.60 s (0.78-0.89 s before the compiled
+pieces and feature transform, load ~3); on the dense city's 15,000: 60-72 s (cut 32-39,
+raster 15-18, pieces 8-9, store 5-7; 97 s before: cut 34, raster 41, pieces 16, store 6).
 """
 
 from __future__ import annotations
