@@ -28,7 +28,8 @@ Method (metres in the district's metric CRS, results stored in EPSG:4326):
 Measured (``bench.circles --runs real``, demo Helsinki, 162 circles): polygon phase / search
 2.24 at load 1.0 (5.3 at load 2.0 with another tenant on one core; 2.7-3.9 for a second run
 in a warm process), 8.0 ms per circle with numba's one-time start (``jit_s`` 0.54 s); before
-this the ratio was 5.0-6.5 in the same session. Dense city, 15,000 circles: 43.7 s at load 1.8 (75 s before at load ~1).
+this the ratio was 5.0-6.5 in the same session. Dense city, 15,000 circles: 43.7 s at load
+1.8 (75 s before at load ~1).
 """
 from __future__ import annotations
 
