@@ -183,6 +183,94 @@ def test_merge_intervals_unites_overlaps_only_within_an_edge():
         [1, 0, 5, 0.0, 0.6], [1, 0, 5, 0.7, 1.0], [1, 1, 5, 0.1, 0.2], [2, 0, 5, 0.3, 0.4]]
 
 
+def test_seeds_are_the_pieces_sampled_every_cell():
+    """The compiled pieces (``geo.circles.seeds`` via ``circle_seeds``) are the pandas
+    pipeline's pieces (``circle_pieces``: edge_reach, tier_intervals, substrings, themselves
+    checked against shapely's substring above), circle by circle and piece by piece, sampled
+    at most a cell apart; their corners alone are the same lines."""
+    import pandas as pd
+
+    from geo.circles.geometry import EdgeCoords
+    from geo.circles.pool import Network, circle_pieces, circle_seeds, station_chunks
+    from geo.circles.seeds import EdgeSamples
+
+    rng = np.random.default_rng(5)
+    k = 5
+    node_xy = {100 + i * k + j: (i * 80.0, j * 80.0) for i in range(k) for j in range(k)}
+    lines, source, target = [], [], []
+    for n, (x, y) in node_xy.items():
+        for m in (n + 1, n + k):
+            if m in node_xy and not (m == n + 1 and (n - 100) % k == k - 1):
+                mx, my = node_xy[m]
+                bend = rng.normal(0, 12, (int(rng.integers(0, 4)), 2))
+                mid = np.linspace((x, y), (mx, my), len(bend) + 2)[1:-1] + bend
+                lines.append(shapely.LineString(np.vstack([(x, y), mid, (mx, my)])))
+                source.append(n)
+                target.append(m)
+    geoms = np.array(lines, dtype=object)
+    coords = EdgeCoords.from_geoms(geoms)
+    source, target = np.array(source), np.array(target)
+    members = np.array([3, 7, 9])
+    own = pd.DataFrame({"station": members, "edge": rng.integers(0, len(lines), 3),
+                        "frac": rng.uniform(0, 1, 3), "snap": rng.uniform(0, 40, 3)})
+    rows = [(s, n, float(rng.uniform(0, 420))) for s in members for n in node_xy
+            if rng.uniform() < 0.6]
+    dd = pd.DataFrame(rows, columns=["station", "node", "d"])
+    tiers = np.array([120.0, 250.0, 400.0])
+    net = Network(coords, source, target, shapely.length(geoms), own, tiers,
+                  EdgeSamples.build(coords, source, target, 5.0))
+    dd = dd.sample(frac=1.0, random_state=2)  # station_chunks groups the rows by station
+    ((mem, reach),) = station_chunks(members, dd, 3)
+    assert (mem == members).all()
+    new, old = circle_seeds(net, members, reach), circle_pieces(net, members, reach)
+    assert new.n == old.n > 0
+    assert (new.station == old.station).all() and (new.tier == old.tier).all()
+    assert (new.pieces == old.pieces).all() and (new.circle == old.circle).all()
+    got = shapely.linestrings(new.xy, indices=new.piece)
+    want = shapely.linestrings(old.xy, indices=old.piece)
+    assert (shapely.hausdorff_distance(got, want) < 1e-6).all()
+    assert np.allclose(shapely.length(got), shapely.length(want), atol=1e-6)
+    step = np.hypot(*np.diff(new.xy, axis=0).T)[new.piece[1:] == new.piece[:-1]]
+    assert step.max() <= 5.0 + 1e-9
+    c = new.corner
+    corners = shapely.linestrings(new.xy[c], indices=new.piece[c])
+    assert (shapely.hausdorff_distance(corners, want) < 1e-6).all()
+    assert (np.diff(new.start) >= 0).all() and new.start[-1] == len(new.xy)
+    assert (new.circle[new.piece[new.start[:-1]]] == np.arange(new.n)).all()
+
+
+def test_raster_field_is_the_distance_to_the_nearest_seed_cells_sample():
+    """The compiled feature transform finds, for every cell, a seed cell as near as scipy's
+    ``distance_transform_edt`` does (ties may pick another, at the same distance), and the
+    field is the distance from the cell centre to that seed's sample; brute force checks the
+    nearest seed cell on a sample of cells."""
+    from scipy import ndimage
+
+    from geo.circles.raster import _seed_grid, circle_field
+
+    rng = np.random.default_rng(11)
+    cell = 5.0
+    for k in (1, 2, 40, 400):
+        pts = rng.uniform(0, 300, (k, 2)) + [701_234.5, 2_882_345.6]
+        field, gx, gy = circle_field(pts, cell, 30.0)
+        i0, j0, free, sx, sy = _seed_grid(pts, cell, 8)
+        fj, fi = ndimage.distance_transform_edt(free, return_distances=False,
+                                                return_indices=True)
+        jj, ii = np.indices(free.shape)
+        want_cells = (jj - fj) ** 2 + (ii - fi) ** 2
+        seeds = np.argwhere(~free)
+        for j, i in rng.integers(0, free.shape, (200, 2)):
+            brute = ((seeds - [j, i]) ** 2).sum(axis=1)
+            assert brute.min() == want_cells[j, i]
+            # the field's seed is one of the nearest seed cells; its sample is that cell's
+            near = seeds[brute == brute.min()]
+            nx_, ny_ = (s[near[:, 0], near[:, 1]].astype(float) for s in (sx, sy))
+            d = np.hypot(gx[j, i] - (i0 * cell + nx_), gy[j, i] - (j0 * cell + ny_))
+            assert np.isclose(d, field[j, i], atol=2e-3).any(), (k, j, i)
+        assert np.allclose(gx[0], (i0 + np.arange(free.shape[1]) + 0.5) * cell)
+        assert np.allclose(gy[:, 0], (j0 + np.arange(free.shape[0]) + 0.5) * cell)
+
+
 def test_edge_reach_is_the_min_over_both_ends():
     import pandas as pd
 

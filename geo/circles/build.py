@@ -10,17 +10,26 @@ Method (metres in the district's metric CRS, results stored in EPSG:4326):
    edges inside the batch's box expanded by the largest tier (pgRouting reads its whole edge
    query every call, so the box keeps each call small). The walking budget of a station is the
    tier minus its snap distance.
-3. Reached pieces (numpy, ``geo.circles.geometry``): for every edge touching a reached node, the
-   part within the remaining budget from each end (the whole edge when the two parts meet),
-   plus the part of the station's own edge within the budget either side of the snapped point;
-   overlapping parts of one edge are united, so the pieces are disjoint and meet bit for bit.
+3. Reached pieces: for every edge touching a reached node, the part within the remaining
+   budget from each end (the whole edge when the two parts meet), plus the part of the
+   station's own edge within the budget either side of the snapped point; overlapping parts of
+   one edge are united, so the pieces are disjoint and meet bit for bit. Raster: one numba loop
+   gives them already sampled (``geo.circles.seeds``); exact: numpy (``geo.circles.geometry``).
+   The scipy search reads the usable edges with their geometry once; the polygons reuse them.
 4. The circle is every point within ``circle_buffer_m`` of the pieces: by default a contour of
    the distance field on a ``circle_raster_cell_m`` grid (``geo.circles.raster``), or
    (``circle_polygon_method=exact``) one shapely buffer of the line-merged pieces. Where a
    circle touches a barrier, the barrier area is cut out and any part left with no reached
-   piece in it is dropped: a circle never jumps a river. Steps 3-4 run in
-   ``circle_parallel_workers`` forked processes over chunks of circles while this process COPYs
-   finished chunks in. Optionally clipped to the station's community or street (SQL).
+   piece in it is dropped: a circle never jumps a river. Steps 3-4 run over small chunks of
+   circles in ``circle_parallel_workers`` forked processes while this one searches the next
+   group of stations and COPYs finished chunks in. Optionally clipped to the station's
+   community or street (SQL).
+
+Measured (``bench.circles --runs real``, demo Helsinki, 162 circles): polygon phase / search
+2.24 at load 1.0 (5.3 at load 2.0 with another tenant on one core; 2.7-3.9 for a second run
+in a warm process), 8.0 ms per circle with numba's one-time start (``jit_s`` 0.54 s); before
+this the ratio was 5.0-6.5 in the same session. Dense city, 15,000 circles: 43.7 s at load
+1.8 (75 s before at load ~1).
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,12 +53,14 @@ from geo.circles.pool import (
     CHUNK,
     Job,
     Network,
+    Reach,
     process_pool,
     set_network,
     station_chunks,
     station_csv,
 )
 from geo.circles.runs import CircleSettings, claim_run, finish_run, metric_srid, read_copy
+from geo.circles.seeds import EdgeSamples, warm
 from geo.core.db import driver_connection
 from geo.core.errors import InvalidInput, Problem
 
@@ -121,16 +133,21 @@ WHERE d.node > 0 AND d.agg_cost + s.snap_m <= :reach
 OWN_SQL = "SELECT station_id, edge_id, fraction, snap_m FROM _cs_station"  # no bind values
 # the usable edges inside the batches' boxes, in the metric CRS
 EDGES_M_SQL = """
-SELECT e.id, e.source, e.target, ST_AsHEXEWKB(ST_Transform(e.geom, {srid})) AS wkb
+SELECT e.id, e.source, e.target, NULL, ST_AsHEXEWKB(ST_Transform(e.geom, {srid})) AS wkb
 FROM walk_edge e
 WHERE e.id IN (SELECT e2.id FROM walk_edge e2 JOIN _cs_batch b ON e2.geom && b.bbox)
   AND NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
 ORDER BY e.id
 """
+# lines widened to 1 m: their union buffered once (~2x cheaper than uniting per-line buffers)
 BARRIER_SQL = """
-SELECT ST_AsBinary(ST_Union(CASE WHEN ST_Dimension(geom) = 2 THEN ST_Transform(geom, :srid)
-                   ELSE ST_Buffer(ST_Transform(geom, :srid), 0.5, 'quad_segs=1') END))
-FROM barrier WHERE kind = ANY(:kinds)
+SELECT ST_AsBinary(ST_Union(g)) FROM (
+  SELECT ST_Transform(geom, :srid) AS g FROM barrier
+  WHERE kind = ANY(:kinds) AND ST_Dimension(geom) = 2
+  UNION ALL
+  SELECT ST_Buffer(ST_Union(ST_Transform(geom, :srid)), 0.5, 'quad_segs=1') FROM barrier
+  WHERE kind = ANY(:kinds) AND ST_Dimension(geom) < 2
+) b
 """
 # circles are stored in EPSG:4326; clipping intersects them with the stored area there
 CLIP_SQL = """
@@ -180,10 +197,11 @@ def _search(
     station_ids: list[int] | None,
     srid: int,
     progress: bool,
-) -> tuple[dict[str, float], Iterator[tuple[np.ndarray, pd.DataFrame]]]:
+) -> tuple[dict[str, float], Iterator[tuple[np.ndarray, pd.DataFrame]], Edges | None]:
     """Snap stations and search: per station, every node within ``reach`` (station, node,
     metres), with pgRouting (one call per batch, via ``_cs_dd``) or scipy in memory
-    (``circle_search``); and the seconds spent."""
+    (``circle_search``); the seconds spent; and the usable edges the scipy search read (in
+    the metric CRS ``srid``: the polygons reuse them), None with pgRouting."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     conn.execute(text(BLOCKED_SQL), {"kinds": list(settings.circle_barrier_kinds)})
@@ -196,9 +214,10 @@ def _search(
     timings["snap_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     if settings.circle_search == "scipy":
-        timings["search_s"] = 0.0
+        edges = Edges.fetch(conn, USABLE_SQL.format(srid=int(srid)))
+        timings["search_s"] = time.perf_counter() - t1
         timings["batches"] = len(batches)
-        return timings, _search_scipy(conn, reach, srid, timings)
+        return timings, _search_scipy(conn, edges, reach, timings), edges
     bar = None
     if progress:
         from tqdm import tqdm
@@ -220,27 +239,49 @@ def _search(
     everyone = read_copy(conn, OWN_SQL, ["station"] + ["edge", "frac", "snap"])["station"]
     return timings, iter([(everyone.to_numpy(np.int64),
                            read_copy(conn, "SELECT station_id, node, d FROM _cs_dd",
-                                     ["station", "node", "d"]))])
+                                     ["station", "node", "d"]))]), None
 
 
+# every usable edge, in the metric CRS (the scipy search and the polygons share it)
 USABLE_SQL = """
-SELECT e.id, e.source, e.target, e.length_m, ST_XMin(g), ST_YMin(g), ST_XMax(g), ST_YMax(g)
-FROM walk_edge e CROSS JOIN LATERAL (SELECT ST_Transform(e.geom, {srid}) AS g) t
+SELECT e.id, e.source, e.target, e.length_m, ST_AsHEXEWKB(ST_Transform(e.geom, {srid}))
+FROM walk_edge e
 WHERE NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
+ORDER BY e.id
 """
+
+
+@dataclass
+class Edges:
+    """Usable walk edges sorted by id: end node ids, ``length_m`` (the search's cost) and
+    the LineStrings in a metric CRS (m)."""
+
+    id: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
+    length_m: np.ndarray
+    geoms: np.ndarray
+
+    @classmethod
+    def fetch(cls, conn: Connection, query: str) -> Edges:
+        """From ``query``'s rows (id, source, target, length_m or NULL, hex EWKB), by id."""
+        e = read_copy(conn, query, ["id", "source", "target", "len", "wkb"])
+        return cls(e["id"].to_numpy(np.int64), e["source"].to_numpy(np.int64),
+                   e["target"].to_numpy(np.int64), e["len"].to_numpy(float),
+                   shapely.from_wkb(e["wkb"].to_numpy()))
 STATION_XY_SQL = ("SELECT station_id, edge_id, fraction, snap_m, ST_X(geom_m), ST_Y(geom_m) "
                   "FROM _cs_station ORDER BY batch_id, station_id")
 SEARCH_CHUNK = 32  # stations per scipy call (its answer is a dense stations x nodes matrix)
 SEARCH_GROUP = 400  # stations whose circles are built together (bounds the memory)
 
 
-def _search_scipy(conn: Connection, reach: float, srid: int,
+def _search_scipy(conn: Connection, e: Edges, reach: float,
                   timings: dict[str, float]) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
     """The same search as ``pgr_withPointsDD`` in memory: Dijkstra (scipy) over the usable
     edges (``length_m`` both ways) from one virtual node per snapped station, joined to its
     edge's ends by the snap distance plus the part of the edge; nodes within ``reach`` (m,
     snap included). Each call searches ``SEARCH_CHUNK`` stations (near one another: batch
-    order) on the edges whose box (metric CRS ``srid``) meets the stations' box grown by the
+    order) on the edges ``e`` whose box (metric CRS) meets the stations' box grown by the
     reach (1 % + 10 m spare for the projection's scale): a walk of ``reach`` metres never
     leaves it, so the answer is the whole network's. Yields station, node (walk node id),
     d (m) for ``SEARCH_GROUP`` stations at a time, adding its seconds to ``search_s``."""
@@ -249,16 +290,13 @@ def _search_scipy(conn: Connection, reach: float, srid: int,
 
     from geo.circles.distances import sparse_graph
 
-    e = read_copy(conn, USABLE_SQL.format(srid=int(srid)),
-                  ["id", "source", "target", "len", "x0", "y0", "x1", "y1"])
     st = read_copy(conn, STATION_XY_SQL, ["station", "edge", "frac", "snap", "x", "y"])
-    m = len(e)
-    ids, inv = np.unique(np.r_[e["source"].to_numpy(), e["target"].to_numpy()],
-                         return_inverse=True)
+    m = len(e.id)
+    ids, inv = np.unique(np.r_[e.source, e.target], return_inverse=True)
     ns = len(st)
-    u, v, ln = inv[:m], inv[m:], e["len"].to_numpy(float)
-    ex0, ey0, ex1, ey1 = (e[c].to_numpy(float) for c in ("x0", "y0", "x1", "y1"))
-    k = pd.Index(e["id"].to_numpy()).get_indexer(st["edge"].to_numpy())
+    u, v, ln = inv[:m], inv[m:], e.length_m
+    ex0, ey0, ex1, ey1 = shapely.bounds(e.geoms).T
+    k = np.searchsorted(e.id, st["edge"].to_numpy())
     frac, snap = st["frac"].to_numpy(float), st["snap"].to_numpy(float)
     sx, sy = st["x"].to_numpy(float), st["y"].to_numpy(float)
     sid = st["station"].to_numpy(np.int64)
@@ -290,6 +328,32 @@ def _search_scipy(conn: Connection, reach: float, srid: int,
         yield sid[g0:g0 + SEARCH_GROUP], pd.concat(parts, ignore_index=True)
 
 
+def _network(conn: Connection, settings: CircleSettings, tiers: list[float], srid: int,
+             run_id: int, edges: Edges | None) -> tuple[Network, Job]:
+    """The usable edges (read here unless the search did), their raster samples, the
+    stations' snapped positions and the barrier (metric CRS ``srid``): what every chunk of
+    the run works on."""
+    own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
+    if edges is None:
+        edges = Edges.fetch(conn, EDGES_M_SQL.format(srid=int(srid)))
+    coords = EdgeCoords.from_geoms(edges.geoms)
+    own["edge"] = np.searchsorted(edges.id, own["edge"].to_numpy())
+    barrier = None
+    if settings.circle_barrier_kinds:
+        barrier = conn.execute(
+            text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
+        ).scalar()
+        barrier = bytes(barrier) if barrier is not None else None
+    job = Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
+              settings.circle_buffer_m, settings.circle_quad_segs,
+              settings.walking_speed_m_per_min, barrier)
+    samples = (None if settings.circle_polygon_method == "exact" else
+               EdgeSamples.build(coords, edges.source, edges.target,
+                                 settings.circle_raster_cell_m))
+    return Network(coords, edges.source, edges.target, shapely.length(edges.geoms), own,
+                   np.asarray(tiers, float), samples), job
+
+
 def _polygons(
     conn: Connection,
     settings: CircleSettings,
@@ -300,6 +364,7 @@ def _polygons(
     groups: Iterable[tuple[np.ndarray, pd.DataFrame]],
     stations: int,
     on_progress: Callable[[float], None] | None = None,
+    edges: Edges | None = None,
 ) -> dict[str, float]:
     """Reached pieces -> buffered, barrier-cut circles, stored in ``service_circle`` (4326).
 
@@ -307,79 +372,81 @@ def _polygons(
     metres), so that memory stays bounded; ``stations`` in all. Pieces (per chunk of stations),
     polygons, the barrier cut and the transform to EPSG:4326 run over arrays in
     ``circle_parallel_workers`` processes while this one COPYs finished chunks in. Returns
-    wall seconds per phase (``pieces_s``: splitting the search's answer into chunks;
+    wall seconds per phase (``jit_s``: numba's one-time start in a fresh process, ~0 after;
+    ``reach_fetch_s``: reading the network unless the search did, and its samples;
+    ``pieces_s``: splitting the search's answer into chunks;
     ``polygon_s``: the rest of the loop, the search of the next group left out) and the
     workers' CPU seconds of pieces, merge, polygon ("buffer"), cut and store.
     """
+    tj = time.perf_counter()
+    if settings.circle_polygon_method != "exact":
+        warm(settings.circle_raster_cell_m)
     t0 = time.perf_counter()
-    own = read_copy(conn, OWN_SQL, ["station", "edge", "frac", "snap"])
-    erows = read_copy(conn, EDGES_M_SQL.format(srid=int(srid)), ["id", "source", "target",
-                                                                   "wkb"])
-    ids = erows["id"].to_numpy(np.int64)
-    geoms = shapely.from_wkb(erows["wkb"].to_numpy())
-    source = erows["source"].to_numpy(np.int64)
-    target = erows["target"].to_numpy(np.int64)
-    del erows
-    coords = EdgeCoords.from_geoms(geoms)
-    length = shapely.length(geoms)
-    own["edge"] = np.searchsorted(ids, own["edge"].to_numpy())
-    barrier = None
-    if settings.circle_barrier_kinds:
-        barrier = conn.execute(
-            text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
-        ).scalar()
-        barrier = bytes(barrier) if barrier is not None else None
-    job = Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
-              settings.circle_buffer_m, settings.circle_quad_segs,
-              settings.walking_speed_m_per_min, barrier)
+    net, job = _network(conn, settings, tiers, srid, run_id, edges)
     workers = max(1, settings.circle_parallel_workers)
-    t = {"reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0, "polygon_s": 0.0,
-         "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0, "buffer_cpu_s": 0.0,
-         "cut_cpu_s": 0.0, "store_cpu_s": 0.0, "pieces_cpu_s": 0.0}
+    t = {"jit_s": t0 - tj, "reach_fetch_s": time.perf_counter() - t0, "pieces_s": 0.0,
+         "polygon_s": 0.0, "copy_s": 0.0, "circles": 0, "pieces": 0, "merge_cpu_s": 0.0,
+         "buffer_cpu_s": 0.0, "cut_cpu_s": 0.0, "store_cpu_s": 0.0, "pieces_cpu_s": 0.0}
     bar = tqdm(total=stations * len(tiers), desc="circles", unit="circle") if progress else None
     raw = driver_connection(conn)
-    done_st = 0
-    # the workers are forked after this: they inherit the network instead of receiving it
-    set_network(Network(coords, source, target, length, own, np.asarray(tiers, float)))
-    size = max(1, min(CHUNK // len(tiers), -(-stations // (4 * workers))))
-    pending: deque[Any] = deque()
+    t["searching"] = t["done_st"] = 0.0
+    # the helpers are forked after this: they inherit the network instead of receiving it
+    set_network(net)
+    # small chunks: the last one to finish decides the wall time
+    size = max(1, min(CHUNK // len(tiers), -(-stations // (8 * workers))))
+    pending: deque[Any] = deque()  # the helper processes' chunks, in order
+
+    def store(result: tuple[str, int, dict[str, float]]) -> None:
+        csv, count, spent = result
+        tc = time.perf_counter()
+        with raw.cursor() as cur:
+            cur.copy_expert(COPY_SQL, io.StringIO(csv))
+        t["circles"] += count
+        t["copy_s"] += time.perf_counter() - tc
+        t["pieces"] += int(spent.pop("pieces"))
+        for k, v in spent.items():
+            t[k.replace("_s", "_cpu_s")] += v
+        if bar:
+            bar.update(count)
 
     def collect(block: bool) -> None:
         while pending and (block or pending[0].done()):
-            csv, count, spent = pending.popleft().result()
-            tc = time.perf_counter()
-            with raw.cursor() as cur:
-                cur.copy_expert(COPY_SQL, io.StringIO(csv))
-            t["circles"] += count
-            t["copy_s"] += time.perf_counter() - tc
-            t["pieces"] += int(spent.pop("pieces"))
-            for k, v in spent.items():
-                t[k.replace("_s", "_cpu_s")] += v
-            if bar:
-                bar.update(count)
+            store(pending.popleft().result())
+
+    def refill(it: Iterator[tuple[np.ndarray, pd.DataFrame]],
+               todo: deque[tuple[np.ndarray, Reach]]) -> bool:
+        """The next group's chunks into ``todo`` (False: none left); the search of the group
+        runs here, timed apart (not polygon time)."""
+        ts = time.perf_counter()
+        members, dd = next(it, (None, None))
+        if members is None:
+            return False
+        t2 = time.perf_counter()
+        t["searching"] += t2 - ts
+        todo.extend(station_chunks(members, dd, size))
+        t["done_st"] += len(members)
+        t["pieces_s"] += time.perf_counter() - t2
+        if on_progress:
+            on_progress(t["done_st"] / max(stations, 1))
+        return True
 
     try:
-        with process_pool(workers, 2, stations * len(tiers)) as pool:
+        with process_pool(workers, stations * len(tiers)) as pool:
             t1 = time.perf_counter()
-            searching = 0.0  # the search of the next group runs in this loop: not polygon time
             it = iter(groups)
-            while True:
-                ts = time.perf_counter()
-                try:
-                    members, dd = next(it)
-                except StopIteration:
-                    break
-                t2 = time.perf_counter()
-                searching += t2 - ts
-                for mem, part in station_chunks(members, dd, size):
-                    pending.append(pool.submit(station_csv, job, mem, part))
-                done_st += len(members)
-                t["pieces_s"] += time.perf_counter() - t2
-                collect(len(pending) > 8 * workers)  # bounds the memory held in results
-                if on_progress:
-                    on_progress(done_st / max(stations, 1))
+            todo: deque[tuple[np.ndarray, Reach]] = deque()
+            while todo or refill(it, todo):
+                if pool is None:
+                    store(station_csv(job, *todo.popleft()))
+                    continue
+                # the whole group queued, so that the workers stay busy while this process
+                # searches the next one; at most 8 chunks per worker held (memory)
+                while todo:
+                    pending.append(pool.submit(station_csv, job, *todo.popleft()))
+                collect(len(pending) > 8 * workers)
             collect(True)
-            t["polygon_s"] += time.perf_counter() - t1 - searching - t["pieces_s"]
+            t["polygon_s"] += time.perf_counter() - t1 - t["searching"] - t["pieces_s"]
+            del t["searching"], t["done_st"]
     finally:
         set_network(None)
     if bar:
@@ -394,8 +461,8 @@ def station_reach(
 
     The same snapping and search as the circles; {station_id: {node_id: metres}}.
     """
-    _, groups = _search(conn, settings, reach_m, station_ids, metric_srid(conn, station_ids),
-                        False)
+    _, groups, _ = _search(conn, settings, reach_m, station_ids,
+                           metric_srid(conn, station_ids), False)
     out: dict[int, dict[int, float]] = {}
     for _, dd in groups:
         for sid, node, d in dd.itertuples(index=False):
@@ -433,12 +500,13 @@ def build_circles(
     params["raster_cell_m"] = settings.circle_raster_cell_m
     run_id = claim_run(conn, run_id, "circles", params)
     srid = metric_srid(conn, station_ids)
-    timings, groups = _search(conn, settings, max(tiers), station_ids, srid, progress)
+    timings, groups, edges = _search(conn, settings, max(tiers), station_ids, srid, progress)
     snapped = conn.execute(text("SELECT count(*) FROM _cs_station")).scalar_one()
     if on_progress:
         on_progress(0.05)
     timings.update(_polygons(conn, settings, tiers, srid, run_id, progress, groups, snapped,
-                             (lambda f: on_progress(0.05 + 0.9 * f)) if on_progress else None))
+                             (lambda f: on_progress(0.05 + 0.9 * f)) if on_progress else None,
+                             edges))
     if clip:
         t0 = time.perf_counter()
         conn.execute(text(CLIP_SQL), {"level": clip, "run": run_id})

@@ -5,12 +5,15 @@ All coordinates are metres in the district's metric CRS; cells belong to one glo
 
 For one circle (its reached pieces, partial edges already cut at the remaining budget):
 
-1. The pieces are sampled every ``cell`` metres or closer; each sample marks its cell as a
+1. The pieces come sampled every ``cell`` metres or closer (``geo.circles.seeds``, one
+   compiled loop from the search's answer); each sample marks its cell as a
    seed and the cell remembers the sample's exact coordinates (one per cell is kept, so denser
    sampling buys nothing: the distance to the samples differs from the distance to the line
    by the sagitta, ~(cell / 2)^2 / (2 * buffer), 0.1 m at 5 m cells and a 30 m buffer).
-2. A Euclidean feature transform (``scipy.ndimage.distance_transform_edt`` with indices) gives
-   every cell of the circle's window its nearest seed cell; the field is the exact distance
+2. An exact Euclidean feature transform (Felzenszwalb and Huttenlocher's separable lower
+   envelope, compiled with numba: half the time of ``scipy.ndimage.distance_transform_edt``
+   with indices, the same distances) gives every cell of the circle's window its nearest seed
+   cell; the field is the exact distance
    from the cell centre to that seed's sample, so the contour lands well inside a cell (the
    nearest-cell choice errs only to second order).
 3. ``contourpy`` traces the filled contour ``field <= buffer_m`` (marching squares, linear
@@ -20,87 +23,161 @@ The barrier rule is then applied to these polygons exactly as to the exact buffe
 (``geo.circles.geometry.cut_barrier``). The exact buffer of the pieces
 (``geo.circles.geometry.circle_polygons``) stays available (``circle_polygon_method=exact``); the
 tests and the bench measure IoU and building verdicts against it.
+
+Measured on the demo's 162 real circles (3.9 M cells): the feature transform and field 0.065 s
+CPU against 0.13 s for scipy's EDT alone plus 0.05 s for the gathers; the contour 0.03 s with
+the generator built directly (0.08 s through ``contour_generator``). Min IoU against the exact
+buffer 0.9769, building verdicts 99.82 % equal, as before (load 5-9).
 """
 
 from __future__ import annotations
 
 import math
 
-import contourpy
+import numba
 import numpy as np
 import shapely
-from scipy import ndimage
+from contourpy import FillType, LineType, SerialContourGenerator, ZInterp
 
 
-def sample_lines(xy: np.ndarray, piece: np.ndarray, spacing: float) -> tuple[np.ndarray,
-                                                                            np.ndarray]:
-    """Points every ``spacing`` m or closer along each piece (vertices as ``substrings`` gives
-    them: sorted by piece, then along it), both ends included; and each point's piece (the
-    points come sorted by piece)."""
-    if len(xy) == 0:
-        return np.zeros((0, 2)), np.zeros(0, np.int64)
-    same = piece[1:] == piece[:-1]
-    a, b, pc = xy[:-1][same], xy[1:][same], piece[:-1][same]
-    # a piece's last segment also gives its end point (t == 1)
-    last = np.r_[pc[1:] != pc[:-1], True] if len(pc) else np.zeros(0, bool)
-    n = np.maximum(1, np.ceil(np.hypot(*(b - a).T) / spacing)).astype(np.int64)
-    m = n + last
-    rep = np.repeat(np.arange(len(a)), m)
-    t = (np.arange(len(rep)) - np.repeat(np.cumsum(m) - m, m)) / n[rep]
-    pts = a[rep] + t[:, None] * (b - a)[rep]
-    return pts, pc[rep]
+@numba.njit(cache=True, nogil=True)
+def _seed_grid(pts: np.ndarray, cell: float, pad: int) -> tuple[int, int, np.ndarray,
+                                                                np.ndarray, np.ndarray]:
+    """The circle's window (first column ``i0`` and row ``j0`` of the global grid, padded by
+    ``pad`` cells), its free cells (no sample), and per seed cell the x and y (float32, m from
+    the window's corner) of its sample (the last one given wins)."""
+    n = pts.shape[0]
+    ii = np.empty(n, np.int64)
+    jj = np.empty(n, np.int64)
+    for k in range(n):
+        ii[k] = int(math.floor(pts[k, 0] / cell))
+        jj[k] = int(math.floor(pts[k, 1] / cell))
+    i0, j0 = ii.min() - pad, jj.min() - pad
+    w, h = ii.max() + pad + 1 - i0, jj.max() + pad + 1 - j0
+    free = np.ones((h, w), np.bool_)
+    sx = np.zeros((h, w), np.float32)
+    sy = np.zeros((h, w), np.float32)
+    for k in range(n):
+        li, lj = ii[k] - i0, jj[k] - j0
+        free[lj, li] = False
+        sx[lj, li] = pts[k, 0] - i0 * cell
+        sy[lj, li] = pts[k, 1] - j0 * cell
+    return i0, j0, free, sx, sy
+
+
+_FAR = 1 << 40  # squared cells: no seed in the column
+
+
+@numba.njit(cache=True, nogil=True)
+def _columns(free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell, the squared distance (cells) to the nearest seed of its column and that
+    seed's row (``_FAR`` and -1 without one): two sweeps per column."""
+    h, w = free.shape
+    gv = np.empty((h, w), np.int64)
+    gr = np.empty((h, w), np.int32)
+    for i in range(w):
+        last = -1
+        for j in range(h):
+            if not free[j, i]:
+                last = j
+            gv[j, i] = (j - last) * (j - last) if last >= 0 else _FAR
+            gr[j, i] = last
+        last = -1
+        for j in range(h - 1, -1, -1):
+            if not free[j, i]:
+                last = j
+            if last >= 0 and (last - j) * (last - j) < gv[j, i]:
+                gv[j, i] = (last - j) * (last - j)
+                gr[j, i] = last
+    return gv, gr
+
+
+@numba.njit(cache=True, nogil=True)
+def _field(free: np.ndarray, sx: np.ndarray, sy: np.ndarray, i0: int, j0: int,
+           cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance (m) from each cell centre to the sample of its nearest seed cell, and the
+    cell centres' x and y (m). The nearest seed cell is exact (Felzenszwalb and
+    Huttenlocher's lower envelope of parabolas along each row over ``_columns``), the
+    distance to the sample computed in float32 from the window's corner (exact to ~1 mm)."""
+    h, w = free.shape
+    gv, gr = _columns(free)
+    field = np.full((h, w), np.inf)
+    gx = np.empty((h, w))
+    gy = np.empty((h, w))
+    v = np.empty(w, np.int64)
+    z = np.empty(w + 1)
+    for j in range(h):
+        k = -1  # the envelope: parabolas v[0..k], v[r] lowest on [z[r], z[r + 1]]
+        for q in range(w):
+            if gv[j, q] >= _FAR:
+                continue
+            s = -np.inf
+            while k >= 0:
+                p = v[k]
+                s = ((gv[j, q] + q * q) - (gv[j, p] + p * p)) / (2.0 * (q - p))
+                if s > z[k]:
+                    break
+                k -= 1
+            k += 1
+            v[k] = q
+            z[k] = s if k > 0 else -np.inf
+            z[k + 1] = np.inf
+        ly = np.float32((j + 0.5) * cell)
+        r = 0
+        for q in range(w):
+            gx[j, q] = (i0 + q + 0.5) * cell
+            gy[j, q] = (j0 + j + 0.5) * cell
+            if k < 0:
+                continue
+            while z[r + 1] < q:
+                r += 1
+            a, b = gr[j, v[r]], v[r]
+            dx = np.float32((q + 0.5) * cell) - sx[a, b]
+            dy = ly - sy[a, b]
+            field[j, q] = math.sqrt(dx * dx + dy * dy)
+    return field, gx, gy
 
 
 def circle_field(pts: np.ndarray, cell: float, buffer_m: float) -> tuple[
         np.ndarray, np.ndarray, np.ndarray]:
     """Distance (m) from each cell centre of the circle's window to the nearest reached
-    sample ``pts`` (m), and the cell-centre x and y (m); cells of a global grid (origin 0).
-    The distances are computed in float32 from the window's corner (exact to ~1 mm)."""
-    ii = np.floor(pts[:, 0] / cell).astype(np.int64)
-    jj = np.floor(pts[:, 1] / cell).astype(np.int64)
+    sample ``pts`` (m) (via the nearest seed cell), and the cell-centre x and y (m, 2-D);
+    cells of a global grid (origin 0)."""
     pad = int(math.ceil(buffer_m / cell)) + 2
-    i0, i1, j0, j1 = ii.min() - pad, ii.max() + pad + 1, jj.min() - pad, jj.max() + pad + 1
-    li, lj = ii - i0, jj - j0
-    free = np.ones((j1 - j0, i1 - i0), bool)
-    free[lj, li] = False
-    sx = np.empty(free.shape, np.float32)
-    sy = np.empty(free.shape, np.float32)
-    sx[lj, li] = pts[:, 0] - i0 * cell
-    sy[lj, li] = pts[:, 1] - j0 * cell
-    fj, fi = ndimage.distance_transform_edt(free, return_distances=False, return_indices=True)
-    lx = ((np.arange(i1 - i0) + 0.5) * cell).astype(np.float32)
-    ly = ((np.arange(j1 - j0) + 0.5) * cell).astype(np.float32)
-    field = np.hypot(lx[None, :] - sx[fj, fi], ly[:, None] - sy[fj, fi])
-    return field, (np.arange(i0, i1) + 0.5) * cell, (np.arange(j0, j1) + 0.5) * cell
+    i0, j0, free, sx, sy = _seed_grid(pts, cell, pad)
+    return _field(free, sx, sy, i0, j0, cell)
 
 
-def trace(field: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+def trace(field: np.ndarray, gx: np.ndarray, gy: np.ndarray,
           buffer_m: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The filled contour ``field <= buffer_m`` as polygons: per polygon its closed rings'
-    points and ring offsets (first ring the shell), from contourpy (marching squares)."""
-    gen = contourpy.contour_generator(cx, cy, field, fill_type=contourpy.FillType.OuterOffset)
+    points and ring offsets (first ring the shell), from contourpy (marching squares). The
+    generator is built directly: the field is finite float64 and the grid 2-D already, so
+    ``contour_generator``'s mask and grid preparation would only copy."""
+    h, w = field.shape
+    gen = SerialContourGenerator(gx, gy, field, None, corner_mask=True,
+                                 line_type=LineType.Separate, fill_type=FillType.OuterOffset,
+                                 quad_as_tri=False, z_interp=ZInterp.Linear,
+                                 x_chunk_size=w - 1, y_chunk_size=h - 1)
     filled = gen.filled(-1.0, buffer_m)
     points = [np.asarray(p) for p in filled[0] if p is not None]
     offsets = [np.asarray(o) for o in filled[1] if o is not None]
     return points, offsets
 
 
-def raster_polygons(
-    xy: np.ndarray, piece: np.ndarray, circle: np.ndarray, n: int, cell: float,
-    buffer_m: float,
-) -> np.ndarray:
-    """MultiPolygons (m) of ``n`` circles from their pieces' vertices (``xy``, ``piece``) and
-    each piece's circle (``circle``, sorted); an empty polygon where a circle has none."""
-    pts, pp = sample_lines(xy, piece, cell)
-    pc = circle[pp]
-    bounds = np.searchsorted(pc, np.arange(n + 1))
+def raster_polygons(pts: np.ndarray, bounds: np.ndarray, cell: float,
+                    buffer_m: float) -> np.ndarray:
+    """MultiPolygons (m) of ``len(bounds) - 1`` circles from their reached pieces' points
+    (``pts`` m, at most ``cell`` apart along each piece: ``geo.circles.seeds``), circle k's
+    being ``pts[bounds[k]:bounds[k + 1]]``; an empty polygon where a circle has none."""
+    n = len(bounds) - 1
     coords: list[np.ndarray] = []
     ring_off, poly_off, multi_off = [0], [0], [0]
     for k in range(n):
         a, b = bounds[k], bounds[k + 1]
         if a < b:
-            field, cx, cy = circle_field(pts[a:b], cell, buffer_m)
-            points, offsets = trace(field, cx, cy, buffer_m)
+            field, gx, gy = circle_field(pts[a:b], cell, buffer_m)
+            points, offsets = trace(field, gx, gy, buffer_m)
             for p, o in zip(points, offsets, strict=True):
                 coords.append(p)
                 ring_off.extend((ring_off[-1] + o[1:]).tolist())
