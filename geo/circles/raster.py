@@ -33,6 +33,7 @@ buffer 0.9769, building verdicts 99.82 % equal, as before (load 5-9).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -155,7 +156,8 @@ def trace(field: np.ndarray, gx: np.ndarray, gy: np.ndarray,
     generator is built directly: the field is finite float64 and the grid 2-D already, so
     ``contour_generator``'s mask and grid preparation would only copy."""
     h, w = field.shape
-    gen = SerialContourGenerator(gx, gy, field, None, corner_mask=True,
+    no_mask: Any = None  # what contour_generator passes for an unmasked z (its stub says array)
+    gen = SerialContourGenerator(gx, gy, field, no_mask, corner_mask=True,
                                  line_type=LineType.Separate, fill_type=FillType.OuterOffset,
                                  quad_as_tri=False, z_interp=ZInterp.Linear,
                                  x_chunk_size=w - 1, y_chunk_size=h - 1)
