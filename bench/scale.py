@@ -259,7 +259,7 @@ def dask_rate(url: str, n: int, work: Path, chunk: int = 2_000_000) -> dict:
     out["single_process_points_per_s"] = round(done / (time.perf_counter() - t0))
     out["single_process_points"] = done
     for workers in (1, 2):
-        with dask_client(workers=workers) as client:
+        with dask_client("local", workers=workers) as client:
             dst = work / f"out{workers}.parquet"
             t0 = time.perf_counter()
             total, ok = lookup_file_dask(client, eng, src, dst)
@@ -310,7 +310,7 @@ def dask_distances(partition_buildings: int = 100_000) -> dict:
     url = eng.url.render_as_string(hide_password=False)
     for workers in (1, 2):
         key = f"dask_distances_s_{workers}_worker{'s' if workers > 1 else ''}"
-        with dask_client(workers=workers) as client:
+        with dask_client("local", workers=workers) as client:
             t0 = time.perf_counter()
             ids2, dist2, near2, tm = building_distances_dask(
                 client, url, srid, kinds, s.distance_limit_m, s.circle_snap_max_m,

@@ -141,10 +141,8 @@ def _coverage_on_dask(conn: Any, settings: Any, scheduler: str | None, workers: 
     from geo.core.db import resolve_read_url
     from geo.core.settings import DatabaseSettings
     from geo.scale.batch import dask_client
-    from geo.scale.settings import ScaleSettings
 
-    address = scheduler or ScaleSettings().dask_scheduler
-    with dask_client(address, workers=workers) as client:
+    with dask_client(scheduler, workers=workers) as client:
         return run_coverage(conn, settings, circles_run_id=run, tier_m=tier, method=method,
                             dask_client=client,
                             dask_url=resolve_read_url(DatabaseSettings()))

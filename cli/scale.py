@@ -47,8 +47,9 @@ def lookup_file(
                                "Parquet (a file or a folder of parts; numeric lon/lat; "
                                "the fast path for hundreds of millions of points)."),
     dst: Path = typer.Argument(..., help="Output CSV or Parquet (by extension)."),
-    dask: str = typer.Option("local", "--dask", help="Scheduler address (tcp://host:8786), or "
-                             "'local' for a LocalCluster on this machine."),
+    dask: str = typer.Option(None, "--dask", help="Scheduler address (tcp://host:8786), or "
+                             "'local' for a LocalCluster on this machine; default "
+                             "WANGGE_DASK_SCHEDULER, else local."),
     workers: int = typer.Option(2, "--workers", help="LocalCluster worker processes."),
     crs: str = typer.Option("wgs84", "--crs", help="wgs84 | gcj02 | bd09 | cgcs2000"),
     at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
@@ -63,7 +64,7 @@ def lookup_file(
 
     eng = make_engine(resolve_read_url(DatabaseSettings()))
     try:
-        with dask_client(None if dask == "local" else dask, workers=workers) as client:
+        with dask_client(dask, workers=workers) as client:
             n, ok = lookup_file_dask(client, eng, src, dst, crs=crs, at=at, blocksize=blocksize,
                                      spatial=spatial)
     finally:

@@ -47,7 +47,7 @@ def test_dask_lookup_file_equals_single_process(points_db, tmp_path):
                            env={"WANGGE_DATABASE_URL": url})
     assert r.exit_code == 0, r.output
     plain = tmp_path / "dask_plain.csv"
-    with dask_client(workers=2) as client:
+    with dask_client("local", workers=2) as client:
         n, ok = lookup_file_dask(client, eng, src, spread, blocksize=4_000_000,
                                  spatial_partitions=6)
         n2, ok2 = lookup_file_dask(client, eng, src, plain, blocksize=4_000_000,
@@ -98,7 +98,7 @@ def test_dask_parquet_lookup_equals_single_process(points_db, tmp_path):
     r = CliRunner().invoke(app, ["lookup-file", str(tmp_path / "points.csv"),
                                  str(tmp_path / "single.csv")], env={"WANGGE_DATABASE_URL": url})
     assert r.exit_code == 0, r.output
-    with dask_client(workers=2) as client:
+    with dask_client("local", workers=2) as client:
         got, ok = lookup_file_dask(client, eng, src, tmp_path / "out.parquet")
     a = pd.read_csv(tmp_path / "single.csv", dtype=str, keep_default_na=False)
     b = pd.read_parquet(tmp_path / "out.parquet")

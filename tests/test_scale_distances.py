@@ -45,7 +45,7 @@ def city(fresh_database: Any) -> Iterator[tuple[str, Any]]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    with dask_client(workers=2) as c:
+    with dask_client("local", workers=2) as c:
         yield c
 
 

@@ -41,11 +41,16 @@ OUT_COLUMNS = ("grid_code", "community_code", "street_code", "lookup_status")
 @contextlib.contextmanager
 def dask_client(address: str | None = None, *, workers: int = 2,
                 threads_per_worker: int = 1) -> Iterator[Any]:
-    """A ``distributed.Client`` of the scheduler at ``address``, or of a new LocalCluster of
-    ``workers`` processes (closed on exit)."""
+    """A ``distributed.Client`` of the scheduler at ``address`` (None: ``WANGGE_DASK_SCHEDULER``
+    if set), or of a new LocalCluster of ``workers`` processes (``"local"``, or nothing set;
+    closed on exit)."""
     from distributed import Client, LocalCluster
 
-    if address:
+    from geo.scale.settings import ScaleSettings
+
+    if address is None:
+        address = ScaleSettings().dask_scheduler
+    if address and address != "local":
         with Client(address) as client:
             yield client
         return
