@@ -23,6 +23,7 @@ from factories import (
     WARN,
     S,
     World,
+    bearer_headers,
     locator,
 )
 from sqlalchemy import Engine, create_engine, text
@@ -146,12 +147,7 @@ def api(city_template):
     app = create_app(engine=eng, auth_settings=PLANNING_AUTH)
     app.state.planning_settings = WARN
     with TestClient(app, raise_server_exceptions=False) as client:
-        headers = {}
-        for who in ("planner_in", "planner_out", "admin"):
-            r = client.post("/v1/auth/token", data={"username": who,
-                                                     "password": f"{who}-password"})
-            headers[who] = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        yield client, eng, headers
+        yield client, eng, bearer_headers(client, ("planner_in", "planner_out", "admin"))
     eng.dispose()
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -177,12 +173,7 @@ def scoped_world(fresh_database: Any) -> Iterator[World]:
     app = create_app(engine=eng, auth_settings=SCOPING_AUTH)
     app.state.incident_locator = locator
     with TestClient(app, raise_server_exceptions=False) as client:
-        headers = {}
-        for name in USERS:
-            r = client.post("/v1/auth/token",
-                            data={"username": name, "password": f"{name}-password"})
-            headers[name] = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        w = World(client, eng, headers, {}, user_ids)
+        w = World(client, eng, bearer_headers(client, USERS), {}, user_ids)
         for letter, cat, lon, lat, who in CASES:
             r = w.post(who, "/v1/incidents", {"category": cat, "lon": lon, "lat": lat})
             assert r.status_code == 201, r.text

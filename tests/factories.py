@@ -119,6 +119,19 @@ SELECT setval(pg_get_serial_sequence('generation', 'id'), 1);
 """
 
 
+@contextmanager
+def two_grid_engine(url: str, pool_size: int = 4) -> Iterator[Engine]:
+    """An engine on ``url`` (a fresh database) holding the two-grid district (``AREA_SQL``),
+    disposed on exit."""
+    eng = make_engine(url, pool_size=pool_size)
+    with eng.begin() as c:
+        c.exec_driver_sql(AREA_SQL)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
 def offset(lon: float, lat: float, metres: float, azimuth: float = 90.0) -> tuple[float, float]:
     """A point ``metres`` away on the ellipsoid (independent of PostGIS)."""
     lo, la, _ = GEOD.fwd(lon, lat, azimuth, metres)
@@ -413,3 +426,39 @@ def posts_at_once(client, calls) -> list:
     for t in threads:
         t.join()
     return out
+
+
+@contextmanager
+def city_engine(url: str, users: dict[str, tuple[str, str]] | None = None,
+                auth: AuthSettings | None = None, pool_size: int = 4,
+                **city: Any) -> Iterator[tuple[Engine, dict[str, Any]]]:
+    """A synthetic city of several districts (``generate_districts(**city)``) written to
+    ``url``, with a user per ``users`` entry ({name: (role, area code)}, password
+    ``NAME-password``); yields the engine and the layers, disposed on exit."""
+    from geo.auth.service import create_user
+    from geo.data.store import write_layers
+    from geo.samples.city import generate_districts
+
+    layers = generate_districts(**city)
+    eng = make_engine(url, pool_size=pool_size)
+    with eng.begin() as conn:
+        write_layers(conn, layers, kind="synth")
+        for name, (role, area) in (users or {}).items():
+            create_user(conn, name, f"{name}-password", role, area_code=area, settings=auth)
+    try:
+        yield eng, layers
+    finally:
+        eng.dispose()
+
+
+def bearer_headers(client: TestClient, names: Any,
+                   password: Any = lambda name: f"{name}-password") -> dict[str, dict[str, str]]:
+    """Each user of ``names`` signed in through ``/v1/auth/token`` (the OAuth2 password form;
+    ``password(name)`` is theirs): {name: its Authorization header}."""
+    headers = {}
+    for name in names:
+        r = client.post("/v1/auth/token", data={"username": name, "password": password(name)})
+        assert r.status_code == 200, r.text
+        headers[name] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return headers
+

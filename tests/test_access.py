@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from factories import bearer_headers
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -34,11 +35,7 @@ def setup(fresh_database):
                 for scope in ("lookup", "open311")}
     app = create_app(engine=eng, auth_settings=AUTH)
     with TestClient(app, raise_server_exceptions=False) as client:
-        headers = {"anonymous": {}}
-        for role in ROLES:
-            r = client.post("/v1/auth/token",
-                            data={"username": role, "password": f"{role}-password"})
-            headers[role] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        headers: dict[str, dict[str, str]] = {"anonymous": {}, **bearer_headers(client, ROLES)}
         for scope, key in keys.items():
             headers[f"key:{scope}"] = {"X-API-Key": key}
         yield client, headers, app.openapi()

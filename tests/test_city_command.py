@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 import shapely
+from factories import bearer_headers, city_engine
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.main import create_app
 from geo import incidents as inc
-from geo.auth.service import AuthSettings, Scope, create_user
+from geo.auth.service import AuthSettings, Scope
 from geo.core.db import make_engine
 from geo.core.errors import Forbidden
 from geo.data.store import write_layers
@@ -39,12 +40,13 @@ USERS = {
 
 @pytest.fixture(scope="module")
 def city(fresh_database: Any) -> Iterator[dict[str, Any]]:
-    layers = generate_districts(districts=3, grids=700, buildings=1400, stations=10, seed=5)
-    eng = make_engine(fresh_database(), pool_size=4)
-    with eng.begin() as conn:
-        write_layers(conn, layers, kind="synth")
-        for name, (role, area) in USERS.items():
-            create_user(conn, name, f"{name}-password", role, area_code=area, settings=AUTH)
+    with city_engine(fresh_database(), USERS, AUTH, districts=3, grids=700, buildings=1400,
+                     stations=10, seed=5) as (eng, layers):
+        yield {"engine": eng, "cases": _one_case_a_district(eng, layers), "layers": layers}
+
+
+def _one_case_a_district(eng: Any, layers: dict[str, Any]) -> dict[str, int]:
+    """A report inside the first grid of each district (its holder checked in PostGIS)."""
     cases: dict[str, int] = {}
     with eng.begin() as conn:
         for d in DISTRICTS:
@@ -58,8 +60,7 @@ def city(fresh_database: Any) -> Iterator[dict[str, Any]]:
             r = inc.report(conn, category="snow_ice", lon=p.x, lat=p.y, settings=SETTINGS,
                            now=NOW, locator=locate_point)
             cases[d] = r.id
-    yield {"engine": eng, "cases": cases, "layers": layers}
-    eng.dispose()
+    return cases
 
 
 def _district_cases(conn: Any, scope: Scope) -> set[str]:
@@ -113,12 +114,7 @@ def test_jilin_city_supervision_is_a_city_step(city):
 def test_api_scoping_and_supervision_by_role(city):
     app = create_app(engine=city["engine"], auth_settings=AUTH)
     with TestClient(app, raise_server_exceptions=False) as client:
-        h = {}
-        for name in USERS:
-            r = client.post("/v1/auth/token",
-                            data={"username": name, "password": f"{name}-password"})
-            assert r.status_code == 200, r.text
-            h[name] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        h = bearer_headers(client, USERS)
         case_a = city["cases"]["350102"]
         r = client.get(f"/v1/incidents/{case_a}", headers=h["district_commander"])
         assert r.status_code == 403

@@ -14,18 +14,15 @@ from typing import Any
 import geopandas as gpd
 import pytest
 import shapely
-from factories import served
+from factories import bearer_headers, city_engine, served
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.main import create_app
-from geo.auth.service import AuthSettings, create_user
+from geo.auth.service import AuthSettings
 from geo.circles.queue import stop_runner
 from geo.circles.runs import CircleSettings
 from geo.circles.shares import kind_shares
-from geo.core.db import make_engine
-from geo.data.store import write_layers
-from geo.samples.city import generate_districts
 
 AUTH = AuthSettings(jwt_secret="city-everything-" + "q" * 32, enforce_access=True)
 DISTRICTS = ("350102", "350103", "350104")
@@ -39,23 +36,13 @@ USERS = {
 
 @pytest.fixture(scope="module")
 def city(fresh_database: Any) -> Iterator[dict[str, Any]]:
-    layers = generate_districts(districts=3, grids=300, buildings=1500, stations=30, seed=7)
-    eng = make_engine(fresh_database(), pool_size=4)
-    with eng.begin() as conn:
-        write_layers(conn, layers, kind="synth")
-        for name, (role, area) in USERS.items():
-            create_user(conn, name, f"{name}-password", role, area_code=area, settings=AUTH)
-    app = create_app(engine=eng, auth_settings=AUTH)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        heads = {}
-        for name in USERS:
-            r = client.post("/v1/auth/token",
-                            data={"username": name, "password": f"{name}-password"})
-            assert r.status_code == 200, r.text
-            heads[name] = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        yield {"engine": eng, "layers": layers, "client": client, "h": heads}
-    stop_runner(eng)
-    eng.dispose()
+    with city_engine(fresh_database(), USERS, AUTH, districts=3, grids=300, buildings=1500,
+                     stations=30, seed=7) as (eng, layers):
+        app = create_app(engine=eng, auth_settings=AUTH)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield {"engine": eng, "layers": layers, "client": client,
+                   "h": bearer_headers(client, USERS)}
+        stop_runner(eng)
 
 
 def _wait(client: TestClient, rid: int, headers: dict[str, str]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import logging
 import zipfile
 
 import pytest
+from factories import bearer_headers
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -42,11 +43,8 @@ def world(fresh_database):
         key = create_api_key(c, "hotline", scopes=("lookup", "open311"))
     app = create_app(engine=eng, auth_settings=AUTH)
     with TestClient(app, raise_server_exceptions=False) as client:
-        headers = {"key": {"X-API-Key": key}}
-        for who in ("admin", "planner", "worker", "resident"):
-            r = client.post("/v1/auth/token", data={"username": who,
-                                                     "password": f"{who} password"})
-            headers[who] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        headers = {"key": {"X-API-Key": key}, **bearer_headers(
+            client, ("admin", "planner", "worker", "resident"), lambda who: f"{who} password")}
         yield client, headers, grid, (float(point[0]), float(point[1]))
     eng.dispose()
 

@@ -9,13 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from factories import AREA_SQL, tiny_png
+from factories import tiny_png, two_grid_engine
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from cli.main import app
 from geo import incidents as inc
-from geo.core.db import make_engine
 from geo.core.errors import Conflict, InvalidInput
 from geo.incidents import partitions as parts
 
@@ -24,11 +23,8 @@ SETTINGS = inc.IncidentSettings(duplicate_window_hours=2)
 
 @pytest.fixture
 def db(fresh_database: Any) -> Iterator[Engine]:
-    eng = make_engine(fresh_database())
-    with eng.begin() as c:
-        c.exec_driver_sql(AREA_SQL)
-    yield eng
-    eng.dispose()
+    with two_grid_engine(fresh_database(), pool_size=10) as eng:
+        yield eng
 
 
 def _months(first: date, last: date) -> list[str]:

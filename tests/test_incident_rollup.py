@@ -10,12 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from factories import AREA_SQL, GRID_E, GRID_W, offset
+from factories import GRID_E, GRID_W, offset, two_grid_engine
 from sqlalchemy import Engine, text
 
 from geo import incidents as inc
 from geo.auth.service import Scope
-from geo.core.db import make_engine
 
 SETTINGS = inc.IncidentSettings(duplicate_window_hours=2)
 T0 = datetime(2026, 11, 20, 22, 30, tzinfo=UTC)  # late in a UTC day: reports straddle days
@@ -25,11 +24,8 @@ LOOP = ("checked_in", "consulting", "in_progress", "feedback")
 
 @pytest.fixture
 def db(fresh_database: Any) -> Iterator[Engine]:
-    eng = make_engine(fresh_database(), pool_size=8)
-    with eng.begin() as c:
-        c.exec_driver_sql(AREA_SQL)
-    yield eng
-    eng.dispose()
+    with two_grid_engine(fresh_database(), pool_size=8) as eng:
+        yield eng
 
 
 def _both(c: Any, **kw: Any) -> tuple[list[dict], list[dict]]:

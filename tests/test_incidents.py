@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 import shapely
-from factories import AREA_SQL, GRID_E, GRID_W, offset
+from factories import GRID_E, GRID_W, Located, offset, two_grid_engine
 from pyproj import Geod, Transformer
 from shapely.geometry import Point, box
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from geo import incidents as inc
-from geo.core.db import make_engine
 from geo.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from geo.incidents import intake, workflow
 
@@ -35,22 +33,11 @@ GEOD = Geod(ellps="WGS84")
 
 
 
-@dataclass
-class FakeLookup:
-    lon: float
-    lat: float
-    district: dict
-    street: dict
-    community: dict
-    grid: dict | None
-    boundary_distance_m: float
-
-
 _TO_UTM = Transformer.from_crs(4326, 32650, always_xy=True)
 
 
 def shapely_locator(conn: Any, lon: float, lat: float, *, crs: str = "wgs84",
-                    at: Any = None) -> FakeLookup:
+                    at: Any = None) -> Located:
     """Stand-in for geo.lookup.locate_point over the hand-made grids (WGS 84 input only)."""
     assert crs == "wgs84"
     p = Point(lon, lat)
@@ -61,18 +48,14 @@ def shapely_locator(conn: Any, lon: float, lat: float, *, crs: str = "wgs84",
         g = shapely.transform(
             GRIDS[code], lambda xy: np.column_stack(_TO_UTM.transform(xy[:, 0], xy[:, 1])))
         dist = g.exterior.distance(Point(x, y))
-    return FakeLookup(lon, lat, {"code": DISTRICT}, {"code": STREET}, {"code": COMMUNITY},
+    return Located(lon, lat, {"code": DISTRICT}, {"code": STREET}, {"code": COMMUNITY},
                       {"code": code} if code else None, dist)
 
 
 @pytest.fixture(scope="module")
 def db(fresh_database: Any) -> Iterator[Engine]:
-    url = fresh_database()
-    eng = make_engine(url)
-    with eng.begin() as c:
-        c.exec_driver_sql(AREA_SQL)
-    yield eng
-    eng.dispose()
+    with two_grid_engine(fresh_database(), pool_size=10) as eng:
+        yield eng
 
 
 @pytest.fixture
@@ -344,11 +327,8 @@ def test_routing_table_editable(c: Any) -> None:
 @pytest.fixture
 def batch_db(fresh_database: Any) -> Iterator[Engine]:
     """A database of its own: these tests commit."""
-    eng = make_engine(fresh_database(), pool_size=4)
-    with eng.begin() as conn:
-        conn.exec_driver_sql(AREA_SQL)
-    yield eng
-    eng.dispose()
+    with two_grid_engine(fresh_database()) as eng:
+        yield eng
 
 
 def _rows(eng: Engine) -> list[Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from factories import city_engine
 from sqlalchemy import text
 from typer.testing import CliRunner
 
@@ -21,10 +22,7 @@ from geo.circles.build import BLOCKED_SQL
 from geo.circles.coverage import run_coverage
 from geo.circles.distances import building_distances
 from geo.circles.runs import CircleSettings, metric_srid
-from geo.core.db import make_engine
 from geo.core.errors import InvalidInput
-from geo.data.store import write_layers
-from geo.samples.city import generate_districts
 from geo.scale.batch import dask_client
 from geo.scale.distances import building_distances_dask, partition_numbers
 
@@ -34,13 +32,10 @@ SETTINGS = CircleSettings(distance_limit_m=LIMIT_M)
 
 @pytest.fixture(scope="module")
 def city(fresh_database: Any) -> Iterator[tuple[str, Any]]:
-    layers = generate_districts(districts=3, grids=300, buildings=3000, stations=40, seed=7)
     url = fresh_database()
-    eng = make_engine(url, pool_size=2)
-    with eng.begin() as conn:
-        write_layers(conn, layers, kind="synth")
-    yield url, eng
-    eng.dispose()
+    with city_engine(url, pool_size=2, districts=3, grids=300, buildings=3000, stations=40,
+                     seed=7) as (eng, _):
+        yield url, eng
 
 
 @pytest.fixture(scope="module")
