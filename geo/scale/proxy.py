@@ -42,8 +42,7 @@ def render_config(*, bind_host: str, bind_port: int, worker_ports: list[int], ru
     """The HAProxy configuration text for workers on ``127.0.0.1:<worker_ports>``."""
     servers = "\n".join(f"    server w{i} 127.0.0.1:{p} check"
                         for i, p in enumerate(worker_ports, 1))
-    write_servers = "\n".join(f"    server w{i} 127.0.0.1:{p} track workers/w{i} maxconn 500 "
-                              "observe layer7 error-limit 1 on-error mark-down"
+    write_servers = "\n".join(f"    server w{i} 127.0.0.1:{p} track workers/w{i}"
                               for i, p in enumerate(worker_ports, 1))
     return Template(TEMPLATE.read_text()).substitute(
         pidfile=run_dir / "haproxy.pid", stats_socket=run_dir / "haproxy.sock",
