@@ -112,19 +112,24 @@ def write_results(name: str, figures: dict[str, Any]) -> Path:
 
 
 def run_wrk(url: str, *, seconds: int, connections: int, threads: int = 1,
-            lua_script: str | None = None, headers: dict[str, str] | None = None) -> dict:
-    """Run wrk (Debian's) against ``url``; return rps, p50/p99 (ms), requests and errors
-    (non-2xx/3xx answers plus socket errors and timeouts)."""
+            lua: str | None = None, headers: dict[str, str] | None = None) -> dict:
+    """Run wrk (Debian's) against ``url``, with the Lua script ``lua`` (its text) if given;
+    return rps, p50/p99 (ms), requests and errors (non-2xx/3xx answers plus socket errors and
+    timeouts)."""
     import re
     import subprocess
+    import tempfile
 
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
            "--timeout", "10s"]
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
-    if lua_script:
-        cmd += ["-s", lua_script]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if lua:
+            script.write(lua)
+            script.flush()
+            cmd += ["-s", script.name]
+        out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
 
     def pct(p: str) -> float:
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)

@@ -20,7 +20,6 @@ import argparse
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,12 +158,8 @@ def http_reports(url: str, key: str, seconds: int, workers: int, connections: in
             raise SystemExit("wrk not found")
         lua = LUA % (", ".join(f"{{{x:.7f},{y:.7f}}}" for x, y in pts),
                      ", ".join(f'"{c}"' for c in (r[0] for r in inc_categories(url))), key)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            f.write(lua)
-        result = run_wrk(base, seconds=seconds, connections=connections, threads=2,
-                         lua_script=f.name)
+        result = run_wrk(base, seconds=seconds, connections=connections, threads=2, lua=lua)
         print(result.pop("raw"))
-        Path(f.name).unlink()
         with eng.connect() as c:
             after = c.execute(text("SELECT count(*) FROM incident")).scalar()
             kinds = dict(c.execute(text(

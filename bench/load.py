@@ -16,7 +16,6 @@ import argparse
 import os
 import random
 import re
-import tempfile
 
 import httpx
 from shapely import Point
@@ -133,11 +132,8 @@ def main() -> None:
             httpx.get(base + "/maps/grids", timeout=120,
                       headers={"Authorization": f"Bearer {tokens['commander']}"}
                       ).raise_for_status()
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            f.write(lua_script(points, key, tokens["worker"], tokens["commander"]))
-        result = run_wrk(base + "/v1/ping", seconds=args.seconds,
-                         connections=args.connections, lua_script=f.name)
-        os.unlink(f.name)
+        result = run_wrk(base + "/v1/ping", seconds=args.seconds, connections=args.connections,
+                         lua=lua_script(points, key, tokens["worker"], tokens["commander"]))
         eng = make_engine(make_url(resolve_url(DatabaseSettings()))
                           .set(database=name).render_as_string(hide_password=False))
         with eng.connect() as c:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -99,22 +98,17 @@ def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
         # One script for both endpoints, so that wrk does the same work for each (a Lua
         # request() costs wrk CPU, and wrk shares the 2 cores): the empty endpoint gets the
         # same query strings and ignores them.
-        scripts = {}
-        for path in ("/v1/lookup", "/v1/ping"):
-            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-                f.write("pts = {" + ",".join(f"{{{float(x)!r},{float(y)!r}}}"
-                                             for x, y in sample) + "}\n")
-                f.write("math.randomseed(1)\nrequest = function()\n"
-                        "  local p = pts[math.random(#pts)]\n"
-                        f"  return wrk.format('GET', '{path}?lon=' .. p[1] .. '&lat=' .. p[2])\n"
-                        "end\n")
-                scripts[path] = f.name
+        points = "pts = {" + ",".join(f"{{{float(x)!r},{float(y)!r}}}" for x, y in sample) + "}\n"
+        scripts = {path: points + "math.randomseed(1)\nrequest = function()\n"
+                   "  local p = pts[math.random(#pts)]\n"
+                   f"  return wrk.format('GET', '{path}?lon=' .. p[1] .. '&lat=' .. p[2])\n"
+                   "end\n" for path in ("/v1/lookup", "/v1/ping")}
         # Alternating rounds, so that a noisy spell on this shared machine hits both alike.
         runs: dict[str, list[dict]] = {"/v1/lookup": [], "/v1/ping": []}
         for _ in range(rounds):
             for path, out in runs.items():
                 out.append(run_wrk(base + path, seconds=seconds, connections=conns,
-                                   lua_script=scripts[path], headers=headers))
+                                   lua=scripts[path], headers=headers))
         single, empty = (_pooled(runs[p]) for p in ("/v1/lookup", "/v1/ping"))
         body = orjson.dumps(batch_points.tolist())
         best = float("inf")
@@ -126,8 +120,6 @@ def http_bench(db_name: str, sample: np.ndarray, seconds: int, conns: int,
             best = min(best, time.perf_counter() - t0)
             answer = orjson.loads(r.content)  # the client's own parsing is not timed
             assert answer["count"] == len(answer["results"]) == len(batch_points)
-        for lua in scripts.values():
-            os.unlink(lua)
     return {
         "http_single_rps": single["rps"], "http_single_p50_ms": single["p50_ms"],
         "http_single_p99_ms": single["p99_ms"], "http_single_non2xx": single["non2xx"],

@@ -78,7 +78,6 @@ def lookup_rps(url: str, points: list[tuple[float, float]], seconds: int,
     (hotline calls come from everywhere, not one address); with the CPU each part used per
     request (workers, HAProxy, wrk: on 2 cores they share them, which bounds the ratio)."""
     import resource
-    import tempfile
 
     import httpx
 
@@ -91,9 +90,7 @@ def lookup_rps(url: str, points: list[tuple[float, float]], seconds: int,
         key = create_api_key(c, "bench-scale", scopes=("lookup",), rate_per_minute=10**9)
     eng.dispose()
     headers = {"X-API-Key": key}
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(LOOKUP_LUA % ", ".join(f"{{{x:.7f},{y:.7f}}}" for x, y in points))
-        lua = f.name
+    lua = LOOKUP_LUA % ", ".join(f"{{{x:.7f},{y:.7f}}}" for x, y in points)
 
     env = {"WANGGE_DATABASE_URL": url, "WANGGE_JWT_SECRET": "b" * 64,
            "WANGGE_POOL_SIZE": "4"}
@@ -106,13 +103,13 @@ def lookup_rps(url: str, points: list[tuple[float, float]], seconds: int,
                 httpx.get(f"{base}/v1/lookup", params={"lon": x, "lat": y}, headers=headers,
                           timeout=30).raise_for_status()
             run_wrk(base + "/", seconds=2, connections=connections, threads=1,
-                    headers=headers, lua_script=lua)
+                    headers=headers, lua=lua)
             pids = {"workers": [w.proc.pid for w in pool.workers if w.proc],
                     "haproxy": [pool.haproxy.pid] if pool.haproxy else []}
             cpu0 = {k: sum(_cpu_s(p) for p in v) for k, v in pids.items()}
             wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             res = run_wrk(base + "/", seconds=seconds, connections=connections, threads=1,
-                          headers=headers, lua_script=lua)
+                          headers=headers, lua=lua)
             wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = {k: sum(_cpu_s(p) for p in v) - cpu0[k] for k, v in pids.items()}
         cpu["wrk"] = wrk1.ru_utime + wrk1.ru_stime - wrk0.ru_utime - wrk0.ru_stime
@@ -121,7 +118,6 @@ def lookup_rps(url: str, points: list[tuple[float, float]], seconds: int,
                                      for k, v in cpu.items()}
         out[n] = res
         print(n, "worker(s):", res)
-    os.unlink(lua)
     return out
 
 
