@@ -99,6 +99,34 @@ def test_circle_does_not_jump_river(conn, method):
     assert across.intersection(box(X0 + 360, y2, X0 + 400, Y0 + 520)).area > 100
 
 
+def test_barrier_union_is_made_again_when_the_barriers_change(conn):
+    """The run's barrier area is kept between runs only while the barriers are unchanged: a
+    railway added (or the river moved) gives the union PostGIS makes of the new rows."""
+    from geo.circles.build import BARRIER_SQL, _barrier_wkb
+
+    make_lattice(conn, nx=4, ny=4, river_between_rows=1, bridge_cols=())
+    kinds = ("river", "railway", "arterial")
+
+    def fresh() -> bytes:
+        return bytes(conn.execute(text(BARRIER_SQL), {"srid": 32650, "kinds": list(kinds)})
+                     .scalar())
+
+    before = _barrier_wkb(conn, 32650, kinds)
+    assert before == fresh()
+    x, y = X0 + 150, Y0 - 100
+    line = ", ".join(f"{a!r} {b!r}" for a, b in zip(*TO_M.transform(
+        [x, x + 1, x + 2], [y, y + 400, y + 800], direction="INVERSE"), strict=True))
+    conn.execute(text("INSERT INTO barrier (kind, name, geom) VALUES ('railway', 'test rail', "
+                      "ST_GeomFromEWKT(:w))"), {"w": f"SRID=4326;LINESTRING({line})"})
+    after = _barrier_wkb(conn, 32650, kinds)
+    assert after == fresh() and after != before
+    rail = shapely.from_wkb(after).difference(shapely.from_wkb(before))
+    assert 0.9 * 800 < rail.area < 1.1 * 800  # the new 1 m wide strip, 800 m long
+    conn.execute(text("DELETE FROM barrier WHERE kind = 'railway'"))
+    assert _barrier_wkb(conn, 32650, kinds) == before
+    assert _barrier_wkb(conn, 32650, ("arterial",)) is None  # none of that kind
+
+
 @pytest.mark.parametrize("method", ["raster", "exact"])
 def test_circle_contains_reached_street_and_tiers_nest(conn, method):
     """Known answer on an open lattice: a station at a node reaches 300 m along each street."""

@@ -139,16 +139,42 @@ WHERE e.id IN (SELECT e2.id FROM walk_edge e2 JOIN _cs_batch b ON e2.geom && b.b
   AND NOT EXISTS (SELECT 1 FROM _cs_blocked x WHERE x.edge_id = e.id)
 ORDER BY e.id
 """
-# lines widened to 1 m: their union buffered once (~2x cheaper than uniting per-line buffers)
+# lines widened to 1 m: their union buffered once (~2x cheaper than uniting per-line buffers);
+# the lines simplified by 1 m first (a fifth of the raster cell, well inside OpenStreetMap's
+# accuracy): 1,040 vertices instead of 1,899 on the demo, the barrier cut ~20 % cheaper
 BARRIER_SQL = """
 SELECT ST_AsBinary(ST_Union(g)) FROM (
   SELECT ST_Transform(geom, :srid) AS g FROM barrier
   WHERE kind = ANY(:kinds) AND ST_Dimension(geom) = 2
   UNION ALL
-  SELECT ST_Buffer(ST_Union(ST_Transform(geom, :srid)), 0.5, 'quad_segs=1') FROM barrier
-  WHERE kind = ANY(:kinds) AND ST_Dimension(geom) < 2
+  SELECT ST_Buffer(ST_Union(ST_Simplify(ST_Transform(geom, :srid), 1.0, true)), 0.5, 'quad_segs=1')
+  FROM barrier WHERE kind = ANY(:kinds) AND ST_Dimension(geom) < 2
 ) b
 """
+# what the barrier union is made of, to know when it changed (~1 ms against ~17 ms for the union)
+BARRIER_DIGEST_SQL = """
+SELECT md5(string_agg(kind || ST_AsHexEWKB(geom), ',' ORDER BY kind, ST_AsHexEWKB(geom)))
+FROM barrier WHERE kind = ANY(:kinds)
+"""
+_BARRIER_CACHE: dict[tuple[int, tuple[str, ...], str], bytes | None] = {}
+
+
+def _barrier_wkb(conn: Connection, srid: int, kinds: tuple[str, ...]) -> bytes | None:
+    """The barrier area of ``kinds`` (WKB, metric CRS ``srid``): ``BARRIER_SQL``'s union,
+    made again only when the barriers' content changed (keyed by its digest, so one process
+    serving several databases or a barrier edit never sees a stale union)."""
+    digest = conn.execute(text(BARRIER_DIGEST_SQL), {"kinds": list(kinds)}).scalar()
+    if digest is None:
+        return None
+    key = (int(srid), kinds, str(digest))
+    if key not in _BARRIER_CACHE:
+        raw = conn.execute(text(BARRIER_SQL), {"srid": srid, "kinds": list(kinds)}).scalar()
+        if len(_BARRIER_CACHE) >= 8:
+            _BARRIER_CACHE.clear()
+        _BARRIER_CACHE[key] = bytes(raw) if raw is not None else None
+    return _BARRIER_CACHE[key]
+
+
 # circles are stored in EPSG:4326; clipping intersects them with the stored area there
 CLIP_SQL = """
 UPDATE service_circle c
@@ -338,12 +364,8 @@ def _network(conn: Connection, settings: CircleSettings, tiers: list[float], sri
         edges = Edges.fetch(conn, EDGES_M_SQL.format(srid=int(srid)))
     coords = EdgeCoords.from_geoms(edges.geoms)
     own["edge"] = np.searchsorted(edges.id, own["edge"].to_numpy())
-    barrier = None
-    if settings.circle_barrier_kinds:
-        barrier = conn.execute(
-            text(BARRIER_SQL), {"srid": srid, "kinds": list(settings.circle_barrier_kinds)}
-        ).scalar()
-        barrier = bytes(barrier) if barrier is not None else None
+    barrier = (_barrier_wkb(conn, srid, tuple(settings.circle_barrier_kinds))
+               if settings.circle_barrier_kinds else None)
     job = Job(run_id, srid, settings.circle_polygon_method, settings.circle_raster_cell_m,
               settings.circle_buffer_m, settings.circle_quad_segs,
               settings.walking_speed_m_per_min, barrier)
@@ -391,7 +413,7 @@ def _polygons(
     raw = driver_connection(conn)
     t["searching"] = t["done_st"] = 0.0
     # the helpers are forked after this: they inherit the network instead of receiving it
-    set_network(net)
+    set_network(net, job)
     # small chunks: the last one to finish decides the wall time
     size = max(1, min(CHUNK // len(tiers), -(-stations // (8 * workers))))
     pending: deque[Any] = deque()  # the helper processes' chunks, in order

@@ -268,6 +268,7 @@ def warm(cell: float) -> None:
     """Call the compiled loops once on a one-edge network: in a fresh process numba's first
     call costs ~0.2-0.4 s (LLVM and the cache load) whatever the size; done in the parent
     before the workers fork, they inherit the loaded code."""
+    from geo.circles.geometry import warm_near
     from geo.circles.raster import circle_field
 
     def i64(v: list[int]) -> np.ndarray:
@@ -278,3 +279,4 @@ def warm(cell: float) -> None:
         i64([1]), i64([0, 1, 2]), i64([0, 0]), np.array([[0.0, 0.0], [10.0, 0.0]]),
         np.array([0.0, 10.0]), np.ones(2, np.bool_), i64([0, 2]), np.array([5.0]))
     circle_field(xy, cell, cell)
+    warm_near()
