@@ -6,8 +6,23 @@ embedded primary, standby and bench database (a synthetic district, bench.incide
 failover never touches the development cluster.
 
 1. ``rps_1_worker`` / ``rps_2_workers``: ``wrk`` GETs /v1/lookup through HAProxy in front of
-   ``wangge proxy``'s WorkerPool of 1, then 2 uvicorn workers (2,000 points inside the grids in
-   turn, keep-alive), with the CPU microseconds per request of the workers, HAProxy and wrk.
+   ``wangge proxy``'s WorkerPool (workers on Unix sockets), 2,000 points inside the grids in
+   turn, keep-alive, the requests built once in wrk's Lua ``init``. A pool of 1 and a pool of 2
+   workers (each with its own HAProxy) are started and warmed together, then ``--rounds``
+   rounds each run wrk ``--round-seconds`` on both, the order alternating: this machine's CPU
+   speed swings by ±30 % over seconds, so 1 and 2 workers measured minutes apart gave ratios
+   from 0.97 to 1.75 for the same code. The figures are the medians of the rounds;
+   ``rps_ratio`` is the median of the per-round ratios (``rps_ratio_rounds``). With each, the
+   CPU microseconds per request of the workers (W, both together), HAProxy (H) and wrk (K).
+
+   ``cpu_two_core_slowdown`` (s): a pure-CPU Python loop alone and two copies at once, one
+   pair after each round (10 pairs at least); the median of the pairs' both ÷ alone. The
+   two vCPUs slow each other down when both are busy. ``rps_ratio_ceiling`` = 2 W / (W + H +
+   K) ÷ s, with W, H, K from the 2-worker runs: two workers keep both cores busy, so
+   ``rps_2_workers`` ≤ 2 cores / (W + H + K) per request; one worker is bound by its own core,
+   ``rps_1_worker`` ≈ 1 core / W₁, where W₁ ≈ W ÷ s is a request's cost with the other core
+   not fully busy (W is measured with both busy). The ratio can then be at most 2 W₁ / (W + H
+   + K) = 2 W / (W + H + K) ÷ s: the issue's 1.5× needs HAProxy and wrk off these two cores.
 2. A synchronous standby is made (pg_basebackup + slot); report threads file reports (the
    domain call the API makes; commit = acknowledgement) while ``pg_stat_replication``'s
    ``replay_lag`` is sampled every 20 ms: ``standby_lag_ms_p99``.
@@ -29,6 +44,7 @@ failover never touches the development cluster.
    equal to the single process. ``--only-distances`` runs just this and updates scale.json.
 
     .venv/bin/python -m bench.scale --points 2000000 --seconds 10 [--incidents 20000000]
+    .venv/bin/python -m bench.scale --skip standby,dask,distances --rounds 8 --round-seconds 5
     .venv/bin/python -m bench.scale --only-distances
 """
 
@@ -38,6 +54,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import threading
 import time
 import uuid
@@ -57,13 +74,32 @@ def _settings():
 
 LOOKUP_LUA = """
 local points = {%s}
+local requests = {}
 local i = 0
+init = function(args)
+  for k, p in ipairs(points) do
+    requests[k] = wrk.format("GET", string.format("/v1/lookup?lon=%%.7f&lat=%%.7f", p[1], p[2]))
+  end
+end
 request = function()
-  i = i %% #points + 1
-  local p = points[i]
-  return wrk.format("GET", string.format("/v1/lookup?lon=%%.7f&lat=%%.7f", p[1], p[2]))
+  i = i %% #requests + 1
+  return requests[i]
 end
 """
+"""wrk's script: every request built once in ``init`` (``%s``: the points as Lua tables), then
+cycled through; formatting a request per call cost wrk CPU that the workers need."""
+
+SPIN = """
+import sys, time
+while time.time() < float(sys.argv[1]):
+    time.sleep(0.001)
+t, x = time.perf_counter(), 0
+for i in range(8_000_000):
+    x += i
+print(time.perf_counter() - t)
+"""
+"""A pure-CPU Python loop (~0.5 s on a core of its own), started at the Unix time argv[1] so
+that two copies run at once; prints its own duration in seconds."""
 
 
 def _cpu_s(pid: int) -> float:
@@ -72,11 +108,36 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def lookup_rps(url: str, points: list[tuple[float, float]], seconds: int,
-               connections: int) -> dict:
-    """wrk GETs /v1/lookup through HAProxy to 1, then 2 workers, cycling through ``points``
-    (hotline calls come from everywhere, not one address); with the CPU each part used per
-    request (workers, HAProxy, wrk: on 2 cores they share them, which bounds the ratio)."""
+def spin_pair() -> tuple[float, float]:
+    """Seconds of ``SPIN`` alone (the mean of a run before and one after), and the mean
+    seconds of two copies running at once between them: the CPU's speed drifts over seconds
+    here, and a run on either side cancels a steady drift."""
+    import subprocess
+    import sys
+
+    def run(n: int) -> float:
+        at = str(time.time() + 0.3)  # both start together, interpreter start-up excluded
+        procs = [subprocess.Popen([sys.executable, "-c", SPIN, at], stdout=subprocess.PIPE,
+                                  text=True) for _ in range(n)]
+        return statistics.mean(float(p.communicate()[0]) for p in procs)
+
+    before, both = run(1), run(2)
+    return (before + run(1)) / 2, both
+
+
+def _median(values: list[float], digits: int = 2) -> float:
+    return round(statistics.median(values), digits)
+
+
+def lookup_rps(url: str, points: list[tuple[float, float]], rounds: int, seconds: int,
+               connections: int, spin_pairs: int = 10) -> dict:
+    """wrk GETs /v1/lookup through HAProxy in front of a pool of 1 and a pool of 2 workers,
+    both started and warmed first, then ``rounds`` rounds of one ``seconds`` run on each (the
+    order alternating), cycling through ``points`` (hotline calls come from everywhere, not
+    one address); with the CPU each part used per request (workers, HAProxy, wrk). After each
+    round, and until ``spin_pairs`` are done, one ``spin_pair``: the machine's own two-core
+    slowdown, measured between the same rounds."""
+    import contextlib
     import resource
 
     import httpx
@@ -91,33 +152,68 @@ def lookup_rps(url: str, points: list[tuple[float, float]], seconds: int,
     eng.dispose()
     headers = {"X-API-Key": key}
     lua = LOOKUP_LUA % ", ".join(f"{{{x:.7f},{y:.7f}}}" for x, y in points)
-
     env = {"WANGGE_DATABASE_URL": url, "WANGGE_JWT_SECRET": "b" * 64,
            "WANGGE_POOL_SIZE": "4"}
-    out = {}
-    for n in (1, 2):
-        with WorkerPool(n, host="127.0.0.1", port=free_port(), env=env,
-                        state_dir=_settings().state_dir) as pool:
-            base = f"http://127.0.0.1:{pool.port}"
+    load = _load()
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    spins: list[tuple[float, float]] = []
+    with contextlib.ExitStack() as stack:
+        pools = {n: stack.enter_context(WorkerPool(
+            n, host="127.0.0.1", port=free_port(), env=env,
+            state_dir=_settings().state_dir / f"rps-{n}")) for n in (1, 2)}
+        bases = {n: f"http://127.0.0.1:{pool.port}" for n, pool in pools.items()}
+        for base in bases.values():
             for x, y in points[:20]:
                 httpx.get(f"{base}/v1/lookup", params={"lon": x, "lat": y}, headers=headers,
                           timeout=30).raise_for_status()
             run_wrk(base + "/", seconds=2, connections=connections, threads=1,
                     headers=headers, lua=lua)
-            pids = {"workers": [w.proc.pid for w in pool.workers if w.proc],
-                    "haproxy": [pool.haproxy.pid] if pool.haproxy else []}
-            cpu0 = {k: sum(_cpu_s(p) for p in v) for k, v in pids.items()}
-            wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            res = run_wrk(base + "/", seconds=seconds, connections=connections, threads=1,
-                          headers=headers, lua=lua)
-            wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = {k: sum(_cpu_s(p) for p in v) - cpu0[k] for k, v in pids.items()}
-        cpu["wrk"] = wrk1.ru_utime + wrk1.ru_stime - wrk0.ru_utime - wrk0.ru_stime
-        res.pop("raw")
-        res["cpu_us_per_request"] = {k: round(1e6 * v / max(res["requests"], 1), 1)
-                                     for k, v in cpu.items()}
-        out[n] = res
-        print(n, "worker(s):", res)
+        for r in range(rounds):
+            for n in ((1, 2) if r % 2 == 0 else (2, 1)):
+                pool = pools[n]
+                pids = {"workers": [w.proc.pid for w in pool.workers if w.proc],
+                        "haproxy": [pool.haproxy.pid] if pool.haproxy else []}
+                cpu0 = {k: sum(_cpu_s(p) for p in v) for k, v in pids.items()}
+                wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                res = run_wrk(bases[n] + "/", seconds=seconds, connections=connections,
+                              threads=1, headers=headers, lua=lua)
+                wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = {k: sum(_cpu_s(p) for p in v) - cpu0[k] for k, v in pids.items()}
+                cpu["wrk"] = wrk1.ru_utime + wrk1.ru_stime - wrk0.ru_utime - wrk0.ru_stime
+                res.pop("raw")
+                res["cpu_us_per_request"] = {k: 1e6 * v / max(res["requests"], 1)
+                                             for k, v in cpu.items()}
+                runs[n].append(res)
+            spins.append(spin_pair())
+            ratio = runs[2][-1]["rps"] / runs[1][-1]["rps"]
+            print(f"round {r + 1}: 1 worker {runs[1][-1]['rps']:.0f} rps, 2 workers "
+                  f"{runs[2][-1]['rps']:.0f} rps, ratio {ratio:.2f}; spin alone "
+                  f"{spins[-1][0]:.3f} s, both {spins[-1][1]:.3f} s", flush=True)
+    while len(spins) < spin_pairs:
+        spins.append(spin_pair())
+
+    out: dict = {"rps_rounds": rounds, "rps_round_seconds": seconds, "rps_load_average": load}
+    ratios = [b["rps"] / a["rps"] for a, b in zip(runs[1], runs[2], strict=True)]
+    out["rps_1_worker"] = _median([x["rps"] for x in runs[1]])
+    out["rps_2_workers"] = _median([x["rps"] for x in runs[2]])
+    out["rps_ratio"] = _median(ratios)
+    out["rps_ratio_rounds"] = [round(x, 2) for x in ratios]
+    parts = ("workers", "haproxy", "wrk")
+    out["wrk"] = {str(n): {
+        "rps_rounds": [round(x["rps"]) for x in rs],
+        "requests": sum(x["requests"] for x in rs),
+        "errors": sum(x["errors"] for x in rs),
+        "p50_ms": _median([x["p50_ms"] for x in rs]),
+        "p99_ms": _median([x["p99_ms"] for x in rs]),
+        "cpu_us_per_request": {k: _median([x["cpu_us_per_request"][k] for x in rs], 1)
+                               for k in parts}} for n, rs in runs.items()}
+    slowdown = statistics.median(both / alone for alone, both in spins)
+    out["cpu_two_core_slowdown"] = round(slowdown, 3)
+    out["cpu_spin_s"] = {"alone": [round(a, 3) for a, _ in spins],
+                         "both": [round(b, 3) for _, b in spins]}
+    w, h, k = (out["wrk"]["2"]["cpu_us_per_request"][p] for p in parts)
+    out["rps_ratio_ceiling"] = round(2 * w / (w + h + k) / slowdown, 2)
+    print({k: v for k, v in out.items() if k != "wrk"}, out["wrk"], sep="\n")
     return out
 
 
@@ -334,7 +430,10 @@ def _load() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", type=int, default=852)
-    ap.add_argument("--seconds", type=int, default=10, help="wrk and report-burst seconds")
+    ap.add_argument("--seconds", type=int, default=10, help="report-burst seconds")
+    ap.add_argument("--rounds", type=int, default=8,
+                    help="rps: rounds of one wrk run on 1 and one on 2 workers")
+    ap.add_argument("--round-seconds", type=int, default=5, help="rps: seconds of a wrk run")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--points", type=int, default=2_000_000, help="Dask points (issue: 1e8)")
     ap.add_argument("--incidents", type=int, default=0, help="fill incidents to N (0: skip)")
@@ -398,10 +497,8 @@ def main() -> None:
         points = sample_points(url, 2000)
         figures["grids"] = args.grids
         if "rps" not in skip:
-            rps = lookup_rps(url, points, args.seconds, args.connections)
-            figures.update(rps_1_worker=rps[1]["rps"], rps_2_workers=rps[2]["rps"],
-                           rps_ratio=round(rps[2]["rps"] / rps[1]["rps"], 2),
-                           wrk={str(k): v for k, v in rps.items()})
+            figures.update(lookup_rps(url, points, args.rounds, args.round_seconds,
+                                      args.connections))
         if "dask" not in skip:
             work = state / "dask"
             work.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ def proxy(
     pool = WorkerPool(workers, host=host or settings.host, port=port or settings.port,
                       state_dir=db.state_dir, log_level=settings.log_level)
     pool.start()
-    typer.echo(f"HAProxy on http://{pool.host}:{pool.port} -> workers on ports "
-               f"{', '.join(str(w.port) for w in pool.workers)} (logs {pool.run_dir})")
+    typer.echo(f"HAProxy on http://{pool.host}:{pool.port} -> {len(pool.workers)} workers on "
+               f"Unix sockets {pool.run_dir}/worker-N.sock (logs there too)")
     signal.signal(signal.SIGTERM, lambda *_: pool.stop())
     try:
         pool.supervise()

@@ -18,7 +18,7 @@ import shapely
 from factories import AREAS_GEN1, C1, G11, G12, seed_hand_made
 
 from geo.core.embedded import free_port
-from geo.scale.proxy import WorkerPool
+from geo.scale.proxy import ProxyError, Worker, WorkerPool
 from geo.scale.settings import ScaleSettings
 
 pytestmark = pytest.mark.skipif(not Path("/usr/sbin/haproxy").exists(),
@@ -67,6 +67,12 @@ def _base(pool: WorkerPool) -> str:
     return f"http://127.0.0.1:{pool.port}"
 
 
+def worker_client(w: Worker, timeout: float = 10) -> httpx.Client:
+    """An httpx client for worker ``w`` alone, over its Unix socket (not through HAProxy)."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(w.socket)),
+                        base_url="http://worker", timeout=timeout)
+
+
 def test_lookups_and_reports_through_the_balancer(pool):
     with httpx.Client(base_url=_base(pool), timeout=10) as c:
         for _ in range(20):
@@ -83,21 +89,33 @@ def test_lookups_and_reports_through_the_balancer(pool):
             ids.append(r.json()["id"])
         for i in ids:
             assert c.get(f"/v1/incidents/{i}").status_code == 200
+    for w in pool.workers:  # each worker answers on its own socket, HAProxy's checks too
+        assert w.socket == pool.run_dir / f"worker-{w.number}.sock"
+        with worker_client(w) as direct:
+            assert direct.get("/v1/ping").status_code == 200
     servers = haproxy_servers(pool)
     assert {s: servers[s]["status"] for s in ("w1", "w2")} == {"w1": "UP", "w2": "UP"}
     assert all(int(servers[s]["stot"]) >= 5 for s in ("w1", "w2")), servers  # both served
 
 
-def _refusing(port: int) -> float:
-    """When the worker on ``port`` stops accepting connections. SIGKILL is delivered at once,
-    but the kernel takes a while (tens of ms for a large threaded process) to tear it down, and
+def test_a_state_dir_too_long_for_a_socket_path_is_refused_up_front(tmp_path):
+    with pytest.raises(ProxyError, match="at most 107"):
+        WorkerPool(2, host="127.0.0.1", port=free_port(), state_dir=tmp_path / ("x" * 100))
+
+
+def _refusing(path: Path) -> float:
+    """When the worker listening on the Unix socket ``path`` stops accepting connections
+    (connecting is refused: the file stays, nobody listens). SIGKILL is delivered at once, but
+    the kernel takes a while (tens of ms for a large threaded process) to tear it down, and
     until its listening socket is closed it still accepts connections: a request sent to it
     meanwhile is one it held, like those in flight at the kill."""
     while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        except OSError:
-            return time.monotonic()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            try:
+                s.connect(str(path))
+            except OSError:  # ConnectionRefusedError once the process is gone
+                return time.monotonic()
         time.sleep(0.001)
 
 
@@ -135,7 +153,7 @@ def test_killed_worker_costs_at_most_its_in_flight_requests(pool):
     victim = pool.workers[0]
     before = victim.restarts
     os.kill(victim.proc.pid, signal.SIGKILL)
-    dead_at = _refusing(victim.port)
+    dead_at = _refusing(victim.socket)
     time.sleep(3.0)
     stop.set()
     for t in threads:
@@ -161,25 +179,25 @@ def test_killed_worker_costs_at_most_its_in_flight_requests(pool):
 
 
 def test_grid_change_through_one_worker_is_answered_by_the_other(pool):
-    w1, w2 = (f"http://127.0.0.1:{w.port}" for w in pool.workers)
     probe = {"lon": 119.31, "lat": 26.03}  # inside G12
     assert _grid_of(probe["lon"], probe["lat"]) == G12
-    deadline = time.monotonic() + 60  # the worker killed above may still be warming up
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{w1}/v1/ping", timeout=2).status_code == 200:
+    with worker_client(pool.workers[0], 30) as w1, worker_client(pool.workers[1]) as w2:
+        deadline = time.monotonic() + 60  # the worker killed above may still be warming up
+        while time.monotonic() < deadline:
+            try:
+                if w1.get("/v1/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert w2.get("/v1/lookup", params=probe).json()["grid"]["code"] == G12
+        r = w1.post("/v1/planning/merge", json={"codes": [G11, G12]})
+        assert r.status_code == 200, r.text
+        (new,) = r.json()["created"]
+        assert new.startswith(C1) and new not in (G11, G12)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5:  # polling alone would take 30 s
+            got = w2.get("/v1/lookup", params=probe).json()["grid"]["code"]
+            if got == new:
                 break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    assert httpx.get(f"{w2}/v1/lookup", params=probe).json()["grid"]["code"] == G12
-    r = httpx.post(f"{w1}/v1/planning/merge", json={"codes": [G11, G12]}, timeout=30)
-    assert r.status_code == 200, r.text
-    (new,) = r.json()["created"]
-    assert new.startswith(C1) and new not in (G11, G12)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 5:  # polling alone would take 30 s
-        got = httpx.get(f"{w2}/v1/lookup", params=probe).json()["grid"]["code"]
-        if got == new:
-            break
-        time.sleep(0.02)
+            time.sleep(0.02)
     assert got == new, f"worker 2 still answers {got} after {time.monotonic() - t0:.1f} s"

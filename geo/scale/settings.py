@@ -19,9 +19,6 @@ class ScaleSettings(WanggeSettings):
     )
     haproxy_bin: Path = Field(default=Path("/usr/sbin/haproxy"),
                               description="HAProxy executable (Debian package haproxy).")
-    worker_base_port: int = Field(
-        default=0, description="Workers listen on 127.0.0.1 from this port up; 0 picks free "
-        "ports.")
     health_interval_ms: int = Field(
         default=500, description="HAProxy checks GET /v1/ping on each worker this often (ms).")
     read_after_write_s: float = Field(
