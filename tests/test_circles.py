@@ -299,6 +299,43 @@ def test_raster_field_is_the_distance_to_the_nearest_seed_cells_sample():
         assert np.allclose(gy[:, 0], (j0 + np.arange(free.shape[0]) + 0.5) * cell)
 
 
+def test_thin_rings_is_douglas_peucker_within_the_tolerance():
+    """Each ring keeps a subset of its points, its first and last among them, within the
+    tolerance of the original (Hausdorff, shapely) and with about as many points as GEOS's
+    Douglas-Peucker keeps; collinear points go; a ring too small to simplify stays whole."""
+    from geo.circles.raster import raster_polygons, thin_rings
+
+    rng = np.random.default_rng(5)
+    t = np.linspace(0, 2 * np.pi, 400)[:-1]
+    blob = np.column_stack([(100 + 8 * np.sin(5 * t)) * np.cos(t),
+                            (100 + 8 * np.sin(5 * t)) * np.sin(t)])
+    blob += rng.normal(0, 0.2, blob.shape)
+    square = np.array([[0, 0], [10, 0], [20, 0], [20, 10], [20, 20], [0, 20]], float) + 300
+    tiny = np.array([[0, 0], [0.5, 0], [0.5, 0.5]]) + 500
+    rings = [np.vstack([r, r[:1]]) for r in (blob, square, tiny)]
+    xy = np.vstack(rings)
+    off = np.cumsum([0] + [len(r) for r in rings]).astype(np.int64)
+    keep = thin_rings(xy, off, 1.0)
+    for r, (a, b) in zip(rings, zip(off[:-1], off[1:], strict=True), strict=True):
+        k = keep[a:b]
+        assert k[0] and k[-1]
+        before, after = shapely.Polygon(r), shapely.Polygon(r[k])
+        assert shapely.hausdorff_distance(before, after) <= 1.0 + 1e-9
+        geos = shapely.get_num_coordinates(shapely.simplify(before, 1.0,
+                                                            preserve_topology=False))
+        assert k.sum() <= 1.1 * geos + 1 or k.all()  # the split point differs, not the rule
+    assert keep[off[1]:off[2]].sum() == 5  # the square's four corners, closed
+    assert keep[off[2]:off[3]].all()  # the tiny triangle is left alone
+    assert 10 < keep[:off[1]].sum() < 200
+    # through raster_polygons: valid, within the tolerance of the unsimplified contour
+    pts = np.column_stack([np.linspace(0, 400, 81), 60 * np.sin(np.linspace(0, 6, 81))])
+    start = np.array([0, len(pts)])
+    raw = raster_polygons(pts, start, 5.0, 30.0)[0]
+    thin = raster_polygons(pts, start, 5.0, 30.0, 1.0)[0]
+    assert thin.is_valid and shapely.hausdorff_distance(raw, thin) <= 1.0 + 1e-9
+    assert shapely.get_num_coordinates(thin) < shapely.get_num_coordinates(raw) / 2
+
+
 def test_edge_reach_is_the_min_over_both_ends():
     import pandas as pd
 

@@ -188,16 +188,6 @@ def station_csv(job: Job, members: np.ndarray,
     return csv, count, spent
 
 
-def simplify(polys: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker without topology checks (10x cheaper), those it leaves invalid (rare:
-    a narrow neck) simplified again with them."""
-    out: np.ndarray = shapely.simplify(polys, tolerance, preserve_topology=False)
-    bad = ~shapely.is_valid(out)
-    if bad.any():
-        out[bad] = shapely.simplify(polys[bad], tolerance)
-    return out
-
-
 def chunk_csv(job: Job, ch: Chunk) -> tuple[str, int, dict[str, float]]:
     """Polygons of one chunk of circles (raster contour or exact buffer, then the barrier
     cut), in EPSG:4326, as ``service_circle`` COPY rows; with the CPU seconds of each step."""
@@ -209,8 +199,7 @@ def chunk_csv(job: Job, ch: Chunk) -> tuple[str, int, dict[str, float]]:
         polys, spent = circle_polygons(multi, job.buffer_m, job.quad_segs, job.barrier)
     else:
         assert ch.start is not None
-        polys = raster_polygons(ch.xy, ch.start, job.cell_m, job.buffer_m)
-        polys = simplify(polys, job.cell_m / 5)
+        polys = raster_polygons(ch.xy, ch.start, job.cell_m, job.buffer_m, job.cell_m / 5)
         t1 = clock()
         if job.barrier is not None:
             c = ch.corner if ch.corner is not None else slice(None)

@@ -167,11 +167,14 @@ def trace(field: np.ndarray, gx: np.ndarray, gy: np.ndarray,
     return points, offsets
 
 
-def raster_polygons(pts: np.ndarray, bounds: np.ndarray, cell: float,
-                    buffer_m: float) -> np.ndarray:
+def raster_polygons(pts: np.ndarray, bounds: np.ndarray, cell: float, buffer_m: float,
+                    tolerance: float = 0.0) -> np.ndarray:
     """MultiPolygons (m) of ``len(bounds) - 1`` circles from their reached pieces' points
     (``pts`` m, at most ``cell`` apart along each piece: ``geo.circles.seeds``), circle k's
-    being ``pts[bounds[k]:bounds[k + 1]]``; an empty polygon where a circle has none."""
+    being ``pts[bounds[k]:bounds[k + 1]]``; an empty polygon where a circle has none. With a
+    ``tolerance`` (m), each ring is simplified (Douglas-Peucker, ``thin_rings``); a circle that
+    this leaves invalid (rare: two rings closer than the tolerance) is simplified again by
+    GEOS with its topology preserved."""
     n = len(bounds) - 1
     coords: list[np.ndarray] = []
     ring_off, poly_off, multi_off = [0], [0], [0]
@@ -187,8 +190,64 @@ def raster_polygons(pts: np.ndarray, bounds: np.ndarray, cell: float,
         multi_off.append(len(poly_off) - 1)
     if not coords:
         return np.array([shapely.MultiPolygon()] * n, dtype=object)
-    polygons: np.ndarray = shapely.from_ragged_array(
-        shapely.GeometryType.MULTIPOLYGON, np.concatenate(coords),
-        (np.asarray(ring_off, np.int64), np.asarray(poly_off, np.int64),
-         np.asarray(multi_off, np.int64)))
+    xy, rings = np.concatenate(coords), np.asarray(ring_off, np.int64)
+    parts = (np.asarray(poly_off, np.int64), np.asarray(multi_off, np.int64))
+    if tolerance <= 0:
+        return _multipolygons(xy, rings, parts)
+    keep = thin_rings(xy, rings, tolerance)
+    kept = np.concatenate([[0], np.cumsum(keep)])
+    polygons = _multipolygons(xy[keep], kept[rings], parts)
+    bad = np.nonzero(~shapely.is_valid(polygons))[0]
+    if len(bad):
+        polygons[bad] = shapely.simplify(_multipolygons(xy, rings, parts)[bad], tolerance)
     return polygons
+
+
+def _multipolygons(xy: np.ndarray, rings: np.ndarray,
+                   parts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    polygons: np.ndarray = shapely.from_ragged_array(
+        shapely.GeometryType.MULTIPOLYGON, xy, (rings, *parts))
+    return polygons
+
+
+@numba.njit(cache=True, nogil=True)
+def thin_rings(xy: np.ndarray, rings: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which points (m) of the closed rings ``xy[rings[r]:rings[r + 1]]`` Douglas-Peucker
+    keeps at ``tolerance`` (m): each ring cut at its point farthest from its first one, both
+    halves simplified; a ring left with fewer than 4 points keeps them all. Written here for
+    speed: GEOS's simplifier also rebuilds each polygon (a zero buffer), 23 ms a run of the
+    demo's 162 circles against ~2 ms here."""
+    keep = np.zeros(xy.shape[0], np.bool_)
+    stack = np.empty((xy.shape[0], 2), np.int64)
+    for r in range(rings.shape[0] - 1):
+        a, b = rings[r], rings[r + 1] - 1  # xy[b] repeats xy[a]
+        if b - a < 4:
+            keep[a:b + 1] = True
+            continue
+        far, best = a, -1.0
+        for i in range(a + 1, b):
+            d = (xy[i, 0] - xy[a, 0]) ** 2 + (xy[i, 1] - xy[a, 1]) ** 2
+            if d > best:
+                far, best = i, d
+        keep[a] = keep[far] = keep[b] = True
+        stack[0, 0], stack[0, 1], stack[1, 0], stack[1, 1] = a, far, far, b
+        top = 2
+        while top:
+            top -= 1
+            i, j = stack[top, 0], stack[top, 1]
+            dx, dy = xy[j, 0] - xy[i, 0], xy[j, 1] - xy[i, 1]
+            length = math.sqrt(dx * dx + dy * dy)
+            worst, at = -1.0, -1
+            for m in range(i + 1, j):
+                ex, ey = xy[m, 0] - xy[i, 0], xy[m, 1] - xy[i, 1]
+                d = (abs(ex * dy - ey * dx) / length if length > 0
+                     else math.sqrt(ex * ex + ey * ey))
+                if d > worst:
+                    worst, at = d, m
+            if at >= 0 and worst > tolerance:
+                keep[at] = True
+                stack[top, 0], stack[top, 1], stack[top + 1, 0], stack[top + 1, 1] = i, at, at, j
+                top += 2
+        if keep[a:b + 1].sum() < 4:
+            keep[a:b + 1] = True
+    return keep

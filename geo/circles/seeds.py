@@ -269,7 +269,7 @@ def warm(cell: float) -> None:
     call costs ~0.2-0.4 s (LLVM and the cache load) whatever the size; done in the parent
     before the workers fork, they inherit the loaded code."""
     from geo.circles.geometry import warm_near
-    from geo.circles.raster import circle_field
+    from geo.circles.raster import circle_field, thin_rings
 
     def i64(v: list[int]) -> np.ndarray:
         return np.array(v, np.int64)
@@ -279,4 +279,5 @@ def warm(cell: float) -> None:
         i64([1]), i64([0, 1, 2]), i64([0, 0]), np.array([[0.0, 0.0], [10.0, 0.0]]),
         np.array([0.0, 10.0]), np.ones(2, np.bool_), i64([0, 2]), np.array([5.0]))
     circle_field(xy, cell, cell)
+    thin_rings(np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]), i64([0, 4]), 0.5)
     warm_near()
