@@ -217,6 +217,9 @@ def test_points_and_the_refresh_since(world: Any) -> None:
         assert by_id[r.id][3] == _sla(r, now)
     again = client.get("/v1/console/points", params={"since": first["now"]}, headers=h).json()
     assert again["rows"] == []
+    # the next refresh asks from the overlap before the answer (IncidentSettings)
+    overlap = datetime.fromisoformat(first["now"]) - datetime.fromisoformat(first["next_since"])
+    assert overlap == timedelta(seconds=30)
     p = city["grid"].to_crs(4326).iloc[5].geometry.representative_point()
     new = client.post("/v1/incidents", headers=_bearer(client, "res"),
                       json={"category": "snow_ice", "lon": p.x, "lat": p.y}).json()["id"]
@@ -226,6 +229,30 @@ def test_points_and_the_refresh_since(world: Any) -> None:
     # The grid worker sees only their own grid's cases.
     mine = client.get("/v1/console/points", headers=_bearer(client, "wrk")).json()["rows"]
     assert {r[6] for r in mine} <= {city["grid"].iloc[0]["code"]}
+
+
+def test_refresh_keeps_a_case_committed_after_the_answer(world: Any) -> None:
+    """A case stamped inside a transaction still open when the map asked (its ``updated_at``
+    earlier than the answer's ``now``) comes with the next refresh from ``next_since``; asked
+    from ``now`` itself, it would be missed for good."""
+    from geo.incidents.workflow import urge
+
+    client, eng, _ = world
+    h = _bearer(client, "cmd")
+    rows = _rows(eng)
+    target = int(rows[~rows["status"].isin(["closed", "duplicate"])]["id"].iloc[0])
+    with eng.connect() as c:
+        tx = c.begin()
+        urge(c, target, actor="test:slow-transaction")  # stamped now, not yet committed
+        answer = client.get("/v1/console/points", params={
+            "since": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}, headers=h).json()
+        assert target not in [r[0] for r in answer["rows"]]  # not visible yet
+        tx.commit()
+    refresh = client.get("/v1/console/points", params={"since": answer["next_since"]},
+                         headers=h).json()
+    assert target in [r[0] for r in refresh["rows"]]
+    naive = client.get("/v1/console/points", params={"since": answer["now"]}, headers=h).json()
+    assert target not in [r[0] for r in naive["rows"]]
 
 
 def test_grid_team_gaps_agree_with_the_database_rule(world: Any) -> None:

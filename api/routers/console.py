@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from api.dependencies import CONNECTION, READ_CONNECTION, read_engine
 from api.policy import PolicyRoute, area_within, require_area, scope_of
+from api.routers.incidents import incident_settings
 from api.security import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -152,12 +153,13 @@ def trend(request: Request, days: int = Query(30, ge=1, le=366), within: str | N
 
 @router.get("/points", operation_id="console_points", response_model=dict[str, Any],
             summary="The command map's incidents (open and recently closed), compact rows; "
-            "with `since`, only those changed after it")
+            "with `since` (the previous answer's `next_since`), only those changed after it")
 def points(request: Request, since: datetime | None = None, within: str | None = Within,
            conn: Connection = READ_CONNECTION) -> Response:
-    found = dashboard.map_points(conn, scope=scope_of(request), since=since,
-                                 within=area_within(request, within),
-                                 now=_horizon(request, conn, since))
+    found = dashboard.map_points(
+        conn, scope=scope_of(request), since=since, within=area_within(request, within),
+        now=_horizon(request, conn, since),
+        overlap_s=incident_settings(request).map_refresh_overlap_s)
     # tens of thousands of rows: orjson straight to bytes (the generic encoder took ~0.5 s)
     return Response(orjson.dumps(found), media_type="application/json")
 

@@ -112,11 +112,15 @@ def trend(conn: Connection, *, days: int = 30, scope: Scope = EVERYTHING,
 
 def map_points(conn: Connection, *, scope: Scope = EVERYTHING, within: str | None = None,
                since: datetime | None = None, closed_days: int = 7, limit: int = 50_000,
-               now: datetime | None = None) -> dict[str, Any]:
+               now: datetime | None = None, overlap_s: float = 0.0) -> dict[str, Any]:
     """The command map's incidents, compact: ``rows`` of [id, lon, lat, sla, status, category,
     grid_code] (lon/lat WGS 84, 6 decimals). Without ``since``: every open case and those
     closed in the last ``closed_days`` days; with it: only cases changed after ``since`` (the
-    refresh). ``now`` is the server time to pass as the next ``since``."""
+    refresh). ``now``: the instant the answer is complete up to (the server's clock, or a
+    standby's replay horizon); ``next_since``: what the next refresh passes as ``since``,
+    ``overlap_s`` seconds before it (``IncidentSettings.map_refresh_overlap_s``): a case's
+    ``updated_at`` is stamped inside its transaction, so one that commits after this answer
+    can carry an earlier stamp."""
     now = now or datetime.now(UTC)
     params: dict[str, Any] = {"now": now, "lim": int(limit)}
     where = " AND ".join(_where(scope, params, within))
@@ -132,7 +136,9 @@ def map_points(conn: Connection, *, scope: Scope = EVERYTHING, within: str | Non
                f" SELECT {cols} FROM incident i WHERE NOT i.is_open AND i.status = 'closed'"
                f" AND i.updated_at >= :since AND {where}")
     rows = conn.execute(text(f"{sql} LIMIT :lim"), params).all()
-    return {"now": now.isoformat(), "columns": ["id", "lon", "lat", "sla", "status",
+    return {"now": now.isoformat(),
+            "next_since": (now - timedelta(seconds=overlap_s)).isoformat(),
+            "columns": ["id", "lon", "lat", "sla", "status",
                                                  "category", "grid_code"],
             "rows": [list(r) for r in rows], "truncated": len(rows) >= limit}
 

@@ -52,6 +52,13 @@ class IncidentSettings(WanggeSettings):
     photo_max_bytes: int = Field(
         default=5 * 1024 * 1024, description="Largest photo accepted (bytes); more is refused."
     )
+    map_refresh_overlap_s: float = Field(
+        default=30.0, ge=0, description="The command map's refresh asks for cases changed since "
+        "this many seconds before its previous answer, not since the answer itself: a case "
+        "stamped by a transaction that began before the answer and committed after it (or was "
+        "replayed later on a standby, or stamped by a server whose clock lags) is not missed. "
+        "The cases of the overlap come again; the map keeps the newest row of each."
+    )
     lookup_staleness_ms: float = Field(
         default=500, description="A report is located with the in-process lookup index, "
         "checked against the database for a new generation at most this often (ms); a change "

@@ -62,14 +62,23 @@
   }
   window.commander = { cases, index, layer, map: m, clusterOf };
 
+  // Rows of new or changed cases into the map; how many changed (a refresh repeats the cases
+  // of its overlap window as they are).
   function apply(rows) {
-    for (const row of rows) cases.set(row[0], { row });
-    if (!rows.length && index.points) return;
+    let changed = 0;
+    for (const row of rows) {
+      const old = cases.get(row[0]);
+      if (old && old.row.join("\u0001") === row.join("\u0001")) continue;
+      cases.set(row[0], { row });
+      changed++;
+    }
+    if (!changed && index.points) return 0;
     index.load([...cases.values()].map(({ row }) => ({ type: "Feature",
       geometry: { type: "Point", coordinates: [row[1], row[2]] },
       properties: { id: row[0], sla: row[3], st: row[4], cat: row[5] } })));
     draw();
     totals();
+    return changed;
   }
 
   function totals() {
@@ -85,10 +94,10 @@
       const q = since ? "?since=" + encodeURIComponent(since) : "";
       const p = await api("GET", "/v1/console/points" + q);
       if (!since) WG.mark("points-fetched");
-      since = p.now;
-      apply(p.rows);
+      since = p.next_since;
+      const changed = apply(p.rows);
       document.getElementById("updated").textContent = time(p.now);
-      if (p.rows.length && q) { counts(); trend(); }
+      if (changed && q) { counts(); trend(); }
     } catch (e) { if (e.status !== 401) toast(problemText(e), true); }
   }
 
