@@ -42,7 +42,8 @@ def run_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
         print(out[-4000:], file=sys.stderr)
         raise SystemExit(f"failed: {' '.join(cmd)}")
     for line in out.splitlines():
-        if any(k in line for k in ("rows in", "synthetic city", "imported", "validat")):
+        if any(k in line for k in ("rows in", "synthetic city", "合成城市", "imported", "已导入",
+                                   "validat")):
             print("   ", line.strip()[-150:])
     return wall, usage.ru_maxrss / 1024
 

@@ -18,13 +18,13 @@ def register(app: typer.Typer) -> None:
     @domain_errors
     def circles(
         tiers: list[float] | None = typer.Option(
-            None, "--tier", help="Tier in metres of walking (repeatable); default 300/500/1000."),
+            None, "--tier", help="步行距离档位（米，可重复）；默认 300/500/1000。"),
         clip: str | None = typer.Option(
-            None, "--clip", help="community, street, district or none."),
+            None, "--clip", help="裁剪边界（community | street | district | none）。"),
         polygons: str | None = typer.Option(
-            None, "--polygons", help="raster (default: contour on a grid) or exact (buffer)."),
+            None, "--polygons", help="面生成方法：raster（默认，栅格等值线）或 exact（缓冲区）。"),
     ) -> None:
-        """Walking service circles of every station, computed in pgRouting; stores a run."""
+        """用 pgRouting 计算每个站点的步行服务圈，结果存为一次分析任务。"""
         from geo.circles.build import build_circles
         from geo.circles.runs import CircleSettings, get_run
 
@@ -32,31 +32,32 @@ def register(app: typer.Typer) -> None:
         with connection() as conn:
             rid = build_circles(conn, settings, tiers_m=tiers or None, clip=clip, progress=True)
             summary = get_run(conn, rid)["summary"]
-        typer.echo(f"circles run {rid}: {json.dumps(summary, ensure_ascii=False)}")
+        typer.echo(f"服务圈任务 {rid}：{json.dumps(summary, ensure_ascii=False)}")
 
     @app.command("coverage")
     @domain_errors
     def coverage(
-        run: int | None = typer.Option(None, "--run", help="Circles run id (method circles)."),
-        tier: float | None = typer.Option(None, "--tier", help="Tier (m); default 300."),
+        run: int | None = typer.Option(None, "--run", help="服务圈任务编号（circles 方法）。"),
+        tier: float | None = typer.Option(None, "--tier", help="步行距离档位（米）；默认 300。"),
         method: str | None = typer.Option(
-            None, "--method", help="distance (default: walking distance from every building to "
-            "every station kind) or circles (points in a circles run)."),
-        level: str = typer.Option("street", "--level", help="Print per grid/community/street."),
+            None, "--method", help="distance（默认）： 按各建筑到各类站点的"
+            "步行距离； circles： 按是否在服务圈任务的服务圈内。"),
+        level: str = typer.Option("street", "--level", help="按 grid/community/street 级别打印。"),
         out: list[Path] | None = typer.Option(
-            None, "--out", help="Export uncovered buildings (.geojson or .gpkg; repeatable)."),
+            None, "--out", help="导出未覆盖建筑（.geojson 或 .gpkg；可重复）。"),
         distances: Path | None = typer.Option(
-            None, "--distances", help="Export per-building distances (.csv, .geojson, .gpkg)."),
+            None, "--distances", help="导出每栋建筑的步行距离（.csv | .geojson | .gpkg）。"),
         dask: bool = typer.Option(
-            False, "--dask", help="Compute the per-building distances on a Dask cluster "
-            "(partitions by district, with a halo of network): the same rows."),
-        workers: int = typer.Option(2, "--workers", help="With --dask: LocalCluster processes."),
+            False, "--dask", help="在 Dask 集群上计算每栋建筑的距离： "
+            "按区分块并带路网缓冲带， 结果与单进程完全相同。"),
+        workers: int = typer.Option(2, "--workers", help="LocalCluster 进程数（与 --dask 合用）。"),
         scheduler: str | None = typer.Option(
-            None, "--scheduler", help="With --dask: scheduler address (tcp://host:8786); "
-            "default WANGGE_DASK_SCHEDULER, else a LocalCluster of --workers."),
+            None, "--scheduler", help="调度器地址（tcp://host:8786，与 --dask 合用）；"
+            "默认 WANGGE_DASK_SCHEDULER， 未设置则用 --workers 个进程的 LocalCluster。"),
     ) -> None:
-        """Which buildings are covered; residents covered per level; station-kind shares; with
-        distances, life-circle completeness (GB 50180) per level and the kinds missing."""
+        """服务覆盖分析：哪些建筑被覆盖、各级覆盖居民数、各类站点覆盖率。
+
+        distance 方法另按级别给出生活圈完整度（GB 50180）及缺少的站点类型。"""
         from geo.circles.completeness import completeness
         from geo.circles.coverage import (
             coverage_by_level,
@@ -76,20 +77,20 @@ def register(app: typer.Typer) -> None:
                                    method=method)
             s = get_run(conn, rid)["summary"]
             typer.echo(
-                f"coverage run {rid}: {s['covered']}/{s['buildings']} buildings, "
-                f"{s['residents_covered']}/{s['residents']} residents covered"
+                f"覆盖分析任务 {rid}：已覆盖建筑 {s['covered']}/{s['buildings']}，"
+                f"已覆盖居民 {s['residents_covered']}/{s['residents']}"
             )
             for row in coverage_by_level(conn, rid, level):
-                typer.echo(f"  {row['code']}: {row['residents_covered']}/{row['residents']}"
-                           f" residents ({row['share_residents_covered']})")
+                typer.echo(f"  {row['code']}：居民 {row['residents_covered']}/{row['residents']}"
+                           f"（{row['share_residents_covered']}）")
             for k in s["kind_shares"]:
                 if "meets_targets" in k:
-                    typer.echo(f"  {k['kind']}: communities {k['community_share']} "
-                               f"(target {k['community_target']}), streets {k['street_share']} "
-                               f"(target {k['street_target']}), meets: {k['meets_targets']}")
+                    typer.echo(f"  {k['kind']}：社区 {k['community_share']}"
+                               f"（目标 {k['community_target']}），街道 {k['street_share']}"
+                               f"（目标 {k['street_target']}），达标：{k['meets_targets']}")
             for path in out or []:
                 n = export_uncovered(conn, rid, path)
-                typer.echo(f"wrote {n} uncovered buildings to {path}")
+                typer.echo(f"已将 {n} 栋未覆盖建筑写入 {path}")
             if get_run(conn, rid)["params"].get("kinds") is None:
                 return
             lv = level if level in ("community", "street", "district") else "community"
@@ -101,35 +102,35 @@ def register(app: typer.Typer) -> None:
             if distances:
                 _, df = distances_frame(conn, rid)
                 _write_frame(df, distances)
-                typer.echo(f"wrote distances of {len(df)} buildings to {distances}")
+                typer.echo(f"已将 {len(df)} 栋建筑的步行距离写入 {distances}")
 
     @app.command("site")
     @domain_errors
     def site(
-        k: int = typer.Option(5, "--k", help="How many new stations to suggest."),
-        run: int | None = typer.Option(None, "--run", help="Coverage run id; default latest."),
-        tier: float | None = typer.Option(None, "--tier", help="Walking metres; default the "
-                                          "coverage run's tier."),
-        kind: str | None = typer.Option(None, "--kind", help="Station kind whose gaps are the "
-                                        "demand (distance coverage runs)."),
+        k: int = typer.Option(5, "--k", help="建议新增的站点数。"),
+        run: int | None = typer.Option(None, "--run", help="覆盖分析任务编号；默认最新一次。"),
+        tier: float | None = typer.Option(None, "--tier", help="步行距离（米）；默认取"
+                                          "覆盖分析任务的档位。"),
+        kind: str | None = typer.Option(None, "--kind", help="以该类站点的覆盖缺口作为需求"
+                                        "（distance 方法的覆盖分析任务）。"),
     ) -> None:
-        """Suggest k new station sites covering most uncovered residents (MCLP vs greedy)."""
+        """建议 k 个新站点位置，覆盖尽可能多的未覆盖居民（MCLP 与贪心算法对比）。"""
         from geo.circles.runs import CircleSettings
         from geo.circles.siting import run_siting, sites
 
         with connection() as conn:
-            with typer.progressbar(length=1, label="siting (MCLP)") as bar:
+            with typer.progressbar(length=1, label="选址计算（MCLP）") as bar:
                 rid = run_siting(conn, CircleSettings(), k=k, coverage_run_id=run, tier_m=tier,
                                  kind=kind)
                 bar.update(1)
             out = sites(conn, rid)
-        typer.echo(f"siting run {rid}: {json.dumps(out['summary'], ensure_ascii=False)}")
+        typer.echo(f"选址任务 {rid}：{json.dumps(out['summary'], ensure_ascii=False)}")
         for f in out["sites"]["features"]:
             p = f["properties"]
             lon, lat = f["geometry"]["coordinates"]
-            typer.echo(f"  {p['method']} #{p['rank']}: node {p['node_id']} ({lon:.6f}, {lat:.6f})"
-                       f" +{p['gain_residents']:.0f} residents (total "
-                       f"{p['cumulative_residents']:.0f})")
+            typer.echo(f"  {p['method']} #{p['rank']}：节点 {p['node_id']}（{lon:.6f}, {lat:.6f}）"
+                       f" 新增覆盖居民 {p['gain_residents']:.0f}（累计 "
+                       f"{p['cumulative_residents']:.0f}）")
 
 
 def _coverage_on_dask(conn: Any, settings: Any, scheduler: str | None, workers: int, *,
@@ -159,7 +160,7 @@ def _write_frame(df, path: Path) -> None:
         df.to_csv(path, index=False)
         return
     if suffix not in (".geojson", ".json", ".gpkg"):
-        raise InvalidInput("unknown export format", [Problem("use .csv, .geojson or .gpkg",
+        raise InvalidInput("未知的导出格式", [Problem("请使用 .csv、.geojson 或 .gpkg",
                                                              "distances")])
     gdf = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df["lon"], df["lat"]), crs=4326)
     gdf.to_file(path, driver="GPKG" if suffix == ".gpkg" else "GeoJSON")

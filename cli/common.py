@@ -41,9 +41,9 @@ def require_cluster(settings: DatabaseSettings) -> None:
         return
     pgdata = settings.state_dir.resolve() / "pgdata"
     if not (pgdata / "PG_VERSION").exists():
-        typer.secho(f"error: no database cluster in {settings.state_dir.resolve()} "
-                    "(WANGGE_STATE_DIR). Check the path, or create one with "
-                    "`wangge db start`.", fg=typer.colors.RED, err=True)
+        typer.secho(f"错误：{settings.state_dir.resolve()}（WANGGE_STATE_DIR）中没有数据库"
+                    "集群。请检查路径，或用 `wangge db start` 新建。", fg=typer.colors.RED,
+                    err=True)
         raise typer.Exit(2)
 
 
@@ -91,7 +91,7 @@ def domain_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except WanggeError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            typer.secho(f"错误：{exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from exc
 
     return wrapper  # type: ignore[return-value]

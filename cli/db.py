@@ -8,75 +8,75 @@ from geo.core import embedded
 from geo.core.db import migrate, resolve_url
 from geo.core.settings import DatabaseSettings
 
-db_app = typer.Typer(help="The embedded PostgreSQL + PostGIS + pgRouting cluster.",
+db_app = typer.Typer(help="内置的 PostgreSQL + PostGIS + pgRouting 数据库集群。",
                      no_args_is_help=True)
 
 
 @db_app.command("start")
 def start(
-    standby: bool = typer.Option(False, "--standby", help="Also create (once) and start a "
-                                 "streaming hot standby of it (see geo/core/replica.py)."),
-    synchronous: bool = typer.Option(None, "--sync/--async", help="With --standby: commits "
-                                     "wait for the standby (synchronous_standby_names)."),
-    apply: bool = typer.Option(False, "--apply", help="With --sync: commits wait until the "
-                               "standby has applied them (synchronous_commit = remote_apply), "
-                               "so reads there see every acknowledged write."),
+    standby: bool = typer.Option(False, "--standby", help="同时创建（仅首次）并启动流复制热备库"
+                                 "（见 geo/core/replica.py）。"),
+    synchronous: bool = typer.Option(None, "--sync/--async", help="提交须等待备库确认（与 "
+                                     "--standby 合用），即设置 synchronous_standby_names。"),
+    apply: bool = typer.Option(False, "--apply", help="提交须等备库应用完毕（与 --sync 合用），"
+                               "即 synchronous_commit = remote_apply， "
+                               "使备库读到每一笔已确认的写入。"),
 ) -> None:
-    """Initialise (first time) and start the embedded cluster. Idempotent."""
+    """初始化（首次）并启动内置数据库集群；可重复执行。"""
     settings = DatabaseSettings()
     st = embedded.start(settings)
-    typer.echo(f"running on 127.0.0.1:{st.port} (pid {st.pid}, data {st.pgdata})")
+    typer.echo(f"运行中：127.0.0.1:{st.port}（pid {st.pid}，数据目录 {st.pgdata}）")
     if standby:
         from geo.core import replica
 
         sb = replica.create_standby(settings)
         if synchronous is not None:
             replica.set_synchronous(settings, synchronous, apply=apply)
-        typer.echo(f"standby on 127.0.0.1:{sb.port} (pid {sb.pid}, data {sb.pgdata}); "
+        typer.echo(f"备库：127.0.0.1:{sb.port}（pid {sb.pid}，数据目录 {sb.pgdata}）；"
                    f"WANGGE_READ_DATABASE_URL={replica.standby_url(settings)}")
         for r in replica.replication_state(settings):
-            typer.echo(f"  {r['name']}: {r['state']}, {r['sync_state']}")
+            typer.echo(f"  {r['name']}：{r['state']}，{r['sync_state']}")
 
 
 @db_app.command("promote")
 def promote() -> None:
-    """Make the standby the primary (the old primary is stopped and its data set aside)."""
+    """将备库提升为主库（原主库停止，其数据目录另行保留）。"""
     from geo.core import replica
 
     st = replica.promote(DatabaseSettings())
-    typer.echo(f"promoted: primary on 127.0.0.1:{st.port} (pid {st.pid}, data {st.pgdata})")
+    typer.echo(f"已提升：主库 127.0.0.1:{st.port}（pid {st.pid}，数据目录 {st.pgdata}）")
 
 
 @db_app.command("stop")
 def stop() -> None:
-    """Stop the embedded cluster (and its standby), leaving no process behind. Idempotent."""
+    """停止内置数据库集群（及其备库），不留任何进程；可重复执行。"""
     from geo.core.replica import standby_settings
 
     embedded.stop(standby_settings(DatabaseSettings()))
     st = embedded.stop(DatabaseSettings())
-    typer.echo("stopped" if not st.running else f"still running (pid {st.pid})")
+    typer.echo("已停止" if not st.running else f"仍在运行（pid {st.pid}）")
 
 
 @db_app.command("status")
 def status() -> None:
-    """Say whether the embedded cluster runs; exit 3 if it does not."""
+    """显示内置数据库集群是否在运行；未运行时退出码为 3。"""
     st = embedded.status(DatabaseSettings())
     if st.running:
-        typer.echo(f"running on 127.0.0.1:{st.port} (pid {st.pid}, data {st.pgdata})")
+        typer.echo(f"运行中：127.0.0.1:{st.port}（pid {st.pid}，数据目录 {st.pgdata}）")
     else:
-        typer.echo(f"not running (data {st.pgdata})")
+        typer.echo(f"未运行（数据目录 {st.pgdata}）")
         raise typer.Exit(3)
 
 
 @db_app.command("url")
 def url() -> None:
-    """Print the database URL the service uses (external or embedded)."""
+    """打印服务使用的数据库 URL（外部库或内置库）。"""
     typer.echo(resolve_url(DatabaseSettings(), start=False))
 
 
 @db_app.command("migrate")
-def migrate_cmd(revision: str = typer.Argument("head", help="Alembic revision.")) -> None:
-    """Apply the Alembic migrations up to REVISION."""
+def migrate_cmd(revision: str = typer.Argument("head", help="Alembic 迁移版本号。")) -> None:
+    """执行 Alembic 迁移，直至 REVISION。"""
     from cli.common import prepare_incident_months
     from geo.core.db import make_engine
 
@@ -88,7 +88,7 @@ def migrate_cmd(revision: str = typer.Argument("head", help="Alembic revision.")
             prepare_incident_months(eng)
         finally:
             eng.dispose()
-    typer.echo(f"schema at {revision}")
+    typer.echo(f"数据库结构已迁移至 {revision}")
 
 
 def register(app: typer.Typer) -> None:

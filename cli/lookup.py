@@ -18,12 +18,13 @@ def register(app: typer.Typer) -> None:
     @app.command("lookup")
     @domain_errors
     def lookup_cmd(
-        lon: float = typer.Option(..., "--lon", help="Longitude in degrees (in --crs)."),
-        lat: float = typer.Option(..., "--lat", help="Latitude in degrees (in --crs)."),
-        crs: str = typer.Option("wgs84", "--crs", help="wgs84 | gcj02 | bd09 | cgcs2000"),
-        at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
+        lon: float = typer.Option(..., "--lon", help="经度（度，坐标系见 --crs）。"),
+        lat: float = typer.Option(..., "--lat", help="纬度（度，坐标系见 --crs）。"),
+        crs: str = typer.Option("wgs84", "--crs",
+                               help="坐标系（wgs84 | gcj02 | bd09 | cgcs2000）"),
+        at: str = typer.Option(None, "--at", help="YYYY-MM-DD：按当日有效的边界查询。"),
     ) -> None:
-        """Print the district, street, community and grid (with team) holding one point."""
+        """打印一个点所在的区、街道、社区和网格（含网格队伍）。"""
         from geo.lookup import locate_point
 
         with connection() as conn:
@@ -34,13 +35,13 @@ def register(app: typer.Typer) -> None:
     @domain_errors
     def lookup_file_cmd(
         src: Path = typer.Argument(..., exists=True, dir_okay=False,
-                                   help="CSV (lon,lat columns), GeoJSON or GeoPackage of points."),
-        dst: Path = typer.Argument(..., help="Output: same formats, chosen by extension."),
-        crs: str = typer.Option("wgs84", "--crs", help="CRS of CSV coordinates (files with a "
-                                "CRS are reprojected to WGS 84 first)."),
-        at: str = typer.Option(None, "--at", help="YYYY-MM-DD: boundaries in force that day."),
+                                   help="点数据：CSV（含 lon、lat 列）、GeoJSON 或 GeoPackage。"),
+        dst: Path = typer.Argument(..., help="输出文件：格式同上，按扩展名确定。"),
+        crs: str = typer.Option("wgs84", "--crs", help="CSV 坐标的坐标系（自带坐标系的文件"
+                                "先转换到 WGS 84）。"),
+        at: str = typer.Option(None, "--at", help="YYYY-MM-DD：按当日有效的边界查询。"),
     ) -> None:
-        """Add grid_code, community_code, street_code and lookup_status to every point."""
+        """为每个点添加 grid_code、community_code、street_code 和 lookup_status 列。"""
         import numpy as np
         from tqdm import tqdm
 
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
         status = np.empty(n, dtype=object)
         wlon, wlat = np.empty(n), np.empty(n)
         index = None
-        with tqdm(total=n, unit="pt", desc="lookup") as bar:
+        with tqdm(total=n, unit="点", desc="落格查询") as bar:
             for s in range(0, n, CHUNK):
                 res = lookup.locate_batch(eng, lon[s:s + CHUNK], lat[s:s + CHUNK], crs=crs,
                                           at=at, max_staleness_ms=60_000)
@@ -74,4 +75,4 @@ def register(app: typer.Typer) -> None:
         out["lookup_status"] = status
         lookup.write_points(out, dst, wlon, wlat)
         ok = int((status == "ok").sum())
-        typer.echo(f"{n} points, {ok} in a grid, written to {dst}")
+        typer.echo(f"共 {n} 个点，{ok} 个落在网格内，已写入 {dst}")

@@ -22,7 +22,7 @@ from cli import (
 
 app = typer.Typer(
     name="wangge",
-    help="网格 wangge: grid-based community governance on PostGIS.",
+    help="网格 wangge：基于 PostGIS 的网格化社会治理服务。",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
@@ -30,7 +30,7 @@ app = typer.Typer(
 
 @app.callback()
 def _configure(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="输出调试日志。"),
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

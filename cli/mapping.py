@@ -12,23 +12,23 @@ import typer
 from cli.common import connection, domain_errors
 
 map_app = typer.Typer(
-    help="Write Leaflet maps (standalone HTML, works offline).", no_args_is_help=True
+    help="生成 Leaflet 地图（独立 HTML 文件，可离线打开）。", no_args_is_help=True
 )
 
-OUT = typer.Option(..., "--out", "-o", help="HTML file to write.")
-WITHIN = typer.Option(None, "--within", help="Only under this district/street/community code.")
+OUT = typer.Option(..., "--out", "-o", help="输出的 HTML 文件。")
+WITHIN = typer.Option(None, "--within", help="仅限此区/街道/社区编码范围内。")
 
 
 def _write(out: Path, page: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    typer.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB)")
+    typer.echo(f"已写入 {out}（{len(page.encode()) / 1e6:.2f} MB）")
 
 
 @map_app.command("grids")
 @domain_errors
 def grids_cmd(out: Path = OUT, within: str | None = WITHIN) -> None:
-    """Grid map: streets, communities, grids by household load, the four networks."""
+    """网格地图：街道、社区、按户数着色的网格，以及四类路网。"""
     from geo.core.settings import DataSettings
     from geo.data import mapdata
     from maps.base import MapSettings
@@ -47,10 +47,10 @@ def grids_cmd(out: Path = OUT, within: str | None = WITHIN) -> None:
 def coverage_cmd(
     out: Path = OUT,
     within: str | None = WITHIN,
-    radius_m: float = typer.Option(1000.0, help="Service radius, metres."),
-    kind: str | None = typer.Option(None, help="Only stations of this kind."),
+    radius_m: float = typer.Option(1000.0, help="服务半径（米）。"),
+    kind: str | None = typer.Option(None, help="仅显示此类站点。"),
 ) -> None:
-    """Coverage map: service circles, uncovered buildings, per-grid uncovered households."""
+    """服务覆盖地图：服务圈、未覆盖建筑、各网格未覆盖户数。"""
     from geo.data import mapdata
     from maps.base import MapSettings
     from maps.coverage_map import coverage_map
@@ -67,7 +67,7 @@ def coverage_cmd(
 @map_app.command("incidents")
 @domain_errors
 def incidents_cmd(out: Path = OUT, within: str | None = WITHIN) -> None:
-    """Incident map: clusters by status, overdue marked, heat map, per-grid choropleths."""
+    """案件地图：按状态聚合、标出超期案件、热力图、各网格分级着色。"""
     from geo.data import mapdata
     from maps.base import MapSettings
     from maps.incident_map import incident_map

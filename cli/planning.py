@@ -19,12 +19,12 @@ from cli.common import connection, domain_errors, print_json
 from cli.data import FIELD_HELP, MAP_HELP, pairs, report_read
 from geo.core.errors import InvalidInput, Problem
 
-grid_app = typer.Typer(help="Redraw grids (网格): split, merge, reshape, reassign, import a "
-                       "layer, diff generations, draft a partition, undo or cancel a change.",
+grid_app = typer.Typer(help="网格调整：拆分、合并、调整边界、调整楼栋归属、导入图层，"
+                       " 比较版本、生成划分草案，撤销或取消变更。",
                        no_args_is_help=True)
 
-EFFECTIVE = typer.Option(None, "--effective-from", help="When the change takes effect "
-                         "(ISO 8601, e.g. 2026-01-01); default now.")
+EFFECTIVE = typer.Option(None, "--effective-from", help="变更生效时间"
+                         "（ISO 8601，如 2026-01-01）；默认立即生效。")
 
 
 def _settings() -> Any:
@@ -40,13 +40,13 @@ def _read_geometry(path: Path, what: str) -> Any:
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{what}: not JSON", [Problem(reason=str(exc), field=what,
+            raise InvalidInput(f"{what}：不是有效的 JSON", [Problem(reason=str(exc), field=what,
                                                              feature=str(path))]) from exc
         if obj.get("type") == "FeatureCollection":
             feats = obj.get("features") or []
             if len(feats) != 1:
-                raise InvalidInput(f"{what}: need exactly one feature", [Problem(
-                    reason=f"the collection has {len(feats)} features", field=what,
+                raise InvalidInput(f"{what}：须恰好包含一个要素", [Problem(
+                    reason=f"该要素集合包含 {len(feats)} 个要素", field=what,
                     feature=str(path))])
             obj = feats[0]
         return obj.get("geometry", obj) if obj.get("type") == "Feature" else obj
@@ -63,12 +63,12 @@ def _done(res: Any) -> None:
 @grid_app.command("split")
 @domain_errors
 def split_cmd(
-    code: str = typer.Argument(..., help="Grid code (15 digits) to split."),
+    code: str = typer.Argument(..., help="要拆分的网格编码（15 位）。"),
     line: Path = typer.Option(..., "--line", exists=True, dir_okay=False,
-                              help="GeoJSON or WKT file: a line crossing the grid edge to edge."),
+                              help="GeoJSON 或 WKT 文件：一条从边到边横穿网格的分割线。"),
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
-    """Split a grid along a line; the pieces get new DB11 codes, the old code is retired."""
+    """沿分割线拆分网格；拆出的网格获得新的 DB11 编码，原编码注销。"""
     from geo.planning import split_grid
 
     geom = _read_geometry(line, "line")
@@ -80,10 +80,10 @@ def split_cmd(
 @grid_app.command("merge")
 @domain_errors
 def merge_cmd(
-    codes: list[str] = typer.Argument(..., help="Two or more adjacent grids of one community."),
+    codes: list[str] = typer.Argument(..., help="同一社区内两个或以上相邻网格。"),
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
-    """Merge adjacent grids into one new grid (new DB11 code; the old codes are retired)."""
+    """将相邻网格合并为一个新网格（新的 DB11 编码；原编码注销）。"""
     from geo.planning import merge_grids
 
     with connection() as conn:
@@ -94,12 +94,12 @@ def merge_cmd(
 @grid_app.command("reshape")
 @domain_errors
 def reshape_cmd(
-    code: str = typer.Argument(..., help="Grid code whose boundary moves."),
+    code: str = typer.Argument(..., help="要调整边界的网格编码。"),
     file: Path = typer.Argument(..., exists=True, dir_okay=False,
-                                help="GeoJSON or WKT file: the grid's new polygon."),
+                                help="GeoJSON 或 WKT 文件：网格的新边界面。"),
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
-    """Replace one grid's geometry (code kept). Neighbours that must give way: use ``import``."""
+    """替换一个网格的边界（编码不变）。相邻网格需随之让出时，请用 ``import``。"""
     from geo.planning import reshape_grids
 
     geom = _read_geometry(file, "geometry")
@@ -112,11 +112,11 @@ def reshape_cmd(
 @grid_app.command("reassign")
 @domain_errors
 def reassign_cmd(
-    building: str = typer.Argument(..., help="Building code."),
-    grid: str = typer.Argument(..., help="Grid code of the same community."),
+    building: str = typer.Argument(..., help="建筑编码。"),
+    grid: str = typer.Argument(..., help="同一社区内的目标网格编码。"),
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
-    """Reassign one building to another grid of its community."""
+    """将一栋建筑调整到本社区的另一个网格。"""
     from geo.planning import reassign_buildings
 
     with connection() as conn:
@@ -128,20 +128,21 @@ def reassign_cmd(
 @grid_app.command("import")
 @domain_errors
 def import_cmd(
-    file: Path = typer.Argument(..., exists=True, help="GeoPackage, Shapefile or GeoJSON."),
-    community: str | None = typer.Option(None, "--community", help="Replace only this "
-                                         "community's grids (default: the whole district)."),
-    layer: str | None = typer.Option(None, "--layer", help="Layer to read (default 'grid', "
-                                     "'grids', '网格' or the file's only layer)."),
+    file: Path = typer.Argument(..., exists=True, help="GeoPackage、Shapefile 或 GeoJSON 文件。"),
+    community: str | None = typer.Option(None, "--community", help="仅替换此社区"
+                                         "网格（默认全区）。"),
+    layer: str | None = typer.Option(None, "--layer", help="要读取的图层（默认 'grid'、"
+                                     "'grids'、'网格' 或文件中唯一的图层）。"),
     layer_map: list[str] | None = typer.Option(None, "--map", help=MAP_HELP),
     field_map: list[str] | None = typer.Option(None, "--field", help=FIELD_HELP),
     snap: float | None = typer.Option(
-        None, "--snap", min=0, help="Snap grids to their community's boundary within this many "
-        "metres (e.g. 0.5); what moved is printed."),
+        None, "--snap", min=0, help="吸附距离（米），如 0.5： 网格吸附到"
+        "所属社区边界， 并打印被移动的要素。"),
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
-    """Import a redrawn grid layer as ONE change: unchanged grids are kept, changed ones get new
-    versions, missing ones are retired, rows without a code get DB11 codes."""
+    """将重新划分的网格图层作为一次变更导入。
+
+    未变的网格保留，有变化的生成新版本，缺失的注销，无编码的行分配 DB11 编码。"""
     from geo.planning import import_grid_layer
 
     with connection() as conn:
@@ -156,10 +157,10 @@ def import_cmd(
 @grid_app.command("diff")
 @domain_errors
 def diff_cmd(
-    from_generation: int = typer.Argument(..., metavar="FROM", help="Earlier generation id."),
-    to_generation: int = typer.Argument(..., metavar="TO", help="Later generation id."),
+    from_generation: int = typer.Argument(..., metavar="FROM", help="较早的版本号。"),
+    to_generation: int = typer.Argument(..., metavar="TO", help="较晚的版本号。"),
 ) -> None:
-    """Grids added, removed and changed, codes created and retired, buildings moved."""
+    """比较两个版本：网格的增删改、编码的新建与注销、建筑的迁移。"""
     from geo.planning import diff_generations
 
     with connection() as conn:
@@ -169,11 +170,12 @@ def diff_cmd(
 @grid_app.command("undo")
 @domain_errors
 def undo_cmd(
-    generation: int = typer.Argument(..., help="The latest planning change of its district."),
+    generation: int = typer.Argument(..., help="本区最近一次网格调整的版本号。"),
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
-    """Undo a change: a new generation restoring the grids (with their previous codes) as they
-    were before it; the codes it created stay retired."""
+    """撤销一次变更：生成新版本，将网格（连同原编码）恢复到变更之前。
+
+    该变更新建的编码保持注销。"""
     from geo.planning.history import undo_generation
 
     with connection() as conn:
@@ -185,9 +187,9 @@ def undo_cmd(
 @grid_app.command("cancel")
 @domain_errors
 def cancel_cmd(
-    generation: int = typer.Argument(..., help="A scheduled change not yet in force."),
+    generation: int = typer.Argument(..., help="尚未生效的计划变更的版本号。"),
 ) -> None:
-    """Cancel a scheduled change (removed whole; recorded in the audit log)."""
+    """取消计划中的变更（整体删除，记入审计日志）。"""
     from geo.planning import refresh_lookup
     from geo.planning.history import cancel_generation
 
@@ -200,17 +202,18 @@ def cancel_cmd(
 @grid_app.command("draft")
 @domain_errors
 def draft_cmd(
-    community: str = typer.Argument(..., help="Community code (12 digits)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the draft's grids to this "
-                                    "GeoJSON file (default: print the summary only)."),
+    community: str = typer.Argument(..., help="社区编码（12 位）。"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="将草案网格写入此 GeoJSON "
+                                    "文件（默认：只打印摘要）。"),
 ) -> None:
-    """Propose household-balanced grids following streets (street blocks: spanning-tree seed
-    and boundary-flip local search); nothing is written. Accept it with ``wangge grid accept``."""
+    """沿道路生成户数均衡的网格划分草案，不写入数据库。
+
+    以街坊为单元：生成树取初始划分，再以边界翻转做局部搜索。用 ``wangge grid accept`` 采纳。"""
     from tqdm import tqdm
 
     from geo.planning import draft_partition
 
-    with tqdm(desc="draft (tries)", unit="try") as bar, connection() as conn:
+    with tqdm(desc="生成草案（尝试）", unit="次") as bar, connection() as conn:
 
         def tick(done: int, total: int) -> None:
             bar.total = total
@@ -228,18 +231,18 @@ def draft_cmd(
 @grid_app.command("accept")
 @domain_errors
 def accept_cmd(
-    community: str = typer.Argument(..., help="Community code the draft partitions."),
+    community: str = typer.Argument(..., help="草案所划分的社区编码。"),
     file: Path = typer.Argument(..., exists=True, dir_okay=False,
-                                help="The draft's GeoJSON (from ``wangge grid draft --out``)."),
+                                help="草案 GeoJSON 文件（由 ``wangge grid draft --out`` 生成）。"),
     effective_from: datetime | None = EFFECTIVE,
 ) -> None:
-    """Accept a draft as one change: its grids replace the community's, with new DB11 codes."""
+    """将草案作为一次变更采纳：以草案网格替换该社区网格，并分配新的 DB11 编码。"""
     from geo.planning import accept_draft
 
     try:
         fc = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InvalidInput("the draft is not JSON", [Problem(reason=str(exc), field="FILE",
+        raise InvalidInput("草案不是有效的 JSON", [Problem(reason=str(exc), field="FILE",
                                                              feature=str(file))]) from exc
     with connection() as conn:
         res = accept_draft(conn, community, fc, effective_from=effective_from,

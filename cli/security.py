@@ -14,80 +14,80 @@ from cli.common import connection, domain_errors, print_json
 from geo.auth import accounts
 from geo.auth.service import AuthSettings, create_api_key, create_user, new_api_key
 
-user_app = typer.Typer(help="User accounts with roles scoped by area.", no_args_is_help=True)
-key_app = typer.Typer(help="API keys for other systems.", no_args_is_help=True)
+user_app = typer.Typer(help="用户账号：按角色授权，权限限于所辖区域。", no_args_is_help=True)
+key_app = typer.Typer(help="供其他系统调用的 API 密钥。", no_args_is_help=True)
 
 PASSWORD_ENV = "WANGGE_NEW_PASSWORD"
 
 
 def _password() -> str:
     return os.environ.get(PASSWORD_ENV) or typer.prompt(
-        "Password", hide_input=True, confirmation_prompt=True)
+        "密码", hide_input=True, confirmation_prompt="再次输入密码")
 
 
 @user_app.command("add")
 @domain_errors
 def add_user(
-    username: str = typer.Argument(..., help="Login name."),
-    role: str = typer.Option(..., help="resident|grid_worker|department_staff|planner|"
-                                       "commander|admin"),
-    area: str = typer.Option(None, help="Scope: an area code (6, 9, 12 or 15 digits)."),
-    department: int = typer.Option(None, help="Department id (department staff)."),
+    username: str = typer.Argument(..., help="登录名。"),
+    role: str = typer.Option(..., help="角色（resident | grid_worker | "
+                                       "department_staff | planner | commander | admin）"),
+    area: str = typer.Option(None, help="权限范围：区域编码（6、9、12 或 15 位）。"),
+    department: int = typer.Option(None, help="部门编号（部门人员）。"),
 ) -> None:
-    """Create a user account; the password comes from WANGGE_NEW_PASSWORD or a prompt."""
+    """创建用户账号；密码取自 WANGGE_NEW_PASSWORD，未设置则提示输入。"""
     password = _password()
     with connection() as conn:
         uid = create_user(conn, username, password, role, area_code=area,
                           department_id=department, settings=AuthSettings())
-    typer.echo(f"user {username} ({role}) created with id {uid}")
+    typer.echo(f"已创建用户 {username}（{role}），编号 {uid}")
 
 
 @user_app.command("list")
 @domain_errors
 def list_users() -> None:
-    """Every account: role, area, active (never a password hash)."""
+    """列出全部账号：角色、区域、是否启用（不含密码哈希）。"""
     with connection() as conn:
         print_json(accounts.list_users(conn))
 
 
 @user_app.command("disable")
 @domain_errors
-def disable_user(username: str = typer.Argument(..., help="Login name.")) -> None:
-    """Disable an account; its tokens stop working (other workers: within user_cache_seconds)."""
+def disable_user(username: str = typer.Argument(..., help="登录名。")) -> None:
+    """停用账号，其令牌随即失效（其他工作进程在 user_cache_seconds 内生效）。"""
     with connection() as conn:
         accounts.set_active(conn, username, False)
-    typer.echo(f"user {username} disabled; its tokens are revoked")
+    typer.echo(f"已停用用户 {username}，其令牌已吊销")
 
 
 @user_app.command("enable")
 @domain_errors
-def enable_user(username: str = typer.Argument(..., help="Login name.")) -> None:
-    """Enable a disabled account (it signs in again for a new token)."""
+def enable_user(username: str = typer.Argument(..., help="登录名。")) -> None:
+    """启用已停用的账号（需重新登录获取新令牌）。"""
     with connection() as conn:
         accounts.set_active(conn, username, True)
-    typer.echo(f"user {username} enabled")
+    typer.echo(f"已启用用户 {username}")
 
 
 @user_app.command("revoke-tokens")
 @domain_errors
-def revoke_tokens(username: str = typer.Argument(..., help="Login name.")) -> None:
-    """Refuse every token issued to the account so far."""
+def revoke_tokens(username: str = typer.Argument(..., help="登录名。")) -> None:
+    """吊销该账号此前签发的全部令牌。"""
     with connection() as conn:
         accounts.revoke_tokens(conn, username)
-    typer.echo(f"tokens of {username} revoked")
+    typer.echo(f"已吊销用户 {username} 的令牌")
 
 
 @key_app.command("create")
 @domain_errors
 def new_key(
-    name: str = typer.Argument(..., help="The system's name, e.g. hotline-12345."),
-    scope: list[str] = typer.Option(["lookup", "open311"], help="lookup and/or open311."),
-    rate: int = typer.Option(6000, help="Requests per minute."),
-    role: str = typer.Option(None, help="grid_worker|planner|commander: the key acts as a "
-                             "user of this role in --area (e.g. a GIS client)."),
-    area: str = typer.Option(None, help="Area code of a key with a role."),
+    name: str = typer.Argument(..., help="调用系统的名称，如 hotline-12345。"),
+    scope: list[str] = typer.Option(["lookup", "open311"], help="lookup 和/或 open311。"),
+    rate: int = typer.Option(6000, help="每分钟请求数上限。"),
+    role: str = typer.Option(None, help="角色（grid_worker | planner | commander）："
+                             "密钥以该角色用户的身份在 --area 内操作，如 GIS 客户端。"),
+    area: str = typer.Option(None, help="带角色的密钥所辖区域编码。"),
 ) -> None:
-    """Create an API key; it is printed once and stored hashed."""
+    """创建 API 密钥；密钥只打印一次，以哈希形式保存。"""
     with connection() as conn:
         key = create_api_key(conn, name, scopes=tuple(scope), rate_per_minute=rate, role=role,
                              area_code=area)
@@ -97,24 +97,24 @@ def new_key(
 @key_app.command("list")
 @domain_errors
 def list_keys() -> None:
-    """Every key: name, first characters, scopes, role, revoked or not."""
+    """列出全部密钥：名称、前几位字符、权限范围、角色、是否已吊销。"""
     with connection() as conn:
         print_json(accounts.list_api_keys(conn))
 
 
 @key_app.command("revoke")
 @domain_errors
-def revoke_key(name: str = typer.Argument(..., help="The key's name.")) -> None:
-    """Revoke a key (running workers drop it within api_key_cache_seconds)."""
+def revoke_key(name: str = typer.Argument(..., help="密钥名称。")) -> None:
+    """吊销密钥（运行中的工作进程在 api_key_cache_seconds 内停用）。"""
     with connection() as conn:
         accounts.revoke_api_key(conn, name)
-    typer.echo(f"API key {name} revoked")
+    typer.echo(f"已吊销 API 密钥 {name}")
 
 
 @key_app.command("rotate")
 @domain_errors
-def rotate_key(name: str = typer.Argument(..., help="The key's name.")) -> None:
-    """Give a key a new value (printed once); the old value stops working."""
+def rotate_key(name: str = typer.Argument(..., help="密钥名称。")) -> None:
+    """为密钥生成新值（只打印一次）；旧值随即失效。"""
     key, hashed = new_api_key()
     with connection() as conn:
         accounts.rotate_api_key(conn, name, key, hashed)

@@ -11,11 +11,11 @@ from geo.core.settings import ApiSettings
 
 
 def serve(
-    host: str = typer.Option(None, help="Bind address (default WANGGE_HOST)."),
-    port: int = typer.Option(None, help="Port (default WANGGE_PORT)."),
-    workers: int = typer.Option(1, help="uvicorn worker processes."),
+    host: str = typer.Option(None, help="监听地址（默认 WANGGE_HOST）。"),
+    port: int = typer.Option(None, help="端口（默认 WANGGE_PORT）。"),
+    workers: int = typer.Option(1, help="uvicorn 工作进程数。"),
 ) -> None:
-    """Serve the API, with OpenAPI docs at /docs."""
+    """启动 API 服务，OpenAPI 文档位于 /docs。"""
     from cli.common import engine, prepare_incident_months
 
     os.environ.setdefault("WANGGE_LOOKUP_LISTEN", "true")  # each worker LISTENs for changes
@@ -38,14 +38,14 @@ def serve(
 
 
 def demo(
-    port: int = typer.Option(None, help="Port (default WANGGE_PORT)."),
+    port: int = typer.Option(None, help="端口（默认 WANGGE_PORT）。"),
     password: str = typer.Option(None, envvar="WANGGE_DEMO_PASSWORD",
-                                 help="Password of the demo-admin account (default: a new "
-                                 "random one, printed)."),
+                                 help="demo-admin 账号的密码（默认：随机生成"
+                                 "并打印）。"),
 ) -> None:
-    """Start the embedded database, migrate, load the demo district, and serve the API.
+    """启动内置数据库、迁移、载入演示区并启动 API 服务。
 
-    Prints the ``demo-admin`` credentials: sign in at /docs (Authorize) to try every route.
+    打印 ``demo-admin`` 的账号密码：在 /docs 点 Authorize 登录后即可试用全部接口。
     """
     from cli.common import engine
     from geo.samples.demo import (
@@ -63,8 +63,8 @@ def demo(
     eng.dispose()
     settings = ApiSettings()
     url = f"http://{settings.host}:{port or settings.port}"
-    typer.echo(f"\nwangge demo: {url}/docs  (Authorize as {DEMO_ADMIN} / {secret})\n"
-               f"  token:  curl -s -d username={DEMO_ADMIN} -d password='{secret}' "
+    typer.echo(f"\nwangge 演示：{url}/docs  （点 Authorize，账号 {DEMO_ADMIN}，密码 {secret} ）\n"
+               f"  令牌：curl -s -d username={DEMO_ADMIN} -d password='{secret}' "
                f"{url}/v1/auth/token\n")
     typer.echo(console_paths(url, people, secret))
     serve(host=None, port=port, workers=1)
@@ -75,7 +75,7 @@ def console_paths(url: str, people: dict[str, str], password: str) -> str:
     from api.routers.console import HOME
     from web.messages import ROLES
 
-    lines = [f"console: {url}/console  (password of every demo account: {password})"]
+    lines = [f"控制台：{url}/console  （所有演示账号的密码：{password} ）"]
     for name, role in people.items():
         lines.append(f"  {ROLES[role]:<6} {url}/console/login?u={name}&next={HOME[role]}")
     return "\n".join(lines) + "\n"

@@ -34,36 +34,35 @@ def register(app: typer.Typer) -> None:
     @app.command("synth")
     @domain_errors
     def synth(
-        grids: int = typer.Option(1000, "--grids", min=1, help="Number of grids (网格)."),
+        grids: int = typer.Option(1000, "--grids", min=1, help="网格数。"),
         buildings: int = typer.Option(50_000, "--buildings", min=1,
-                                      help="Number of buildings (at least one per grid)."),
-        stations: int = typer.Option(500, "--stations", min=0, help="Number of service stations."),
-        seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same city."),
+                                      help="建筑数（每个网格至少一栋）。"),
+        stations: int = typer.Option(500, "--stations", min=0, help="服务站点数。"),
+        seed: int = typer.Option(0, "--seed", help="随机种子：种子相同，生成的城市相同。"),
         out: Path | None = typer.Option(None, "--out",
-                                        help="Also write the layers to this GeoPackage."),
+                                        help="同时将各图层写入此 GeoPackage。"),
         no_db: bool = typer.Option(False, "--no-db",
-                                   help="Do not write to the database (use with --out)."),
+                                   help="不写入数据库（与 --out 合用）。"),
         no_team: bool = typer.Option(False, "--no-team",
-                                     help="Skip the 2+5+N grid team rows."),
+                                     help="不生成 2+5+N 网格队伍。"),
         districts: int = typer.Option(
             1, "--districts", min=1,
-            help="Districts (区): more than 1 makes a city (3501..) of districts with shared "
-                 "borders and one walking network, grids split among them."),
+            help="区数：大于 1 时生成多区城市 3501..， 各区边界"
+                 "相接、共用一张步行路网， 网格分布到各区。"),
     ) -> None:
-        """Generate a synthetic district (Fuzhou, 350104) and write it as a new generation.
+        """生成合成区（福州，350104），写入为新的数据版本。
 
-        Grids tile their communities exactly, households per grid stay within 150-500, the
-        walking network is connected (arterials, a river crossed only at bridges). The whole
-        city is written in one transaction.
+        网格恰好铺满所在社区，每个网格 150-500 户；步行路网连通（含主干道，河流仅可经桥梁通过）。
+        整座城市在一个事务中写入。
         """
         from tqdm import tqdm
 
         from geo.samples.synth import generate_city
 
         steps = 1 + (out is not None) + (not no_db)
-        bar = tqdm(total=steps, desc="synth", unit="step")
+        bar = tqdm(total=steps, desc="生成合成城市", unit="步")
         t0 = time.perf_counter()
-        bar.set_postfix_str("generating")
+        bar.set_postfix_str("生成中")
         if districts > 1:
             from geo.samples.city import generate_districts
 
@@ -75,7 +74,7 @@ def register(app: typer.Typer) -> None:
         bar.update(1)
         log.info("generated in %.1f s", time.perf_counter() - t0)
         if out is not None:
-            bar.set_postfix_str(f"writing {out}")
+            bar.set_postfix_str(f"写入 {out}")
             write_gpkg(layers, out)
             bar.update(1)
             log.info("wrote %s", out)
@@ -84,7 +83,7 @@ def register(app: typer.Typer) -> None:
             from cli.common import engine
             from geo.data.store import write_layers
 
-            bar.set_postfix_str("writing database")
+            bar.set_postfix_str("写入数据库")
             eng = engine()
             try:
                 with eng.begin() as conn:
@@ -98,6 +97,6 @@ def register(app: typer.Typer) -> None:
             bar.update(1)
         bar.close()
         took = time.perf_counter() - t0
-        where = f"generation {generation}" if generation is not None else "no database write"
-        typer.echo(f"synthetic city: {grids} grids, {buildings} buildings, {stations} stations "
-                   f"({where}) in {took:.1f} s")
+        where = f"数据版本 {generation}" if generation is not None else "未写入数据库"
+        typer.echo(f"合成城市：{grids} 个网格，{buildings} 栋建筑，{stations} 个站点"
+                   f"（{where}），用时 {took:.1f} s")

@@ -98,9 +98,9 @@ def test_import_export_and_refusal(fresh_database, tmp_path) -> None:
 def test_demo_load_once(fresh_database) -> None:
     env = {"WANGGE_DATABASE_URL": fresh_database()}
     r = runner.invoke(app, ["demo-load"], env=env)
-    assert r.exit_code == 0 and "loaded" in r.output, r.output
+    assert r.exit_code == 0 and "已载入" in r.output, r.output
     r = runner.invoke(app, ["demo-load"], env=env)
-    assert r.exit_code == 0 and "already" in r.output
+    assert r.exit_code == 0 and "已有区数据" in r.output
 
 
 def test_import_with_layer_and_field_mapping(fresh_database, tmp_path) -> None:
@@ -151,8 +151,8 @@ def test_import_snap_reports_what_moved(fresh_database, tmp_path) -> None:
     assert r.exit_code == 1 and "not inside" in r.output, r.output
     r = runner.invoke(app, ["import", str(office), "--snap", "0.5"], env=env)
     assert r.exit_code == 0, r.output
-    assert f"snapped grid {code}" in r.output
-    moved = float(r.output.split(f"snapped grid {code}")[1].split("up to ")[1].split(" m")[0])
+    assert f"已吸附 grid {code}" in r.output
+    moved = float(r.output.split(f"已吸附 grid {code}")[1].split("最大移动 ")[1].split(" m")[0])
     assert 0.25 < moved < 0.35
     eng = create_engine(url)
     with eng.connect() as c:
@@ -187,7 +187,7 @@ def test_grid_import_takes_map_field_and_snap(fresh_database, tmp_path) -> None:
     assert r.exit_code == 1 and "outside community" in r.output, r.output  # not snapped
     r = runner.invoke(app, [*mapped, "--snap", "0.5"], env=env)
     assert r.exit_code == 0, r.output
-    assert f"snapped grid {code}" in r.output and "read field WGMC of grid as name" in r.output
+    assert f"已吸附 grid {code}" in r.output and "grid 的字段 WGMC 按 name 读取" in r.output
     assert '"created": []' in r.output and '"retired": []' in r.output  # codes read: BIANHAO
     eng = create_engine(url)
     with eng.connect() as c:

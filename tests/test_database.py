@@ -123,7 +123,7 @@ def test_cli_start_stop_cycle_is_idempotent_and_leaves_no_process(tmp_path, db_s
         first, second = run("db", "start"), run("db", "start")
         assert first.returncode == 0 and second.returncode == 0, first.stderr
         assert first.stdout == second.stdout  # same pid and port: the second start did nothing
-        pid = int(first.stdout.split("pid ")[1].split(",")[0])
+        pid = int(first.stdout.split("pid ")[1].split("，")[0])
         assert run("db", "url").stdout.strip().endswith("/wangge")
         assert run("db", "stop").returncode == 0 and run("db", "stop").returncode == 0
         assert run("db", "status").returncode == 3

@@ -119,7 +119,7 @@ def test_dask_coverage_run_stores_the_same_rows(city: tuple[str, Any], client: A
                                 "WANGGE_DASK_SCHEDULER": client.scheduler.address,
                                 "WANGGE_DASK_PARTITION_BUILDINGS": "400"})
     assert r.exit_code == 0, r.output
-    cli_run = int(r.output.split("coverage run ")[1].split(":")[0])
+    cli_run = int(r.output.split("覆盖分析任务 ")[1].split("：")[0])
     sql = text("SELECT building_id, covered, station_ids, kinds, distance_m,"
                " nearest_station_ids FROM building_coverage WHERE run_id = :r"
                " ORDER BY building_id")
