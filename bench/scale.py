@@ -43,7 +43,7 @@ failover never touches the development cluster.
    (start-up excluded), next to ``single_process_distances_s`` of the same run, each checked
    equal to the single process. ``--only-distances`` runs just this and updates scale.json.
 
-    .venv/bin/python -m bench.scale --points 2000000 --seconds 10 [--incidents 20000000]
+    .venv/bin/python -m bench.scale --points 2000000 [--incidents 20000000]
     .venv/bin/python -m bench.scale --skip standby,dask,distances --rounds 8 --round-seconds 5
     .venv/bin/python -m bench.scale --only-distances
 """
@@ -446,6 +446,8 @@ def main() -> None:
     ap.add_argument("--partition-buildings", type=int, default=100_000,
                     help="Dask distances: buildings per partition at most")
     args = ap.parse_args()
+    if args.rounds < 1 or args.round_seconds < 1:
+        ap.error("--rounds and --round-seconds must be 1 or more")
     skip = set(filter(None, args.skip.split(",")))
     if args.reuse_incidents:
         skip |= {"rps", "standby", "dask", "distances"}

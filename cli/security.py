@@ -53,7 +53,7 @@ def list_users() -> None:
 @user_app.command("disable")
 @domain_errors
 def disable_user(username: str = typer.Argument(..., help="登录名。")) -> None:
-    """停用账号，其令牌随即失效（其他工作进程在 user_cache_seconds 内生效）。"""
+    """停用账号，其令牌随即失效（其他工作进程最迟 user_cache_seconds 秒后失效）。"""
     with connection() as conn:
         accounts.set_active(conn, username, False)
     typer.echo(f"已停用用户 {username}，其令牌已吊销")

@@ -121,7 +121,7 @@ def test_barrier_union_is_made_again_when_the_barriers_change(conn):
     after = _barrier_wkb(conn, 32650, kinds)
     assert after == fresh() and after != before
     rail = shapely.from_wkb(after).difference(shapely.from_wkb(before))
-    assert 0.9 * 800 < rail.area < 1.1 * 800  # the new 1 m wide strip, 800 m long
+    assert 0.9 * 1600 < rail.area < 1.1 * 1600  # the new 2 m wide strip, 800 m long
     conn.execute(text("DELETE FROM barrier WHERE kind = 'railway'"))
     assert _barrier_wkb(conn, 32650, kinds) == before
     assert _barrier_wkb(conn, 32650, ("arterial",)) is None  # none of that kind
@@ -324,6 +324,12 @@ def test_thin_rings_is_douglas_peucker_within_the_tolerance():
         geos = shapely.get_num_coordinates(shapely.simplify(before, 1.0,
                                                             preserve_topology=False))
         assert k.sum() <= 1.1 * geos + 1 or k.all()  # the split point differs, not the rule
+    # a needle running back along its own line past a kept point: the distance that counts
+    # is to the segment, not to its line (40 m of needle would go)
+    needle = np.array([[0, 0], [40, 0.3], [0, 0.6], [-100, 0.5], [-100, -20], [0, 0]], float)
+    k = thin_rings(needle, np.array([0, len(needle)], np.int64), 1.0)
+    assert k[1] and shapely.hausdorff_distance(shapely.Polygon(needle),
+                                               shapely.Polygon(needle[k])) <= 1.0 + 1e-9
     assert keep[off[1]:off[2]].sum() == 5  # the square's four corners, closed
     assert keep[off[2]:off[3]].all()  # the tiny triangle is left alone
     assert 10 < keep[:off[1]].sum() < 200

@@ -241,18 +241,33 @@ def test_refresh_keeps_a_case_committed_after_the_answer(world: Any) -> None:
     h = _bearer(client, "cmd")
     rows = _rows(eng)
     target = int(rows[~rows["status"].isin(["closed", "duplicate"])]["id"].iloc[0])
-    with eng.connect() as c:
-        tx = c.begin()
-        urge(c, target, actor="test:slow-transaction")  # stamped now, not yet committed
-        answer = client.get("/v1/console/points", params={
-            "since": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}, headers=h).json()
-        assert target not in [r[0] for r in answer["rows"]]  # not visible yet
-        tx.commit()
-    refresh = client.get("/v1/console/points", params={"since": answer["next_since"]},
-                         headers=h).json()
-    assert target in [r[0] for r in refresh["rows"]]
-    naive = client.get("/v1/console/points", params={"since": answer["now"]}, headers=h).json()
-    assert target not in [r[0] for r in naive["rows"]]
+    settings = client.app.state.incident_settings
+    for overlap in (30.0, 0.0):  # the overlap, then the oldest open write transaction alone
+        client.app.state.incident_settings = settings.model_copy(
+            update={"map_refresh_overlap_s": overlap})
+        try:
+            with eng.connect() as c:
+                tx = c.begin()
+                before = datetime.now(UTC)
+                urge(c, target, actor="test:slow-transaction")  # stamped, not yet committed
+                answer = client.get("/v1/console/points", params={"since": before.isoformat()},
+                                    headers=h).json()
+                assert target not in [r[0] for r in answer["rows"]]  # not visible yet
+                tx.commit()
+        finally:
+            client.app.state.incident_settings = settings
+        assert datetime.fromisoformat(answer["next_since"]) < before + timedelta(seconds=1)
+        refresh = client.get("/v1/console/points", params={"since": answer["next_since"]},
+                             headers=h).json()
+        assert target in [r[0] for r in refresh["rows"]], overlap
+        naive = client.get("/v1/console/points", params={"since": answer["now"]},
+                           headers=h).json()
+        assert target not in [r[0] for r in naive["rows"]]
+    # a cursor never moves back past the one it was given (a standby with no replay time)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    again = client.get("/v1/console/points", params={"since": later.isoformat()},
+                       headers=h).json()
+    assert datetime.fromisoformat(again["next_since"]) >= later
 
 
 def test_grid_team_gaps_agree_with_the_database_rule(world: Any) -> None:

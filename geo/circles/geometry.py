@@ -297,6 +297,8 @@ class PieceIndex:
     def __post_init__(self) -> None:
         self.vstart = np.searchsorted(self.piece, np.arange(len(self.circle) + 1))
         self.cstart = np.searchsorted(self.circle, np.arange(self.n + 1))
+        # the compiled loops below do not check bounds: every piece has a vertex
+        assert len(self.piece) == len(self.xy) and bool((np.diff(self.vstart) > 0).all())
         self.lo, self.hi = _piece_boxes(self.xy, self.vstart)
 
     def near(self, parts: np.ndarray, circle: np.ndarray, probe: int = 32) -> np.ndarray:
@@ -312,6 +314,7 @@ class PieceIndex:
         shapely.prepare(parts)
         first = self.xy[self.vstart[:-1]]
         circle = np.asarray(circle, np.int64)
+        assert circle.min() >= 0 and circle.max() < self.n  # the loops do not check bounds
         who, what = _probe_pairs(bounds, circle, self.cstart, np.ascontiguousarray(first[:, 0]),
                                  np.ascontiguousarray(first[:, 1]), probe)
         keep[who[shapely.contains_xy(parts[who], first[what, 0], first[what, 1])]] = True

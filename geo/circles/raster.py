@@ -236,12 +236,12 @@ def thin_rings(xy: np.ndarray, rings: np.ndarray, tolerance: float) -> np.ndarra
             top -= 1
             i, j = stack[top, 0], stack[top, 1]
             dx, dy = xy[j, 0] - xy[i, 0], xy[j, 1] - xy[i, 1]
-            length = math.sqrt(dx * dx + dy * dy)
+            length2 = dx * dx + dy * dy
             worst, at = -1.0, -1
-            for m in range(i + 1, j):
+            for m in range(i + 1, j):  # distance to the segment (not its line), as GEOS
                 ex, ey = xy[m, 0] - xy[i, 0], xy[m, 1] - xy[i, 1]
-                d = (abs(ex * dy - ey * dx) / length if length > 0
-                     else math.sqrt(ex * ex + ey * ey))
+                u = min(1.0, max(0.0, (ex * dx + ey * dy) / length2)) if length2 > 0 else 0.0
+                d = math.hypot(ex - u * dx, ey - u * dy)
                 if d > worst:
                     worst, at = d, m
             if at >= 0 and worst > tolerance:

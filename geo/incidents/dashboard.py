@@ -110,6 +110,13 @@ def trend(conn: Connection, *, days: int = 30, scope: Scope = EVERYTHING,
             for r in conn.execute(text(sql), params)]
 
 
+# the start of the oldest transaction of this database that has written something (an xid)
+OLDEST_WRITE_SQL = """
+SELECT min(xact_start) FROM pg_stat_activity
+WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+"""
+
+
 def map_points(conn: Connection, *, scope: Scope = EVERYTHING, within: str | None = None,
                since: datetime | None = None, closed_days: int = 7, limit: int = 50_000,
                now: datetime | None = None, overlap_s: float = 0.0) -> dict[str, Any]:
@@ -117,11 +124,17 @@ def map_points(conn: Connection, *, scope: Scope = EVERYTHING, within: str | Non
     grid_code] (lon/lat WGS 84, 6 decimals). Without ``since``: every open case and those
     closed in the last ``closed_days`` days; with it: only cases changed after ``since`` (the
     refresh). ``now``: the instant the answer is complete up to (the server's clock, or a
-    standby's replay horizon); ``next_since``: what the next refresh passes as ``since``,
-    ``overlap_s`` seconds before it (``IncidentSettings.map_refresh_overlap_s``): a case's
-    ``updated_at`` is stamped inside its transaction, so one that commits after this answer
-    can carry an earlier stamp."""
+    standby's replay horizon); ``next_since``: what the next refresh passes as ``since``. A
+    case's ``updated_at`` is stamped inside its transaction, so one that commits after this
+    answer can carry an earlier stamp: ``next_since`` is the earlier of ``now`` and the start
+    of the oldest write transaction still open here (none is visible on a standby), less
+    ``overlap_s`` (``IncidentSettings.map_refresh_overlap_s``: replay, clocks), and never
+    before ``since``."""
     now = now or datetime.now(UTC)
+    oldest = conn.execute(text(OLDEST_WRITE_SQL)).scalar()
+    cursor = (min(now, oldest) if oldest is not None else now) - timedelta(seconds=overlap_s)
+    if since is not None:
+        cursor = max(cursor, since)
     params: dict[str, Any] = {"now": now, "lim": int(limit)}
     where = " AND ".join(_where(scope, params, within))
     cols = (f"i.id, round(ST_X(i.location)::numeric, 6)::float AS lon,"
@@ -137,7 +150,7 @@ def map_points(conn: Connection, *, scope: Scope = EVERYTHING, within: str | Non
                f" AND i.updated_at >= :since AND {where}")
     rows = conn.execute(text(f"{sql} LIMIT :lim"), params).all()
     return {"now": now.isoformat(),
-            "next_since": (now - timedelta(seconds=overlap_s)).isoformat(),
+            "next_since": cursor.isoformat(),
             "columns": ["id", "lon", "lat", "sla", "status",
                                                  "category", "grid_code"],
             "rows": [list(r) for r in rows], "truncated": len(rows) >= limit}

@@ -94,7 +94,7 @@
       const q = since ? "?since=" + encodeURIComponent(since) : "";
       const p = await api("GET", "/v1/console/points" + q);
       if (!since) WG.mark("points-fetched");
-      since = p.next_since;
+      since = p.next_since || p.now;  // a worker of the previous release gives no next_since
       const changed = apply(p.rows);
       document.getElementById("updated").textContent = time(p.now);
       if (changed && q) { counts(); trend(); }
