@@ -46,7 +46,8 @@ def pool(fresh_database, tmp_path_factory):
     env = {"WANGGE_DATABASE_URL": url, "WANGGE_JWT_SECRET": "s" * 64,
            "WANGGE_ENFORCE_ACCESS": "false", "WANGGE_BALANCE_MODE": "warn",
            "WANGGE_CHECK_INTERVAL_MS": "30000", "WANGGE_POOL_SIZE": "4",
-           "WANGGE_GAP_TOLERANCE_M2": "1e9"}  # the hand-made grid G11 has a hole
+           "WANGGE_GAP_TOLERANCE_M2": "1e9",  # the hand-made grid G11 has a hole
+           "WANGGE_LOGIN_FAILURES_PER_ADDRESS": "4"}
     p = WorkerPool(2, host="127.0.0.1", port=free_port(), env=env,
                    state_dir=tmp_path_factory.mktemp("proxy"),
                    settings=ScaleSettings(health_interval_ms=200, restart_delay_s=0.2))
@@ -176,6 +177,26 @@ def test_killed_worker_costs_at_most_its_in_flight_requests(pool):
         time.sleep(0.2)
     assert victim.restarts == before + 1
     assert haproxy_servers(pool)["w1"]["status"] == "UP"
+
+
+def test_workers_see_each_client_address_not_the_balancers(pool):
+    """Behind HAProxy the failed sign-in throttle counts each client's own address (its
+    X-Forwarded-For, HAProxy's, not one the client sends): after 4 failures from 127.0.0.2 that
+    address gets 429, spoofed header or not, while 127.0.0.3 is still answered 401."""
+    def client(address: str) -> httpx.Client:
+        return httpx.Client(base_url=_base(pool), timeout=30,
+                            transport=httpx.HTTPTransport(local_address=address))
+
+    def sign_in(c: httpx.Client, user: str, **headers: str) -> int:
+        return c.post("/v1/auth/token", data={"username": user, "password": "wrong"},
+                      headers=headers).status_code
+
+    with client("127.0.0.2") as a, client("127.0.0.3") as b:
+        first = [sign_in(a, f"nobody-{i}") for i in range(4)]  # distinct accounts
+        assert first == [401] * 4, first
+        assert sign_in(a, "nobody-4") == 429
+        assert sign_in(a, "nobody-5", **{"X-Forwarded-For": "10.9.9.9"}) == 429
+        assert sign_in(b, "nobody-6") == 401
 
 
 def test_grid_change_through_one_worker_is_answered_by_the_other(pool):

@@ -31,6 +31,7 @@ from api.security import (
     CSRF_COOKIE,
     SESSION_COOKIE,
     RateLimited,
+    client_address,
     csrf_token,
     current_principal,
 )
@@ -119,8 +120,8 @@ def password(body: PasswordIn, request: Request,
              summary="A resident registers an account (rate-limited per address)")
 def register(body: RegisterIn, request: Request,
              conn: Connection = CONNECTION) -> dict[str, Any]:
-    client = request.client.host if request.client else "-"
-    wait = request.app.state.rate_limiter.hit(f"register:{client}", REGISTER_PER_MINUTE)
+    wait = request.app.state.rate_limiter.hit(f"register:{client_address(request)}",
+                                              REGISTER_PER_MINUTE)
     if wait is not None:
         raise RateLimited(wait)
     uid = register_resident(conn, body.username, body.password,

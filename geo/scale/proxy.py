@@ -138,7 +138,10 @@ class WorkerPool:
         logfile = open(self.run_dir / f"worker-{w.number}.log", "ab")
         w.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", self.app, "--factory", "--uds", str(w.socket),
-             "--log-level", self.log_level, "--no-access-log"],
+             "--log-level", self.log_level, "--no-access-log",
+             # a Unix socket has no peer address to trust by: HAProxy's X-Forwarded-For is
+             # the client's (it drops any the client sent), and only HAProxy reaches the socket
+             "--forwarded-allow-ips", "*"],
             env=self.env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
         logfile.close()
         w.started_at = time.monotonic()
